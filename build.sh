@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2086  # $CC, $CFLAGS and $LDLIBS are word-split on purpose
+# build.sh - the one entry point of humanvit: build, test, asan, bench, demo, clean.
+# `./build.sh help` lists the verbs. Outputs go to build/ (build-asan/ for the sanitizer build);
+# nothing is installed. Needs bash and a C compiler only: no make, cmake or Python.
+#
+# Decisions worth knowing:
+#  - Every program links build/humanvit.o (tests/hv_impl.c = the IMPLEMENTATION define + the
+#    header). A test or example whose source itself has a line `#define HUMANVIT_IMPLEMENTATION`
+#    (say, to try HV_MALLOC overrides or HUMANVIT_STATIC) is built alone, without humanvit.o.
+#  - A target is rebuilt when it is missing or older than humanvit.h, its source, tests/*.h (for
+#    tests), examples/*.h (for examples) or humanvit.o. When the compiler or flags change, the
+#    whole build folder is thrown away (a stamp file records them).
+#  - `test` never stops at the first problem: a target that does not compile counts as one failed
+#    test, and the run goes on, so the last line is always the totals.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")" # the repo root: tests find their fixtures relative to it
+shopt -s nullglob
+
+CC=${CC:-gcc}
+
+usage() {
+    cat <<'EOF'
+usage: ./build.sh [verb] [args]
+
+verbs:
+  all            (default) build build/humanvit.o, build/tests/test_* and build/<name> for
+                 every examples/<name>.c
+  test           build, run every test binary and the C/C++ compile checks of the header;
+                 the last line is "N passed, M failed", the exit status non-zero on any failure
+  asan           the test binaries again, built in build-asan/ with AddressSanitizer and
+                 UndefinedBehaviorSanitizer (OpenMP off, compile checks skipped)
+  bench          build and run bench/*.c
+  demo [args]    build and run build/hello_mlp, passing args through
+  clean          remove build/ and build-asan/
+  help           this text
+
+environment:
+  CC=gcc              the C compiler (gcc by default; clang works)
+  EXTRA_CFLAGS=...    appended to the compile flags
+  TEST_FILTER=text    test/asan: run only the tests (and compile-* checks) whose name contains text
+  TEST_TIMEOUT=secs   test/asan: limit per test binary (default 600, asan 1800)
+EOF
+}
+
+die() {
+    echo "build.sh: error: $*" >&2
+    exit 1
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---- configuration ------------------------------------------------------------------------------
+
+# configure DIR MODE: sets OUT, MODE, CFLAGS, LDLIBS, LIB; wipes DIR when the flags changed.
+configure() {
+    OUT=$1
+    MODE=$2
+    have "${CC%% *}" || die "C compiler '${CC%% *}' not found. Install one with: apt-get install gcc   (or point CC at the compiler you have, e.g. CC=clang)"
+    mkdir -p "$OUT/.probe"
+    local probe=$OUT/.probe/probe
+    printf 'int main(void) { return 0; }\n' >"$probe.c"
+    $CC "$probe.c" -o "$probe" >/dev/null 2>&1 || die "'$CC' cannot build a trivial program (missing C library headers? apt-get install libc6-dev)"
+
+    local base="-std=c99 -Wall -Wextra" omp="off" arch=""
+    if [ "$MODE" = asan ]; then
+        CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined $base"
+        omp="off (asan build)"
+    else
+        CFLAGS="-O2 $base"
+    fi
+    # -march=native in the sanitizer build too, so the SIMD paths that normally run are checked.
+    if $CC -march=native "$probe.c" -o "$probe" >/dev/null 2>&1; then
+        arch="-march=native"
+        CFLAGS="$CFLAGS $arch"
+    fi
+    if [ "$MODE" = normal ]; then
+        printf '#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n' >"$probe-omp.c"
+        if $CC -fopenmp "$probe-omp.c" -o "$probe-omp" >/dev/null 2>&1; then
+            CFLAGS="$CFLAGS -fopenmp"
+            omp="on"
+        else
+            omp="off ('$CC' does not accept -fopenmp; for clang: apt-get install libomp-dev)"
+        fi
+    fi
+    if [ "$MODE" = asan ]; then
+        $CC $CFLAGS "$probe.c" -o "$probe-asan" >/dev/null 2>&1 ||
+            die "'$CC' cannot build with -fsanitize=address,undefined (gcc: apt-get install libasan8 libubsan1)"
+        export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+        export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+        # LeakSanitizer cannot run under ptrace (some containers, debuggers): say so, go on without.
+        if ! "$probe-asan" >/dev/null 2>&1; then
+            echo "build.sh: note: LeakSanitizer does not work here; running with detect_leaks=0"
+            export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
+        fi
+    fi
+    CFLAGS="$CFLAGS ${EXTRA_CFLAGS:-}"
+    CFLAGS=${CFLAGS% }
+    LDLIBS="-lm"
+    LIB=$OUT/humanvit.o
+
+    local stamp="$CC | $CFLAGS | $LDLIBS"
+    if [ -f "$OUT/.flags" ] && [ "$(cat "$OUT/.flags")" != "$stamp" ]; then
+        echo "build.sh: compiler or flags changed; rebuilding $OUT/ from scratch"
+        rm -rf "$OUT"
+        mkdir -p "$OUT"
+    fi
+    printf '%s\n' "$stamp" >"$OUT/.flags"
+    echo "build.sh: $CC $CFLAGS ... $LDLIBS   (OpenMP: $omp)"
+}
+
+# ---- building -----------------------------------------------------------------------------------
+
+# stale OUT DEPS...: true when OUT is missing or any DEP is newer.
+stale() {
+    local out=$1 d
+    shift
+    [ -e "$out" ] || return 0
+    for d in "$@"; do
+        if [ "$d" -nt "$out" ]; then return 0; fi
+    done
+    return 1
+}
+
+BUILD_FAILED=() # names of targets that did not compile, in order
+
+build_lib() {
+    if stale "$LIB" humanvit.h tests/hv_impl.c; then
+        echo "  CC    $LIB"
+        if ! $CC $CFLAGS -c tests/hv_impl.c -o "$LIB"; then
+            rm -f "$LIB"
+            BUILD_FAILED+=("humanvit.o")
+            return 1
+        fi
+    fi
+}
+
+# build_prog SRC OUT EXTRA_DEPS...: compile and link one program; 1 when it did not build.
+build_prog() {
+    local src=$1 out=$2
+    shift 2
+    local objs=()
+    if ! grep -q '^[[:space:]]*#[[:space:]]*define[[:space:]][[:space:]]*HUMANVIT_IMPLEMENTATION' "$src"; then
+        if [ ! -e "$LIB" ]; then
+            echo "  SKIP  $out ($LIB did not build)"
+            rm -f "$out"
+            return 1
+        fi
+        objs=("$LIB")
+    fi
+    stale "$out" "$src" humanvit.h "$@" "${objs[@]}" || return 0
+    echo "  CCLD  $out"
+    mkdir -p "$(dirname "$out")"
+    if ! $CC $CFLAGS -I. -Itests "$src" "${objs[@]}" -o "$out" $LDLIBS; then
+        rm -f "$out" # never leave an old binary standing in for a broken source
+        return 1
+    fi
+}
+
+matches_filter() { [ -z "${TEST_FILTER:-}" ] || [[ $1 == *"$TEST_FILTER"* ]]; }
+
+build_tests() {
+    local src name bin
+    mkdir -p "$OUT/tests"
+    for bin in "$OUT"/tests/test_*; do # drop binaries whose source is gone
+        case $bin in *.log) continue ;; esac
+        [ -e "tests/$(basename "$bin").c" ] || rm -f "$bin"
+    done
+    for src in tests/test_*.c; do
+        name=$(basename "$src" .c)
+        matches_filter "$name" || continue
+        build_prog "$src" "$OUT/tests/$name" tests/*.h || BUILD_FAILED+=("$name")
+    done
+}
+
+build_examples() {
+    local src name
+    for src in examples/*.c; do
+        name=$(basename "$src" .c)
+        build_prog "$src" "$OUT/$name" examples/*.h || BUILD_FAILED+=("$name")
+    done
+}
+
+build_all() {
+    build_lib || true
+    build_tests
+    build_examples
+}
+
+# ---- testing ------------------------------------------------------------------------------------
+
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+
+fail() { # fail NAME WHY: count one failed test
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$1 ($2)")
+}
+
+describe_rc() {
+    local rc=$1
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "timed out after ${TIMEOUT}s"
+    elif [ "$rc" -gt 128 ]; then
+        echo "killed by signal $((rc - 128))"
+    else
+        echo "exit $rc"
+    fi
+}
+
+run_tests() {
+    local src name bin log rc summary p f
+    local runner=()
+    if have timeout; then runner=(timeout -k 10 "$TIMEOUT"); fi
+    # Line-buffer the tests' stdout so a crash loses no output. Not under ASan: gcc's shared ASan
+    # runtime refuses to start behind stdbuf's LD_PRELOAD (tests should line-buffer themselves).
+    if [ "$MODE" = normal ] && have stdbuf; then runner+=(stdbuf -oL -eL); fi
+    for src in tests/test_*.c; do
+        name=$(basename "$src" .c)
+        matches_filter "$name" || continue
+        bin=$OUT/tests/$name
+        if [ ! -x "$bin" ]; then
+            fail "$name" "did not build"
+            continue
+        fi
+        echo "== $name"
+        log=$OUT/tests/$name.log
+        set +e
+        "${runner[@]}" "$bin" </dev/null 2>&1 | tee "$log"
+        rc=${PIPESTATUS[0]}
+        set -e
+        summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed[[:space:]]*$' "$log" | tail -n 1 || true)
+        if [ -n "$summary" ]; then
+            p=${summary%% passed*}
+            f=${summary#*, }
+            f=${f%% failed*}
+            PASSED=$((PASSED + p))
+            FAILED=$((FAILED + f))
+            if [ "$f" -gt 0 ]; then FAILED_NAMES+=("$name ($f failed)"); fi
+            # e.g. LeakSanitizer reports after the summary line and exits non-zero
+            if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "$name" "$(describe_rc "$rc") after its summary line"; fi
+        else
+            fail "$name" "$(describe_rc "$rc"), no 'N passed, M failed' line"
+        fi
+    done
+}
+
+# The header must compile clean as C99 (gcc, clang) and as C++11 (g++, clang++), both with the
+# implementation (tests/hv_impl.c) and as a plain header (tests/hv_header_only.c). The compiles
+# run in parallel; their results print in a fixed order.
+compile_checks() {
+    local dir=$OUT/compile-checks
+    mkdir -p "$dir"
+    local specs=(
+        "gcc-impl       gcc     required  gcc     c   tests/hv_impl.c"
+        "gcc-header     gcc     required  gcc     c   tests/hv_header_only.c"
+        "clang-impl     clang   optional  clang   c   tests/hv_impl.c"
+        "clang-header   clang   optional  clang   c   tests/hv_header_only.c"
+        "g++-impl       g++     required  g++     c++ tests/hv_impl.c"
+        "g++-header     g++     required  g++     c++ tests/hv_header_only.c"
+        "clang++-impl   clang++ optional  clang   c++ tests/hv_impl.c"
+        "clang++-header clang++ optional  clang   c++ tests/hv_header_only.c"
+    )
+    local spec name cc need pkg lang src pids=() names=()
+    for spec in "${specs[@]}"; do
+        read -r name cc need pkg lang src <<<"$spec"
+        name=compile-$name
+        matches_filter "$name" || continue
+        if ! have "$cc"; then
+            if [ "$need" = optional ]; then
+                echo "SKIP $name ($cc not installed; apt-get install $pkg)"
+            else
+                echo "FAIL $name ($cc not installed; apt-get install $pkg)"
+                fail "$name" "$cc not installed"
+            fi
+            continue
+        fi
+        local flags=(-std=c99 -Wall -Wextra -Werror -pedantic)
+        if [ "$lang" = c++ ]; then flags=(-x c++ -std=c++11 -Wall -Wextra -Werror); fi
+        ("$cc" "${flags[@]}" -I. -c "$src" -o "$dir/$name.o" >"$dir/$name.log" 2>&1) &
+        pids+=($!)
+        names+=("$name")
+    done
+    local i
+    for i in "${!pids[@]}"; do
+        name=${names[$i]}
+        if wait "${pids[$i]}"; then
+            echo "PASS $name"
+            PASSED=$((PASSED + 1))
+        else
+            echo "FAIL $name"
+            cat "$dir/$name.log"
+            fail "$name" "does not compile clean"
+        fi
+    done
+}
+
+# test_suite MODE: the body of `test` and `asan`
+test_suite() {
+    local mode=$1
+    if [ "$mode" = asan ]; then
+        configure build-asan asan
+        TIMEOUT=${TEST_TIMEOUT:-1800}
+    else
+        configure build normal
+        TIMEOUT=${TEST_TIMEOUT:-600}
+    fi
+    build_all
+    local name
+    for name in "${BUILD_FAILED[@]}"; do
+        case $name in
+        test_*) ;; # counted once, when its turn to run comes
+        *) fail "build-$name" "does not compile" ;;
+        esac
+    done
+    run_tests
+    if [ "$mode" = normal ]; then
+        compile_checks
+    fi
+    echo
+    if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
+        echo "FAILED:"
+        printf '  %s\n' "${FAILED_NAMES[@]}"
+    fi
+    if [ $((PASSED + FAILED)) -eq 0 ]; then
+        echo "build.sh: nothing ran${TEST_FILTER:+ (TEST_FILTER=$TEST_FILTER matched nothing)}"
+    fi
+    echo "$PASSED passed, $FAILED failed"
+    if [ "$FAILED" -eq 0 ] && [ $((PASSED + FAILED)) -gt 0 ]; then return 0; fi
+    return 1
+}
+
+# ---- verbs --------------------------------------------------------------------------------------
+
+verb=${1:-all}
+if [ $# -gt 0 ]; then shift; fi
+
+case $verb in
+all | build)
+    configure build normal
+    build_all
+    if [ "${#BUILD_FAILED[@]}" -gt 0 ]; then
+        echo "build.sh: did not build: ${BUILD_FAILED[*]}" >&2
+        exit 1
+    fi
+    echo "build.sh: build ok"
+    ;;
+test)
+    test_suite normal || exit 1
+    ;;
+asan)
+    test_suite asan || exit 1
+    ;;
+bench)
+    srcs=(bench/*.c)
+    if [ "${#srcs[@]}" -eq 0 ]; then
+        echo "no benchmarks yet"
+        exit 0
+    fi
+    configure build normal
+    build_lib || die "humanvit.o did not build"
+    status=0
+    for src in "${srcs[@]}"; do
+        name=$(basename "$src" .c)
+        if ! build_prog "$src" "build/bench/$name" bench/*.h; then
+            echo "build.sh: $name did not build" >&2
+            status=1
+            continue
+        fi
+        echo "== $name"
+        "build/bench/$name" "$@" || status=1
+    done
+    exit $status
+    ;;
+demo)
+    [ -f examples/hello_mlp.c ] || die "examples/hello_mlp.c does not exist yet"
+    configure build normal
+    build_lib || die "humanvit.o did not build"
+    build_prog examples/hello_mlp.c build/hello_mlp examples/*.h || die "examples/hello_mlp.c did not build"
+    exec build/hello_mlp "$@"
+    ;;
+clean)
+    rm -rf build build-asan
+    echo "build.sh: removed build/ and build-asan/"
+    ;;
+help | -h | --help)
+    usage
+    ;;
+*)
+    echo "build.sh: unknown verb '$verb'" >&2
+    usage >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,2 @@
+#define HUMANVIT_IMPLEMENTATION
+#include "../humanvit.h"
