@@ -17,7 +17,7 @@
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
        7. Implementation: CPU backend (scalar reference kernels)
-       8. Implementation: utilities
+       8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
 
    OPTIONS (define before including the implementation)
        HUMANVIT_STATIC          all public functions become static (HVDEF = static)
@@ -273,6 +273,9 @@ HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b);
 /* sum(x * mask) / sum(mask); mask broadcasts to x and gets no gradient */
 HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask);
 
+/* HV-SECTION api-checkpoints BEGIN */
+/* HV-SECTION api-checkpoints END */
+
 /* ---- errors --------------------------------------------------------------------------------- */
 HVDEF const char *hv_last_error(void); /* "" when none */
 HVDEF void hv_clear_error(void);
@@ -494,6 +497,10 @@ struct hv__backend {
     void (*reduce)(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x);
     /* gx += gy routed to the first maximum of each reduced group (y = the max, keepdim shape) */
     void (*reduce_max_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy);
+    /* HV-SECTION backend-nn-fields BEGIN */
+    /* HV-SECTION backend-nn-fields END */
+    /* HV-SECTION backend-conv-fields BEGIN */
+    /* HV-SECTION backend-conv-fields END */
 };
 
 /* ---- context -------------------------------------------------------------------------------- */
@@ -1789,6 +1796,10 @@ static const hv__backend *hv__cpu_backend(void) {
     }
     return &be;
 }
+
+/* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
+/* HV-SECTION checkpoints BEGIN */
+/* HV-SECTION checkpoints END */
 
 #endif /* HUMANVIT_IMPLEMENTATION_DONE */
 #endif /* HUMANVIT_IMPLEMENTATION */
