@@ -95,7 +95,7 @@ extern "C" {
 
 /* ---- types and context ---------------------------------------------------------------------- */
 
-#define HV_MAX_DIMS 5
+#define HV_MAX_DIMS 6
 
 typedef struct hv_ctx hv_ctx;
 typedef struct hv_tensor hv_tensor;
