@@ -18,6 +18,7 @@
        6. Implementation: op definitions (forward and backward, backend-agnostic)
        7. Implementation: CPU backend (scalar reference kernels)
        8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
+       9. Implementation: layers and models (transformer block, ViT, MAE)
 
    OPTIONS (define before including the implementation)
        HUMANVIT_STATIC          all public functions become static (HVDEF = static)
@@ -273,6 +274,77 @@ HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b);
 /* sum(x * mask) / sum(mask); mask broadcasts to x and gets no gradient */
 HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask);
 
+/* ---- models: ViT and MAE (timm / official-MAE layout and parameter names) ------------------- */
+
+/* a model's parameters in registration order, named as in the PyTorch state dict */
+typedef struct hv_param_list {
+    int count;
+    const char *const *names;
+    hv_tensor *const *tensors;
+} hv_param_list;
+
+typedef enum hv_vit_preset {
+    HV_VIT_CUSTOM = 0, /* every size field of the descriptor given */
+    HV_VIT_S14,        /* D 384, depth 12, heads 6, 224 px */
+    HV_VIT_B14,        /* D 768, depth 12, heads 12 */
+    HV_VIT_L14,        /* D 1024, depth 24, heads 16 */
+    HV_VIT_H14,        /* D 1280, depth 32, heads 16 */
+    HV_VIT_H14_448,    /* ViT-H/14 at 448 px (32 x 32 patches) */
+    HV_VIT_H14_476     /* ViT-H/14 at 476 px (34 x 34 patches) */
+} hv_vit_preset;
+
+/* zero fields take the preset's value (or the ViT default in brackets) */
+typedef struct hv_vit_desc {
+    hv_vit_preset preset;
+    int img_size, patch_size, in_chans /* [3] */, embed_dim, depth, num_heads;
+    float mlp_ratio;   /* [4] */
+    float ln_eps;      /* [1e-6] */
+    int num_classes;   /* 0: no head, the output is the CLS feature after the final norm */
+    int global_pool;   /* mean of the patch tokens then fc_norm, instead of the CLS token */
+    int fixed_pos_embed; /* sin-cos table frozen (MAE pretraining); default learnable (finetuning) */
+} hv_vit_desc;
+
+typedef struct hv_vit hv_vit;
+HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc);
+HVDEF void hv_vit_free(hv_vit *vit);
+HVDEF hv_vit_desc hv_vit_config(const hv_vit *vit); /* the resolved sizes */
+HVDEF const hv_param_list *hv_vit_params(hv_vit *vit);
+/* images (B, C, H, W) at img_size -> logits (B, classes), or features (B, D) without a head.
+   training: the head's BatchNorm uses batch statistics (else its running statistics). */
+HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training);
+/* the final-norm token sequence (B, 1 + L, D) */
+HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images);
+HVDEF hv_vit_preset hv_vit_preset_from_name(const char *name); /* "vits14", "vith14@476", ...; 0 if unknown */
+
+/* the fixed 2-D sin-cos position table of MAE, (1 + grid*grid, dim) with a zero CLS row first,
+   written into out (f32, that shape). The first dim/2 columns encode the column (x) index. */
+HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim);
+/* bicubic interpolation of a (1, 1 + g*g, D) table to (1, 1 + n*n, D) keeping the CLS row, as
+   the upstream interpolate_pos_embed (align_corners False). A new persistent tensor. */
+HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid);
+
+typedef struct hv_mae_desc {
+    hv_vit_desc encoder;       /* preset or sizes; num_classes and global_pool unused */
+    int decoder_embed_dim;     /* [512] */
+    int decoder_depth;         /* [8] */
+    int decoder_num_heads;     /* [16] */
+    float mask_ratio;          /* [0.75]; the humanlike-vits recipe uses 0.8 */
+    int norm_pix_loss;         /* normalise each target patch by its mean and unbiased std */
+} hv_mae_desc;
+
+typedef struct hv_mae hv_mae;
+HVDEF hv_mae *hv_mae_new(hv_ctx *ctx, const hv_mae_desc *desc);
+HVDEF void hv_mae_free(hv_mae *mae);
+HVDEF const hv_param_list *hv_mae_params(hv_mae *mae); /* encoder keys then decoder keys */
+/* MAE loss of a batch (B, C, H, W): per-patch MSE averaged over the masked patches. noise (B, L)
+   f32 may be NULL (drawn from the context's RNG); it decides the mask exactly as upstream
+   (argsort, keep the int(L (1 - ratio)) smallest). pred (B, L, p*p*C) and mask (B, L) are set
+   when the pointers are not NULL (arena tensors). */
+HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise, hv_tensor **pred, hv_tensor **mask);
+/* images (B, C, H, W) -> (B, L, p*p*C) with patch vectors in (row, column, channel) order, and back */
+HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
+HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
+
 /* HV-SECTION api-checkpoints BEGIN */
 /* HV-SECTION api-checkpoints END */
 
@@ -458,7 +530,7 @@ struct hv_tensor {
     int64_t ip[8];          /* integer parameters of the op */
     hv_tensor *tape_prev;   /* the tape is a list through the tensors, newest first */
     hv_tensor *plist_prev, *plist_next; /* list of persistent tensors, freed at shutdown */
-    char name[48];
+    char name[64];
 };
 
 /* ---- the backend table: every kernel the ops call. CPU fills it in section 7. ---------------- */
@@ -877,7 +949,10 @@ HVDEF float hv_item(const hv_tensor *t) {
     return v;
 }
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
-    if (t) snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    size_t i;
+    if (!t) return;
+    for (i = 0; name && name[i] && i + 1 < sizeof t->name; i++) t->name[i] = name[i];
+    t->name[i] = 0; /* long names are cut, not refused: they only label messages */
 }
 HVDEF const char *hv_tensor_name(const hv_tensor *t) { return t ? t->name : ""; }
 
@@ -1795,6 +1870,685 @@ static const hv__backend *hv__cpu_backend(void) {
         be.name = "cpu";
     }
     return &be;
+}
+
+/* ==== 9. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
+
+/* ---- named parameter lists ------------------------------------------------------------------ */
+
+typedef struct hv__plist {
+    int count, cap;
+    char **names;
+    hv_tensor **tensors;
+    hv_param_list pub;
+} hv__plist;
+
+static void hv__plist_free(hv__plist *pl) {
+    int i;
+    for (i = 0; i < pl->count; i++) hv__free(pl->names[i]);
+    hv__free(pl->names);
+    hv__free(pl->tensors);
+    memset(pl, 0, sizeof *pl);
+}
+static int hv__plist_add(hv__plist *pl, const char *name, hv_tensor *t) {
+    size_t len = strlen(name);
+    if (pl->count == pl->cap) {
+        int cap = pl->cap ? pl->cap * 2 : 64;
+        char **n = (char **)hv__malloc(sizeof(char *) * (size_t)cap);
+        hv_tensor **ts = (hv_tensor **)hv__malloc(sizeof(hv_tensor *) * (size_t)cap);
+        if (!n || !ts) {
+            hv__free(n);
+            hv__free(ts);
+            return -1;
+        }
+        if (pl->count) {
+            memcpy(n, pl->names, sizeof(char *) * (size_t)pl->count);
+            memcpy(ts, pl->tensors, sizeof(hv_tensor *) * (size_t)pl->count);
+        }
+        hv__free(pl->names);
+        hv__free(pl->tensors);
+        pl->names = n;
+        pl->tensors = ts;
+        pl->cap = cap;
+    }
+    pl->names[pl->count] = (char *)hv__malloc(len + 1);
+    if (!pl->names[pl->count]) return -1;
+    memcpy(pl->names[pl->count], name, len + 1);
+    pl->tensors[pl->count++] = t;
+    pl->pub.count = pl->count;
+    pl->pub.names = (const char *const *)pl->names;
+    pl->pub.tensors = pl->tensors;
+    return 0;
+}
+/* a persistent zero tensor registered as prefix+name; NULL (error set) when out of memory */
+static hv_tensor *hv__param(hv__plist *pl, hv_ctx *ctx, const char *prefix, const char *name, int ndim, const int64_t *shape,
+                            int trainable) {
+    char full[128];
+    hv_tensor *t = hv__alloc(ctx, HV_F32, ndim, shape, 1);
+    if (!t) return NULL;
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    hv_tensor_set_name(t, full);
+    hv_set_trainable(t, trainable);
+    if (hv__plist_add(pl, full, t)) {
+        hv_tensor_free(t);
+        return (hv_tensor *)hv__fail("hv_model", "out of memory registering %s", full);
+    }
+    return t;
+}
+static hv_tensor *hv__param1(hv__plist *pl, hv_ctx *ctx, const char *prefix, const char *name, int64_t n, int trainable) {
+    return hv__param(pl, ctx, prefix, name, 1, &n, trainable);
+}
+static hv_tensor *hv__param2(hv__plist *pl, hv_ctx *ctx, const char *prefix, const char *name, int64_t r, int64_t c) {
+    int64_t s[2];
+    s[0] = r;
+    s[1] = c;
+    return hv__param(pl, ctx, prefix, name, 2, s, 1);
+}
+
+/* xavier_uniform over a weight seen as (fan_out, fan_in), as the MAE initialisation */
+static void hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)w->data;
+    int64_t i, n = hv_numel(w);
+    for (i = 0; i < n; i++) p[i] = a * (2.0f * hv_rng_uniform(w->ctx) - 1.0f);
+}
+static void hv__normal_fill(hv_tensor *t, float std) {
+    float *p = (float *)t->data;
+    int64_t i, n = hv_numel(t);
+    for (i = 0; i < n; i++) p[i] = std * hv_rng_normal(t->ctx);
+}
+
+/* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
+
+typedef struct hv__linear {
+    hv_tensor *w, *b; /* (out, in), (out) */
+} hv__linear;
+static int hv__linear_init(hv__linear *l, hv__plist *pl, hv_ctx *ctx, const char *prefix, int64_t in, int64_t out) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    l->w = hv__param2(pl, ctx, "", name, out, in);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    l->b = l->w ? hv__param1(pl, ctx, "", name, out, 1) : NULL;
+    if (!l->b) return -1;
+    hv__xavier_uniform(l->w, out, in);
+    return 0;
+}
+typedef struct hv__norm {
+    hv_tensor *w, *b;
+    float eps;
+} hv__norm;
+static int hv__norm_init(hv__norm *n, hv__plist *pl, hv_ctx *ctx, const char *prefix, int64_t dim, float eps) {
+    char name[128];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    n->w = hv__param1(pl, ctx, "", name, dim, 1);
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    n->b = n->w ? hv__param1(pl, ctx, "", name, dim, 1) : NULL;
+    n->eps = eps;
+    if (!n->b) return -1;
+    hv_tensor_fill(n->w, 1.0f);
+    return 0;
+}
+static hv_tensor *hv__norm_fwd(const hv__norm *n, hv_tensor *x) { return hv_layer_norm(x, n->w, n->b, n->eps); }
+static hv_tensor *hv__linear_fwd(const hv__linear *l, hv_tensor *x) { return hv_linear(x, l->w, l->b); }
+
+/* ---- the pre-norm transformer block (timm Block: qkv bias, exact GELU, no layer scale) ------- */
+
+typedef struct hv__block {
+    hv__norm norm1, norm2;
+    hv__linear qkv, proj, fc1, fc2;
+    int heads;
+} hv__block;
+
+static int hv__block_init(hv__block *b, hv__plist *pl, hv_ctx *ctx, const char *prefix, int64_t dim, int heads, int64_t hidden,
+                          float eps) {
+    char p[96];
+    b->heads = heads;
+#define HV__SUB(name) (snprintf(p, sizeof p, "%s.%s", prefix, name), p)
+    if (hv__norm_init(&b->norm1, pl, ctx, HV__SUB("norm1"), dim, eps)) return -1;
+    if (hv__linear_init(&b->qkv, pl, ctx, HV__SUB("attn.qkv"), dim, 3 * dim)) return -1;
+    if (hv__linear_init(&b->proj, pl, ctx, HV__SUB("attn.proj"), dim, dim)) return -1;
+    if (hv__norm_init(&b->norm2, pl, ctx, HV__SUB("norm2"), dim, eps)) return -1;
+    if (hv__linear_init(&b->fc1, pl, ctx, HV__SUB("mlp.fc1"), dim, hidden)) return -1;
+    if (hv__linear_init(&b->fc2, pl, ctx, HV__SUB("mlp.fc2"), hidden, dim)) return -1;
+#undef HV__SUB
+    return 0;
+}
+
+/* x (B, N, D) -> x + attn(norm1 x), then + mlp(norm2 x) */
+static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
+    int64_t B, N, D, s5[5], s3[3];
+    int perm_qkv[5] = {2, 0, 3, 1, 4}, perm_out[4] = {0, 2, 1, 3};
+    hv_tensor *qkv, *q, *k, *v, *a;
+    if (!x) return NULL;
+    B = x->shape[0];
+    N = x->shape[1];
+    D = x->shape[2];
+    s5[0] = B;
+    s5[1] = N;
+    s5[2] = 3;
+    s5[3] = b->heads;
+    s5[4] = D / b->heads;
+    /* qkv rows are [q; k; v], each head-major: (B, N, 3D) -> (3, B, H, N, hd) */
+    qkv = hv_permute(hv_reshape(hv__linear_fwd(&b->qkv, hv__norm_fwd(&b->norm1, x)), hv_shape_of(5, s5)), perm_qkv);
+    if (!qkv) return NULL;
+    {
+        int64_t s4[4];
+        s4[0] = B;
+        s4[1] = b->heads;
+        s4[2] = N;
+        s4[3] = D / b->heads;
+        q = hv_reshape(hv_slice(qkv, 0, 0, 1, 1), hv_shape_of(4, s4));
+        k = hv_reshape(hv_slice(qkv, 0, 1, 2, 1), hv_shape_of(4, s4));
+        v = hv_reshape(hv_slice(qkv, 0, 2, 3, 1), hv_shape_of(4, s4));
+    }
+    a = hv_attention(q, k, v, 0.0f); /* (B, H, N, hd), scale hd^-0.5 */
+    s3[0] = B;
+    s3[1] = N;
+    s3[2] = D;
+    a = hv_reshape(hv_permute(a, perm_out), hv_shape_of(3, s3));
+    x = hv_add(x, hv__linear_fwd(&b->proj, a));
+    return hv_add(x, hv__linear_fwd(&b->fc2, hv_gelu(hv__linear_fwd(&b->fc1, hv__norm_fwd(&b->norm2, x)))));
+}
+
+/* ---- patches -------------------------------------------------------------------------------- */
+
+/* (B, C, gh*p, gw*p) -> (B, gh*gw, per-patch vector) with the vector in (channel, row, column)
+   order when channel_first (the patch-embedding conv's weight layout), else (row, column, channel)
+   (MAE's target layout, 'nchpwq->nhwpqc') */
+static hv_tensor *hv__patches(hv_tensor *images, int patch, int channel_first, const char *op) {
+    int64_t B, C, gh, gw, s6[6], s3[3];
+    int perm_cf[6] = {0, 2, 4, 1, 3, 5}, perm_cl[6] = {0, 2, 4, 3, 5, 1};
+    HV__CHECK_IN(images);
+    if (images->ndim != 4 || patch <= 0 || images->shape[2] % patch || images->shape[3] % patch)
+        return (hv_tensor *)hv__fail(op, "%s is not (B, C, H, W) with H and W multiples of the patch size %d", hv__desc("images", images),
+                                     patch);
+    B = images->shape[0];
+    C = images->shape[1];
+    gh = images->shape[2] / patch;
+    gw = images->shape[3] / patch;
+    s6[0] = B;
+    s6[1] = C;
+    s6[2] = gh;
+    s6[3] = patch;
+    s6[4] = gw;
+    s6[5] = patch;
+    s3[0] = B;
+    s3[1] = gh * gw;
+    s3[2] = C * patch * patch;
+    return hv_reshape(hv_permute(hv_reshape(images, hv_shape_of(6, s6)), channel_first ? perm_cf : perm_cl), hv_shape_of(3, s3));
+}
+HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch) { return hv__patches(images, patch, 0, "hv_patchify"); }
+HVDEF hv_tensor *hv_unpatchify(hv_tensor *x, int patch, int channels) {
+    int64_t B, L, g, s6[6], s4[4];
+    int perm[6] = {0, 5, 1, 3, 2, 4};
+    HV__CHECK_IN(x);
+    if (x->ndim != 3 || patch <= 0 || channels <= 0 || x->shape[2] != (int64_t)patch * patch * channels)
+        return (hv_tensor *)hv__fail("hv_unpatchify", "%s is not (B, L, %d*%d*%d)", hv__desc("x", x), patch, patch, channels);
+    B = x->shape[0];
+    L = x->shape[1];
+    for (g = 0; g * g < L; g++) {
+    }
+    if (g * g != L) return (hv_tensor *)hv__fail("hv_unpatchify", "%lld patches are not a square grid", (long long)L);
+    /* (B, h, w, p, q, c) -> (B, c, h, p, w, q) */
+    s6[0] = B;
+    s6[1] = g;
+    s6[2] = g;
+    s6[3] = patch;
+    s6[4] = patch;
+    s6[5] = channels;
+    s4[0] = B;
+    s4[1] = channels;
+    s4[2] = g * patch;
+    s4[3] = g * patch;
+    return hv_reshape(hv_permute(hv_reshape(x, hv_shape_of(6, s6)), perm), hv_shape_of(4, s4));
+}
+
+/* ---- position tables ------------------------------------------------------------------------ */
+
+HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
+    int64_t L = (int64_t)grid * grid, m;
+    int quarter = dim / 4, k;
+    float *p;
+    if (!out || out->dtype != HV_F32 || dim % 4 || grid <= 0 || hv_numel(out) != (L + 1) * dim || !hv_is_contiguous(out))
+        return hv__fail("hv_sincos_pos_embed", "%s must be contiguous f32 with (1 + %d*%d) * %d elements and dim a multiple of 4",
+                        hv__desc("out", out), grid, grid, dim), -1;
+    p = (float *)out->data;
+    memset(p, 0, sizeof(float) * (size_t)dim); /* the CLS row */
+    for (m = 0; m < L; m++) {
+        /* upstream: meshgrid(w, h) puts the column index first; each half is [sin(pos w), cos(pos w)] */
+        double pos[2];
+        int half;
+        pos[0] = (double)(m % grid);
+        pos[1] = (double)(m / grid);
+        for (half = 0; half < 2; half++)
+            for (k = 0; k < quarter; k++) {
+                double omega = 1.0 / pow(10000.0, (double)k / quarter), a = pos[half] * omega;
+                p[(m + 1) * dim + half * (dim / 2) + k] = (float)sin(a);
+                p[(m + 1) * dim + half * (dim / 2) + quarter + k] = (float)cos(a);
+            }
+    }
+    return 0;
+}
+
+/* PyTorch's cubic convolution weights (A = -0.75) for a fractional offset t in [0, 1) */
+static void hv__cubic_weights(double t, double w[4]) {
+    const double A = -0.75;
+    double x;
+    x = t + 1;
+    w[0] = ((A * x - 5 * A) * x + 8 * A) * x - 4 * A;
+    x = t;
+    w[1] = ((A + 2) * x - (A + 3)) * x * x + 1;
+    x = 1 - t;
+    w[2] = ((A + 2) * x - (A + 3)) * x * x + 1;
+    w[3] = 1 - w[0] - w[1] - w[2];
+}
+HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
+    int64_t D, L, g, oy, ox, c, s3[3];
+    hv_tensor *out;
+    const float *src;
+    float *dst;
+    HV__CHECK_IN(pos);
+    if (pos->ndim != 3 || pos->shape[0] != 1 || pos->dtype != HV_F32 || new_grid <= 0)
+        return (hv_tensor *)hv__fail("hv_pos_embed_interpolate", "%s is not a (1, 1 + g*g, D) table (or new grid %d <= 0)",
+                                     hv__desc("pos", pos), new_grid);
+    D = pos->shape[2];
+    L = pos->shape[1] - 1;
+    for (g = 0; g * g < L; g++) {
+    }
+    if (g * g != L) return (hv_tensor *)hv__fail("hv_pos_embed_interpolate", "%lld positions are not a square grid", (long long)L);
+    pos = hv_contiguous(pos);
+    if (!pos) return NULL;
+    s3[0] = 1;
+    s3[1] = 1 + (int64_t)new_grid * new_grid;
+    s3[2] = D;
+    out = hv__alloc(pos->ctx, HV_F32, 3, s3, 1);
+    if (!out) return NULL;
+    src = (const float *)pos->data;
+    dst = (float *)out->data;
+    memcpy(dst, src, sizeof(float) * (size_t)D); /* CLS row kept */
+    for (oy = 0; oy < new_grid; oy++)
+        for (ox = 0; ox < new_grid; ox++) {
+            /* align_corners=False source coordinates; taps clamped at the border, as upsample_bicubic2d */
+            double sy = (oy + 0.5) * (double)g / new_grid - 0.5, sx = (ox + 0.5) * (double)g / new_grid - 0.5;
+            double fy = floor(sy), fx = floor(sx), wy[4], wx[4];
+            int i, j;
+            hv__cubic_weights(sy - fy, wy);
+            hv__cubic_weights(sx - fx, wx);
+            for (c = 0; c < D; c++) {
+                double acc = 0;
+                for (i = 0; i < 4; i++) {
+                    int64_t y = (int64_t)fy - 1 + i;
+                    y = y < 0 ? 0 : y >= g ? g - 1 : y;
+                    for (j = 0; j < 4; j++) {
+                        int64_t x = (int64_t)fx - 1 + j;
+                        x = x < 0 ? 0 : x >= g ? g - 1 : x;
+                        acc += wy[i] * wx[j] * src[(1 + y * g + x) * D + c];
+                    }
+                }
+                dst[(1 + oy * new_grid + ox) * D + c] = (float)acc;
+            }
+        }
+    return out;
+}
+
+/* ---- ViT ------------------------------------------------------------------------------------ */
+
+struct hv_vit {
+    hv_ctx *ctx;
+    hv_vit_desc d;
+    hv__plist params;
+    hv_tensor *cls_token, *pos_embed, *patch_w, *patch_b; /* (1,1,D) (1,1+L,D) (D,C,p,p) (D) */
+    hv__block *blocks;
+    hv__norm norm;                       /* "norm", or "fc_norm" with global pooling */
+    hv_tensor *head_mean, *head_var, *head_count; /* head.0: BatchNorm1d(affine=False) buffers */
+    hv__linear head;                     /* head.1 */
+};
+
+static const struct {
+    const char *name;
+    hv_vit_preset preset;
+    int img, dim, depth, heads;
+} hv__vit_presets[] = {
+    {"vits14", HV_VIT_S14, 224, 384, 12, 6},       {"vitb14", HV_VIT_B14, 224, 768, 12, 12},
+    {"vitl14", HV_VIT_L14, 224, 1024, 24, 16},     {"vith14", HV_VIT_H14, 224, 1280, 32, 16},
+    {"vith14@448", HV_VIT_H14_448, 448, 1280, 32, 16}, {"vith14@476", HV_VIT_H14_476, 476, 1280, 32, 16},
+};
+HVDEF hv_vit_preset hv_vit_preset_from_name(const char *name) {
+    size_t i;
+    for (i = 0; name && i < sizeof hv__vit_presets / sizeof hv__vit_presets[0]; i++)
+        if (!strcmp(name, hv__vit_presets[i].name)) return hv__vit_presets[i].preset;
+    return HV_VIT_CUSTOM;
+}
+/* fills zero fields from the preset and the defaults; -1 with an error when inconsistent */
+static int hv__vit_resolve(hv_vit_desc *d, const char *op) {
+    size_t i;
+    for (i = 0; i < sizeof hv__vit_presets / sizeof hv__vit_presets[0]; i++)
+        if (d->preset == hv__vit_presets[i].preset) {
+            if (!d->img_size) d->img_size = hv__vit_presets[i].img;
+            if (!d->embed_dim) d->embed_dim = hv__vit_presets[i].dim;
+            if (!d->depth) d->depth = hv__vit_presets[i].depth;
+            if (!d->num_heads) d->num_heads = hv__vit_presets[i].heads;
+            if (!d->patch_size) d->patch_size = 14;
+        }
+    if (!d->in_chans) d->in_chans = 3;
+    if (d->mlp_ratio <= 0) d->mlp_ratio = 4.0f;
+    if (d->ln_eps <= 0) d->ln_eps = 1e-6f;
+    if (d->img_size <= 0 || d->patch_size <= 0 || d->embed_dim <= 0 || d->depth < 0 || d->num_heads <= 0 || d->num_classes < 0 ||
+        d->img_size % d->patch_size || d->embed_dim % d->num_heads || d->embed_dim % 4) {
+        hv__fail(op, "bad sizes: img %d, patch %d, dim %d, depth %d, heads %d, classes %d (need img a multiple of patch, dim a multiple "
+                 "of heads and of 4)",
+                 d->img_size, d->patch_size, d->embed_dim, d->depth, d->num_heads, d->num_classes);
+        return -1;
+    }
+    return 0;
+}
+
+/* the encoder trunk shared by ViT and MAE: patch embedding, tokens, blocks, final norm */
+static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
+    const hv_vit_desc *d = &v->d;
+    int64_t D = d->embed_dim, g = d->img_size / d->patch_size, s[4];
+    int i;
+    char prefix[32];
+    v->ctx = ctx;
+    s[0] = 1;
+    s[1] = 1;
+    s[2] = D;
+    if (!(v->cls_token = hv__param(&v->params, ctx, "", "cls_token", 3, s, 1))) return -1;
+    s[1] = 1 + g * g;
+    if (!(v->pos_embed = hv__param(&v->params, ctx, "", "pos_embed", 3, s, !d->fixed_pos_embed))) return -1;
+    s[0] = D;
+    s[1] = d->in_chans;
+    s[2] = d->patch_size;
+    s[3] = d->patch_size;
+    if (!(v->patch_w = hv__param(&v->params, ctx, "", "patch_embed.proj.weight", 4, s, 1))) return -1;
+    if (!(v->patch_b = hv__param1(&v->params, ctx, "", "patch_embed.proj.bias", D, 1))) return -1;
+    hv__normal_fill(v->cls_token, 0.02f);
+    hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D);
+    hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size);
+    v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
+    if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
+    for (i = 0; i < d->depth; i++) {
+        snprintf(prefix, sizeof prefix, "blocks.%d", i);
+        if (hv__block_init(&v->blocks[i], &v->params, ctx, prefix, D, d->num_heads, (int64_t)(D * d->mlp_ratio), d->ln_eps)) return -1;
+    }
+    return hv__norm_init(&v->norm, &v->params, ctx, d->global_pool ? "fc_norm" : "norm", D, d->ln_eps);
+}
+static void hv__vit_release(hv_vit *v) {
+    int i;
+    for (i = 0; i < v->params.count; i++) hv_tensor_free(v->params.tensors[i]);
+    hv__plist_free(&v->params);
+    hv__free(v->blocks);
+}
+
+HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc) {
+    hv_vit *v;
+    if (!ctx) return (hv_vit *)hv__fail("hv_vit_new", "ctx is NULL");
+    v = (hv_vit *)hv__malloc(sizeof *v);
+    if (!v) return (hv_vit *)hv__fail("hv_vit_new", "out of memory");
+    memset(v, 0, sizeof *v);
+    if (desc) v->d = *desc;
+    if (hv__vit_resolve(&v->d, "hv_vit_new") || hv__vit_build(v, ctx)) goto fail;
+    if (v->d.num_classes) {
+        int64_t D = v->d.embed_dim;
+        /* BatchNorm1d(D, affine=False, eps 1e-6) then Linear(D, classes) with N(0, 0.01) weights */
+        if (!(v->head_mean = hv__param1(&v->params, ctx, "", "head.0.running_mean", D, 0))) goto fail;
+        if (!(v->head_var = hv__param1(&v->params, ctx, "", "head.0.running_var", D, 0))) goto fail;
+        if (!(v->head_count = hv__param1(&v->params, ctx, "", "head.0.num_batches_tracked", 1, 0))) goto fail;
+        hv_tensor_fill(v->head_var, 1.0f);
+        if (hv__linear_init(&v->head, &v->params, ctx, "head.1", D, v->d.num_classes)) goto fail;
+        hv__normal_fill(v->head.w, 0.01f);
+    }
+    return v;
+fail:
+    hv__vit_release(v);
+    hv__free(v);
+    return NULL;
+}
+HVDEF void hv_vit_free(hv_vit *vit) {
+    if (!vit) return;
+    hv__vit_release(vit);
+    hv__free(vit);
+}
+HVDEF hv_vit_desc hv_vit_config(const hv_vit *vit) { return vit->d; }
+HVDEF const hv_param_list *hv_vit_params(hv_vit *vit) { return vit ? &vit->params.pub : NULL; }
+
+/* images -> patch tokens plus their positions (B, L, D), as the patch conv (weights (D, C, p, p))
+   computed as one matrix product over unfolded patches */
+static hv_tensor *hv__vit_embed(hv_vit *v, hv_tensor *images, const char *op) {
+    const hv_vit_desc *d = &v->d;
+    int64_t L = (int64_t)(d->img_size / d->patch_size) * (d->img_size / d->patch_size), w2[2];
+    HV__CHECK_IN(images);
+    if (images->ndim != 4 || images->shape[1] != d->in_chans || images->shape[2] != d->img_size || images->shape[3] != d->img_size)
+        return (hv_tensor *)hv__fail(op, "%s does not match the model's (B, %d, %d, %d) input", hv__desc("images", images), d->in_chans,
+                                     d->img_size, d->img_size);
+    w2[0] = d->embed_dim;
+    w2[1] = (int64_t)d->in_chans * d->patch_size * d->patch_size;
+    return hv_add(hv_linear(hv__patches(images, d->patch_size, 1, op), hv_reshape(v->patch_w, hv_shape_of(2, w2)), v->patch_b),
+                  hv_slice(v->pos_embed, 1, 1, 1 + L, 1));
+}
+/* (B, n, D) tokens -> CLS (with its position) prepended, through the blocks and the final norm */
+static hv_tensor *hv__vit_trunk(hv_vit *v, hv_tensor *x, int apply_norm) {
+    int64_t s[3];
+    hv_tensor *parts[2], *cls;
+    int i;
+    HV__CHECK_IN(x);
+    s[0] = x->shape[0];
+    s[1] = 1;
+    s[2] = v->d.embed_dim;
+    /* the (1, 1, D) token broadcast over the batch by adding it to zeros */
+    cls = hv_add(hv_add(v->cls_token, hv_slice(v->pos_embed, 1, 0, 1, 1)), hv_tensor_temp(v->ctx, HV_F32, hv_shape_of(3, s)));
+    parts[0] = cls;
+    parts[1] = x;
+    x = hv_concat(parts, 2, 1);
+    for (i = 0; i < v->d.depth; i++) x = hv__block_fwd(&v->blocks[i], x);
+    return apply_norm ? hv__norm_fwd(&v->norm, x) : x;
+}
+HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images) {
+    if (!vit) return (hv_tensor *)hv__fail("hv_vit_forward_tokens", "vit is NULL");
+    if (vit->d.global_pool) return (hv_tensor *)hv__fail("hv_vit_forward_tokens", "a global-pool ViT has no final token norm");
+    return hv__vit_trunk(vit, hv__vit_embed(vit, images, "hv_vit_forward_tokens"), 1);
+}
+HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
+    hv_tensor *x, *feat;
+    int axis1 = 1;
+    if (!vit) return (hv_tensor *)hv__fail("hv_vit_forward", "vit is NULL");
+    x = hv__vit_trunk(vit, hv__vit_embed(vit, images, "hv_vit_forward"), !vit->d.global_pool);
+    HV__CHECK_IN(x);
+    if (vit->d.global_pool) feat = hv__norm_fwd(&vit->norm, hv_mean(hv_slice(x, 1, 1, x->shape[1], 1), 1, &axis1, 0));
+    else {
+        int64_t s2[2];
+        s2[0] = x->shape[0];
+        s2[1] = x->shape[2];
+        feat = hv_reshape(hv_slice(x, 1, 0, 1, 1), hv_shape_of(2, s2)); /* the CLS token */
+    }
+    if (!vit->d.num_classes) return feat;
+    {
+        hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
+        if (bn && training) hv_data(vit->head_count)[0] += 1.0f;
+        return hv__linear_fwd(&vit->head, bn);
+    }
+}
+
+/* ---- MAE ------------------------------------------------------------------------------------ */
+
+struct hv_mae {
+    hv_ctx *ctx;
+    hv_mae_desc d;
+    hv_vit enc;                   /* the encoder: its parameters are the first keys */
+    hv__plist params;             /* encoder keys then decoder keys (borrowed tensors) */
+    hv__plist dec_params;         /* the decoder's own tensors */
+    hv_tensor *mask_token, *dec_pos; /* (1, 1, Dd), (1, 1 + L, Dd) */
+    hv__linear dec_embed, dec_pred;
+    hv__block *dec_blocks;
+    hv__norm dec_norm;
+};
+
+static void hv__mae_release(hv_mae *m) {
+    int i;
+    hv__vit_release(&m->enc);
+    for (i = 0; i < m->dec_params.count; i++) hv_tensor_free(m->dec_params.tensors[i]);
+    hv__plist_free(&m->dec_params);
+    hv__plist_free(&m->params);
+    hv__free(m->dec_blocks);
+}
+
+HVDEF hv_mae *hv_mae_new(hv_ctx *ctx, const hv_mae_desc *desc) {
+    hv_mae *m;
+    hv_mae_desc *d;
+    int64_t Dd, L, g, s[3];
+    int i;
+    char prefix[40];
+    if (!ctx) return (hv_mae *)hv__fail("hv_mae_new", "ctx is NULL");
+    m = (hv_mae *)hv__malloc(sizeof *m);
+    if (!m) return (hv_mae *)hv__fail("hv_mae_new", "out of memory");
+    memset(m, 0, sizeof *m);
+    if (desc) m->d = *desc;
+    d = &m->d;
+    m->ctx = ctx;
+    d->encoder.num_classes = 0;
+    d->encoder.global_pool = 0;
+    d->encoder.fixed_pos_embed = 1;
+    if (!d->decoder_embed_dim) d->decoder_embed_dim = 512;
+    if (!d->decoder_depth) d->decoder_depth = 8;
+    if (!d->decoder_num_heads) d->decoder_num_heads = 16;
+    if (d->mask_ratio == 0) d->mask_ratio = 0.75f;
+    m->enc.d = d->encoder;
+    if (hv__vit_resolve(&m->enc.d, "hv_mae_new")) goto fail;
+    d->encoder = m->enc.d;
+    g = d->encoder.img_size / d->encoder.patch_size;
+    L = g * g;
+    if (d->mask_ratio < 0 || d->mask_ratio >= 1 || (int64_t)(L * (1.0 - d->mask_ratio)) < 1 || d->decoder_embed_dim % 4 ||
+        d->decoder_embed_dim % d->decoder_num_heads || d->decoder_depth < 0) {
+        hv__fail("hv_mae_new", "bad settings: mask ratio %g (must keep at least one of %lld patches), decoder dim %d, heads %d, depth %d",
+                 (double)d->mask_ratio, (long long)L, d->decoder_embed_dim, d->decoder_num_heads, d->decoder_depth);
+        goto fail;
+    }
+    if (hv__vit_build(&m->enc, ctx)) goto fail;
+    Dd = d->decoder_embed_dim;
+    s[0] = 1;
+    s[1] = 1;
+    s[2] = Dd;
+    if (!(m->mask_token = hv__param(&m->dec_params, ctx, "", "mask_token", 3, s, 1))) goto fail;
+    if (hv__linear_init(&m->dec_embed, &m->dec_params, ctx, "decoder_embed", d->encoder.embed_dim, Dd)) goto fail;
+    s[1] = 1 + L;
+    if (!(m->dec_pos = hv__param(&m->dec_params, ctx, "", "decoder_pos_embed", 3, s, 0))) goto fail;
+    hv__normal_fill(m->mask_token, 0.02f);
+    hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd);
+    m->dec_blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->decoder_depth ? d->decoder_depth : 1));
+    if (!m->dec_blocks) goto fail;
+    for (i = 0; i < d->decoder_depth; i++) {
+        snprintf(prefix, sizeof prefix, "decoder_blocks.%d", i);
+        if (hv__block_init(&m->dec_blocks[i], &m->dec_params, ctx, prefix, Dd, d->decoder_num_heads, (int64_t)(Dd * d->encoder.mlp_ratio),
+                           d->encoder.ln_eps))
+            goto fail;
+    }
+    if (hv__norm_init(&m->dec_norm, &m->dec_params, ctx, "decoder_norm", Dd, d->encoder.ln_eps)) goto fail;
+    if (hv__linear_init(&m->dec_pred, &m->dec_params, ctx, "decoder_pred", Dd,
+                        (int64_t)d->encoder.patch_size * d->encoder.patch_size * d->encoder.in_chans))
+        goto fail;
+    for (i = 0; i < m->enc.params.count; i++)
+        if (hv__plist_add(&m->params, m->enc.params.names[i], m->enc.params.tensors[i])) goto fail;
+    for (i = 0; i < m->dec_params.count; i++)
+        if (hv__plist_add(&m->params, m->dec_params.names[i], m->dec_params.tensors[i])) goto fail;
+    return m;
+fail:
+    hv__mae_release(m);
+    hv__free(m);
+    return NULL;
+}
+HVDEF void hv_mae_free(hv_mae *mae) {
+    if (!mae) return;
+    hv__mae_release(mae);
+    hv__free(mae);
+}
+HVDEF const hv_param_list *hv_mae_params(hv_mae *mae) { return mae ? &mae->params.pub : NULL; }
+
+/* per row of noise: ids_shuffle = argsort(noise) (ties by index), ids_restore its inverse, and
+   mask[l] = 1 where patch l is hidden (not among the first `keep` of the shuffle) */
+static void hv__mae_masking(const float *noise, int64_t B, int64_t L, int64_t keep, int32_t *ids_keep, int32_t *ids_restore,
+                            float *mask, int32_t *shuffle) {
+    int64_t b, i, j;
+    for (b = 0; b < B; b++) {
+        const float *nz = noise + b * L;
+        int32_t *sh = shuffle + b * L;
+        for (i = 0; i < L; i++) { /* insertion sort: L is at most a few thousand */
+            int32_t cur = (int32_t)i;
+            for (j = i; j > 0 && (nz[sh[j - 1]] > nz[cur] || (nz[sh[j - 1]] == nz[cur] && sh[j - 1] > cur)); j--) sh[j] = sh[j - 1];
+            sh[j] = cur;
+        }
+        for (i = 0; i < L; i++) {
+            ids_restore[b * L + sh[i]] = (int32_t)i;
+            if (i < keep) ids_keep[b * keep + i] = sh[i];
+        }
+        for (i = 0; i < L; i++) mask[b * L + i] = ids_restore[b * L + i] >= keep ? 1.0f : 0.0f;
+    }
+}
+
+HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise, hv_tensor **pred_out, hv_tensor **mask_out) {
+    hv_ctx *ctx;
+    const hv_vit_desc *e;
+    int64_t B, L, K, Dd, s2[2], s3[3];
+    hv_tensor *x, *ids_keep, *ids_restore, *mask, *shuffle, *dec, *parts[2], *pred, *target, *loss;
+    int i, last = -1;
+    if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
+    ctx = mae->ctx;
+    e = &mae->enc.d;
+    x = hv__vit_embed(&mae->enc, images, "hv_mae_forward"); /* (B, L, D) */
+    HV__CHECK_IN(x);
+    B = x->shape[0];
+    L = x->shape[1];
+    K = (int64_t)(L * (1.0 - mae->d.mask_ratio));
+    Dd = mae->d.decoder_embed_dim;
+    s2[0] = B;
+    s2[1] = L;
+    if (noise) {
+        if (noise->dtype != HV_F32 || noise->ndim != 2 || noise->shape[0] != B || noise->shape[1] != L)
+            return (hv_tensor *)hv__fail("hv_mae_forward", "%s must be f32 (%lld, %lld)", hv__desc("noise", noise), (long long)B, (long long)L);
+        noise = hv_contiguous(noise);
+    } else {
+        int64_t j;
+        noise = hv_tensor_temp(ctx, HV_F32, hv_shape_of(2, s2));
+        for (j = 0; noise && j < B * L; j++) ((float *)noise->data)[j] = hv_rng_uniform(ctx);
+    }
+    ids_restore = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
+    shuffle = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
+    mask = hv_tensor_temp(ctx, HV_F32, hv_shape_of(2, s2));
+    s2[1] = K;
+    ids_keep = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
+    if (!noise || !ids_restore || !shuffle || !mask || !ids_keep) return NULL;
+    hv__mae_masking((const float *)noise->data, B, L, K, (int32_t *)ids_keep->data, (int32_t *)ids_restore->data, (float *)mask->data,
+                    (int32_t *)shuffle->data);
+
+    /* encoder on the kept patches */
+    x = hv__vit_trunk(&mae->enc, hv_gather(x, 1, ids_keep), 1); /* (B, 1 + K, D) */
+    /* decoder: embed, append mask tokens, unshuffle, add positions */
+    dec = hv__linear_fwd(&mae->dec_embed, x);                   /* (B, 1 + K, Dd) */
+    s3[0] = B;
+    s3[1] = L - K;
+    s3[2] = Dd;
+    parts[0] = hv_slice(dec, 1, 1, 1 + K, 1);
+    parts[1] = hv_add(mae->mask_token, hv_tensor_temp(ctx, HV_F32, hv_shape_of(3, s3)));
+    x = hv_gather(hv_concat(parts, 2, 1), 1, ids_restore);       /* (B, L, Dd) */
+    parts[0] = hv_slice(dec, 1, 0, 1, 1);
+    parts[1] = x;
+    x = hv_add(hv_concat(parts, 2, 1), mae->dec_pos);            /* (B, 1 + L, Dd) */
+    for (i = 0; i < mae->d.decoder_depth; i++) x = hv__block_fwd(&mae->dec_blocks[i], x);
+    x = hv__linear_fwd(&mae->dec_pred, hv__norm_fwd(&mae->dec_norm, x));
+    HV__CHECK_IN(x);
+    pred = hv_slice(x, 1, 1, 1 + L, 1);                          /* (B, L, p*p*C) */
+
+    /* target: the image's patches, optionally normalised per patch */
+    target = hv_patchify(images, e->patch_size);
+    if (target && mae->d.norm_pix_loss) {
+        int64_t n = target->shape[2];
+        hv_tensor *mean = hv_mean(target, 1, &last, 1), *centred = hv_sub(target, mean);
+        hv_tensor *var = hv_scale(hv_sum(hv_mul(centred, centred), 1, &last, 1), (float)(1.0 / (double)(n - 1)));
+        target = hv_div(centred, hv_sqrt(hv_add_scalar(var, 1e-6f)));
+    }
+    loss = hv_mean(hv_mul(hv_sub(pred, target), hv_sub(pred, target)), 1, &last, 0); /* (B, L) per patch */
+    loss = hv_masked_mean(loss, mask);
+    if (pred_out) *pred_out = pred;
+    if (mask_out) *mask_out = mask;
+    return loss;
 }
 
 /* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
