@@ -345,6 +345,9 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
 HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
 
+/* HV-SECTION api-images BEGIN */
+/* HV-SECTION api-images END */
+
 /* HV-SECTION api-checkpoints BEGIN */
 /* HV-SECTION api-checkpoints END */
 
@@ -2554,6 +2557,10 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 /* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */
 /* HV-SECTION checkpoints END */
+
+/* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
+/* HV-SECTION images BEGIN */
+/* HV-SECTION images END */
 
 #endif /* HUMANVIT_IMPLEMENTATION_DONE */
 #endif /* HUMANVIT_IMPLEMENTATION */
