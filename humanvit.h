@@ -573,8 +573,78 @@ struct hv__backend {
     /* gx += gy routed to the first maximum of each reduced group (y = the max, keepdim shape) */
     void (*reduce_max_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy);
     /* HV-SECTION backend-nn-fields BEGIN */
+    /* nn kernels. Unless a comment says otherwise every tensor is contiguous; gradient outputs
+       (gx, gw, ...) accumulate (+=) and may be NULL where the op needs no gradient. */
+    /* y = softmax (is_log 0) or log-softmax (is_log 1) of x seen as (outer, n, inner), along n */
+    void (*softmax)(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner);
+    /* gx += the gradient through y = (log-)softmax(x), from y and gy */
+    void (*softmax_bwd)(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                        int64_t inner);
+    /* over the last axis D of x (rows, D): y = (x - mean) * rstd * w + b, w and b (D) or NULL;
+       mean and rstd (rows) are saved for the backward */
+    void (*layer_norm)(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                       const hv_tensor *b, float eps);
+    void (*layer_norm_bwd)(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                           const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy);
+    /* o (B, H, Nq, d) = softmax(q k^T * scale) v and lse (B, H, Nq), the log-sum-exp of each row of
+       scores. q, k, v (B, H, N, d) may have any strides. */
+    void (*attention)(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                      float scale);
+    /* gradients from go, recomputing the probabilities from lse; delta (B, H, Nq) is scratch.
+       q, k, v as in the forward */
+    void (*attention_bwd)(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                          const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                          float scale);
+    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n) */
+    void (*gather)(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                   int64_t n, int64_t k, int64_t inner);
+    /* dst (outer, n, inner) += src (outer, k, inner) at rows idx (outer, k); repeated rows add */
+    void (*scatter_add)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                        int64_t k, int64_t inner);
+    /* loss (scalar) = mean over rows of lse - logits[label]; lse (N) saved. logits (N, C), labels
+       i32 (N) in [0, C) */
+    void (*cross_entropy)(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels);
+    /* glogits += gloss / N * (softmax - onehot) */
+    void (*cross_entropy_bwd)(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                              const hv_tensor *lse, const hv_tensor *gloss);
+    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit */
+    int64_t (*topk_correct)(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k);
+    /* loss (scalar) = mean of (a - b)^2 (HV__LOSS_MSE) or |a - b| (HV__LOSS_L1); a, b same shape */
+    void (*diff_loss)(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b);
+    void (*diff_loss_bwd)(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                          const hv_tensor *gloss);
     /* HV-SECTION backend-nn-fields END */
     /* HV-SECTION backend-conv-fields BEGIN */
+    /* All conv-family kernels take contiguous NCHW tensors and *accumulate* (+=) into gradients.
+       conv geometry g[7] = {stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups};
+       pool geometry g[7] = {kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, count_exclude_pad}
+       (both already validated, no zeros). */
+    /* y (N, Cout, OH, OW) = x (N, Cin, H, W) conv w (Cout, Cin/groups, KH, KW) + b (Cout) or NULL */
+    void (*conv2d)(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g);
+    /* gx (N, Cin, H, W) += dL/dx from gy (N, Cout, OH, OW) */
+    void (*conv2d_bwd_data)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g);
+    /* gw += dL/dw and gb += dL/db; either may be NULL */
+    void (*conv2d_bwd_weight)(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy, const int64_t *g);
+    /* y = window max; argmax (i32, y's shape, or NULL) = the max's index h * W + w in its plane */
+    void (*max_pool2d)(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g);
+    void (*max_pool2d_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax);
+    void (*avg_pool2d)(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g);
+    void (*avg_pool2d_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g);
+    /* y (N, C, OH, OW) bilinear from x (N, C, H, W), torch interpolate semantics */
+    void (*resize_bilinear)(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners);
+    void (*resize_bilinear_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners);
+    /* batch norm on x (N, C, ...): per channel batch mean and biased variance (C) */
+    void (*batch_norm_stats)(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x);
+    /* run = (1 - momentum) run + momentum stat, with var scaled by unbias (M / (M - 1)) first */
+    void (*batch_norm_running)(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean,
+                               const hv_tensor *var, float momentum, float unbias);
+    /* y = (x - mean) / sqrt(var + eps) * w + b; w, b (C) or NULL */
+    void (*batch_norm)(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                       const hv_tensor *w, const hv_tensor *b, float eps);
+    /* gx, gw, gb (each may be NULL) += the gradients of batch_norm; batch_stats: mean and var were
+       the batch's own (the gradient flows through them), else constants (eval) */
+    void (*batch_norm_bwd)(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                           const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats);
     /* HV-SECTION backend-conv-fields END */
 };
 
@@ -1634,10 +1704,646 @@ HVDEF hv_tensor *hv_linear(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
 
 /* ---- ops of the neural-network layers: normalisation, attention, indexing, losses ----------- */
 /* HV-SECTION nn-ops BEGIN */
+
+enum { HV__LOSS_MSE, HV__LOSS_L1 }; /* modes of the diff_loss kernels */
+
+/* a 0-dim arena tensor: the result of a loss */
+static hv_tensor *hv__new_scalar(hv_ctx *ctx) {
+    int64_t unused = 1;
+    return hv__new(ctx, 0, &unused);
+}
+/* x seen as (outer, n, inner) around axis a */
+static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n, int64_t *inner) {
+    int i;
+    *outer = 1;
+    *inner = 1;
+    for (i = 0; i < a; i++) *outer *= x->shape[i];
+    for (i = a + 1; i < x->ndim; i++) *inner *= x->shape[i];
+    *n = x->shape[a];
+}
+/* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
+   value and the tensor the values index (target) */
+static int hv__check_index_range(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
+    const int32_t *p = (const int32_t *)idx->data;
+    int64_t i, m = hv_numel(idx);
+    for (i = 0; i < m; i++)
+        if (p[i] < 0 || p[i] >= n) {
+            char pos[HV_MAX_DIMS * 24];
+            int64_t rem = i, coord[HV_MAX_DIMS];
+            int d, len = 0;
+            for (d = idx->ndim - 1; d >= 0; d--) {
+                coord[d] = rem % idx->shape[d];
+                rem /= idx->shape[d];
+            }
+            pos[0] = 0;
+            for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
+            hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
+            return -1;
+        }
+    return 0;
+}
+static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
+    if (t->dtype != HV_I32) {
+        hv__fail(op, "%s must be i32", hv__desc(role, t));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- softmax, log-softmax ------------------------------------------------------------------- */
+
+static void hv__softmax_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->softmax_bwd(out->ctx, (int)out->ip[0], gx, out, out->grad, out->ip[1], out->ip[2], out->ip[3]);
+}
+static hv_tensor *hv__softmax(hv_tensor *x, int axis, int is_log, const char *name) {
+    int a;
+    int64_t outer, n, inner;
+    hv_tensor *y;
+    HV__CHECK_IN(x);
+    if (hv__check_f32(x, name, "x") || hv__norm_axis(x, axis, &a, name)) return NULL;
+    x = hv_contiguous(x); /* the kernel walks x as (outer, n, inner) */
+    if (!x || !(y = hv__new_like(x))) return NULL;
+    hv__split_axis(x, a, &outer, &n, &inner);
+    x->ctx->be->softmax(x->ctx, is_log, y, x, outer, n, inner);
+    y->ip[0] = is_log;
+    y->ip[1] = outer;
+    y->ip[2] = n;
+    y->ip[3] = inner;
+    return HV__RECORD1(y, name + 3, hv__softmax_bwd, x);
+}
+HVDEF hv_tensor *hv_softmax(hv_tensor *x, int axis) { return hv__softmax(x, axis, 0, "hv_softmax"); }
+HVDEF hv_tensor *hv_log_softmax(hv_tensor *x, int axis) { return hv__softmax(x, axis, 1, "hv_log_softmax"); }
+
+/* ---- layer norm: fused, saves mean and rstd (rows) for the backward ------------------------- */
+
+static void hv__layer_norm_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *w = out->in[1], *b = out->in[2], *gx = NULL, *gw = NULL, *gb = NULL;
+    if (hv__needs_grad(x) && !(gx = hv__grad_buf(x))) return;
+    if (hv__needs_grad(w) && !(gw = hv__grad_buf(w))) return;
+    if (hv__needs_grad(b) && !(gb = hv__grad_buf(b))) return;
+    out->ctx->be->layer_norm_bwd(out->ctx, gx, gw, gb, x, w, out->saved[0], out->saved[1], out->grad);
+}
+/* weight or bias of a norm over D features: NULL, or f32 (D) */
+static int hv__check_affine(const hv_tensor *p, const hv_tensor *x, int64_t D, const char *op, const char *role) {
+    if (!p) return 0;
+    if (hv__check_f32(p, op, role) || hv__same_ctx(x, p, op)) return -1;
+    if (p->ndim != 1 || p->shape[0] != D) {
+        hv__fail(op, "%s must be (%lld) to match the last axis of %s", hv__desc(role, p), (long long)D, hv__desc("x", x));
+        return -1;
+    }
+    return 0;
+}
+HVDEF hv_tensor *hv_layer_norm(hv_tensor *x, hv_tensor *weight, hv_tensor *bias, float eps) {
+    int64_t D, rows;
+    hv_tensor *y, *mean, *rstd, *in[3];
+    HV__CHECK_IN(x);
+    if (hv__check_f32(x, "hv_layer_norm", "x")) return NULL;
+    if (x->ndim < 1 || x->shape[x->ndim - 1] == 0)
+        return (hv_tensor *)hv__fail("hv_layer_norm", "%s needs a non-empty last axis to normalise over", hv__desc("x", x));
+    D = x->shape[x->ndim - 1];
+    if (hv__check_affine(weight, x, D, "hv_layer_norm", "weight") || hv__check_affine(bias, x, D, "hv_layer_norm", "bias")) return NULL;
+    if (!(eps >= 0.0f && eps < INFINITY))
+        return (hv_tensor *)hv__fail("hv_layer_norm", "eps must be a finite number >= 0, got %g", (double)eps);
+    x = hv_contiguous(x);
+    if (!x || (weight && !(weight = hv_contiguous(weight))) || (bias && !(bias = hv_contiguous(bias)))) return NULL;
+    rows = hv_numel(x) / D;
+    y = hv__new_like(x);
+    mean = y ? hv__new(x->ctx, 1, &rows) : NULL;
+    rstd = mean ? hv__new(x->ctx, 1, &rows) : NULL;
+    if (!rstd) return NULL;
+    x->ctx->be->layer_norm(x->ctx, y, mean, rstd, x, weight, bias, eps);
+    y->saved[0] = mean;
+    y->saved[1] = rstd;
+    in[0] = x;
+    in[1] = weight;
+    in[2] = bias;
+    return hv__record(y, "layer_norm", hv__layer_norm_bwd, 3, in);
+}
+
+/* ---- fused attention: forward saves lse (B, H, Nq), backward recomputes the probabilities ----- */
+
+static void hv__attention_bwd(hv_tensor *out) {
+    hv_tensor *q = out->in[0], *k = out->in[1], *v = out->in[2], *gq = NULL, *gk = NULL, *gv = NULL, *delta;
+    if (hv__needs_grad(q) && !(gq = hv__grad_buf(q))) return;
+    if (hv__needs_grad(k) && !(gk = hv__grad_buf(k))) return;
+    if (hv__needs_grad(v) && !(gv = hv__grad_buf(v))) return;
+    delta = hv__new(out->ctx, 3, out->shape); /* (B, H, Nq) */
+    if (!delta) return;
+    out->ctx->be->attention_bwd(out->ctx, gq, gk, gv, delta, q, k, v, out, out->saved[0], out->grad, (float)out->fp[0]);
+}
+HVDEF hv_tensor *hv_attention(hv_tensor *q, hv_tensor *k, hv_tensor *v, float scale) {
+    hv_tensor *o, *lse, *in[3];
+    int i;
+    HV__CHECK_IN(q);
+    HV__CHECK_IN(k);
+    HV__CHECK_IN(v);
+    if (hv__check_f32(q, "hv_attention", "q") || hv__check_f32(k, "hv_attention", "k") || hv__check_f32(v, "hv_attention", "v") ||
+        hv__same_ctx(q, k, "hv_attention") || hv__same_ctx(q, v, "hv_attention"))
+        return NULL;
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
+        return (hv_tensor *)hv__fail("hv_attention", "wants 4-d q (B, H, Nq, d), k and v (B, H, Nk, d); got %s, %s, %s", hv__desc("q", q),
+                                     hv__desc("k", k), hv__desc("v", v));
+    for (i = 0; i < 4; i++)
+        if (k->shape[i] != v->shape[i] || (i != 2 && q->shape[i] != k->shape[i]))
+            return (hv_tensor *)hv__fail("hv_attention", "shapes do not fit: want q (B, H, Nq, d), k and v (B, H, Nk, d); got %s, %s, %s",
+                                         hv__desc("q", q), hv__desc("k", k), hv__desc("v", v));
+    if (k->shape[2] == 0 || q->shape[3] == 0)
+        return (hv_tensor *)hv__fail("hv_attention", "needs at least one key and d > 0; got %s, %s", hv__desc("q", q), hv__desc("k", k));
+    if (!(scale > 0)) scale = (float)(1.0 / sqrt((double)q->shape[3]));
+    o = hv__new(q->ctx, 4, q->shape);     /* (B, H, Nq, d) */
+    lse = o ? hv__new(q->ctx, 3, q->shape) : NULL; /* (B, H, Nq) */
+    if (!lse) return NULL;
+    q->ctx->be->attention(q->ctx, o, lse, q, k, v, scale);
+    o->saved[0] = lse;
+    o->fp[0] = scale;
+    in[0] = q;
+    in[1] = k;
+    in[2] = v;
+    return hv__record(o, "attention", hv__attention_bwd, 3, in);
+}
+
+/* ---- gather and scatter along an axis ------------------------------------------------------- */
+
+/* common checks: x f32, idx i32 of shape x[:axis] + (K,), where K is idx's last extent and, for
+   scatter, must equal x's extent along axis. Returns idx made contiguous, or NULL. */
+static hv_tensor *hv__index_args(hv_tensor *x, int axis, hv_tensor *idx, int scatter, int *a, const char *op) {
+    int i;
+    if (hv__check_f32(x, op, "x") || hv__check_i32(idx, op, "idx") || hv__same_ctx(x, idx, op) || hv__norm_axis(x, axis, a, op))
+        return NULL;
+    for (i = 0; i < *a && idx->ndim == *a + 1; i++)
+        if (idx->shape[i] != x->shape[i]) break;
+    if (idx->ndim != *a + 1 || i < *a || (scatter && idx->shape[*a] != x->shape[*a]))
+        return (hv_tensor *)hv__fail(op, "%s must have the shape of the axes 0..%d of %s%s", hv__desc("idx", idx), *a, hv__desc("x", x),
+                                     scatter ? "" : " except the last (the number of picks)");
+    return hv_contiguous(idx);
+}
+static void hv__gather_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->scatter_add(out->ctx, gx, out->grad, out->saved[0], out->ip[0], out->ip[1], out->ip[2], out->ip[3]);
+}
+HVDEF hv_tensor *hv_gather(hv_tensor *x, int axis, hv_tensor *idx) {
+    int a;
+    int64_t outer, n, inner, shape[HV_MAX_DIMS];
+    hv_tensor *out;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(idx);
+    if (!(idx = hv__index_args(x, axis, idx, 0, &a, "hv_gather"))) return NULL;
+    if (hv__check_index_range("hv_gather", "idx", idx, x->shape[a], hv__desc("x", x))) return NULL;
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    hv__split_axis(x, a, &outer, &n, &inner);
+    memcpy(shape, x->shape, sizeof shape);
+    shape[a] = idx->shape[a];
+    out = hv__new(x->ctx, x->ndim, shape); /* x's shape with K along axis */
+    if (!out) return NULL;
+    x->ctx->be->gather(x->ctx, 0, out, x, idx, outer, n, shape[a], inner);
+    out->saved[0] = idx;
+    out->ip[0] = outer;
+    out->ip[1] = n;
+    out->ip[2] = shape[a];
+    out->ip[3] = inner;
+    return HV__RECORD1(out, "gather", hv__gather_bwd, x);
+}
+static void hv__scatter_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->gather(out->ctx, 1, gx, out->grad, out->saved[0], out->ip[0], out->ip[1], out->ip[2], out->ip[3]);
+}
+HVDEF hv_tensor *hv_scatter(hv_tensor *x, int axis, hv_tensor *idx, int64_t n) {
+    int a;
+    int64_t outer, k, inner, shape[HV_MAX_DIMS];
+    hv_tensor *out;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(idx);
+    if (!(idx = hv__index_args(x, axis, idx, 1, &a, "hv_scatter"))) return NULL;
+    if (n < 0) return (hv_tensor *)hv__fail("hv_scatter", "n must be >= 0, got %lld (scattering %s)", (long long)n, hv__desc("x", x));
+    memcpy(shape, x->shape, sizeof shape);
+    shape[a] = n;
+    {
+        hv_tensor target; /* only to name the result's shape in an error */
+        char desc[128];
+        target = *x;
+        target.shape[a] = n;
+        snprintf(desc, sizeof desc, "the result %s", hv__shape_str(&target));
+        if (hv__check_index_range("hv_scatter", "idx", idx, n, desc)) return NULL;
+    }
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    hv__split_axis(x, a, &outer, &k, &inner);
+    out = hv__new(x->ctx, x->ndim, shape); /* zeros: x's shape with n along axis */
+    if (!out) return NULL;
+    x->ctx->be->scatter_add(x->ctx, out, x, idx, outer, n, k, inner);
+    out->saved[0] = idx;
+    out->ip[0] = outer;
+    out->ip[1] = n;
+    out->ip[2] = k;
+    out->ip[3] = inner;
+    return HV__RECORD1(out, "scatter", hv__scatter_bwd, x);
+}
+
+/* ---- classification: cross-entropy and top-k accuracy --------------------------------------- */
+
+/* logits f32 (N, C) with N, C > 0 and labels i32 (N) in [0, C); labels returned contiguous */
+static hv_tensor *hv__class_args(hv_tensor *logits, hv_tensor *labels, const char *op) {
+    if (hv__check_f32(logits, op, "logits") || hv__check_i32(labels, op, "labels") || hv__same_ctx(logits, labels, op)) return NULL;
+    if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0])
+        return (hv_tensor *)hv__fail(op, "wants logits (N, C) and labels (N); got %s, %s", hv__desc("logits", logits),
+                                     hv__desc("labels", labels));
+    if (logits->shape[0] == 0 || logits->shape[1] == 0)
+        return (hv_tensor *)hv__fail(op, "%s has no rows or no classes", hv__desc("logits", logits));
+    labels = hv_contiguous(labels);
+    if (labels && hv__check_index_range(op, "labels", labels, logits->shape[1], hv__desc("logits", logits))) return NULL;
+    return labels;
+}
+static void hv__cross_entropy_bwd(hv_tensor *out) {
+    hv_tensor *logits = out->in[0], *gl;
+    if (!hv__needs_grad(logits) || !(gl = hv__grad_buf(logits))) return;
+    out->ctx->be->cross_entropy_bwd(out->ctx, gl, logits, out->saved[1], out->saved[0], out->grad);
+}
+HVDEF hv_tensor *hv_cross_entropy(hv_tensor *logits, hv_tensor *labels) {
+    hv_tensor *loss, *lse;
+    HV__CHECK_IN(logits);
+    HV__CHECK_IN(labels);
+    if (!(labels = hv__class_args(logits, labels, "hv_cross_entropy"))) return NULL;
+    logits = hv_contiguous(logits);
+    if (!logits) return NULL;
+    loss = hv__new_scalar(logits->ctx);
+    lse = loss ? hv__new(logits->ctx, 1, logits->shape) : NULL; /* (N) */
+    if (!lse) return NULL;
+    logits->ctx->be->cross_entropy(logits->ctx, loss, lse, logits, labels);
+    loss->saved[0] = lse;
+    loss->saved[1] = labels;
+    return HV__RECORD1(loss, "cross_entropy", hv__cross_entropy_bwd, logits);
+}
+HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k) {
+    int64_t correct;
+    if (!logits || !labels) return NAN; /* keep the error of the op that failed */
+    if (!(labels = hv__class_args(logits, labels, "hv_topk_accuracy"))) return NAN;
+    if (k < 1 || k > logits->shape[1]) {
+        hv__fail("hv_topk_accuracy", "k = %d must be in [1, %lld] for %s", k, (long long)logits->shape[1], hv__desc("logits", logits));
+        return NAN;
+    }
+    if (!(logits = hv_contiguous(logits))) return NAN;
+    correct = logits->ctx->be->topk_correct(logits->ctx, logits, labels, k);
+    return (float)((double)correct / (double)logits->shape[0]);
+}
+
+/* ---- regression losses ---------------------------------------------------------------------- */
+
+static void hv__diff_loss_bwd(hv_tensor *out) {
+    hv_tensor *a = out->in[0], *b = out->in[1], *ga = NULL, *gb = NULL;
+    if (hv__needs_grad(a) && !(ga = hv__grad_buf(a))) return;
+    if (hv__needs_grad(b) && !(gb = hv__grad_buf(b))) return;
+    out->ctx->be->diff_loss_bwd(out->ctx, (int)out->ip[0], ga, gb, a, b, out->grad);
+}
+/* fused mean of an elementwise function of a - b: no (a - b) tensor is kept for the backward */
+static hv_tensor *hv__diff_loss(int mode, hv_tensor *a, hv_tensor *b, const char *name) {
+    hv_tensor *loss, *in[2];
+    int i, same;
+    HV__CHECK_IN(a);
+    HV__CHECK_IN(b);
+    if (hv__check_f32(a, name, "a") || hv__check_f32(b, name, "b") || hv__same_ctx(a, b, name)) return NULL;
+    same = a->ndim == b->ndim;
+    for (i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
+    if (!same) return (hv_tensor *)hv__fail(name, "%s and %s must have the same shape", hv__desc("a", a), hv__desc("b", b));
+    if (hv_numel(a) == 0) return (hv_tensor *)hv__fail(name, "mean over no elements of %s", hv__desc("a", a));
+    a = hv_contiguous(a);
+    b = a ? hv_contiguous(b) : NULL;
+    loss = b ? hv__new_scalar(a->ctx) : NULL;
+    if (!loss) return NULL;
+    a->ctx->be->diff_loss(a->ctx, mode, loss, a, b);
+    loss->ip[0] = mode;
+    in[0] = a;
+    in[1] = b;
+    return hv__record(loss, name + 3, hv__diff_loss_bwd, 2, in);
+}
+HVDEF hv_tensor *hv_mse_loss(hv_tensor *a, hv_tensor *b) { return hv__diff_loss(HV__LOSS_MSE, a, b, "hv_mse_loss"); }
+HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b) { return hv__diff_loss(HV__LOSS_L1, a, b, "hv_l1_loss"); }
+
+/* composite: sum(x * mask) scaled by 1 / (sum of the mask expanded to x's shape). The mask is
+   detached, and its sum is read once here to refuse an all-zero mask. */
+HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask) {
+    int64_t shape[HV_MAX_DIMS];
+    int ndim, i, prev;
+    double den;
+    hv_tensor *msum;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(mask);
+    if (hv__check_f32(x, "hv_masked_mean", "x") || hv__check_f32(mask, "hv_masked_mean", "mask") ||
+        hv__same_ctx(x, mask, "hv_masked_mean") || hv__broadcast(x, mask, &ndim, shape, "hv_masked_mean"))
+        return NULL;
+    for (i = 0; i < ndim && ndim == x->ndim; i++)
+        if (shape[i] != x->shape[i]) break;
+    if (ndim != x->ndim || i < ndim)
+        return (hv_tensor *)hv__fail("hv_masked_mean", "%s must broadcast to %s, not widen it", hv__desc("mask", mask), hv__desc("x", x));
+    prev = hv_set_grad_enabled(x->ctx, 0);
+    msum = hv_sum(mask, 0, NULL, 0);
+    hv_set_grad_enabled(x->ctx, prev);
+    if (!msum) return NULL;
+    den = (double)hv_item(msum);
+    if (hv_numel(mask)) den *= (double)hv_numel(x) / (double)hv_numel(mask); /* each mask value covers this many x values */
+    if (!(den != 0))
+        return (hv_tensor *)hv__fail("hv_masked_mean", "%s sums to %g: nothing to average over %s", hv__desc("mask", mask), den,
+                                     hv__desc("x", x));
+    return hv_scale(hv_sum(hv_mul(x, hv_detach(mask)), 0, NULL, 0), (float)(1.0 / den));
+}
 /* HV-SECTION nn-ops END */
 
 /* ---- ops of the convolutional networks: conv, pooling, batch norm, resize ------------------- */
 /* HV-SECTION conv-ops BEGIN */
+
+/* positions in the geometry arrays that the ops keep in out->ip and pass to the kernels */
+enum { HV__CG_SH, HV__CG_SW, HV__CG_PH, HV__CG_PW, HV__CG_DH, HV__CG_DW, HV__CG_GROUPS };
+enum { HV__PG_KH, HV__PG_KW, HV__PG_SH, HV__PG_SW, HV__PG_PH, HV__PG_PW, HV__PG_EXCL };
+
+static int hv__check_nchw(const hv_tensor *t, const char *op, const char *role) {
+    if (hv__check_f32(t, op, role)) return -1;
+    if (t->ndim != 4) {
+        hv__fail(op, "%s must be 4-D (N, C, H, W)", hv__desc(role, t));
+        return -1;
+    }
+    return 0;
+}
+/* a (C) per-channel tensor: f32, 1-D, C long, same context as x */
+static int hv__check_channels(const hv_tensor *t, const hv_tensor *x, int64_t c, const char *op, const char *role) {
+    if (!t) return 0;
+    if (hv__check_f32(t, op, role) || hv__same_ctx(x, t, op)) return -1;
+    if (t->ndim != 1 || t->shape[0] != c) {
+        hv__fail(op, "%s does not fit %s: want (%lld)", hv__desc(role, t), hv__desc("x", x), (long long)c);
+        return -1;
+    }
+    return 0;
+}
+/* extent of a sliding window's output: floor((in + 2 pad - dil (k - 1) - 1) / stride) + 1, 0 when
+   the (dilated) window is larger than the padded input */
+static int64_t hv__window_out(int64_t in, int64_t k, int64_t stride, int64_t pad, int64_t dil) {
+    int64_t span = in + 2 * pad - dil * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+/* ---- conv2d --------------------------------------------------------------------------------- */
+
+static void hv__conv2d_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *w = out->in[1], *b = out->in[2], *gx, *gw = NULL, *gb = NULL;
+    hv_ctx *ctx = out->ctx;
+    if (hv__needs_grad(x) && (gx = hv__grad_buf(x)) != NULL) ctx->be->conv2d_bwd_data(ctx, gx, out->grad, w, out->ip);
+    if (hv__needs_grad(w)) gw = hv__grad_buf(w);
+    if (hv__needs_grad(b)) gb = hv__grad_buf(b);
+    if (gw || gb) ctx->be->conv2d_bwd_weight(ctx, gw, gb, x, out->grad, out->ip);
+}
+HVDEF hv_tensor *hv_conv2d(hv_tensor *x, hv_tensor *w, hv_tensor *b, const hv_conv2d_desc *desc) {
+    static const char *op = "hv_conv2d";
+    hv_conv2d_desc d;
+    int64_t g[7], shape[4], cin, cout, groups, kh_eff, kw_eff;
+    hv_tensor *y, *in[3];
+    int i, has_b = b != NULL;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(w);
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if (hv__check_nchw(x, op, "x") || hv__check_f32(w, op, "weight") || hv__same_ctx(x, w, op)) return NULL;
+    if (w->ndim != 4)
+        return (hv_tensor *)hv__fail(op, "%s must be 4-D (Cout, Cin/groups, KH, KW) for %s", hv__desc("weight", w), hv__desc("x", x));
+    if (d.stride_h < 0 || d.stride_w < 0 || d.dilation_h < 0 || d.dilation_w < 0 || d.groups < 0)
+        return (hv_tensor *)hv__fail(op, "stride (%d, %d), dilation (%d, %d) and groups %d must be positive (0 means 1) for %s", d.stride_h,
+                                     d.stride_w, d.dilation_h, d.dilation_w, d.groups, hv__desc("x", x));
+    if (d.pad_h < 0 || d.pad_w < 0)
+        return (hv_tensor *)hv__fail(op, "padding (%d, %d) must be >= 0 for %s", d.pad_h, d.pad_w, hv__desc("x", x));
+    g[HV__CG_SH] = d.stride_h ? d.stride_h : 1;
+    g[HV__CG_SW] = d.stride_w ? d.stride_w : 1;
+    g[HV__CG_PH] = d.pad_h;
+    g[HV__CG_PW] = d.pad_w;
+    g[HV__CG_DH] = d.dilation_h ? d.dilation_h : 1;
+    g[HV__CG_DW] = d.dilation_w ? d.dilation_w : 1;
+    g[HV__CG_GROUPS] = groups = d.groups ? d.groups : 1;
+    cin = x->shape[1];
+    cout = w->shape[0];
+    if (cin % groups || cout % groups)
+        return (hv_tensor *)hv__fail(op, "%s has %lld input channels and %s %lld output channels: both must be divisible by groups %lld",
+                                     hv__desc("x", x), (long long)cin, hv__desc("weight", w), (long long)cout, (long long)groups);
+    if (w->shape[1] != cin / groups)
+        return (hv_tensor *)hv__fail(op, "%s does not fit %s with groups %lld: want weight (Cout, %lld, KH, KW)", hv__desc("weight", w),
+                                     hv__desc("x", x), (long long)groups, (long long)(cin / groups));
+    if (w->shape[2] < 1 || w->shape[3] < 1)
+        return (hv_tensor *)hv__fail(op, "%s has an empty kernel", hv__desc("weight", w));
+    if (b && (hv__check_f32(b, op, "bias") || hv__same_ctx(x, b, op))) return NULL;
+    if (b && (b->ndim != 1 || b->shape[0] != cout))
+        return (hv_tensor *)hv__fail(op, "%s does not fit %s: want bias (%lld)", hv__desc("bias", b), hv__desc("weight", w), (long long)cout);
+    kh_eff = g[HV__CG_DH] * (w->shape[2] - 1) + 1;
+    kw_eff = g[HV__CG_DW] * (w->shape[3] - 1) + 1;
+    if (kh_eff > x->shape[2] + 2 * g[HV__CG_PH] || kw_eff > x->shape[3] + 2 * g[HV__CG_PW])
+        return (hv_tensor *)hv__fail(op, "the kernel of %s (%lld x %lld with dilation) is larger than %s padded by (%lld, %lld): no output",
+                                     hv__desc("weight", w), (long long)kh_eff, (long long)kw_eff, hv__desc("x", x), (long long)g[HV__CG_PH],
+                                     (long long)g[HV__CG_PW]);
+    shape[0] = x->shape[0];
+    shape[1] = cout;
+    shape[2] = hv__window_out(x->shape[2], w->shape[2], g[HV__CG_SH], g[HV__CG_PH], g[HV__CG_DH]);
+    shape[3] = hv__window_out(x->shape[3], w->shape[3], g[HV__CG_SW], g[HV__CG_PW], g[HV__CG_DW]);
+    /* the kernels read dense NCHW; a strided input becomes a recorded copy, so grads still flow */
+    x = hv_contiguous(x);
+    w = hv_contiguous(w);
+    b = b ? hv_contiguous(b) : NULL;
+    if (!x || !w || (has_b && !b)) return NULL;
+    y = hv__new(x->ctx, 4, shape);
+    if (!y) return NULL;
+    for (i = 0; i < 7; i++) y->ip[i] = g[i];
+    x->ctx->be->conv2d(x->ctx, y, x, w, b, y->ip);
+    in[0] = x;
+    in[1] = w;
+    in[2] = b;
+    return hv__record(y, "conv2d", hv__conv2d_bwd, 3, in);
+}
+
+/* ---- pooling -------------------------------------------------------------------------------- */
+
+/* checks x and desc; fills the pool geometry g (stride 0 -> kernel) and the output shape */
+static int hv__pool_setup(const hv_tensor *x, const hv_pool2d_desc *desc, const char *op, int64_t *g, int64_t *shape) {
+    if (hv__check_nchw(x, op, "x")) return -1;
+    if (!desc) {
+        hv__fail(op, "needs a descriptor with the kernel size for %s", hv__desc("x", x));
+        return -1;
+    }
+    if (desc->kernel_h < 1 || desc->kernel_w < 1 || desc->stride_h < 0 || desc->stride_w < 0 || desc->pad_h < 0 || desc->pad_w < 0) {
+        hv__fail(op, "kernel (%d, %d) must be positive, stride (%d, %d) and padding (%d, %d) >= 0, for %s", desc->kernel_h,
+                 desc->kernel_w, desc->stride_h, desc->stride_w, desc->pad_h, desc->pad_w, hv__desc("x", x));
+        return -1;
+    }
+    /* PyTorch's rule; it also keeps every window over at least one real element */
+    if (desc->pad_h > desc->kernel_h / 2 || desc->pad_w > desc->kernel_w / 2) {
+        hv__fail(op, "padding (%d, %d) must be at most half the kernel (%d, %d), for %s", desc->pad_h, desc->pad_w, desc->kernel_h,
+                 desc->kernel_w, hv__desc("x", x));
+        return -1;
+    }
+    g[HV__PG_KH] = desc->kernel_h;
+    g[HV__PG_KW] = desc->kernel_w;
+    g[HV__PG_SH] = desc->stride_h ? desc->stride_h : desc->kernel_h;
+    g[HV__PG_SW] = desc->stride_w ? desc->stride_w : desc->kernel_w;
+    g[HV__PG_PH] = desc->pad_h;
+    g[HV__PG_PW] = desc->pad_w;
+    g[HV__PG_EXCL] = desc->count_exclude_pad ? 1 : 0;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    shape[2] = hv__window_out(x->shape[2], g[HV__PG_KH], g[HV__PG_SH], g[HV__PG_PH], 1);
+    shape[3] = hv__window_out(x->shape[3], g[HV__PG_KW], g[HV__PG_SW], g[HV__PG_PW], 1);
+    if (shape[2] < 1 || shape[3] < 1) {
+        hv__fail(op, "kernel (%d, %d) is larger than %s padded by (%d, %d): no output", desc->kernel_h, desc->kernel_w,
+                 hv__desc("x", x), desc->pad_h, desc->pad_w);
+        return -1;
+    }
+    return 0;
+}
+
+static void hv__max_pool2d_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x)) || !out->saved[0]) return;
+    out->ctx->be->max_pool2d_bwd(out->ctx, gx, out->grad, out->saved[0]);
+}
+HVDEF hv_tensor *hv_max_pool2d(hv_tensor *x, const hv_pool2d_desc *desc) {
+    int64_t g[7], shape[4];
+    hv_tensor *y, *argmax = NULL;
+    int i;
+    HV__CHECK_IN(x);
+    if (hv__pool_setup(x, desc, "hv_max_pool2d", g, shape)) return NULL;
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    y = hv__new(x->ctx, 4, shape);
+    if (!y) return NULL;
+    /* where each max came from, kept only when a backward will route gradients through it */
+    if (x->ctx->grad_enabled && x->requires_grad && !(argmax = hv__alloc(x->ctx, HV_I32, 4, shape, 0))) return NULL;
+    for (i = 0; i < 7; i++) y->ip[i] = g[i];
+    x->ctx->be->max_pool2d(x->ctx, y, argmax, x, y->ip);
+    y->saved[0] = argmax;
+    return HV__RECORD1(y, "max_pool2d", hv__max_pool2d_bwd, x);
+}
+
+static void hv__avg_pool2d_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->avg_pool2d_bwd(out->ctx, gx, out->grad, out->ip);
+}
+HVDEF hv_tensor *hv_avg_pool2d(hv_tensor *x, const hv_pool2d_desc *desc) {
+    int64_t g[7], shape[4];
+    hv_tensor *y;
+    int i;
+    HV__CHECK_IN(x);
+    if (hv__pool_setup(x, desc, "hv_avg_pool2d", g, shape)) return NULL;
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    y = hv__new(x->ctx, 4, shape);
+    if (!y) return NULL;
+    for (i = 0; i < 7; i++) y->ip[i] = g[i];
+    x->ctx->be->avg_pool2d(x->ctx, y, x, y->ip);
+    return HV__RECORD1(y, "avg_pool2d", hv__avg_pool2d_bwd, x);
+}
+
+/* the mean over H and W: hv_mean already has the forward, backward and a double accumulator */
+HVDEF hv_tensor *hv_global_avg_pool(hv_tensor *x) {
+    static const int axes[2] = {2, 3};
+    HV__CHECK_IN(x);
+    if (hv__check_nchw(x, "hv_global_avg_pool", "x")) return NULL;
+    if (x->shape[2] < 1 || x->shape[3] < 1)
+        return (hv_tensor *)hv__fail("hv_global_avg_pool", "%s has no pixels to average", hv__desc("x", x));
+    return hv_mean(x, 2, axes, 0);
+}
+
+/* ---- resize --------------------------------------------------------------------------------- */
+
+static void hv__resize_bilinear_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->resize_bilinear_bwd(out->ctx, gx, out->grad, (int)out->ip[0]);
+}
+HVDEF hv_tensor *hv_resize_bilinear(hv_tensor *x, int64_t out_h, int64_t out_w, int align_corners) {
+    static const char *op = "hv_resize_bilinear";
+    int64_t shape[4];
+    hv_tensor *y;
+    HV__CHECK_IN(x);
+    if (hv__check_nchw(x, op, "x")) return NULL;
+    if (out_h < 1 || out_w < 1)
+        return (hv_tensor *)hv__fail(op, "output size (%lld, %lld) must be positive, for %s", (long long)out_h, (long long)out_w,
+                                     hv__desc("x", x));
+    if (x->shape[2] < 1 || x->shape[3] < 1) return (hv_tensor *)hv__fail(op, "%s has no pixels to resize", hv__desc("x", x));
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    shape[2] = out_h;
+    shape[3] = out_w;
+    y = hv__new(x->ctx, 4, shape);
+    if (!y) return NULL;
+    y->ip[0] = align_corners ? 1 : 0;
+    x->ctx->be->resize_bilinear(x->ctx, y, x, (int)y->ip[0]);
+    return HV__RECORD1(y, "resize_bilinear", hv__resize_bilinear_bwd, x);
+}
+
+/* ---- batch norm ----------------------------------------------------------------------------- */
+
+/* in: x, weight, bias (the differentiable inputs). saved[0], saved[1]: the mean and variance (C)
+   that normalised x, copied so that a later running-stat update cannot change them; ip[0]: they
+   were the batch's own, so the gradient flows through them; fp[0]: eps */
+static void hv__batch_norm_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *w = out->in[1], *b = out->in[2], *gx = NULL, *gw = NULL, *gb = NULL;
+    hv_ctx *ctx = out->ctx;
+    if (hv__needs_grad(x)) gx = hv__grad_buf(x);
+    if (hv__needs_grad(w)) gw = hv__grad_buf(w);
+    if (hv__needs_grad(b)) gb = hv__grad_buf(b);
+    if (gx || gw || gb)
+        ctx->be->batch_norm_bwd(ctx, gx, gw, gb, x, out->grad, out->saved[0], out->saved[1], w, (float)out->fp[0], (int)out->ip[0]);
+}
+HVDEF hv_tensor *hv_batch_norm(hv_tensor *x, hv_tensor *weight, hv_tensor *bias, hv_tensor *running_mean, hv_tensor *running_var,
+                               int training, float momentum, float eps) {
+    static const char *op = "hv_batch_norm";
+    hv_tensor *y, *mean, *var, *in[3];
+    int64_t c, count;
+    int batch_stats, has_w = weight != NULL, has_b = bias != NULL;
+    hv_ctx *ctx;
+    HV__CHECK_IN(x);
+    if (hv__check_f32(x, op, "x")) return NULL;
+    if (x->ndim < 2 || x->ndim > 4) return (hv_tensor *)hv__fail(op, "%s must be (N, C), (N, C, L) or (N, C, H, W)", hv__desc("x", x));
+    c = x->shape[1];
+    if (hv__check_channels(weight, x, c, op, "weight") || hv__check_channels(bias, x, c, op, "bias") ||
+        hv__check_channels(running_mean, x, c, op, "running_mean") || hv__check_channels(running_var, x, c, op, "running_var"))
+        return NULL;
+    if (!running_mean != !running_var)
+        return (hv_tensor *)hv__fail(op, "%s and %s: give both running statistics or neither", hv__desc("running_mean", running_mean),
+                                     hv__desc("running_var", running_var));
+    count = c ? hv_numel(x) / c : 0; /* values per channel */
+    if (count < 1) return (hv_tensor *)hv__fail(op, "%s has no values per channel", hv__desc("x", x));
+    if (training && count < 2)
+        return (hv_tensor *)hv__fail(op, "%s has one value per channel: training needs more than one (as PyTorch)", hv__desc("x", x));
+    /* without running statistics even eval normalises with the batch's own (track_running_stats=False) */
+    batch_stats = training || !running_mean;
+    x = hv_contiguous(x);
+    weight = weight ? hv_contiguous(weight) : NULL;
+    bias = bias ? hv_contiguous(bias) : NULL;
+    if (!x || (has_w && !weight) || (has_b && !bias)) return NULL;
+    ctx = x->ctx;
+    mean = hv__new(ctx, 1, &c);
+    var = mean ? hv__new(ctx, 1, &c) : NULL;
+    y = var ? hv__new_like(x) : NULL;
+    if (!y) return NULL;
+    if (batch_stats) {
+        ctx->be->batch_norm_stats(ctx, mean, var, x);
+        /* in place, off the tape: running statistics are state, not part of the graph */
+        if (training && running_mean)
+            ctx->be->batch_norm_running(ctx, running_mean, running_var, mean, var, momentum, (float)((double)count / (double)(count - 1)));
+    } else {
+        ctx->be->copy(ctx, mean, running_mean, 0);
+        ctx->be->copy(ctx, var, running_var, 0);
+    }
+    ctx->be->batch_norm(ctx, y, x, mean, var, weight, bias, eps);
+    y->saved[0] = mean;
+    y->saved[1] = var;
+    y->ip[0] = batch_stats;
+    y->fp[0] = eps;
+    in[0] = x;
+    in[1] = weight;
+    in[2] = bias;
+    return hv__record(y, "batch_norm", hv__batch_norm_bwd, 3, in);
+}
 /* HV-SECTION conv-ops END */
 
 /* ==== 7. CPU BACKEND: scalar reference kernels =================================================
@@ -1852,9 +2558,672 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
 }
 
 /* HV-SECTION cpu-nn-kernels BEGIN */
+/* Precision: dot products accumulate in float, as the GEMM does; the statistics of a
+   normalisation (sums of exponentials, mean, variance) and the sums of a loss in double. */
+
+static void hv__cpu_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t r, rows = outer * inner;
+    HV__PARALLEL_FOR(ctx, rows * n)
+    for (r = 0; r < rows; r++) { /* one row: n values, inner apart */
+        int64_t base = (r / inner) * n * inner + r % inner, j;
+        const float *xr = px + base;
+        float *yr = py + base, m = -INFINITY;
+        double s = 0;
+        for (j = 0; j < n; j++)
+            if (xr[j * inner] > m) m = xr[j * inner];
+        for (j = 0; j < n; j++) s += expf(xr[j * inner] - m);
+        if (is_log) {
+            float lse = m + (float)log(s);
+            for (j = 0; j < n; j++) yr[j * inner] = xr[j * inner] - lse;
+        } else {
+            for (j = 0; j < n; j++) yr[j * inner] = (float)(expf(xr[j * inner] - m) / s);
+        }
+    }
+}
+static void hv__cpu_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer,
+                                int64_t n, int64_t inner) {
+    const float *py = (const float *)y->data, *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t r, rows = outer * inner;
+    HV__PARALLEL_FOR(ctx, rows * n)
+    for (r = 0; r < rows; r++) {
+        int64_t base = (r / inner) * n * inner + r % inner, j;
+        const float *yr = py + base, *gr = pg + base;
+        float *gxr = pgx + base;
+        double s = 0;
+        if (is_log) { /* gx = gy - softmax * sum(gy) */
+            for (j = 0; j < n; j++) s += gr[j * inner];
+            for (j = 0; j < n; j++) gxr[j * inner] += gr[j * inner] - expf(yr[j * inner]) * (float)s;
+        } else { /* gx = y * (gy - sum(gy * y)) */
+            for (j = 0; j < n; j++) s += (double)gr[j * inner] * yr[j * inner];
+            for (j = 0; j < n; j++) gxr[j * inner] += yr[j * inner] * (gr[j * inner] - (float)s);
+        }
+    }
+}
+
+static void hv__cpu_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                               const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data, *pm = (float *)mean->data, *ps = (float *)rstd->data;
+    HV__PARALLEL_FOR(ctx, rows * D)
+    for (r = 0; r < rows; r++) {
+        const float *xr = px + r * D;
+        float *yr = py + r * D;
+        double mu = 0, var = 0, rs;
+        int64_t j;
+        for (j = 0; j < D; j++) mu += xr[j];
+        mu /= (double)D;
+        for (j = 0; j < D; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        rs = 1.0 / sqrt(var / (double)D + eps); /* biased variance, as PyTorch */
+        for (j = 0; j < D; j++) {
+            float v = (float)((xr[j] - mu) * rs);
+            if (pw) v *= pw[j];
+            if (pb) v += pb[j];
+            yr[j] = v;
+        }
+        pm[r] = (float)mu;
+        ps[r] = (float)rs;
+    }
+}
+static void hv__cpu_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                   const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r, j;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pm = (const float *)mean->data;
+    const float *ps = (const float *)rstd->data, *pg = (const float *)gy->data;
+    if (gx) {
+        float *pgx = (float *)gx->data;
+        /* gx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * w: one row per thread */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (r = 0; r < rows; r++) {
+            const float *xr = px + r * D, *gr = pg + r * D;
+            float *gxr = pgx + r * D, mu = pm[r], rs = ps[r];
+            double sg = 0, sgx = 0;
+            int64_t c;
+            for (c = 0; c < D; c++) {
+                float g = pw ? gr[c] * pw[c] : gr[c];
+                sg += g;
+                sgx += (double)g * ((xr[c] - mu) * rs);
+            }
+            sg /= (double)D;
+            sgx /= (double)D;
+            for (c = 0; c < D; c++) {
+                float g = pw ? gr[c] * pw[c] : gr[c], xh = (xr[c] - mu) * rs;
+                gxr[c] += rs * (g - (float)sg - xh * (float)sgx);
+            }
+        }
+    }
+    if (gw || gb) {
+        float *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+        /* sums over rows: one feature per thread, rows in order */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (j = 0; j < D; j++) {
+            double sw = 0, sb = 0;
+            int64_t q;
+            for (q = 0; q < rows; q++) {
+                float g = pg[q * D + j];
+                sw += (double)g * ((px[q * D + j] - pm[q]) * ps[q]);
+                sb += g;
+            }
+            if (pgw) pgw[j] += (float)sw;
+            if (pgb) pgb[j] += (float)sb;
+        }
+    }
+}
+
+/* row i of head (b, h) of a (B, H, N, d) tensor of any strides */
+static float *hv__attn_row(const hv_tensor *t, int64_t b, int64_t h, int64_t i) {
+    return (float *)t->data + b * t->stride[0] + h * t->stride[1] + i * t->stride[2];
+}
+static float hv__dot_strided(const float *a, int64_t sa, const float *b, int64_t sb, int64_t n) {
+    float acc = 0;
+    int64_t t;
+    for (t = 0; t < n; t++) acc += a[t * sa] * b[t * sb];
+    return acc;
+}
+/* one query row at a time with an online softmax (running max m and sum l, the output row
+   rescaled when m grows), so neither the scores nor a row buffer are stored */
+static void hv__cpu_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                              float scale) {
+    int64_t H = q->shape[1], Nq = q->shape[2], Nk = k->shape[2], d = q->shape[3];
+    int64_t r, rows = q->shape[0] * H * Nq;
+    int64_t qs = q->stride[3], ks = k->stride[3], vs = v->stride[3], os = o->stride[3];
+    float *pl = (float *)lse->data;
+    HV__PARALLEL_FOR(ctx, rows * Nk * d)
+    for (r = 0; r < rows; r++) {
+        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, j, t;
+        const float *qi = hv__attn_row(q, b, h, i);
+        float *oi = hv__attn_row(o, b, h, i), m = -INFINITY;
+        double l = 0;
+        for (t = 0; t < d; t++) oi[t * os] = 0;
+        for (j = 0; j < Nk; j++) {
+            const float *vj = hv__attn_row(v, b, h, j);
+            float s = scale * hv__dot_strided(qi, qs, hv__attn_row(k, b, h, j), ks, d), p;
+            if (s > m) {
+                float c = expf(m - s); /* 0 for the first key */
+                l *= c;
+                for (t = 0; t < d; t++) oi[t * os] *= c;
+                m = s;
+            }
+            p = expf(s - m);
+            l += p;
+            for (t = 0; t < d; t++) oi[t * os] += p * vj[t * vs];
+        }
+        for (t = 0; t < d; t++) oi[t * os] = (float)(oi[t * os] / l);
+        pl[r] = m + (float)log(l);
+    }
+}
+/* With P = exp(S - lse) and delta_i = sum_j P_ij dP_ij = go_i . o_i (no P needed):
+   dS = P * (go v^T - delta), gq = scale dS k, gk = scale dS^T q, gv = P^T go.
+   gq runs over query rows, gk and gv over key rows (each sums its queries in order), so no two
+   threads write one element; the scores are recomputed in both loops. */
+static void hv__cpu_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                  const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse,
+                                  const hv_tensor *go, float scale) {
+    int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2], Nk = k->shape[2], d = q->shape[3];
+    int64_t r, rows = B * H * Nq, cols = B * H * Nk;
+    int64_t qs = q->stride[3], ks = k->stride[3], vs = v->stride[3], os = o->stride[3], gs = go->stride[3];
+    const float *pl = (const float *)lse->data;
+    float *pd = (float *)delta->data;
+    HV__PARALLEL_FOR(ctx, rows * d)
+    for (r = 0; r < rows; r++) {
+        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq;
+        pd[r] = hv__dot_strided(hv__attn_row(go, b, h, i), gs, hv__attn_row(o, b, h, i), os, d);
+    }
+    if (gq) {
+        int64_t gqs = gq->stride[3];
+        HV__PARALLEL_FOR(ctx, rows * Nk * d)
+        for (r = 0; r < rows; r++) {
+            int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, j, t;
+            const float *qi = hv__attn_row(q, b, h, i), *gi = hv__attn_row(go, b, h, i);
+            float *gqi = hv__attn_row(gq, b, h, i);
+            for (j = 0; j < Nk; j++) {
+                const float *kj = hv__attn_row(k, b, h, j);
+                float p = expf(scale * hv__dot_strided(qi, qs, kj, ks, d) - pl[r]);
+                float ds = p * (hv__dot_strided(gi, gs, hv__attn_row(v, b, h, j), vs, d) - pd[r]);
+                for (t = 0; t < d; t++) gqi[t * gqs] += scale * ds * kj[t * ks];
+            }
+        }
+    }
+    if (gk || gv) {
+        int64_t gks = gk ? gk->stride[3] : 0, gvs = gv ? gv->stride[3] : 0;
+        HV__PARALLEL_FOR(ctx, cols * Nq * d)
+        for (r = 0; r < cols; r++) {
+            int64_t b = r / (H * Nk), h = (r / Nk) % H, j = r % Nk, i, t, ri = (b * H + h) * Nq;
+            const float *kj = hv__attn_row(k, b, h, j), *vj = hv__attn_row(v, b, h, j);
+            float *gkj = gk ? hv__attn_row(gk, b, h, j) : NULL, *gvj = gv ? hv__attn_row(gv, b, h, j) : NULL;
+            for (i = 0; i < Nq; i++) {
+                const float *qi = hv__attn_row(q, b, h, i), *gi = hv__attn_row(go, b, h, i);
+                float p = expf(scale * hv__dot_strided(qi, qs, kj, ks, d) - pl[ri + i]);
+                if (gvj)
+                    for (t = 0; t < d; t++) gvj[t * gvs] += p * gi[t * gs];
+                if (gkj) {
+                    float ds = p * (hv__dot_strided(gi, gs, vj, vs, d) - pd[ri + i]);
+                    for (t = 0; t < d; t++) gkj[t * gks] += scale * ds * qi[t * qs];
+                }
+            }
+        }
+    }
+}
+
+static void hv__cpu_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                           int64_t n, int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t r, rows = outer * k;
+    HV__PARALLEL_FOR(ctx, rows * inner)
+    for (r = 0; r < rows; r++) { /* one picked row of dst */
+        const float *s = ps + ((r / k) * n + pi[r]) * inner;
+        float *dr = pd + r * inner;
+        int64_t t;
+        if (accumulate)
+            for (t = 0; t < inner; t++) dr[t] += s[t];
+        else
+            memcpy(dr, s, sizeof(float) * (size_t)inner);
+    }
+}
+static void hv__cpu_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                                int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t c, cols = outer * inner;
+    /* one column (o, t) per thread: repeated indices add in the order of idx, whatever the threads */
+    HV__PARALLEL_FOR(ctx, outer * k * inner)
+    for (c = 0; c < cols; c++) {
+        int64_t o = c / inner, t = c % inner, j;
+        for (j = 0; j < k; j++) pd[(o * n + pi[o * k + j]) * inner + t] += ps[(o * k + j) * inner + t];
+    }
+}
+
+static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pl = (float *)lse->data;
+    double total = 0;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float m = -INFINITY;
+        double s = 0;
+        int64_t c;
+        for (c = 0; c < C; c++)
+            if (xr[c] > m) m = xr[c];
+        for (c = 0; c < C; c++) s += expf(xr[c] - m);
+        pl[r] = m + (float)log(s);
+    }
+    for (r = 0; r < N; r++) total += (double)pl[r] - px[r * C + py[r]]; /* -log softmax at the label */
+    *(float *)loss->data = (float)(total / (double)N);
+}
+static void hv__cpu_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                      const hv_tensor *lse, const hv_tensor *gloss) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data, *pl = (const float *)lse->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pg = (float *)glogits->data, g = *(const float *)gloss->data / (float)N;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        int64_t c;
+        for (c = 0; c < C; c++) pg[r * C + c] += g * (expf(px[r * C + c] - pl[r]) - (c == py[r] ? 1.0f : 0.0f));
+    }
+}
+static int64_t hv__cpu_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r, c, correct = 0;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    (void)ctx;
+    for (r = 0; r < N; r++) {
+        float v = px[r * C + py[r]];
+        int64_t above = 0;
+        if (v != v) continue; /* a NaN logit is never a correct answer */
+        for (c = 0; c < C; c++) above += px[r * C + c] > v;
+        correct += above < k;
+    }
+    return correct;
+}
+
+static void hv__cpu_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    int64_t i, n = hv_numel(a);
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    double s = 0;
+    (void)ctx;
+    for (i = 0; i < n; i++) { /* one sum, in order: serial */
+        double d = (double)pa[i] - pb[i];
+        s += mode == HV__LOSS_MSE ? d * d : fabs(d);
+    }
+    *(float *)loss->data = (float)(s / (double)n);
+}
+static void hv__cpu_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                  const hv_tensor *gloss) {
+    int64_t i, n = hv_numel(a);
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    float *pga = ga ? (float *)ga->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    float g = *(const float *)gloss->data / (float)n;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float d = pa[i] - pb[i], v = mode == HV__LOSS_MSE ? 2.0f * g * d : (d > 0 ? g : d < 0 ? -g : 0.0f);
+        if (pga) pga[i] += v;
+        if (pgb) pgb[i] -= v;
+    }
+}
 /* HV-SECTION cpu-nn-kernels END */
 
 /* HV-SECTION cpu-conv-kernels BEGIN */
+
+/* Direct loops, correct for every stride, padding, dilation and group count. Forward kernels own
+   one output element per iteration. The backward of data gathers (each gx element sums the
+   outputs that read it); weight grads own one weight element and sum the batch inside. Pool and
+   resize backwards own one (n, c) plane of gx and scatter into it in a fixed order. */
+
+static void hv__cpu_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    const int64_t cin = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t cout = y->shape[1], OH = y->shape[2], OW = y->shape[3], KH = w->shape[2], KW = w->shape[3];
+    const int64_t sh = g[HV__CG_SH], sw = g[HV__CG_SW], ph = g[HV__CG_PH], pw = g[HV__CG_PW], dh = g[HV__CG_DH], dw = g[HV__CG_DW];
+    const int64_t cin_g = cin / g[HV__CG_GROUPS], cout_g = cout / g[HV__CG_GROUPS];
+    const float *px = (const float *)x->data, *pk = (const float *)w->data, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data;
+    int64_t o, n = hv_numel(y);
+    HV__PARALLEL_FOR(ctx, n * cin_g * KH * KW)
+    for (o = 0; o < n; o++) {
+        int64_t ow = o % OW, oh = (o / OW) % OH, co = (o / (OW * OH)) % cout, ni = o / (OW * OH * cout);
+        int64_t ci, kh, kw;
+        float acc = pb ? pb[co] : 0.0f;
+        for (ci = 0; ci < cin_g; ci++) {
+            const float *xp = px + (ni * cin + (co / cout_g) * cin_g + ci) * H * W; /* (H, W) */
+            const float *wp = pk + (co * cin_g + ci) * KH * KW;                     /* (KH, KW) */
+            for (kh = 0; kh < KH; kh++) {
+                int64_t ih = oh * sh - ph + kh * dh;
+                if (ih < 0 || ih >= H) continue;
+                for (kw = 0; kw < KW; kw++) {
+                    int64_t iw = ow * sw - pw + kw * dw;
+                    if (iw >= 0 && iw < W) acc += xp[ih * W + iw] * wp[kh * KW + kw];
+                }
+            }
+        }
+        py[o] = acc;
+    }
+}
+
+static void hv__cpu_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    const int64_t cin = gx->shape[1], H = gx->shape[2], W = gx->shape[3];
+    const int64_t cout = gy->shape[1], OH = gy->shape[2], OW = gy->shape[3], KH = w->shape[2], KW = w->shape[3];
+    const int64_t sh = g[HV__CG_SH], sw = g[HV__CG_SW], ph = g[HV__CG_PH], pw = g[HV__CG_PW], dh = g[HV__CG_DH], dw = g[HV__CG_DW];
+    const int64_t cin_g = cin / g[HV__CG_GROUPS], cout_g = cout / g[HV__CG_GROUPS];
+    const float *pg = (const float *)gy->data, *pk = (const float *)w->data;
+    float *pgx = (float *)gx->data;
+    int64_t i, n = hv_numel(gx);
+    HV__PARALLEL_FOR(ctx, n * cout_g * KH * KW)
+    for (i = 0; i < n; i++) {
+        int64_t iw = i % W, ih = (i / W) % H, ci = (i / (W * H)) % cin, ni = i / (W * H * cin);
+        int64_t co0 = (ci / cin_g) * cout_g, co, kh, kw;
+        float acc = 0;
+        for (co = co0; co < co0 + cout_g; co++) {
+            const float *gp = pg + (ni * cout + co) * OH * OW;            /* (OH, OW) */
+            const float *wp = pk + (co * cin_g + ci % cin_g) * KH * KW; /* (KH, KW) */
+            for (kh = 0; kh < KH; kh++) {
+                /* the output row whose window puts tap kh on input row ih, if any */
+                int64_t th = ih + ph - kh * dh, oh = th / sh;
+                if (th < 0 || th % sh || oh >= OH) continue;
+                for (kw = 0; kw < KW; kw++) {
+                    int64_t tw = iw + pw - kw * dw, ow = tw / sw;
+                    if (tw >= 0 && tw % sw == 0 && ow < OW) acc += gp[oh * OW + ow] * wp[kh * KW + kw];
+                }
+            }
+        }
+        pgx[i] += acc;
+    }
+}
+
+static void hv__cpu_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                      const int64_t *g) {
+    const int64_t N = x->shape[0], cin = x->shape[1], H = x->shape[2], W = x->shape[3];
+    const int64_t cout = gy->shape[1], OH = gy->shape[2], OW = gy->shape[3];
+    const int64_t sh = g[HV__CG_SH], sw = g[HV__CG_SW], ph = g[HV__CG_PH], pw = g[HV__CG_PW], dh = g[HV__CG_DH], dw = g[HV__CG_DW];
+    const int64_t cin_g = cin / g[HV__CG_GROUPS], cout_g = cout / g[HV__CG_GROUPS];
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data;
+    int64_t i, co;
+    if (gw) {
+        const int64_t KH = gw->shape[2], KW = gw->shape[3], n = hv_numel(gw);
+        float *pgw = (float *)gw->data;
+        HV__PARALLEL_FOR(ctx, n * N * OH * OW)
+        for (i = 0; i < n; i++) {
+            int64_t kw = i % KW, kh = (i / KW) % KH, ci = (i / (KW * KH)) % cin_g, c = i / (KW * KH * cin_g);
+            int64_t xc = (c / cout_g) * cin_g + ci, ni, oh, ow;
+            double acc = 0; /* a sum over the whole batch: double keeps it exact enough */
+            for (ni = 0; ni < N; ni++) {
+                const float *xp = px + (ni * cin + xc) * H * W, *gp = pg + (ni * cout + c) * OH * OW;
+                for (oh = 0; oh < OH; oh++) {
+                    int64_t ih = oh * sh - ph + kh * dh;
+                    if (ih < 0 || ih >= H) continue;
+                    for (ow = 0; ow < OW; ow++) {
+                        int64_t iw = ow * sw - pw + kw * dw;
+                        if (iw >= 0 && iw < W) acc += (double)xp[ih * W + iw] * gp[oh * OW + ow];
+                    }
+                }
+            }
+            pgw[i] += (float)acc;
+        }
+    }
+    if (gb) {
+        float *pgb = (float *)gb->data;
+        HV__PARALLEL_FOR(ctx, N * cout * OH * OW)
+        for (co = 0; co < cout; co++) {
+            int64_t ni, j;
+            double acc = 0;
+            for (ni = 0; ni < N; ni++)
+                for (j = 0; j < OH * OW; j++) acc += pg[(ni * cout + co) * OH * OW + j];
+            pgb[co] += (float)acc;
+        }
+    }
+}
+
+static void hv__cpu_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
+    const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
+    int64_t o, n = hv_numel(y);
+    HV__PARALLEL_FOR(ctx, n * KH * KW)
+    for (o = 0; o < n; o++) {
+        int64_t ow = o % OW, oh = (o / OW) % OH, plane = o / (OW * OH);
+        int64_t h0 = oh * sh - ph, w0 = ow * sw - pw, hs = h0 < 0 ? 0 : h0, ws = w0 < 0 ? 0 : w0;
+        int64_t he = h0 + KH < H ? h0 + KH : H, we = w0 + KW < W ? w0 + KW : W, ih, iw, best = hs * W + ws;
+        const float *xp = px + plane * H * W; /* (H, W) */
+        float m = -INFINITY;                  /* padding is -inf: it never wins */
+        for (ih = hs; ih < he; ih++)
+            for (iw = ws; iw < we; iw++) {
+                float v = xp[ih * W + iw];
+                if (v > m || v != v) { /* first maximum wins; NaN propagates, as in PyTorch */
+                    m = v;
+                    best = ih * W + iw;
+                }
+            }
+        py[o] = m;
+        if (pa) pa[o] = (int32_t)best;
+    }
+}
+
+static void hv__cpu_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    const int64_t HW = gx->shape[2] * gx->shape[3], OHW = gy->shape[2] * gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const float *pg = (const float *)gy->data;
+    const int32_t *pa = (const int32_t *)argmax->data;
+    float *pgx = (float *)gx->data;
+    int64_t p;
+    HV__PARALLEL_FOR(ctx, planes * OHW)
+    for (p = 0; p < planes; p++) {
+        int64_t j;
+        for (j = 0; j < OHW; j++) pgx[p * HW + pa[p * OHW + j]] += pg[p * OHW + j];
+    }
+}
+
+/* the window of output (oh, ow) clipped to the input, and its divisor */
+static float hv__avg_window(const int64_t *g, int64_t H, int64_t W, int64_t oh, int64_t ow, int64_t *hs, int64_t *he, int64_t *ws,
+                            int64_t *we) {
+    int64_t h0 = oh * g[HV__PG_SH] - g[HV__PG_PH], w0 = ow * g[HV__PG_SW] - g[HV__PG_PW];
+    /* count_include_pad counts the window clipped to the padded input, as PyTorch */
+    int64_t h1 = h0 + g[HV__PG_KH] < H + g[HV__PG_PH] ? h0 + g[HV__PG_KH] : H + g[HV__PG_PH];
+    int64_t w1 = w0 + g[HV__PG_KW] < W + g[HV__PG_PW] ? w0 + g[HV__PG_KW] : W + g[HV__PG_PW];
+    int64_t padded = (h1 - h0) * (w1 - w0);
+    *hs = h0 < 0 ? 0 : h0;
+    *ws = w0 < 0 ? 0 : w0;
+    *he = h1 < H ? h1 : H;
+    *we = w1 < W ? w1 : W;
+    return (float)(g[HV__PG_EXCL] ? (*he - *hs) * (*we - *ws) : padded);
+}
+
+static void hv__cpu_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t o, n = hv_numel(y);
+    HV__PARALLEL_FOR(ctx, n * g[HV__PG_KH] * g[HV__PG_KW])
+    for (o = 0; o < n; o++) {
+        int64_t ow = o % OW, oh = (o / OW) % OH, hs, he, ws, we, ih, iw;
+        const float *xp = px + (o / (OW * OH)) * H * W; /* (H, W) */
+        float div = hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we), acc = 0;
+        for (ih = hs; ih < he; ih++)
+            for (iw = ws; iw < we; iw++) acc += xp[ih * W + iw];
+        py[o] = acc / div;
+    }
+}
+
+static void hv__cpu_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t p;
+    HV__PARALLEL_FOR(ctx, planes * OH * OW * g[HV__PG_KH] * g[HV__PG_KW])
+    for (p = 0; p < planes; p++) {
+        int64_t oh, ow, hs, he, ws, we, ih, iw;
+        float *gxp = pgx + p * H * W;
+        for (oh = 0; oh < OH; oh++)
+            for (ow = 0; ow < OW; ow++) {
+                float v = pg[(p * OH + oh) * OW + ow] / hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we);
+                for (ih = hs; ih < he; ih++)
+                    for (iw = ws; iw < we; iw++) gxp[ih * W + iw] += v;
+            }
+    }
+}
+
+/* torch's linear source index for output index dst: the two input indices and the weight of the
+   second (PyTorch computes these in float; so do we, for the same bits) */
+static void hv__linear_src(int64_t dst, int64_t in, int64_t out, int align_corners, int64_t *i0, int64_t *i1, float *l1) {
+    float scale, src;
+    if (in == out) {
+        *i0 = *i1 = dst;
+        *l1 = 0;
+        return;
+    }
+    if (align_corners) {
+        scale = out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+        src = scale * (float)dst;
+    } else {
+        scale = (float)in / (float)out;
+        src = scale * ((float)dst + 0.5f) - 0.5f;
+        if (src < 0) src = 0;
+    }
+    *i0 = (int64_t)src; /* src >= 0: truncation is floor */
+    if (*i0 > in - 1) *i0 = in - 1;
+    *l1 = src - (float)*i0;
+    if (*l1 > 1) *l1 = 1;
+    *i1 = *i0 + (*i0 < in - 1 ? 1 : 0);
+}
+
+static void hv__cpu_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t o, n = hv_numel(y);
+    HV__PARALLEL_FOR(ctx, n * 4)
+    for (o = 0; o < n; o++) {
+        int64_t ow = o % OW, oh = (o / OW) % OH, h0, h1, w0, w1;
+        const float *xp = px + (o / (OW * OH)) * H * W; /* (H, W) */
+        float lh, lw;
+        hv__linear_src(oh, H, OH, align_corners, &h0, &h1, &lh);
+        hv__linear_src(ow, W, OW, align_corners, &w0, &w1, &lw);
+        py[o] = (1 - lh) * ((1 - lw) * xp[h0 * W + w0] + lw * xp[h0 * W + w1]) + lh * ((1 - lw) * xp[h1 * W + w0] + lw * xp[h1 * W + w1]);
+    }
+}
+
+static void hv__cpu_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t p;
+    HV__PARALLEL_FOR(ctx, planes * OH * OW * 4)
+    for (p = 0; p < planes; p++) {
+        int64_t oh, ow, h0, h1, w0, w1;
+        float *gxp = pgx + p * H * W, lh, lw;
+        for (oh = 0; oh < OH; oh++) {
+            hv__linear_src(oh, H, OH, align_corners, &h0, &h1, &lh);
+            for (ow = 0; ow < OW; ow++) {
+                float v = pg[(p * OH + oh) * OW + ow];
+                hv__linear_src(ow, W, OW, align_corners, &w0, &w1, &lw);
+                gxp[h0 * W + w0] += (1 - lh) * (1 - lw) * v;
+                gxp[h0 * W + w1] += (1 - lh) * lw * v;
+                gxp[h1 * W + w0] += lh * (1 - lw) * v;
+                gxp[h1 * W + w1] += lh * lw * v;
+            }
+        }
+    }
+}
+
+/* x (N, C, ...) seen as (N, C, S) */
+static void hv__bn_dims(const hv_tensor *x, int64_t *N, int64_t *C, int64_t *S) {
+    *N = x->shape[0];
+    *C = x->shape[1];
+    *S = *N * *C > 0 ? hv_numel(x) / (*N * *C) : 0;
+}
+
+static void hv__cpu_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data;
+    float *pm = (float *)mean->data, *pv = (float *)var->data;
+    hv__bn_dims(x, &N, &C, &S);
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        int64_t ni, j;
+        double s = 0, m, v = 0;
+        for (ni = 0; ni < N; ni++)
+            for (j = 0; j < S; j++) s += px[(ni * C + c) * S + j];
+        m = s / (double)(N * S);
+        /* two passes: the variance of data far from zero keeps its digits */
+        for (ni = 0; ni < N; ni++)
+            for (j = 0; j < S; j++) {
+                double d = px[(ni * C + c) * S + j] - m;
+                v += d * d;
+            }
+        pm[c] = (float)m;
+        pv[c] = (float)(v / (double)(N * S));
+    }
+}
+
+static void hv__cpu_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean, const hv_tensor *var,
+                                       float momentum, float unbias) {
+    /* the running tensors belong to the user: any 1-D stride */
+    float *rm = (float *)run_mean->data, *rv = (float *)run_var->data;
+    const float *pm = (const float *)mean->data, *pv = (const float *)var->data;
+    int64_t c, C = mean->shape[0], sm = run_mean->stride[0], sv = run_var->stride[0];
+    (void)ctx;
+    for (c = 0; c < C; c++) {
+        rm[c * sm] = (1 - momentum) * rm[c * sm] + momentum * pm[c];
+        rv[c * sv] = (1 - momentum) * rv[c * sv] + momentum * (pv[c] * unbias);
+    }
+}
+
+static void hv__cpu_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                               const hv_tensor *w, const hv_tensor *b, float eps) {
+    int64_t N, C, S, i, n = hv_numel(x);
+    const float *px = (const float *)x->data, *pm = (const float *)mean->data, *pv = (const float *)var->data;
+    const float *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data;
+    hv__bn_dims(x, &N, &C, &S);
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        int64_t c = (i / S) % C;
+        float inv = 1.0f / sqrtf(pv[c] + eps), v = (px[i] - pm[c]) * inv;
+        py[i] = (pw ? v * pw[c] : v) + (pb ? pb[c] : 0.0f);
+    }
+}
+
+static void hv__cpu_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                   const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data, *pm = (const float *)mean->data;
+    const float *pv = (const float *)var->data, *pw = w ? (const float *)w->data : NULL;
+    float *pgx = gx ? (float *)gx->data : NULL, *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    hv__bn_dims(x, &N, &C, &S);
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        const float inv = 1.0f / sqrtf(pv[c] + eps), wc = pw ? pw[c] : 1.0f;
+        const double M = (double)(N * S);
+        int64_t ni, j;
+        double sg = 0, sgx = 0, mg, mgx; /* sum(gy), sum(gy * xhat) over the channel */
+        for (ni = 0; ni < N; ni++)
+            for (j = 0; j < S; j++) {
+                int64_t k = (ni * C + c) * S + j;
+                sg += pg[k];
+                sgx += (double)pg[k] * ((px[k] - pm[c]) * inv);
+            }
+        if (pgb) pgb[c] += (float)sg;
+        if (pgw) pgw[c] += (float)sgx;
+        if (!pgx) continue;
+        /* batch statistics: dx = w inv (gy - mean(gy) - xhat mean(gy xhat)); else dx = w inv gy */
+        mg = batch_stats ? sg / M : 0;
+        mgx = batch_stats ? sgx / M : 0;
+        for (ni = 0; ni < N; ni++)
+            for (j = 0; j < S; j++) {
+                int64_t k = (ni * C + c) * S + j;
+                double xh = (px[k] - pm[c]) * inv;
+                pgx[k] += (float)(wc * inv * (pg[k] - mg - xh * mgx));
+            }
+    }
+}
 /* HV-SECTION cpu-conv-kernels END */
 
 static const hv__backend *hv__cpu_backend(void) {
@@ -1869,6 +3238,32 @@ static const hv__backend *hv__cpu_backend(void) {
         be.reduce = hv__cpu_reduce;
         be.reduce_max_bwd = hv__cpu_reduce_max_bwd;
         /* HV-SECTION cpu-table BEGIN */
+        /* nn */ be.softmax = hv__cpu_softmax;
+        /* nn */ be.softmax_bwd = hv__cpu_softmax_bwd;
+        /* nn */ be.layer_norm = hv__cpu_layer_norm;
+        /* nn */ be.layer_norm_bwd = hv__cpu_layer_norm_bwd;
+        /* nn */ be.attention = hv__cpu_attention;
+        /* nn */ be.attention_bwd = hv__cpu_attention_bwd;
+        /* nn */ be.gather = hv__cpu_gather;
+        /* nn */ be.scatter_add = hv__cpu_scatter_add;
+        /* nn */ be.cross_entropy = hv__cpu_cross_entropy;
+        /* nn */ be.cross_entropy_bwd = hv__cpu_cross_entropy_bwd;
+        /* nn */ be.topk_correct = hv__cpu_topk_correct;
+        /* nn */ be.diff_loss = hv__cpu_diff_loss;
+        /* nn */ be.diff_loss_bwd = hv__cpu_diff_loss_bwd;
+        /* conv */ be.conv2d = hv__cpu_conv2d;
+        /* conv */ be.conv2d_bwd_data = hv__cpu_conv2d_bwd_data;
+        /* conv */ be.conv2d_bwd_weight = hv__cpu_conv2d_bwd_weight;
+        /* conv */ be.max_pool2d = hv__cpu_max_pool2d;
+        /* conv */ be.max_pool2d_bwd = hv__cpu_max_pool2d_bwd;
+        /* conv */ be.avg_pool2d = hv__cpu_avg_pool2d;
+        /* conv */ be.avg_pool2d_bwd = hv__cpu_avg_pool2d_bwd;
+        /* conv */ be.resize_bilinear = hv__cpu_resize_bilinear;
+        /* conv */ be.resize_bilinear_bwd = hv__cpu_resize_bilinear_bwd;
+        /* conv */ be.batch_norm_stats = hv__cpu_batch_norm_stats;
+        /* conv */ be.batch_norm_running = hv__cpu_batch_norm_running;
+        /* conv */ be.batch_norm = hv__cpu_batch_norm;
+        /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
         /* HV-SECTION cpu-table END */
         be.name = "cpu";
     }
