@@ -3662,6 +3662,10 @@ static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
     hv__normal_fill(v->cls_token, 0.02f);
     hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D);
     hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size);
+    {   /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
+        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)v->patch_b->data;
+        for (i = 0; i < D; i++) pb[i] = bound * (2.0f * hv_rng_uniform(ctx) - 1.0f);
+    }
     v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
     if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
     for (i = 0; i < d->depth; i++) {
