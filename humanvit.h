@@ -316,6 +316,21 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training);
 HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images);
 HVDEF hv_vit_preset hv_vit_preset_from_name(const char *name); /* "vits14", "vith14@476", ...; 0 if unknown */
 
+/* published humanlike-vits model ids: "<arch>_<fraction>_<seed>", e.g. "vith14@476_1.0_1" */
+typedef struct hv_model_id {
+    hv_vit_preset preset;
+    char arch[16];     /* "vits14" ... "vith14@476" */
+    char fraction[16]; /* "1.0", "0.1", "0.01", "0.001", "0.0001" */
+    int seed;          /* 1, 2 or 3 (only 1 for fraction 1.0) */
+} hv_model_id;
+HVDEF int hv_model_id_parse(const char *id, hv_model_id *out); /* 0 or -1 naming what is wrong */
+/* the .pth of a published model: <dir>/<sub>/<id>.pth, then <dir>/<id>.pth, where dir is
+   models_dir or else $HUMANVIT_MODELS, then the Hugging Face cache
+   (<hub>/models--eminorhan--humanlike-vits/snapshots/<revision>/<sub>/<id>.pth with hub from
+   $HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub); sub is <arch> or finetuned_<arch>.
+   When absent: -1 and an error naming the file to download and from where. */
+HVDEF int hv_model_resolve(const char *id, int finetuned, const char *models_dir, char *path, size_t path_size);
+
 /* the fixed 2-D sin-cos position table of MAE, (1 + grid*grid, dim) with a zero CLS row first,
    written into out (f32, that shape). The first dim/2 columns encode the column (x) index. */
 HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim);
@@ -407,7 +422,7 @@ HVDEF void hv_clear_error(void);
 
 /* ==== 3. ERRORS, ALLOCATOR AND ARENA =========================================================== */
 
-static HV__TLS char hv__err[1024];
+static HV__TLS char hv__err[2048];
 
 HVDEF const char *hv_last_error(void) { return hv__err; }
 HVDEF void hv_clear_error(void) { hv__err[0] = 0; }
@@ -3586,6 +3601,104 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
             }
         }
     return out;
+}
+
+
+/* ---- published model ids and where their files live ----------------------------------------- */
+
+HVDEF int hv_model_id_parse(const char *id, hv_model_id *out) {
+    static const char *fractions[] = {"1.0", "0.1", "0.01", "0.001", "0.0001"};
+    const char *u2, *u1;
+    size_t alen, flen, i;
+    char *end;
+    long seed;
+    memset(out, 0, sizeof *out);
+    if (!id || !(u2 = strrchr(id, '_')) || u2 == id)
+        return hv__fail("hv_model_id_parse", "'%s' is not a model id of the form <arch>_<fraction>_<seed>, e.g. vits14_1.0_1",
+                        id ? id : "(null)"), -1;
+    for (u1 = u2 - 1; u1 > id && *u1 != '_'; u1--) {
+    }
+    if (u1 == id) return hv__fail("hv_model_id_parse", "'%s' is not of the form <arch>_<fraction>_<seed>", id), -1;
+    alen = (size_t)(u1 - id);
+    flen = (size_t)(u2 - u1 - 1);
+    if (alen >= sizeof out->arch || flen >= sizeof out->fraction)
+        return hv__fail("hv_model_id_parse", "'%s': architecture or fraction too long", id), -1;
+    memcpy(out->arch, id, alen);
+    memcpy(out->fraction, u1 + 1, flen);
+    out->preset = hv_vit_preset_from_name(out->arch);
+    if (!out->preset)
+        return hv__fail("hv_model_id_parse", "'%s': unknown architecture '%s' (vits14, vitb14, vitl14, vith14, vith14@448, vith14@476)", id,
+                        out->arch), -1;
+    for (i = 0; i < sizeof fractions / sizeof fractions[0]; i++)
+        if (!strcmp(out->fraction, fractions[i])) break;
+    if (i == sizeof fractions / sizeof fractions[0])
+        return hv__fail("hv_model_id_parse", "'%s': data fraction '%s' is not one of 1.0, 0.1, 0.01, 0.001, 0.0001", id, out->fraction), -1;
+    seed = strtol(u2 + 1, &end, 10);
+    if (*end || end == u2 + 1 || seed < 1 || seed > 3 || (i == 0 && seed != 1))
+        return hv__fail("hv_model_id_parse", "'%s': seed '%s' must be 1, 2 or 3 (only 1 for fraction 1.0)", id, u2 + 1), -1;
+    out->seed = (int)seed;
+    return 0;
+}
+
+static int hv__file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+/* the Hugging Face hub cache folder, from the same variables huggingface_hub reads */
+static int hv__hf_hub_dir(char *out, size_t n) {
+    const char *v;
+    if ((v = getenv("HF_HUB_CACHE")) && *v) return snprintf(out, n, "%s", v) < (int)n ? 0 : -1;
+    if ((v = getenv("HF_HOME")) && *v) return snprintf(out, n, "%s/hub", v) < (int)n ? 0 : -1;
+    if ((v = getenv("XDG_CACHE_HOME")) && *v) return snprintf(out, n, "%s/huggingface/hub", v) < (int)n ? 0 : -1;
+    if ((v = getenv("HOME")) && *v) return snprintf(out, n, "%s/.cache/huggingface/hub", v) < (int)n ? 0 : -1;
+    return -1;
+}
+
+HVDEF int hv_model_resolve(const char *id, int finetuned, const char *models_dir, char *path, size_t path_size) {
+    hv_model_id mid;
+    char sub[32], tried[3][512], hub[400];
+    int ntried = 0, i;
+    if (hv_model_id_parse(id, &mid)) return -1;
+    snprintf(sub, sizeof sub, "%s%s", finetuned ? "finetuned_" : "", mid.arch);
+    if (!models_dir || !*models_dir) models_dir = getenv("HUMANVIT_MODELS");
+    if (models_dir && *models_dir) {
+        snprintf(tried[ntried++], sizeof tried[0], "%s/%s/%s.pth", models_dir, sub, id);
+        snprintf(tried[ntried++], sizeof tried[0], "%s/%s.pth", models_dir, id);
+    }
+    if (hv__hf_hub_dir(hub, sizeof hub) == 0) {
+        /* refs/main names the snapshot folder that the last download populated */
+        char ref_path[512], rev[96] = {0};
+        FILE *f;
+        snprintf(ref_path, sizeof ref_path, "%s/models--eminorhan--humanlike-vits/refs/main", hub);
+        f = fopen(ref_path, "rb");
+        if (f) {
+            size_t n = fread(rev, 1, sizeof rev - 1, f);
+            fclose(f);
+            while (n && (rev[n - 1] == '\n' || rev[n - 1] == '\r' || rev[n - 1] == ' ')) rev[--n] = 0;
+            rev[n] = 0;
+        }
+        snprintf(tried[ntried++], sizeof tried[0], "%s/models--eminorhan--humanlike-vits/snapshots/%s/%s/%s.pth", hub,
+                 rev[0] ? rev : "<revision>", sub, id);
+    }
+    for (i = 0; i < ntried; i++)
+        if (!strstr(tried[i], "<revision>") && hv__file_exists(tried[i])) {
+            if (strlen(tried[i]) + 1 > path_size) return hv__fail("hv_model_resolve", "path buffer too small for %s", tried[i]), -1;
+            memcpy(path, tried[i], strlen(tried[i]) + 1);
+            return 0;
+        }
+    {
+        char where[1600];
+        size_t n = 0;
+        where[0] = 0;
+        for (i = 0; i < ntried && n < sizeof where; i++) n += (size_t)snprintf(where + n, sizeof where - n, "\n  %s", tried[i]);
+        return hv__fail("hv_model_resolve",
+                        "model %s (%s) not found; looked for:%s\ndownload %s/%s.pth from the Hugging Face repository eminorhan/humanlike-vits, "
+                        "https://huggingface.co/eminorhan/humanlike-vits/resolve/main/%s/%s.pth, into <models-dir>/%s/ (or use "
+                        "huggingface-cli download eminorhan/humanlike-vits %s/%s.pth)",
+                        id, finetuned ? "finetuned" : "pretrained", where[0] ? where : " (no models directory and no HOME)", sub, id, sub, id,
+                        sub, sub, id), -1;
+    }
 }
 
 /* ---- ViT ------------------------------------------------------------------------------------ */
