@@ -3640,6 +3640,16 @@ HVDEF int hv_model_id_parse(const char *id, hv_model_id *out) {
     return 0;
 }
 
+/* snprintf into a fixed buffer; -1 when the text was cut (callers treat that as "no such path") */
+static int hv__strf(char *buf, size_t n, const char *fmt, ...) {
+    va_list ap;
+    int r;
+    va_start(ap, fmt);
+    r = vsnprintf(buf, n, fmt, ap);
+    va_end(ap);
+    return (r < 0 || (size_t)r >= n) ? -1 : r;
+}
+
 static int hv__file_exists(const char *path) {
     FILE *f = fopen(path, "rb");
     if (f) fclose(f);
@@ -3648,10 +3658,10 @@ static int hv__file_exists(const char *path) {
 /* the Hugging Face hub cache folder, from the same variables huggingface_hub reads */
 static int hv__hf_hub_dir(char *out, size_t n) {
     const char *v;
-    if ((v = getenv("HF_HUB_CACHE")) && *v) return snprintf(out, n, "%s", v) < (int)n ? 0 : -1;
-    if ((v = getenv("HF_HOME")) && *v) return snprintf(out, n, "%s/hub", v) < (int)n ? 0 : -1;
-    if ((v = getenv("XDG_CACHE_HOME")) && *v) return snprintf(out, n, "%s/huggingface/hub", v) < (int)n ? 0 : -1;
-    if ((v = getenv("HOME")) && *v) return snprintf(out, n, "%s/.cache/huggingface/hub", v) < (int)n ? 0 : -1;
+    if ((v = getenv("HF_HUB_CACHE")) && *v) return hv__strf(out, n, "%s", v) < 0 ? -1 : 0;
+    if ((v = getenv("HF_HOME")) && *v) return hv__strf(out, n, "%s/hub", v) < 0 ? -1 : 0;
+    if ((v = getenv("XDG_CACHE_HOME")) && *v) return hv__strf(out, n, "%s/huggingface/hub", v) < 0 ? -1 : 0;
+    if ((v = getenv("HOME")) && *v) return hv__strf(out, n, "%s/.cache/huggingface/hub", v) < 0 ? -1 : 0;
     return -1;
 }
 
@@ -3660,17 +3670,17 @@ HVDEF int hv_model_resolve(const char *id, int finetuned, const char *models_dir
     char sub[32], tried[3][512], hub[400];
     int ntried = 0, i;
     if (hv_model_id_parse(id, &mid)) return -1;
-    snprintf(sub, sizeof sub, "%s%s", finetuned ? "finetuned_" : "", mid.arch);
+    hv__strf(sub, sizeof sub, "%s%s", finetuned ? "finetuned_" : "", mid.arch);
     if (!models_dir || !*models_dir) models_dir = getenv("HUMANVIT_MODELS");
     if (models_dir && *models_dir) {
-        snprintf(tried[ntried++], sizeof tried[0], "%s/%s/%s.pth", models_dir, sub, id);
-        snprintf(tried[ntried++], sizeof tried[0], "%s/%s.pth", models_dir, id);
+        hv__strf(tried[ntried++], sizeof tried[0], "%s/%s/%s.pth", models_dir, sub, id);
+        hv__strf(tried[ntried++], sizeof tried[0], "%s/%s.pth", models_dir, id);
     }
     if (hv__hf_hub_dir(hub, sizeof hub) == 0) {
         /* refs/main names the snapshot folder that the last download populated */
         char ref_path[512], rev[96] = {0};
         FILE *f;
-        snprintf(ref_path, sizeof ref_path, "%s/models--eminorhan--humanlike-vits/refs/main", hub);
+        hv__strf(ref_path, sizeof ref_path, "%s/models--eminorhan--humanlike-vits/refs/main", hub);
         f = fopen(ref_path, "rb");
         if (f) {
             size_t n = fread(rev, 1, sizeof rev - 1, f);
@@ -3678,7 +3688,7 @@ HVDEF int hv_model_resolve(const char *id, int finetuned, const char *models_dir
             while (n && (rev[n - 1] == '\n' || rev[n - 1] == '\r' || rev[n - 1] == ' ')) rev[--n] = 0;
             rev[n] = 0;
         }
-        snprintf(tried[ntried++], sizeof tried[0], "%s/models--eminorhan--humanlike-vits/snapshots/%s/%s/%s.pth", hub,
+        hv__strf(tried[ntried++], sizeof tried[0], "%s/models--eminorhan--humanlike-vits/snapshots/%s/%s/%s.pth", hub,
                  rev[0] ? rev : "<revision>", sub, id);
     }
     for (i = 0; i < ntried; i++)
@@ -3691,7 +3701,11 @@ HVDEF int hv_model_resolve(const char *id, int finetuned, const char *models_dir
         char where[1600];
         size_t n = 0;
         where[0] = 0;
-        for (i = 0; i < ntried && n < sizeof where; i++) n += (size_t)snprintf(where + n, sizeof where - n, "\n  %s", tried[i]);
+        for (i = 0; i < ntried; i++) {
+            int w = hv__strf(where + n, sizeof where - n, "\n  %s", tried[i]);
+            if (w < 0) break;
+            n += (size_t)w;
+        }
         return hv__fail("hv_model_resolve",
                         "model %s (%s) not found; looked for:%s\ndownload %s/%s.pth from the Hugging Face repository eminorhan/humanlike-vits, "
                         "https://huggingface.co/eminorhan/humanlike-vits/resolve/main/%s/%s.pth, into <models-dir>/%s/ (or use "
