@@ -498,6 +498,46 @@ struct hv__backend {
     /* gx += gy routed to the first maximum of each reduced group (y = the max, keepdim shape) */
     void (*reduce_max_bwd)(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy);
     /* HV-SECTION backend-nn-fields BEGIN */
+    /* nn kernels. Unless a comment says otherwise every tensor is contiguous; gradient outputs
+       (gx, gw, ...) accumulate (+=) and may be NULL where the op needs no gradient. */
+    /* y = softmax (is_log 0) or log-softmax (is_log 1) of x seen as (outer, n, inner), along n */
+    void (*softmax)(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner);
+    /* gx += the gradient through y = (log-)softmax(x), from y and gy */
+    void (*softmax_bwd)(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                        int64_t inner);
+    /* over the last axis D of x (rows, D): y = (x - mean) * rstd * w + b, w and b (D) or NULL;
+       mean and rstd (rows) are saved for the backward */
+    void (*layer_norm)(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                       const hv_tensor *b, float eps);
+    void (*layer_norm_bwd)(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                           const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy);
+    /* o (B, H, Nq, d) = softmax(q k^T * scale) v and lse (B, H, Nq), the log-sum-exp of each row of
+       scores. q, k, v (B, H, N, d) may have any strides. */
+    void (*attention)(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                      float scale);
+    /* gradients from go, recomputing the probabilities from lse; delta (B, H, Nq) is scratch.
+       q, k, v as in the forward */
+    void (*attention_bwd)(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                          const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                          float scale);
+    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n) */
+    void (*gather)(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                   int64_t n, int64_t k, int64_t inner);
+    /* dst (outer, n, inner) += src (outer, k, inner) at rows idx (outer, k); repeated rows add */
+    void (*scatter_add)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                        int64_t k, int64_t inner);
+    /* loss (scalar) = mean over rows of lse - logits[label]; lse (N) saved. logits (N, C), labels
+       i32 (N) in [0, C) */
+    void (*cross_entropy)(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels);
+    /* glogits += gloss / N * (softmax - onehot) */
+    void (*cross_entropy_bwd)(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                              const hv_tensor *lse, const hv_tensor *gloss);
+    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit */
+    int64_t (*topk_correct)(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k);
+    /* loss (scalar) = mean of (a - b)^2 (HV__LOSS_MSE) or |a - b| (HV__LOSS_L1); a, b same shape */
+    void (*diff_loss)(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b);
+    void (*diff_loss_bwd)(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                          const hv_tensor *gloss);
     /* HV-SECTION backend-nn-fields END */
     /* HV-SECTION backend-conv-fields BEGIN */
     /* HV-SECTION backend-conv-fields END */
@@ -1556,6 +1596,352 @@ HVDEF hv_tensor *hv_linear(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
 
 /* ---- ops of the neural-network layers: normalisation, attention, indexing, losses ----------- */
 /* HV-SECTION nn-ops BEGIN */
+
+enum { HV__LOSS_MSE, HV__LOSS_L1 }; /* modes of the diff_loss kernels */
+
+/* a 0-dim arena tensor: the result of a loss */
+static hv_tensor *hv__new_scalar(hv_ctx *ctx) {
+    int64_t unused = 1;
+    return hv__new(ctx, 0, &unused);
+}
+/* x seen as (outer, n, inner) around axis a */
+static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n, int64_t *inner) {
+    int i;
+    *outer = 1;
+    *inner = 1;
+    for (i = 0; i < a; i++) *outer *= x->shape[i];
+    for (i = a + 1; i < x->ndim; i++) *inner *= x->shape[i];
+    *n = x->shape[a];
+}
+/* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
+   value and the tensor the values index (target) */
+static int hv__check_index_range(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
+    const int32_t *p = (const int32_t *)idx->data;
+    int64_t i, m = hv_numel(idx);
+    for (i = 0; i < m; i++)
+        if (p[i] < 0 || p[i] >= n) {
+            char pos[HV_MAX_DIMS * 24];
+            int64_t rem = i, coord[HV_MAX_DIMS];
+            int d, len = 0;
+            for (d = idx->ndim - 1; d >= 0; d--) {
+                coord[d] = rem % idx->shape[d];
+                rem /= idx->shape[d];
+            }
+            pos[0] = 0;
+            for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
+            hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
+            return -1;
+        }
+    return 0;
+}
+static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
+    if (t->dtype != HV_I32) {
+        hv__fail(op, "%s must be i32", hv__desc(role, t));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- softmax, log-softmax ------------------------------------------------------------------- */
+
+static void hv__softmax_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->softmax_bwd(out->ctx, (int)out->ip[0], gx, out, out->grad, out->ip[1], out->ip[2], out->ip[3]);
+}
+static hv_tensor *hv__softmax(hv_tensor *x, int axis, int is_log, const char *name) {
+    int a;
+    int64_t outer, n, inner;
+    hv_tensor *y;
+    HV__CHECK_IN(x);
+    if (hv__check_f32(x, name, "x") || hv__norm_axis(x, axis, &a, name)) return NULL;
+    x = hv_contiguous(x); /* the kernel walks x as (outer, n, inner) */
+    if (!x || !(y = hv__new_like(x))) return NULL;
+    hv__split_axis(x, a, &outer, &n, &inner);
+    x->ctx->be->softmax(x->ctx, is_log, y, x, outer, n, inner);
+    y->ip[0] = is_log;
+    y->ip[1] = outer;
+    y->ip[2] = n;
+    y->ip[3] = inner;
+    return HV__RECORD1(y, name + 3, hv__softmax_bwd, x);
+}
+HVDEF hv_tensor *hv_softmax(hv_tensor *x, int axis) { return hv__softmax(x, axis, 0, "hv_softmax"); }
+HVDEF hv_tensor *hv_log_softmax(hv_tensor *x, int axis) { return hv__softmax(x, axis, 1, "hv_log_softmax"); }
+
+/* ---- layer norm: fused, saves mean and rstd (rows) for the backward ------------------------- */
+
+static void hv__layer_norm_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *w = out->in[1], *b = out->in[2], *gx = NULL, *gw = NULL, *gb = NULL;
+    if (hv__needs_grad(x) && !(gx = hv__grad_buf(x))) return;
+    if (hv__needs_grad(w) && !(gw = hv__grad_buf(w))) return;
+    if (hv__needs_grad(b) && !(gb = hv__grad_buf(b))) return;
+    out->ctx->be->layer_norm_bwd(out->ctx, gx, gw, gb, x, w, out->saved[0], out->saved[1], out->grad);
+}
+/* weight or bias of a norm over D features: NULL, or f32 (D) */
+static int hv__check_affine(const hv_tensor *p, const hv_tensor *x, int64_t D, const char *op, const char *role) {
+    if (!p) return 0;
+    if (hv__check_f32(p, op, role) || hv__same_ctx(x, p, op)) return -1;
+    if (p->ndim != 1 || p->shape[0] != D) {
+        hv__fail(op, "%s must be (%lld) to match the last axis of %s", hv__desc(role, p), (long long)D, hv__desc("x", x));
+        return -1;
+    }
+    return 0;
+}
+HVDEF hv_tensor *hv_layer_norm(hv_tensor *x, hv_tensor *weight, hv_tensor *bias, float eps) {
+    int64_t D, rows;
+    hv_tensor *y, *mean, *rstd, *in[3];
+    HV__CHECK_IN(x);
+    if (hv__check_f32(x, "hv_layer_norm", "x")) return NULL;
+    if (x->ndim < 1 || x->shape[x->ndim - 1] == 0)
+        return (hv_tensor *)hv__fail("hv_layer_norm", "%s needs a non-empty last axis to normalise over", hv__desc("x", x));
+    D = x->shape[x->ndim - 1];
+    if (hv__check_affine(weight, x, D, "hv_layer_norm", "weight") || hv__check_affine(bias, x, D, "hv_layer_norm", "bias")) return NULL;
+    if (!(eps >= 0.0f && eps < INFINITY))
+        return (hv_tensor *)hv__fail("hv_layer_norm", "eps must be a finite number >= 0, got %g", (double)eps);
+    x = hv_contiguous(x);
+    if (!x || (weight && !(weight = hv_contiguous(weight))) || (bias && !(bias = hv_contiguous(bias)))) return NULL;
+    rows = hv_numel(x) / D;
+    y = hv__new_like(x);
+    mean = y ? hv__new(x->ctx, 1, &rows) : NULL;
+    rstd = mean ? hv__new(x->ctx, 1, &rows) : NULL;
+    if (!rstd) return NULL;
+    x->ctx->be->layer_norm(x->ctx, y, mean, rstd, x, weight, bias, eps);
+    y->saved[0] = mean;
+    y->saved[1] = rstd;
+    in[0] = x;
+    in[1] = weight;
+    in[2] = bias;
+    return hv__record(y, "layer_norm", hv__layer_norm_bwd, 3, in);
+}
+
+/* ---- fused attention: forward saves lse (B, H, Nq), backward recomputes the probabilities ----- */
+
+static void hv__attention_bwd(hv_tensor *out) {
+    hv_tensor *q = out->in[0], *k = out->in[1], *v = out->in[2], *gq = NULL, *gk = NULL, *gv = NULL, *delta;
+    if (hv__needs_grad(q) && !(gq = hv__grad_buf(q))) return;
+    if (hv__needs_grad(k) && !(gk = hv__grad_buf(k))) return;
+    if (hv__needs_grad(v) && !(gv = hv__grad_buf(v))) return;
+    delta = hv__new(out->ctx, 3, out->shape); /* (B, H, Nq) */
+    if (!delta) return;
+    out->ctx->be->attention_bwd(out->ctx, gq, gk, gv, delta, q, k, v, out, out->saved[0], out->grad, (float)out->fp[0]);
+}
+HVDEF hv_tensor *hv_attention(hv_tensor *q, hv_tensor *k, hv_tensor *v, float scale) {
+    hv_tensor *o, *lse, *in[3];
+    int i;
+    HV__CHECK_IN(q);
+    HV__CHECK_IN(k);
+    HV__CHECK_IN(v);
+    if (hv__check_f32(q, "hv_attention", "q") || hv__check_f32(k, "hv_attention", "k") || hv__check_f32(v, "hv_attention", "v") ||
+        hv__same_ctx(q, k, "hv_attention") || hv__same_ctx(q, v, "hv_attention"))
+        return NULL;
+    if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
+        return (hv_tensor *)hv__fail("hv_attention", "wants 4-d q (B, H, Nq, d), k and v (B, H, Nk, d); got %s, %s, %s", hv__desc("q", q),
+                                     hv__desc("k", k), hv__desc("v", v));
+    for (i = 0; i < 4; i++)
+        if (k->shape[i] != v->shape[i] || (i != 2 && q->shape[i] != k->shape[i]))
+            return (hv_tensor *)hv__fail("hv_attention", "shapes do not fit: want q (B, H, Nq, d), k and v (B, H, Nk, d); got %s, %s, %s",
+                                         hv__desc("q", q), hv__desc("k", k), hv__desc("v", v));
+    if (k->shape[2] == 0 || q->shape[3] == 0)
+        return (hv_tensor *)hv__fail("hv_attention", "needs at least one key and d > 0; got %s, %s", hv__desc("q", q), hv__desc("k", k));
+    if (!(scale > 0)) scale = (float)(1.0 / sqrt((double)q->shape[3]));
+    o = hv__new(q->ctx, 4, q->shape);     /* (B, H, Nq, d) */
+    lse = o ? hv__new(q->ctx, 3, q->shape) : NULL; /* (B, H, Nq) */
+    if (!lse) return NULL;
+    q->ctx->be->attention(q->ctx, o, lse, q, k, v, scale);
+    o->saved[0] = lse;
+    o->fp[0] = scale;
+    in[0] = q;
+    in[1] = k;
+    in[2] = v;
+    return hv__record(o, "attention", hv__attention_bwd, 3, in);
+}
+
+/* ---- gather and scatter along an axis ------------------------------------------------------- */
+
+/* common checks: x f32, idx i32 of shape x[:axis] + (K,), where K is idx's last extent and, for
+   scatter, must equal x's extent along axis. Returns idx made contiguous, or NULL. */
+static hv_tensor *hv__index_args(hv_tensor *x, int axis, hv_tensor *idx, int scatter, int *a, const char *op) {
+    int i;
+    if (hv__check_f32(x, op, "x") || hv__check_i32(idx, op, "idx") || hv__same_ctx(x, idx, op) || hv__norm_axis(x, axis, a, op))
+        return NULL;
+    for (i = 0; i < *a && idx->ndim == *a + 1; i++)
+        if (idx->shape[i] != x->shape[i]) break;
+    if (idx->ndim != *a + 1 || i < *a || (scatter && idx->shape[*a] != x->shape[*a]))
+        return (hv_tensor *)hv__fail(op, "%s must have the shape of the axes 0..%d of %s%s", hv__desc("idx", idx), *a, hv__desc("x", x),
+                                     scatter ? "" : " except the last (the number of picks)");
+    return hv_contiguous(idx);
+}
+static void hv__gather_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->scatter_add(out->ctx, gx, out->grad, out->saved[0], out->ip[0], out->ip[1], out->ip[2], out->ip[3]);
+}
+HVDEF hv_tensor *hv_gather(hv_tensor *x, int axis, hv_tensor *idx) {
+    int a;
+    int64_t outer, n, inner, shape[HV_MAX_DIMS];
+    hv_tensor *out;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(idx);
+    if (!(idx = hv__index_args(x, axis, idx, 0, &a, "hv_gather"))) return NULL;
+    if (hv__check_index_range("hv_gather", "idx", idx, x->shape[a], hv__desc("x", x))) return NULL;
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    hv__split_axis(x, a, &outer, &n, &inner);
+    memcpy(shape, x->shape, sizeof shape);
+    shape[a] = idx->shape[a];
+    out = hv__new(x->ctx, x->ndim, shape); /* x's shape with K along axis */
+    if (!out) return NULL;
+    x->ctx->be->gather(x->ctx, 0, out, x, idx, outer, n, shape[a], inner);
+    out->saved[0] = idx;
+    out->ip[0] = outer;
+    out->ip[1] = n;
+    out->ip[2] = shape[a];
+    out->ip[3] = inner;
+    return HV__RECORD1(out, "gather", hv__gather_bwd, x);
+}
+static void hv__scatter_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    out->ctx->be->gather(out->ctx, 1, gx, out->grad, out->saved[0], out->ip[0], out->ip[1], out->ip[2], out->ip[3]);
+}
+HVDEF hv_tensor *hv_scatter(hv_tensor *x, int axis, hv_tensor *idx, int64_t n) {
+    int a;
+    int64_t outer, k, inner, shape[HV_MAX_DIMS];
+    hv_tensor *out;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(idx);
+    if (!(idx = hv__index_args(x, axis, idx, 1, &a, "hv_scatter"))) return NULL;
+    if (n < 0) return (hv_tensor *)hv__fail("hv_scatter", "n must be >= 0, got %lld (scattering %s)", (long long)n, hv__desc("x", x));
+    memcpy(shape, x->shape, sizeof shape);
+    shape[a] = n;
+    {
+        hv_tensor target; /* only to name the result's shape in an error */
+        char desc[128];
+        target = *x;
+        target.shape[a] = n;
+        snprintf(desc, sizeof desc, "the result %s", hv__shape_str(&target));
+        if (hv__check_index_range("hv_scatter", "idx", idx, n, desc)) return NULL;
+    }
+    x = hv_contiguous(x);
+    if (!x) return NULL;
+    hv__split_axis(x, a, &outer, &k, &inner);
+    out = hv__new(x->ctx, x->ndim, shape); /* zeros: x's shape with n along axis */
+    if (!out) return NULL;
+    x->ctx->be->scatter_add(x->ctx, out, x, idx, outer, n, k, inner);
+    out->saved[0] = idx;
+    out->ip[0] = outer;
+    out->ip[1] = n;
+    out->ip[2] = k;
+    out->ip[3] = inner;
+    return HV__RECORD1(out, "scatter", hv__scatter_bwd, x);
+}
+
+/* ---- classification: cross-entropy and top-k accuracy --------------------------------------- */
+
+/* logits f32 (N, C) with N, C > 0 and labels i32 (N) in [0, C); labels returned contiguous */
+static hv_tensor *hv__class_args(hv_tensor *logits, hv_tensor *labels, const char *op) {
+    if (hv__check_f32(logits, op, "logits") || hv__check_i32(labels, op, "labels") || hv__same_ctx(logits, labels, op)) return NULL;
+    if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0])
+        return (hv_tensor *)hv__fail(op, "wants logits (N, C) and labels (N); got %s, %s", hv__desc("logits", logits),
+                                     hv__desc("labels", labels));
+    if (logits->shape[0] == 0 || logits->shape[1] == 0)
+        return (hv_tensor *)hv__fail(op, "%s has no rows or no classes", hv__desc("logits", logits));
+    labels = hv_contiguous(labels);
+    if (labels && hv__check_index_range(op, "labels", labels, logits->shape[1], hv__desc("logits", logits))) return NULL;
+    return labels;
+}
+static void hv__cross_entropy_bwd(hv_tensor *out) {
+    hv_tensor *logits = out->in[0], *gl;
+    if (!hv__needs_grad(logits) || !(gl = hv__grad_buf(logits))) return;
+    out->ctx->be->cross_entropy_bwd(out->ctx, gl, logits, out->saved[1], out->saved[0], out->grad);
+}
+HVDEF hv_tensor *hv_cross_entropy(hv_tensor *logits, hv_tensor *labels) {
+    hv_tensor *loss, *lse;
+    HV__CHECK_IN(logits);
+    HV__CHECK_IN(labels);
+    if (!(labels = hv__class_args(logits, labels, "hv_cross_entropy"))) return NULL;
+    logits = hv_contiguous(logits);
+    if (!logits) return NULL;
+    loss = hv__new_scalar(logits->ctx);
+    lse = loss ? hv__new(logits->ctx, 1, logits->shape) : NULL; /* (N) */
+    if (!lse) return NULL;
+    logits->ctx->be->cross_entropy(logits->ctx, loss, lse, logits, labels);
+    loss->saved[0] = lse;
+    loss->saved[1] = labels;
+    return HV__RECORD1(loss, "cross_entropy", hv__cross_entropy_bwd, logits);
+}
+HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k) {
+    int64_t correct;
+    if (!logits || !labels) return NAN; /* keep the error of the op that failed */
+    if (!(labels = hv__class_args(logits, labels, "hv_topk_accuracy"))) return NAN;
+    if (k < 1 || k > logits->shape[1]) {
+        hv__fail("hv_topk_accuracy", "k = %d must be in [1, %lld] for %s", k, (long long)logits->shape[1], hv__desc("logits", logits));
+        return NAN;
+    }
+    if (!(logits = hv_contiguous(logits))) return NAN;
+    correct = logits->ctx->be->topk_correct(logits->ctx, logits, labels, k);
+    return (float)((double)correct / (double)logits->shape[0]);
+}
+
+/* ---- regression losses ---------------------------------------------------------------------- */
+
+static void hv__diff_loss_bwd(hv_tensor *out) {
+    hv_tensor *a = out->in[0], *b = out->in[1], *ga = NULL, *gb = NULL;
+    if (hv__needs_grad(a) && !(ga = hv__grad_buf(a))) return;
+    if (hv__needs_grad(b) && !(gb = hv__grad_buf(b))) return;
+    out->ctx->be->diff_loss_bwd(out->ctx, (int)out->ip[0], ga, gb, a, b, out->grad);
+}
+/* fused mean of an elementwise function of a - b: no (a - b) tensor is kept for the backward */
+static hv_tensor *hv__diff_loss(int mode, hv_tensor *a, hv_tensor *b, const char *name) {
+    hv_tensor *loss, *in[2];
+    int i, same;
+    HV__CHECK_IN(a);
+    HV__CHECK_IN(b);
+    if (hv__check_f32(a, name, "a") || hv__check_f32(b, name, "b") || hv__same_ctx(a, b, name)) return NULL;
+    same = a->ndim == b->ndim;
+    for (i = 0; same && i < a->ndim; i++) same = a->shape[i] == b->shape[i];
+    if (!same) return (hv_tensor *)hv__fail(name, "%s and %s must have the same shape", hv__desc("a", a), hv__desc("b", b));
+    if (hv_numel(a) == 0) return (hv_tensor *)hv__fail(name, "mean over no elements of %s", hv__desc("a", a));
+    a = hv_contiguous(a);
+    b = a ? hv_contiguous(b) : NULL;
+    loss = b ? hv__new_scalar(a->ctx) : NULL;
+    if (!loss) return NULL;
+    a->ctx->be->diff_loss(a->ctx, mode, loss, a, b);
+    loss->ip[0] = mode;
+    in[0] = a;
+    in[1] = b;
+    return hv__record(loss, name + 3, hv__diff_loss_bwd, 2, in);
+}
+HVDEF hv_tensor *hv_mse_loss(hv_tensor *a, hv_tensor *b) { return hv__diff_loss(HV__LOSS_MSE, a, b, "hv_mse_loss"); }
+HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b) { return hv__diff_loss(HV__LOSS_L1, a, b, "hv_l1_loss"); }
+
+/* composite: sum(x * mask) scaled by 1 / (sum of the mask expanded to x's shape). The mask is
+   detached, and its sum is read once here to refuse an all-zero mask. */
+HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask) {
+    int64_t shape[HV_MAX_DIMS];
+    int ndim, i, prev;
+    double den;
+    hv_tensor *msum;
+    HV__CHECK_IN(x);
+    HV__CHECK_IN(mask);
+    if (hv__check_f32(x, "hv_masked_mean", "x") || hv__check_f32(mask, "hv_masked_mean", "mask") ||
+        hv__same_ctx(x, mask, "hv_masked_mean") || hv__broadcast(x, mask, &ndim, shape, "hv_masked_mean"))
+        return NULL;
+    for (i = 0; i < ndim && ndim == x->ndim; i++)
+        if (shape[i] != x->shape[i]) break;
+    if (ndim != x->ndim || i < ndim)
+        return (hv_tensor *)hv__fail("hv_masked_mean", "%s must broadcast to %s, not widen it", hv__desc("mask", mask), hv__desc("x", x));
+    prev = hv_set_grad_enabled(x->ctx, 0);
+    msum = hv_sum(mask, 0, NULL, 0);
+    hv_set_grad_enabled(x->ctx, prev);
+    if (!msum) return NULL;
+    den = (double)hv_item(msum);
+    if (hv_numel(mask)) den *= (double)hv_numel(x) / (double)hv_numel(mask); /* each mask value covers this many x values */
+    if (!(den != 0))
+        return (hv_tensor *)hv__fail("hv_masked_mean", "%s sums to %g: nothing to average over %s", hv__desc("mask", mask), den,
+                                     hv__desc("x", x));
+    return hv_scale(hv_sum(hv_mul(x, hv_detach(mask)), 0, NULL, 0), (float)(1.0 / den));
+}
 /* HV-SECTION nn-ops END */
 
 /* ---- ops of the convolutional networks: conv, pooling, batch norm, resize ------------------- */
@@ -1774,6 +2160,318 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
 }
 
 /* HV-SECTION cpu-nn-kernels BEGIN */
+/* Precision: dot products accumulate in float, as the GEMM does; the statistics of a
+   normalisation (sums of exponentials, mean, variance) and the sums of a loss in double. */
+
+static void hv__cpu_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t r, rows = outer * inner;
+    HV__PARALLEL_FOR(ctx, rows * n)
+    for (r = 0; r < rows; r++) { /* one row: n values, inner apart */
+        int64_t base = (r / inner) * n * inner + r % inner, j;
+        const float *xr = px + base;
+        float *yr = py + base, m = -INFINITY;
+        double s = 0;
+        for (j = 0; j < n; j++)
+            if (xr[j * inner] > m) m = xr[j * inner];
+        for (j = 0; j < n; j++) s += expf(xr[j * inner] - m);
+        if (is_log) {
+            float lse = m + (float)log(s);
+            for (j = 0; j < n; j++) yr[j * inner] = xr[j * inner] - lse;
+        } else {
+            for (j = 0; j < n; j++) yr[j * inner] = (float)(expf(xr[j * inner] - m) / s);
+        }
+    }
+}
+static void hv__cpu_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer,
+                                int64_t n, int64_t inner) {
+    const float *py = (const float *)y->data, *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t r, rows = outer * inner;
+    HV__PARALLEL_FOR(ctx, rows * n)
+    for (r = 0; r < rows; r++) {
+        int64_t base = (r / inner) * n * inner + r % inner, j;
+        const float *yr = py + base, *gr = pg + base;
+        float *gxr = pgx + base;
+        double s = 0;
+        if (is_log) { /* gx = gy - softmax * sum(gy) */
+            for (j = 0; j < n; j++) s += gr[j * inner];
+            for (j = 0; j < n; j++) gxr[j * inner] += gr[j * inner] - expf(yr[j * inner]) * (float)s;
+        } else { /* gx = y * (gy - sum(gy * y)) */
+            for (j = 0; j < n; j++) s += (double)gr[j * inner] * yr[j * inner];
+            for (j = 0; j < n; j++) gxr[j * inner] += yr[j * inner] * (gr[j * inner] - (float)s);
+        }
+    }
+}
+
+static void hv__cpu_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                               const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data, *pm = (float *)mean->data, *ps = (float *)rstd->data;
+    HV__PARALLEL_FOR(ctx, rows * D)
+    for (r = 0; r < rows; r++) {
+        const float *xr = px + r * D;
+        float *yr = py + r * D;
+        double mu = 0, var = 0, rs;
+        int64_t j;
+        for (j = 0; j < D; j++) mu += xr[j];
+        mu /= (double)D;
+        for (j = 0; j < D; j++) var += (xr[j] - mu) * (xr[j] - mu);
+        rs = 1.0 / sqrt(var / (double)D + eps); /* biased variance, as PyTorch */
+        for (j = 0; j < D; j++) {
+            float v = (float)((xr[j] - mu) * rs);
+            if (pw) v *= pw[j];
+            if (pb) v += pb[j];
+            yr[j] = v;
+        }
+        pm[r] = (float)mu;
+        ps[r] = (float)rs;
+    }
+}
+static void hv__cpu_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                   const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r, j;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pm = (const float *)mean->data;
+    const float *ps = (const float *)rstd->data, *pg = (const float *)gy->data;
+    if (gx) {
+        float *pgx = (float *)gx->data;
+        /* gx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * w: one row per thread */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (r = 0; r < rows; r++) {
+            const float *xr = px + r * D, *gr = pg + r * D;
+            float *gxr = pgx + r * D, mu = pm[r], rs = ps[r];
+            double sg = 0, sgx = 0;
+            int64_t c;
+            for (c = 0; c < D; c++) {
+                float g = pw ? gr[c] * pw[c] : gr[c];
+                sg += g;
+                sgx += (double)g * ((xr[c] - mu) * rs);
+            }
+            sg /= (double)D;
+            sgx /= (double)D;
+            for (c = 0; c < D; c++) {
+                float g = pw ? gr[c] * pw[c] : gr[c], xh = (xr[c] - mu) * rs;
+                gxr[c] += rs * (g - (float)sg - xh * (float)sgx);
+            }
+        }
+    }
+    if (gw || gb) {
+        float *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+        /* sums over rows: one feature per thread, rows in order */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (j = 0; j < D; j++) {
+            double sw = 0, sb = 0;
+            int64_t q;
+            for (q = 0; q < rows; q++) {
+                float g = pg[q * D + j];
+                sw += (double)g * ((px[q * D + j] - pm[q]) * ps[q]);
+                sb += g;
+            }
+            if (pgw) pgw[j] += (float)sw;
+            if (pgb) pgb[j] += (float)sb;
+        }
+    }
+}
+
+/* row i of head (b, h) of a (B, H, N, d) tensor of any strides */
+static float *hv__attn_row(const hv_tensor *t, int64_t b, int64_t h, int64_t i) {
+    return (float *)t->data + b * t->stride[0] + h * t->stride[1] + i * t->stride[2];
+}
+static float hv__dot_strided(const float *a, int64_t sa, const float *b, int64_t sb, int64_t n) {
+    float acc = 0;
+    int64_t t;
+    for (t = 0; t < n; t++) acc += a[t * sa] * b[t * sb];
+    return acc;
+}
+/* one query row at a time with an online softmax (running max m and sum l, the output row
+   rescaled when m grows), so neither the scores nor a row buffer are stored */
+static void hv__cpu_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                              float scale) {
+    int64_t H = q->shape[1], Nq = q->shape[2], Nk = k->shape[2], d = q->shape[3];
+    int64_t r, rows = q->shape[0] * H * Nq;
+    int64_t qs = q->stride[3], ks = k->stride[3], vs = v->stride[3], os = o->stride[3];
+    float *pl = (float *)lse->data;
+    HV__PARALLEL_FOR(ctx, rows * Nk * d)
+    for (r = 0; r < rows; r++) {
+        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, j, t;
+        const float *qi = hv__attn_row(q, b, h, i);
+        float *oi = hv__attn_row(o, b, h, i), m = -INFINITY;
+        double l = 0;
+        for (t = 0; t < d; t++) oi[t * os] = 0;
+        for (j = 0; j < Nk; j++) {
+            const float *vj = hv__attn_row(v, b, h, j);
+            float s = scale * hv__dot_strided(qi, qs, hv__attn_row(k, b, h, j), ks, d), p;
+            if (s > m) {
+                float c = expf(m - s); /* 0 for the first key */
+                l *= c;
+                for (t = 0; t < d; t++) oi[t * os] *= c;
+                m = s;
+            }
+            p = expf(s - m);
+            l += p;
+            for (t = 0; t < d; t++) oi[t * os] += p * vj[t * vs];
+        }
+        for (t = 0; t < d; t++) oi[t * os] = (float)(oi[t * os] / l);
+        pl[r] = m + (float)log(l);
+    }
+}
+/* With P = exp(S - lse) and delta_i = sum_j P_ij dP_ij = go_i . o_i (no P needed):
+   dS = P * (go v^T - delta), gq = scale dS k, gk = scale dS^T q, gv = P^T go.
+   gq runs over query rows, gk and gv over key rows (each sums its queries in order), so no two
+   threads write one element; the scores are recomputed in both loops. */
+static void hv__cpu_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                  const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse,
+                                  const hv_tensor *go, float scale) {
+    int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2], Nk = k->shape[2], d = q->shape[3];
+    int64_t r, rows = B * H * Nq, cols = B * H * Nk;
+    int64_t qs = q->stride[3], ks = k->stride[3], vs = v->stride[3], os = o->stride[3], gs = go->stride[3];
+    const float *pl = (const float *)lse->data;
+    float *pd = (float *)delta->data;
+    HV__PARALLEL_FOR(ctx, rows * d)
+    for (r = 0; r < rows; r++) {
+        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq;
+        pd[r] = hv__dot_strided(hv__attn_row(go, b, h, i), gs, hv__attn_row(o, b, h, i), os, d);
+    }
+    if (gq) {
+        int64_t gqs = gq->stride[3];
+        HV__PARALLEL_FOR(ctx, rows * Nk * d)
+        for (r = 0; r < rows; r++) {
+            int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, j, t;
+            const float *qi = hv__attn_row(q, b, h, i), *gi = hv__attn_row(go, b, h, i);
+            float *gqi = hv__attn_row(gq, b, h, i);
+            for (j = 0; j < Nk; j++) {
+                const float *kj = hv__attn_row(k, b, h, j);
+                float p = expf(scale * hv__dot_strided(qi, qs, kj, ks, d) - pl[r]);
+                float ds = p * (hv__dot_strided(gi, gs, hv__attn_row(v, b, h, j), vs, d) - pd[r]);
+                for (t = 0; t < d; t++) gqi[t * gqs] += scale * ds * kj[t * ks];
+            }
+        }
+    }
+    if (gk || gv) {
+        int64_t gks = gk ? gk->stride[3] : 0, gvs = gv ? gv->stride[3] : 0;
+        HV__PARALLEL_FOR(ctx, cols * Nq * d)
+        for (r = 0; r < cols; r++) {
+            int64_t b = r / (H * Nk), h = (r / Nk) % H, j = r % Nk, i, t, ri = (b * H + h) * Nq;
+            const float *kj = hv__attn_row(k, b, h, j), *vj = hv__attn_row(v, b, h, j);
+            float *gkj = gk ? hv__attn_row(gk, b, h, j) : NULL, *gvj = gv ? hv__attn_row(gv, b, h, j) : NULL;
+            for (i = 0; i < Nq; i++) {
+                const float *qi = hv__attn_row(q, b, h, i), *gi = hv__attn_row(go, b, h, i);
+                float p = expf(scale * hv__dot_strided(qi, qs, kj, ks, d) - pl[ri + i]);
+                if (gvj)
+                    for (t = 0; t < d; t++) gvj[t * gvs] += p * gi[t * gs];
+                if (gkj) {
+                    float ds = p * (hv__dot_strided(gi, gs, vj, vs, d) - pd[ri + i]);
+                    for (t = 0; t < d; t++) gkj[t * gks] += scale * ds * qi[t * qs];
+                }
+            }
+        }
+    }
+}
+
+static void hv__cpu_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                           int64_t n, int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t r, rows = outer * k;
+    HV__PARALLEL_FOR(ctx, rows * inner)
+    for (r = 0; r < rows; r++) { /* one picked row of dst */
+        const float *s = ps + ((r / k) * n + pi[r]) * inner;
+        float *dr = pd + r * inner;
+        int64_t t;
+        if (accumulate)
+            for (t = 0; t < inner; t++) dr[t] += s[t];
+        else
+            memcpy(dr, s, sizeof(float) * (size_t)inner);
+    }
+}
+static void hv__cpu_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                                int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t c, cols = outer * inner;
+    /* one column (o, t) per thread: repeated indices add in the order of idx, whatever the threads */
+    HV__PARALLEL_FOR(ctx, outer * k * inner)
+    for (c = 0; c < cols; c++) {
+        int64_t o = c / inner, t = c % inner, j;
+        for (j = 0; j < k; j++) pd[(o * n + pi[o * k + j]) * inner + t] += ps[(o * k + j) * inner + t];
+    }
+}
+
+static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pl = (float *)lse->data;
+    double total = 0;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float m = -INFINITY;
+        double s = 0;
+        int64_t c;
+        for (c = 0; c < C; c++)
+            if (xr[c] > m) m = xr[c];
+        for (c = 0; c < C; c++) s += expf(xr[c] - m);
+        pl[r] = m + (float)log(s);
+    }
+    for (r = 0; r < N; r++) total += (double)pl[r] - px[r * C + py[r]]; /* -log softmax at the label */
+    *(float *)loss->data = (float)(total / (double)N);
+}
+static void hv__cpu_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                      const hv_tensor *lse, const hv_tensor *gloss) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data, *pl = (const float *)lse->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pg = (float *)glogits->data, g = *(const float *)gloss->data / (float)N;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        int64_t c;
+        for (c = 0; c < C; c++) pg[r * C + c] += g * (expf(px[r * C + c] - pl[r]) - (c == py[r] ? 1.0f : 0.0f));
+    }
+}
+static int64_t hv__cpu_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r, c, correct = 0;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    (void)ctx;
+    for (r = 0; r < N; r++) {
+        float v = px[r * C + py[r]];
+        int64_t above = 0;
+        if (v != v) continue; /* a NaN logit is never a correct answer */
+        for (c = 0; c < C; c++) above += px[r * C + c] > v;
+        correct += above < k;
+    }
+    return correct;
+}
+
+static void hv__cpu_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    int64_t i, n = hv_numel(a);
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    double s = 0;
+    (void)ctx;
+    for (i = 0; i < n; i++) { /* one sum, in order: serial */
+        double d = (double)pa[i] - pb[i];
+        s += mode == HV__LOSS_MSE ? d * d : fabs(d);
+    }
+    *(float *)loss->data = (float)(s / (double)n);
+}
+static void hv__cpu_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                  const hv_tensor *gloss) {
+    int64_t i, n = hv_numel(a);
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    float *pga = ga ? (float *)ga->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    float g = *(const float *)gloss->data / (float)n;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float d = pa[i] - pb[i], v = mode == HV__LOSS_MSE ? 2.0f * g * d : (d > 0 ? g : d < 0 ? -g : 0.0f);
+        if (pga) pga[i] += v;
+        if (pgb) pgb[i] -= v;
+    }
+}
 /* HV-SECTION cpu-nn-kernels END */
 
 /* HV-SECTION cpu-conv-kernels BEGIN */
@@ -1791,6 +2489,19 @@ static const hv__backend *hv__cpu_backend(void) {
         be.reduce = hv__cpu_reduce;
         be.reduce_max_bwd = hv__cpu_reduce_max_bwd;
         /* HV-SECTION cpu-table BEGIN */
+        /* nn */ be.softmax = hv__cpu_softmax;
+        /* nn */ be.softmax_bwd = hv__cpu_softmax_bwd;
+        /* nn */ be.layer_norm = hv__cpu_layer_norm;
+        /* nn */ be.layer_norm_bwd = hv__cpu_layer_norm_bwd;
+        /* nn */ be.attention = hv__cpu_attention;
+        /* nn */ be.attention_bwd = hv__cpu_attention_bwd;
+        /* nn */ be.gather = hv__cpu_gather;
+        /* nn */ be.scatter_add = hv__cpu_scatter_add;
+        /* nn */ be.cross_entropy = hv__cpu_cross_entropy;
+        /* nn */ be.cross_entropy_bwd = hv__cpu_cross_entropy_bwd;
+        /* nn */ be.topk_correct = hv__cpu_topk_correct;
+        /* nn */ be.diff_loss = hv__cpu_diff_loss;
+        /* nn */ be.diff_loss_bwd = hv__cpu_diff_loss_bwd;
         /* HV-SECTION cpu-table END */
         be.name = "cpu";
     }
