@@ -9,7 +9,7 @@
            name_len  u32       1..63
            name      name_len bytes, printable ASCII, no NUL; unique within the file
            dtype     u32       0 = f32 (IEEE 754 binary32), 1 = i32 (two's complement): hv_dtype's values
-           ndim      u32       0..5 (0: a scalar, one element)
+           ndim      u32       0..8 (0: a scalar, one element)
            dims      ndim x u32, the row-major shape
            data      numel x 4 bytes, row-major
        checksum  u32       FNV-1a 32-bit hash of every byte before it (catches flipped data bytes)
@@ -42,12 +42,13 @@
 
 #define FX_VERSION 1
 #define FX_MAX_NAME 63
+#define FX_MAX_DIMS 8 /* of the format; fx_tensor needs ndim <= HV_MAX_DIMS besides */
 
 typedef struct fx_array {
     char name[FX_MAX_NAME + 1];
     hv_dtype dtype; /* HV_F32 or HV_I32 */
     int ndim;
-    int64_t shape[HV_MAX_DIMS];
+    int64_t shape[FX_MAX_DIMS];
     int64_t numel;
     float *f32;   /* the data when dtype is HV_F32, else NULL */
     int32_t *i32; /* the data when dtype is HV_I32, else NULL */
@@ -146,8 +147,8 @@ static inline int fx_parse(fx_file *f, const unsigned char *buf, size_t n, const
             fx__fail("%s: array '%s': dtype %u is neither 0 (f32) nor 1 (i32)", f->label, a->name, dt);
             goto fail;
         }
-        if (nd > HV_MAX_DIMS) {
-            fx__fail("%s: array '%s': ndim %u is more than %d", f->label, a->name, nd, HV_MAX_DIMS);
+        if (nd > FX_MAX_DIMS) {
+            fx__fail("%s: array '%s': ndim %u is more than %d", f->label, a->name, nd, FX_MAX_DIMS);
             goto fail;
         }
         if (end - pos < (size_t)nd * 4) goto truncated;
@@ -247,6 +248,10 @@ static inline hv_tensor *fx_tensor(hv_ctx *ctx, const fx_file *f, const char *na
     const fx_array *a = fx_get(f, name);
     hv_tensor *t;
     if (!a) return NULL;
+    if (a->ndim > HV_MAX_DIMS) {
+        fx__fail("%s: array '%s' has %d dims, humanvit tensors at most %d", f->label, name, a->ndim, HV_MAX_DIMS);
+        return NULL;
+    }
     t = hv_tensor_new(ctx, a->dtype, hv_shape_of(a->ndim, a->shape));
     if (!t) {
         fx__fail("%s: array '%s': %s", f->label, name, hv_last_error());

@@ -14,7 +14,7 @@ FILE FORMAT  (.hvfx, version 1; one file per case; the same text heads tests/fix
         name_len  u32       1..63
         name      name_len bytes, printable ASCII, no NUL; unique within the file
         dtype     u32       0 = f32 (IEEE 754 binary32), 1 = i32 (two's complement): hv_dtype's values
-        ndim      u32       0..5 (0: a scalar, one element)
+        ndim      u32       0..8 (0: a scalar, one element)
         dims      ndim x u32, the row-major shape
         data      numel x 4 bytes, row-major
     checksum  u32       FNV-1a 32-bit hash of every byte before it (catches flipped data bytes)
@@ -56,7 +56,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_DIR = os.path.join(HERE, "fixtures")
 VERSION = 1
 MAX_NAME = 63
-MAX_DIMS = 5
+MAX_DIMS = 8  # of the format; humanvit tensors may have fewer
 
 
 # ---- the file format ------------------------------------------------------------------------------

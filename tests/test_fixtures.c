@@ -306,8 +306,8 @@ static void test_reader(hv_ctx *ctx) {
     put_u32(bad + 17, 7), reseal(bad, n);
     expect_parse_error(bad, n, "dtype 7", "unknown dtype");
     memcpy(bad, buf, n);
-    put_u32(bad + 21, 6), reseal(bad, n);
-    expect_parse_error(bad, n, "ndim 6", "too many dims");
+    put_u32(bad + 21, 9), reseal(bad, n);
+    expect_parse_error(bad, n, "ndim 9", "too many dims");
     memcpy(bad, buf, n);
     put_u32(bad + 25, 0x40000000u), reseal(bad, n);
     expect_parse_error(bad, n, "truncated", "huge dimension");
