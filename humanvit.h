@@ -3821,7 +3821,9 @@ HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc) {
         /* BatchNorm1d(D, affine=False, eps 1e-6) then Linear(D, classes) with N(0, 0.01) weights */
         if (!(v->head_mean = hv__param1(&v->params, ctx, "", "head.0.running_mean", D, 0))) goto fail;
         if (!(v->head_var = hv__param1(&v->params, ctx, "", "head.0.running_var", D, 0))) goto fail;
-        if (!(v->head_count = hv__param1(&v->params, ctx, "", "head.0.num_batches_tracked", 1, 0))) goto fail;
+        /* a 0-dim int64 in PyTorch; an i32 scalar here */
+        if (!(v->head_count = hv__param(&v->params, ctx, "", "head.0.num_batches_tracked", 0, NULL, 0))) goto fail;
+        v->head_count->dtype = HV_I32; /* same 4 bytes, zeroed */
         hv_tensor_fill(v->head_var, 1.0f);
         if (hv__linear_init(&v->head, &v->params, ctx, "head.1", D, v->d.num_classes)) goto fail;
         hv__normal_fill(v->head.w, 0.01f);
@@ -3892,7 +3894,7 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) hv_data(vit->head_count)[0] += 1.0f;
+        if (bn && training) hv_data_i32(vit->head_count)[0] += 1;
         return hv__linear_fwd(&vit->head, bn);
     }
 }
