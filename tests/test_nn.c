@@ -2,6 +2,29 @@
    references written from the definitions, backward against finite differences of them */
 #include "testlib.h"
 
+/* a case for tl_check_op; the caller adds the inputs */
+static tl_case nn_case(const char *label, int nin, unsigned grad_mask, tl_op_fn op, tl_ref_fn ref, void *user) {
+    tl_case tc;
+    memset(&tc, 0, sizeof tc);
+    tc.label = label;
+    tc.nin = nin;
+    tc.grad_mask = grad_mask;
+    tc.op = op;
+    tc.ref = ref;
+    tc.user = user;
+    return tc;
+}
+static void free_inputs(tl_case *tc) {
+    int k;
+    for (k = 0; k < tc->nin; k++) hv_tensor_free(tc->in[k]);
+}
+/* check the case, then free its (persistent) inputs; a macro so failures name the caller's line */
+#define CHECK_OP_FREE(tc)                                                                          \
+    do {                                                                                           \
+        tl_check_op(tc);                                                                           \
+        free_inputs(tc);                                                                           \
+    } while (0)
+
 /* ---- softmax and log-softmax ---------------------------------------------------------------- */
 
 typedef struct sm_case {
@@ -60,16 +83,9 @@ static void test_softmax(hv_ctx *ctx) {
                 c.is_log = lg;
                 c.transposed = tr;
                 snprintf(label, sizeof label, "%s axis %d%s", lg ? "log_softmax" : "softmax", c.axis, tr ? " of a transposed view" : "");
-                memset(&tc, 0, sizeof tc);
-                tc.label = label;
-                tc.nin = 1;
+                tc = nn_case(label, 1, 1, op_softmax, ref_softmax, &c);
                 tc.in[0] = tl_rand(ctx, tr ? HV_SHAPE(3, 4, 5) : HV_SHAPE(3, 5, 4), -3, 3);
-                tc.grad_mask = 1;
-                tc.op = op_softmax;
-                tc.ref = ref_softmax;
-                tc.user = &c;
-                tl_check_op(&tc);
-                hv_tensor_free(tc.in[0]);
+                CHECK_OP_FREE(&tc);
             }
     { /* 1-d and 2-d with odd sizes */
         sm_case c;
@@ -77,16 +93,9 @@ static void test_softmax(hv_ctx *ctx) {
         memset(&c, 0, sizeof c);
         c.ndim = 1;
         c.s[0] = 7;
-        memset(&tc, 0, sizeof tc);
-        tc.label = "softmax 1-d (7)";
-        tc.nin = 1;
+        tc = nn_case("softmax 1-d (7)", 1, 1, op_softmax, ref_softmax, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(7), -2, 2);
-        tc.grad_mask = 1;
-        tc.op = op_softmax;
-        tc.ref = ref_softmax;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
+        CHECK_OP_FREE(&tc);
     }
 }
 static void test_softmax_large_values(hv_ctx *ctx) {
@@ -150,18 +159,13 @@ static void test_layer_norm(hv_ctx *ctx) {
         c.affine = affine;
         c.eps = 1e-5f;
         snprintf(label, sizeof label, "layer_norm (2, 3, 7)%s%s", affine & 1 ? " weight" : "", affine & 2 ? " bias" : "");
-        memset(&tc, 0, sizeof tc);
-        tc.label = label;
+        tc = nn_case(label, 0, 0, op_layer_norm, ref_layer_norm, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(2, 3, 7), -2, 2);
         if (affine & 1) tc.in[k++] = tl_rand(ctx, HV_SHAPE(7), 0.5f, 1.5f);
         if (affine & 2) tc.in[k++] = tl_rand(ctx, HV_SHAPE(7), -1, 1);
         tc.nin = k;
         tc.grad_mask = (1u << k) - 1;
-        tc.op = op_layer_norm;
-        tc.ref = ref_layer_norm;
-        tc.user = &c;
-        tl_check_op(&tc);
-        while (k--) hv_tensor_free(tc.in[k]);
+        CHECK_OP_FREE(&tc);
     }
     { /* a large eps and a single row of odd width */
         ln_case c;
@@ -170,20 +174,11 @@ static void test_layer_norm(hv_ctx *ctx) {
         c.D = 13;
         c.affine = 3;
         c.eps = 0.5f;
-        memset(&tc, 0, sizeof tc);
-        tc.label = "layer_norm (13) eps 0.5";
-        tc.nin = 3;
+        tc = nn_case("layer_norm (13) eps 0.5", 3, 7, op_layer_norm, ref_layer_norm, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(13), -1, 1);
         tc.in[1] = tl_rand(ctx, HV_SHAPE(13), -1, 1);
         tc.in[2] = tl_rand(ctx, HV_SHAPE(13), -1, 1);
-        tc.grad_mask = 7;
-        tc.op = op_layer_norm;
-        tc.ref = ref_layer_norm;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
-        hv_tensor_free(tc.in[2]);
+        CHECK_OP_FREE(&tc);
     }
 }
 
@@ -245,9 +240,7 @@ static void test_attention(hv_ctx *ctx) {
         char label[96];
         snprintf(label, sizeof label, "attention B=%lld H=%lld Nq=%lld Nk=%lld d=%lld scale=%g%s", (long long)c.B, (long long)c.H,
                  (long long)c.Nq, (long long)c.Nk, (long long)c.d, c.scale, c.permuted ? " permuted" : "");
-        memset(&tc, 0, sizeof tc);
-        tc.label = label;
-        tc.nin = 3;
+        tc = nn_case(label, 3, 7, op_attention, ref_attention, &c);
         if (c.permuted) {
             tc.in[0] = tl_rand(ctx, HV_SHAPE(c.B, c.Nq, c.H, c.d), -1, 1);
             tc.in[1] = tl_rand(ctx, HV_SHAPE(c.B, c.Nk, c.H, c.d), -1, 1);
@@ -257,14 +250,7 @@ static void test_attention(hv_ctx *ctx) {
             tc.in[1] = tl_rand(ctx, HV_SHAPE(c.B, c.H, c.Nk, c.d), -1, 1);
             tc.in[2] = tl_rand(ctx, HV_SHAPE(c.B, c.H, c.Nk, c.d), -1, 1);
         }
-        tc.grad_mask = 7;
-        tc.op = op_attention;
-        tc.ref = ref_attention;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
-        hv_tensor_free(tc.in[2]);
+        CHECK_OP_FREE(&tc);
     }
 }
 /* only some inputs trainable: the backward must leave the others alone and still be right */
@@ -275,21 +261,13 @@ static void test_attention_partial_grad(hv_ctx *ctx) {
         tl_case tc;
         char label[64];
         snprintf(label, sizeof label, "attention grads of q,k,v mask %u", mask);
-        memset(&tc, 0, sizeof tc);
-        tc.label = label;
-        tc.nin = 3;
+        tc = nn_case(label, 3, mask, op_attention, ref_attention, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(2, 2, 3, 4), -1, 1);
         tc.in[1] = tl_rand(ctx, HV_SHAPE(2, 2, 5, 4), -1, 1);
         tc.in[2] = tl_rand(ctx, HV_SHAPE(2, 2, 5, 4), -1, 1);
-        tc.grad_mask = mask;
-        tc.op = op_attention;
-        tc.ref = ref_attention;
-        tc.user = &c;
         tl_check_op(&tc);
         CHECK((mask & 2) || !hv_grad(tc.in[1]), "k got a gradient it did not ask for");
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
-        hv_tensor_free(tc.in[2]);
+        free_inputs(&tc);
     }
 }
 
@@ -348,9 +326,7 @@ static void test_gather_scatter(hv_ctx *ctx) {
         for (i = 0; i < c.axis; i++) ishape[i] = c.s[i];
         ishape[c.axis] = c.scatter ? c.s[c.axis] : c.k;
         snprintf(label, sizeof label, "%s axis %d case %d", c.scatter ? "scatter" : "gather", c.axis, (int)ci);
-        memset(&tc, 0, sizeof tc);
-        tc.label = label;
-        tc.nin = 2;
+        tc = nn_case(label, 2, 1, op_gather_scatter, ref_gather_scatter, &c);
         tc.in[0] = tl_rand(ctx, hv_shape_of(c.ndim, c.s), -1, 1);
         tc.in[1] = tl_rand_index(ctx, hv_shape_of(c.axis + 1, ishape), (int)(c.scatter ? c.n : c.s[c.axis]));
         if (ci == 4) { /* force a repeat */
@@ -358,13 +334,7 @@ static void test_gather_scatter(hv_ctx *ctx) {
             p[1] = p[0];
             p[5] = p[6];
         }
-        tc.grad_mask = 1;
-        tc.op = op_gather_scatter;
-        tc.ref = ref_gather_scatter;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
+        CHECK_OP_FREE(&tc);
     }
 }
 /* MAE's shuffle and unshuffle: scatter by a permutation undoes the gather by it */
@@ -413,18 +383,10 @@ static void test_cross_entropy(hv_ctx *ctx) {
         tl_case tc;
         char label[64];
         snprintf(label, sizeof label, "cross_entropy (%lld, %lld)", (long long)c.N, (long long)c.C);
-        memset(&tc, 0, sizeof tc);
-        tc.label = label;
-        tc.nin = 2;
+        tc = nn_case(label, 2, 1, op_cross_entropy, ref_cross_entropy, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(c.N, c.C), -3, 3);
         tc.in[1] = tl_rand_index(ctx, HV_SHAPE(c.N), (int)c.C);
-        tc.grad_mask = 1;
-        tc.op = op_cross_entropy;
-        tc.ref = ref_cross_entropy;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
+        CHECK_OP_FREE(&tc);
     }
 }
 /* cross-entropy equals the NLL of log_softmax built from the other ops */
@@ -499,22 +461,14 @@ static void test_losses(hv_ctx *ctx) {
         c.which = which;
         c.n = 3 * 5 * 2;
         c.mask_rep = 1;
-        memset(&tc, 0, sizeof tc);
-        tc.label = which ? "l1_loss (3, 5, 2)" : "mse_loss (3, 5, 2)";
-        tc.nin = 2;
+        tc = nn_case(which ? "l1_loss (3, 5, 2)" : "mse_loss (3, 5, 2)", 2, 3, op_loss, ref_loss, &c);
         tc.in[0] = tl_rand(ctx, HV_SHAPE(3, 5, 2), -1, 1);
         tc.in[1] = tl_rand(ctx, HV_SHAPE(3, 5, 2), -1, 1);
         a = hv_data(tc.in[0]);
         b = hv_data(tc.in[1]);
         for (i = 0; i < c.n; i++) /* l1: keep |a - b| away from the kink */
             if (fabsf(a[i] - b[i]) < 0.05f) b[i] = a[i] + 0.1f;
-        tc.grad_mask = 3;
-        tc.op = op_loss;
-        tc.ref = ref_loss;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
+        CHECK_OP_FREE(&tc);
     }
     for (rep = 1; rep <= 3; rep += 2) { /* mask (2, 5) on x (2, 5), and mask (2, 5, 1) on x (2, 5, 3) */
         loss_case c;
@@ -523,19 +477,11 @@ static void test_losses(hv_ctx *ctx) {
         c.which = 2;
         c.n = 10 * rep;
         c.mask_rep = rep;
-        memset(&tc, 0, sizeof tc);
-        tc.label = rep == 1 ? "masked_mean x (2, 5) mask (2, 5)" : "masked_mean x (2, 5, 3) mask (2, 5, 1)";
-        tc.nin = 2;
+        tc = nn_case(rep == 1 ? "masked_mean x (2, 5) mask (2, 5)" : "masked_mean x (2, 5, 3) mask (2, 5, 1)", 2, 1, op_loss, ref_loss, &c);
         tc.in[0] = rep == 1 ? tl_rand(ctx, HV_SHAPE(2, 5), -1, 1) : tl_rand(ctx, HV_SHAPE(2, 5, 3), -1, 1);
         tc.in[1] = rep == 1 ? hv_zeros(ctx, HV_SHAPE(2, 5)) : hv_zeros(ctx, HV_SHAPE(2, 5, 1));
         for (i = 0; i < 10; i++) hv_data(tc.in[1])[i] = (i % 3 == 0 || i == 7) ? 1.0f : 0.0f;
-        tc.grad_mask = 1;
-        tc.op = op_loss;
-        tc.ref = ref_loss;
-        tc.user = &c;
-        tl_check_op(&tc);
-        hv_tensor_free(tc.in[0]);
-        hv_tensor_free(tc.in[1]);
+        CHECK_OP_FREE(&tc);
     }
 }
 static void test_l1_gradient_at_zero(hv_ctx *ctx) {
