@@ -2181,7 +2181,7 @@ HVDEF hv_tensor *hv_conv2d(hv_tensor *x, hv_tensor *w, hv_tensor *b, const hv_co
 /* ---- pooling -------------------------------------------------------------------------------- */
 
 /* checks x and desc; fills the pool geometry g (stride 0 -> kernel) and the output shape */
-static int hv__pool_setup(const hv_tensor *x, const hv_pool2d_desc *desc, const char *op, int64_t *g, int64_t *shape) {
+static int hv__pool_geometry(const hv_tensor *x, const hv_pool2d_desc *desc, const char *op, int64_t *g, int64_t *shape) {
     if (hv__check_nchw(x, op, "x")) return -1;
     if (!desc) {
         hv__fail(op, "needs a descriptor with the kernel size for %s", hv__desc("x", x));
@@ -2222,19 +2222,23 @@ static void hv__max_pool2d_bwd(hv_tensor *out) {
     if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x)) || !out->saved[0]) return;
     out->ctx->be->max_pool2d_bwd(out->ctx, gx, out->grad, out->saved[0]);
 }
-HVDEF hv_tensor *hv_max_pool2d(hv_tensor *x, const hv_pool2d_desc *desc) {
+/* the checked pool's output tensor, geometry in its ip[]; *x becomes the contiguous input */
+static hv_tensor *hv__pool_out(hv_tensor **x, const hv_pool2d_desc *desc, const char *op) {
     int64_t g[7], shape[4];
-    hv_tensor *y, *argmax = NULL;
+    hv_tensor *y;
     int i;
-    HV__CHECK_IN(x);
-    if (hv__pool_setup(x, desc, "hv_max_pool2d", g, shape)) return NULL;
-    x = hv_contiguous(x);
-    if (!x) return NULL;
-    y = hv__new(x->ctx, 4, shape);
+    HV__CHECK_IN(*x);
+    if (hv__pool_geometry(*x, desc, op, g, shape) || !(*x = hv_contiguous(*x))) return NULL;
+    y = hv__new((*x)->ctx, 4, shape);
+    if (y)
+        for (i = 0; i < 7; i++) y->ip[i] = g[i];
+    return y;
+}
+HVDEF hv_tensor *hv_max_pool2d(hv_tensor *x, const hv_pool2d_desc *desc) {
+    hv_tensor *y = hv__pool_out(&x, desc, "hv_max_pool2d"), *argmax = NULL;
     if (!y) return NULL;
     /* where each max came from, kept only when a backward will route gradients through it */
-    if (x->ctx->grad_enabled && x->requires_grad && !(argmax = hv__alloc(x->ctx, HV_I32, 4, shape, 0))) return NULL;
-    for (i = 0; i < 7; i++) y->ip[i] = g[i];
+    if (x->ctx->grad_enabled && x->requires_grad && !(argmax = hv__alloc(x->ctx, HV_I32, 4, y->shape, 0))) return NULL;
     x->ctx->be->max_pool2d(x->ctx, y, argmax, x, y->ip);
     y->saved[0] = argmax;
     return HV__RECORD1(y, "max_pool2d", hv__max_pool2d_bwd, x);
@@ -2246,16 +2250,8 @@ static void hv__avg_pool2d_bwd(hv_tensor *out) {
     out->ctx->be->avg_pool2d_bwd(out->ctx, gx, out->grad, out->ip);
 }
 HVDEF hv_tensor *hv_avg_pool2d(hv_tensor *x, const hv_pool2d_desc *desc) {
-    int64_t g[7], shape[4];
-    hv_tensor *y;
-    int i;
-    HV__CHECK_IN(x);
-    if (hv__pool_setup(x, desc, "hv_avg_pool2d", g, shape)) return NULL;
-    x = hv_contiguous(x);
-    if (!x) return NULL;
-    y = hv__new(x->ctx, 4, shape);
+    hv_tensor *y = hv__pool_out(&x, desc, "hv_avg_pool2d");
     if (!y) return NULL;
-    for (i = 0; i < 7; i++) y->ip[i] = g[i];
     x->ctx->be->avg_pool2d(x->ctx, y, x, y->ip);
     return HV__RECORD1(y, "avg_pool2d", hv__avg_pool2d_bwd, x);
 }
