@@ -186,6 +186,7 @@ HVDEF hv_tensor *hv_transpose(hv_tensor *x, int axis0, int axis1);
 HVDEF hv_tensor *hv_contiguous(hv_tensor *x);  /* x itself when already contiguous */
 HVDEF hv_tensor *hv_copy(hv_tensor *x);        /* always a fresh contiguous copy */
 HVDEF hv_tensor *hv_slice(hv_tensor *x, int axis, int64_t start, int64_t end, int64_t step);
+HVDEF hv_tensor *hv_select(hv_tensor *x, int axis, int64_t index); /* x[..., index, ...], that axis dropped */
 HVDEF hv_tensor *hv_concat(hv_tensor *const *xs, int n, int axis);
 HVDEF int hv_split(hv_tensor *x, int axis, int n, const int64_t *sizes, hv_tensor **out);
 
@@ -1303,6 +1304,38 @@ HVDEF hv_tensor *hv_slice(hv_tensor *x, int axis, int64_t start, int64_t end, in
     return HV__RECORD1(v, "slice", hv__slice_bwd, x);
 }
 
+/* the view of x at one index of an axis, that axis removed */
+static hv_tensor *hv__select_view(hv_tensor *x, int axis, int64_t index) {
+    int64_t shape[HV_MAX_DIMS], stride[HV_MAX_DIMS];
+    int i, n = 0;
+    for (i = 0; i < x->ndim; i++)
+        if (i != axis) {
+            shape[n] = x->shape[i];
+            stride[n++] = x->stride[i];
+        }
+    return hv__view(x, n, shape, stride, index * x->stride[axis]);
+}
+static void hv__select_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *gx, *gv;
+    if (!hv__needs_grad(x) || !(gx = hv__grad_buf(x))) return;
+    gv = hv__select_view(gx, (int)out->ip[0], out->ip[1]);
+    if (gv) x->ctx->be->copy(x->ctx, gv, out->grad, 1);
+}
+HVDEF hv_tensor *hv_select(hv_tensor *x, int axis, int64_t index) {
+    int a;
+    hv_tensor *v;
+    HV__CHECK_IN(x);
+    if (hv__norm_axis(x, axis, &a, "hv_select")) return NULL;
+    if (index < 0) index += x->shape[a];
+    if (index < 0 || index >= x->shape[a])
+        return (hv_tensor *)hv__fail("hv_select", "index %lld is out of range for axis %d of %s", (long long)index, a, hv__desc("x", x));
+    v = hv__select_view(x, a, index);
+    if (!v) return NULL;
+    v->ip[0] = a;
+    v->ip[1] = index;
+    return HV__RECORD1(v, "select", hv__select_bwd, x);
+}
+
 static void hv__concat_bwd(hv_tensor *out) {
     int i, axis = (int)out->ip[0];
     int64_t off = 0;
@@ -2368,46 +2401,59 @@ HVDEF hv_tensor *hv_batch_norm(hv_tensor *x, hv_tensor *weight, hv_tensor *bias,
    that runs in parallel gives one output element to one thread, and each element's sum runs in a
    fixed order, so results do not depend on the thread count. */
 
-/* offset, in elements, of the i-th element (row-major order) of t */
-static int64_t hv__offset(const hv_tensor *t, int64_t i) {
+/* Elementwise kernels walk their tensors row by row: the offset of each row (all axes but the
+   last) is computed once, then the row runs with the last axis's stride. Contiguous rows (stride
+   1) compile to vector loops; broadcast rows have stride 0. */
+static int64_t hv__row_len(const hv_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+static int64_t hv__row_stride(const hv_tensor *t) { return t->ndim ? t->stride[t->ndim - 1] : 1; }
+/* offset of row r of t, the rows being the tensor seen as (numel / last, last) */
+static int64_t hv__row_offset(const hv_tensor *t, int64_t r) {
     int64_t off = 0;
     int d;
-    for (d = t->ndim - 1; d >= 0; d--) {
+    for (d = t->ndim - 2; d >= 0; d--) {
         int64_t n = t->shape[d];
-        off += (i % n) * t->stride[d];
-        i /= n;
+        off += (r % n) * t->stride[d];
+        r /= n;
     }
     return off;
 }
+static int64_t hv__rows(const hv_tensor *t) {
+    int64_t len = hv__row_len(t);
+    return len ? hv_numel(t) / len : 0;
+}
 
 static void hv__cpu_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
-    int64_t i, n = hv_numel(dst);
-    int fast = hv_is_contiguous(dst) && hv_is_contiguous(src);
-    if (!accumulate) {
-        uint32_t *d = (uint32_t *)dst->data;
-        const uint32_t *s = (const uint32_t *)src->data;
-        if (fast) {
-            memcpy(d, s, sizeof(uint32_t) * (size_t)n);
-            return;
-        }
-        HV__PARALLEL_FOR(ctx, n)
-        for (i = 0; i < n; i++) d[hv__offset(dst, i)] = s[hv__offset(src, i)];
-    } else {
-        float *d = (float *)dst->data;
-        const float *s = (const float *)src->data;
-        HV__PARALLEL_FOR(ctx, n)
-        for (i = 0; i < n; i++) {
-            if (fast) d[i] += s[i];
-            else d[hv__offset(dst, i)] += s[hv__offset(src, i)];
+    int64_t r, rows = hv__rows(dst), len = hv__row_len(dst), sd = hv__row_stride(dst), ss = hv__row_stride(src);
+    if (!accumulate && hv_is_contiguous(dst) && hv_is_contiguous(src)) {
+        memcpy(dst->data, src->data, hv__dtype_size(dst->dtype) * (size_t)hv_numel(dst));
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, rows * len)
+    for (r = 0; r < rows; r++) {
+        int64_t j;
+        if (!accumulate) { /* bit copy: works for every 4-byte dtype */
+            uint32_t *d = (uint32_t *)dst->data + hv__row_offset(dst, r);
+            const uint32_t *s = (const uint32_t *)src->data + hv__row_offset(src, r);
+            for (j = 0; j < len; j++) d[j * sd] = s[j * ss];
+        } else {
+            float *d = (float *)dst->data + hv__row_offset(dst, r);
+            const float *s = (const float *)src->data + hv__row_offset(src, r);
+            if (sd == 1 && ss == 1)
+                for (j = 0; j < len; j++) d[j] += s[j];
+            else
+                for (j = 0; j < len; j++) d[j * sd] += s[j * ss];
         }
     }
 }
 
 static void hv__cpu_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
-    int64_t i, n = hv_numel(dst);
-    float *d = (float *)dst->data;
-    HV__PARALLEL_FOR(ctx, n)
-    for (i = 0; i < n; i++) d[hv__offset(dst, i)] = value;
+    int64_t r, rows = hv__rows(dst), len = hv__row_len(dst), sd = hv__row_stride(dst);
+    HV__PARALLEL_FOR(ctx, rows * len)
+    for (r = 0; r < rows; r++) {
+        float *d = (float *)dst->data + hv__row_offset(dst, r);
+        int64_t j;
+        for (j = 0; j < len; j++) d[j * sd] = value;
+    }
 }
 
 static void hv__cpu_gemm(hv_ctx *ctx, const hv__gemm_args *g) {
@@ -2441,13 +2487,25 @@ static void hv__cpu_gemm(hv_ctx *ctx, const hv__gemm_args *g) {
 }
 
 static void hv__cpu_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
-    int64_t i, n = hv_numel(out);
-    float *o = (float *)out->data;
-    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
-    HV__PARALLEL_FOR(ctx, n)
-    for (i = 0; i < n; i++) {
-        float x = pa[hv__offset(a, i)], y = pb[hv__offset(b, i)];
-        o[i] = op == HV__ADD ? x + y : op == HV__SUB ? x - y : op == HV__MUL ? x * y : x / y;
+    int64_t r, rows = hv__rows(out), len = hv__row_len(out), sa = hv__row_stride(a), sb = hv__row_stride(b);
+    HV__PARALLEL_FOR(ctx, rows * len)
+    for (r = 0; r < rows; r++) {
+        float *o = (float *)out->data + r * len;
+        const float *pa = (const float *)a->data + hv__row_offset(a, r), *pb = (const float *)b->data + hv__row_offset(b, r);
+        int64_t j;
+        switch (op) {
+        case HV__ADD:
+            for (j = 0; j < len; j++) o[j] = pa[j * sa] + pb[j * sb];
+            break;
+        case HV__SUB:
+            for (j = 0; j < len; j++) o[j] = pa[j * sa] - pb[j * sb];
+            break;
+        case HV__MUL:
+            for (j = 0; j < len; j++) o[j] = pa[j * sa] * pb[j * sb];
+            break;
+        default:
+            for (j = 0; j < len; j++) o[j] = pa[j * sa] / pb[j * sb];
+        }
     }
 }
 
@@ -2483,20 +2541,27 @@ static float hv__unary_df(int op, float alpha, float x, float y) {
     }
 }
 static void hv__cpu_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
-    int64_t i, n = hv_numel(out);
-    float *o = (float *)out->data;
-    const float *px = (const float *)x->data;
-    HV__PARALLEL_FOR(ctx, n)
-    for (i = 0; i < n; i++) o[hv__offset(out, i)] = hv__unary_f(op, alpha, px[hv__offset(x, i)]);
+    int64_t r, rows = hv__rows(out), len = hv__row_len(out), so = hv__row_stride(out), sx = hv__row_stride(x);
+    HV__PARALLEL_FOR(ctx, rows * len)
+    for (r = 0; r < rows; r++) {
+        float *o = (float *)out->data + hv__row_offset(out, r);
+        const float *px = (const float *)x->data + hv__row_offset(x, r);
+        int64_t j;
+        for (j = 0; j < len; j++) o[j * so] = hv__unary_f(op, alpha, px[j * sx]);
+    }
 }
 static void hv__cpu_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y,
                               const hv_tensor *gy) {
-    int64_t i, n = hv_numel(gx);
-    float *g = (float *)gx->data;
-    const float *px = (const float *)x->data, *py = (const float *)y->data, *pg = (const float *)gy->data;
-    HV__PARALLEL_FOR(ctx, n)
-    for (i = 0; i < n; i++)
-        g[hv__offset(gx, i)] += pg[hv__offset(gy, i)] * hv__unary_df(op, alpha, px[hv__offset(x, i)], py[hv__offset(y, i)]);
+    int64_t r, rows = hv__rows(gx), len = hv__row_len(gx);
+    int64_t s0 = hv__row_stride(gx), s1 = hv__row_stride(x), s2 = hv__row_stride(y), s3 = hv__row_stride(gy);
+    HV__PARALLEL_FOR(ctx, rows * len)
+    for (r = 0; r < rows; r++) {
+        float *g = (float *)gx->data + hv__row_offset(gx, r);
+        const float *px = (const float *)x->data + hv__row_offset(x, r), *py = (const float *)y->data + hv__row_offset(y, r);
+        const float *pg = (const float *)gy->data + hv__row_offset(gy, r);
+        int64_t j;
+        for (j = 0; j < len; j++) g[j * s0] += pg[j * s3] * hv__unary_df(op, alpha, px[j * s1], py[j * s2]);
+    }
 }
 
 /* the reduced sub-space of x for a keepdim result r: shape and strides of the reduced axes */
@@ -3447,16 +3512,10 @@ static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
     /* qkv rows are [q; k; v], each head-major: (B, N, 3D) -> (3, B, H, N, hd) */
     qkv = hv_permute(hv_reshape(hv__linear_fwd(&b->qkv, hv__norm_fwd(&b->norm1, x)), hv_shape_of(5, s5)), perm_qkv);
     if (!qkv) return NULL;
-    {
-        int64_t s4[4];
-        s4[0] = B;
-        s4[1] = b->heads;
-        s4[2] = N;
-        s4[3] = D / b->heads;
-        q = hv_reshape(hv_slice(qkv, 0, 0, 1, 1), hv_shape_of(4, s4));
-        k = hv_reshape(hv_slice(qkv, 0, 1, 2, 1), hv_shape_of(4, s4));
-        v = hv_reshape(hv_slice(qkv, 0, 2, 3, 1), hv_shape_of(4, s4));
-    }
+    /* strided (B, H, N, hd) views: attention reads any strides, so nothing is copied */
+    q = hv_select(qkv, 0, 0);
+    k = hv_select(qkv, 0, 1);
+    v = hv_select(qkv, 0, 2);
     a = hv_attention(q, k, v, 0.0f); /* (B, H, N, hd), scale hd^-0.5 */
     s3[0] = B;
     s3[1] = N;
