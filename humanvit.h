@@ -267,10 +267,14 @@ HVDEF hv_tensor *hv_scatter(hv_tensor *x, int axis, hv_tensor *idx, int64_t n);
 
 /* losses (means, scalar results) */
 HVDEF hv_tensor *hv_cross_entropy(hv_tensor *logits, hv_tensor *labels); /* (N, C), i32 (N) */
-HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k); /* fraction, no grad */
+/* fraction of rows whose label has fewer than k strictly larger logits (a tie counts as a hit);
+   no grad; NAN and hv_last_error() on bad input */
+HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k);
 HVDEF hv_tensor *hv_mse_loss(hv_tensor *a, hv_tensor *b);
 HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b);
-/* sum(x * mask) / sum(mask); mask broadcasts to x and gets no gradient */
+/* sum(x * mask) / sum(mask), the mask counted at x's shape: mask broadcasts to x (a (B, N, 1)
+   mask on (B, N, D) counts D per entry, so masked_mean(ones, m) == 1) and gets no gradient; a
+   mask that sums to 0 is an error */
 HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask);
 
 /* HV-SECTION api-checkpoints BEGIN */
@@ -526,9 +530,10 @@ struct hv__backend {
     /* dst (outer, n, inner) += src (outer, k, inner) at rows idx (outer, k); repeated rows add */
     void (*scatter_add)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
                         int64_t k, int64_t inner);
-    /* loss (scalar) = mean over rows of lse - logits[label]; lse (N) saved. logits (N, C), labels
-       i32 (N) in [0, C) */
-    void (*cross_entropy)(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels);
+    /* loss (scalar) = mean over rows of lse - logits[label]; lse (N) saved, row_loss (N) scratch.
+       logits (N, C), labels i32 (N) in [0, C) */
+    void (*cross_entropy)(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                          const hv_tensor *labels);
     /* glogits += gloss / N * (softmax - onehot) */
     void (*cross_entropy_bwd)(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
                               const hv_tensor *lse, const hv_tensor *gloss);
@@ -1856,16 +1861,17 @@ static void hv__cross_entropy_bwd(hv_tensor *out) {
     out->ctx->be->cross_entropy_bwd(out->ctx, gl, logits, out->saved[1], out->saved[0], out->grad);
 }
 HVDEF hv_tensor *hv_cross_entropy(hv_tensor *logits, hv_tensor *labels) {
-    hv_tensor *loss, *lse;
+    hv_tensor *loss, *lse, *row_loss;
     HV__CHECK_IN(logits);
     HV__CHECK_IN(labels);
     if (!(labels = hv__class_args(logits, labels, "hv_cross_entropy"))) return NULL;
     logits = hv_contiguous(logits);
     if (!logits) return NULL;
     loss = hv__new_scalar(logits->ctx);
-    lse = loss ? hv__new(logits->ctx, 1, logits->shape) : NULL; /* (N) */
-    if (!lse) return NULL;
-    logits->ctx->be->cross_entropy(logits->ctx, loss, lse, logits, labels);
+    lse = loss ? hv__new(logits->ctx, 1, logits->shape) : NULL;  /* (N) */
+    row_loss = lse ? hv__new(logits->ctx, 1, logits->shape) : NULL; /* (N) */
+    if (!row_loss) return NULL;
+    logits->ctx->be->cross_entropy(logits->ctx, loss, lse, row_loss, logits, labels);
     loss->saved[0] = lse;
     loss->saved[1] = labels;
     return HV__RECORD1(loss, "cross_entropy", hv__cross_entropy_bwd, logits);
@@ -2176,9 +2182,9 @@ static void hv__cpu_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tens
         for (j = 0; j < n; j++)
             if (xr[j * inner] > m) m = xr[j * inner];
         for (j = 0; j < n; j++) s += expf(xr[j * inner] - m);
-        if (is_log) {
-            float lse = m + (float)log(s);
-            for (j = 0; j < n; j++) yr[j * inner] = xr[j * inner] - lse;
+        if (is_log) { /* (x - m) - log s, not x - (m + log s): exact for large x */
+            float ls = (float)log(s);
+            for (j = 0; j < n; j++) yr[j * inner] = (xr[j * inner] - m) - ls;
         } else {
             for (j = 0; j < n; j++) yr[j * inner] = (float)(expf(xr[j * inner] - m) / s);
         }
@@ -2401,11 +2407,12 @@ static void hv__cpu_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *sr
     }
 }
 
-static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, const hv_tensor *logits, const hv_tensor *labels) {
+static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                  const hv_tensor *labels) {
     int64_t N = logits->shape[0], C = logits->shape[1], r;
     const float *px = (const float *)logits->data;
     const int32_t *py = (const int32_t *)labels->data;
-    float *pl = (float *)lse->data;
+    float *pl = (float *)lse->data, *prl = (float *)row_loss->data;
     double total = 0;
     HV__PARALLEL_FOR(ctx, N * C)
     for (r = 0; r < N; r++) {
@@ -2417,8 +2424,9 @@ static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, 
             if (xr[c] > m) m = xr[c];
         for (c = 0; c < C; c++) s += expf(xr[c] - m);
         pl[r] = m + (float)log(s);
+        prl[r] = (float)((m - xr[py[r]]) + log(s)); /* -log softmax at the label, exact for large logits */
     }
-    for (r = 0; r < N; r++) total += (double)pl[r] - px[r * C + py[r]]; /* -log softmax at the label */
+    for (r = 0; r < N; r++) total += prl[r]; /* rows in order: same sum for any thread count */
     *(float *)loss->data = (float)(total / (double)N);
 }
 static void hv__cpu_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
