@@ -323,6 +323,12 @@ def softmaxes():
             c.input("x", c.randn(3, 5, 7, std=3.0))
             f = F.softmax if kind == "softmax" else F.log_softmax
             yield c, (lambda d, f=f, axis=axis: f(d["x"], dim=axis))
+        # logits in the hundreds: exp overflows float32 unless the maximum is subtracted first
+        c = Case(f"{kind}_large")
+        c.param("axis", -1)
+        c.input("x", c.randn(4, 9, std=3.0, mean=150.0))
+        f = F.softmax if kind == "softmax" else F.log_softmax
+        yield c, (lambda d, f=f: f(d["x"], dim=-1))
 
 
 @case
@@ -333,6 +339,13 @@ def layer_norms():
     c.input("weight", c.randn(32, std=0.3, mean=1.0))
     c.input("bias", c.randn(32, std=0.3))
     yield c, lambda d: F.layer_norm(d["x"], (32,), d["weight"], d["bias"], eps=1e-6)
+    # a large common offset: variance as E[x^2] - mean^2 in float32 cancels catastrophically
+    c = Case("layer_norm_offset")
+    c.param("eps", 1e-6)
+    c.input("x", c.randn(3, 5, 16, std=0.5, mean=300.0))
+    c.input("weight", c.randn(16, std=0.3, mean=1.0))
+    c.input("bias", c.randn(16, std=0.3))
+    yield c, lambda d: F.layer_norm(d["x"], (16,), d["weight"], d["bias"], eps=1e-6)
     c = Case("layer_norm_noaffine")
     c.param("eps", 1e-5)
     c.input("x", c.randn(4, 10, std=0.7, mean=-1.0))
@@ -347,6 +360,7 @@ def batch_norms():
         ("batch_norm1d_ncl_train", (4, 3, 6), 1, 1, 1e-5),
         ("batch_norm2d_train", (3, 4, 5, 5), 1, 1, 1e-5),
         ("batch_norm2d_eval", (3, 4, 5, 5), 0, 1, 1e-5),
+        ("batch_norm2d_train_offset", (4, 3, 4, 4), 1, 1, 1e-5),  # mean 300, std 0.5 (see layer_norm_offset)
         ("batch_norm1d_eval_head", (6, 16), 0, 0, 1e-6),  # the HLV head: eval, no affine, eps 1e-6
     ]
     for name, shape, training, affine, eps in specs:
@@ -355,7 +369,7 @@ def batch_norms():
         c.param("training", training)
         c.param("momentum", 0.1)
         c.param("eps", eps)
-        c.input("x", c.randn(*shape, std=1.5, mean=0.3))
+        c.input("x", c.randn(*shape, std=0.5, mean=300.0) if name.endswith("offset") else c.randn(*shape, std=1.5, mean=0.3))
         if affine:
             c.input("weight", c.randn(C, std=0.3, mean=1.0))
             c.input("bias", c.randn(C, std=0.3))
@@ -381,6 +395,8 @@ def convs():
         ("conv2d_s2p1d2g2", (2, 4, 9, 9), (6, 2, 3, 3), 1, (2, 2), (1, 1), (2, 2), 2),
         ("conv2d_asym", (1, 3, 7, 10), (4, 3, 3, 2), 0, (2, 1), (1, 2), (1, 2), 1),
         ("conv2d_patch14", (2, 3, 28, 28), (8, 3, 14, 14), 1, (14, 14), (0, 0), (1, 1), 1),  # ViT patch embed
+        ("conv2d_groups32", (1, 64, 5, 5), (64, 2, 3, 3), 0, (1, 1), (1, 1), (1, 1), 32),  # ResNeXt's cardinality
+        ("conv2d_depthwise", (2, 4, 6, 5), (8, 1, 3, 3), 1, (1, 2), (2, 1), (1, 1), 4),  # groups = Cin, 2 per group
     ]
     for name, xs, ws, bias, stride, pad, dil, groups in specs:
         c = Case(name)
@@ -426,7 +442,8 @@ def pools():
 
 @case
 def resizes():
-    for tag, xs, size in (("up", (2, 3, 5, 6), (9, 11)), ("down", (1, 2, 8, 8), (5, 3))):
+    # "to1": an output extent of 1 (align_corners: scale (in-1)/(out-1) would divide by zero)
+    for tag, xs, size in (("up", (2, 3, 5, 6), (9, 11)), ("down", (1, 2, 8, 8), (5, 3)), ("to1", (1, 2, 4, 5), (1, 3))):
         for ac in (0, 1):
             c = Case(f"resize_bilinear_{tag}_ac{ac}")
             c.param("size", list(size))
@@ -451,6 +468,13 @@ def attentions():
     c.input("k", c.randn(2, 2, 6, 8))
     c.input("v", c.randn(2, 2, 6, 8))
     yield c, lambda d: F.scaled_dot_product_attention(d["q"], d["k"], d["v"], scale=0.3)
+    # scores in the hundreds: the softmax inside must subtract its maximum
+    c = Case("attention_large_logits")
+    c.param("scale", 0.0)
+    c.input("q", c.randn(1, 2, 5, 4, std=12.0))
+    c.input("k", c.randn(1, 2, 5, 4, std=12.0))
+    c.input("v", c.randn(1, 2, 5, 4))
+    yield c, lambda d: F.scaled_dot_product_attention(d["q"], d["k"], d["v"])
 
 
 @case
@@ -481,6 +505,10 @@ def losses():
     c.input("logits", c.randn(6, 10, std=2.0))
     c.input("labels", torch.randint(0, 10, (6,), generator=c.g).to(torch.int32))
     yield c, lambda d: F.cross_entropy(d["logits"], d["labels"].long())
+    c = Case("cross_entropy_large")  # logits near 1000: log-sum-exp must subtract the maximum
+    c.input("logits", c.randn(4, 7, std=30.0, mean=1000.0))
+    c.input("labels", torch.randint(0, 7, (4,), generator=c.g).to(torch.int32))
+    yield c, lambda d: F.cross_entropy(d["logits"], d["labels"].long())
     c = Case("mse_loss")
     c.input("a", c.randn(3, 4, 5))
     c.input("b", c.randn(3, 4, 5))
@@ -495,6 +523,14 @@ def losses():
     c.input("x", c.randn(2, 9).abs())
     c.input("mask", (torch.rand(2, 9, generator=c.g) < 0.6).float(), grad=False)
     yield c, lambda d: (d["x"] * d["mask"]).sum() / d["mask"].sum()
+    # a mask that broadcasts, (2, 9, 1) over x (2, 9, 5): the mean of the x values the mask selects,
+    # so the denominator counts each mask value once per x value it covers (sum of the broadcast
+    # mask). The header's "sum(x * mask) / sum(mask)" could also be read as the mask's own sum;
+    # the nn branch chose this reading, which is what "masked mean" means.
+    c = Case("masked_mean_bcast")
+    c.input("x", c.randn(2, 9, 5))
+    c.input("mask", (torch.rand(2, 9, 1, generator=c.g) < 0.6).float(), grad=False)
+    yield c, lambda d: (d["x"] * d["mask"]).sum() / d["mask"].expand_as(d["x"]).sum()
 
 
 @case
@@ -592,14 +628,19 @@ def main():
     for f in os.listdir(OUT_DIR):  # a renamed case must not leave its old file behind
         if f.endswith(".hvfx"):
             os.remove(os.path.join(OUT_DIR, f))
-    total, n = 0, 0
+    total, n, names = 0, 0, []
     print(f"{'case':28s} {'bytes':>7s}  torch-f32 err: fwd      grad")
     for gen in CASES:
         for c, fn in gen():
             size, ef, eg = c.emit(fn)
+            assert c.name not in names, c.name
+            names.append(c.name)
             total += size
             n += 1
             print(f"{c.name:28s} {size:7d}  {ef:22.2e} {eg:9.2e}")
+    # the list of cases, so that the C test can tell when a case has no C counterpart
+    with open(os.path.join(OUT_DIR, "MANIFEST"), "w") as f:
+        f.write("".join(name + "\n" for name in names))
     print(f"{n} fixtures, {total} bytes in {os.path.relpath(OUT_DIR)}")
     if total > 1 << 20:
         sys.exit("fixtures exceed 1 MiB: make the cases smaller")

@@ -7,9 +7,11 @@
    max |hv - ref| / max |ref| <= 1e-5), then hv_backward(sum(out * r)) and compare the gradient of
    every differentiable input (<= 1e-4). Why those tolerances: the references are exact to half an
    ulp, and PyTorch's own float32 computation of the same cases lands at 1e-8..7e-7 forward and
-   up to 6e-7 on gradients (each file records its number in torch32_err; make_fixtures.py prints
-   the table), so a correct float32 implementation has a margin of 15x or more; an indexing or
-   formula mistake shows up as an error of 1e-2 or more. No case needs a looser tolerance.
+   up to 6e-7 on gradients (3e-6 for attention_large_logits, whose scores are in the hundreds);
+   each file records its numbers in torch32_err and make_fixtures.py prints the table. So a
+   correct float32 implementation has a margin of about 15x or more (30x on that attention case), while
+   an indexing or formula mistake shows up as an error of 1e-2 or more. Two cases state a looser
+   tolerance, in tol_overrides below, with the reason.
 
    HV_FIXTURES=dir points at another fixture folder; HV_FIXTURES_VERBOSE=1 prints each case's
    errors next to PyTorch float32's. */
@@ -19,6 +21,20 @@
 
 #define FWD_TOL 1e-5
 #define GRAD_TOL 1e-4
+
+/* Cases whose float32 answer is ill-conditioned by design. layer_norm_offset and
+   batch_norm2d_train_offset normalise values of mean 300 and std 0.5: half an ulp of the mean
+   (1.5e-5 at 300) already moves every x - mean by 3e-5 of the std, so even PyTorch's float32 lands
+   at 3e-5 (torch32_err) and no float32 implementation can meet 1e-5. 3e-4 leaves 10x for that,
+   while the mistake these cases exist to catch, a one-pass variance E[x^2] - E[x]^2 in float32,
+   is off by ~1e-1 (measured on this input in PyTorch). */
+static const struct {
+    const char *name;
+    double fwd, grad;
+} tol_overrides[] = {
+    {"layer_norm_offset", 3e-4, 3e-4},
+    {"batch_norm2d_train_offset", 3e-4, 3e-4},
+};
 
 /* ---- a case: its fixture, the tensors made from it, the inputs whose gradients are checked ---- */
 
@@ -31,6 +47,7 @@ typedef struct fxc {
     int n;
     hv_tensor *t[FXC_MAX];
     int grad[FXC_MAX];
+    double fwd_tol, grad_tol;
     double torch_fwd, torch_grad; /* PyTorch float32's own errors, for the messages */
     double worst_fwd, worst_grad;
 } fxc;
@@ -40,10 +57,23 @@ static int fx_verbose(void) {
     return v && v[0] && v[0] != '0';
 }
 
+/* the cases run so far, for test_every_fixture_is_used */
+static char fx_ran[256][FX_MAX_NAME + 1];
+static int fx_nran;
+
 static int fxc_open(fxc *c, hv_ctx *ctx, const char *name) {
+    size_t i;
+    if (fx_nran < 256) snprintf(fx_ran[fx_nran++], FX_MAX_NAME + 1, "%s", name);
     memset(c, 0, sizeof *c);
     c->ctx = ctx;
     c->name = name;
+    c->fwd_tol = FWD_TOL;
+    c->grad_tol = GRAD_TOL;
+    for (i = 0; i < sizeof tol_overrides / sizeof *tol_overrides; i++)
+        if (strcmp(tol_overrides[i].name, name) == 0) {
+            c->fwd_tol = tol_overrides[i].fwd;
+            c->grad_tol = tol_overrides[i].grad;
+        }
     if (fx_open(&c->f, name) != 0) {
         CHECK(0, "%s: %s", name, fx_error());
         return -1;
@@ -171,7 +201,7 @@ static void fxc_close(fxc *c) {
 static void fxc_finish(fxc *c, hv_tensor *out) {
     int k, any = 0;
     if (!c->loaded) return;
-    c->worst_fwd = fxc_compare(c, "output", out, "out", FWD_TOL, c->torch_fwd);
+    c->worst_fwd = fxc_compare(c, "output", out, "out", c->fwd_tol, c->torch_fwd);
     for (k = 0; k < c->n; k++) any |= c->grad[k];
     if (out && any && c->worst_fwd < INFINITY) {
         hv_tensor *r = fxc_in(c, "r", 0);
@@ -189,7 +219,7 @@ static void fxc_finish(fxc *c, hv_tensor *out) {
                     CHECK(0, "%s: %s got no gradient", c->name, hv_tensor_name(c->t[k]));
                     continue;
                 }
-                e = fxc_compare(c, what, hv_grad(c->t[k]), key, GRAD_TOL, c->torch_grad);
+                e = fxc_compare(c, what, hv_grad(c->t[k]), key, c->grad_tol, c->torch_grad);
                 if (e > c->worst_grad) c->worst_grad = e;
             }
         }
@@ -269,16 +299,25 @@ static void test_reader(hv_ctx *ctx) {
               strstr(fx_error(), "cannot open"),
           "missing file: %s", fx_error());
 
-    /* every truncation fails cleanly (AddressSanitizer checks that no byte past the end is read) */
+    /* every truncation fails cleanly, also with a valid checksum over what is left, so that the
+       structural checks behind the checksum are reached (AddressSanitizer watches every read) */
     for (cut = 0; cut < n; cut++) {
         fx_file g;
         if (fx_parse(&g, buf, cut, "test.hvfx") == 0) {
             CHECK(0, "a file cut to %zu of %zu bytes parsed", cut, n);
             fx_free(&g);
         }
+        if (cut < 16) continue;
+        memcpy(bad, buf, cut - 4);
+        reseal(bad, cut);
+        if (fx_parse(&g, bad, cut, "test.hvfx") == 0) {
+            CHECK(0, "a file cut to %zu of %zu bytes and resealed parsed", cut, n);
+            fx_free(&g);
+        }
     }
-    /* ... and every flipped bit, whatever it hits */
-    for (cut = 0; cut < n * 8; cut++) {
+    /* every flipped bit is caught by the checksum; resealed, it must still parse safely (a flip in
+       the data is a valid file, a flip in a length or shape is an error) */
+    for (cut = 0; cut < (n - 4) * 8; cut++) {
         fx_file g;
         memcpy(bad, buf, n);
         bad[cut / 8] ^= (unsigned char)(1u << (cut % 8));
@@ -286,6 +325,8 @@ static void test_reader(hv_ctx *ctx) {
             CHECK(0, "a file with bit %zu flipped parsed", cut);
             fx_free(&g);
         }
+        reseal(bad, n);
+        if (fx_parse(&g, bad, n, "test.hvfx") == 0) fx_free(&g);
     }
     memcpy(bad, buf, n);
     bad[0] = 'X';
@@ -400,25 +441,29 @@ static void test_reductions(hv_ctx *ctx) {
 /* ---- normalisation: softmax, layer norm, batch norm ----------------------------------------- */
 
 static void test_softmax(hv_ctx *ctx) {
-    static const char *names[] = {"softmax_axislast", "softmax_axis1", "log_softmax_axislast", "log_softmax_axis1"};
+    static const char *names[] = {"softmax_axislast", "softmax_axis1", "softmax_large",
+                                  "log_softmax_axislast", "log_softmax_axis1", "log_softmax_large"};
     fxc c;
     int i;
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 6; i++) {
         hv_tensor *x;
         int axis;
         if (fxc_open(&c, ctx, names[i])) continue;
         x = fxc_in(&c, "x", 1);
         axis = fxc_int(&c, "axis", 0);
-        fxc_finish(&c, i < 2 ? hv_softmax(x, axis) : hv_log_softmax(x, axis));
+        fxc_finish(&c, i < 3 ? hv_softmax(x, axis) : hv_log_softmax(x, axis));
     }
 }
 
 static void test_layer_norm(hv_ctx *ctx) {
     fxc c;
-    if (!fxc_open(&c, ctx, "layer_norm")) {
-        hv_tensor *x = fxc_in(&c, "x", 1), *w = fxc_in(&c, "weight", 1), *b = fxc_in(&c, "bias", 1);
-        fxc_finish(&c, hv_layer_norm(x, w, b, (float)fxc_cfg(&c, "eps", 0)));
-    }
+    static const char *affine[] = {"layer_norm", "layer_norm_offset"};
+    int i;
+    for (i = 0; i < 2; i++)
+        if (!fxc_open(&c, ctx, affine[i])) {
+            hv_tensor *x = fxc_in(&c, "x", 1), *w = fxc_in(&c, "weight", 1), *b = fxc_in(&c, "bias", 1);
+            fxc_finish(&c, hv_layer_norm(x, w, b, (float)fxc_cfg(&c, "eps", 0)));
+        }
     if (!fxc_open(&c, ctx, "layer_norm_noaffine")) {
         hv_tensor *x = fxc_in(&c, "x", 1);
         fxc_finish(&c, hv_layer_norm(x, NULL, NULL, (float)fxc_cfg(&c, "eps", 0)));
@@ -427,10 +472,10 @@ static void test_layer_norm(hv_ctx *ctx) {
 
 static void test_batch_norm(hv_ctx *ctx) {
     static const char *names[] = {"batch_norm1d_train", "batch_norm1d_ncl_train", "batch_norm2d_train", "batch_norm2d_eval",
-                                  "batch_norm1d_eval_head"};
+                                  "batch_norm2d_train_offset", "batch_norm1d_eval_head"};
     fxc c;
     int i;
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         hv_tensor *x, *w = NULL, *b = NULL, *rm, *rv, *y;
         int affine;
         if (fxc_open(&c, ctx, names[i])) continue;
@@ -445,8 +490,8 @@ static void test_batch_norm(hv_ctx *ctx) {
         y = hv_batch_norm(x, w, b, rm, rv, fxc_int(&c, "training", 0), (float)fxc_cfg(&c, "momentum", 0),
                           (float)fxc_cfg(&c, "eps", 0));
         /* the running statistics are updated by the forward (training) or left alone (eval) */
-        fxc_compare(&c, "running_mean after the forward", rm, "running_mean.after", FWD_TOL, c.torch_fwd);
-        fxc_compare(&c, "running_var after the forward", rv, "running_var.after", FWD_TOL, c.torch_fwd);
+        fxc_compare(&c, "running_mean after the forward", rm, "running_mean.after", c.fwd_tol, c.torch_fwd);
+        fxc_compare(&c, "running_var after the forward", rv, "running_var.after", c.fwd_tol, c.torch_fwd);
         fxc_finish(&c, y);
     }
 }
@@ -454,10 +499,10 @@ static void test_batch_norm(hv_ctx *ctx) {
 /* ---- convolution, pooling, resize ------------------------------------------------------------ */
 
 static void test_conv2d(hv_ctx *ctx) {
-    static const char *names[] = {"conv2d_s2p1d2g2", "conv2d_asym", "conv2d_patch14"};
+    static const char *names[] = {"conv2d_s2p1d2g2", "conv2d_asym", "conv2d_patch14", "conv2d_groups32", "conv2d_depthwise"};
     fxc c;
     int i;
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 5; i++) {
         hv_tensor *x, *w, *b = NULL;
         hv_conv2d_desc d;
         if (fxc_open(&c, ctx, names[i])) continue;
@@ -504,10 +549,10 @@ static void test_pooling(hv_ctx *ctx) {
 
 static void test_resize(hv_ctx *ctx) {
     static const char *names[] = {"resize_bilinear_up_ac0", "resize_bilinear_up_ac1", "resize_bilinear_down_ac0",
-                                  "resize_bilinear_down_ac1"};
+                                  "resize_bilinear_down_ac1", "resize_bilinear_to1_ac0", "resize_bilinear_to1_ac1"};
     fxc c;
     int i;
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 6; i++) {
         hv_tensor *x;
         if (fxc_open(&c, ctx, names[i])) continue;
         x = fxc_in(&c, "x", 1);
@@ -518,10 +563,10 @@ static void test_resize(hv_ctx *ctx) {
 /* ---- attention, gather/scatter, losses ------------------------------------------------------- */
 
 static void test_attention(hv_ctx *ctx) {
-    static const char *names[] = {"attention", "attention_cross_scale"};
+    static const char *names[] = {"attention", "attention_cross_scale", "attention_large_logits"};
     fxc c;
     int i;
-    for (i = 0; i < 2; i++) {
+    for (i = 0; i < 3; i++) {
         hv_tensor *q, *k, *v;
         if (fxc_open(&c, ctx, names[i])) continue;
         q = fxc_in(&c, "q", 1);
@@ -551,10 +596,13 @@ static void test_gather_scatter(hv_ctx *ctx) {
 static void test_losses(hv_ctx *ctx) {
     fxc c;
     int k;
-    if (!fxc_open(&c, ctx, "cross_entropy")) {
-        hv_tensor *logits = fxc_in(&c, "logits", 1), *labels = fxc_in(&c, "labels", 0);
-        fxc_finish(&c, hv_cross_entropy(logits, labels));
-    }
+    static const char *ce[] = {"cross_entropy", "cross_entropy_large"}, *mm[] = {"masked_mean", "masked_mean_bcast"};
+    int i;
+    for (i = 0; i < 2; i++)
+        if (!fxc_open(&c, ctx, ce[i])) {
+            hv_tensor *logits = fxc_in(&c, "logits", 1), *labels = fxc_in(&c, "labels", 0);
+            fxc_finish(&c, hv_cross_entropy(logits, labels));
+        }
     if (!fxc_open(&c, ctx, "mse_loss")) {
         hv_tensor *a = fxc_in(&c, "a", 1), *b = fxc_in(&c, "b", 1);
         fxc_finish(&c, hv_mse_loss(a, b));
@@ -563,10 +611,11 @@ static void test_losses(hv_ctx *ctx) {
         hv_tensor *a = fxc_in(&c, "a", 1), *b = fxc_in(&c, "b", 1);
         fxc_finish(&c, hv_l1_loss(a, b));
     }
-    if (!fxc_open(&c, ctx, "masked_mean")) {
-        hv_tensor *x = fxc_in(&c, "x", 1), *mask = fxc_in(&c, "mask", 0);
-        fxc_finish(&c, hv_masked_mean(x, mask));
-    }
+    for (i = 0; i < 2; i++)
+        if (!fxc_open(&c, ctx, mm[i])) {
+            hv_tensor *x = fxc_in(&c, "x", 1), *mask = fxc_in(&c, "mask", 0);
+            fxc_finish(&c, hv_masked_mean(x, mask));
+        }
     for (k = 1; k <= 3; k += 2) {
         char name[32];
         snprintf(name, sizeof name, "topk_accuracy_k%d", k);
@@ -594,6 +643,34 @@ static void test_vit_block(hv_ctx *ctx) {
     fxc_finish(&c, block_forward(x, p, fxc_int(&c, "heads", 0), (float)fxc_cfg(&c, "eps", 0)));
 }
 
+/* tests/fixtures/MANIFEST lists every case make_fixtures.py wrote: each must have run above */
+static void test_every_fixture_is_used(hv_ctx *ctx) {
+    FILE *fp = fopen("tests/fixtures/MANIFEST", "r");
+    char line[128];
+    int n = 0;
+    (void)ctx;
+    if (getenv("HV_FIXTURES") && getenv("HV_FIXTURES")[0]) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/MANIFEST", getenv("HV_FIXTURES"));
+        if (fp) fclose(fp);
+        fp = fopen(path, "r");
+    }
+    if (!fp) {
+        CHECK(0, "cannot open the fixtures' MANIFEST");
+        return;
+    }
+    while (fgets(line, sizeof line, fp)) {
+        int i, found = 0;
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0]) continue;
+        n++;
+        for (i = 0; i < fx_nran && !found; i++) found = strcmp(fx_ran[i], line) == 0;
+        CHECK(found, "fixture '%s' is in the MANIFEST but no test runs it", line);
+    }
+    fclose(fp);
+    CHECK(n > 0, "empty MANIFEST");
+}
+
 int main(void) {
     hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 99});
     TL_RUN(ctx, test_reader);
@@ -610,6 +687,7 @@ int main(void) {
     TL_RUN(ctx, test_gather_scatter);
     TL_RUN(ctx, test_losses);
     TL_RUN(ctx, test_vit_block);
+    TL_RUN(ctx, test_every_fixture_is_used);
     hv_shutdown(ctx);
     TL_DONE();
 }
