@@ -623,6 +623,7 @@ struct hv__backend {
                         int64_t k, int64_t inner);
     /* loss (scalar) = mean over rows of lse - logits[label]; lse (N) saved, row_loss (N) scratch.
        logits (N, C), labels i32 (N) in [0, C) */
+    /* lse (N, 2): per row the max and the log of the sum of exp(x - max) */
     void (*cross_entropy)(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
                           const hv_tensor *labels);
     /* glogits += gloss / N * (softmax - onehot) */
@@ -2024,7 +2025,14 @@ HVDEF hv_tensor *hv_cross_entropy(hv_tensor *logits, hv_tensor *labels) {
     logits = hv_contiguous(logits);
     if (!logits) return NULL;
     loss = hv__new_scalar(logits->ctx);
-    lse = loss ? hv__new(logits->ctx, 1, logits->shape) : NULL;  /* (N) */
+    /* (N, 2): each row's max and log-sum-exp below it, kept apart so that the backward's
+       exp((x - max) - log s) stays exact for large logits */
+    {
+        int64_t s2[2];
+        s2[0] = logits->shape[0];
+        s2[1] = 2;
+        lse = loss ? hv__new(logits->ctx, 2, s2) : NULL;
+    }
     row_loss = lse ? hv__new(logits->ctx, 1, logits->shape) : NULL; /* (N) */
     if (!row_loss) return NULL;
     logits->ctx->be->cross_entropy(logits->ctx, loss, lse, row_loss, logits, labels);
@@ -2897,7 +2905,8 @@ static void hv__cpu_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, 
         for (c = 0; c < C; c++)
             if (xr[c] > m) m = xr[c];
         for (c = 0; c < C; c++) s += expf(xr[c] - m);
-        pl[r] = m + (float)log(s);
+        pl[2 * r] = m;
+        pl[2 * r + 1] = (float)log(s);
         prl[r] = (float)((m - xr[py[r]]) + log(s)); /* -log softmax at the label, exact for large logits */
     }
     for (r = 0; r < N; r++) total += prl[r]; /* rows in order: same sum for any thread count */
@@ -2912,7 +2921,7 @@ static void hv__cpu_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_
     HV__PARALLEL_FOR(ctx, N * C)
     for (r = 0; r < N; r++) {
         int64_t c;
-        for (c = 0; c < C; c++) pg[r * C + c] += g * (expf(px[r * C + c] - pl[r]) - (c == py[r] ? 1.0f : 0.0f));
+        for (c = 0; c < C; c++) pg[r * C + c] += g * (expf((px[r * C + c] - pl[2 * r]) - pl[2 * r + 1]) - (c == py[r] ? 1.0f : 0.0f));
     }
 }
 static int64_t hv__cpu_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k) {
