@@ -518,6 +518,27 @@ static void hv__arena_reset(hv__arena *a) {
     }
     a->head = hv__chunk_new(total);
 }
+/* Scratch inside a kernel: take buffers after a mark, give them back with the rewind before
+   returning (the arena is not touched in between by anyone else: kernels allocate before their
+   parallel loops). A chunk added for the scratch alone is emptied, and hv__arena_reset still
+   counts its size, so the next step's single chunk has room for the scratch too. */
+typedef struct hv__arena_mark {
+    hv__chunk *head;
+    size_t used;
+} hv__arena_mark;
+static hv__arena_mark hv__arena_save(const hv__arena *a) {
+    hv__arena_mark m;
+    m.head = a->head;
+    m.used = a->head ? a->head->used : 0;
+    return m;
+}
+static void hv__arena_rewind(hv__arena *a, hv__arena_mark m) {
+    if (a->head == m.head) {
+        if (m.head) m.head->used = m.used;
+    } else if (a->head) {
+        a->head->used = 0;
+    }
+}
 static void hv__arena_free(hv__arena *a) {
     hv__chunk *c, *next;
     for (c = a->head; c; c = next) {
@@ -3319,6 +3340,676 @@ static void hv__cpu_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv
 }
 /* HV-SECTION cpu-conv-kernels END */
 
+/* HV-SECTION cpu-fast BEGIN */
+/* ==== 7b. CPU BACKEND: fast kernels (SIMD, tiled, fused) =======================================
+   The kernels the CPU backend table actually uses for the hot ops; the scalar kernels above stay
+   as the reference they are tested against (tests/test_fast.c, fast vs reference on random and
+   odd shapes, with the tolerance of each kernel written next to its test).
+
+   SIMD by the compiler's own macros: AVX-512 (__AVX512F__), AVX2 + FMA, NEON (aarch64), and a
+   scalar path (vectors of one float) that every build has. The kernels are written once against
+   the small hv__v* vector layer below, so each ISA adds ~100 lines, not a copy of each kernel.
+
+   Determinism is kept the same way as in the reference: a parallel loop hands out whole output
+   rows (or whole heads, whole columns), and every sum runs in an order fixed by the shape alone
+   (never by the thread count), so 1 and N threads give the same bits. The results differ from the
+   reference kernels by rounding only (other summation orders, float instead of double partial
+   sums, a polynomial exp).
+
+   Scratch (attention tiles, im2col columns) comes from the context's arena, taken before the
+   parallel loop (one slice per thread) and handed back when the kernel returns
+   (hv__arena_mark/hv__arena_rewind), so a steady training loop still does no malloc. */
+
+#if defined(__AVX512F__)
+#define HV__FAST_AVX512 1
+#include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HV__FAST_AVX2 1
+#include <immintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define HV__FAST_NEON 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HV__INLINE static inline __attribute__((always_inline))
+#else
+#define HV__INLINE static inline
+#endif
+/* gcc -O2 does not unroll the small constant loops of the micro-kernels by itself (clang does) */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
+#define HV__UNROLL _Pragma("GCC unroll 8")
+#else
+#define HV__UNROLL
+#endif
+
+/* threads a HV__PARALLEL_FOR over `work` runs with, and the calling thread's number in it */
+static int hv__fast_threads(hv_ctx *ctx, int64_t work) {
+#ifdef _OPENMP
+    return hv__nthreads(ctx, work);
+#else
+    (void)ctx;
+    (void)work;
+    return 1;
+#endif
+}
+static int hv__fast_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+/* n floats of arena scratch, 64-byte aligned, valid until the kernel's hv__arena_rewind */
+static float *hv__scratch(hv_ctx *ctx, int64_t n) { return (float *)hv__arena_alloc(&ctx->arena, sizeof(float) * (size_t)(n > 0 ? n : 1)); }
+
+/* ---- the vector layer: hv__vf holds HV__VN floats ------------------------------------------- */
+#if defined(HV__FAST_AVX512)
+#define HV__VN 16
+typedef __m512 hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return _mm512_setzero_ps(); }
+HV__INLINE hv__vf hv__vset(float x) { return _mm512_set1_ps(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return _mm512_loadu_ps(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { _mm512_storeu_ps(p, v); }
+/* the first n (0 <= n <= VN) lanes; the others read as 0 and are not written */
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm512_add_ps(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm512_sub_ps(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm512_mul_ps(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return _mm512_div_ps(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return _mm512_fmadd_ps(a, b, c); } /* a b + c */
+/* max/min that return b when either is NaN (the instruction's rule), so NaN in b propagates */
+/* (the maskz forms: g++ 12 warns that the plain ones' _mm512_undefined_ps may be uninitialized) */
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return _mm512_maskz_max_ps((__mmask16)0xffff, a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return _mm512_maskz_min_ps((__mmask16)0xffff, a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+/* the sign of s on the magnitude of m (m >= 0) */
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(m), _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32((int)0x80000000u))));
+}
+/* a > b ? x : y (false for NaN) */
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
+HV__INLINE float hv__vhsum(hv__vf v) { return _mm512_reduce_add_ps(v); }
+HV__INLINE float hv__vhmax(hv__vf v) { return _mm512_reduce_max_ps(v); }
+HV__INLINE hv__vf hv__vround(hv__vf x) { return _mm512_maskz_roundscale_ps((__mmask16)0xffff, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* y 2^n for integral n in [-151, 129]: scalef rounds to denormals and overflows to inf itself */
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) { return _mm512_maskz_scalef_ps((__mmask16)0xffff, y, n); }
+#elif defined(HV__FAST_AVX2)
+#define HV__VN 8
+typedef __m256 hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return _mm256_setzero_ps(); }
+HV__INLINE hv__vf hv__vset(float x) { return _mm256_set1_ps(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return _mm256_loadu_ps(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { _mm256_storeu_ps(p, v); }
+HV__INLINE __m256i hv__vmaskn(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm256_maskload_ps(p, hv__vmaskn(n)); }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm256_maskstore_ps(p, hv__vmaskn(n), v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm256_add_ps(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm256_sub_ps(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm256_mul_ps(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return _mm256_div_ps(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return _mm256_fmadd_ps(a, b, c); }
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return _mm256_max_ps(a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return _mm256_min_ps(a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return _mm256_or_ps(m, _mm256_and_ps(s, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))));
+}
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
+HV__INLINE float hv__vhsum(hv__vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE float hv__vhmax(hv__vf v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE hv__vf hv__vround(hv__vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* y 2^n in two factors 2^(n/2) 2^(n - n/2), each a normal float for n in [-151, 129], so that
+   results below FLT_MIN round to denormals or 0 and large ones overflow to inf */
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) {
+    __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+}
+#elif defined(HV__FAST_NEON)
+#define HV__VN 4
+typedef float32x4_t hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return vdupq_n_f32(0.0f); }
+HV__INLINE hv__vf hv__vset(float x) { return vdupq_n_f32(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return vld1q_f32(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { vst1q_f32(p, v); }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) {
+    float t[4] = {0, 0, 0, 0};
+    int64_t i;
+    for (i = 0; i < n; i++) t[i] = p[i];
+    return vld1q_f32(t);
+}
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
+    float t[4];
+    int64_t i;
+    vst1q_f32(t, v);
+    for (i = 0; i < n; i++) p[i] = t[i];
+}
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return vaddq_f32(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return vsubq_f32(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return vmulq_f32(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return vdivq_f32(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return vfmaq_f32(c, a, b); }
+/* NaN in b propagates, as on x86 */
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return vabsq_f32(a); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(m), vandq_u32(vreinterpretq_u32_f32(s), vdupq_n_u32(0x80000000u))));
+}
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return vbslq_f32(vcltq_f32(a, b), x, y); }
+HV__INLINE float hv__vhsum(hv__vf v) { return vaddvq_f32(v); }
+HV__INLINE float hv__vhmax(hv__vf v) { return vmaxvq_f32(v); }
+HV__INLINE hv__vf hv__vround(hv__vf x) { return vrndnq_f32(x); }
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) {
+    int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+    float32x4_t p1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, vdupq_n_s32(127)), 23));
+    float32x4_t p2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, vdupq_n_s32(127)), 23));
+    return vmulq_f32(vmulq_f32(y, p1), p2);
+}
+#else /* scalar: a vector of one float */
+#define HV__VN 1
+typedef float hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return 0.0f; }
+HV__INLINE hv__vf hv__vset(float x) { return x; }
+HV__INLINE hv__vf hv__vld(const float *p) { return *p; }
+HV__INLINE void hv__vst(float *p, hv__vf v) { *p = v; }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return n > 0 ? *p : 0.0f; }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
+    if (n > 0) *p = v;
+}
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return a + b; }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return a - b; }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return a * b; }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return a / b; }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return a * b + c; }
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return a > b ? a : b; }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return a < b ? a : b; }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return fabsf(a); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) { return copysignf(m, s); }
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return a > b ? x : y; }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return a < b ? x : y; }
+HV__INLINE float hv__vhsum(hv__vf v) { return v; }
+HV__INLINE float hv__vhmax(hv__vf v) { return v; }
+#endif
+
+/* exp and erf. SIMD: exp by Cody-Waite reduction x = n ln2 + r and Cephes' degree-7 polynomial
+   for e^r (max error 2 ulp against the correctly rounded value over [-104, 89]; exp(-inf) = 0,
+   NaN stays NaN). erf(x): N. Juffa's minimax pair (|x| <= 0.9277: x + x p(x^2); above:
+   1 - exp(|x| q(|x|)), sign restored), max error 2 ulp measured over every float (tests/test_fast.c
+   samples it). The scalar path calls libm. */
+#if HV__VN > 1
+HV__INLINE hv__vf hv__vexp(hv__vf x) {
+    hv__vf n, r, y;
+    x = hv__vmax(hv__vset(-104.0f), x); /* below this, exp rounds to 0; NaN is kept (second operand) */
+    x = hv__vmin(hv__vset(89.0f), x);   /* above this, inf */
+    n = hv__vround(hv__vmul(x, hv__vset(1.44269504088896341f)));
+    r = hv__vfma(n, hv__vset(-0.693359375f), x); /* ln2 in two parts: n * 0.693359375 is exact */
+    r = hv__vfma(n, hv__vset(2.12194440e-4f), r);
+    y = hv__vfma(hv__vset(1.9875691500e-4f), r, hv__vset(1.3981999507e-3f));
+    y = hv__vfma(y, r, hv__vset(8.3334519073e-3f));
+    y = hv__vfma(y, r, hv__vset(4.1665795894e-2f));
+    y = hv__vfma(y, r, hv__vset(1.6666665459e-1f));
+    y = hv__vfma(y, r, hv__vset(5.0000001201e-1f));
+    y = hv__vfma(y, hv__vmul(r, r), hv__vadd(r, hv__vset(1.0f)));
+    return hv__vscale2(y, n);
+}
+HV__INLINE hv__vf hv__verf(hv__vf x) {
+    hv__vf t = hv__vabs(x), s = hv__vmul(x, x), r, u, lo;
+    /* |x| > 0.927734375: erf = 1 - exp(r(t)) */
+    r = hv__vfma(hv__vset(-1.72853470e-5f), t, hv__vset(3.83197126e-4f));
+    u = hv__vfma(hv__vset(-3.88396438e-3f), t, hv__vset(2.42546219e-2f));
+    r = hv__vfma(r, s, u);
+    r = hv__vfma(r, t, hv__vset(-1.06777877e-1f));
+    r = hv__vfma(r, t, hv__vset(-6.34846687e-1f));
+    r = hv__vfma(r, t, hv__vset(-1.28717512e-1f));
+    r = hv__vfma(r, t, hv__vsub(hv__vzero(), t));
+    r = hv__vsignof(hv__vsub(hv__vset(1.0f), hv__vexp(r)), x);
+    /* |x| <= 0.927734375: x + x p(x^2) */
+    lo = hv__vfma(hv__vset(-5.96761703e-4f), s, hv__vset(4.99119423e-3f));
+    lo = hv__vfma(lo, s, hv__vset(-2.67681349e-2f));
+    lo = hv__vfma(lo, s, hv__vset(1.12819925e-1f));
+    lo = hv__vfma(lo, s, hv__vset(-3.76125336e-1f));
+    lo = hv__vfma(lo, s, hv__vset(1.28379166e-1f));
+    lo = hv__vfma(lo, x, x);
+    return hv__vsel_gt(t, hv__vset(0.927734375f), r, lo);
+}
+#else
+HV__INLINE hv__vf hv__vexp(hv__vf x) { return expf(x); }
+HV__INLINE hv__vf hv__verf(hv__vf x) { return erff(x); }
+#endif
+/* GELU (exact, erf form) and its derivative, lane by lane as hv__gelu_f / hv__unary_df */
+HV__INLINE hv__vf hv__vgelu(hv__vf x) {
+    hv__vf e = hv__verf(hv__vmul(x, hv__vset(0.70710678118654752f)));
+    return hv__vmul(hv__vmul(hv__vset(0.5f), x), hv__vadd(hv__vset(1.0f), e));
+}
+HV__INLINE hv__vf hv__vgelu_d(hv__vf x) {
+    hv__vf e = hv__verf(hv__vmul(x, hv__vset(0.70710678118654752f)));
+    hv__vf phi = hv__vexp(hv__vmul(hv__vset(-0.5f), hv__vmul(x, x)));
+    return hv__vfma(hv__vmul(x, hv__vset(0.39894228040143268f)), phi, hv__vmul(hv__vset(0.5f), hv__vadd(hv__vset(1.0f), e)));
+}
+
+/* ---- micro-kernel of the fused attention ----------------------------------------------------
+   C (R rows x NV vectors, row stride ldc) = (acc ? C : 0) + sum over k < K of A[k] B[k], with
+   A k-major (A[k * lda + r], one broadcast per row) and B row-major (B[k * ldb + c]). Every
+   element sums over k in order. R and NV are constants at each call, so the accumulators live in
+   registers. */
+#define HV__MK_MAXR 8
+#define HV__MK_MAXV 4
+HV__INLINE void hv__mk(const int R, const int NV, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                       int64_t ldc, int acc) {
+    hv__vf c[HV__MK_MAXR][HV__MK_MAXV];
+    int64_t k;
+    int r, j;
+    HV__UNROLL
+    for (r = 0; r < R; r++) {
+        HV__UNROLL
+        for (j = 0; j < NV; j++) c[r][j] = acc ? hv__vld(C + r * ldc + j * HV__VN) : hv__vzero();
+    }
+    for (k = 0; k < K; k++) {
+        hv__vf b[HV__MK_MAXV];
+        const float *a = A + k * lda;
+        HV__UNROLL
+        for (j = 0; j < NV; j++) b[j] = hv__vld(B + k * ldb + j * HV__VN);
+        HV__UNROLL
+        for (r = 0; r < R; r++) {
+            hv__vf ar = hv__vset(a[r]);
+            HV__UNROLL
+            for (j = 0; j < NV; j++) c[r][j] = hv__vfma(ar, b[j], c[r][j]);
+        }
+    }
+    HV__UNROLL
+    for (r = 0; r < R; r++) {
+        HV__UNROLL
+        for (j = 0; j < NV; j++) hv__vst(C + r * ldc + j * HV__VN, c[r][j]);
+    }
+}
+
+/* Tile sizes: BQ queries (QV vectors) by BK keys. R1 x QV is the micro-tile of the score blocks,
+   R2 x (up to CV vectors) that of the products with d columns (O, dQ, dK, dV); BQ and BK are
+   multiples of both row counts, so every tile is whole (blocks are zero-padded at the edges). */
+#if defined(HV__FAST_AVX512) /* 32 registers: 8 x 3 and 6 x 4 accumulators */
+#define HV__ATT_QV 3
+#define HV__ATT_BK 48
+#define HV__ATT_R1 8
+#define HV__ATT_R2 6
+#define HV__ATT_CV 4
+#elif defined(HV__FAST_AVX2) /* 16 registers: 4 x 3 and 3 x 3 */
+#define HV__ATT_QV 3
+#define HV__ATT_BK 24
+#define HV__ATT_R1 4
+#define HV__ATT_R2 3
+#define HV__ATT_CV 3
+#elif defined(HV__FAST_NEON) /* 32 registers: 4 x 4 and 4 x 4 */
+#define HV__ATT_QV 4
+#define HV__ATT_BK 32
+#define HV__ATT_R1 4
+#define HV__ATT_R2 4
+#define HV__ATT_CV 4
+#else
+#define HV__ATT_QV 4
+#define HV__ATT_BK 16
+#define HV__ATT_R1 4
+#define HV__ATT_R2 4
+#define HV__ATT_CV 4
+#endif
+#define HV__ATT_BQ (HV__ATT_QV * HV__VN)
+
+/* the score-shaped product: C (rows x BQ) = A^T B over K, rows a multiple of R1 */
+static void hv__att_mm_scores(int64_t rows, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C) {
+    int64_t r;
+    for (r = 0; r < rows; r += HV__ATT_R1) hv__mk(HV__ATT_R1, HV__ATT_QV, K, A + r, lda, B, ldb, C + r * HV__ATT_BQ, HV__ATT_BQ, 0);
+}
+/* the d-shaped product: C (rows x dp) (+)= A^T B over K, rows a multiple of R2, dp of VN */
+static void hv__att_mm_cols(int64_t rows, int64_t dp, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                            int acc) {
+    int64_t r, c0;
+    for (c0 = 0; c0 < dp; c0 += HV__ATT_CV * HV__VN) {
+        int64_t nv = (dp - c0) / HV__VN;
+        if (nv > HV__ATT_CV) nv = HV__ATT_CV;
+        for (r = 0; r < rows; r += HV__ATT_R2) {
+            const float *a = A + r, *b = B + c0;
+            float *c = C + r * dp + c0;
+            switch (nv) {
+            case 1: hv__mk(HV__ATT_R2, 1, K, a, lda, b, ldb, c, dp, acc); break;
+#if HV__ATT_CV >= 2
+            case 2: hv__mk(HV__ATT_R2, 2, K, a, lda, b, ldb, c, dp, acc); break;
+#endif
+#if HV__ATT_CV >= 3
+            case 3: hv__mk(HV__ATT_R2, 3, K, a, lda, b, ldb, c, dp, acc); break;
+#endif
+            default: hv__mk(HV__ATT_R2, HV__ATT_CV, K, a, lda, b, ldb, c, dp, acc); break;
+            }
+        }
+    }
+}
+/* dst (n x d, row stride ld) = s * rows r0.. of head (b, h) of t, zero rows past t's extent and
+   zero columns d..ld: the row-major packs */
+static void hv__att_pack_rows(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
+    int64_t N = t->shape[2], d = t->shape[3], st = t->stride[3], i, c;
+    for (i = 0; i < n; i++) {
+        float *o = dst + i * ld;
+        if (r0 + i < N) {
+            const float *src = hv__attn_row(t, b, h, r0 + i);
+            if (st == 1)
+                for (c = 0; c < d; c++) o[c] = s * src[c];
+            else
+                for (c = 0; c < d; c++) o[c] = s * src[c * st];
+            for (; c < ld; c++) o[c] = 0;
+        } else {
+            for (c = 0; c < ld; c++) o[c] = 0;
+        }
+    }
+}
+/* dst (d x n, row stride ld) = s * (rows r0..r0+n of head (b, h) of t)^T, zero-padded: the
+   transposed packs */
+static void hv__att_pack_cols(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
+    int64_t N = t->shape[2], d = t->shape[3], st = t->stride[3], i, c;
+    for (i = 0; i < n; i++) {
+        if (r0 + i < N) {
+            const float *src = hv__attn_row(t, b, h, r0 + i);
+            for (c = 0; c < d; c++) dst[c * ld + i] = s * src[c * st];
+        } else {
+            for (c = 0; c < d; c++) dst[c * ld + i] = 0;
+        }
+    }
+}
+/* (n x m, ld m) -> (m x n, ld n) */
+static void hv__transpose(float *dst, const float *src, int64_t n, int64_t m) {
+    int64_t i, j, i0, j0;
+    for (i0 = 0; i0 < n; i0 += 16)
+        for (j0 = 0; j0 < m; j0 += 16)
+            for (i = i0; i < n && i < i0 + 16; i++)
+                for (j = j0; j < m && j < j0 + 16; j++) dst[j * n + i] = src[i * m + j];
+}
+static int64_t hv__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* ---- fused attention ------------------------------------------------------------------------
+   Flash-attention on the CPU: blocks of BQ queries against blocks of BK keys, so the N x N score
+   matrix never exists (vith14 at 476 has 1157 tokens: 5 MB of scores per head). Scores are kept
+   transposed, S^T (keys x queries), so that the per-query softmax statistics (running max m and
+   sum l) are plain vector operations down the key rows, and S^T is directly the k-major operand
+   of O += P V. q is scaled once when packed (scale * q), so S = (scale q) k^T.
+
+   Forward: one work item = one (b, h, query block); it walks the key blocks in order, rescaling
+   its O block and l whenever the running max grows.
+
+   Backward (P recomputed from the saved lse; delta_i = go_i . o_i): for a pair (query block i, key
+   block j)
+       S^T = K_j (scale Q_i)^T, P^T = exp(S^T - lse_i), dP^T = V_j dO_i^T, dS^T = P^T (dP^T - delta_i)
+       dV_j += P_ij^T dO_i,  dK_j += dS_ij^T (scale Q_i),  dQ_i += dS_ij (scale K_j)
+   Work is split so that no two threads write one element: either one head per work item (all
+   three gradients in one pass: the cheapest) or, when there are too few heads for the threads,
+   two passes, one key block per item for dK/dV and one query block per item for dQ. Each
+   gradient element sums the pairs in the same order (key blocks for dQ, query blocks for dK/dV)
+   with the same per-pair arithmetic either way, so the choice does not change any bit. */
+
+typedef struct hv__att_geo {
+    int64_t B, H, Nq, Nk, d, dp; /* dp: d rounded up to whole vectors */
+    float scale;
+} hv__att_geo;
+static hv__att_geo hv__att_geometry(const hv_tensor *q, const hv_tensor *k, float scale) {
+    hv__att_geo g;
+    g.B = q->shape[0];
+    g.H = q->shape[1];
+    g.Nq = q->shape[2];
+    g.Nk = k->shape[2];
+    g.d = q->shape[3];
+    g.dp = hv__round_up(g.d, HV__VN);
+    g.scale = scale;
+    return g;
+}
+/* floats of forward scratch per thread */
+static int64_t hv__att_fwd_scratch(const hv__att_geo *g) {
+    return g->d * HV__ATT_BQ + g->d * HV__ATT_BK + HV__ATT_BK * g->dp + HV__ATT_BK * HV__ATT_BQ + HV__ATT_BQ * g->dp + 3 * HV__ATT_BQ;
+}
+
+static void hv__fast_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                               float scale) {
+    hv__att_geo g = hv__att_geometry(q, k, scale);
+    const int64_t nqb = (g.Nq + HV__ATT_BQ - 1) / HV__ATT_BQ, nkb = (g.Nk + HV__ATT_BK - 1) / HV__ATT_BK, units = g.B * g.H * nqb;
+    const int64_t per = hv__att_fwd_scratch(&g);
+    const int nt = hv__fast_threads(ctx, g.B * g.H * g.Nq * g.Nk * g.d);
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    float *scratch = hv__scratch(ctx, per * nt), *pl = (float *)lse->data;
+    int64_t u;
+    if (!scratch) { /* out of memory for 100 KB of tiles: the reference needs none */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_attention(ctx, o, lse, q, k, v, scale);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, g.B * g.H * g.Nq * g.Nk * g.d)
+    for (u = 0; u < units; u++) {
+        const int64_t b = u / (g.H * nqb), h = (u / nqb) % g.H, i0 = (u % nqb) * HV__ATT_BQ, dp = g.dp;
+        const int64_t nq = g.Nq - i0 < HV__ATT_BQ ? g.Nq - i0 : HV__ATT_BQ;
+        float *qt = scratch + per * hv__fast_tid(); /* (d, BQ) scale q^T */
+        float *kt = qt + g.d * HV__ATT_BQ;          /* (d, BK) k^T */
+        float *vb = kt + g.d * HV__ATT_BK;          /* (BK, dp) v */
+        float *st = vb + HV__ATT_BK * dp;           /* (BK, BQ) scores, then probabilities */
+        float *ob = st + HV__ATT_BK * HV__ATT_BQ;   /* (BQ, dp) output accumulator */
+        float *m = ob + HV__ATT_BQ * dp, *l = m + HV__ATT_BQ, *cr = l + HV__ATT_BQ; /* (BQ) each */
+        int64_t kb, i, j, c, qv;
+        hv__att_pack_cols(qt, HV__ATT_BQ, HV__ATT_BQ, q, b, h, i0, g.scale);
+        for (i = 0; i < HV__ATT_BQ; i++) {
+            m[i] = -INFINITY;
+            l[i] = 0;
+        }
+        memset(ob, 0, sizeof(float) * (size_t)(HV__ATT_BQ * dp));
+        for (kb = 0; kb < nkb; kb++) {
+            const int64_t j0 = kb * HV__ATT_BK, nk = g.Nk - j0 < HV__ATT_BK ? g.Nk - j0 : HV__ATT_BK;
+            hv__att_pack_cols(kt, HV__ATT_BK, HV__ATT_BK, k, b, h, j0, 1.0f);
+            hv__att_pack_rows(vb, dp, nk, v, b, h, j0, 1.0f);
+            hv__att_mm_scores(HV__ATT_BK, g.d, kt, HV__ATT_BK, qt, HV__ATT_BQ, st);
+            for (qv = 0; qv < HV__ATT_BQ; qv += HV__VN) { /* the softmax statistics, VN queries at a time */
+                hv__vf mx = hv__vld(st + qv), mo = hv__vld(m + qv), mn, sum = hv__vzero();
+                for (j = 1; j < nk; j++) mx = hv__vmax(mx, hv__vld(st + j * HV__ATT_BQ + qv));
+                mn = hv__vmax(mo, mx);
+                for (j = 0; j < nk; j++) {
+                    hv__vf p = hv__vexp(hv__vsub(hv__vld(st + j * HV__ATT_BQ + qv), mn));
+                    hv__vst(st + j * HV__ATT_BQ + qv, p);
+                    sum = hv__vadd(sum, p);
+                }
+                mo = hv__vexp(hv__vsub(mo, mn)); /* the rescale of what came before: 0 at the first block */
+                hv__vst(cr + qv, mo);
+                hv__vst(l + qv, hv__vfma(hv__vld(l + qv), mo, sum));
+                hv__vst(m + qv, mn);
+            }
+            if (kb > 0)
+                for (i = 0; i < HV__ATT_BQ; i++)
+                    if (cr[i] != 1.0f)
+                        for (c = 0; c < dp; c += HV__VN) hv__vst(ob + i * dp + c, hv__vmul(hv__vld(ob + i * dp + c), hv__vset(cr[i])));
+            hv__att_mm_cols(HV__ATT_BQ, dp, nk, st, HV__ATT_BQ, vb, dp, ob, 1);
+        }
+        for (i = 0; i < nq; i++) {
+            float *oi = hv__attn_row(o, b, h, i0 + i), inv = 1.0f / l[i];
+            int64_t os = o->stride[3];
+            for (c = 0; c < g.d; c++) oi[c * os] = ob[i * dp + c] * inv;
+            pl[(b * g.H + h) * g.Nq + i0 + i] = m[i] + logf(l[i]);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+/* The backward's work on head (b, h): query blocks [qb0, qb1) against key blocks [kb0, kb1),
+   adding dK and dV (do_kv) or dQ (do_q) of those blocks into gk, gv, gq. */
+typedef struct hv__att_bwd_args {
+    hv__att_geo g;
+    hv_tensor *gq, *gk, *gv;
+    const hv_tensor *q, *k, *v, *go;
+    const float *lse, *delta; /* (B, H, Nq) */
+} hv__att_bwd_args;
+/* floats of backward scratch per thread for nq (padded) queries */
+static int64_t hv__att_bwd_scratch(const hv__att_geo *g, int64_t nq) {
+    return 5 * nq * g->dp + 2 * nq + 3 * g->d * HV__ATT_BK + 3 * HV__ATT_BK * g->dp + 3 * HV__ATT_BK * HV__ATT_BQ;
+}
+static void hv__att_bwd_head(const hv__att_bwd_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1, int64_t kb0,
+                             int64_t kb1, int do_kv, int do_q) {
+    const hv__att_geo *g = &a->g;
+    const int64_t d = g->d, dp = g->dp, nqp = (qb1 - qb0) * HV__ATT_BQ, i0 = qb0 * HV__ATT_BQ;
+    const int64_t row0 = (b * g->H + h) * g->Nq; /* this head's first row in lse and delta */
+    float *qs = ws;                  /* (nqp, dp) scale q */
+    float *qst = qs + nqp * dp;      /* (d, nqp) scale q^T */
+    float *dob = qst + d * nqp;      /* (nqp, dp) go */
+    float *dot_ = dob + nqp * dp;    /* (d, nqp) go^T */
+    float *dq = dot_ + d * nqp;      /* (nqp, dp) dQ accumulator */
+    float *lp = dq + nqp * dp;       /* (nqp) lse */
+    float *dl = lp + nqp;            /* (nqp) delta */
+    float *kt = dl + nqp;            /* (d, BK) k^T */
+    float *vt = kt + d * HV__ATT_BK; /* (d, BK) v^T */
+    float *ks = vt + d * HV__ATT_BK; /* (BK, dp) scale k */
+    float *dk = ks + HV__ATT_BK * dp, *dv = dk + HV__ATT_BK * dp; /* (BK, dp) accumulators */
+    float *pt = dv + HV__ATT_BK * dp, *dst = pt + HV__ATT_BK * HV__ATT_BQ; /* (BK, BQ) P^T, dS^T */
+    float *pm = dst + HV__ATT_BK * HV__ATT_BQ; /* (BQ, BK) P, then dS */
+    int64_t i, j, c, kb, qb;
+    hv__att_pack_rows(qs, dp, nqp, a->q, b, h, i0, g->scale);
+    hv__att_pack_cols(qst, nqp, nqp, a->q, b, h, i0, g->scale);
+    hv__att_pack_rows(dob, dp, nqp, a->go, b, h, i0, 1.0f);
+    hv__att_pack_cols(dot_, nqp, nqp, a->go, b, h, i0, 1.0f);
+    for (i = 0; i < nqp; i++) { /* padded queries: P = exp(0 - 0) = 1 but dP = delta = 0, so dS = 0 */
+        lp[i] = i0 + i < g->Nq ? a->lse[row0 + i0 + i] : 0.0f;
+        dl[i] = i0 + i < g->Nq ? a->delta[row0 + i0 + i] : 0.0f;
+    }
+    if (do_q) memset(dq, 0, sizeof(float) * (size_t)(nqp * dp));
+    for (kb = kb0; kb < kb1; kb++) {
+        const int64_t j0 = kb * HV__ATT_BK, nk = g->Nk - j0 < HV__ATT_BK ? g->Nk - j0 : HV__ATT_BK;
+        hv__att_pack_cols(kt, HV__ATT_BK, HV__ATT_BK, a->k, b, h, j0, 1.0f);
+        hv__att_pack_cols(vt, HV__ATT_BK, HV__ATT_BK, a->v, b, h, j0, 1.0f);
+        if (do_q) hv__att_pack_rows(ks, dp, HV__ATT_BK, a->k, b, h, j0, g->scale);
+        if (do_kv) {
+            memset(dk, 0, sizeof(float) * (size_t)(HV__ATT_BK * dp));
+            memset(dv, 0, sizeof(float) * (size_t)(HV__ATT_BK * dp));
+        }
+        for (qb = qb0; qb < qb1; qb++) {
+            const int64_t ii = (qb - qb0) * HV__ATT_BQ, nq = g->Nq - qb * HV__ATT_BQ < HV__ATT_BQ ? g->Nq - qb * HV__ATT_BQ : HV__ATT_BQ;
+            hv__att_mm_scores(HV__ATT_BK, d, kt, HV__ATT_BK, qst + ii, nqp, pt);  /* S^T */
+            hv__att_mm_scores(HV__ATT_BK, d, vt, HV__ATT_BK, dot_ + ii, nqp, dst); /* dP^T */
+            for (j = 0; j < HV__ATT_BK; j++)
+                for (c = 0; c < HV__ATT_BQ; c += HV__VN) {
+                    float *ps = pt + j * HV__ATT_BQ + c, *pd = dst + j * HV__ATT_BQ + c;
+                    if (j < nk) {
+                        hv__vf p = hv__vexp(hv__vsub(hv__vld(ps), hv__vld(lp + ii + c)));
+                        hv__vst(ps, p);
+                        hv__vst(pd, hv__vmul(p, hv__vsub(hv__vld(pd), hv__vld(dl + ii + c))));
+                    } else { /* padded keys take no probability */
+                        hv__vst(ps, hv__vzero());
+                        hv__vst(pd, hv__vzero());
+                    }
+                }
+            if (do_kv) {
+                hv__transpose(pm, pt, HV__ATT_BK, HV__ATT_BQ);
+                hv__att_mm_cols(HV__ATT_BK, dp, nq, pm, HV__ATT_BK, dob + ii * dp, dp, dv, 1);
+                hv__transpose(pm, dst, HV__ATT_BK, HV__ATT_BQ);
+                hv__att_mm_cols(HV__ATT_BK, dp, nq, pm, HV__ATT_BK, qs + ii * dp, dp, dk, 1);
+            }
+            if (do_q) hv__att_mm_cols(HV__ATT_BQ, dp, nk, dst, HV__ATT_BQ, ks, dp, dq + ii * dp, 1);
+        }
+        if (do_kv)
+            for (j = 0; j < nk; j++) {
+                if (a->gk) {
+                    float *r = hv__attn_row(a->gk, b, h, j0 + j);
+                    int64_t s = a->gk->stride[3];
+                    for (c = 0; c < d; c++) r[c * s] += dk[j * dp + c];
+                }
+                if (a->gv) {
+                    float *r = hv__attn_row(a->gv, b, h, j0 + j);
+                    int64_t s = a->gv->stride[3];
+                    for (c = 0; c < d; c++) r[c * s] += dv[j * dp + c];
+                }
+            }
+    }
+    if (do_q)
+        for (i = 0; i < nqp && i0 + i < g->Nq; i++) {
+            float *r = hv__attn_row(a->gq, b, h, i0 + i);
+            int64_t s = a->gq->stride[3];
+            for (c = 0; c < d; c++) r[c * s] += dq[i * dp + c];
+        }
+}
+
+static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                   const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                   float scale) {
+    hv__att_bwd_args a;
+    const int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2], d = q->shape[3], rows = B * H * Nq;
+    int64_t nqb, nkb, heads = B * H, work, r, u;
+    int nt, per_head, do_kv = gk || gv;
+    hv__arena_mark mark;
+    float *scratch, *pd = (float *)delta->data;
+    if (!gq && !do_kv) return;
+    a.g = hv__att_geometry(q, k, scale);
+    nqb = (Nq + HV__ATT_BQ - 1) / HV__ATT_BQ;
+    nkb = (a.g.Nk + HV__ATT_BK - 1) / HV__ATT_BK;
+    a.gq = gq;
+    a.gk = gk;
+    a.gv = gv;
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.go = go;
+    a.lse = (const float *)lse->data;
+    a.delta = pd;
+    HV__PARALLEL_FOR(ctx, rows * d)
+    for (r = 0; r < rows; r++) { /* delta = rowwise go . o */
+        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, t, so = o->stride[3], sg = go->stride[3];
+        const float *oi = hv__attn_row(o, b, h, i), *gi = hv__attn_row(go, b, h, i);
+        float acc = 0;
+        for (t = 0; t < d; t++) acc += oi[t * so] * gi[t * sg];
+        pd[r] = acc;
+    }
+    work = rows * a.g.Nk * d * 4;
+    nt = hv__fast_threads(ctx, work);
+    per_head = heads % nt == 0 || heads >= 4 * nt; /* enough heads to keep every thread busy */
+    mark = hv__arena_save(&ctx->arena);
+    scratch = hv__scratch(ctx, hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * nt);
+    if (!scratch) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_attention_bwd(ctx, gq, gk, gv, delta, q, k, v, o, lse, go, scale);
+        return;
+    }
+    if (per_head) {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < heads; u++)
+            hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / H, u % H, 0, nqb, 0, nkb,
+                             do_kv, gq != NULL);
+    } else {
+        if (do_kv) {
+            HV__PARALLEL_FOR(ctx, work)
+            for (u = 0; u < heads * nkb; u++)
+                hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / (H * nkb),
+                                 (u / nkb) % H, 0, nqb, u % nkb, u % nkb + 1, 1, 0);
+        }
+        if (gq) {
+            HV__PARALLEL_FOR(ctx, work)
+            for (u = 0; u < heads * nqb; u++)
+                hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / (H * nqb),
+                                 (u / nqb) % H, u % nqb, u % nqb + 1, 0, nkb, 0, 1);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+/* HV-SECTION cpu-fast END */
+
+/* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
+   and the benchmarks' baseline) */
+#ifdef HUMANVIT_REFERENCE_KERNELS
+static const int hv__reference_kernels = 1;
+#else
+static const int hv__reference_kernels = 0;
+#endif
 static const hv__backend *hv__cpu_backend(void) {
     static hv__backend be;
     if (!be.name) {
@@ -3358,6 +4049,12 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm = hv__cpu_batch_norm;
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
         /* HV-SECTION cpu-table END */
+        /* HV-SECTION cpu-fast-table BEGIN */
+        if (!hv__reference_kernels) { /* the fast kernels of section 7b replace the references */
+            be.attention = hv__fast_attention;
+            be.attention_bwd = hv__fast_attention_bwd;
+        }
+        /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";
     }
     return &be;
