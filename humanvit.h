@@ -3640,40 +3640,34 @@ HV__INLINE void hv__mk(const int R, const int NV, int64_t K, const float *A, int
     }
 }
 
-/* Tile sizes: BQ queries (QV vectors) by BK keys. R1 x QV is the micro-tile of the score blocks,
-   R2 x (up to CV vectors) that of the products with d columns (O, dQ, dK, dV); BQ and BK are
-   multiples of both row counts, so every tile is whole (blocks are zero-padded at the edges). */
+static int64_t hv__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* Tiles: blocks of BQ queries and BQ keys (QV vectors each). R1 x QV is the micro-tile of the
+   score blocks, R2 x (up to CV vectors) that of the products with d columns (O, dQ, dK, dV); BQ
+   is a multiple of both row counts, so every tile is whole (blocks are zero-padded at the
+   edges). */
 #if defined(HV__FAST_AVX512) /* 32 registers: 8 x 3 and 6 x 4 accumulators */
 #define HV__ATT_QV 3
-#define HV__ATT_BK 48
 #define HV__ATT_R1 8
 #define HV__ATT_R2 6
 #define HV__ATT_CV 4
 #elif defined(HV__FAST_AVX2) /* 16 registers: 4 x 3 and 3 x 3 */
 #define HV__ATT_QV 3
-#define HV__ATT_BK 24
 #define HV__ATT_R1 4
 #define HV__ATT_R2 3
 #define HV__ATT_CV 3
-#elif defined(HV__FAST_NEON) /* 32 registers: 4 x 4 and 4 x 4 */
+#else /* NEON (32 registers) 4 x 4 and 4 x 4; scalar 4 x 4 floats */
 #define HV__ATT_QV 4
-#define HV__ATT_BK 32
-#define HV__ATT_R1 4
-#define HV__ATT_R2 4
-#define HV__ATT_CV 4
-#else
-#define HV__ATT_QV 4
-#define HV__ATT_BK 16
 #define HV__ATT_R1 4
 #define HV__ATT_R2 4
 #define HV__ATT_CV 4
 #endif
 #define HV__ATT_BQ (HV__ATT_QV * HV__VN)
 
-/* the score-shaped product: C (rows x BQ) = A^T B over K, rows a multiple of R1 */
-static void hv__att_mm_scores(int64_t rows, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C) {
+/* the score-shaped product: C (rows x BQ, ldc) = A^T B over K, rows a multiple of R1 */
+static void hv__att_mm_scores(int64_t rows, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
     int64_t r;
-    for (r = 0; r < rows; r += HV__ATT_R1) hv__mk(HV__ATT_R1, HV__ATT_QV, K, A + r, lda, B, ldb, C + r * HV__ATT_BQ, HV__ATT_BQ, 0);
+    for (r = 0; r < rows; r += HV__ATT_R1) hv__mk(HV__ATT_R1, HV__ATT_QV, K, A + r, lda, B, ldb, C + r * ldc, ldc, 0);
 }
 /* the d-shaped product: C (rows x dp) (+)= A^T B over K, rows a multiple of R2, dp of VN */
 static void hv__att_mm_cols(int64_t rows, int64_t dp, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
@@ -3698,130 +3692,155 @@ static void hv__att_mm_cols(int64_t rows, int64_t dp, int64_t K, const float *A,
         }
     }
 }
-/* dst (n x d, row stride ld) = s * rows r0.. of head (b, h) of t, zero rows past t's extent and
-   zero columns d..ld: the row-major packs */
+
+/* dst[c * ldd + i] = s * src[i * lds + c] for i < n (VN of them, the ones >= n read as 0) and
+   c < m: a VN-wide strip of a transpose */
+static void hv__transpose_strip(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t n, int64_t m, float s) {
+    int64_t c, i;
+#if defined(HV__FAST_AVX512)
+    if (lds <= INT32_MAX / HV__VN) {
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lds));
+        const __mmask16 k = (__mmask16)((1u << n) - 1u);
+        for (c = 0; c < m; c++) hv__vst(dst + c * ldd, hv__vmul(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, src + c, 4), hv__vset(s)));
+        return;
+    }
+#elif defined(HV__FAST_AVX2)
+    if (lds <= INT32_MAX / HV__VN) {
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)lds));
+        const __m256 k = _mm256_castsi256_ps(hv__vmaskn(n));
+        for (c = 0; c < m; c++)
+            hv__vst(dst + c * ldd, hv__vmul(_mm256_mask_i32gather_ps(_mm256_setzero_ps(), src + c, idx, k, 4), hv__vset(s)));
+        return;
+    }
+#endif
+    for (c = 0; c < m; c++) {
+        for (i = 0; i < n; i++) dst[c * ldd + i] = s * src[i * lds + c];
+        for (; i < HV__VN; i++) dst[c * ldd + i] = 0;
+    }
+}
+/* dst (d x n, row stride ld, n a multiple of VN) = s * (rows r0.. r0 + n of head (b, h) of t)^T,
+   zero past t's rows: the transposed packs */
+static void hv__att_pack_cols(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
+    int64_t N = t->shape[2], d = t->shape[3], i, c;
+    for (i = 0; i < n; i += HV__VN) {
+        int64_t nr = N - (r0 + i) < HV__VN ? N - (r0 + i) : HV__VN;
+        if (nr <= 0) {
+            for (c = 0; c < d; c++) hv__vst(dst + c * ld + i, hv__vzero());
+        } else if (t->stride[3] == 1) {
+            hv__transpose_strip(dst + i, ld, hv__attn_row(t, b, h, r0 + i), t->stride[2], nr, d, s);
+        } else {
+            int64_t r;
+            for (c = 0; c < d; c++)
+                for (r = 0; r < HV__VN; r++) dst[c * ld + i + r] = r < nr ? s * hv__attn_row(t, b, h, r0 + i + r)[c * t->stride[3]] : 0.0f;
+        }
+    }
+}
+/* dst (n x ld) = s * rows r0.. of head (b, h) of t, zero rows past t's extent and zero columns
+   d..ld: the row-major packs */
 static void hv__att_pack_rows(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
     int64_t N = t->shape[2], d = t->shape[3], st = t->stride[3], i, c;
     for (i = 0; i < n; i++) {
         float *o = dst + i * ld;
         if (r0 + i < N) {
             const float *src = hv__attn_row(t, b, h, r0 + i);
-            if (st == 1)
-                for (c = 0; c < d; c++) o[c] = s * src[c];
-            else
+            if (st == 1) {
+                for (c = 0; c + HV__VN <= d; c += HV__VN) hv__vst(o + c, hv__vmul(hv__vld(src + c), hv__vset(s)));
+                if (c < d) hv__vst(o + c, hv__vmul(hv__vldn(src + c, d - c), hv__vset(s))); /* and zeros up to ld */
+            } else {
                 for (c = 0; c < d; c++) o[c] = s * src[c * st];
-            for (; c < ld; c++) o[c] = 0;
+                for (; c < ld; c++) o[c] = 0;
+            }
         } else {
-            for (c = 0; c < ld; c++) o[c] = 0;
+            for (c = 0; c < ld; c += HV__VN) hv__vst(o + c, hv__vzero());
         }
     }
 }
-/* dst (d x n, row stride ld) = s * (rows r0..r0+n of head (b, h) of t)^T, zero-padded: the
-   transposed packs */
-static void hv__att_pack_cols(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
-    int64_t N = t->shape[2], d = t->shape[3], st = t->stride[3], i, c;
-    for (i = 0; i < n; i++) {
-        if (r0 + i < N) {
-            const float *src = hv__attn_row(t, b, h, r0 + i);
-            for (c = 0; c < d; c++) dst[c * ld + i] = s * src[c * st];
-        } else {
-            for (c = 0; c < d; c++) dst[c * ld + i] = 0;
-        }
-    }
-}
-/* (n x m, ld m) -> (m x n, ld n) */
-static void hv__transpose(float *dst, const float *src, int64_t n, int64_t m) {
-    int64_t i, j, i0, j0;
-    for (i0 = 0; i0 < n; i0 += 16)
-        for (j0 = 0; j0 < m; j0 += 16)
-            for (i = i0; i < n && i < i0 + 16; i++)
-                for (j = j0; j < m && j < j0 + 16; j++) dst[j * n + i] = src[i * m + j];
-}
-static int64_t hv__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /* ---- fused attention ------------------------------------------------------------------------
-   Flash-attention on the CPU: blocks of BQ queries against blocks of BK keys, so the N x N score
-   matrix never exists (vith14 at 476 has 1157 tokens: 5 MB of scores per head). Scores are kept
-   transposed, S^T (keys x queries), so that the per-query softmax statistics (running max m and
-   sum l) are plain vector operations down the key rows, and S^T is directly the k-major operand
-   of O += P V. q is scaled once when packed (scale * q), so S = (scale q) k^T.
+   Flash-attention on the CPU: blocks of BQ queries against blocks of BQ keys, so the N x N score
+   matrix never exists (vith14 at 476 has 1157 tokens: 5 MB of scores per head). q is scaled once
+   when packed (scale * q), so S = (scale q) k^T.
 
-   Forward: one work item = one (b, h, query block); it walks the key blocks in order, rescaling
-   its O block and l whenever the running max grows.
+   Forward: the score blocks are kept transposed, S^T (keys x queries), so that the per-query
+   softmax statistics (running max m and sum l) are vector operations down the key rows, and S^T
+   is directly the k-major operand of O += P V. Each query block walks the key blocks in order,
+   rescaling its O block and l whenever the running max grows.
 
    Backward (P recomputed from the saved lse; delta_i = go_i . o_i): for a pair (query block i, key
-   block j)
-       S^T = K_j (scale Q_i)^T, P^T = exp(S^T - lse_i), dP^T = V_j dO_i^T, dS^T = P^T (dP^T - delta_i)
-       dV_j += P_ij^T dO_i,  dK_j += dS_ij^T (scale Q_i),  dQ_i += dS_ij (scale K_j)
-   Work is split so that no two threads write one element: either one head per work item (all
-   three gradients in one pass: the cheapest) or, when there are too few heads for the threads,
-   two passes, one key block per item for dK/dV and one query block per item for dQ. Each
-   gradient element sums the pairs in the same order (key blocks for dQ, query blocks for dK/dV)
-   with the same per-pair arithmetic either way, so the choice does not change any bit. */
+   block j), with the blocks in query-major layout
+       S = (scale Q_i) K_j^T, P = exp(S - lse_i), dP = dO_i V_j^T, dS = P (dP - delta_i)
+       dV_j += P^T dO_i,  dK_j += dS^T (scale Q_i),  dQ_i += dS (scale K_j)
+   (one transpose per pair, of dS, for the last product).
 
-typedef struct hv__att_geo {
+   Work split: the k/v packs (transposes) cost about as much as a query block's products, so a
+   work item is a whole head whenever there are enough heads for the threads: every pack is made
+   once. With fewer heads, items are (head, query block) for the forward and dQ, and (head, key
+   block) for dK/dV, which repack. No two threads write one element, each element sums over the
+   blocks in the same order with the same arithmetic either way, so the choice (which depends on
+   the thread count) changes no bit. */
+
+typedef struct hv__att_args {
     int64_t B, H, Nq, Nk, d, dp; /* dp: d rounded up to whole vectors */
+    int64_t nqb, nkb;            /* blocks */
     float scale;
-} hv__att_geo;
-static hv__att_geo hv__att_geometry(const hv_tensor *q, const hv_tensor *k, float scale) {
-    hv__att_geo g;
-    g.B = q->shape[0];
-    g.H = q->shape[1];
-    g.Nq = q->shape[2];
-    g.Nk = k->shape[2];
-    g.d = q->shape[3];
-    g.dp = hv__round_up(g.d, HV__VN);
-    g.scale = scale;
-    return g;
+    const hv_tensor *q, *k, *v, *o, *go;
+    hv_tensor *out, *gq, *gk, *gv;
+    float *lse;         /* (B, H, Nq), written by the forward */
+    const float *lse_c; /* the same, read by the backward */
+    const float *delta; /* (B, H, Nq) */
+} hv__att_args;
+static void hv__att_setup(hv__att_args *a, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v, float scale) {
+    memset(a, 0, sizeof *a);
+    a->B = q->shape[0];
+    a->H = q->shape[1];
+    a->Nq = q->shape[2];
+    a->Nk = k->shape[2];
+    a->d = q->shape[3];
+    a->dp = hv__round_up(a->d, HV__VN);
+    a->nqb = (a->Nq + HV__ATT_BQ - 1) / HV__ATT_BQ;
+    a->nkb = (a->Nk + HV__ATT_BQ - 1) / HV__ATT_BQ;
+    a->scale = scale;
+    a->q = q;
+    a->k = k;
+    a->v = v;
 }
-/* floats of forward scratch per thread */
-static int64_t hv__att_fwd_scratch(const hv__att_geo *g) {
-    return g->d * HV__ATT_BQ + g->d * HV__ATT_BK + HV__ATT_BK * g->dp + HV__ATT_BK * HV__ATT_BQ + HV__ATT_BQ * g->dp + 3 * HV__ATT_BQ;
-}
+/* whole heads per work item when every thread gets its share of heads */
+static int hv__att_per_head(const hv__att_args *a, int nt) { return (a->B * a->H) % nt == 0 || a->B * a->H >= 4 * nt; }
 
-static void hv__fast_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
-                               float scale) {
-    hv__att_geo g = hv__att_geometry(q, k, scale);
-    const int64_t nqb = (g.Nq + HV__ATT_BQ - 1) / HV__ATT_BQ, nkb = (g.Nk + HV__ATT_BK - 1) / HV__ATT_BK, units = g.B * g.H * nqb;
-    const int64_t per = hv__att_fwd_scratch(&g);
-    const int nt = hv__fast_threads(ctx, g.B * g.H * g.Nq * g.Nk * g.d);
-    hv__arena_mark mark = hv__arena_save(&ctx->arena);
-    float *scratch = hv__scratch(ctx, per * nt), *pl = (float *)lse->data;
-    int64_t u;
-    if (!scratch) { /* out of memory for 100 KB of tiles: the reference needs none */
-        hv__arena_rewind(&ctx->arena, mark);
-        hv__cpu_attention(ctx, o, lse, q, k, v, scale);
-        return;
-    }
-    HV__PARALLEL_FOR(ctx, g.B * g.H * g.Nq * g.Nk * g.d)
-    for (u = 0; u < units; u++) {
-        const int64_t b = u / (g.H * nqb), h = (u / nqb) % g.H, i0 = (u % nqb) * HV__ATT_BQ, dp = g.dp;
-        const int64_t nq = g.Nq - i0 < HV__ATT_BQ ? g.Nq - i0 : HV__ATT_BQ;
-        float *qt = scratch + per * hv__fast_tid(); /* (d, BQ) scale q^T */
-        float *kt = qt + g.d * HV__ATT_BQ;          /* (d, BK) k^T */
-        float *vb = kt + g.d * HV__ATT_BK;          /* (BK, dp) v */
-        float *st = vb + HV__ATT_BK * dp;           /* (BK, BQ) scores, then probabilities */
-        float *ob = st + HV__ATT_BK * HV__ATT_BQ;   /* (BQ, dp) output accumulator */
-        float *m = ob + HV__ATT_BQ * dp, *l = m + HV__ATT_BQ, *cr = l + HV__ATT_BQ; /* (BQ) each */
-        int64_t kb, i, j, c, qv;
-        hv__att_pack_cols(qt, HV__ATT_BQ, HV__ATT_BQ, q, b, h, i0, g.scale);
-        for (i = 0; i < HV__ATT_BQ; i++) {
+static int64_t hv__att_fwd_scratch(const hv__att_args *a) {
+    const int64_t nkp = a->nkb * HV__ATT_BQ;
+    return hv__round_up(a->d * nkp + nkp * a->dp + a->d * HV__ATT_BQ + HV__ATT_BQ * HV__ATT_BQ + HV__ATT_BQ * a->dp + 3 * HV__ATT_BQ, 16);
+}
+/* query blocks [qb0, qb1) of head (b, h) */
+static void hv__att_fwd_blocks(const hv__att_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1) {
+    const int64_t d = a->d, dp = a->dp, nkp = a->nkb * HV__ATT_BQ, BQ = HV__ATT_BQ;
+    float *kt = ws;              /* (d, nkp) k^T */
+    float *vb = kt + d * nkp;    /* (nkp, dp) v */
+    float *qt = vb + nkp * dp;   /* (d, BQ) scale q^T */
+    float *st = qt + d * BQ;     /* (BQ keys, BQ queries) scores, then probabilities */
+    float *ob = st + BQ * BQ;    /* (BQ, dp) output accumulator */
+    float *m = ob + BQ * dp, *l = m + BQ, *cr = l + BQ; /* (BQ) each: running max, sum, rescale */
+    int64_t qb, kb, i, j, c, qv;
+    hv__att_pack_cols(kt, nkp, nkp, a->k, b, h, 0, 1.0f);
+    hv__att_pack_rows(vb, dp, a->Nk, a->v, b, h, 0, 1.0f);
+    for (qb = qb0; qb < qb1; qb++) {
+        const int64_t i0 = qb * BQ, nq = a->Nq - i0 < BQ ? a->Nq - i0 : BQ;
+        hv__att_pack_cols(qt, BQ, BQ, a->q, b, h, i0, a->scale);
+        for (i = 0; i < BQ; i++) {
             m[i] = -INFINITY;
             l[i] = 0;
         }
-        memset(ob, 0, sizeof(float) * (size_t)(HV__ATT_BQ * dp));
-        for (kb = 0; kb < nkb; kb++) {
-            const int64_t j0 = kb * HV__ATT_BK, nk = g.Nk - j0 < HV__ATT_BK ? g.Nk - j0 : HV__ATT_BK;
-            hv__att_pack_cols(kt, HV__ATT_BK, HV__ATT_BK, k, b, h, j0, 1.0f);
-            hv__att_pack_rows(vb, dp, nk, v, b, h, j0, 1.0f);
-            hv__att_mm_scores(HV__ATT_BK, g.d, kt, HV__ATT_BK, qt, HV__ATT_BQ, st);
-            for (qv = 0; qv < HV__ATT_BQ; qv += HV__VN) { /* the softmax statistics, VN queries at a time */
+        memset(ob, 0, sizeof(float) * (size_t)(BQ * dp));
+        for (kb = 0; kb < a->nkb; kb++) {
+            const int64_t j0 = kb * BQ, nk = a->Nk - j0 < BQ ? a->Nk - j0 : BQ;
+            hv__att_mm_scores(BQ, d, kt + j0, nkp, qt, BQ, st, BQ);
+            for (qv = 0; qv < BQ; qv += HV__VN) { /* the softmax statistics, VN queries at a time */
                 hv__vf mx = hv__vld(st + qv), mo = hv__vld(m + qv), mn, sum = hv__vzero();
-                for (j = 1; j < nk; j++) mx = hv__vmax(mx, hv__vld(st + j * HV__ATT_BQ + qv));
+                for (j = 1; j < nk; j++) mx = hv__vmax(mx, hv__vld(st + j * BQ + qv));
                 mn = hv__vmax(mo, mx);
                 for (j = 0; j < nk; j++) {
-                    hv__vf p = hv__vexp(hv__vsub(hv__vld(st + j * HV__ATT_BQ + qv), mn));
-                    hv__vst(st + j * HV__ATT_BQ + qv, p);
+                    hv__vf p = hv__vexp(hv__vsub(hv__vld(st + j * BQ + qv), mn));
+                    hv__vst(st + j * BQ + qv, p);
                     sum = hv__vadd(sum, p);
                 }
                 mo = hv__vexp(hv__vsub(mo, mn)); /* the rescale of what came before: 0 at the first block */
@@ -3830,177 +3849,202 @@ static void hv__fast_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const 
                 hv__vst(m + qv, mn);
             }
             if (kb > 0)
-                for (i = 0; i < HV__ATT_BQ; i++)
+                for (i = 0; i < BQ; i++)
                     if (cr[i] != 1.0f)
                         for (c = 0; c < dp; c += HV__VN) hv__vst(ob + i * dp + c, hv__vmul(hv__vld(ob + i * dp + c), hv__vset(cr[i])));
-            hv__att_mm_cols(HV__ATT_BQ, dp, nk, st, HV__ATT_BQ, vb, dp, ob, 1);
+            hv__att_mm_cols(BQ, dp, nk, st, BQ, vb + j0 * dp, dp, ob, 1);
         }
         for (i = 0; i < nq; i++) {
-            float *oi = hv__attn_row(o, b, h, i0 + i), inv = 1.0f / l[i];
-            int64_t os = o->stride[3];
-            for (c = 0; c < g.d; c++) oi[c * os] = ob[i * dp + c] * inv;
-            pl[(b * g.H + h) * g.Nq + i0 + i] = m[i] + logf(l[i]);
+            float *oi = hv__attn_row(a->out, b, h, i0 + i), inv = 1.0f / l[i];
+            int64_t os = a->out->stride[3];
+            for (c = 0; c < d; c++) oi[c * os] = ob[i * dp + c] * inv;
+            a->lse[(b * a->H + h) * a->Nq + i0 + i] = m[i] + logf(l[i]);
         }
+    }
+}
+
+static void hv__fast_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                               float scale) {
+    hv__att_args a;
+    int64_t work, per, u;
+    int nt;
+    hv__arena_mark mark;
+    float *scratch;
+    hv__att_setup(&a, q, k, v, scale);
+    a.out = o;
+    a.lse = (float *)lse->data;
+    work = a.B * a.H * a.Nq * a.Nk * a.d;
+    nt = hv__fast_threads(ctx, work);
+    per = hv__att_fwd_scratch(&a);
+    mark = hv__arena_save(&ctx->arena);
+    scratch = hv__scratch(ctx, per * nt);
+    if (!scratch) { /* out of memory for the tiles: the reference needs none */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_attention(ctx, o, lse, q, k, v, scale);
+        return;
+    }
+    if (hv__att_per_head(&a, nt)) {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < a.B * a.H; u++) hv__att_fwd_blocks(&a, scratch + per * hv__fast_tid(), u / a.H, u % a.H, 0, a.nqb);
+    } else {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < a.B * a.H * a.nqb; u++)
+            hv__att_fwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nqb), (u / a.nqb) % a.H, u % a.nqb, u % a.nqb + 1);
     }
     hv__arena_rewind(&ctx->arena, mark);
 }
 
-/* The backward's work on head (b, h): query blocks [qb0, qb1) against key blocks [kb0, kb1),
-   adding dK and dV (do_kv) or dQ (do_q) of those blocks into gk, gv, gq. */
-typedef struct hv__att_bwd_args {
-    hv__att_geo g;
-    hv_tensor *gq, *gk, *gv;
-    const hv_tensor *q, *k, *v, *go;
-    const float *lse, *delta; /* (B, H, Nq) */
-} hv__att_bwd_args;
-/* floats of backward scratch per thread for nq (padded) queries */
-static int64_t hv__att_bwd_scratch(const hv__att_geo *g, int64_t nq) {
-    return 5 * nq * g->dp + 2 * nq + 3 * g->d * HV__ATT_BK + 3 * HV__ATT_BK * g->dp + 3 * HV__ATT_BK * HV__ATT_BQ;
+/* rows r0.. r0 + n of head (b, h) of g += src (n x ld) */
+static void hv__att_add_rows(hv_tensor *g, int64_t b, int64_t h, int64_t r0, int64_t n, const float *src, int64_t ld) {
+    int64_t i, c, d = g->shape[3], s = g->stride[3];
+    for (i = 0; i < n; i++) {
+        float *r = hv__attn_row(g, b, h, r0 + i);
+        const float *x = src + i * ld;
+        if (s == 1) {
+            for (c = 0; c + HV__VN <= d; c += HV__VN) hv__vst(r + c, hv__vadd(hv__vld(r + c), hv__vld(x + c)));
+            if (c < d) hv__vstn(r + c, hv__vadd(hv__vldn(r + c, d - c), hv__vld(x + c)), d - c);
+        } else {
+            for (c = 0; c < d; c++) r[c * s] += x[c];
+        }
+    }
 }
-static void hv__att_bwd_head(const hv__att_bwd_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1, int64_t kb0,
-                             int64_t kb1, int do_kv, int do_q) {
-    const hv__att_geo *g = &a->g;
-    const int64_t d = g->d, dp = g->dp, nqp = (qb1 - qb0) * HV__ATT_BQ, i0 = qb0 * HV__ATT_BQ;
-    const int64_t row0 = (b * g->H + h) * g->Nq; /* this head's first row in lse and delta */
-    float *qs = ws;                  /* (nqp, dp) scale q */
-    float *qst = qs + nqp * dp;      /* (d, nqp) scale q^T */
-    float *dob = qst + d * nqp;      /* (nqp, dp) go */
-    float *dot_ = dob + nqp * dp;    /* (d, nqp) go^T */
-    float *dq = dot_ + d * nqp;      /* (nqp, dp) dQ accumulator */
-    float *lp = dq + nqp * dp;       /* (nqp) lse */
-    float *dl = lp + nqp;            /* (nqp) delta */
-    float *kt = dl + nqp;            /* (d, BK) k^T */
-    float *vt = kt + d * HV__ATT_BK; /* (d, BK) v^T */
-    float *ks = vt + d * HV__ATT_BK; /* (BK, dp) scale k */
-    float *dk = ks + HV__ATT_BK * dp, *dv = dk + HV__ATT_BK * dp; /* (BK, dp) accumulators */
-    float *pt = dv + HV__ATT_BK * dp, *dst = pt + HV__ATT_BK * HV__ATT_BQ; /* (BK, BQ) P^T, dS^T */
-    float *pm = dst + HV__ATT_BK * HV__ATT_BQ; /* (BQ, BK) P, then dS */
-    int64_t i, j, c, kb, qb;
-    hv__att_pack_rows(qs, dp, nqp, a->q, b, h, i0, g->scale);
-    hv__att_pack_cols(qst, nqp, nqp, a->q, b, h, i0, g->scale);
-    hv__att_pack_rows(dob, dp, nqp, a->go, b, h, i0, 1.0f);
+/* floats of backward scratch per thread for nqp (padded) queries */
+static int64_t hv__att_bwd_scratch(const hv__att_args *a, int64_t nqp) {
+    return hv__round_up(5 * nqp * a->dp + 2 * nqp + 2 * a->d * HV__ATT_BQ + 3 * HV__ATT_BQ * a->dp + 3 * HV__ATT_BQ * HV__ATT_BQ, 16);
+}
+/* query blocks [qb0, qb1) of head (b, h) against key blocks [kb0, kb1): adds dK and dV (do_kv)
+   or dQ (do_q) of those blocks into gk, gv, gq */
+static void hv__att_bwd_blocks(const hv__att_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1, int64_t kb0,
+                               int64_t kb1, int do_kv, int do_q) {
+    const int64_t d = a->d, dp = a->dp, BQ = HV__ATT_BQ, nqp = (qb1 - qb0) * BQ, i0 = qb0 * BQ;
+    const int64_t row0 = (b * a->H + h) * a->Nq; /* this head's first row in lse and delta */
+    float *qs = ws;               /* (nqp, dp) scale q */
+    float *qst = qs + nqp * dp;   /* (d, nqp) scale q^T */
+    float *dob = qst + d * nqp;   /* (nqp, dp) go */
+    float *dot_ = dob + nqp * dp; /* (d, nqp) go^T */
+    float *dq = dot_ + d * nqp;   /* (nqp, dp) dQ accumulator */
+    float *lp = dq + nqp * dp;    /* (nqp) lse */
+    float *dl = lp + nqp;         /* (nqp) delta */
+    float *kt = dl + nqp;         /* (d, BQ) k^T */
+    float *vt = kt + d * BQ;      /* (d, BQ) v^T */
+    float *ks = vt + d * BQ;      /* (BQ, dp) scale k */
+    float *dk = ks + BQ * dp, *dv = dk + BQ * dp; /* (BQ, dp) accumulators */
+    float *sp = dv + BQ * dp, *sd = sp + BQ * BQ, *sdt = sd + BQ * BQ; /* (BQ, BQ) P, dS, dS^T */
+    int64_t i, c, kb, qb;
+    if (do_kv) hv__att_pack_rows(qs, dp, nqp, a->q, b, h, i0, a->scale);
+    hv__att_pack_cols(qst, nqp, nqp, a->q, b, h, i0, a->scale);
+    if (do_kv) hv__att_pack_rows(dob, dp, nqp, a->go, b, h, i0, 1.0f);
     hv__att_pack_cols(dot_, nqp, nqp, a->go, b, h, i0, 1.0f);
     for (i = 0; i < nqp; i++) { /* padded queries: P = exp(0 - 0) = 1 but dP = delta = 0, so dS = 0 */
-        lp[i] = i0 + i < g->Nq ? a->lse[row0 + i0 + i] : 0.0f;
-        dl[i] = i0 + i < g->Nq ? a->delta[row0 + i0 + i] : 0.0f;
+        lp[i] = i0 + i < a->Nq ? a->lse_c[row0 + i0 + i] : 0.0f;
+        dl[i] = i0 + i < a->Nq ? a->delta[row0 + i0 + i] : 0.0f;
     }
     if (do_q) memset(dq, 0, sizeof(float) * (size_t)(nqp * dp));
     for (kb = kb0; kb < kb1; kb++) {
-        const int64_t j0 = kb * HV__ATT_BK, nk = g->Nk - j0 < HV__ATT_BK ? g->Nk - j0 : HV__ATT_BK;
-        hv__att_pack_cols(kt, HV__ATT_BK, HV__ATT_BK, a->k, b, h, j0, 1.0f);
-        hv__att_pack_cols(vt, HV__ATT_BK, HV__ATT_BK, a->v, b, h, j0, 1.0f);
-        if (do_q) hv__att_pack_rows(ks, dp, HV__ATT_BK, a->k, b, h, j0, g->scale);
+        const int64_t j0 = kb * BQ, nk = a->Nk - j0 < BQ ? a->Nk - j0 : BQ;
+        hv__att_pack_cols(kt, BQ, BQ, a->k, b, h, j0, 1.0f);
+        hv__att_pack_cols(vt, BQ, BQ, a->v, b, h, j0, 1.0f);
+        if (do_q) hv__att_pack_rows(ks, dp, BQ, a->k, b, h, j0, a->scale);
         if (do_kv) {
-            memset(dk, 0, sizeof(float) * (size_t)(HV__ATT_BK * dp));
-            memset(dv, 0, sizeof(float) * (size_t)(HV__ATT_BK * dp));
+            memset(dk, 0, sizeof(float) * (size_t)(BQ * dp));
+            memset(dv, 0, sizeof(float) * (size_t)(BQ * dp));
         }
         for (qb = qb0; qb < qb1; qb++) {
-            const int64_t ii = (qb - qb0) * HV__ATT_BQ, nq = g->Nq - qb * HV__ATT_BQ < HV__ATT_BQ ? g->Nq - qb * HV__ATT_BQ : HV__ATT_BQ;
-            hv__att_mm_scores(HV__ATT_BK, d, kt, HV__ATT_BK, qst + ii, nqp, pt);  /* S^T */
-            hv__att_mm_scores(HV__ATT_BK, d, vt, HV__ATT_BK, dot_ + ii, nqp, dst); /* dP^T */
-            for (j = 0; j < HV__ATT_BK; j++)
-                for (c = 0; c < HV__ATT_BQ; c += HV__VN) {
-                    float *ps = pt + j * HV__ATT_BQ + c, *pd = dst + j * HV__ATT_BQ + c;
-                    if (j < nk) {
-                        hv__vf p = hv__vexp(hv__vsub(hv__vld(ps), hv__vld(lp + ii + c)));
-                        hv__vst(ps, p);
-                        hv__vst(pd, hv__vmul(p, hv__vsub(hv__vld(pd), hv__vld(dl + ii + c))));
+            const int64_t ii = (qb - qb0) * BQ, nq = a->Nq - qb * BQ < BQ ? a->Nq - qb * BQ : BQ;
+            hv__att_mm_scores(BQ, d, qst + ii, nqp, kt, BQ, sp, BQ);   /* S */
+            hv__att_mm_scores(BQ, d, dot_ + ii, nqp, vt, BQ, sd, BQ); /* dP */
+            for (i = 0; i < BQ; i++) {
+                const hv__vf li = hv__vset(lp[ii + i]), di = hv__vset(dl[ii + i]);
+                float *pr = sp + i * BQ, *dr = sd + i * BQ;
+                for (c = 0; c < BQ; c += HV__VN) {
+                    hv__vf p = hv__vexp(hv__vsub(hv__vld(pr + c), li)), ds = hv__vmul(p, hv__vsub(hv__vld(dr + c), di));
+                    if (c + HV__VN <= nk) {
+                        hv__vst(pr + c, p);
+                        hv__vst(dr + c, ds);
                     } else { /* padded keys take no probability */
-                        hv__vst(ps, hv__vzero());
-                        hv__vst(pd, hv__vzero());
+                        hv__vst(pr + c, hv__vzero());
+                        hv__vst(dr + c, hv__vzero());
+                        if (nk > c) {
+                            hv__vstn(pr + c, p, nk - c);
+                            hv__vstn(dr + c, ds, nk - c);
+                        }
                     }
                 }
+            }
             if (do_kv) {
-                hv__transpose(pm, pt, HV__ATT_BK, HV__ATT_BQ);
-                hv__att_mm_cols(HV__ATT_BK, dp, nq, pm, HV__ATT_BK, dob + ii * dp, dp, dv, 1);
-                hv__transpose(pm, dst, HV__ATT_BK, HV__ATT_BQ);
-                hv__att_mm_cols(HV__ATT_BK, dp, nq, pm, HV__ATT_BK, qs + ii * dp, dp, dk, 1);
+                hv__att_mm_cols(BQ, dp, nq, sp, BQ, dob + ii * dp, dp, dv, 1);
+                hv__att_mm_cols(BQ, dp, nq, sd, BQ, qs + ii * dp, dp, dk, 1);
             }
-            if (do_q) hv__att_mm_cols(HV__ATT_BQ, dp, nk, dst, HV__ATT_BQ, ks, dp, dq + ii * dp, 1);
+            if (do_q) {
+                for (c = 0; c < BQ; c += HV__VN) hv__transpose_strip(sdt + c, BQ, sd + c * BQ, BQ, HV__VN, BQ, 1.0f);
+                hv__att_mm_cols(BQ, dp, nk, sdt, BQ, ks, dp, dq + ii * dp, 1);
+            }
         }
-        if (do_kv)
-            for (j = 0; j < nk; j++) {
-                if (a->gk) {
-                    float *r = hv__attn_row(a->gk, b, h, j0 + j);
-                    int64_t s = a->gk->stride[3];
-                    for (c = 0; c < d; c++) r[c * s] += dk[j * dp + c];
-                }
-                if (a->gv) {
-                    float *r = hv__attn_row(a->gv, b, h, j0 + j);
-                    int64_t s = a->gv->stride[3];
-                    for (c = 0; c < d; c++) r[c * s] += dv[j * dp + c];
-                }
-            }
+        if (do_kv) {
+            if (a->gk) hv__att_add_rows(a->gk, b, h, j0, nk, dk, dp);
+            if (a->gv) hv__att_add_rows(a->gv, b, h, j0, nk, dv, dp);
+        }
     }
-    if (do_q)
-        for (i = 0; i < nqp && i0 + i < g->Nq; i++) {
-            float *r = hv__attn_row(a->gq, b, h, i0 + i);
-            int64_t s = a->gq->stride[3];
-            for (c = 0; c < d; c++) r[c * s] += dq[i * dp + c];
-        }
+    if (do_q) hv__att_add_rows(a->gq, b, h, i0, (a->Nq - i0 < nqp ? a->Nq - i0 : nqp), dq, dp);
 }
 
 static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
                                    const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
                                    float scale) {
-    hv__att_bwd_args a;
-    const int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2], d = q->shape[3], rows = B * H * Nq;
-    int64_t nqb, nkb, heads = B * H, work, r, u;
-    int nt, per_head, do_kv = gk || gv;
+    hv__att_args a;
+    int64_t heads, rows, work, per, r, u;
+    int nt, do_kv = gk || gv;
     hv__arena_mark mark;
     float *scratch, *pd = (float *)delta->data;
     if (!gq && !do_kv) return;
-    a.g = hv__att_geometry(q, k, scale);
-    nqb = (Nq + HV__ATT_BQ - 1) / HV__ATT_BQ;
-    nkb = (a.g.Nk + HV__ATT_BK - 1) / HV__ATT_BK;
+    hv__att_setup(&a, q, k, v, scale);
+    a.o = o;
+    a.go = go;
     a.gq = gq;
     a.gk = gk;
     a.gv = gv;
-    a.q = q;
-    a.k = k;
-    a.v = v;
-    a.go = go;
-    a.lse = (const float *)lse->data;
+    a.lse_c = (const float *)lse->data;
     a.delta = pd;
-    HV__PARALLEL_FOR(ctx, rows * d)
+    heads = a.B * a.H;
+    rows = heads * a.Nq;
+    HV__PARALLEL_FOR(ctx, rows * a.d)
     for (r = 0; r < rows; r++) { /* delta = rowwise go . o */
-        int64_t b = r / (H * Nq), h = (r / Nq) % H, i = r % Nq, t, so = o->stride[3], sg = go->stride[3];
+        int64_t b = r / (a.H * a.Nq), h = (r / a.Nq) % a.H, i = r % a.Nq, t, so = o->stride[3], sg = go->stride[3];
         const float *oi = hv__attn_row(o, b, h, i), *gi = hv__attn_row(go, b, h, i);
         float acc = 0;
-        for (t = 0; t < d; t++) acc += oi[t * so] * gi[t * sg];
+        for (t = 0; t < a.d; t++) acc += oi[t * so] * gi[t * sg];
         pd[r] = acc;
     }
-    work = rows * a.g.Nk * d * 4;
+    work = rows * a.Nk * a.d * 4;
     nt = hv__fast_threads(ctx, work);
-    per_head = heads % nt == 0 || heads >= 4 * nt; /* enough heads to keep every thread busy */
+    per = hv__att_bwd_scratch(&a, a.nqb * HV__ATT_BQ);
     mark = hv__arena_save(&ctx->arena);
-    scratch = hv__scratch(ctx, hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * nt);
+    scratch = hv__scratch(ctx, per * nt);
     if (!scratch) {
         hv__arena_rewind(&ctx->arena, mark);
         hv__cpu_attention_bwd(ctx, gq, gk, gv, delta, q, k, v, o, lse, go, scale);
         return;
     }
-    if (per_head) {
+    if (hv__att_per_head(&a, nt)) {
         HV__PARALLEL_FOR(ctx, work)
-        for (u = 0; u < heads; u++)
-            hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / H, u % H, 0, nqb, 0, nkb,
-                             do_kv, gq != NULL);
+        for (u = 0; u < heads; u++) hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / a.H, u % a.H, 0, a.nqb, 0, a.nkb, do_kv, gq != NULL);
     } else {
         if (do_kv) {
             HV__PARALLEL_FOR(ctx, work)
-            for (u = 0; u < heads * nkb; u++)
-                hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / (H * nkb),
-                                 (u / nkb) % H, 0, nqb, u % nkb, u % nkb + 1, 1, 0);
+            for (u = 0; u < heads * a.nkb; u++)
+                hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nkb), (u / a.nkb) % a.H, 0, a.nqb, u % a.nkb,
+                                   u % a.nkb + 1, 1, 0);
         }
         if (gq) {
             HV__PARALLEL_FOR(ctx, work)
-            for (u = 0; u < heads * nqb; u++)
-                hv__att_bwd_head(&a, scratch + hv__att_bwd_scratch(&a.g, nqb * HV__ATT_BQ) * hv__fast_tid(), u / (H * nqb),
-                                 (u / nqb) % H, u % nqb, u % nqb + 1, 0, nkb, 0, 1);
+            for (u = 0; u < heads * a.nqb; u++)
+                hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nqb), (u / a.nqb) % a.H, u % a.nqb, u % a.nqb + 1, 0,
+                                   a.nkb, 0, 1);
         }
     }
     hv__arena_rewind(&ctx->arena, mark);
 }
+
 /* HV-SECTION cpu-fast END */
 
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,

@@ -73,7 +73,7 @@ static void att_setup(bench *b) {
     b->t[8] = zeros(HV_SHAPE(B, H, N, d));  /* gv */
     b->t[9] = zeros(HV_SHAPE(B, H, N));     /* delta */
     b->f = 1.0f / sqrtf((float)d);
-    b->flops = 4.0 * B * H * N * N * d;
+    b->flops = (b->p[4] ? 10.0 : 4.0) * B * H * N * N * d; /* 2 or 5 products of 2 N^2 d flops */
     hv__cpu_attention(ctx, b->t[3], b->t[4], b->v[0], b->v[1], b->v[2], b->f);
 }
 static void att_fwd(bench *b, int fast) {
@@ -140,10 +140,10 @@ int main(int argc, char **argv) {
             memcpy(b_->p, p_, sizeof p_);                                                          \
         }                                                                                          \
     } while (0)
-    ADD("attn_fwd_vits", "B8 H6 N257 d64", att_setup, att_fwd, 8, 257, 6, 64);
-    ADD("attn_bwd_vits", "B8 H6 N257 d64", att_setup, att_bwd, 8, 257, 6, 64);
-    ADD("attn_fwd_vith476", "B1 H16 N1157 d80", att_setup, att_fwd, 1, 1157, 16, 80);
-    ADD("attn_bwd_vith476", "B1 H16 N1157 d80", att_setup, att_bwd, 1, 1157, 16, 80);
+    ADD("attn_fwd_vits", "B8 H6 N257 d64", att_setup, att_fwd, 8, 257, 6, 64, 0);
+    ADD("attn_bwd_vits", "B8 H6 N257 d64", att_setup, att_bwd, 8, 257, 6, 64, 1);
+    ADD("attn_fwd_vith476", "B1 H16 N1157 d80", att_setup, att_fwd, 1, 1157, 16, 80, 0);
+    ADD("attn_bwd_vith476", "B1 H16 N1157 d80", att_setup, att_bwd, 1, 1157, 16, 80, 1);
 
     if (torch) run_torch(threads, filter);
     printf("humanvit kernels, %d thread%s; medians in ms; speedup = reference / fast; vs torch = torch / fast (> 1: faster)\n", threads,
