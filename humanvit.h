@@ -3431,8 +3431,24 @@ HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
 /* a > b ? x : y (false for NaN) */
 HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
 HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
-HV__INLINE float hv__vhsum(hv__vf v) { return _mm512_reduce_add_ps(v); }
-HV__INLINE float hv__vhmax(hv__vf v) { return _mm512_reduce_max_ps(v); }
+/* horizontal sum and max in a fixed order (halves, then quarters...); by hand: g++ 12 sees
+   _mm512_reduce_*'s undefined vectors as maybe-uninitialized */
+HV__INLINE __m256 hv__vlo256(hv__vf v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xff, _mm512_castps_pd(v), 0)); }
+HV__INLINE __m256 hv__vhi256(hv__vf v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xff, _mm512_castps_pd(v), 1)); }
+HV__INLINE float hv__vhsum(hv__vf v) {
+    __m256 h = _mm256_add_ps(hv__vlo256(v), hv__vhi256(v));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE float hv__vhmax(hv__vf v) {
+    __m256 h = _mm256_max_ps(hv__vlo256(v), hv__vhi256(v));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
 HV__INLINE hv__vf hv__vround(hv__vf x) { return _mm512_maskz_roundscale_ps((__mmask16)0xffff, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 /* y 2^n for integral n in [-151, 129]: scalef rounds to denormals and overflows to inf itself */
 HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) { return _mm512_maskz_scalef_ps((__mmask16)0xffff, y, n); }
@@ -4045,6 +4061,253 @@ static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv
     hv__arena_rewind(&ctx->arena, mark);
 }
 
+/* ---- convolution as GEMM --------------------------------------------------------------------
+   y_g = W_g col_g per image and group, where col (Cin/G * KH * KW, OH * OW) holds the input
+   patches (im2col) and W_g (Cout/G, Cin/G * KH * KW) is the weight as stored. The products go to
+   the backend GEMM (ctx->be->gemm), batched over the images of a chunk; the backward is
+       dcol_g = W_g^T gy_g, then col2im (each input plane sums its taps in a fixed order),
+       gW_g += gy_g col_g^T, image after image (a fixed order for the sum over the batch).
+   A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is col. Images go in
+   chunks whose columns fit HV__CONV_COL_FLOATS (arena scratch, handed back on return); the chunk
+   size depends on the shape only, so the bits do not depend on the thread count. The direct
+   kernels of the conv section stay as the reference. */
+#ifndef HV__CONV_COL_FLOATS
+#define HV__CONV_COL_FLOATS ((int64_t)8 << 20) /* 32 MB */
+#endif
+
+typedef struct hv__conv_geo {
+    int64_t N, cin, H, W, cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, cin_g, cout_g;
+    int64_t K, P; /* rows of col (cin_g KH KW) and its columns (OH OW) */
+    int direct;   /* 1x1, stride 1, no padding: col is x */
+} hv__conv_geo;
+static hv__conv_geo hv__conv_geometry(const hv_tensor *x, const hv_tensor *y, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c;
+    c.N = x->shape[0];
+    c.cin = x->shape[1];
+    c.H = x->shape[2];
+    c.W = x->shape[3];
+    c.cout = y->shape[1];
+    c.OH = y->shape[2];
+    c.OW = y->shape[3];
+    c.KH = w->shape[2];
+    c.KW = w->shape[3];
+    c.sh = g[HV__CG_SH];
+    c.sw = g[HV__CG_SW];
+    c.ph = g[HV__CG_PH];
+    c.pw = g[HV__CG_PW];
+    c.dh = g[HV__CG_DH];
+    c.dw = g[HV__CG_DW];
+    c.G = g[HV__CG_GROUPS];
+    c.cin_g = c.cin / c.G;
+    c.cout_g = c.cout / c.G;
+    c.K = c.cin_g * c.KH * c.KW;
+    c.P = c.OH * c.OW;
+    c.direct = c.KH == 1 && c.KW == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
+    return c;
+}
+/* images per chunk: as many as keep the columns under the budget, at least one */
+static int64_t hv__conv_chunk(const hv__conv_geo *c) {
+    int64_t per = c->cin * c->KH * c->KW * c->P, n = per > 0 ? HV__CONV_COL_FLOATS / per : c->N;
+    return n < 1 ? 1 : n > c->N ? c->N : n;
+}
+/* the range [lo, hi) of outputs o (of n) whose input index o * s - p + k * dl lies in [0, in) */
+static void hv__conv_valid(int64_t n, int64_t s, int64_t p, int64_t k, int64_t dl, int64_t in, int64_t *lo, int64_t *hi) {
+    int64_t off = k * dl - p; /* input index = o s + off */
+    *lo = off >= 0 ? 0 : (-off + s - 1) / s;
+    *hi = in - off > 0 ? (in - off + s - 1) / s : 0;
+    if (*hi > n) *hi = n;
+    if (*lo > *hi) *lo = *hi;
+}
+/* col (nimg, cin, KH, KW, OH, OW) = the patches of images n0.. of x */
+static void hv__im2col(hv_ctx *ctx, const hv__conv_geo *c, const float *x, int64_t n0, int64_t nimg, float *col) {
+    int64_t r, rows = nimg * c->cin * c->KH * c->KW;
+    HV__PARALLEL_FOR(ctx, rows * c->P)
+    for (r = 0; r < rows; r++) {
+        int64_t kw = r % c->KW, kh = (r / c->KW) % c->KH, ci = (r / (c->KW * c->KH)) % c->cin, n = n0 + r / (c->KW * c->KH * c->cin);
+        const float *xp = x + (n * c->cin + ci) * c->H * c->W; /* (H, W) */
+        float *o = col + r * c->P;                             /* (OH, OW) */
+        int64_t oh, ow, h_lo, h_hi, w_lo, w_hi;
+        hv__conv_valid(c->OH, c->sh, c->ph, kh, c->dh, c->H, &h_lo, &h_hi);
+        hv__conv_valid(c->OW, c->sw, c->pw, kw, c->dw, c->W, &w_lo, &w_hi);
+        memset(o, 0, sizeof(float) * (size_t)(h_lo * c->OW));
+        for (oh = h_lo; oh < h_hi; oh++) {
+            int64_t base = (oh * c->sh - c->ph + kh * c->dh) * c->W + kw * c->dw - c->pw; /* input index at ow = 0 */
+            float *orow = o + oh * c->OW;
+            for (ow = 0; ow < w_lo; ow++) orow[ow] = 0;
+            if (c->sw == 1) {
+                if (w_hi > w_lo) memcpy(orow + w_lo, xp + base + w_lo, sizeof(float) * (size_t)(w_hi - w_lo));
+            } else {
+                for (ow = w_lo; ow < w_hi; ow++) orow[ow] = xp[base + ow * c->sw];
+            }
+            for (ow = w_hi; ow < c->OW; ow++) orow[ow] = 0;
+        }
+        memset(o + h_hi * c->OW, 0, sizeof(float) * (size_t)((c->OH - h_hi) * c->OW));
+    }
+}
+/* gx (images n0.., cin, H, W) += col2im(dcol): each plane sums its taps in (kh, kw, oh) order */
+static void hv__col2im(hv_ctx *ctx, const hv__conv_geo *c, const float *dcol, int64_t n0, int64_t nimg, float *gx) {
+    int64_t pl, planes = nimg * c->cin;
+    HV__PARALLEL_FOR(ctx, planes * c->KH * c->KW * c->P)
+    for (pl = 0; pl < planes; pl++) {
+        float *gp = gx + (n0 * c->cin + pl) * c->H * c->W; /* (H, W) */
+        int64_t kh, kw, oh, ow;
+        for (kh = 0; kh < c->KH; kh++)
+            for (kw = 0; kw < c->KW; kw++) {
+                const float *d = dcol + ((pl * c->KH + kh) * c->KW + kw) * c->P; /* (OH, OW) */
+                int64_t h_lo, h_hi, w_lo, w_hi;
+                hv__conv_valid(c->OH, c->sh, c->ph, kh, c->dh, c->H, &h_lo, &h_hi);
+                hv__conv_valid(c->OW, c->sw, c->pw, kw, c->dw, c->W, &w_lo, &w_hi);
+                for (oh = h_lo; oh < h_hi; oh++) {
+                    int64_t base = (oh * c->sh - c->ph + kh * c->dh) * c->W + kw * c->dw - c->pw; /* gx index at ow = 0 */
+                    const float *dr = d + oh * c->OW;
+                    if (c->sw == 1 && w_hi > w_lo) {
+                        float *gr = gp + base + w_lo;
+                        const float *src = dr + w_lo;
+                        int64_t n = w_hi - w_lo, j;
+                        for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(gr + j, hv__vadd(hv__vld(gr + j), hv__vld(src + j)));
+                        for (; j < n; j++) gr[j] += src[j];
+                    } else {
+                        for (ow = w_lo; ow < w_hi; ow++) gp[base + ow * c->sw] += dr[ow];
+                    }
+                }
+            }
+    }
+}
+/* C_i (m x n) (+)= op(A_i) op(B_i) for i < batch, through the backend's GEMM */
+static void hv__conv_gemm(hv_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t batch, const float *A, int64_t lda,
+                          int64_t sa, const float *B, int64_t ldb, int64_t sb, float *C, int64_t ldc, int64_t sc, float beta) {
+    hv__gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.trans_a = ta;
+    g.trans_b = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.batch = batch;
+    g.alpha = 1.0f;
+    g.beta = beta;
+    g.a = A;
+    g.lda = lda;
+    g.batch_stride_a = sa;
+    g.b = B;
+    g.ldb = ldb;
+    g.batch_stride_b = sb;
+    g.c = C;
+    g.ldc = ldc;
+    g.batch_stride_c = sc;
+    ctx->be->gemm(ctx, &g);
+}
+/* row sums of a (rows x n) matrix, each in order: float partial sums over a row, double across */
+static double hv__row_sum(const float *p, int64_t n) {
+    hv__vf acc = hv__vzero();
+    int64_t j;
+    for (j = 0; j + HV__VN <= n; j += HV__VN) acc = hv__vadd(acc, hv__vld(p + j));
+    if (j < n) acc = hv__vadd(acc, hv__vldn(p + j, n - j));
+    return (double)hv__vhsum(acc);
+}
+
+static void hv__fast_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(x, y, w, g);
+    const float *px = (const float *)x->data, *pw = (const float *)w->data;
+    float *py = (float *)y->data, *col = NULL;
+    int64_t n0, chunk = hv__conv_chunk(&c), gi, r;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    if (!c.direct && !(col = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_conv2d(ctx, y, x, w, b, g);
+        return;
+    }
+    for (n0 = 0; n0 < c.N; n0 += chunk) {
+        int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+        const float *src = px + n0 * c.cin * c.H * c.W; /* col of image n0, group 0 */
+        int64_t ldb = c.P, sb = c.cin * c.H * c.W;
+        if (!c.direct) {
+            hv__im2col(ctx, &c, px, n0, nimg, col);
+            src = col;
+            sb = c.cin * c.KH * c.KW * c.P;
+        }
+        for (gi = 0; gi < c.G; gi++) /* y[n, group] (cout_g, P) = W_g (cout_g, K) col[n, group] (K, P) */
+            hv__conv_gemm(ctx, 0, 0, c.cout_g, c.P, c.K, nimg, pw + gi * c.cout_g * c.K, c.K, 0, src + gi * c.K * ldb, ldb, sb,
+                          py + (n0 * c.cout + gi * c.cout_g) * c.P, c.P, c.cout * c.P, 0.0f);
+    }
+    if (b) {
+        const float *pb = (const float *)b->data;
+        HV__PARALLEL_FOR(ctx, c.N * c.cout * c.P)
+        for (r = 0; r < c.N * c.cout; r++) {
+            float *yr = py + r * c.P;
+            const hv__vf bv = hv__vset(pb[r % c.cout]);
+            int64_t j;
+            for (j = 0; j + HV__VN <= c.P; j += HV__VN) hv__vst(yr + j, hv__vadd(hv__vld(yr + j), bv));
+            for (; j < c.P; j++) yr[j] += pb[r % c.cout];
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(gx, gy, w, g);
+    const float *pg = (const float *)gy->data, *pw = (const float *)w->data;
+    float *pgx = (float *)gx->data, *dcol = NULL;
+    int64_t n0, chunk = hv__conv_chunk(&c), gi;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    if (!c.direct && !(dcol = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_conv2d_bwd_data(ctx, gx, gy, w, g);
+        return;
+    }
+    for (n0 = 0; n0 < c.N; n0 += chunk) {
+        int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+        /* dcol[n, group] (K, P) = W_g^T gy[n, group]; 1x1: straight into gx (beta 1) */
+        float *dst = c.direct ? pgx + n0 * c.cin * c.P : dcol;
+        int64_t sd = c.cin * c.KH * c.KW * c.P;
+        for (gi = 0; gi < c.G; gi++)
+            hv__conv_gemm(ctx, 1, 0, c.K, c.P, c.cout_g, nimg, pw + gi * c.cout_g * c.K, c.K, 0, pg + (n0 * c.cout + gi * c.cout_g) * c.P, c.P,
+                          c.cout * c.P, dst + gi * c.K * c.P, c.P, sd, c.direct ? 1.0f : 0.0f);
+        if (!c.direct) hv__col2im(ctx, &c, dcol, n0, nimg, pgx);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                       const int64_t *g) {
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data;
+    int64_t co;
+    if (gw) {
+        hv__conv_geo c = hv__conv_geometry(x, gy, gw, g);
+        int64_t n0, n, chunk = hv__conv_chunk(&c);
+        hv__arena_mark mark = hv__arena_save(&ctx->arena);
+        float *col = NULL;
+        if (!c.direct && !(col = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+            hv__arena_rewind(&ctx->arena, mark);
+            hv__cpu_conv2d_bwd_weight(ctx, gw, gb, x, gy, g);
+            return;
+        }
+        for (n0 = 0; n0 < c.N; n0 += chunk) {
+            int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+            if (!c.direct) hv__im2col(ctx, &c, px, n0, nimg, col);
+            /* gW_g (cout_g, K) += gy[n, group] (cout_g, P) col[n, group]^T: the groups in one batch, image
+               after image (the sum over the batch runs in order) */
+            for (n = n0; n < n0 + nimg; n++) {
+                const float *src = c.direct ? px + n * c.cin * c.P : col + (n - n0) * c.cin * c.KH * c.KW * c.P;
+                hv__conv_gemm(ctx, 0, 1, c.cout_g, c.K, c.P, c.G, pg + n * c.cout * c.P, c.P, c.cout_g * c.P, src, c.P, c.K * c.P,
+                              (float *)gw->data, c.K, c.cout_g * c.K, 1.0f);
+            }
+        }
+        hv__arena_rewind(&ctx->arena, mark);
+    }
+    if (gb) { /* per channel, images in order */
+        const int64_t N = gy->shape[0], cout = gy->shape[1], P = gy->shape[2] * gy->shape[3];
+        float *pgb = (float *)gb->data;
+        HV__PARALLEL_FOR(ctx, N * cout * P)
+        for (co = 0; co < cout; co++) {
+            double acc = 0;
+            int64_t ni;
+            for (ni = 0; ni < N; ni++) acc += hv__row_sum(pg + (ni * cout + co) * P, P);
+            pgb[co] += (float)acc;
+        }
+    }
+}
+
 /* HV-SECTION cpu-fast END */
 
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
@@ -4097,6 +4360,9 @@ static const hv__backend *hv__cpu_backend(void) {
         if (!hv__reference_kernels) { /* the fast kernels of section 7b replace the references */
             be.attention = hv__fast_attention;
             be.attention_bwd = hv__fast_attention_bwd;
+            be.conv2d = hv__fast_conv2d;
+            be.conv2d_bwd_data = hv__fast_conv2d_bwd_data;
+            be.conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
         }
         /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";

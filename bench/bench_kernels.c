@@ -29,7 +29,7 @@ typedef struct bench {
     const char *name, *shape;
     void (*setup)(struct bench *b);       /* makes the inputs from p[] */
     void (*run)(struct bench *b, int fast); /* one call of the reference (fast 0) or fast kernel */
-    int64_t p[8];                         /* shape parameters */
+    int64_t p[10];                        /* shape parameters */
     double flops;                         /* of one call, 0 when not meaningful */
     hv_tensor *t[12];                     /* persistent tensors, freed after the row */
     hv_tensor *v[4];                      /* views into them (arena) */
@@ -82,6 +82,30 @@ static void att_fwd(bench *b, int fast) {
 static void att_bwd(bench *b, int fast) {
     (fast ? hv__fast_attention_bwd : hv__cpu_attention_bwd)(ctx, b->t[6], b->t[7], b->t[8], b->t[9], b->v[0], b->v[1], b->v[2], b->t[3],
                                                             b->t[4], b->t[5], b->f);
+}
+
+/* ---- convolution: p = N, cin, H, W, cout, k, stride, pad, groups --------------------------- */
+static void conv_setup(bench *b) {
+    const int64_t N = b->p[0], cin = b->p[1], H = b->p[2], W = b->p[3], cout = b->p[4], k = b->p[5], s = b->p[6], pad = b->p[7];
+    const int64_t G = b->p[8] ? b->p[8] : 1, OH = (H + 2 * pad - k) / s + 1, OW = (W + 2 * pad - k) / s + 1;
+    b->t[0] = randn(HV_SHAPE(N, cin, H, W), 1);
+    b->t[1] = randn(HV_SHAPE(cout, cin / G, k, k), 0.05f);
+    b->t[2] = randn(HV_SHAPE(cout), 0.1f);
+    b->t[3] = zeros(HV_SHAPE(N, cout, OH, OW)); /* y */
+    b->t[4] = randn(HV_SHAPE(N, cout, OH, OW), 1); /* gy */
+    b->t[5] = zeros(HV_SHAPE(N, cin, H, W));    /* gx */
+    b->t[6] = zeros(HV_SHAPE(cout, cin / G, k, k)); /* gw */
+    b->t[7] = zeros(HV_SHAPE(cout));            /* gb */
+    b->g[0] = b->g[1] = s;
+    b->g[2] = b->g[3] = pad;
+    b->g[4] = b->g[5] = 1;
+    b->g[6] = G;
+    b->flops = 2.0 * N * cout * OH * OW * (cin / G) * k * k;
+}
+static void conv_fwd(bench *b, int fast) { (fast ? hv__fast_conv2d : hv__cpu_conv2d)(ctx, b->t[3], b->t[0], b->t[1], b->t[2], b->g); }
+static void conv_bwd_data(bench *b, int fast) { (fast ? hv__fast_conv2d_bwd_data : hv__cpu_conv2d_bwd_data)(ctx, b->t[5], b->t[4], b->t[1], b->g); }
+static void conv_bwd_weight(bench *b, int fast) {
+    (fast ? hv__fast_conv2d_bwd_weight : hv__cpu_conv2d_bwd_weight)(ctx, b->t[6], b->t[7], b->t[0], b->t[4], b->g);
 }
 
 /* ---- the table -------------------------------------------------------------------------------- */
@@ -144,6 +168,14 @@ int main(int argc, char **argv) {
     ADD("attn_bwd_vits", "B8 H6 N257 d64", att_setup, att_bwd, 8, 257, 6, 64, 1);
     ADD("attn_fwd_vith476", "B1 H16 N1157 d80", att_setup, att_fwd, 1, 1157, 16, 80, 0);
     ADD("attn_bwd_vith476", "B1 H16 N1157 d80", att_setup, att_bwd, 1, 1157, 16, 80, 1);
+#define CONV3(tag, shp, ...)                                                                       \
+    ADD("conv_fwd_" tag, shp, conv_setup, conv_fwd, __VA_ARGS__);                                  \
+    ADD("conv_bwdx_" tag, shp, conv_setup, conv_bwd_data, __VA_ARGS__);                           \
+    ADD("conv_bwdw_" tag, shp, conv_setup, conv_bwd_weight, __VA_ARGS__)
+    CONV3("patch16", "8x3x224 -> 384 k16 s16", 8, 3, 224, 224, 384, 16, 16, 0, 1);
+    CONV3("1x1", "8x256x56 -> 128 k1", 8, 256, 56, 56, 128, 1, 1, 0, 1);
+    CONV3("3x3g32", "8x128x56 -> 128 k3 g32", 8, 128, 56, 56, 128, 3, 1, 1, 32);
+    CONV3("7x7s2", "8x3x224 -> 64 k7 s2", 8, 3, 224, 224, 64, 7, 2, 3, 1);
 
     if (torch) run_torch(threads, filter);
     printf("humanvit kernels, %d thread%s; medians in ms; speedup = reference / fast; vs torch = torch / fast (> 1: faster)\n", threads,

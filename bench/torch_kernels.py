@@ -38,6 +38,17 @@ def attention(B, N, H, d):
     return fwd, grad_fn(o, (q, k, v), torch.randn_like(o))
 
 
+def conv(N, cin, H, W, cout, k, s, p, g):
+    x = torch.randn(N, cin, H, W, requires_grad=True)
+    w = (torch.randn(cout, cin // g, k, k) * 0.05).requires_grad_()
+    b = (torch.randn(cout) * 0.1).requires_grad_()
+    fwd = lambda: F.conv2d(x, w, b, stride=s, padding=p, groups=g)
+    y = fwd()
+    gy = torch.randn_like(y)
+    # the data and the weight gradients are separate rows, as in bench_kernels
+    return fwd, grad_fn(y, (x,), gy), grad_fn(y, (w, b), gy)
+
+
 def rows():
     """(name, factory returning {'fwd': fn} / {'bwd': fn}) in bench_kernels' names"""
     r = {}
@@ -51,6 +62,15 @@ def rows():
 
     att("vits", 8, 257, 6, 64)
     att("vith476", 1, 1157, 16, 80)
+
+    def cv(tag, *shape):
+        for i, kind in enumerate(("fwd", "bwdx", "bwdw")):
+            r["conv_%s_%s" % (kind, tag)] = (lambda i: lambda: conv(*shape)[i])(i)
+
+    cv("patch16", 8, 3, 224, 224, 384, 16, 16, 0, 1)
+    cv("1x1", 8, 256, 56, 56, 128, 1, 1, 0, 1)
+    cv("3x3g32", 8, 128, 56, 56, 128, 3, 1, 1, 32)
+    cv("7x7s2", 8, 3, 224, 224, 64, 7, 2, 3, 1)
     return r
 
 
