@@ -3414,6 +3414,10 @@ HV__INLINE void hv__vst(float *p, hv__vf v) { _mm512_storeu_ps(p, v); }
 /* the first n (0 <= n <= VN) lanes; the others read as 0 and are not written */
 HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
 HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v); }
+/* the first n lanes from p, the others `fill` */
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) { return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << n) - 1u), p); }
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_ps(1.0f)); } /* 1 or 0 */
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return _mm512_maskz_sqrt_ps((__mmask16)0xffff, v); }
 HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm512_add_ps(a, b); }
 HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm512_sub_ps(a, b); }
 HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm512_mul_ps(a, b); }
@@ -3462,6 +3466,11 @@ HV__INLINE void hv__vst(float *p, hv__vf v) { _mm256_storeu_ps(p, v); }
 HV__INLINE __m256i hv__vmaskn(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
 HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm256_maskload_ps(p, hv__vmaskn(n)); }
 HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm256_maskstore_ps(p, hv__vmaskn(n), v); }
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) {
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, hv__vmaskn(n)), _mm256_castsi256_ps(hv__vmaskn(n)));
+}
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_set1_ps(1.0f)); }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return _mm256_sqrt_ps(v); }
 HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm256_add_ps(a, b); }
 HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm256_sub_ps(a, b); }
 HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm256_mul_ps(a, b); }
@@ -3515,6 +3524,14 @@ HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
     vst1q_f32(t, v);
     for (i = 0; i < n; i++) p[i] = t[i];
 }
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) {
+    float t[4];
+    int64_t i;
+    for (i = 0; i < 4; i++) t[i] = i < n ? p[i] : fill;
+    return vld1q_f32(t);
+}
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return vbslq_f32(vceqq_f32(v, v), vdupq_n_f32(0.0f), vdupq_n_f32(1.0f)); }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return vsqrtq_f32(v); }
 HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return vaddq_f32(a, b); }
 HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return vsubq_f32(a, b); }
 HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return vmulq_f32(a, b); }
@@ -3549,6 +3566,9 @@ HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return n > 0 ? *p : 0.0f
 HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
     if (n > 0) *p = v;
 }
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) { return n > 0 ? *p : fill; }
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return v != v ? 1.0f : 0.0f; }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return sqrtf(v); }
 HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return a + b; }
 HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return a - b; }
 HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return a * b; }
@@ -4308,6 +4328,659 @@ static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
     }
 }
 
+/* ---- sums ------------------------------------------------------------------------------------
+   A long float sum in a fixed order: VN lanes of float partial sums over runs of HV__RUN
+   elements, each run's total added to a double. Close to the reference's double sums (relative
+   error ~1e-7 for data of one sign) at the speed of float vectors. */
+#define HV__RUN 256
+static double hv__sum_f(const float *p, int64_t n) {
+    double total = 0;
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vld(p + j));
+        if (j < e) acc = hv__vadd(acc, hv__vldn(p + j, e - j));
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of p - c: with c a value of the data (the first), float partial sums stay small for data far
+   from 0, as the rows of a layer norm can be */
+static double hv__sum_dev(const float *p, int64_t n, float c) {
+    double total = 0;
+    int64_t r, j;
+    const hv__vf cv = hv__vset(c);
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vsub(hv__vld(p + j), cv));
+        if (j < e) acc = hv__vadd(acc, hv__vsub(hv__vldnf(p + j, e - j, c), cv));
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of (p - mu)^2 */
+static double hv__sum_sqdev(const float *p, int64_t n, float mu) {
+    double total = 0;
+    int64_t r, j;
+    const hv__vf m = hv__vset(mu);
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero(), d;
+        for (j = r; j + HV__VN <= e; j += HV__VN) {
+            d = hv__vsub(hv__vld(p + j), m);
+            acc = hv__vfma(d, d, acc);
+        }
+        if (j < e) {
+            d = hv__vsub(hv__vldnf(p + j, e - j, mu), m);
+            acc = hv__vfma(d, d, acc);
+        }
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of a * b */
+static double hv__sum_prod(const float *a, const float *b, int64_t n) {
+    double total = 0;
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vfma(hv__vld(a + j), hv__vld(b + j), acc);
+        if (j < e) acc = hv__vfma(hv__vldn(a + j, e - j), hv__vldn(b + j, e - j), acc);
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* the max of n >= 1 floats; NaN when one is NaN */
+static float hv__max_f(const float *p, int64_t n) {
+    hv__vf m = hv__vset(-INFINITY), nan = hv__vzero(), v;
+    int64_t j;
+    for (j = 0; j < n; j += HV__VN) {
+        v = n - j >= HV__VN ? hv__vld(p + j) : hv__vldnf(p + j, n - j, -INFINITY);
+        m = hv__vmax(m, v);
+        nan = hv__vmax(nan, hv__visnan(v));
+    }
+    return hv__vhmax(nan) > 0 ? NAN : hv__vhmax(m);
+}
+/* column sums of a (rows x ld) matrix over columns [c0, c0 + nc), nc <= 4 VN: out[c] (+)= sum over
+   rows in order of f(row, column). Runs of HV__RUN rows in float, each run added in double. The
+   kind: 0 plain sum, 1 sum of g * (x - mean[row]) * rstd[row] (layer norm weight gradient) */
+static void hv__col_sums(const float *p, const float *x, const float *mean, const float *rstd, int64_t rows, int64_t ld, int64_t c0,
+                         int64_t nc, double *out) {
+    int64_t r0, r, v, nv = (nc + HV__VN - 1) / HV__VN;
+    for (v = 0; v < nc; v++) out[v] = 0;
+    for (r0 = 0; r0 < rows; r0 += HV__RUN) {
+        int64_t e = r0 + HV__RUN < rows ? r0 + HV__RUN : rows;
+        hv__vf acc[4];
+        float tmp[4 * HV__VN];
+        for (v = 0; v < nv; v++) acc[v] = hv__vzero();
+        for (r = r0; r < e; r++) {
+            const float *pr = p + r * ld + c0;
+            for (v = 0; v < nv; v++) {
+                int64_t left = nc - v * HV__VN;
+                hv__vf g = left >= HV__VN ? hv__vld(pr + v * HV__VN) : hv__vldn(pr + v * HV__VN, left);
+                if (x) {
+                    const float *xr = x + r * ld + c0 + v * HV__VN;
+                    hv__vf xv = left >= HV__VN ? hv__vld(xr) : hv__vldn(xr, left);
+                    g = hv__vmul(g, hv__vmul(hv__vsub(xv, hv__vset(mean[r])), hv__vset(rstd[r])));
+                }
+                acc[v] = hv__vadd(acc[v], g);
+            }
+        }
+        for (v = 0; v < nv; v++) hv__vst(tmp + v * HV__VN, acc[v]);
+        for (v = 0; v < nc; v++) out[v] += (double)tmp[v];
+    }
+}
+
+/* ---- softmax, log-softmax --------------------------------------------------------------------
+   Rows along the last axis (inner 1) run with horizontal vectors; rows along another axis (inner
+   > 1) with VN neighbouring rows per vector, walking down the axis. */
+static void hv__fast_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t r;
+    if (inner == 1) {
+        HV__PARALLEL_FOR(ctx, outer * n)
+        for (r = 0; r < outer; r++) {
+            const float *xr = px + r * n;
+            float *yr = py + r * n, m = hv__max_f(xr, n), inv;
+            const hv__vf mv = hv__vset(m);
+            double s = 0;
+            int64_t j, r0;
+            for (r0 = 0; r0 < n; r0 += HV__RUN) { /* y = exp(x - m) and its sum, in runs as hv__sum_f */
+                int64_t e = r0 + HV__RUN < n ? r0 + HV__RUN : n;
+                hv__vf acc = hv__vzero(), p;
+                for (j = r0; j + HV__VN <= e; j += HV__VN) {
+                    p = hv__vexp(hv__vsub(hv__vld(xr + j), mv));
+                    if (!is_log) hv__vst(yr + j, p);
+                    acc = hv__vadd(acc, p);
+                }
+                if (j < e) {
+                    p = hv__vexp(hv__vsub(hv__vldnf(xr + j, e - j, -INFINITY), mv));
+                    if (!is_log) hv__vstn(yr + j, p, e - j);
+                    acc = hv__vadd(acc, p);
+                }
+                s += (double)hv__vhsum(acc);
+            }
+            if (is_log) { /* (x - m) - log s, as the reference */
+                const hv__vf ls = hv__vset((float)log(s));
+                for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(yr + j, hv__vsub(hv__vsub(hv__vld(xr + j), mv), ls));
+                if (j < n) hv__vstn(yr + j, hv__vsub(hv__vsub(hv__vldn(xr + j, n - j), mv), ls), n - j);
+            } else {
+                inv = (float)(1.0 / s);
+                for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(yr + j, hv__vmul(hv__vld(yr + j), hv__vset(inv)));
+                if (j < n) hv__vstn(yr + j, hv__vmul(hv__vldn(yr + j, n - j), hv__vset(inv)), n - j);
+            }
+        }
+    } else {
+        const int64_t nblk = (inner + HV__VN - 1) / HV__VN;
+        HV__PARALLEL_FOR(ctx, outer * n * inner)
+        for (r = 0; r < outer * nblk; r++) { /* VN rows: columns c0.. of the (n, inner) slab of outer index o */
+            const int64_t o = r / nblk, c0 = (r % nblk) * HV__VN, w = inner - c0 < HV__VN ? inner - c0 : HV__VN;
+            const float *xs = px + o * n * inner + c0;
+            float *ys = py + o * n * inner + c0;
+            hv__vf m = hv__vset(-INFINITY), s = hv__vzero(), nan = hv__vzero(), v;
+            int64_t j;
+            for (j = 0; j < n; j++) {
+                v = hv__vldn(xs + j * inner, w);
+                m = hv__vmax(m, v);
+                nan = hv__vmax(nan, hv__visnan(v));
+            }
+            m = hv__vsel_gt(nan, hv__vzero(), hv__vset(NAN), m);
+            for (j = 0; j < n; j++) s = hv__vadd(s, hv__vexp(hv__vsub(hv__vldn(xs + j * inner, w), m)));
+            if (is_log) {
+                float sv[HV__VN], lv[HV__VN];
+                int64_t t;
+                hv__vst(sv, s);
+                for (t = 0; t < HV__VN; t++) lv[t] = logf(sv[t]);
+                for (j = 0; j < n; j++) hv__vstn(ys + j * inner, hv__vsub(hv__vsub(hv__vldn(xs + j * inner, w), m), hv__vld(lv)), w);
+            } else {
+                hv__vf inv = hv__vdiv(hv__vset(1.0f), s);
+                for (j = 0; j < n; j++) hv__vstn(ys + j * inner, hv__vmul(hv__vexp(hv__vsub(hv__vldn(xs + j * inner, w), m)), inv), w);
+            }
+        }
+    }
+}
+static void hv__fast_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer,
+                                 int64_t n, int64_t inner) {
+    const float *py = (const float *)y->data, *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t r;
+    if (inner == 1) {
+        HV__PARALLEL_FOR(ctx, outer * n)
+        for (r = 0; r < outer; r++) {
+            const float *yr = py + r * n, *gr = pg + r * n;
+            float *gxr = pgx + r * n;
+            const hv__vf s = hv__vset((float)(is_log ? hv__sum_f(gr, n) : hv__sum_prod(gr, yr, n)));
+            int64_t j;
+            for (j = 0; j < n; j += HV__VN) {
+                int64_t w = n - j < HV__VN ? n - j : HV__VN;
+                hv__vf yv = hv__vldn(yr + j, w), gv = hv__vldn(gr + j, w), d;
+                /* log: gx += gy - softmax sum(gy); else gx += y (gy - sum(gy y)) */
+                d = is_log ? hv__vsub(gv, hv__vmul(hv__vexp(yv), s)) : hv__vmul(yv, hv__vsub(gv, s));
+                hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, w), d), w);
+            }
+        }
+    } else {
+        const int64_t nblk = (inner + HV__VN - 1) / HV__VN;
+        HV__PARALLEL_FOR(ctx, outer * n * inner)
+        for (r = 0; r < outer * nblk; r++) {
+            const int64_t o = r / nblk, c0 = (r % nblk) * HV__VN, w = inner - c0 < HV__VN ? inner - c0 : HV__VN, base = o * n * inner + c0;
+            hv__vf s = hv__vzero();
+            int64_t j;
+            for (j = 0; j < n; j++) {
+                hv__vf gv = hv__vldn(pg + base + j * inner, w);
+                s = is_log ? hv__vadd(s, gv) : hv__vfma(gv, hv__vldn(py + base + j * inner, w), s);
+            }
+            for (j = 0; j < n; j++) {
+                const int64_t k = base + j * inner;
+                hv__vf yv = hv__vldn(py + k, w), gv = hv__vldn(pg + k, w);
+                hv__vf d = is_log ? hv__vsub(gv, hv__vmul(hv__vexp(yv), s)) : hv__vmul(yv, hv__vsub(gv, s));
+                hv__vstn(pgx + k, hv__vadd(hv__vldn(pgx + k, w), d), w);
+            }
+        }
+    }
+}
+
+/* ---- layer norm: statistics in float vectors over two passes (mean, then squared deviations),
+   summed in runs into doubles; weight and bias gradients per block of columns, rows in order ---- */
+static void hv__fast_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                                const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data, *pm = (float *)mean->data, *ps = (float *)rstd->data;
+    HV__PARALLEL_FOR(ctx, rows * D)
+    for (r = 0; r < rows; r++) {
+        const float *xr = px + r * D;
+        double mud = (double)xr[0] + hv__sum_dev(xr, D, xr[0]) / (double)D;
+        float *yr = py + r * D, mu = (float)mud, mu_lo = (float)(mud - (double)mu);
+        float rs = (float)(1.0 / sqrt(hv__sum_sqdev(xr, D, mu) / (double)D + eps));
+        const hv__vf mv = hv__vset(mu), mlo = hv__vset(mu_lo), rv = hv__vset(rs);
+        int64_t j;
+        for (j = 0; j < D; j += HV__VN) { /* x - mean in two parts: keeps the digits of rows far from 0 */
+            int64_t n = D - j < HV__VN ? D - j : HV__VN;
+            hv__vf v = hv__vmul(hv__vsub(hv__vsub(hv__vldn(xr + j, n), mv), mlo), rv);
+            if (pw) v = hv__vmul(v, hv__vldn(pw + j, n));
+            if (pb) v = hv__vadd(v, hv__vldn(pb + j, n));
+            hv__vstn(yr + j, v, n);
+        }
+        pm[r] = mu;
+        ps[r] = rs;
+    }
+}
+static void hv__fast_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                    const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r, blk;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pm = (const float *)mean->data;
+    const float *ps = (const float *)rstd->data, *pg = (const float *)gy->data;
+    if (gx) {
+        float *pgx = (float *)gx->data;
+        /* gx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w: one row per thread */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (r = 0; r < rows; r++) {
+            const float *xr = px + r * D, *gr = pg + r * D;
+            float *gxr = pgx + r * D;
+            const hv__vf mv = hv__vset(pm[r]), rv = hv__vset(ps[r]);
+            hv__vf sg = hv__vzero(), sgx = hv__vzero();
+            double dsg = 0, dsgx = 0;
+            int64_t j, run = 0;
+            for (j = 0; j < D; j += HV__VN) {
+                int64_t n = D - j < HV__VN ? D - j : HV__VN;
+                hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv);
+                if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
+                sg = hv__vadd(sg, g);
+                sgx = hv__vfma(g, xh, sgx); /* lanes past D: g = 0 */
+                if ((run += HV__VN) >= HV__RUN || j + HV__VN >= D) {
+                    dsg += (double)hv__vhsum(sg);
+                    dsgx += (double)hv__vhsum(sgx);
+                    sg = sgx = hv__vzero();
+                    run = 0;
+                }
+            }
+            {
+                const hv__vf msg = hv__vset((float)(dsg / (double)D)), msgx = hv__vset((float)(dsgx / (double)D));
+                for (j = 0; j < D; j += HV__VN) {
+                    int64_t n = D - j < HV__VN ? D - j : HV__VN;
+                    hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv), d;
+                    if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
+                    d = hv__vmul(rv, hv__vsub(hv__vsub(g, msg), hv__vmul(xh, msgx)));
+                    hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, n), d), n);
+                }
+            }
+        }
+    }
+    if (gw || gb) {
+        const int64_t cb = 4 * HV__VN, nblk = (D + cb - 1) / cb;
+        float *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (blk = 0; blk < nblk; blk++) { /* sums over rows: a block of columns per thread, rows in order */
+            const int64_t c0 = blk * cb, nc = D - c0 < cb ? D - c0 : cb;
+            double s[4 * HV__VN];
+            int64_t c;
+            if (pgw) {
+                hv__col_sums(pg, px, pm, ps, rows, D, c0, nc, s);
+                for (c = 0; c < nc; c++) pgw[c0 + c] += (float)s[c];
+            }
+            if (pgb) {
+                hv__col_sums(pg, NULL, NULL, NULL, rows, D, c0, nc, s);
+                for (c = 0; c < nc; c++) pgb[c0 + c] += (float)s[c];
+            }
+        }
+    }
+}
+
+/* ---- elementwise: contiguous spans as vectors, everything else by the reference row walk -----
+   A contiguous output and inputs are one flat span cut in chunks of HV__CHUNK (parallel, any
+   split: no element depends on another); rows whose last axis has stride 1 (or 0: broadcast) run
+   as vector rows. */
+#define HV__CHUNK 16384
+static int hv__flat(const hv_tensor *t) { return hv_is_contiguous(t); }
+
+/* o[j] = op(x[j]) for j < n (both stride 1); the ops the reference computes with libm's tanhf and
+   logf keep them (lane by lane) */
+static void hv__unary_span(int op, float alpha, float *o, const float *x, int64_t n) {
+    int64_t j = 0, w;
+    const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
+    if (op == HV__TANH || op == HV__LOG) {
+        for (; j < n; j++) o[j] = hv__unary_f(op, alpha, x[j]);
+        return;
+    }
+    for (; j < n; j += HV__VN) {
+        hv__vf v, r;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        v = hv__vldn(x + j, w);
+        switch (op) {
+        case HV__EXP: r = hv__vexp(v); break;
+        case HV__SQRT: r = hv__vsqrt(v); break;
+        case HV__SIGMOID: r = hv__vdiv(one, hv__vadd(one, hv__vexp(hv__vsub(zero, v)))); break;
+        case HV__RELU: r = hv__vsel_gt(v, zero, v, zero); break; /* NaN -> 0, as x > 0 ? x : 0 */
+        case HV__LEAKY_RELU: r = hv__vsel_gt(v, zero, v, hv__vmul(a, v)); break;
+        case HV__GELU: r = hv__vgelu(v); break;
+        case HV__SCALE: r = hv__vmul(a, v); break;
+        default: r = hv__vadd(v, a); break; /* HV__ADD_SCALAR */
+        }
+        hv__vstn(o + j, r, w);
+    }
+}
+/* g[j] += gy[j] * d op(x[j]) / dx, from x and y = op(x) */
+static void hv__unary_bwd_span(int op, float alpha, float *g, const float *x, const float *y, const float *gy, int64_t n) {
+    int64_t j, w;
+    const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
+    for (j = 0; j < n; j += HV__VN) {
+        hv__vf xv, yv, d;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        xv = hv__vldn(x + j, w);
+        yv = hv__vldn(y + j, w);
+        switch (op) {
+        case HV__EXP: d = yv; break;
+        case HV__LOG: d = hv__vdiv(one, xv); break;
+        case HV__SQRT: d = hv__vdiv(hv__vset(0.5f), yv); break;
+        case HV__TANH: d = hv__vsub(one, hv__vmul(yv, yv)); break;
+        case HV__SIGMOID: d = hv__vmul(yv, hv__vsub(one, yv)); break;
+        case HV__RELU: d = hv__vsel_gt(xv, zero, one, zero); break;
+        case HV__LEAKY_RELU: d = hv__vsel_gt(xv, zero, one, a); break;
+        case HV__GELU: d = hv__vgelu_d(xv); break;
+        case HV__SCALE: d = a; break;
+        default: d = one; break;
+        }
+        hv__vstn(g + j, hv__vfma(hv__vldn(gy + j, w), d, hv__vldn(g + j, w)), w);
+    }
+}
+static void hv__fast_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
+    int64_t n = hv_numel(out), c;
+    if (!hv__flat(out) || !hv__flat(x)) {
+        if (hv__row_stride(out) == 1 && hv__row_stride(x) == 1) {
+            int64_t r, rows = hv__rows(out), len = hv__row_len(out);
+            HV__PARALLEL_FOR(ctx, n)
+            for (r = 0; r < rows; r++)
+                hv__unary_span(op, alpha, (float *)out->data + hv__row_offset(out, r), (const float *)x->data + hv__row_offset(x, r), len);
+        } else {
+            hv__cpu_unary(ctx, op, alpha, out, x);
+        }
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK)
+        hv__unary_span(op, alpha, (float *)out->data + c, (const float *)x->data + c, n - c < HV__CHUNK ? n - c : HV__CHUNK);
+}
+static void hv__fast_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y,
+                               const hv_tensor *gy) {
+    int64_t n = hv_numel(gx), c;
+    if (!hv__flat(gx) || !hv__flat(x) || !hv__flat(y) || !hv__flat(gy)) {
+        hv__cpu_unary_bwd(ctx, op, alpha, gx, x, y, gy);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK)
+        hv__unary_bwd_span(op, alpha, (float *)gx->data + c, (const float *)x->data + c, (const float *)y->data + c, (const float *)gy->data + c,
+                           n - c < HV__CHUNK ? n - c : HV__CHUNK);
+}
+
+/* o[j] = a[j sa] (op) b[j sb] with sa, sb in {0, 1} */
+static void hv__binary_span(int op, float *o, const float *a, int64_t sa, const float *b, int64_t sb, int64_t n) {
+    int64_t j, w;
+    for (j = 0; j < n; j += HV__VN) {
+        hv__vf av, bv, r;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        av = sa ? hv__vldn(a + j, w) : hv__vset(a[0]);
+        bv = sb ? hv__vldn(b + j, w) : hv__vset(b[0]);
+        switch (op) {
+        case HV__ADD: r = hv__vadd(av, bv); break;
+        case HV__SUB: r = hv__vsub(av, bv); break;
+        case HV__MUL: r = hv__vmul(av, bv); break;
+        default: r = hv__vdiv(av, bv); break;
+        }
+        hv__vstn(o + j, r, w);
+    }
+}
+static void hv__fast_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
+    int64_t n = hv_numel(out), sa = hv__row_stride(a), sb = hv__row_stride(b), c, r;
+    if (hv__flat(out) && hv__flat(a) && hv__flat(b)) {
+        HV__PARALLEL_FOR(ctx, n)
+        for (c = 0; c < n; c += HV__CHUNK)
+            hv__binary_span(op, (float *)out->data + c, (const float *)a->data + c, 1, (const float *)b->data + c, 1,
+                            n - c < HV__CHUNK ? n - c : HV__CHUNK);
+    } else if (hv__flat(out) && (sa == 0 || sa == 1) && (sb == 0 || sb == 1)) {
+        int64_t rows = hv__rows(out), len = hv__row_len(out);
+        HV__PARALLEL_FOR(ctx, n)
+        for (r = 0; r < rows; r++)
+            hv__binary_span(op, (float *)out->data + r * len, (const float *)a->data + hv__row_offset(a, r), sa,
+                            (const float *)b->data + hv__row_offset(b, r), sb, len);
+    } else {
+        hv__cpu_binary(ctx, op, out, a, b);
+    }
+}
+
+/* layout copies: flat, or rows whose last axis has stride 1 */
+static void hv__fast_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
+    int64_t n = hv_numel(dst), r, c;
+    if (!accumulate || dst->dtype != HV_F32) {
+        if (!accumulate && !(hv__flat(dst) && hv__flat(src)) && hv__row_stride(dst) == 1 && hv__row_stride(src) == 1) {
+            int64_t rows = hv__rows(dst), len = hv__row_len(dst);
+            size_t es = hv__dtype_size(dst->dtype);
+            HV__PARALLEL_FOR(ctx, n)
+            for (r = 0; r < rows; r++)
+                memcpy((char *)dst->data + hv__row_offset(dst, r) * (int64_t)es, (const char *)src->data + hv__row_offset(src, r) * (int64_t)es,
+                       es * (size_t)len);
+            return;
+        }
+        hv__cpu_copy(ctx, dst, src, accumulate);
+        return;
+    }
+    if (hv__flat(dst) && hv__flat(src)) {
+        HV__PARALLEL_FOR(ctx, n)
+        for (c = 0; c < n; c += HV__CHUNK)
+            hv__binary_span(HV__ADD, (float *)dst->data + c, (const float *)dst->data + c, 1, (const float *)src->data + c, 1,
+                            n - c < HV__CHUNK ? n - c : HV__CHUNK);
+    } else if (hv__row_stride(dst) == 1 && hv__row_stride(src) == 1) {
+        int64_t rows = hv__rows(dst), len = hv__row_len(dst);
+        HV__PARALLEL_FOR(ctx, n)
+        for (r = 0; r < rows; r++) {
+            float *d = (float *)dst->data + hv__row_offset(dst, r);
+            hv__binary_span(HV__ADD, d, d, 1, (const float *)src->data + hv__row_offset(src, r), 1, len);
+        }
+    } else {
+        hv__cpu_copy(ctx, dst, src, accumulate);
+    }
+}
+
+/* ---- reductions: over trailing axes (row sums) or leading axes (column sums, e.g. the bias
+   gradient of a linear layer) of a contiguous x; other patterns run the reference ---------------- */
+static void hv__fast_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    int d, seen_red = 0, seen_keep = 0, lead = 1, trail = 1;
+    int64_t rows, len, r;
+    const float *px = (const float *)x->data;
+    float *po = (float *)out->data;
+    /* classify the axes (extent-1 axes of x do not matter) */
+    for (d = 0; d < x->ndim; d++) {
+        if (x->shape[d] == 1) continue;
+        if (out->shape[d] == 1) {
+            if (seen_keep) lead = 0; /* a reduced axis after a kept one */
+            seen_red = 1;
+        } else {
+            if (seen_red) trail = 0; /* a kept axis after a reduced one */
+            seen_keep = 1;
+        }
+    }
+    if (!hv__flat(x) || !hv__flat(out) || !seen_red || !seen_keep || !(lead || trail) || hv_numel(x) == 0) {
+        hv__cpu_reduce(ctx, op, out, x);
+        return;
+    }
+    if (trail) { /* out (rows) from x (rows, len) */
+        rows = hv_numel(out);
+        len = hv_numel(x) / rows;
+        HV__PARALLEL_FOR(ctx, rows * len)
+        for (r = 0; r < rows; r++) po[r] = op == HV__RED_SUM ? (float)hv__sum_f(px + r * len, len) : hv__max_f(px + r * len, len);
+    } else { /* out (len) from x (rows, len): column blocks */
+        const int64_t cb = 4 * HV__VN;
+        int64_t nblk;
+        len = hv_numel(out);
+        rows = hv_numel(x) / len;
+        nblk = (len + cb - 1) / cb;
+        HV__PARALLEL_FOR(ctx, rows * len)
+        for (r = 0; r < nblk; r++) {
+            const int64_t c0 = r * cb, nc = len - c0 < cb ? len - c0 : cb;
+            int64_t c, q;
+            if (op == HV__RED_SUM) {
+                double s[4 * HV__VN];
+                hv__col_sums(px, NULL, NULL, NULL, rows, len, c0, nc, s);
+                for (c = 0; c < nc; c++) po[c0 + c] = (float)s[c];
+            } else {
+                for (c = 0; c < nc; c++) { /* max down the column: first value, then NaN wins as in the reference */
+                    float m = px[c0 + c];
+                    for (q = 1; q < rows; q++) {
+                        float v = px[q * len + c0 + c];
+                        if (v > m || v != v) m = v;
+                    }
+                    po[c0 + c] = m;
+                }
+            }
+        }
+    }
+}
+
+/* ---- gather and scatter: rows of `inner` floats as vectors ------------------------------------ */
+static void hv__fast_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                            int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t r, rows = outer * k;
+    HV__PARALLEL_FOR(ctx, rows * inner)
+    for (r = 0; r < rows; r++) {
+        const float *s = ps + ((r / k) * n + pi[r]) * inner;
+        float *dr = pd + r * inner;
+        if (accumulate) hv__binary_span(HV__ADD, dr, dr, 1, s, 1, inner);
+        else memcpy(dr, s, sizeof(float) * (size_t)inner);
+    }
+}
+/* one outer slice per thread, its picks added in the order of idx: the reference's order */
+static void hv__fast_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n, int64_t k,
+                                 int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t o;
+    if (outer < hv__fast_threads(ctx, outer * k * inner) || inner < HV__VN) {
+        hv__cpu_scatter_add(ctx, dst, src, idx, outer, n, k, inner);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, outer * k * inner)
+    for (o = 0; o < outer; o++) {
+        int64_t j;
+        for (j = 0; j < k; j++) {
+            float *d = pd + (o * n + pi[o * k + j]) * inner;
+            hv__binary_span(HV__ADD, d, d, 1, ps + (o * k + j) * inner, 1, inner);
+        }
+    }
+}
+
+/* ---- losses ----------------------------------------------------------------------------------- */
+static void hv__fast_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                   const hv_tensor *labels) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pl = (float *)lse->data, *prl = (float *)row_loss->data;
+    double total = 0;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float m = hv__max_f(xr, C);
+        const hv__vf mv = hv__vset(m);
+        double s = 0;
+        int64_t j, r0;
+        for (r0 = 0; r0 < C; r0 += HV__RUN) {
+            int64_t e = r0 + HV__RUN < C ? r0 + HV__RUN : C;
+            hv__vf acc = hv__vzero();
+            for (j = r0; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vexp(hv__vsub(hv__vld(xr + j), mv)));
+            if (j < e) acc = hv__vadd(acc, hv__vexp(hv__vsub(hv__vldnf(xr + j, e - j, -INFINITY), mv)));
+            s += (double)hv__vhsum(acc);
+        }
+        pl[2 * r] = m;
+        pl[2 * r + 1] = (float)log(s);
+        prl[r] = (float)((m - xr[py[r]]) + log(s));
+    }
+    for (r = 0; r < N; r++) total += prl[r];
+    *(float *)loss->data = (float)(total / (double)N);
+}
+static void hv__fast_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                       const hv_tensor *lse, const hv_tensor *gloss) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data, *pl = (const float *)lse->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pg = (float *)glogits->data, g = *(const float *)gloss->data / (float)N;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float *gr = pg + r * C;
+        const hv__vf m = hv__vset(pl[2 * r]), ls = hv__vset(pl[2 * r + 1]), gv = hv__vset(g);
+        int64_t j, w;
+        for (j = 0; j < C; j += HV__VN) { /* g softmax, then -g at the label */
+            w = C - j < HV__VN ? C - j : HV__VN;
+            hv__vstn(gr + j, hv__vfma(gv, hv__vexp(hv__vsub(hv__vsub(hv__vldn(xr + j, w), m), ls)), hv__vldn(gr + j, w)), w);
+        }
+        gr[py[r]] -= g;
+    }
+}
+
+/* mean of (a - b)^2 or |a - b|: fixed chunks of HV__CHUNK summed in parallel (runs in double), the
+   chunk sums added in order, so the result does not depend on the threads */
+static void hv__fast_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    int64_t n = hv_numel(a), nch = (n + HV__CHUNK - 1) / HV__CHUNK, c;
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    double *part = (double *)hv__arena_alloc(&ctx->arena, sizeof(double) * (size_t)nch), s = 0;
+    if (!part) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_diff_loss(ctx, mode, loss, a, b);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nch; c++) {
+        int64_t e = (c + 1) * HV__CHUNK < n ? (c + 1) * HV__CHUNK : n, r0, j, w;
+        double t = 0;
+        for (r0 = c * HV__CHUNK; r0 < e; r0 += HV__RUN) {
+            int64_t re = r0 + HV__RUN < e ? r0 + HV__RUN : e;
+            hv__vf acc = hv__vzero();
+            for (j = r0; j < re; j += HV__VN) {
+                hv__vf d;
+                w = re - j < HV__VN ? re - j : HV__VN;
+                d = hv__vsub(hv__vldn(pa + j, w), hv__vldn(pb + j, w));
+                acc = mode == HV__LOSS_MSE ? hv__vfma(d, d, acc) : hv__vadd(acc, hv__vabs(d));
+            }
+            t += (double)hv__vhsum(acc);
+        }
+        part[c] = t;
+    }
+    for (c = 0; c < nch; c++) s += part[c];
+    *(float *)loss->data = (float)(s / (double)n);
+    hv__arena_rewind(&ctx->arena, mark);
+}
+static void hv__fast_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                   const hv_tensor *gloss) {
+    int64_t n = hv_numel(a), c;
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    float *pga = ga ? (float *)ga->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    const float g = *(const float *)gloss->data / (float)n;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK) {
+        const hv__vf gv = hv__vset(g), g2 = hv__vset(2.0f * g), zero = hv__vzero();
+        int64_t e = c + HV__CHUNK < n ? c + HV__CHUNK : n, j, w;
+        for (j = c; j < e; j += HV__VN) {
+            hv__vf d, v;
+            w = e - j < HV__VN ? e - j : HV__VN;
+            d = hv__vsub(hv__vldn(pa + j, w), hv__vldn(pb + j, w));
+            /* MSE 2 g d; L1 g sign(d), 0 at d = 0 (and NaN) */
+            v = mode == HV__LOSS_MSE ? hv__vmul(g2, d) : hv__vsel_gt(d, zero, gv, hv__vsel_lt(d, zero, hv__vsub(zero, gv), zero));
+            if (pga) hv__vstn(pga + j, hv__vadd(hv__vldn(pga + j, w), v), w);
+            if (pgb) hv__vstn(pgb + j, hv__vsub(hv__vldn(pgb + j, w), v), w);
+        }
+    }
+}
+
 /* HV-SECTION cpu-fast END */
 
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
@@ -4363,6 +5036,21 @@ static const hv__backend *hv__cpu_backend(void) {
             be.conv2d = hv__fast_conv2d;
             be.conv2d_bwd_data = hv__fast_conv2d_bwd_data;
             be.conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
+            be.copy = hv__fast_copy;
+            be.binary = hv__fast_binary;
+            be.unary = hv__fast_unary;
+            be.unary_bwd = hv__fast_unary_bwd;
+            be.reduce = hv__fast_reduce;
+            be.softmax = hv__fast_softmax;
+            be.softmax_bwd = hv__fast_softmax_bwd;
+            be.layer_norm = hv__fast_layer_norm;
+            be.layer_norm_bwd = hv__fast_layer_norm_bwd;
+            be.gather = hv__fast_gather;
+            be.scatter_add = hv__fast_scatter_add;
+            be.cross_entropy = hv__fast_cross_entropy;
+            be.cross_entropy_bwd = hv__fast_cross_entropy_bwd;
+            be.diff_loss = hv__fast_diff_loss;
+            be.diff_loss_bwd = hv__fast_diff_loss_bwd;
         }
         /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";

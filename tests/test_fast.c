@@ -223,12 +223,339 @@ static void test_conv_fast(hv_ctx *ctx) {
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_check(ctx, &cases[i]);
 }
 
+/* ---- exp and erf: the vector polynomials against double precision, in ulps ------------------- */
+
+static double fx_ulps(float got, double want) {
+    float w = (float)want;
+    double ulp = (double)nextafterf(fabsf(w), INFINITY) - fabs((double)w);
+    if (w == 0 || ulp < 1.4e-45) ulp = 1.4e-45;
+    return fabs((double)got - want) / ulp;
+}
+/* every 257th float bit pattern of the range (a million or so samples) */
+static void test_exp_erf_ulps(hv_ctx *ctx) {
+    double worst_exp = 0, worst_erf = 0, worst_gelu = 0;
+    float at_exp = 0, at_erf = 0;
+    uint32_t u;
+    (void)ctx;
+    for (u = 0; u < 0x7f800000u; u += 257) {
+        float x, buf[HV__VN], out[HV__VN];
+        int sign;
+        memcpy(&x, &u, sizeof x);
+        for (sign = 0; sign < 2; sign++) {
+            float xs = sign ? -x : x;
+            double e;
+            int i;
+            for (i = 0; i < HV__VN; i++) buf[i] = xs;
+            if (xs >= -87.0f && xs <= 88.0f) { /* normal results (denormals have ulps of their own) */
+                hv__vst(out, hv__vexp(hv__vld(buf)));
+                e = fx_ulps(out[0], exp((double)xs));
+                if (e > worst_exp) worst_exp = e, at_exp = xs;
+            }
+            if (fabsf(xs) <= 6.0f) {
+                hv__vst(out, hv__verf(hv__vld(buf)));
+                e = fx_ulps(out[0], erf((double)xs));
+                if (e > worst_erf) worst_erf = e, at_erf = xs;
+                hv__vst(out, hv__vgelu(hv__vld(buf))); /* against the reference kernel's erff form */
+                /* relative to |x| / 2, the scale of 1 + erf: both forms lose digits to it for x << 0 */
+                e = fabs((double)out[0] - (double)hv__gelu_f(xs)) / (0.5 * fabs((double)xs) + 1e-30);
+                if (e > worst_gelu) worst_gelu = e;
+            }
+        }
+    }
+    if (fx_verbose)
+        printf("    exp max %.2f ulp (at %g), erf max %.2f ulp (at %g), gelu vs the erff form max error / (|x| / 2) %.3g\n", worst_exp, (double)at_exp,
+               worst_erf, (double)at_erf, worst_gelu);
+    /* the scalar build uses libm itself (0.5 ulp or so) */
+    CHECK(worst_exp <= 2.0, "vector exp: %.2f ulp at %g", worst_exp, (double)at_exp);
+    CHECK(worst_erf <= 2.0, "vector erf: %.2f ulp at %g", worst_erf, (double)at_erf);
+    CHECK(worst_gelu <= 2.5e-7, "vector gelu: error / (|x| / 2) %.3g", worst_gelu);
+    {
+        float sp[HV__VN], out[HV__VN];
+        int i;
+        for (i = 0; i < HV__VN; i++) sp[i] = i % 3 == 0 ? -INFINITY : i % 3 == 1 ? NAN : INFINITY;
+        hv__vst(out, hv__vexp(hv__vld(sp)));
+        for (i = 0; i < HV__VN; i++)
+            CHECK(i % 3 == 0 ? out[i] == 0 : i % 3 == 1 ? out[i] != out[i] : out[i] == INFINITY, "exp(%g) = %g", (double)sp[i], (double)out[i]);
+        hv__vst(out, hv__verf(hv__vld(sp)));
+        for (i = 0; i < HV__VN; i++)
+            CHECK(i % 3 == 0 ? out[i] == -1 : i % 3 == 1 ? out[i] != out[i] : out[i] == 1, "erf(%g) = %g", (double)sp[i], (double)out[i]);
+    }
+}
+
+/* ---- softmax, layer norm -------------------------------------------------------------------- */
+
+/* declares got, want and one: copies of out0 (the kernels may accumulate) passed as o_ to the
+   fast kernel, the reference, and the fast kernel on 1 thread; checks that one == got bit for bit.
+   Use inside a block of its own. */
+#define FX_BOTH(ctx, out0, got, want, one, call_fast, call_ref)                                    \
+    int th_ = hv_get_threads(ctx);                                                                 \
+    hv_tensor *got = fx_clone(out0), *want = fx_clone(out0), *one = fx_clone(out0);                \
+    {                                                                                              \
+        hv_tensor *o_ = got;                                                                       \
+        call_fast;                                                                                 \
+        o_ = want;                                                                                 \
+        call_ref;                                                                                  \
+        o_ = one;                                                                                  \
+        hv_set_threads(ctx, 1);                                                                    \
+        call_fast;                                                                                 \
+        hv_set_threads(ctx, th_);                                                                  \
+    }                                                                                              \
+    CHECK_SAME("1 vs 2 threads", hv_data(one), hv_data(got), hv_numel(got))
+
+/* Tolerance 1e-6 for softmax and log-softmax, forward and backward (measured <= 2e-7) */
+static void test_softmax_fast(hv_ctx *ctx) {
+    static const int64_t shapes[][3] = {{7, 257, 1}, {3, 1, 1}, {5, 33, 1}, {2, 1000, 1}, {2, 17, 5}, {3, 10, 40}, {1, 9, 16}, {4, 300, 3}};
+    size_t i;
+    int is_log;
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (is_log = 0; is_log < 2; is_log++) {
+            int64_t o = shapes[i][0], n = shapes[i][1], in = shapes[i][2];
+            char label[96];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(o, n, in), i % 2 ? 30.0f : 3.0f), *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(o, n, in));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(o, n, in), 1), *gx0 = fx_randn(ctx, HV_SHAPE(o, n, in), 1);
+            snprintf(label, sizeof label, "%ssoftmax (%lld, %lld, %lld)", is_log ? "log-" : "", (long long)o, (long long)n, (long long)in);
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_softmax(ctx, is_log, o_, x, o, n, in), hv__cpu_softmax(ctx, is_log, o_, x, o, n, in));
+                CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
+                {
+                    FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_softmax_bwd(ctx, is_log, o_, yr, gy, o, n, in),
+                            hv__cpu_softmax_bwd(ctx, is_log, o_, yr, gy, o, n, in));
+                    CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+                }
+            }
+        }
+}
+
+/* Tolerances: 1e-6 forward and input gradient, 1e-5 weight/bias gradients (sums over all rows);
+   rows offset by 100 keep them (the statistics are two-pass) */
+static void test_layer_norm_fast(hv_ctx *ctx) {
+    static const int64_t shapes[][2] = {{37, 384}, {5, 1}, {3, 17}, {9, 80}, {300, 64}, {2, 1000}};
+    size_t i;
+    int aff;
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (aff = 0; aff < 3; aff++) {
+            int64_t R = shapes[i][0], D = shapes[i][1], j;
+            char label[96];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(R, D), 2), *w = aff ? fx_randn(ctx, HV_SHAPE(D), 1) : NULL, *b = aff == 1 ? fx_randn(ctx, HV_SHAPE(D), 1) : NULL;
+            hv_tensor *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(R, D)), *mr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(R));
+            hv_tensor *sr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(R)), *mf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(R)), *sf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(R));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(R, D), 1), *gx0 = fx_randn(ctx, HV_SHAPE(R, D), 1), *gw0 = fx_randn(ctx, HV_SHAPE(D), 1);
+            if (i % 2)
+                for (j = 0; j < R * D; j++) hv_data(x)[j] += 100.0f;
+            snprintf(label, sizeof label, "layer norm (%lld, %lld)%s", (long long)R, (long long)D, aff == 0 ? "" : aff == 1 ? " w b" : " w");
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_layer_norm(ctx, o_, mf, sf, x, w, b, 1e-6f), hv__cpu_layer_norm(ctx, o_, mr, sr, x, w, b, 1e-6f));
+                CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
+                CHECK_CLOSE("  mean", hv_data(mf), hv_data(mr), R, 1e-6);
+                CHECK_CLOSE("  rstd", hv_data(sf), hv_data(sr), R, 1e-6);
+            }
+            {
+                FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, o_, NULL, NULL, x, w, mr, sr, gy),
+                        hv__cpu_layer_norm_bwd(ctx, o_, NULL, NULL, x, w, mr, sr, gy));
+                CHECK_CLOSE("  dx", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+            }
+            {
+                FX_BOTH(ctx, gw0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, NULL, o_, NULL, x, w, mr, sr, gy),
+                        hv__cpu_layer_norm_bwd(ctx, NULL, o_, NULL, x, w, mr, sr, gy));
+                CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+            }
+            {
+                FX_BOTH(ctx, gw0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, NULL, NULL, o_, x, w, mr, sr, gy),
+                        hv__cpu_layer_norm_bwd(ctx, NULL, NULL, o_, x, w, mr, sr, gy));
+                CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+            }
+            hv_step_end(ctx);
+        }
+}
+
+/* ---- elementwise ----------------------------------------------------------------------------- */
+
+/* Tolerance: 1e-6 for the polynomial ops (exp, sigmoid, gelu and their derivatives; measured
+   <= 3e-7), 0 for the rest (the same float operations as the reference) */
+static void test_unary_fast(hv_ctx *ctx) {
+    static const int ops[] = {HV__EXP, HV__LOG, HV__SQRT, HV__TANH, HV__SIGMOID, HV__RELU, HV__LEAKY_RELU, HV__GELU, HV__SCALE, HV__ADD_SCALAR};
+    static const char *names[] = {"exp", "log", "sqrt", "tanh", "sigmoid", "relu", "leaky_relu", "gelu", "scale", "add_scalar"};
+    const int perm[3] = {0, 2, 1};
+    size_t i;
+    int strided;
+    for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        for (strided = 0; strided < 2; strided++) {
+            int op = ops[i], poly = op == HV__EXP || op == HV__SIGMOID || op == HV__GELU;
+            double tol = poly ? 1e-6 : 0;
+            char label[64];
+            hv_tensor *base = fx_randn(ctx, HV_SHAPE(3, 67, 45), op == HV__EXP ? 4.0f : 3.0f), *x, *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(3, 67, 45));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(3, 67, 45), 1), *gx0 = fx_randn(ctx, HV_SHAPE(3, 67, 45), 1);
+            int64_t j;
+            if (op == HV__LOG || op == HV__SQRT)
+                for (j = 0; j < hv_numel(base); j++) hv_data(base)[j] = fabsf(hv_data(base)[j]) + 0.01f;
+            x = strided ? hv_permute(fx_randn(ctx, HV_SHAPE(3, 45, 67), 1), perm) : base;
+            if (strided) hv__cpu_copy(ctx, x, base, 0);
+            snprintf(label, sizeof label, "unary %s%s", names[i], strided ? " (strided x)" : "");
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_unary(ctx, op, 0.2f, o_, x), hv__cpu_unary(ctx, op, 0.2f, o_, x));
+                CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), tol);
+                if (!strided) {
+                    FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_unary_bwd(ctx, op, 0.2f, o_, x, yr, gy), hv__cpu_unary_bwd(ctx, op, 0.2f, o_, x, yr, gy));
+                    CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), op == HV__GELU ? 1e-6 : 1e-7);
+                }
+            }
+            hv_step_end(ctx);
+        }
+}
+/* same float operations as the reference: bit-identical */
+static void test_binary_copy_fast(hv_ctx *ctx) {
+    const int perm[3] = {0, 2, 1};
+    static const int64_t bshapes[][3] = {{5, 31, 47}, {1, 1, 47}, {5, 31, 1}, {1, 1, 1}, {5, 1, 47}};
+    size_t i;
+    int op;
+    hv_tensor *a = fx_randn(ctx, HV_SHAPE(5, 31, 47), 1);
+    for (i = 0; i < sizeof bshapes / sizeof bshapes[0]; i++)
+        for (op = HV__ADD; op <= HV__DIV; op++) {
+            int64_t sh[3] = {5, 31, 47};
+            hv_tensor *b = fx_randn(ctx, hv_shape_of(3, bshapes[i]), 1), *ea = hv__expand(a, 3, sh), *eb = hv__expand(b, 3, sh);
+            hv_tensor *out0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(5, 31, 47));
+            char label[96];
+            snprintf(label, sizeof label, "binary op %d with b (%lld, %lld, %lld)", op, (long long)bshapes[i][0], (long long)bshapes[i][1],
+                     (long long)bshapes[i][2]);
+            {
+                FX_BOTH(ctx, out0, of, orf, o1, hv__fast_binary(ctx, op, o_, ea, eb), hv__cpu_binary(ctx, op, o_, ea, eb));
+                CHECK_CLOSE(label, hv_data(of), hv_data(orf), hv_numel(orf), 0);
+            }
+        }
+    { /* copies into and out of strided views, plain and accumulating */
+        hv_tensor *big = fx_randn(ctx, HV_SHAPE(5, 47, 31), 1), *view = hv_permute(big, perm), *acc;
+        int accumulate;
+        for (accumulate = 0; accumulate < 2; accumulate++) {
+            hv_tensor *d0 = fx_randn(ctx, HV_SHAPE(5, 31, 47), 1);
+            FX_BOTH(ctx, d0, df, dr, d1, hv__fast_copy(ctx, o_, view, accumulate), hv__cpu_copy(ctx, o_, view, accumulate));
+            CHECK_CLOSE(accumulate ? "copy += strided" : "copy = strided", hv_data(df), hv_data(dr), hv_numel(dr), 0);
+        }
+        acc = fx_clone(big);
+        hv__fast_copy(ctx, hv_permute(acc, perm), a, 1);
+        hv__cpu_copy(ctx, view, a, 1);
+        CHECK_CLOSE("copy += into a strided view", hv_data(acc), hv_data(big), hv_numel(big), 0);
+    }
+}
+
+/* Tolerance 1e-6 (the reference sums in double; runs of 256 floats here) */
+static void test_reduce_fast(hv_ctx *ctx) {
+    static const int64_t outs[][3] = {{1, 1, 47}, {5, 31, 1}, {1, 31, 47}, {5, 1, 1}, {1, 1, 1}, {5, 1, 47}};
+    size_t i;
+    int op;
+    hv_tensor *x = fx_randn(ctx, HV_SHAPE(5, 31, 47), 1), *xn = fx_clone(x);
+    hv_data(xn)[5 * 47 + 3] = NAN;
+    for (i = 0; i < sizeof outs / sizeof outs[0]; i++)
+        for (op = HV__RED_SUM; op <= HV__RED_MAX; op++) {
+            hv_tensor *o0 = hv_tensor_temp(ctx, HV_F32, hv_shape_of(3, outs[i]));
+            char label[96];
+            snprintf(label, sizeof label, "%s to (%lld, %lld, %lld)", op == HV__RED_SUM ? "sum" : "max", (long long)outs[i][0], (long long)outs[i][1],
+                     (long long)outs[i][2]);
+            {
+                FX_BOTH(ctx, o0, rf, rr, r1, hv__fast_reduce(ctx, op, o_, x), hv__cpu_reduce(ctx, op, o_, x));
+                CHECK_CLOSE(label, hv_data(rf), hv_data(rr), hv_numel(rr), op == HV__RED_SUM ? 1e-6 : 0);
+            }
+            if (op == HV__RED_MAX) { /* NaN wins where it is reduced */
+                hv_tensor *a = fx_clone(o0), *b = fx_clone(o0);
+                int64_t j;
+                hv__fast_reduce(ctx, op, a, xn);
+                hv__cpu_reduce(ctx, op, b, xn);
+                for (j = 0; j < hv_numel(a); j++)
+                    CHECK((hv_data(a)[j] != hv_data(a)[j]) == (hv_data(b)[j] != hv_data(b)[j]), "%s: NaN at %lld", label, (long long)j);
+            }
+        }
+    { /* the bias gradient of a linear layer: (2056, 384) -> (384) */
+        hv_tensor *g = fx_randn(ctx, HV_SHAPE(2056, 384), 1), *o0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1, 384));
+        FX_BOTH(ctx, o0, rf, rr, r1, hv__fast_reduce(ctx, HV__RED_SUM, o_, g), hv__cpu_reduce(ctx, HV__RED_SUM, o_, g));
+        CHECK_CLOSE("sum over 2056 rows", hv_data(rf), hv_data(rr), hv_numel(rr), 1e-6);
+    }
+}
+
+/* gather bit-identical; scatter-add bit-identical (same order per element) */
+static void test_gather_scatter_fast(hv_ctx *ctx) {
+    const int64_t outer = 6, n = 50, k = 37, inner = 40;
+    hv_tensor *src = fx_randn(ctx, HV_SHAPE(outer, n, inner), 1), *idx = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(outer, k));
+    hv_tensor *g0 = fx_randn(ctx, HV_SHAPE(outer, k, inner), 1), *s0 = fx_randn(ctx, HV_SHAPE(outer, n, inner), 1);
+    int64_t j;
+    int acc;
+    for (j = 0; j < outer * k; j++) hv_data_i32(idx)[j] = (int32_t)(hv_rng_u64(ctx) % (uint64_t)(j % 3 ? n : 4)); /* repeats */
+    for (acc = 0; acc < 2; acc++) {
+        FX_BOTH(ctx, g0, gf, gr, g1, hv__fast_gather(ctx, acc, o_, src, idx, outer, n, k, inner), hv__cpu_gather(ctx, acc, o_, src, idx, outer, n, k, inner));
+        CHECK_CLOSE(acc ? "gather +=" : "gather", hv_data(gf), hv_data(gr), hv_numel(gr), 0);
+    }
+    {
+        FX_BOTH(ctx, s0, sf, sr, s1, hv__fast_scatter_add(ctx, o_, g0, idx, outer, n, k, inner), hv__cpu_scatter_add(ctx, o_, g0, idx, outer, n, k, inner));
+        CHECK_CLOSE("scatter_add", hv_data(sf), hv_data(sr), hv_numel(sr), 0);
+    }
+}
+
+/* Tolerances: cross-entropy 1e-6 (loss, lse, gradient), MSE/L1 1e-6 (loss), 0 (gradients) */
+static void test_losses_fast(hv_ctx *ctx) {
+    static const int64_t ce[][2] = {{37, 1000}, {5, 3}, {1, 1}, {64, 17}};
+    static const int64_t ns[] = {1, 1000, 100003};
+    size_t i;
+    int mode;
+    for (i = 0; i < sizeof ce / sizeof ce[0]; i++) {
+        int64_t N = ce[i][0], C = ce[i][1], j;
+        hv_tensor *x = fx_randn(ctx, HV_SHAPE(N, C), i == 3 ? 300.0f : 3.0f), *lab = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(N));
+        hv_tensor *lf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1)), *lr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1));
+        hv_tensor *sf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(N, 2)), *sr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(N, 2));
+        hv_tensor *rl = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(N)), *g0 = fx_randn(ctx, HV_SHAPE(N, C), 1), *gl = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1));
+        char label[64];
+        for (j = 0; j < N; j++) hv_data_i32(lab)[j] = (int32_t)(hv_rng_u64(ctx) % (uint64_t)C);
+        hv_data(gl)[0] = 1.7f;
+        snprintf(label, sizeof label, "cross-entropy (%lld, %lld)", (long long)N, (long long)C);
+        hv__fast_cross_entropy(ctx, lf, sf, rl, x, lab);
+        hv__cpu_cross_entropy(ctx, lr, sr, rl, x, lab);
+        CHECK_CLOSE(label, hv_data(lf), hv_data(lr), 1, 1e-6);
+        CHECK_CLOSE("  max and log-sum", hv_data(sf), hv_data(sr), 2 * N, 1e-6);
+        {
+            FX_BOTH(ctx, g0, gf, gr, g1, hv__fast_cross_entropy_bwd(ctx, o_, x, lab, sr, gl), hv__cpu_cross_entropy_bwd(ctx, o_, x, lab, sr, gl));
+            CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+        }
+    }
+    for (i = 0; i < sizeof ns / sizeof ns[0]; i++)
+        for (mode = HV__LOSS_MSE; mode <= HV__LOSS_L1; mode++) {
+            int64_t n = ns[i];
+            hv_tensor *a = fx_randn(ctx, HV_SHAPE(n), 1), *b = fx_randn(ctx, HV_SHAPE(n), 1), *lf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1));
+            hv_tensor *lr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1)), *l1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1));
+            hv_tensor *ga0 = fx_randn(ctx, HV_SHAPE(n), 1), *gl = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1));
+            char label[64];
+            int th = hv_get_threads(ctx);
+            hv_data(b)[0] = hv_data(a)[0]; /* a zero difference: L1's gradient is 0 there */
+            hv_data(gl)[0] = 0.3f;
+            snprintf(label, sizeof label, "%s loss n=%lld", mode == HV__LOSS_MSE ? "mse" : "l1", (long long)n);
+            hv__fast_diff_loss(ctx, mode, lf, a, b);
+            hv__cpu_diff_loss(ctx, mode, lr, a, b);
+            hv_set_threads(ctx, 1);
+            hv__fast_diff_loss(ctx, mode, l1, a, b);
+            hv_set_threads(ctx, th);
+            CHECK_CLOSE(label, hv_data(lf), hv_data(lr), 1, 1e-6);
+            CHECK_SAME(label, hv_data(l1), hv_data(lf), 1);
+            {
+                FX_BOTH(ctx, ga0, gf, gr, g1, hv__fast_diff_loss_bwd(ctx, mode, o_, o_, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, o_, a, b, gl));
+                CHECK_CLOSE("  backward (a and b into one buffer)", hv_data(gf), hv_data(gr), n, 0);
+            }
+            {
+                FX_BOTH(ctx, ga0, gf, gr, g1, hv__fast_diff_loss_bwd(ctx, mode, o_, NULL, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, NULL, a, b, gl));
+                CHECK_CLOSE("  backward of a", hv_data(gf), hv_data(gr), n, 0);
+            }
+        }
+}
+
 int main(int argc, char **argv) {
     hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 2024, .threads = 2});
     fx_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
     TL_RUN(ctx, test_attention_fast);
     TL_RUN(ctx, test_attention_fast_partial);
     TL_RUN(ctx, test_conv_fast);
+    TL_RUN(ctx, test_exp_erf_ulps);
+    TL_RUN(ctx, test_softmax_fast);
+    TL_RUN(ctx, test_layer_norm_fast);
+    TL_RUN(ctx, test_unary_fast);
+    TL_RUN(ctx, test_binary_copy_fast);
+    TL_RUN(ctx, test_reduce_fast);
+    TL_RUN(ctx, test_gather_scatter_fast);
+    TL_RUN(ctx, test_losses_fast);
     hv_shutdown(ctx);
     TL_DONE();
 }
