@@ -16,7 +16,7 @@
        4. Implementation: tensor core
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
-       7. Implementation: CPU backend (scalar reference kernels)
+       7. Implementation: CPU backend (scalar reference kernels; 7b: the fast SIMD kernels in use)
        8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
        9. Implementation: layers and models (transformer block, ViT, MAE)
 
@@ -26,6 +26,8 @@
        HV_ASSERT(x)             internal invariants only (default: assert); user mistakes never assert
        _OPENMP                  (set by -fopenmp) kernels run multi-threaded; results are
                                 bit-identical for any thread count (see DETERMINISM)
+       HUMANVIT_REFERENCE_KERNELS  the CPU backend runs its scalar reference kernels instead of the
+                                SIMD ones (section 7b): slow, for debugging and benchmarks
 
    WHAT IT DOES NOT DO
        No implicit device moves, no dynamic shapes inside a step beyond what you pass, no
@@ -4349,7 +4351,7 @@ static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
    A long float sum in a fixed order: VN lanes of float partial sums over runs of HV__RUN
    elements, each run's total added to a double. Close to the reference's double sums (relative
    error ~1e-7 for data of one sign) at the speed of float vectors. */
-#define HV__RUN 256
+#define HV__RUN (16 * HV__VN) /* 16 terms per lane: 256 floats with AVX-512, 16 in the scalar build */
 static double hv__sum_f(const float *p, int64_t n) {
     double total = 0;
     int64_t r, j;
