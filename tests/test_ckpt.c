@@ -371,6 +371,7 @@ static void test_bad_safetensors(hv_ctx *ctx) {
     CHECK_ERROR(st_mem(ctx, "{\"a\\q\":{}}", z, 4, 0), "bad escape");
     CHECK_ERROR(st_mem(ctx, "{\"a\\", z, 4, 0), "unterminated");
     CHECK_ERROR(st_mem(ctx, "{\"x\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]}}", "\0\0\0\0\x01\0\0\0", 8, 0), "'x'", "does not fit in int32");
+    CHECK_ERROR(st_mem(ctx, "{\"x\":{\"dtype\":\"U32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "\0\0\0\0\xff\xff\xff\xff", 8, 0), "element 1 = 4294967295");
     /* metadata nested far too deep is refused, not recursed into */
     strcpy(deep, "{\"__metadata__\":");
     for (i = 0; i < 300; i++) strcat(deep, "[");
@@ -613,6 +614,35 @@ static void test_pickles(hv_ctx *ctx) {
         }
         hv_state_dict_free(sd);
         CHECK_ERROR(load_pickle(ctx, &b, "args"), "'args' is a object");
+        free(b.p);
+    }
+    {   /* the rarer opcodes: DICT, LIST, FROZENSET, INST, OBJ, NEWOBJ_EX, POP_MARK, LONG4, BINBYTES8,
+           BINUNICODE8, SHORT_BINSTRING, BINSTRING, BININT2, LONG_BINPUT/GET; OrderedDict(pairs) */
+        cz_buf b;
+        memset(&b, 0, sizeof b);
+        pk_op(&b, 0x80), pk_op(&b, 2), pk_op(&b, '(');
+        pk_str(&b, "model");
+        pk_global(&b, "collections", "OrderedDict"), pk_op(&b, '('), pk_op(&b, '('), pk_op(&b, '(');
+        pk_str(&b, "w"), pk_tensor(&b, "FloatStorage", "0", 16, 1, 1, s4, st1);
+        pk_op(&b, 't'), pk_op(&b, 'l'), pk_op(&b, 't'), pk_op(&b, 'R');
+        pk_str(&b, "junk"), pk_op(&b, '(');
+        pk_op(&b, '('), cz_put(&b, "iargparse\nNamespace\n", 20);
+        pk_op(&b, '('), pk_global(&b, "foo", "Bar"), pk_op(&b, 'K'), pk_op(&b, 1), pk_op(&b, 'o');
+        pk_global(&b, "foo", "Baz"), pk_op(&b, ')'), pk_op(&b, '}'), pk_op(&b, 0x92);
+        pk_op(&b, 0x8e), cz_put(&b, "\3\0\0\0\0\0\0\0abc", 11);
+        pk_op(&b, 'U'), cz_put(&b, "\1x", 2), pk_op(&b, 'T'), cz_put(&b, "\1\0\0\0y", 5);
+        pk_op(&b, 0x8b), cz_put(&b, "\2\0\0\0\1\2", 6), pk_op(&b, 0x8d), cz_put(&b, "\1\0\0\0\0\0\0\0z", 9);
+        pk_op(&b, 'M'), cz_put(&b, "\xff\xff", 2);
+        pk_op(&b, '('), pk_op(&b, 'K'), pk_op(&b, 1), pk_op(&b, 'K'), pk_op(&b, 2), pk_op(&b, 'd');
+        pk_op(&b, '('), pk_op(&b, 'K'), pk_op(&b, 1), pk_op(&b, 'l');
+        pk_op(&b, '('), pk_op(&b, 'K'), pk_op(&b, 1), pk_op(&b, 0x91);
+        pk_op(&b, '('), pk_op(&b, 'K'), pk_op(&b, 5), pk_op(&b, 'K'), pk_op(&b, 6), pk_op(&b, '1');
+        pk_op(&b, 'r'), cz_put(&b, "\0\0\0\0", 4), pk_op(&b, 'j'), cz_put(&b, "\0\0\0\0", 4);
+        pk_op(&b, 't');
+        pk_op(&b, 'd'), pk_op(&b, '.');
+        sd = load_pickle(ctx, &b, NULL);
+        CHECK(sd && hv_state_dict_count(sd) == 1 && hv_data(hv_state_dict_at(sd, 0))[3] == 4.0f, "rare opcodes: %s", hv_last_error());
+        hv_state_dict_free(sd);
         free(b.p);
     }
     {   /* big-endian storages are refused */
