@@ -362,7 +362,7 @@ static void test_bad_safetensors(hv_ctx *ctx) {
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", z, 8, 0), "'a'", "span 4 bytes", "needs 8");
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,4]}}", z, 8, 0), "outside");
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", z, 4, 0), "'a' lacks data_offsets");
-    CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1],\"data_offsets\":[0,4]}}", z, 4, 0), "more than 5 dimensions");
+    CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", z, 4, 0), "more than 6 dimensions");
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", z, 4, 0), "non-negative integer");
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}} x", z, 4, 0), "trailing");
     CHECK_ERROR(st_mem(ctx, "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", z, 4, 0), "'a' appears twice");
@@ -516,7 +516,7 @@ static hv_state_dict *load_raw(hv_ctx *ctx, const char *bytes, size_t n) {
 
 static void test_pickles(hv_ctx *ctx) {
     static const long long s23[2] = {2, 3}, st31[2] = {1, 2}, s5[1] = {5}, st1[1] = {1};
-    static const long long big[3] = {1LL << 40, 1LL << 40, 1LL << 40}, zero3[3] = {0, 0, 0}, s6[6] = {1, 1, 1, 1, 1, 1};
+    static const long long big[3] = {1LL << 40, 1LL << 40, 1LL << 40}, zero3[3] = {0, 0, 0}, s7[7] = {1, 1, 1, 1, 1, 1, 1};
     static const long long huge[1] = {1LL << 30}, st0[1] = {0}, neg[1] = {-1}, s4[1] = {4};
     hv_state_dict *sd;
     /* a strided view (2, 3) with strides (1, 2) from offset 3: element (i, j) = 3 + i + 2 j */
@@ -534,7 +534,7 @@ static void test_pickles(hv_ctx *ctx) {
     CHECK_ERROR(load_one(ctx, "FloatStorage", "0", 16, 0, 3, big, zero3), "'w'", "overflows");
     CHECK_ERROR(load_one(ctx, "FloatStorage", "0", 16, 0, 1, huge, st0), "'w'", "would need");
     CHECK_ERROR(load_one(ctx, "FloatStorage", "0", 16, 0, 1, neg, st1), "non-negative");
-    CHECK_ERROR(load_one(ctx, "FloatStorage", "0", 16, 0, 6, s6, s6), "'w'", "more than 5 dimensions");
+    CHECK_ERROR(load_one(ctx, "FloatStorage", "0", 16, 0, 7, s7, s7), "'w'", "more than 6 dimensions");
     CHECK_ERROR(load_one(ctx, "LongStorage", "1", 4, 0, 1, s4, st1), "'w'", "element 3 = 1099511627776", "int32");
     sd = load_one(ctx, "LongStorage", "1", 4, 0, 1, s5 /* 5 > 4: fails */, st1);
     CHECK(!sd, "i64 overrun");
