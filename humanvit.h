@@ -418,6 +418,24 @@ HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t 
 HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry);
 /* HV-SECTION api-checkpoints END */
 
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+/* what a load matched, as PyTorch's load_state_dict(strict=False) reports it */
+typedef struct hv_load_result {
+    int loaded;                     /* parameters filled from the checkpoint */
+    int missing_count;              /* parameters the checkpoint lacks (left as they were) */
+    int unexpected_count;           /* checkpoint entries no parameter asked for */
+    char **missing, **unexpected;   /* their names; free with hv_load_result_free */
+} hv_load_result;
+HVDEF void hv_load_result_free(hv_load_result *res);
+/* copies every entry of sd whose name a parameter has; a shape mismatch is an error naming the
+   key and both shapes (nothing is copied then). res may be NULL. 0 or -1 */
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res);
+/* the same from a .pth or .safetensors file (entry as hv_torch_load; NULL picks it) */
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res);
+/* a state dict that borrows the parameters (for hv_safetensors_save); free it with hv_state_dict_free */
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params);
+
 /* ---- errors --------------------------------------------------------------------------------- */
 HVDEF const char *hv_last_error(void); /* "" when none */
 HVDEF void hv_clear_error(void);
@@ -6294,6 +6312,103 @@ HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *ent
     return sd;
 }
 /* HV-SECTION checkpoints END */
+
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+static char *hv__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)hv__malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+static int hv__names_push(char ***list, int *count, const char *name) {
+    char **grown = (char **)hv__malloc(sizeof(char *) * (size_t)(*count + 1));
+    if (!grown) return -1;
+    if (*count) memcpy(grown, *list, sizeof(char *) * (size_t)*count);
+    hv__free(*list);
+    *list = grown;
+    if (!(grown[*count] = hv__strdup(name))) return -1;
+    (*count)++;
+    return 0;
+}
+HVDEF void hv_load_result_free(hv_load_result *res) {
+    int i;
+    if (!res) return;
+    for (i = 0; i < res->missing_count; i++) hv__free(res->missing[i]);
+    for (i = 0; i < res->unexpected_count; i++) hv__free(res->unexpected[i]);
+    hv__free(res->missing);
+    hv__free(res->unexpected);
+    memset(res, 0, sizeof *res);
+}
+static int hv__param_index(const hv_param_list *params, const char *name) {
+    int i;
+    for (i = 0; i < params->count; i++)
+        if (!strcmp(params->names[i], name)) return i;
+    return -1;
+}
+static int hv__same_shape(const hv_tensor *a, const hv_tensor *b) {
+    int i;
+    if (a->ndim != b->ndim) return 0;
+    for (i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res) {
+    hv_load_result local;
+    int i, n;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!params || !sd) return hv__fail("hv_params_load", "params or state dict is NULL"), -1;
+    n = hv_state_dict_count(sd);
+    /* check every shape first, so that a mismatch leaves the model untouched */
+    for (i = 0; i < n; i++) {
+        int p = hv__param_index(params, hv_state_dict_name(sd, i));
+        hv_tensor *src = hv_state_dict_at(sd, i);
+        if (p >= 0 && (!hv__same_shape(src, params->tensors[p]) || src->dtype != params->tensors[p]->dtype)) {
+            hv__fail("hv_params_load", "'%s': checkpoint %s%s, model %s%s", params->names[p], hv__shape_str(src),
+                     src->dtype == HV_I32 ? " i32" : "", hv__shape_str(params->tensors[p]), params->tensors[p]->dtype == HV_I32 ? " i32" : "");
+            return -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        const char *name = hv_state_dict_name(sd, i);
+        int p = hv__param_index(params, name);
+        if (p < 0) {
+            if (hv__names_push(&res->unexpected, &res->unexpected_count, name)) goto oom;
+            continue;
+        }
+        params->tensors[p]->ctx->be->copy(params->tensors[p]->ctx, params->tensors[p], hv_state_dict_at(sd, i), 0);
+        res->loaded++;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!hv_state_dict_get(sd, params->names[i]) && hv__names_push(&res->missing, &res->missing_count, params->names[i])) goto oom;
+    if (res == &local) hv_load_result_free(&local);
+    return 0;
+oom:
+    hv_load_result_free(res);
+    return hv__fail("hv_params_load", "out of memory"), -1;
+}
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res) {
+    hv_state_dict *sd;
+    int rc;
+    if (res) memset(res, 0, sizeof *res);
+    if (!params || !params->count) return hv__fail("hv_params_load_file", "no parameters to load into"), -1;
+    sd = hv_ckpt_load(params->tensors[0]->ctx, path, entry);
+    if (!sd) return -1;
+    rc = hv_params_load(params, sd, res);
+    hv_state_dict_free(sd);
+    return rc;
+}
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params) {
+    hv_state_dict *sd = hv_state_dict_new(ctx);
+    int i;
+    for (i = 0; sd && params && i < params->count; i++)
+        if (hv_state_dict_add(sd, params->names[i], params->tensors[i])) {
+            hv_state_dict_free(sd);
+            return NULL;
+        }
+    return sd;
+}
 
 /* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
 /* HV-SECTION images BEGIN */
