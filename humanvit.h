@@ -4416,7 +4416,22 @@ typedef struct hv__src {
     uint64_t size;
     const char *name; /* the path, or "<memory>" */
     const char *op;   /* the public call, for messages */
+    /* optional: each loaded tensor goes to sink first. It returns 1 to keep the tensor in the
+       state dict, 0 when it took what it needed (the loader frees the tensor at once: loading
+       into a model this way never holds the weights twice), -1 to stop with its error */
+    int (*sink)(void *user, const char *name, hv_tensor *t);
+    void *sink_user;
 } hv__src;
+/* hands t to the source's sink; 1 keep, 0 consumed (t freed), -1 failed (t freed) */
+static int hv__src_sink(const hv__src *src, const char *name, size_t nlen, hv_tensor *t) {
+    char buf[256];
+    int rc;
+    if (!src->sink) return 1;
+    snprintf(buf, sizeof buf, "%.*s", (int)(nlen < 255 ? nlen : 255), name);
+    rc = src->sink(src->sink_user, buf, t);
+    if (rc <= 0) hv_tensor_free(t);
+    return rc;
+}
 
 /* "op: 'file': message"; returns NULL */
 static void *hv__src_fail(const hv__src *s, const char *fmt, ...) {
@@ -5690,6 +5705,11 @@ static hv_state_dict *hv__torch_load_src(hv_ctx *ctx, const hv__src *src, const 
         ename = NULL;
         t = hv__ckpt_tensor(ctx, src, namebuf, val->et, pt->ndim, pt->size, pt->stride, pt->offset, off, sbytes);
         if (!t) goto fail;
+        switch (hv__src_sink(src, name, nlen, t)) {
+        case -1: goto fail;
+        case 0: ntensors++; continue;
+        default: break;
+        }
         if (hv__sd_put(sd, src->op, name, nlen, t, 1, 1) != 0) {
             hv_tensor_free(t);
             goto fail;
@@ -6103,6 +6123,11 @@ static hv_state_dict *hv__safetensors_load_src(hv_ctx *ctx, const hv__src *src) 
         }
         t = hv__ckpt_tensor(ctx, src, e->name, e->et, e->ndim, e->shape, stride, 0, 8 + hlen + e->begin, e->end - e->begin);
         if (!t) goto fail;
+        switch (hv__src_sink(src, e->name, e->nlen, t)) {
+        case -1: goto fail;
+        case 0: continue;
+        default: break;
+        }
         if (hv__sd_put(sd, src->op, e->name, e->nlen, t, 1, 0) != 0) {
             hv_tensor_free(t);
             hv__src_fail(src, "tensor '%s' appears twice in the header", e->name);
@@ -6296,11 +6321,14 @@ HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t 
     hv__src_memory(&s, "hv_torch_load_memory", data, size);
     return hv__torch_load_src(ctx, &s, entry);
 }
-HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+static hv_state_dict *hv__ckpt_load_sink(hv_ctx *ctx, const char *op, const char *path, const char *entry,
+                                         int (*sink)(void *, const char *, hv_tensor *), void *user) {
     hv__src s;
     hv_state_dict *sd;
     unsigned char head[2] = {0, 0};
-    if (hv__src_open(&s, "hv_ckpt_load", path) != 0) return NULL;
+    if (hv__src_open(&s, op, path) != 0) return NULL;
+    s.sink = sink;
+    s.sink_user = user;
     if (s.size >= 2 && hv__src_read(&s, 0, head, 2, "the magic number") != 0) {
         hv__src_close(&s);
         return NULL;
@@ -6310,6 +6338,9 @@ HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *ent
     else sd = hv__safetensors_load_src(ctx, &s);
     hv__src_close(&s);
     return sd;
+}
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+    return hv__ckpt_load_sink(ctx, "hv_ckpt_load", path, entry, NULL, NULL);
 }
 /* HV-SECTION checkpoints END */
 
@@ -6388,15 +6419,53 @@ oom:
     hv_load_result_free(res);
     return hv__fail("hv_params_load", "out of memory"), -1;
 }
+/* the streaming loader's sink: each checkpoint tensor is copied into its parameter and freed */
+typedef struct hv__load_sink {
+    const hv_param_list *params;
+    hv_load_result *res;
+    unsigned char *seen; /* per parameter */
+} hv__load_sink;
+static int hv__load_sink_fn(void *user, const char *name, hv_tensor *t) {
+    hv__load_sink *ls = (hv__load_sink *)user;
+    int p = hv__param_index(ls->params, name);
+    hv_tensor *dst;
+    if (p < 0) return hv__names_push(&ls->res->unexpected, &ls->res->unexpected_count, name) ? -1 : 0;
+    dst = ls->params->tensors[p];
+    if (!hv__same_shape(t, dst) || t->dtype != dst->dtype) {
+        hv__fail("hv_params_load_file", "'%s': checkpoint %s%s, model %s%s", name, hv__shape_str(t), t->dtype == HV_I32 ? " i32" : "",
+                 hv__shape_str(dst), dst->dtype == HV_I32 ? " i32" : "");
+        return -1;
+    }
+    dst->ctx->be->copy(dst->ctx, dst, t, 0);
+    if (!ls->seen[p]) ls->res->loaded++;
+    ls->seen[p] = 1;
+    return 0;
+}
 HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res) {
-    hv_state_dict *sd;
-    int rc;
-    if (res) memset(res, 0, sizeof *res);
+    hv_load_result local;
+    hv__load_sink ls;
+    hv_state_dict *rest;
+    int i, rc = 0;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
     if (!params || !params->count) return hv__fail("hv_params_load_file", "no parameters to load into"), -1;
-    sd = hv_ckpt_load(params->tensors[0]->ctx, path, entry);
-    if (!sd) return -1;
-    rc = hv_params_load(params, sd, res);
-    hv_state_dict_free(sd);
+    ls.params = params;
+    ls.res = res;
+    ls.seen = (unsigned char *)hv__malloc((size_t)params->count);
+    if (!ls.seen) return hv__fail("hv_params_load_file", "out of memory"), -1;
+    memset(ls.seen, 0, (size_t)params->count);
+    /* every tensor goes through the sink and is freed at once, so the weights are never held
+       twice; on an error (a shape mismatch too) the parameters loaded before it keep their values */
+    rest = hv__ckpt_load_sink(params->tensors[0]->ctx, "hv_params_load_file", path, entry, hv__load_sink_fn, &ls);
+    if (!rest) rc = -1;
+    hv_state_dict_free(rest);
+    for (i = 0; rc == 0 && i < params->count; i++)
+        if (!ls.seen[i] && hv__names_push(&res->missing, &res->missing_count, params->names[i])) {
+            hv__fail("hv_params_load_file", "out of memory");
+            rc = -1;
+        }
+    hv__free(ls.seen);
+    if (rc || res == &local) hv_load_result_free(res);
     return rc;
 }
 HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params) {
