@@ -2686,6 +2686,11 @@ static int hv__read_file(const char *op, const char *path, uint8_t **data, size_
     if (!path) return hv__fail(op, "path is NULL"), -1;
     f = fopen(path, "rb");
     if (!f) return hv__fail(op, "cannot open '%s': %s", path, strerror(errno)), -1;
+    if (fgetc(f) == EOF && ferror(f)) { /* a directory opens, but does not read */
+        int e = errno;
+        fclose(f);
+        return hv__fail(op, "cannot read '%s': %s", path, strerror(e)), -1;
+    }
     if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
         return hv__fail(op, "cannot read '%s': it is not a regular file", path), -1;
@@ -3386,7 +3391,22 @@ static int hv__png_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_
                     hv__img_err(s, "corrupt image data: scanline filter type %d", raw[at]);
                     goto done;
                 }
-                for (x = 0; x < pw; x++, o += ostep) {
+                if (depth == 8 && dx == 1 && (ctype == 0 || ctype == 2)) { /* the common case: a plain copy */
+                    memcpy(o, row, (size_t)pw * (size_t)ch);
+                    x = pw;
+                } else if (depth == 8 && dx == 1 && (ctype == 4 || ctype == 6)) { /* drop alpha */
+                    const uint8_t *q = row;
+                    for (x = 0; x < pw; x++, o += ch, q += nsamp) {
+                        o[0] = q[0];
+                        if (ch == 3) {
+                            o[1] = q[1];
+                            o[2] = q[2];
+                        }
+                    }
+                } else {
+                    x = 0;
+                }
+                for (; x < pw; x++, o += ostep) {
                     size_t xi = (size_t)x;
                     switch (ctype) {
                     case 0: o[0] = (uint8_t)(hv__png_sample(row, xi, depth) * scale); break;
@@ -3971,20 +3991,22 @@ static int hv__j_output(hv__jpeg *d, hv_image *out) {
         for (y = 0; y < H; y++) {
             const uint8_t *p0 = src[0] + (size_t)y * st[0], *p1 = src[1] + (size_t)y * st[1], *p2 = src[2] + (size_t)y * st[2];
             uint8_t *o = out->pixels + (size_t)y * (size_t)W * 3;
-            for (x = 0; x < W; x++, o += 3) {
-                if (rgb) {
+            if (rgb) {
+                for (x = 0; x < W; x++, o += 3) {
                     o[0] = p0[x];
                     o[1] = p1[x];
                     o[2] = p2[x];
-                } else {
-                    int Y = p0[x], cb = p1[x], cr = p2[x], r, g, b;
-                    r = Y + cr_r[cr];
-                    g = Y + (int)((cb_g[cb] + cr_g[cr]) >> 16);
-                    b = Y + cb_b[cb];
-                    o[0] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
-                    o[1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
-                    o[2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
                 }
+                continue;
+            }
+            for (x = 0; x < W; x++, o += 3) {
+                int Y = p0[x], cb = p1[x], cr = p2[x], r, g, b;
+                r = Y + cr_r[cr];
+                g = Y + (int)((cb_g[cb] + cr_g[cr]) >> 16);
+                b = Y + cb_b[cb];
+                o[0] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+                o[1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
+                o[2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
             }
         }
     }
@@ -4580,7 +4602,7 @@ HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path) {
     FILE *f;
     uint8_t pre[12];
     char *hdr = NULL;
-    size_t hlen, pre_len, numel = 1, esize, i;
+    size_t hlen, pre_len, numel = 1, esize, i, got;
     hv__npyhdr H;
     hv_tensor *t = NULL;
     int k;
@@ -4590,10 +4612,17 @@ HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path) {
     if (!path) return (hv_tensor *)hv__fail(s.op, "path is NULL");
     f = fopen(path, "rb");
     if (!f) return (hv_tensor *)hv__fail(s.op, "cannot open '%s': %s", path, strerror(errno));
-    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+    memset(pre, 0, sizeof pre);
+    got = fread(pre, 1, 10, f);
+    if (got != 10 && ferror(f)) {
+        hv__fail(s.op, "cannot read '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    if (got < 6 || memcmp(pre, "\x93NUMPY", 6) != 0) {
         hv__img_err(&s, "not a .npy file (no \\x93NUMPY magic)");
         goto fail;
     }
+    if (got != 10) goto truncated;
     if (pre[6] == 1) {
         hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
         pre_len = 10;

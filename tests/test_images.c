@@ -338,6 +338,7 @@ static void test_missing_file(hv_ctx *ctx) {
     (void)ctx;
     CHECK_FAILS(hv_image_load(FIXDIR "does_not_exist.png", &img), "hv_image_load", "does_not_exist.png", "cannot open");
     CHECK_FAILS(hv_image_load(NULL, &img), "path is NULL");
+    CHECK_FAILS(hv_image_load("tests/fixtures", &img), "tests/fixtures", "cannot read");
     CHECK_FAILS(hv_image_load(FIXDIR "npy_f4.npy", &img), "npy_f4.npy", "unknown image format");
 }
 
