@@ -1773,6 +1773,9 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
     }
 }
 
+/* HV-SECTION cpu-simd BEGIN */
+/* HV-SECTION cpu-simd END */
+
 /* HV-SECTION cpu-nn-kernels BEGIN */
 /* HV-SECTION cpu-nn-kernels END */
 
