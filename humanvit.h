@@ -125,6 +125,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
 HVDEF void hv_shutdown(hv_ctx *ctx);              /* frees every tensor the context made */
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
 HVDEF uint64_t hv_alloc_count(void);              /* calls to HV_MALLOC/HV_REALLOC so far */
@@ -817,6 +818,8 @@ struct hv_ctx {
     hv__arena arena;
     hv_tensor *tape;     /* newest recorded tensor */
     hv_tensor *persist;  /* newest persistent tensor */
+    float *gemm_ws;      /* SIMD GEMM packing buffers: grown once, reused (cpu-simd section) */
+    size_t gemm_ws_floats;
 };
 
 static const hv__backend *hv__cpu_backend(void);
@@ -864,6 +867,7 @@ HVDEF void hv_shutdown(hv_ctx *ctx) {
     if (!ctx) return;
     while (ctx->persist) hv_tensor_free(ctx->persist);
     hv__arena_free(&ctx->arena);
+    hv__free(ctx->gemm_ws);
     hv__free(ctx);
 }
 
@@ -2784,6 +2788,588 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
     }
 }
 
+/* HV-SECTION cpu-simd BEGIN */
+/* ---- SIMD SGEMM: packed, cache-blocked, register-tiled -----------------------------------------
+   The scalar hv__cpu_gemm above stays the reference (and the path of builds without SIMD). The
+   fast path is the classic BLIS/GotoBLAS loop nest, written once and compiled per ISA:
+
+     for jc in N by NC:                         B block  (KC x NC) packed, lives in L2/L3
+       for pc in K by KC:                       (the K blocks run in order: fixed sum order)
+         pack B(pc:+KC, jc:+NC) into NR-wide column panels, k-major
+         for ic in M by MC:                     A block  (MC x KC) packed, lives in L2
+           pack alpha * A(ic:+MC, pc:+KC) into MR-high row panels, k-major
+           for jr in NC by NR:                  B micro-panel (KC x NR) stays in L1 ...
+             for ir in MC by MR:                ... while the A micro-panels stream past it
+               micro-kernel: an MR x NR tile of C held in registers, KC rank-1 updates
+
+   Packing absorbs the four transpose cases, alpha and the leading dimensions, so the micro-kernel
+   sees one layout. Edge tiles (m or n not a multiple of MR/NR) run the same micro-kernel on a
+   zero-padded panel into a small tile buffer that is copied in and out: every element of C gets
+   the same operations wherever it sits, which is what makes the threading deterministic.
+
+   Threads (OpenMP): C is cut into rectangles (whole MR x NR tiles), each computed from start to end
+   by one thread with its own packing buffers; a batch of independent C matrices is split by matrix
+   instead. An element's sum runs over k in one fixed order (KC blocks, then k inside the block)
+   whatever the cut, so 1 and N threads give the same bits.
+
+   Workspace: packing buffers come from the context (ctx->gemm_ws), grown once to the largest need
+   and reused, so a steady training loop allocates nothing here.
+
+   ISA choice. Single-header build: by the compiler's macros (__AVX512F__; __AVX2__ and __FMA__;
+   __ARM_NEON on aarch64), else the scalar reference. Portable x86-64 binaries: compile the
+   implementation with HUMANVIT_CPU_DISPATCH and link kernels_cpu/hv_cpu_avx512.c and
+   kernels_cpu/hv_cpu_avx2.c (each defines HUMANVIT_KERNELS_AVX512 / HUMANVIT_KERNELS_AVX2 and
+   HUMANVIT_STATIC, includes this header, and is compiled with that ISA's flags): the best one the
+   CPU supports is picked once, at hv_init (cpuid via __builtin_cpu_supports, gcc and clang).
+   hv_cpu_isa() names the choice. */
+
+/* one ISA's entry point: C (+)= as in hv__gemm_args with `nthreads` threads at most. Needs `ws` of
+   at least the returned number of floats; when ws_floats is smaller it does nothing and returns
+   the need, so the caller can grow the buffer and call again. */
+typedef size_t (*hv__sgemm_fn)(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+
+#if defined(HUMANVIT_KERNELS_AVX512)
+#if !defined(__AVX512F__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx512.c must be compiled with -mavx512f -mavx512bw -mavx512vl -mfma"
+#endif
+#define HV__SIMD_AVX512 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx512
+#elif defined(HUMANVIT_KERNELS_AVX2)
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx2.c must be compiled with -mavx2 -mfma"
+#endif
+#define HV__SIMD_AVX2 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx2
+#elif defined(HUMANVIT_CPU_DISPATCH) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HV__SGEMM_DISPATCH 1 /* no kernel in this translation unit: kernels_cpu/ brings them */
+#elif defined(__AVX512F__) && defined(__FMA__)
+#define HV__SIMD_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HV__SIMD_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define HV__SIMD_NEON 1
+#endif
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+#include <immintrin.h>
+#elif defined(HV__SIMD_NEON)
+#include <arm_neon.h>
+#endif
+
+/* Blocking. MR x NR is the register tile; KC x NR floats of B (one micro-panel) must sit in L1
+   next to the streaming A, MC x KC of A in L2, KC x NC of B in L2/L3. Chosen by measurement on the
+   machine in bench/RESULTS.md; they are sizes, not correctness parameters. */
+#if defined(HV__SIMD_AVX512)
+#ifndef HV__MR
+#define HV__MR 8
+#endif
+#define HV__NR 32
+#ifndef HV__MC
+#define HV__MC 192
+#endif
+#ifndef HV__KC
+#define HV__KC 384
+#endif
+#ifndef HV__NC
+#define HV__NC 2048
+#endif
+#elif defined(HV__SIMD_AVX2)
+#define HV__MR 6
+#define HV__NR 16
+#define HV__MC 144
+#define HV__KC 256
+#define HV__NC 2048
+#elif defined(HV__SIMD_NEON)
+#define HV__MR 8
+#define HV__NR 8
+#define HV__MC 128
+#define HV__KC 256
+#define HV__NC 2048
+#endif
+
+#ifdef HV__MR
+#ifdef HV__SGEMM_ENTRY /* a kernels_cpu/ translation unit: the entry point is what it exports */
+#define HV__SGEMM_LINKAGE
+#ifdef __cplusplus
+extern "C" size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#else
+size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#endif
+#else
+#define HV__SGEMM_ENTRY hv__sgemm_native
+#define HV__SGEMM_LINKAGE static
+#endif
+
+/* ---- micro-kernels: C[MR x NR] (ldc) = acc + (load_c ? beta * C : 0), acc = sum_p a[p] b[p]^T.
+   a: MR floats per k (k-major panel), b: NR floats per k. beta is 1 after the first K block. ---- */
+#if defined(HV__SIMD_AVX512)
+#if HV__MR == 6
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#elif HV__MR == 8
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif HV__MR == 12
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#elif HV__MR == 14
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#endif
+#define HV__K_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m512 av = _mm512_set1_ps(a[i]);                                                      \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm512_fmadd_ps(_mm512_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm512_fmadd_ps(_mm512_loadu_ps(cr + 16), vbeta, c##i##1);               \
+        }                                                                                      \
+        _mm512_storeu_ps(cr, c##i##0);                                                         \
+        _mm512_storeu_ps(cr + 16, c##i##1);                                                    \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m512 vbeta = _mm512_set1_ps(beta);
+    int64_t p;
+    HV__K_ROWS(HV__K_DECL)
+    for (p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        HV__K_ROWS(HV__K_FMA)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_ROWS(HV__K_STORE)
+}
+#elif defined(HV__SIMD_AVX2)
+#define HV__K_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m256 av = _mm256_broadcast_ss(a + (i));                                              \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm256_fmadd_ps(_mm256_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vbeta, c##i##1);                \
+        }                                                                                      \
+        _mm256_storeu_ps(cr, c##i##0);                                                         \
+        _mm256_storeu_ps(cr + 8, c##i##1);                                                     \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m256 vbeta = _mm256_set1_ps(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5)
+    for (p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        HV__K_FMA(0) HV__K_FMA(1) HV__K_FMA(2) HV__K_FMA(3) HV__K_FMA(4) HV__K_FMA(5)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5)
+}
+#elif defined(HV__SIMD_NEON)
+/* 8 x 8: 16 accumulators; each k loads 2 vectors of A and 2 of B and uses A's lanes */
+#define HV__K_DECL(i) float32x4_t c##i##0 = vdupq_n_f32(0.0f), c##i##1 = vdupq_n_f32(0.0f);
+#define HV__K_FMA(i, av, lane)                                                                 \
+    c##i##0 = vfmaq_laneq_f32(c##i##0, b0, av, lane);                                          \
+    c##i##1 = vfmaq_laneq_f32(c##i##1, b1, av, lane);
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = vfmaq_f32(c##i##0, vld1q_f32(cr), vbeta);                                \
+            c##i##1 = vfmaq_f32(c##i##1, vld1q_f32(cr + 4), vbeta);                            \
+        }                                                                                      \
+        vst1q_f32(cr, c##i##0);                                                                \
+        vst1q_f32(cr + 4, c##i##1);                                                            \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    float32x4_t vbeta = vdupq_n_f32(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5) HV__K_DECL(6) HV__K_DECL(7)
+    for (p = 0; p < kc; p++) {
+        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4), b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+        HV__K_FMA(0, a0, 0) HV__K_FMA(1, a0, 1) HV__K_FMA(2, a0, 2) HV__K_FMA(3, a0, 3)
+        HV__K_FMA(4, a1, 0) HV__K_FMA(5, a1, 1) HV__K_FMA(6, a1, 2) HV__K_FMA(7, a1, 3)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5) HV__K_STORE(6) HV__K_STORE(7)
+}
+#endif
+
+/* ---- packing ---------------------------------------------------------------------------------
+   Two of the four cases are plain copies (A^T, B: MR or NR contiguous values per k). The other
+   two (A, B^T: the forward pass of every linear layer) are transposes, done 8 x 8 at a time in
+   registers on x86; a scalar strided loop there costs 15-20% of a skinny GEMM. */
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows, c < cols (the general, scalar case) */
+static void hv__pack_tr_scalar(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t r, c;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) d[c * ldd + r] = alpha * s[r * lds + c];
+}
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+/* 8 columns of `rows` (<= 8) rows, transposed: d[c * ldd + r] = alpha * s[r * lds + c], c < 8.
+   Missing rows read as 0 and only `rows` values per column are stored (masked). */
+static void hv__pack_tr8(const float *s, int64_t lds, int rows, float *d, int64_t ldd, float alpha) {
+    __m256 r[8], t[8], va = _mm256_set1_ps(alpha);
+    int i;
+    for (i = 0; i < 8; i++) r[i] = i < rows ? _mm256_mul_ps(_mm256_loadu_ps(s + i * lds), va) : _mm256_setzero_ps();
+    t[0] = _mm256_unpacklo_ps(r[0], r[1]);
+    t[1] = _mm256_unpackhi_ps(r[0], r[1]);
+    t[2] = _mm256_unpacklo_ps(r[2], r[3]);
+    t[3] = _mm256_unpackhi_ps(r[2], r[3]);
+    t[4] = _mm256_unpacklo_ps(r[4], r[5]);
+    t[5] = _mm256_unpackhi_ps(r[4], r[5]);
+    t[6] = _mm256_unpacklo_ps(r[6], r[7]);
+    t[7] = _mm256_unpackhi_ps(r[6], r[7]);
+    r[0] = _mm256_shuffle_ps(t[0], t[2], 0x44);
+    r[1] = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+    r[2] = _mm256_shuffle_ps(t[1], t[3], 0x44);
+    r[3] = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+    r[4] = _mm256_shuffle_ps(t[4], t[6], 0x44);
+    r[5] = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+    r[6] = _mm256_shuffle_ps(t[5], t[7], 0x44);
+    r[7] = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+    t[0] = _mm256_permute2f128_ps(r[0], r[4], 0x20);
+    t[1] = _mm256_permute2f128_ps(r[1], r[5], 0x20);
+    t[2] = _mm256_permute2f128_ps(r[2], r[6], 0x20);
+    t[3] = _mm256_permute2f128_ps(r[3], r[7], 0x20);
+    t[4] = _mm256_permute2f128_ps(r[0], r[4], 0x31);
+    t[5] = _mm256_permute2f128_ps(r[1], r[5], 0x31);
+    t[6] = _mm256_permute2f128_ps(r[2], r[6], 0x31);
+    t[7] = _mm256_permute2f128_ps(r[3], r[7], 0x31);
+    if (rows == 8) {
+        for (i = 0; i < 8; i++) _mm256_storeu_ps(d + i * ldd, t[i]);
+    } else {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (i = 0; i < 8; i++) _mm256_maskstore_ps(d + i * ldd, mask, t[i]);
+    }
+}
+#define HV__HAVE_TR8 1
+#endif
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows (<= 8 on the fast path), c < cols */
+static void hv__pack_tr(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t c = 0;
+#ifdef HV__HAVE_TR8
+    if (rows <= 8)
+        for (; c + 8 <= cols; c += 8) hv__pack_tr8(s + c, lds, (int)rows, d + c * ldd, ldd, alpha);
+#endif
+    hv__pack_tr_scalar(s + c, lds, rows, cols - c, d + c * ldd, ldd, alpha);
+}
+
+/* alpha * op(A)(i0 : i0+mc, p0 : p0+kc) -> MR-row panels, panel[p * MR + i]; rows past mc are 0 */
+static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float *dst) {
+    int64_t ip, i, p, lda = g->lda, full = mc / HV__MR * HV__MR;
+    float alpha = g->alpha;
+    if (g->trans_a) { /* A stored (k, m): walk each stored row once, dealing MR values per panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = A + (p0 + p) * lda + i0;
+            float *d = dst + p * HV__MR;
+            for (ip = 0; ip < full; ip += HV__MR)
+                for (i = 0; i < HV__MR; i++) d[ip * kc + i] = alpha * s[ip + i];
+            if (full < mc) {
+                for (i = 0; i < mc - full; i++) d[full * kc + i] = alpha * s[full + i];
+                for (; i < HV__MR; i++) d[full * kc + i] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (ip = 0; ip < mc; ip += HV__MR, dst += HV__MR * kc) { /* A stored (m, k): transposes */
+        int64_t mr = mc - ip < HV__MR ? mc - ip : HV__MR;
+        for (i = 0; i < mr; i += 8)
+            hv__pack_tr(A + (i0 + ip + i) * lda + p0, lda, mr - i < 8 ? mr - i : 8, kc, dst + i, HV__MR, alpha);
+        for (i = mr; i < HV__MR; i++)
+            for (p = 0; p < kc; p++) dst[p * HV__MR + i] = 0.0f;
+    }
+}
+
+/* op(B)(p0 : p0+kc, j0 : j0+nc) -> NR-column panels, panel[p * NR + j]; columns past nc are 0 */
+static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+    int64_t jp, j, p, ldb = g->ldb, full = nc / HV__NR * HV__NR;
+    if (!g->trans_b) { /* B stored (k, n): walk each stored row once, dealing NR values per panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = B + (p0 + p) * ldb + j0;
+            float *d = dst + p * HV__NR;
+            for (jp = 0; jp < full; jp += HV__NR) memcpy(d + jp * kc, s + jp, sizeof(float) * HV__NR);
+            if (full < nc) {
+                for (j = 0; j < nc - full; j++) d[full * kc + j] = s[full + j];
+                for (; j < HV__NR; j++) d[full * kc + j] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (jp = 0; jp < nc; jp += HV__NR, dst += HV__NR * kc) { /* B stored (n, k): transposes */
+        int64_t nr = nc - jp < HV__NR ? nc - jp : HV__NR;
+        for (j = 0; j < nr; j += 8)
+            hv__pack_tr(B + (j0 + jp + j) * ldb + p0, ldb, nr - j < 8 ? nr - j : 8, kc, dst + j, HV__NR, 1.0f);
+        for (j = nr; j < HV__NR; j++)
+            for (p = 0; p < kc; p++) dst[p * HV__NR + j] = 0.0f;
+    }
+}
+
+/* ---- the blocked driver ---------------------------------------------------------------------- */
+
+#ifdef _OPENMP
+#define HV__OMP(x) _Pragma(#x)
+#else
+#define HV__OMP(x)
+#endif
+
+/* workspace, in floats: packed-B blocks (one shared, or one per thread when threads take whole
+   matrices) and per thread a slot: a packed-A block and an edge tile; all 64-byte aligned */
+#define HV__SGEMM_SLOT_FLOATS ((size_t)HV__MC * HV__KC + (size_t)HV__MR * HV__NR + 32)
+static float *hv__sgemm_align(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+static int hv__sgemm_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* one matrix of a batch: the operands with the batch offsets applied */
+typedef struct hv__sgemm_mat {
+    const hv__gemm_args *g;
+    const float *a, *b;
+    float *c;
+} hv__sgemm_mat;
+
+/* rows ic : ic+mc of C, columns jc+j0 : jc+j1 of the packed B block (KC block pc, first = pc 0) */
+static void hv__sgemm_item(const hv__sgemm_mat *x, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t jc, int64_t j0, int64_t j1,
+                           const float *pb, float *slot) {
+    const hv__gemm_args *g = x->g;
+    float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)HV__MC * HV__KC);
+    int64_t jr, ir, ldc = g->ldc;
+    int load_c = pc > 0 || g->beta != 0.0f;
+    float beta = pc > 0 ? 1.0f : g->beta;
+    hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
+    for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
+        int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
+        const float *bp = pb + jr * kc;
+        for (ir = 0; ir < mc; ir += HV__MR) {
+            int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
+            float *c = x->c + (ic + ir) * ldc + jc + jr;
+            if (mr == HV__MR && nr == HV__NR) {
+                hv__sgemm_ukr(kc, pa + ir * kc, bp, c, ldc, load_c, beta);
+                continue;
+            }
+            /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
+            if (load_c) {
+                memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
+                for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
+            }
+            hv__sgemm_ukr(kc, pa + ir * kc, bp, tile, HV__NR, load_c, beta);
+            for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
+/* C = beta * C: the products with nothing to add (k == 0, or alpha == 0: A and B unread, as BLAS) */
+static void hv__sgemm_scale(const hv__sgemm_mat *x) {
+    const hv__gemm_args *g = x->g;
+    int64_t i, j;
+    for (i = 0; i < g->m; i++) {
+        float *c = x->c + i * g->ldc;
+        if (g->beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)g->n);
+        else
+            for (j = 0; j < g->n; j++) c[j] *= g->beta;
+    }
+}
+
+/* One whole matrix. coop: called by every thread of a parallel region (nth threads); they share
+   the packed B block (each packs a slice of it) and take (row block, column slice) items
+   dynamically, each packing its A block into slots + its thread number. Else one thread alone,
+   with its own B block and slot. Either way every element of C is summed in the same order. */
+static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *pb, float *slots) {
+    const hv__gemm_args *g = x->g;
+    int64_t jc, pc, mc = HV__MC, nic, m = g->m, n = g->n, k = g->k;
+    int64_t want = coop ? 4 * (int64_t)nth : 1; /* items per phase: enough to balance threads */
+    pb = hv__sgemm_align(pb);
+    if (k == 0 || g->alpha == 0.0f) {
+        if (coop) {
+            HV__OMP(omp single)
+            { hv__sgemm_scale(x); }
+        } else {
+            hv__sgemm_scale(x);
+        }
+        return;
+    }
+    nic = (m + mc - 1) / mc;
+    if (nic < want) { /* few rows: smaller row blocks, down to 4 micro-tiles high */
+        mc = ((m + want - 1) / want + HV__MR - 1) / HV__MR * HV__MR;
+        if (mc < 4 * HV__MR) mc = 4 * HV__MR;
+        if (mc > HV__MC) mc = HV__MC;
+        nic = (m + mc - 1) / mc;
+    }
+    for (jc = 0; jc < n; jc += HV__NC) {
+        int64_t nc = n - jc < HV__NC ? n - jc : HV__NC, npanel = (nc + HV__NR - 1) / HV__NR;
+        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it;
+        if (nsplit > npanel) nsplit = npanel;
+        nitem = nic * nsplit;
+        for (pc = 0; pc < k; pc += HV__KC) {
+            int64_t kc = k - pc < HV__KC ? k - pc : HV__KC;
+            if (!coop) {
+                hv__sgemm_pack_b(g, x->b, pc, kc, jc, nc, pb);
+                for (it = 0; it < nic; it++)
+                    hv__sgemm_item(x, it * mc, m - it * mc < mc ? m - it * mc : mc, pc, kc, jc, 0, nc, pb, slots);
+                continue;
+            }
+            {
+                int64_t t;
+                HV__OMP(omp for schedule(static))
+                for (t = 0; t < nth; t++) { /* a slice of whole panels each; the loop ends in a barrier */
+                    int64_t p0 = npanel * t / nth * HV__NR, p1 = npanel * (t + 1) / nth * HV__NR;
+                    if (p1 > nc) p1 = nc;
+                    if (p0 < p1) hv__sgemm_pack_b(g, x->b, pc, kc, jc + p0, p1 - p0, pb + p0 * kc);
+                }
+            }
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nitem; it++) {
+                int64_t ic = it / nsplit * mc, s = it % nsplit;
+                int64_t j0 = npanel * s / nsplit * HV__NR, j1 = npanel * (s + 1) / nsplit * HV__NR;
+                if (j1 > nc) j1 = nc;
+                if (j0 < j1)
+                    hv__sgemm_item(x, ic, m - ic < mc ? m - ic : mc, pc, kc, jc, j0, j1, pb,
+                                   slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
+            }
+        }
+    }
+}
+
+static hv__sgemm_mat hv__sgemm_mat_at(const hv__gemm_args *g, int64_t bi) {
+    hv__sgemm_mat x;
+    x.g = g;
+    x.a = g->a + bi * g->batch_stride_a;
+    x.b = g->b + bi * g->batch_stride_b;
+    x.c = g->c + bi * g->batch_stride_c;
+    return x;
+}
+
+HV__SGEMM_LINKAGE size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats) {
+    int64_t kb = g->k < HV__KC ? g->k : HV__KC, nb = g->n < HV__NC ? g->n : HV__NC, work, bi, span;
+    size_t bfl, need;
+    int by_matrix;
+    if (kb < 1) kb = 1;
+    if (nb < 1) nb = 1;
+    bfl = (size_t)kb * (size_t)((nb + HV__NR - 1) / HV__NR * HV__NR) + 16;
+    if (nthreads < 1) nthreads = 1;
+    /* threads only where each gets a worthwhile share: a parallel region costs microseconds */
+    work = g->m * g->n * (g->k > 0 ? g->k : 1) * (g->batch > 0 ? g->batch : 1);
+    if ((int64_t)nthreads > 1 + work / ((int64_t)1 << 21)) nthreads = (int)(1 + work / ((int64_t)1 << 21));
+    /* independent C matrices (batched attention products): whole matrices per thread */
+    span = (g->m - 1) * g->ldc + g->n;
+    by_matrix = nthreads > 1 && g->batch >= nthreads && (g->batch_stride_c >= span || g->batch_stride_c <= -span);
+    need = by_matrix ? (size_t)nthreads * (bfl + HV__SGEMM_SLOT_FLOATS) : bfl + (size_t)nthreads * HV__SGEMM_SLOT_FLOATS;
+    if (!ws || ws_floats < need) return need;
+    if (g->m <= 0 || g->n <= 0 || g->batch <= 0) return need;
+    if (nthreads == 1) {
+        for (bi = 0; bi < g->batch; bi++) { /* in order: the matrices may share C and accumulate */
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            hv__sgemm_matrix(&x, 0, 1, ws, ws + bfl);
+        }
+    } else if (by_matrix) {
+        HV__OMP(omp parallel for schedule(dynamic, 1) num_threads(nthreads))
+        for (bi = 0; bi < g->batch; bi++) {
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            float *mine = ws + (bfl + HV__SGEMM_SLOT_FLOATS) * (size_t)hv__sgemm_tid();
+            hv__sgemm_matrix(&x, 0, 1, mine, mine + bfl);
+        }
+    } else {
+        HV__OMP(omp parallel num_threads(nthreads))
+        {
+#ifdef _OPENMP
+            int nth = omp_get_num_threads(); /* 1 when nested in a caller's parallel region */
+#else
+            int nth = 1;
+#endif
+            int64_t b2;
+            for (b2 = 0; b2 < g->batch; b2++) {
+                hv__sgemm_mat x = hv__sgemm_mat_at(g, b2);
+                hv__sgemm_matrix(&x, 1, nth, ws, ws + bfl);
+            }
+        }
+    }
+    return need;
+}
+#endif /* HV__MR */
+
+/* ---- choosing the kernel, once ---------------------------------------------------------------- */
+#ifdef HV__SGEMM_DISPATCH
+#ifdef __cplusplus
+extern "C" {
+#endif
+size_t hv__sgemm_avx512(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+size_t hv__sgemm_avx2(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+static hv__sgemm_fn hv__sgemm_cur;              /* NULL: the scalar reference */
+static const char *hv__sgemm_cur_isa = "scalar";
+
+static void hv__sgemm_choose(void) {
+#if defined(HV__SGEMM_DISPATCH)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx512;
+        hv__sgemm_cur_isa = "avx512";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx2;
+        hv__sgemm_cur_isa = "avx2";
+    }
+#elif defined(HV__SIMD_AVX512)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx512";
+#elif defined(HV__SIMD_AVX2)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx2";
+#elif defined(HV__SIMD_NEON)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "neon";
+#endif
+}
+
+/* runs g with `fn` (or the reference when NULL), growing the context's workspace when needed */
+static void hv__sgemm_run(hv_ctx *ctx, hv__sgemm_fn fn, const hv__gemm_args *g) {
+    size_t need;
+    if (fn) {
+        need = fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+        if (need <= ctx->gemm_ws_floats) return;
+        hv__free(ctx->gemm_ws);
+        ctx->gemm_ws_floats = 0;
+        ctx->gemm_ws = (float *)hv__malloc(need * sizeof(float));
+        if (ctx->gemm_ws) {
+            ctx->gemm_ws_floats = need;
+            fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+            return;
+        }
+    }
+    hv__cpu_gemm(ctx, g); /* no SIMD kernel, or no memory for one: the reference is always right */
+}
+static void hv__cpu_gemm_simd(hv_ctx *ctx, const hv__gemm_args *g) { hv__sgemm_run(ctx, hv__sgemm_cur, g); }
+
+/* the backend's gemm: the chosen kernel (called when the CPU table is filled, at hv_init) */
+static void (*hv__cpu_gemm_pick(void))(hv_ctx *, const hv__gemm_args *) {
+    hv__sgemm_choose();
+    return hv__sgemm_cur ? hv__cpu_gemm_simd : hv__cpu_gemm;
+}
+
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx) {
+    (void)ctx;
+    return hv__sgemm_cur_isa;
+}
+/* HV-SECTION cpu-simd END */
+
 /* HV-SECTION cpu-nn-kernels BEGIN */
 /* Precision: dot products accumulate in float, as the GEMM does; the statistics of a
    normalisation (sums of exponentials, mean, variance) and the sums of a loss in double. */
@@ -3494,6 +4080,7 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm_running = hv__cpu_batch_norm_running;
         /* conv */ be.batch_norm = hv__cpu_batch_norm;
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
+        /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
         be.name = "cpu";
     }
