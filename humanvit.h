@@ -4746,7 +4746,8 @@ HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, in
         if (bad) *bad = i;
         v = ((const float *)t->grad->data)[first];
         return hv__fail("hv_check_finite", "the gradient of %s has %lld non-finite values (the first at flat index %lld is %s)",
-                        hv__desc("parameter", t), (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
+                        (params->names && params->names[i]) ? hv__desc(params->names[i], t) : hv__desc("parameter", t),
+                        (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
                -1;
     }
     return 0;
@@ -5081,7 +5082,7 @@ HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list
 
 /* One pass over a state file. apply 0: validate only (nothing changes); apply 1: copy the data
    into params and the optimizer. The header fields are returned for the caller to apply last.
-   0, or -1 with the error set (message prefixed by the path). */
+   0, or -1 with the error set (message prefixed by the path), -2 when it is not a state file. */
 typedef struct hv__ts_header {
     uint32_t flags, optim;
     int64_t step, user[HV_TRAIN_USER_INTS];
@@ -5100,7 +5101,7 @@ static int hv__ts_pass(hv__tsr *r, const char *path, const hv_param_list *params
     memcpy(where, "the header", 11);
     memset(seen, 0, (size_t)(params->count ? params->count : 1));
     if (hv__tsr_bytes(r, magic, 8) || memcmp(magic, hv__ts_magic, 8))
-        return hv__fail(op, "%s: not a humanvit train state file (no \"HVTRAIN\" magic)", path), -1;
+        return hv__fail(op, "%s: not a humanvit train state file (no \"HVTRAIN\" magic)", path), -2;
     if (hv__tsr_u32(r, &version)) goto truncated;
     if (version != HV__TS_VERSION)
         return hv__fail(op, "%s: format version %u; this library reads version %u", path, version, HV__TS_VERSION), -1;
@@ -5229,11 +5230,11 @@ HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list
     }
     /* pass 1 validates everything; nothing is modified unless it succeeds */
     hv__hash_init(&r.h);
-    if (hv__ts_pass(&r, path, params, opt, hd, seen, 0)) {
+    if ((i = hv__ts_pass(&r, path, params, opt, hd, seen, 0)) != 0) {
         /* a structural complaint about a file whose checksum fails is corruption, not a mismatch */
         char first[sizeof hv__err];
         memcpy(first, hv__err, sizeof first);
-        if (!hv__tsr_rest_intact(&r) && !strstr(first, "checksum"))
+        if (i == -1 && !hv__tsr_rest_intact(&r) && !strstr(first, "checksum"))
             hv__fail(op, "%s: the file is corrupt or truncated (checksum mismatch); reading it gave: %s", path,
                      hv__ts_reason(first, op, path));
         goto done;
