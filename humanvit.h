@@ -1077,9 +1077,13 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
 
 static void hv__tensor_release(hv_tensor *t) {
     hv_ctx *ctx = t->ctx;
-    if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
-    else ctx->persist = t->plist_prev;
-    if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    /* a parameter's persistent gradient is not on the list (hv__grad_buf takes it off): unlinking
+       it would cut the list at its head and leak every other persistent tensor */
+    if (t->plist_next || t->plist_prev || ctx->persist == t) {
+        if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
+        else ctx->persist = t->plist_prev;
+        if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    }
     hv__free(t->alloc);
     hv__free(t);
 }
