@@ -1086,6 +1086,21 @@ static void test_mae_resume_bit_identical(hv_ctx *ctx) {
     remove(path_b);
 }
 
+/* freeing a parameter that has a gradient, while older and newer tensors live on, must keep them
+   on the context's list so that hv_shutdown frees them (a core bug found by the resume test:
+   AddressSanitizer's leak check is what catches a regression here) */
+static void test_free_param_with_grad(hv_ctx *ctx) {
+    hv_ctx *c = hv_init(NULL);
+    hv_tensor *older = hv_zeros(c, HV_SHAPE(3)), *w = hv_ones(c, HV_SHAPE(3)), *newer = hv_zeros(c, HV_SHAPE(5));
+    (void)ctx;
+    hv_set_trainable(w, 1);
+    CHECK(hv_backward(hv_sum(hv_mul(w, w), 0, NULL, 0)) == 0 && hv_grad(w), "%s", hv_last_error());
+    hv_step_end(c);
+    hv_tensor_free(w);
+    CHECK(older && newer, "tensors");
+    hv_shutdown(c); /* frees older and newer */
+}
+
 /* ---- every fixture has a test ----------------------------------------------------------------- */
 
 static void test_every_fixture_is_used(hv_ctx *ctx) {
@@ -1134,6 +1149,7 @@ int main(void) {
     TL_RUN(ctx, test_state_atomic);
     TL_RUN(ctx, test_state_corrupt);
     TL_RUN(ctx, test_mae_resume_bit_identical);
+    TL_RUN(ctx, test_free_param_with_grad);
     TL_RUN(ctx, test_every_fixture_is_used);
     hv_shutdown(ctx);
     TL_DONE();
