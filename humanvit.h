@@ -4946,6 +4946,7 @@ static int hv__ts_check_args(const char *op, const char *path, hv_ctx *ctx, cons
             return hv__fail(op, "%s: parameter %d has no name or one longer than %u bytes", path, i, HV__TS_MAX_NAME), -1;
         if (!t || (t->dtype != HV_F32 && t->dtype != HV_I32) || !t->data || !hv_is_contiguous(t))
             return hv__fail(op, "%s: parameter '%s' must be a contiguous f32 or i32 tensor", path, name), -1;
+        if (t->ctx != ctx) return hv__fail(op, "%s: parameter '%s' belongs to another context", path, name), -1;
         for (j = 0; j < i; j++)
             if (!strcmp(params->names[j], name)) return hv__fail(op, "%s: parameter name '%s' appears twice", path, name), -1;
     }
