@@ -366,6 +366,183 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
 HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
 
+/* HV-SECTION api-train BEGIN */
+/* ---- training: optimizers, parameter groups, LR schedules, clipping, train state ------------ */
+/* A training step with the toolkit (the order of FMAE engine_pretrain.py):
+
+       hv_optim *opt = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){
+           .type = HV_OPTIM_ADAMW, .lr = 1.5e-4f, .beta2 = 0.95f, .weight_decay = 0.05f,
+           .decay_rule = HV_DECAY_SKIP_1D });
+       hv_schedule_desc sched = { .type = HV_SCHED_COSINE, .lr = 1.5e-4f, .warmup = 40, .total = 800 };
+       for (it = start; it < iters; it++) {
+           hv_optim_set_lr(opt, hv_lr_at(&sched, (double)it / iters_per_epoch)); // per iteration
+           hv_tensor *loss = hv_mae_forward(mae, images, NULL, NULL, NULL);
+           hv_optim_zero_grad(opt);
+           hv_backward(loss);
+           if (hv_check_finite(loss, hv_mae_params(mae), NULL)) break;   // keep the last good state
+           hv_clip_grad_norm(hv_mae_params(mae), 1.0f);                    // optional
+           hv_optim_step(opt);
+           hv_step_end(ctx);
+           if (it % 10000 == 0) hv_train_state_save("run/state.hvts", ctx, hv_mae_params(mae), opt, &info);
+       }
+
+   OPTIMIZERS follow PyTorch's update formulas (single-tensor code paths, float32 state):
+       AdamW  w *= 1 - lr wd; m += (1-b1)(g - m); v = b2 v + (1-b2) g^2;
+              w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)      (torch.optim.AdamW)
+       Adam   the same without the decoupled decay, g += wd w first           (torch.optim.Adam)
+       SGD    g += wd w; buf = g at the first step, else momentum buf + (1-dampening) g;
+              g = nesterov ? g + momentum buf : buf (momentum > 0); w -= lr g (torch.optim.SGD)
+       LARS   for ndim > 1: g += wd w, g *= trust ||w|| / ||g|| (1 when either norm is 0);
+              mu = momentum mu + g; w -= lr mu                      (official MAE util/lars.py)
+   with lr = the optimizer's lr times the parameter's lr_scale and wd the parameter's weight
+   decay. The step count t is per parameter, as in PyTorch. A parameter is updated only when it
+   was trainable when the optimizer was made, is still trainable, and has a gradient (hv_grad not
+   NULL); tensors that are not trainable (BatchNorm running statistics, fixed sin-cos tables) are
+   never touched. The state (moments, momentum buffers) is allocated once by hv_optim_new; a step
+   allocates nothing. Elementwise updates run in parallel; norms are summed in double in a fixed
+   order, so results are bit-identical for any thread count. The optimizer keeps pointers to the
+   parameters and their names: free it before the model, and before hv_shutdown. */
+
+typedef enum hv_optim_type {
+    HV_OPTIM_ADAMW = 0, /* decoupled weight decay, bias-corrected moments (torch.optim.AdamW) */
+    HV_OPTIM_ADAM = 1,  /* weight decay as L2 added to the gradient (torch.optim.Adam) */
+    HV_OPTIM_SGD = 2,   /* momentum, dampening, Nesterov, L2 weight decay (torch.optim.SGD) */
+    HV_OPTIM_LARS = 3   /* SGD momentum with a layer-wise trust ratio (official MAE util/lars.py) */
+} hv_optim_type;
+
+/* which parameters get weight decay (the others get 0), upstream's parameter groups */
+typedef enum hv_decay_rule {
+    HV_DECAY_ALL = 0, /* every parameter: PyTorch's single group; the humanlike-vits finetuning */
+    /* none on ndim <= 1, names ending in ".bias", "pos_embed", "cls_token", "mask_token" or
+       "dist_token": FMAE util/lr_decay.py param_groups_lrd (finetuning), timm with no_weight_decay() */
+    HV_DECAY_SKIP_1D_AND_TOKENS = 1,
+    /* none on ndim <= 1 and ".bias" only: timm add_weight_decay with an empty skip list, as FMAE
+       main_pretrain.py calls it (cls_token and mask_token are decayed there) */
+    HV_DECAY_SKIP_1D = 2
+} hv_decay_rule;
+
+/* zero fields take the default in brackets */
+typedef struct hv_optim_desc {
+    hv_optim_type type;      /* [AdamW] */
+    float lr;                /* [1e-3]; hv_optim_set_lr changes it (schedules) */
+    float beta1, beta2;      /* Adam(W) [0.9, 0.999] */
+    float eps;               /* Adam(W) [1e-8] */
+    float weight_decay;      /* [0]. AdamW: decoupled; Adam, SGD: L2; LARS: only on ndim > 1 */
+    float momentum;          /* SGD [0 = none], LARS [0.9] */
+    float dampening;         /* SGD [0] */
+    int nesterov;            /* SGD: Nesterov momentum (needs momentum > 0, dampening 0) */
+    float trust_coefficient; /* LARS [0.001] */
+    hv_decay_rule decay_rule; /* [HV_DECAY_ALL] */
+    /* layer-wise lr decay for ViT names (FMAE param_groups_lrd): lr_scale =
+       layer_decay^(num_layers + 1 - hv_vit_layer_id(name, num_layers)). 0 or 1: off */
+    float layer_decay;
+    int num_layers;          /* the ViT depth (len(model.blocks)); 0: 1 + the largest i of "blocks.i." */
+} hv_optim_desc;
+
+typedef struct hv_optim hv_optim;
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc);
+HVDEF void hv_optim_free(hv_optim *opt);
+HVDEF int hv_optim_step(hv_optim *opt);         /* 0, or -1 (NULL opt) */
+HVDEF void hv_optim_zero_grad(hv_optim *opt);   /* zeros the gradients of the optimized parameters */
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr);
+HVDEF float hv_optim_get_lr(const hv_optim *opt);
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt); /* the resolved settings */
+/* the parameter at index i of the list: its lr_scale and weight decay. 0, or -1 when the optimizer
+   does not update it (not trainable at creation, or i out of range) */
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay);
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay);
+/* the state of parameter i: AdamW/Adam slot 0 exp_avg, slot 1 exp_avg_sq; SGD (momentum > 0) and
+   LARS slot 0 the momentum buffer. NULL when there is none. */
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot);
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i); /* updates done to parameter i */
+/* FMAE get_layer_id_for_vit: 0 for cls_token, pos_embed and patch_embed.*, i + 1 for blocks.i.*,
+   num_layers + 1 for everything else (norm, fc_norm, head) */
+HVDEF int hv_vit_layer_id(const char *name, int num_layers);
+
+/* LR SCHEDULES: a pure function of t, in any unit (epochs with a fraction for per-iteration
+   updates, as FMAE calls adjust_learning_rate(data_iter_step / len(loader) + epoch), or iterations).
+   Every type warms up linearly, lr * t / warmup, for t < warmup (warmup 0: none). Then
+     HV_SCHED_CONSTANT  lr                                (humanlike-vits: no schedule at all)
+     HV_SCHED_COSINE    min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi (t - warmup) / (total - warmup)))
+                        (FMAE util/lr_sched.py), min_lr from t >= total on
+     HV_SCHED_STEP      lr * gamma^(number of milestones <= t) (torch MultiStepLR stepped per epoch:
+                        "are we there yet" finetuning: milestones 25, 45, gamma 0.2) */
+typedef enum hv_schedule_type { HV_SCHED_CONSTANT = 0, HV_SCHED_COSINE = 1, HV_SCHED_STEP = 2 } hv_schedule_type;
+#define HV_MAX_MILESTONES 16
+typedef struct hv_schedule_desc {
+    hv_schedule_type type;
+    float lr;       /* the base (peak) learning rate */
+    float min_lr;   /* cosine: the floor [0] */
+    double warmup;  /* warm-up length [0] */
+    double total;   /* cosine: where it reaches min_lr */
+    float gamma;    /* step: the factor [0.1] */
+    int num_milestones;
+    double milestones[HV_MAX_MILESTONES];
+} hv_schedule_desc;
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t); /* NAN (and an error) on a bad desc */
+
+/* torch.nn.utils.clip_grad_norm_(norm_type=2): the 2-norm of all the gradients together (of the
+   trainable parameters that have one), summed in double in a fixed order; when it exceeds
+   max_norm every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm (before
+   clipping). max_norm <= 0: only measures. A NaN or Inf norm is returned as is and nothing is
+   scaled. -1 (and an error) on bad arguments. */
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm);
+/* 0 when the loss (one element, or NULL: not checked) and every gradient of params (NULL: none
+   checked) are finite; else -1, hv_last_error() names the loss or the parameter, the count of bad
+   values and the first one, and *bad (may be NULL) is -1 for the loss or the parameter's index.
+   A trainer stops there and keeps its last good state file. */
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad);
+
+/* TRAIN STATE: everything a run needs to continue bit for bit: every tensor of params (trainable
+   or not: BatchNorm statistics too), the optimizer's state and per-parameter step counts, the
+   context's RNG (MAE masking draws from it), and the caller's step, data position and metadata.
+   The optimizer's hyper-parameters are not restored: they come from the hv_optim_desc you create
+   it with, so a resumed run may change them (humanlike-vits lowered S/14's lr for its last 21k
+   iterations).
+   save writes <path>.tmp in the same folder, fflush + fsync, closes it and renames it over path
+   (then fsyncs the folder, POSIX), so a crash or a failed write leaves the previous file whole;
+   on any error the temp file is removed. On Windows the target is removed before the rename
+   (not atomic there). opt may be NULL (no optimizer state), info may be NULL (zeros).
+   load checks the whole file first (format, version, checksum, every name, dtype and shape
+   against params, the optimizer's type and state) and changes nothing unless all of it is valid;
+   a file with optimizer state can be loaded with opt NULL (only the tensors, RNG and info).
+   Both return 0, or -1 with hv_last_error() naming the file and what is wrong.
+
+   FILE FORMAT (.hvts, version 1). Every integer and element little-endian.
+       magic      8 bytes   "HVTRAIN\0"
+       version    u32       1
+       flags      u32       bit 0: optimizer state present
+       step       i64       hv_train_info.step
+       rng        4 x u64   the context's xoshiro256** state
+       user       8 x i64   hv_train_info.user
+       meta_len   u32       < HV_TRAIN_META_MAX, then meta_len bytes of text (no NUL)
+       optim      u32       hv_optim_type, 0xFFFFFFFF without optimizer state
+       count      u32       tensor records that follow, one per entry of params
+       count times:
+           name_len u32 1..255, name bytes (unique)
+           dtype    u32 hv_dtype (0 f32, 1 i32)
+           ndim     u32 0..HV_MAX_DIMS, dims ndim x i64
+           steps    i64 the parameter's optimizer step count, -1 when not optimized
+           nslots   u32 optimizer state tensors of this parameter (0..2)
+           data     numel x 4 bytes, then nslots x numel x 4 bytes of state (f32)
+       checksum   u64       hv64 of every byte before it: four FNV-1a-64 lanes over the 32-byte
+                            blocks (lane j takes the little-endian u64 at offset 8j), the tail
+                            bytes FNV-1a into lane 0, then h = lane0; h = (h ^ lane j) * P for
+                            j = 1..3; h = (h ^ total length) * P. Lanes start at the FNV offset
+                            basis xor j, P = 0x100000001b3. */
+#define HV_TRAIN_USER_INTS 8
+#define HV_TRAIN_META_MAX 4096
+typedef struct hv_train_info {
+    int64_t step;                     /* iterations done: resume from here */
+    int64_t user[HV_TRAIN_USER_INTS]; /* data position: epoch, sample in epoch, shard, seed ... */
+    char meta[HV_TRAIN_META_MAX];     /* NUL-terminated text: the run's arguments, a note */
+} hv_train_info;
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info);
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt,
+                              hv_train_info *info);
+/* HV-SECTION api-train END */
+
 /* HV-SECTION api-images BEGIN */
 /* ---- images and .npy arrays (section 10) ------------------------------------------------------
    Decoders for PNG, baseline JPEG and PPM/PGM, written here from the specifications and safe on
@@ -1041,9 +1218,13 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
 
 static void hv__tensor_release(hv_tensor *t) {
     hv_ctx *ctx = t->ctx;
-    if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
-    else ctx->persist = t->plist_prev;
-    if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    /* a parameter's persistent gradient is not on the list (hv__grad_buf takes it off): unlinking
+       it would cut the list at its head and leak every other persistent tensor */
+    if (t->plist_next || t->plist_prev || ctx->persist == t) {
+        if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
+        else ctx->persist = t->plist_prev;
+        if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    }
     hv__free(t->alloc);
     hv__free(t);
 }
@@ -7137,6 +7318,946 @@ HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *para
         }
     return sd;
 }
+
+
+/* ==== 11. OPTIMIZERS, SCHEDULES, TRAINING STATE ================================================ */
+/* HV-SECTION train BEGIN */
+
+#include <errno.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#define HV__POSIX_IO 1
+#elif defined(_WIN32)
+#include <io.h>
+#endif
+
+/* ---- deterministic reductions over a float array -------------------------------------------- */
+
+/* A reduction is cut into at most HV__NCHUNK chunks whose bounds depend on n only; chunks run in
+   parallel and their partial results are combined in chunk order, so any thread count gives the
+   same bits. */
+#define HV__NCHUNK 64
+static int64_t hv__chunk_len(int64_t n) {
+    int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
+    return c < 16384 ? 16384 : c;
+}
+/* sum of x[i]^2 in double */
+static double hv__sumsq(hv_ctx *ctx, const float *x, int64_t n) {
+    double part[HV__NCHUNK], s = 0;
+    int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
+        for (; i + 4 <= e; i += 4) {
+            a0 += (double)x[i] * x[i];
+            a1 += (double)x[i + 1] * x[i + 1];
+            a2 += (double)x[i + 2] * x[i + 2];
+            a3 += (double)x[i + 3] * x[i + 3];
+        }
+        for (; i < e; i++) a0 += (double)x[i] * x[i];
+        part[c] = (a0 + a1) + (a2 + a3);
+    }
+    for (c = 0; c < nc; c++) s += part[c];
+    return s;
+}
+/* how many of x are NaN or Inf; *first the index of the first one (-1 when none) */
+static int64_t hv__count_nonfinite(hv_ctx *ctx, const float *x, int64_t n, int64_t *first) {
+    int64_t cnt[HV__NCHUNK], fst[HV__NCHUNK], len = hv__chunk_len(n), nc = (n + len - 1) / len, c, total = 0;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i, e = (c + 1) * len < n ? (c + 1) * len : n, k = 0, f = -1;
+        for (i = c * len; i < e; i++)
+            if (!isfinite(x[i])) {
+                if (f < 0) f = i;
+                k++;
+            }
+        cnt[c] = k;
+        fst[c] = f;
+    }
+    *first = -1;
+    for (c = 0; c < nc; c++) {
+        if (*first < 0 && fst[c] >= 0) *first = fst[c];
+        total += cnt[c];
+    }
+    return total;
+}
+
+/* ---- parameter groups ----------------------------------------------------------------------- */
+
+static int hv__ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+HVDEF int hv_vit_layer_id(const char *name, int num_layers) {
+    if (!name) return num_layers + 1;
+    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strncmp(name, "patch_embed", 11)) return 0;
+    if (!strncmp(name, "blocks.", 7) && name[7] >= '0' && name[7] <= '9') return atoi(name + 7) + 1;
+    return num_layers + 1;
+}
+
+/* weight decay of one parameter under a rule */
+static float hv__group_wd(const char *name, const hv_tensor *t, hv_decay_rule rule, float wd) {
+    if (rule == HV_DECAY_ALL) return wd;
+    if (t->ndim <= 1 || hv__ends_with(name, ".bias")) return 0.0f;
+    if (rule == HV_DECAY_SKIP_1D_AND_TOKENS &&
+        (hv__ends_with(name, "pos_embed") || hv__ends_with(name, "cls_token") || hv__ends_with(name, "mask_token") ||
+         hv__ends_with(name, "dist_token")))
+        return 0.0f;
+    return wd;
+}
+
+/* ---- optimizers ----------------------------------------------------------------------------- */
+
+typedef struct hv__opt_param {
+    hv_tensor *t;         /* borrowed from the parameter list */
+    int active;           /* trainable when the optimizer was made: has state, gets updates */
+    float lr_scale, wd;
+    int64_t steps;        /* updates done (PyTorch's per-parameter state['step']) */
+    hv_tensor *state[2];  /* see hv_optim_state */
+} hv__opt_param;
+
+struct hv_optim {
+    hv_ctx *ctx;
+    hv_optim_desc d; /* resolved */
+    double lr;
+    int count, nslots;
+    hv__opt_param *p;
+};
+
+static const char *hv__optim_name(int type) {
+    static const char *names[] = {"AdamW", "Adam", "SGD", "LARS"};
+    return type >= 0 && type < 4 ? names[type] : "unknown";
+}
+
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc) {
+    static const char *slot_names[2][2] = {{".exp_avg", ".exp_avg_sq"}, {".momentum_buffer", ""}};
+    hv_optim *o;
+    hv_optim_desc d;
+    int i, s;
+    if (!ctx) return (hv_optim *)hv__fail("hv_optim_new", "ctx is NULL");
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return (hv_optim *)hv__fail("hv_optim_new", "params is NULL or has no tensors/names arrays");
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if ((int)d.type < 0 || (int)d.type > HV_OPTIM_LARS)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown optimizer type %d", (int)d.type);
+    if (d.lr == 0) d.lr = 1e-3f;
+    if (d.beta1 == 0) d.beta1 = 0.9f;
+    if (d.beta2 == 0) d.beta2 = 0.999f;
+    if (d.eps == 0) d.eps = 1e-8f;
+    if (d.type == HV_OPTIM_LARS && d.momentum == 0) d.momentum = 0.9f;
+    if (d.trust_coefficient == 0) d.trust_coefficient = 1e-3f;
+    if (!(d.lr > 0) || !(d.beta1 >= 0 && d.beta1 < 1) || !(d.beta2 >= 0 && d.beta2 < 1) || !(d.eps > 0) || !(d.weight_decay >= 0) ||
+        !(d.momentum >= 0) || !(d.dampening >= 0 && d.dampening <= 1) || !(d.trust_coefficient > 0) || !(d.layer_decay >= 0) ||
+        d.num_layers < 0)
+        return (hv_optim *)hv__fail("hv_optim_new",
+                                    "bad settings: lr %g, betas (%g, %g), eps %g, weight_decay %g, momentum %g, dampening %g, trust %g, "
+                                    "layer_decay %g, num_layers %d (lr, eps, trust > 0; betas in [0, 1); the rest >= 0)",
+                                    (double)d.lr, (double)d.beta1, (double)d.beta2, (double)d.eps, (double)d.weight_decay,
+                                    (double)d.momentum, (double)d.dampening, (double)d.trust_coefficient, (double)d.layer_decay,
+                                    d.num_layers);
+    if (d.nesterov && (d.type != HV_OPTIM_SGD || d.momentum <= 0 || d.dampening != 0))
+        return (hv_optim *)hv__fail("hv_optim_new", "Nesterov momentum needs SGD with momentum > 0 and dampening 0");
+    if ((int)d.decay_rule < 0 || (int)d.decay_rule > HV_DECAY_SKIP_1D)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown decay_rule %d", (int)d.decay_rule);
+    if (d.layer_decay == 1.0f) d.layer_decay = 0; /* the same thing: off */
+    if (d.layer_decay > 0 && d.num_layers == 0)
+        for (i = 0; i < params->count; i++) {
+            int id = params->names[i] ? hv_vit_layer_id(params->names[i], 1 << 20) : 0;
+            if (id > 0 && id <= (1 << 20) && id > d.num_layers) d.num_layers = id; /* blocks.i -> i + 1 */
+        }
+    o = (hv_optim *)hv__malloc(sizeof *o);
+    if (!o) return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    memset(o, 0, sizeof *o);
+    o->ctx = ctx;
+    o->d = d;
+    o->lr = d.lr;
+    o->count = params->count;
+    o->nslots = d.type <= HV_OPTIM_ADAM ? 2 : (d.type == HV_OPTIM_LARS || d.momentum > 0) ? 1 : 0;
+    o->p = (hv__opt_param *)hv__malloc(sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    if (!o->p) {
+        hv__free(o);
+        return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    }
+    memset(o->p, 0, sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    for (i = 0; i < o->count; i++) {
+        hv__opt_param *P = &o->p[i];
+        hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i] ? params->names[i] : "";
+        P->t = t;
+        if (!t) {
+            hv__fail("hv_optim_new", "parameter %d ('%s') is NULL", i, name);
+            goto fail;
+        }
+        if (!t->trainable) continue; /* buffers: running statistics, frozen tables */
+        if (t->ctx != ctx || t->dtype != HV_F32 || !t->persistent || !hv_is_contiguous(t)) {
+            hv__fail("hv_optim_new", "trainable %s must be a persistent contiguous f32 tensor of this context", hv__desc(name, t));
+            goto fail;
+        }
+        P->active = 1;
+        P->lr_scale = d.layer_decay > 0 ? (float)pow((double)d.layer_decay, (double)(d.num_layers + 1 - hv_vit_layer_id(name, d.num_layers)))
+                                        : 1.0f;
+        P->wd = hv__group_wd(name, t, d.decay_rule, d.weight_decay);
+        for (s = 0; s < o->nslots; s++) {
+            char full[128];
+            P->state[s] = hv__alloc(ctx, HV_F32, t->ndim, t->shape, 1);
+            if (!P->state[s]) goto fail;
+            snprintf(full, sizeof full, "%s%s", name, slot_names[d.type <= HV_OPTIM_ADAM ? 0 : 1][s]);
+            hv_tensor_set_name(P->state[s], full);
+        }
+    }
+    return o;
+fail:
+    hv_optim_free(o);
+    return NULL;
+}
+
+HVDEF void hv_optim_free(hv_optim *opt) {
+    int i, s;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        for (s = 0; s < 2; s++) hv_tensor_free(opt->p[i].state[s]);
+    hv__free(opt->p);
+    hv__free(opt);
+}
+
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr) {
+    if (opt) opt->lr = lr;
+}
+HVDEF float hv_optim_get_lr(const hv_optim *opt) { return opt ? (float)opt->lr : NAN; }
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt) { return opt->d; }
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active) return -1;
+    if (lr_scale) *lr_scale = opt->p[i].lr_scale;
+    if (weight_decay) *weight_decay = opt->p[i].wd;
+    return 0;
+}
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active)
+        return hv__fail("hv_optim_set_param_group", "parameter %d is not updated by this optimizer", i), -1;
+    if (!(lr_scale >= 0) || !(weight_decay >= 0))
+        return hv__fail("hv_optim_set_param_group", "lr_scale %g and weight_decay %g must be >= 0", (double)lr_scale, (double)weight_decay), -1;
+    opt->p[i].lr_scale = lr_scale;
+    opt->p[i].wd = weight_decay;
+    return 0;
+}
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot) {
+    if (!opt || i < 0 || i >= opt->count || slot < 0 || slot >= opt->nslots) return NULL;
+    return opt->p[i].state[slot];
+}
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i) {
+    return (opt && i >= 0 && i < opt->count) ? opt->p[i].steps : 0;
+}
+HVDEF void hv_optim_zero_grad(hv_optim *opt) {
+    int i;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        if (opt->p[i].active) hv_zero_grad(opt->p[i].t);
+}
+
+/* Adam(W) on one parameter. The float expressions follow PyTorch's single-tensor kernels:
+   lerp for the first moment, mul + addcmul for the second, addcdiv for the update. */
+static void hv__adam_update(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, float decay, float l2, float b1c,
+                            float b2, float b2c, float bc2_sqrt, float eps, float neg_step) {
+    int64_t i;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float gi = g[i] + l2 * w[i];  /* Adam: grad.add(param, alpha=wd); AdamW: l2 = 0 */
+        float wi = w[i] * decay;      /* AdamW: param.mul_(1 - lr wd); Adam: decay = 1 */
+        float mi = m[i] + b1c * (gi - m[i]);
+        float vi = v[i] * b2 + b2c * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi + neg_step * mi / denom;
+    }
+}
+
+HVDEF int hv_optim_step(hv_optim *opt) {
+    int i;
+    const hv_optim_desc *d;
+    if (!opt) return hv__fail("hv_optim_step", "optimizer is NULL"), -1;
+    d = &opt->d;
+    for (i = 0; i < opt->count; i++) {
+        hv__opt_param *P = &opt->p[i];
+        hv_tensor *t = P->t;
+        hv_ctx *ctx = opt->ctx;
+        float *w, *g;
+        double lr = opt->lr * (double)P->lr_scale;
+        int64_t n, k;
+        if (!P->active || !t->trainable || !t->grad) continue;
+        n = hv_numel(t);
+        w = (float *)t->data;
+        g = (float *)t->grad->data;
+        P->steps++;
+        if (d->type == HV_OPTIM_ADAMW || d->type == HV_OPTIM_ADAM) {
+            double step = (double)P->steps;
+            double bc1 = 1.0 - pow((double)d->beta1, step), bc2 = 1.0 - pow((double)d->beta2, step);
+            int adamw = d->type == HV_OPTIM_ADAMW;
+            hv__adam_update(ctx, w, g, (float *)P->state[0]->data, (float *)P->state[1]->data, n,
+                            adamw ? (float)(1.0 - lr * P->wd) : 1.0f, adamw ? 0.0f : P->wd, (float)(1.0 - d->beta1), d->beta2,
+                            (float)(1.0 - d->beta2), (float)sqrt(bc2), d->eps, (float)-(lr / bc1));
+        } else if (d->type == HV_OPTIM_SGD) {
+            float wd = P->wd, mom = d->momentum, damp = (float)(1.0 - d->dampening), neg_lr = (float)-lr;
+            float *buf = opt->nslots ? (float *)P->state[0]->data : NULL;
+            int first = P->steps == 1, nesterov = d->nesterov;
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float gk = g[k] + wd * w[k];
+                if (buf) {
+                    float b = first ? gk : buf[k] * mom + damp * gk; /* torch: the buffer starts as a copy of g */
+                    buf[k] = b;
+                    gk = nesterov ? gk + mom * b : b;
+                }
+                w[k] = w[k] + neg_lr * gk;
+            }
+        } else { /* LARS */
+            float q = 1.0f, wd = t->ndim > 1 ? P->wd : 0.0f, mom = d->momentum, neg_lr = (float)-lr;
+            float *mu = (float *)P->state[0]->data;
+            if (t->ndim > 1) {
+                /* trust ratio from ||w|| and ||g + wd w||: the second norm over a pass that forms
+                   g + wd w on the fly, in the same fixed chunks */
+                double pn = sqrt(hv__sumsq(ctx, w, n)), un, part[HV__NCHUNK], ss = 0;
+                int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+                HV__PARALLEL_FOR(ctx, n)
+                for (c = 0; c < nc; c++) {
+                    int64_t j, e = (c + 1) * len < n ? (c + 1) * len : n;
+                    double a = 0;
+                    for (j = c * len; j < e; j++) {
+                        float u = g[j] + wd * w[j];
+                        a += (double)u * u;
+                    }
+                    part[c] = a;
+                }
+                for (c = 0; c < nc; c++) ss += part[c];
+                un = sqrt(ss);
+                if (pn > 0 && un > 0) q = (float)((double)d->trust_coefficient * pn / un);
+            }
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float u = (g[k] + wd * w[k]) * q;
+                float m = mu[k] * mom + u;
+                mu[k] = m;
+                w[k] = w[k] + neg_lr * m;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- learning-rate schedules ---------------------------------------------------------------- */
+
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t) {
+    double lr, w;
+    int i;
+    if (!s) return hv__fail("hv_lr_at", "schedule is NULL"), NAN;
+    lr = s->lr;
+    w = s->warmup;
+    if ((int)s->type < 0 || (int)s->type > HV_SCHED_STEP || !(w >= 0) || s->num_milestones < 0 || s->num_milestones > HV_MAX_MILESTONES)
+        return hv__fail("hv_lr_at", "bad schedule: type %d, warmup %g, %d milestones (at most %d)", (int)s->type, w, s->num_milestones,
+                        HV_MAX_MILESTONES), NAN;
+    if (w > 0 && t < w) return (float)(lr * (t > 0 ? t : 0) / w);
+    if (s->type == HV_SCHED_COSINE) {
+        if (!(s->total > w)) return hv__fail("hv_lr_at", "cosine schedule: total %g must exceed warmup %g", s->total, w), NAN;
+        if (t >= s->total) return s->min_lr;
+        return (float)(s->min_lr + (lr - s->min_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * (t - w) / (s->total - w))));
+    }
+    if (s->type == HV_SCHED_STEP) {
+        double gamma = s->gamma != 0 ? s->gamma : 0.1;
+        for (i = 0; i < s->num_milestones; i++)
+            if (s->milestones[i] <= t) lr *= gamma; /* as MultiStepLR: one factor per milestone passed */
+    }
+    return (float)lr;
+}
+
+/* ---- gradient clipping and non-finite checks ------------------------------------------------ */
+
+static int hv__has_grad(const hv_tensor *t) { return t && t->trainable && t->grad && t->grad->dtype == HV_F32; }
+
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm) {
+    double ss = 0, norm;
+    int i;
+    if (!params || params->count < 0 || (params->count > 0 && !params->tensors))
+        return hv__fail("hv_clip_grad_norm", "params is NULL or has no tensors"), -1.0;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, hv_numel(t));
+    }
+    norm = sqrt(ss);
+    if (max_norm > 0 && isfinite(norm)) {
+        double coef = (double)max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float c = (float)coef;
+            for (i = 0; i < params->count; i++) {
+                hv_tensor *t = params->tensors[i];
+                float *g;
+                int64_t n, k;
+                if (!hv__has_grad(t)) continue;
+                g = (float *)t->grad->data;
+                n = hv_numel(t);
+                HV__PARALLEL_FOR(t->ctx, n)
+                for (k = 0; k < n; k++) g[k] *= c;
+            }
+        }
+    }
+    return norm;
+}
+
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad) {
+    int i;
+    if (bad) *bad = 0;
+    if (loss) {
+        float v;
+        if (hv_numel(loss) != 1 || loss->dtype != HV_F32)
+            return hv__fail("hv_check_finite", "%s must be one f32 element", hv__desc("loss", loss)), -1;
+        v = hv_item(loss);
+        if (!isfinite(v)) {
+            if (bad) *bad = -1;
+            return hv__fail("hv_check_finite", "the loss is %s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"), -1;
+        }
+    }
+    if (!params) return 0;
+    if (params->count > 0 && !params->tensors) return hv__fail("hv_check_finite", "params has no tensors"), -1;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        int64_t first, cnt;
+        float v;
+        if (!hv__has_grad(t)) continue;
+        cnt = hv__count_nonfinite(t->ctx, (const float *)t->grad->data, hv_numel(t), &first);
+        if (!cnt) continue;
+        if (bad) *bad = i;
+        v = ((const float *)t->grad->data)[first];
+        return hv__fail("hv_check_finite", "the gradient of %s has %lld non-finite values (the first at flat index %lld is %s)",
+                        (params->names && params->names[i]) ? hv__desc(params->names[i], t) : hv__desc("parameter", t),
+                        (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
+               -1;
+    }
+    return 0;
+}
+
+/* ---- train state files ---------------------------------------------------------------------- */
+
+#define HV__TS_VERSION 1u
+#define HV__TS_MAX_NAME 255u
+#define HV__TS_NO_OPTIM 0xFFFFFFFFu
+#define HV__FNV_BASIS 0xcbf29ce484222325ULL
+#define HV__FNV_PRIME 0x100000001b3ULL
+static const char hv__ts_magic[8] = {'H', 'V', 'T', 'R', 'A', 'I', 'N', 0};
+
+static int hv__little_endian(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+static uint64_t hv__get_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static void hv__put_le64(unsigned char *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void hv__swap4(unsigned char *p, size_t count) {
+    size_t i;
+    for (i = 0; i < count; i++, p += 4) {
+        unsigned char a = p[0], b = p[1];
+        p[0] = p[3];
+        p[1] = p[2];
+        p[2] = b;
+        p[3] = a;
+    }
+}
+
+/* hv64, the file checksum (see FILE FORMAT in the API): four FNV-1a-64 lanes over 32-byte blocks */
+typedef struct hv__cksum {
+    uint64_t lane[4], total;
+    unsigned char tail[32];
+    size_t ntail;
+} hv__cksum;
+static void hv__cksum_init(hv__cksum *h) {
+    int j;
+    for (j = 0; j < 4; j++) h->lane[j] = HV__FNV_BASIS ^ (uint64_t)j;
+    h->total = 0;
+    h->ntail = 0;
+}
+static void hv__cksum_block(hv__cksum *h, const unsigned char *b) {
+    h->lane[0] = (h->lane[0] ^ hv__get_le64(b)) * HV__FNV_PRIME;
+    h->lane[1] = (h->lane[1] ^ hv__get_le64(b + 8)) * HV__FNV_PRIME;
+    h->lane[2] = (h->lane[2] ^ hv__get_le64(b + 16)) * HV__FNV_PRIME;
+    h->lane[3] = (h->lane[3] ^ hv__get_le64(b + 24)) * HV__FNV_PRIME;
+}
+static void hv__cksum_update(hv__cksum *h, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    h->total += n;
+    if (h->ntail) {
+        size_t take = 32 - h->ntail < n ? 32 - h->ntail : n;
+        memcpy(h->tail + h->ntail, p, take);
+        h->ntail += take;
+        p += take;
+        n -= take;
+        if (h->ntail < 32) return;
+        hv__cksum_block(h, h->tail);
+        h->ntail = 0;
+    }
+    for (; n >= 32; n -= 32, p += 32) hv__cksum_block(h, p);
+    memcpy(h->tail, p, n);
+    h->ntail = n;
+}
+static uint64_t hv__cksum_final(const hv__cksum *h) {
+    uint64_t l0 = h->lane[0], r;
+    size_t i;
+    int j;
+    for (i = 0; i < h->ntail; i++) l0 = (l0 ^ h->tail[i]) * HV__FNV_PRIME;
+    r = l0;
+    for (j = 1; j < 4; j++) r = (r ^ h->lane[j]) * HV__FNV_PRIME;
+    return (r ^ h->total) * HV__FNV_PRIME;
+}
+
+/* writer: every byte goes through the checksum; err sticks */
+typedef struct hv__tsw {
+    FILE *f;
+    hv__cksum h;
+    int err;
+} hv__tsw;
+static void hv__tsw_bytes(hv__tsw *w, const void *p, size_t n) {
+    if (w->err || !n) return;
+    hv__cksum_update(&w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n) w->err = errno ? errno : EIO;
+}
+static void hv__tsw_u32(hv__tsw *w, uint32_t v) {
+    unsigned char b[4];
+    int i;
+    for (i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+    hv__tsw_bytes(w, b, 4);
+}
+static void hv__tsw_u64(hv__tsw *w, uint64_t v) {
+    unsigned char b[8];
+    hv__put_le64(b, v);
+    hv__tsw_bytes(w, b, 8);
+}
+/* count 4-byte elements, little-endian in the file */
+static void hv__tsw_words(hv__tsw *w, const void *p, int64_t count) {
+    const unsigned char *src = (const unsigned char *)p;
+    if (hv__little_endian()) {
+        hv__tsw_bytes(w, src, (size_t)count * 4);
+        return;
+    }
+    while (count > 0 && !w->err) {
+        unsigned char buf[4096];
+        size_t k = count > 1024 ? 1024 : (size_t)count;
+        memcpy(buf, src, k * 4);
+        hv__swap4(buf, k);
+        hv__tsw_bytes(w, buf, k * 4);
+        src += k * 4;
+        count -= (int64_t)k;
+    }
+}
+
+/* reader: every byte but the final checksum goes through the hash */
+typedef struct hv__tsr {
+    FILE *f;
+    hv__cksum h;
+} hv__tsr;
+static int hv__tsr_bytes(hv__tsr *r, void *p, size_t n) {
+    if (!n) return 0;
+    if (fread(p, 1, n, r->f) != n) return -1;
+    hv__cksum_update(&r->h, p, n);
+    return 0;
+}
+static int hv__tsr_u32(hv__tsr *r, uint32_t *v) {
+    unsigned char b[4];
+    if (hv__tsr_bytes(r, b, 4)) return -1;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+static int hv__tsr_u64(hv__tsr *r, uint64_t *v) {
+    unsigned char b[8];
+    if (hv__tsr_bytes(r, b, 8)) return -1;
+    *v = hv__get_le64(b);
+    return 0;
+}
+/* count 4-byte elements into dst (host order), or skipped when dst is NULL */
+static int hv__tsr_words(hv__tsr *r, void *dst, int64_t count) {
+    unsigned char buf[16384];
+    if (dst) {
+        if (hv__tsr_bytes(r, dst, (size_t)count * 4)) return -1;
+        if (!hv__little_endian()) hv__swap4((unsigned char *)dst, (size_t)count);
+        return 0;
+    }
+    while (count > 0) {
+        size_t k = count > (int64_t)(sizeof buf / 4) ? sizeof buf / 4 : (size_t)count;
+        if (hv__tsr_bytes(r, buf, k * 4)) return -1;
+        count -= (int64_t)k;
+    }
+    return 0;
+}
+/* after a problem: reads the rest of the file and tells whether its checksum holds (1), or the
+   file is corrupt or truncated (0) */
+static int hv__tsr_rest_intact(hv__tsr *r) {
+    unsigned char buf[8 + 16384];
+    size_t have = 0, n;
+    while ((n = fread(buf + have, 1, sizeof buf - have, r->f)) > 0) {
+        have += n;
+        if (have > 8) {
+            hv__cksum_update(&r->h, buf, have - 8);
+            memmove(buf, buf + have - 8, 8);
+            have = 8;
+        }
+    }
+    return have == 8 && hv__get_le64(buf) == hv__cksum_final(&r->h);
+}
+
+/* checks the arguments shared by save and load; 0 or -1 (error set) */
+static int hv__ts_check_args(const char *op, const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt) {
+    int i, j;
+    if (!path || !*path) return hv__fail(op, "path is NULL or empty"), -1;
+    if (!ctx) return hv__fail(op, "%s: ctx is NULL", path), -1;
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return hv__fail(op, "%s: params is NULL or has no tensors/names arrays", path), -1;
+    for (i = 0; i < params->count; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i];
+        if (!name || !*name || strlen(name) > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: parameter %d has no name or one longer than %u bytes", path, i, HV__TS_MAX_NAME), -1;
+        if (!t || (t->dtype != HV_F32 && t->dtype != HV_I32) || !t->data || !hv_is_contiguous(t))
+            return hv__fail(op, "%s: parameter '%s' must be a contiguous f32 or i32 tensor", path, name), -1;
+        if (t->ctx != ctx) return hv__fail(op, "%s: parameter '%s' belongs to another context", path, name), -1;
+        for (j = 0; j < i; j++)
+            if (!strcmp(params->names[j], name)) return hv__fail(op, "%s: parameter name '%s' appears twice", path, name), -1;
+    }
+    if (opt) {
+        if (opt->count != params->count) return hv__fail(op, "%s: the optimizer was made for a different parameter list", path), -1;
+        for (i = 0; i < params->count; i++)
+            if (opt->p[i].t != params->tensors[i])
+                return hv__fail(op, "%s: the optimizer was made for a different parameter list (entry %d, '%s')", path, i, params->names[i]),
+                       -1;
+    }
+    return 0;
+}
+
+static char *hv__tmp_path(const char *path) {
+    size_t n = strlen(path);
+    char *tmp = (char *)hv__malloc(n + 5);
+    if (tmp) {
+        memcpy(tmp, path, n);
+        memcpy(tmp + n, ".tmp", 5);
+    }
+    return tmp;
+}
+
+/* flushes a closed file's data to the disk (best effort where the platform has no fsync) */
+static int hv__fsync_path(const char *path, int is_dir) {
+#ifdef HV__POSIX_IO
+    int fd = open(path, is_dir ? O_RDONLY : O_WRONLY), rc;
+    if (fd < 0) return is_dir ? 0 : -1; /* some systems cannot open a folder: nothing more to do */
+    rc = fsync(fd);
+    close(fd);
+    return is_dir ? 0 : rc;
+#else
+    (void)path;
+    (void)is_dir;
+    return 0;
+#endif
+}
+
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info) {
+    static const char *op = "hv_train_state_save";
+    hv__tsw w;
+    char *tmp;
+    size_t meta_len = 0;
+    const char *why = NULL;
+    int i, s, e = 0;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    if (info) {
+        const char *nul = (const char *)memchr(info->meta, 0, HV_TRAIN_META_MAX);
+        if (!nul) return hv__fail(op, "%s: info->meta is not NUL-terminated within %d bytes", path, HV_TRAIN_META_MAX), -1;
+        meta_len = (size_t)(nul - info->meta);
+    }
+    tmp = hv__tmp_path(path);
+    if (!tmp) return hv__fail(op, "%s: out of memory", path), -1;
+    memset(&w, 0, sizeof w);
+    hv__cksum_init(&w.h);
+    errno = 0;
+    w.f = fopen(tmp, "wb");
+    if (!w.f) {
+        e = errno;
+        hv__fail(op, "%s: cannot create the temporary file %s: %s", path, tmp, e ? strerror(e) : "unknown error");
+        hv__free(tmp);
+        return -1;
+    }
+    hv__tsw_bytes(&w, hv__ts_magic, 8);
+    hv__tsw_u32(&w, HV__TS_VERSION);
+    hv__tsw_u32(&w, opt ? 1u : 0u);
+    hv__tsw_u64(&w, (uint64_t)(info ? info->step : 0));
+    for (i = 0; i < 4; i++) hv__tsw_u64(&w, ctx->rng[i]);
+    for (i = 0; i < HV_TRAIN_USER_INTS; i++) hv__tsw_u64(&w, (uint64_t)(info ? info->user[i] : 0));
+    hv__tsw_u32(&w, (uint32_t)meta_len);
+    if (meta_len) hv__tsw_bytes(&w, info->meta, meta_len);
+    hv__tsw_u32(&w, opt ? (uint32_t)opt->d.type : HV__TS_NO_OPTIM);
+    hv__tsw_u32(&w, (uint32_t)params->count);
+    for (i = 0; i < params->count && !w.err; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const hv__opt_param *P = opt ? &opt->p[i] : NULL;
+        int nslots = (P && P->active) ? opt->nslots : 0;
+        int64_t n = hv_numel(t);
+        size_t len = strlen(params->names[i]);
+        hv__tsw_u32(&w, (uint32_t)len);
+        hv__tsw_bytes(&w, params->names[i], len);
+        hv__tsw_u32(&w, (uint32_t)t->dtype);
+        hv__tsw_u32(&w, (uint32_t)t->ndim);
+        for (s = 0; s < t->ndim; s++) hv__tsw_u64(&w, (uint64_t)t->shape[s]);
+        hv__tsw_u64(&w, (uint64_t)((P && P->active) ? P->steps : -1));
+        hv__tsw_u32(&w, (uint32_t)nslots);
+        hv__tsw_words(&w, t->data, n);
+        for (s = 0; s < nslots; s++) hv__tsw_words(&w, P->state[s]->data, n);
+    }
+    if (!w.err) {
+        unsigned char b[8];
+        hv__put_le64(b, hv__cksum_final(&w.h));
+        if (fwrite(b, 1, 8, w.f) != 8) w.err = errno ? errno : EIO;
+    }
+    if (!w.err && fflush(w.f) != 0) w.err = errno ? errno : EIO;
+#ifdef _WIN32
+    if (!w.err && _commit(_fileno(w.f)) != 0) w.err = errno ? errno : EIO;
+#endif
+    if (w.err) why = "writing";
+    if (fclose(w.f) != 0 && !why) {
+        w.err = errno ? errno : EIO;
+        why = "closing";
+    }
+    if (!why && hv__fsync_path(tmp, 0) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "syncing";
+    }
+#ifdef _WIN32
+    if (!why) remove(path); /* Windows' rename does not replace: not atomic there */
+#endif
+    if (!why && rename(tmp, path) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "renaming it over the target";
+    }
+    if (why) {
+        remove(tmp);
+        hv__fail(op, "%s: failed %s the temporary file %s: %s (the previous %s, if any, is unchanged)", path, why, tmp,
+                 strerror(w.err), path);
+        hv__free(tmp);
+        return -1;
+    }
+    hv__free(tmp);
+    {   /* make the rename itself durable: fsync the folder */
+        char dir[1024];
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) : 0;
+        if (!slash) memcpy(dir, ".", 2);
+        else if (n == 0) memcpy(dir, "/", 2);
+        else if (n < sizeof dir) {
+            memcpy(dir, path, n);
+            dir[n] = 0;
+        } else dir[0] = 0;
+        if (dir[0]) hv__fsync_path(dir, 1);
+    }
+    return 0;
+}
+
+/* One pass over a state file. apply 0: validate only (nothing changes); apply 1: copy the data
+   into params and the optimizer. The header fields are returned for the caller to apply last.
+   0, or -1 with the error set (message prefixed by the path), -2 when it is not a state file. */
+typedef struct hv__ts_header {
+    uint32_t flags, optim;
+    int64_t step, user[HV_TRAIN_USER_INTS];
+    uint64_t rng[4];
+    char meta[HV_TRAIN_META_MAX];
+} hv__ts_header;
+
+static int hv__ts_pass(hv__tsr *r, const char *path, const hv_param_list *params, hv_optim *opt, hv__ts_header *hd, unsigned char *seen,
+                       int apply) {
+    static const char *op = "hv_train_state_load";
+    unsigned char magic[8], sum[8];
+    uint32_t version, len, count, u, i, nd, nslots;
+    uint64_t v;
+    char name[HV__TS_MAX_NAME + 1], where[HV__TS_MAX_NAME + 32];
+    int j, idx;
+    memcpy(where, "the header", 11);
+    memset(seen, 0, (size_t)(params->count ? params->count : 1));
+    if (hv__tsr_bytes(r, magic, 8) || memcmp(magic, hv__ts_magic, 8))
+        return hv__fail(op, "%s: not a humanvit train state file (no \"HVTRAIN\" magic)", path), -2;
+    if (hv__tsr_u32(r, &version)) goto truncated;
+    if (version != HV__TS_VERSION)
+        return hv__fail(op, "%s: format version %u; this library reads version %u", path, version, HV__TS_VERSION), -1;
+    if (hv__tsr_u32(r, &hd->flags) || hv__tsr_u64(r, &v)) goto truncated;
+    hd->step = (int64_t)v;
+    if (hd->flags & ~1u) return hv__fail(op, "%s: unknown flags 0x%x in the header", path, hd->flags), -1;
+    for (j = 0; j < 4; j++)
+        if (hv__tsr_u64(r, &hd->rng[j])) goto truncated;
+    for (j = 0; j < HV_TRAIN_USER_INTS; j++) {
+        if (hv__tsr_u64(r, &v)) goto truncated;
+        hd->user[j] = (int64_t)v;
+    }
+    if (hv__tsr_u32(r, &len)) goto truncated;
+    if (len >= HV_TRAIN_META_MAX) return hv__fail(op, "%s: metadata length %u is not below %d", path, len, HV_TRAIN_META_MAX), -1;
+    if (hv__tsr_bytes(r, hd->meta, len)) goto truncated;
+    hd->meta[len] = 0;
+    if (hv__tsr_u32(r, &hd->optim) || hv__tsr_u32(r, &count)) goto truncated;
+    if (hd->flags & 1u) {
+        if (hd->optim > (uint32_t)HV_OPTIM_LARS) return hv__fail(op, "%s: unknown optimizer type %u", path, hd->optim), -1;
+        if (opt && hd->optim != (uint32_t)opt->d.type)
+            return hv__fail(op, "%s: the file holds %s state but the optimizer is %s", path, hv__optim_name((int)hd->optim),
+                            hv__optim_name((int)opt->d.type)), -1;
+    } else {
+        if (hd->optim != HV__TS_NO_OPTIM) return hv__fail(op, "%s: optimizer type %u without the optimizer flag", path, hd->optim), -1;
+        if (opt) return hv__fail(op, "%s: the file has no optimizer state (saved without an optimizer)", path), -1;
+    }
+    if (count != (uint32_t)params->count)
+        return hv__fail(op, "%s: the file has %u tensors, params has %d", path, count, params->count), -1;
+    for (i = 0; i < count; i++) {
+        hv_tensor *t;
+        hv__opt_param *P = NULL;
+        int64_t dims[HV_MAX_DIMS], n = 1, steps;
+        uint32_t dtype;
+        int expect_slots;
+        snprintf(where, sizeof where, "tensor record %u", i);
+        if (hv__tsr_u32(r, &len)) goto truncated;
+        if (len < 1 || len > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: tensor record %u: name length %u is outside 1..%u", path, i, len, HV__TS_MAX_NAME), -1;
+        if (hv__tsr_bytes(r, name, len)) goto truncated;
+        name[len] = 0;
+        if (strlen(name) != len) return hv__fail(op, "%s: tensor record %u: the name holds a NUL byte", path, i), -1;
+        snprintf(where, sizeof where, "tensor '%s'", name);
+        for (idx = 0; idx < params->count && strcmp(params->names[idx], name); idx++) {
+        }
+        if (idx == params->count) return hv__fail(op, "%s: tensor '%s' is in the file but not in params", path, name), -1;
+        if (seen[idx]) return hv__fail(op, "%s: tensor '%s' appears twice", path, name), -1;
+        seen[idx] = 1;
+        t = params->tensors[idx];
+        if (hv__tsr_u32(r, &dtype) || hv__tsr_u32(r, &nd)) goto truncated;
+        if (dtype != (uint32_t)t->dtype)
+            return hv__fail(op, "%s: tensor '%s' has dtype %u in the file, %d in params", path, name, dtype, (int)t->dtype), -1;
+        if (nd > HV_MAX_DIMS) return hv__fail(op, "%s: tensor '%s' has %u dims (at most %d)", path, name, nd, HV_MAX_DIMS), -1;
+        for (u = 0; u < nd; u++) {
+            if (hv__tsr_u64(r, &v)) goto truncated;
+            dims[u] = (int64_t)v;
+        }
+        if ((int)nd != t->ndim || memcmp(dims, t->shape, sizeof(int64_t) * nd)) {
+            char fs[96];
+            int k = 0;
+            k += snprintf(fs + k, sizeof fs - (size_t)k, "(");
+            for (u = 0; u < nd && k < 80; u++) k += snprintf(fs + k, sizeof fs - (size_t)k, u ? ", %lld" : "%lld", (long long)dims[u]);
+            snprintf(fs + k, sizeof fs - (size_t)k, ")");
+            return hv__fail(op, "%s: tensor '%s' has shape %s in the file, %s in params", path, name, fs, hv__shape_str(t)), -1;
+        }
+        n = hv_numel(t);
+        if (hv__tsr_u64(r, &v) || hv__tsr_u32(r, &nslots)) goto truncated;
+        steps = (int64_t)v;
+        if (steps < -1 || nslots > 2 || (steps < 0 && nslots) || (!(hd->flags & 1u) && (steps != -1 || nslots)))
+            return hv__fail(op, "%s: tensor '%s': bad optimizer fields (steps %lld, %u state tensors)", path, name, (long long)steps, nslots),
+                   -1;
+        if (opt) {
+            P = &opt->p[idx];
+            expect_slots = P->active ? opt->nslots : 0;
+            if ((steps >= 0) != (P->active != 0))
+                return hv__fail(op, "%s: tensor '%s' is %s in the file but %s by the optimizer (trainable flags differ)", path, name,
+                                steps >= 0 ? "optimized" : "not optimized", P->active ? "optimized" : "not optimized"), -1;
+            if ((int)nslots != expect_slots)
+                return hv__fail(op, "%s: tensor '%s' has %u optimizer state tensors in the file, the %s optimizer keeps %d", path, name,
+                                nslots, hv__optim_name(opt->d.type), expect_slots), -1;
+        }
+        if (hv__tsr_words(r, apply ? t->data : NULL, n)) goto truncated;
+        for (u = 0; u < nslots; u++)
+            if (hv__tsr_words(r, (apply && P) ? P->state[u]->data : NULL, n)) goto truncated;
+        if (apply && P && P->active) P->steps = steps;
+    }
+    /* the checksum, then the end of the file */
+    memcpy(where, "the checksum", 13);
+    if (fread(sum, 1, 8, r->f) != 8) goto truncated;
+    if (hv__get_le64(sum) != hv__cksum_final(&r->h))
+        return hv__fail(op, "%s: checksum mismatch: the file is corrupt", path), -1;
+    if (fgetc(r->f) != EOF) return hv__fail(op, "%s: stray bytes after the checksum", path), -1;
+    return 0;
+truncated:
+    return hv__fail(op, "%s: the file is truncated (it ends inside %s)", path, where), -1;
+}
+
+/* an error message without its "op: path: " prefix */
+static const char *hv__ts_reason(const char *msg, const char *op, const char *path) {
+    size_t a = strlen(op), b = strlen(path);
+    if (!strncmp(msg, op, a) && !strncmp(msg + a, ": ", 2) && !strncmp(msg + a + 2, path, b) && !strncmp(msg + a + 2 + b, ": ", 2))
+        return msg + a + b + 4;
+    return msg;
+}
+
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt, hv_train_info *info) {
+    static const char *op = "hv_train_state_load";
+    hv__tsr r;
+    hv__ts_header *hd;
+    unsigned char *seen;
+    int rc = -1, i;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    hd = (hv__ts_header *)hv__malloc(sizeof *hd);
+    seen = (unsigned char *)hv__malloc((size_t)(params->count ? params->count : 1));
+    if (!hd || !seen) {
+        hv__free(hd);
+        hv__free(seen);
+        return hv__fail(op, "%s: out of memory", path), -1;
+    }
+    memset(hd, 0, sizeof *hd);
+    errno = 0;
+    r.f = fopen(path, "rb");
+    if (!r.f) {
+        int e = errno;
+        hv__fail(op, "%s: cannot open: %s", path, e ? strerror(e) : "unknown error");
+        goto done;
+    }
+    /* pass 1 validates everything; nothing is modified unless it succeeds */
+    hv__cksum_init(&r.h);
+    if ((i = hv__ts_pass(&r, path, params, opt, hd, seen, 0)) != 0) {
+        /* a structural complaint about a file whose checksum fails is corruption, not a mismatch */
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        if (i == -1 && !hv__tsr_rest_intact(&r) && !strstr(first, "checksum"))
+            hv__fail(op, "%s: the file is corrupt or truncated (checksum mismatch); reading it gave: %s", path,
+                     hv__ts_reason(first, op, path));
+        goto done;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!seen[i]) { /* unreachable with count == params->count and unique names; kept as a guard */
+            hv__fail(op, "%s: parameter '%s' is missing from the file", path, params->names[i]);
+            goto done;
+        }
+    /* pass 2 copies */
+    if (fseek(r.f, 0, SEEK_SET) != 0) {
+        hv__fail(op, "%s: cannot seek back to the start", path);
+        goto done;
+    }
+    hv__cksum_init(&r.h);
+    if (hv__ts_pass(&r, path, params, opt, hd, seen, 1)) {
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        hv__fail(op, "%s: the file changed while it was loaded; the parameters are now partly overwritten (%s)", path,
+                 hv__ts_reason(first, op, path));
+        goto done;
+    }
+    hv_rng_set_state(ctx, hd->rng);
+    if (info) {
+        info->step = hd->step;
+        memcpy(info->user, hd->user, sizeof info->user);
+        memcpy(info->meta, hd->meta, sizeof info->meta);
+    }
+    rc = 0;
+done:
+    if (r.f) fclose(r.f);
+    hv__free(hd);
+    hv__free(seen);
+    return rc;
+}
+
+/* HV-SECTION train END */
 
 /* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
 /* HV-SECTION images BEGIN */
