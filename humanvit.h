@@ -498,13 +498,16 @@ HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, in
    The optimizer's hyper-parameters are not restored: they come from the hv_optim_desc you create
    it with, so a resumed run may change them (humanlike-vits lowered S/14's lr for its last 21k
    iterations).
-   save writes <path>.tmp in the same folder, fflush + fsync, closes it and renames it over path
-   (then fsyncs the folder, POSIX), so a crash or a failed write leaves the previous file whole;
+   save writes <path>.tmp in the same folder, flushes it to the disk (fsync on POSIX), renames it
+   over path and fsyncs the folder, so a crash or a failed write leaves the previous file whole;
    on any error the temp file is removed. On Windows the target is removed before the rename
-   (not atomic there). opt may be NULL (no optimizer state), info may be NULL (zeros).
-   load checks the whole file first (format, version, checksum, every name, dtype and shape
-   against params, the optimizer's type and state) and changes nothing unless all of it is valid;
-   a file with optimizer state can be loaded with opt NULL (only the tensors, RNG and info).
+   (not atomic there). Two writers of one path at once are not supported (they share the temp
+   name). opt may be NULL (no optimizer state), info may be NULL (zeros).
+   load reads the file twice: a first pass checks all of it (format, version, checksum, every
+   name, dtype and shape against params, matched by name in any order, the optimizer's type and
+   which parameters it updates) and changes nothing unless all of it is valid; the second copies.
+   No second copy of the state is held in memory. A file with optimizer state loads with opt NULL
+   (the tensors, RNG and info only); a file without it into an optimizer is an error.
    Both return 0, or -1 with hv_last_error() naming the file and what is wrong.
 
    FILE FORMAT (.hvts, version 1). Every integer and element little-endian.
