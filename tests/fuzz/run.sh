@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh [SECONDS] - builds the libFuzzer targets (fuzz_safetensors, fuzz_zip,
-# fuzz_pickle) with clang, AddressSanitizer and UndefinedBehaviorSanitizer, seeds them from
-# tests/fixtures/ckpt/, and runs each for SECONDS (default 60). Work files go to build-fuzz/:
+# fuzz_pickle, fuzz_image) with clang, AddressSanitizer and UndefinedBehaviorSanitizer, seeds them from
+# tests/fixtures/ckpt/ and tests/fixtures/images/, and runs each for SECONDS (default 60). Work files go to build-fuzz/:
 # corpus/<target>/ grows across runs, crashes/ holds any input that crashed (then the exit status
 # is 1). Needs clang with libFuzzer (apt-get install clang); python3 is used, when present, to
 # pull data.pkl out of the .pth fixtures as pickle seeds.
@@ -14,13 +14,14 @@ CC=${CC:-clang}
 command -v "${CC%% *}" >/dev/null || { echo "run.sh: $CC not found (apt-get install clang)" >&2; exit 1; }
 mkdir -p "$out/crashes"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -std=c99 -Wall -Wextra)
-for t in safetensors zip pickle; do
+for t in safetensors zip pickle image; do
     echo "run.sh: building $out/fuzz_$t"
     $CC "${flags[@]}" "tests/fuzz/fuzz_$t.c" -o "$out/fuzz_$t" -lm
     mkdir -p "$out/corpus/$t" "$out/seeds/$t"
 done
 cp "$fix"/*.safetensors "$out/seeds/safetensors/"
 cp "$fix"/*.pth "$fix"/*.tar "$out/seeds/zip/"
+cp tests/fixtures/images/*.png tests/fixtures/images/*.jpg tests/fixtures/images/*.p?m "$out/seeds/image/" 2>/dev/null || true
 if command -v python3 >/dev/null; then
     python3 - "$fix" "$out/seeds" <<'PY'
 import os, struct, sys, zipfile
@@ -39,7 +40,7 @@ for f in sorted(os.listdir(fix)):
 PY
 fi
 status=0
-for t in safetensors zip pickle; do
+for t in safetensors zip pickle image; do
     dict=()
     [ "$t" = pickle ] && dict=(-dict=tests/fuzz/pickle.dict)
     echo "run.sh: fuzz_$t for ${secs}s"
