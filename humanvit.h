@@ -9,16 +9,20 @@
    and compile with   cc -O2 -march=native [-fopenmp] file.c -lm
    Every other file includes "humanvit.h" as a normal header.
 
-   TABLE OF CONTENTS (search for the "====" banners)
-       1. Usage, options, step by step
-       2. Public API: types and context, tensors, autodiff, ops, errors
-       3. Implementation: allocator and arena
+   TABLE OF CONTENTS (search for the "==== N." banners)
+       1. Usage, options, step by step (this comment)
+       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids),
+          training (optimizers, schedules, clipping, train state), images and .npy,
+          checkpoints (state dicts, safetensors, .pth, loading into models), errors
+       3. Implementation: errors, allocator and arena
        4. Implementation: tensor core
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
-       7. Implementation: CPU backend (scalar reference kernels)
-       8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
-       9. Implementation: layers and models (transformer block, ViT, MAE)
+       7. Implementation: CPU backend (scalar reference kernels, then SIMD)
+       8. Implementation: layers and models (transformer block, ViT, MAE, model ids)
+       9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
+      10. Implementation: optimizers, schedules, training state
+      11. Implementation: images (PNG, JPEG, PPM decoding, PIL-compatible resize, .npy)
 
    OPTIONS (define before including the implementation)
        HUMANVIT_STATIC          all public functions become static (HVDEF = static)
@@ -28,9 +32,10 @@
                                 bit-identical for any thread count (see DETERMINISM)
 
    WHAT IT DOES NOT DO
-       No implicit device moves, no dynamic shapes inside a step beyond what you pass, no
-       background threads of its own. Tensors are f32 (i32 for indices); bf16/f16 storage has
-       room in hv_dtype but is not implemented yet.
+       No implicit device moves, no background threads of its own, no Python. Tensors are f32
+       (i32 for indices); bf16/f16 storage has room in hv_dtype but is not implemented yet.
+       Checkpoints are read (safetensors, torch.save zip files) and written (safetensors), never
+       executed: the pickle reader builds tensors and dicts only.
 
    MEMORY
        Two lifetimes. Tensors you create with the constructors (hv_tensor_new, hv_zeros, hv_randn,
@@ -57,22 +62,27 @@
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
        output elements only, never split a reduction, so 1 thread and N threads give the same bits.
 
-   STEP BY STEP
-       hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });
-       hv_tensor *w = hv_randn(ctx, HV_SHAPE(10, 784), 0.0f, 0.01f);  hv_set_trainable(w, 1);
-       hv_tensor *x = hv_tensor_new(ctx, HV_F32, HV_SHAPE(64, 784));   // input buffer
-       hv_tensor *y = hv_tensor_new(ctx, HV_I32, HV_SHAPE(64));        // labels
-       for (step ...) {
-           hv_tensor_copy_from(x, batch_images, sizeof batch_images);
-           hv_tensor_copy_from(y, batch_labels, sizeof batch_labels);
-           hv_tensor *loss = hv_cross_entropy(hv_linear(x, w, NULL), y);
+   STEP BY STEP (an MAE pretraining loop; examples/ has complete programs)
+       hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });            // CPU, all cores
+       hv_mae *mae = hv_mae_new(ctx, &(hv_mae_desc){ .encoder = { .preset = HV_VIT_S14 },
+                                                      .mask_ratio = 0.8f });
+       hv_optim *opt = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){
+                                        .lr = 3e-4f, .beta2 = 0.95f });  // AdamW
+       hv_tensor *images = hv_tensor_new(ctx, HV_F32, HV_SHAPE(32, 3, 224, 224)); // input buffer
+       for (int it = 0; it < iters; it++) {
+           hv_tensor_copy_from(images, batch, sizeof(float) * 32 * 3 * 224 * 224);
+           hv_tensor *loss = hv_mae_forward(mae, images, NULL, NULL, NULL); // records the tape
            if (!loss) { fprintf(stderr, "%s\n", hv_last_error()); break; }
-           hv_zero_grad(w);
-           hv_backward(loss);
-           ... update w from hv_grad(w) (optimizers arrive with the training toolkit) ...
-           hv_step_end(ctx);             // frees every activation of this step
+           hv_optim_zero_grad(opt);
+           hv_backward(loss);                       // gradients of every trainable parameter
+           hv_optim_step(opt);
+           hv_step_end(ctx);                        // frees this step's activations
+           if (it % 1000 == 0) hv_train_state_save("run.hvts", ctx, hv_mae_params(mae), opt, &info);
        }
-       hv_shutdown(ctx);
+       // finetuning: hv_vit_new(ctx, &(hv_vit_desc){ .preset = HV_VIT_S14, .num_classes = 1000 }),
+       // hv_params_load_file(hv_vit_params(vit), "mae.safetensors", NULL, &res) (a .pth works too),
+       // then hv_cross_entropy(hv_vit_forward(vit, images, 1), labels) in the same loop.
+       hv_optim_free(opt); hv_mae_free(mae); hv_shutdown(ctx);
 
    HV_SHAPE(...) uses a C99 compound literal; from C++ write hv_shape_of(n, dims) instead.
 */
@@ -4275,7 +4285,7 @@ static const hv__backend *hv__cpu_backend(void) {
     return &be;
 }
 
-/* ==== 9. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
+/* ==== 8. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
 
 /* ---- named parameter lists ------------------------------------------------------------------ */
 
@@ -5066,7 +5076,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     return loss;
 }
 
-/* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
+/* ==== 9. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */
 /* Checkpoint files are untrusted input: every length, offset and count read from a file is
    checked against the bytes that are really there before it is used, arithmetic on them is
@@ -7327,7 +7337,7 @@ HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *para
 }
 
 
-/* ==== 11. OPTIMIZERS, SCHEDULES, TRAINING STATE ================================================ */
+/* ==== 10. OPTIMIZERS, SCHEDULES, TRAINING STATE ================================================ */
 /* HV-SECTION train BEGIN */
 
 #include <errno.h>
@@ -8266,7 +8276,7 @@ done:
 
 /* HV-SECTION train END */
 
-/* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
+/* ==== 11. IMAGES: decoding, resizing, .npy ==================================================== */
 /* HV-SECTION images BEGIN */
 #include <errno.h>
 
