@@ -187,6 +187,43 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
     hv_vit_free(vit);
 }
 
+static void test_vit_global_pool_matches_pytorch(hv_ctx *ctx) {
+    hv_vit_desc d;
+    hv_vit *vit;
+    hv_state_dict *io = hv_safetensors_load(ctx, MODELS "vit_tiny_gp_io.safetensors");
+    const hv_param_list *pl;
+    hv_load_result res;
+    hv_tensor *feat;
+    int i;
+    memset(&d, 0, sizeof d);
+    d.img_size = 28;
+    d.patch_size = 7;
+    d.embed_dim = 32;
+    d.depth = 1;
+    d.num_heads = 4;
+    d.global_pool = 1;
+    vit = hv_vit_new(ctx, &d);
+    CHECK_NOTNULL(vit);
+    CHECK_NOTNULL(io);
+    if (!vit || !io) return;
+    pl = hv_vit_params(vit);
+    CHECK(hv_params_load_file(pl, MODELS "vit_tiny_gp.pth", NULL, &res) == 0, "load: %s", hv_last_error());
+    CHECK(res.missing_count == 0 && res.unexpected_count == 0, "%d missing, %d unexpected (fc_norm naming?)", res.missing_count,
+          res.unexpected_count);
+    feat = hv_vit_forward(vit, hv_state_dict_get(io, "images"), 1);
+    CHECK(err_vs(feat, io, "features", 1e-6) < 1e-4, "global-pool features: %g", err_vs(feat, io, "features", 1e-6));
+    CHECK(hv_backward(hv_sum(hv_mul(feat, hv_state_dict_get(io, "r")), 0, NULL, 0)) == 0, "%s", hv_last_error());
+    for (i = 0; i < pl->count; i++) {
+        char key[160];
+        if (!hv_requires_grad(pl->tensors[i])) continue;
+        snprintf(key, sizeof key, "grad.%s", pl->names[i]);
+        CHECK(err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) <= 1e-4, "%s: %g", key, err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
+    }
+    hv_load_result_free(&res);
+    hv_state_dict_free(io);
+    hv_vit_free(vit);
+}
+
 static void test_load_errors(hv_ctx *ctx) {
     hv_vit_desc d;
     hv_vit *vit;
@@ -287,6 +324,7 @@ int main(void) {
     TL_RUN(ctx, test_sincos_and_interpolation);
     TL_RUN(ctx, test_mae_matches_pytorch);
     TL_RUN(ctx, test_vit_finetuned_matches_pytorch);
+    TL_RUN(ctx, test_vit_global_pool_matches_pytorch);
     TL_RUN(ctx, test_load_errors);
     TL_RUN(ctx, test_model_ids);
     TL_RUN(ctx, test_vits14_real_size);
