@@ -449,7 +449,19 @@ bench)
             continue
         fi
         echo "== $name"
-        "build/bench/$name" "$@" || status=1
+        extra=()
+        # bench.c side by side with PyTorch: torch_compare.py times bench's own case list first
+        if [ "$name" = bench ]; then
+            if have python3 && python3 -c 'import torch' >/dev/null 2>&1; then
+                build/bench/bench --list >build/bench/cases.jsonl
+                if python3 bench/torch_compare.py build/bench/cases.jsonl build/bench/torch.jsonl "$@"; then
+                    extra=(--torch build/bench/torch.jsonl)
+                fi
+            else
+                echo "build.sh: python3 -c 'import torch' fails: no PyTorch column"
+            fi
+        fi
+        "build/bench/$name" "${extra[@]}" "$@" || status=1
     done
     exit $status
     ;;
