@@ -2112,7 +2112,7 @@ static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0,
             const float *s = A + (p0 + p) * lda + i0;
             float *d = dst + p * HV__MR;
             for (ip = 0; ip < full; ip += HV__MR, d += ps) {
-#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+#if (defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)) && HV__MR % 8 == 0
                 for (i = 0; i < HV__MR; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(s + ip + i), _mm256_set1_ps(alpha)));
 #else
                 for (i = 0; i < HV__MR; i++) d[i] = alpha * s[ip + i];
