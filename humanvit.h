@@ -2185,34 +2185,56 @@ typedef struct hv__sgemm_mat {
     float *c;
 } hv__sgemm_mat;
 
-/* rows ic : ic+mc of C, columns jc+j0 : jc+j1 of the packed B block (KC block pc, first = pc 0) */
-static void hv__sgemm_item(const hv__sgemm_mat *x, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t jc, int64_t j0, int64_t j1,
-                           const float *pb, float *slot) {
+/* The packed B of one phase: the KC blocks of rows pg : pg+kp of op(B), columns jc : jc+nc. Block q
+   (rows pg + q*KC ...) starts at q * npanel * pb_stride(KC). */
+typedef struct hv__sgemm_phase {
+    int64_t jc, nc, npanel, pg, kp;
+    float *pb;
+} hv__sgemm_phase;
+static float *hv__sgemm_phase_block(const hv__sgemm_phase *ph, int64_t q) { return ph->pb + q * ph->npanel * hv__pb_stride(HV__KC); }
+
+/* rows ic : ic+mc of C, columns jc+j0 : jc+j1: the phase's KC blocks in order, each one packing
+   this row block of A into the slot and running the micro-kernels over it. The C block stays in
+   L2 from one KC block to the next. */
+static void hv__sgemm_item(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t ic, int64_t mc, int64_t j0, int64_t j1, float *slot) {
     const hv__gemm_args *g = x->g;
     float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)(HV__MC / HV__MR) * hv__pa_stride(HV__KC));
-    int64_t jr, ir, ldc = g->ldc;
-    int load_c = pc > 0 || g->beta != 0.0f;
-    float beta = pc > 0 ? 1.0f : g->beta;
-    hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
-    for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
-        int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
-        const float *bp = pb + jr / HV__NR * hv__pb_stride(kc);
-        for (ir = 0; ir < mc; ir += HV__MR) {
-            int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
-            float *c = x->c + (ic + ir) * ldc + jc + jr;
-            if (mr == HV__MR && nr == HV__NR) {
-                hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, c, ldc, load_c, beta);
-                continue;
+    int64_t jr, ir, ldc = g->ldc, q, pc;
+    for (q = 0, pc = ph->pg; pc < ph->pg + ph->kp; q++, pc += HV__KC) {
+        int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+        int load_c = pc > 0 || g->beta != 0.0f;
+        float beta = pc > 0 ? 1.0f : g->beta;
+        const float *pb = hv__sgemm_phase_block(ph, q);
+        hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
+        for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
+            int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
+            const float *bp = pb + jr / HV__NR * hv__pb_stride(kc);
+            for (ir = 0; ir < mc; ir += HV__MR) {
+                int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
+                float *c = x->c + (ic + ir) * ldc + ph->jc + jr;
+                if (mr == HV__MR && nr == HV__NR) {
+                    hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, c, ldc, load_c, beta);
+                    continue;
+                }
+                /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
+                if (load_c) {
+                    memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
+                    for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
+                }
+                hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, tile, HV__NR, load_c, beta);
+                for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
             }
-            /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
-            if (load_c) {
-                memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
-                for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
-            }
-            hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, tile, HV__NR, load_c, beta);
-            for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
         }
     }
+}
+
+/* packs slice t of `parts` of the phase's B: whole panels of every KC block */
+static void hv__sgemm_pack_phase(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t t, int64_t parts) {
+    int64_t q = t / parts, s = t % parts, pc = ph->pg + q * HV__KC;
+    int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+    int64_t p0 = ph->npanel * s / parts * HV__NR, p1 = ph->npanel * (s + 1) / parts * HV__NR;
+    if (p1 > ph->nc) p1 = ph->nc;
+    if (p0 < p1) hv__sgemm_pack_b(x->g, x->b, pc, kc, ph->jc + p0, p1 - p0, hv__sgemm_phase_block(ph, q) + p0 / HV__NR * hv__pb_stride(kc));
 }
 
 /* C = beta * C: the products with nothing to add (k == 0, or alpha == 0: A and B unread, as BLAS) */
@@ -2227,15 +2249,25 @@ static void hv__sgemm_scale(const hv__sgemm_mat *x) {
     }
 }
 
-/* One whole matrix. coop: called by every thread of a parallel region (nth threads); they share
-   the packed B block (each packs a slice of it) and take (row block, column slice) items
-   dynamically, each packing its A block into slots + its thread number. Else one thread alone,
-   with its own B block and slot. Either way every element of C is summed in the same order. */
+/* rows of op(B) one phase packs: all of K when the packed block fits HV__SGEMM_B_BUDGET floats */
+#define HV__SGEMM_B_BUDGET ((int64_t)2 << 20)
+static int64_t hv__sgemm_phase_rows(int64_t k, int64_t n) {
+    int64_t npanel = ((n < HV__NC ? n : HV__NC) + HV__NR - 1) / HV__NR, blocks = HV__SGEMM_B_BUDGET / (npanel * hv__pb_stride(HV__KC));
+    if (blocks < 1) blocks = 1;
+    return k < blocks * HV__KC ? k : blocks * HV__KC;
+}
+
+/* One whole matrix. coop: called by every thread of a parallel region (nth threads). Per phase
+   (NC columns by up to all of K) they pack the shared B together, then take (row block, column
+   slice) items dynamically, each packing its A into slots + its thread number; one barrier per
+   phase. Else one thread alone, with its own B and slot. Either way every element of C is summed
+   in the same order (KC blocks in order, k in order inside), whoever computes it. */
 static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *pb, float *slots) {
     const hv__gemm_args *g = x->g;
-    int64_t jc, pc, nic, m = g->m, n = g->n, k = g->k, mt = (m + HV__MR - 1) / HV__MR;
+    int64_t nic, m = g->m, n = g->n, k = g->k, mt = (m + HV__MR - 1) / HV__MR, kmax = hv__sgemm_phase_rows(k, n);
     int64_t want = coop ? 4 * (int64_t)nth : 1; /* items per phase: enough to balance threads */
-    pb = hv__sgemm_align(pb);
+    hv__sgemm_phase ph;
+    ph.pb = hv__sgemm_align(pb);
     if (k == 0 || g->alpha == 0.0f) {
         if (coop) {
             HV__OMP(omp single)
@@ -2251,39 +2283,33 @@ static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *p
     if (nic < want) nic = want < mt / 4 ? want : (mt / 4 > nic ? mt / 4 : nic);
     if (coop) nic = (nic + nth - 1) / nth * nth;
     if (nic > mt) nic = mt;
-    for (jc = 0; jc < n; jc += HV__NC) {
-        int64_t nc = n - jc < HV__NC ? n - jc : HV__NC, npanel = (nc + HV__NR - 1) / HV__NR;
-        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it;
-        if (nsplit > npanel) nsplit = npanel;
+    for (ph.jc = 0; ph.jc < n; ph.jc += HV__NC) {
+        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it, nq;
+        ph.nc = n - ph.jc < HV__NC ? n - ph.jc : HV__NC;
+        ph.npanel = (ph.nc + HV__NR - 1) / HV__NR;
+        if (nsplit > ph.npanel) nsplit = ph.npanel;
         nitem = nic * nsplit;
-        for (pc = 0; pc < k; pc += HV__KC) {
-            int64_t kc = k - pc < HV__KC ? k - pc : HV__KC;
+        for (ph.pg = 0; ph.pg < k; ph.pg += kmax) {
+            ph.kp = k - ph.pg < kmax ? k - ph.pg : kmax;
+            nq = (ph.kp + HV__KC - 1) / HV__KC;
             if (!coop) {
-                hv__sgemm_pack_b(g, x->b, pc, kc, jc, nc, pb);
+                for (it = 0; it < nq; it++) hv__sgemm_pack_phase(x, &ph, it, 1);
                 for (it = 0; it < nic; it++) {
                     int64_t i0 = mt * it / nic * HV__MR, i1 = mt * (it + 1) / nic * HV__MR;
-                    hv__sgemm_item(x, i0, (i1 < m ? i1 : m) - i0, pc, kc, jc, 0, nc, pb, slots);
+                    hv__sgemm_item(x, &ph, i0, (i1 < m ? i1 : m) - i0, 0, ph.nc, slots);
                 }
                 continue;
             }
-            {
-                int64_t t;
-                HV__OMP(omp for schedule(static))
-                for (t = 0; t < nth; t++) { /* a slice of whole panels each; the loop ends in a barrier */
-                    int64_t p0 = npanel * t / nth * HV__NR, p1 = npanel * (t + 1) / nth * HV__NR;
-                    if (p1 > nc) p1 = nc;
-                    if (p0 < p1) hv__sgemm_pack_b(g, x->b, pc, kc, jc + p0, p1 - p0, pb + p0 / HV__NR * hv__pb_stride(kc));
-                }
-            }
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nq * nth; it++) hv__sgemm_pack_phase(x, &ph, it, nth); /* ends in a barrier */
             HV__OMP(omp for schedule(dynamic, 1))
             for (it = 0; it < nitem; it++) {
                 int64_t r = it / nsplit, s = it % nsplit;
                 int64_t i0 = mt * r / nic * HV__MR, i1 = mt * (r + 1) / nic * HV__MR;
-                int64_t j0 = npanel * s / nsplit * HV__NR, j1 = npanel * (s + 1) / nsplit * HV__NR;
-                if (j1 > nc) j1 = nc;
+                int64_t j0 = ph.npanel * s / nsplit * HV__NR, j1 = ph.npanel * (s + 1) / nsplit * HV__NR;
+                if (j1 > ph.nc) j1 = ph.nc;
                 if (i1 > m) i1 = m;
-                if (j0 < j1 && i0 < i1)
-                    hv__sgemm_item(x, i0, i1 - i0, pc, kc, jc, j0, j1, pb, slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
+                if (j0 < j1 && i0 < i1) hv__sgemm_item(x, &ph, i0, i1 - i0, j0, j1, slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
             }
         }
     }
@@ -2299,12 +2325,12 @@ static hv__sgemm_mat hv__sgemm_mat_at(const hv__gemm_args *g, int64_t bi) {
 }
 
 HV__SGEMM_LINKAGE size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats) {
-    int64_t kb = g->k < HV__KC ? g->k : HV__KC, nb = g->n < HV__NC ? g->n : HV__NC, work, bi, span;
+    int64_t nb = g->n < HV__NC ? g->n : HV__NC, kb = g->k > 0 ? hv__sgemm_phase_rows(g->k, g->n) : 1, work, bi, span;
     size_t bfl, need;
     int by_matrix;
-    if (kb < 1) kb = 1;
     if (nb < 1) nb = 1;
-    bfl = (size_t)((nb + HV__NR - 1) / HV__NR) * (size_t)hv__pb_stride(kb) + 16;
+    /* the packed B of the largest phase: full KC blocks, then the last one (no later phase is larger) */
+    bfl = (size_t)((nb + HV__NR - 1) / HV__NR) * (size_t)((kb - 1) / HV__KC * hv__pb_stride(HV__KC) + hv__pb_stride(kb - (kb - 1) / HV__KC * HV__KC)) + 16;
     if (nthreads < 1) nthreads = 1;
     /* threads only where each gets a worthwhile share: a parallel region costs microseconds */
     work = g->m * g->n * (g->k > 0 ? g->k : 1) * (g->batch > 0 ? g->batch : 1);
