@@ -30,6 +30,16 @@
        HV_ASSERT(x)             internal invariants only (default: assert); user mistakes never assert
        _OPENMP                  (set by -fopenmp) kernels run multi-threaded; results are
                                 bit-identical for any thread count (see DETERMINISM)
+       SIMD                     chosen by the compiler's own macros: -march=native (or -mavx512f,
+                                -mavx2 -mfma; aarch64 has NEON) gives the packed AVX-512 / AVX2 /
+                                NEON SGEMM; without them the scalar reference kernels run.
+                                hv_cpu_isa(ctx) says which one is in use.
+       HUMANVIT_CPU_DISPATCH    portable x86-64 binaries: build the implementation without
+                                -march=native and link kernels_cpu/hv_cpu_avx512.c (compiled with
+                                -mavx512f -mavx512bw -mavx512vl -mfma) and kernels_cpu/hv_cpu_avx2.c
+                                (-mavx2 -mfma); hv_init picks the best the CPU runs (cpuid, gcc or
+                                clang). Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
+                                HUMANVIT_STATIC and include this header: the kernel code is here.
 
    WHAT IT DOES NOT DO
        No implicit device moves, no background threads of its own, no Python. Tensors are f32
@@ -3063,7 +3073,7 @@ typedef size_t (*hv__sgemm_fn)(const hv__gemm_args *g, int nthreads, float *ws, 
 #endif
 #define HV__NR 32
 #ifndef HV__MC
-#define HV__MC 192
+#define HV__MC 96
 #endif
 #ifndef HV__KC
 #define HV__KC 384
@@ -3127,9 +3137,15 @@ size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t w
         _mm512_storeu_ps(cr, c##i##0);                                                         \
         _mm512_storeu_ps(cr + 16, c##i##1);                                                    \
     }
+/* C's rows are fetched while the k loop runs: C is stored once per KC block and, for large
+   problems, has left the caches since */
+#define HV__K_PF(i)                                                                            \
+    _mm_prefetch((const char *)(c + (i) * ldc), _MM_HINT_T0);                                  \
+    _mm_prefetch((const char *)(c + (i) * ldc + 31), _MM_HINT_T0);
 static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
     __m512 vbeta = _mm512_set1_ps(beta);
     int64_t p;
+    HV__K_ROWS(HV__K_PF)
     HV__K_ROWS(HV__K_DECL)
     for (p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
@@ -3213,41 +3229,66 @@ static void hv__pack_tr_scalar(const float *s, int64_t lds, int64_t rows, int64_
 }
 
 #if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
-/* 8 columns of `rows` (<= 8) rows, transposed: d[c * ldd + r] = alpha * s[r * lds + c], c < 8.
-   Missing rows read as 0 and only `rows` values per column are stored (masked). */
-static void hv__pack_tr8(const float *s, int64_t lds, int rows, float *d, int64_t ldd, float alpha) {
-    __m256 r[8], t[8], va = _mm256_set1_ps(alpha);
-    int i;
-    for (i = 0; i < 8; i++) r[i] = i < rows ? _mm256_mul_ps(_mm256_loadu_ps(s + i * lds), va) : _mm256_setzero_ps();
-    t[0] = _mm256_unpacklo_ps(r[0], r[1]);
-    t[1] = _mm256_unpackhi_ps(r[0], r[1]);
-    t[2] = _mm256_unpacklo_ps(r[2], r[3]);
-    t[3] = _mm256_unpackhi_ps(r[2], r[3]);
-    t[4] = _mm256_unpacklo_ps(r[4], r[5]);
-    t[5] = _mm256_unpackhi_ps(r[4], r[5]);
-    t[6] = _mm256_unpacklo_ps(r[6], r[7]);
-    t[7] = _mm256_unpackhi_ps(r[6], r[7]);
-    r[0] = _mm256_shuffle_ps(t[0], t[2], 0x44);
-    r[1] = _mm256_shuffle_ps(t[0], t[2], 0xEE);
-    r[2] = _mm256_shuffle_ps(t[1], t[3], 0x44);
-    r[3] = _mm256_shuffle_ps(t[1], t[3], 0xEE);
-    r[4] = _mm256_shuffle_ps(t[4], t[6], 0x44);
-    r[5] = _mm256_shuffle_ps(t[4], t[6], 0xEE);
-    r[6] = _mm256_shuffle_ps(t[5], t[7], 0x44);
-    r[7] = _mm256_shuffle_ps(t[5], t[7], 0xEE);
-    t[0] = _mm256_permute2f128_ps(r[0], r[4], 0x20);
-    t[1] = _mm256_permute2f128_ps(r[1], r[5], 0x20);
-    t[2] = _mm256_permute2f128_ps(r[2], r[6], 0x20);
-    t[3] = _mm256_permute2f128_ps(r[3], r[7], 0x20);
-    t[4] = _mm256_permute2f128_ps(r[0], r[4], 0x31);
-    t[5] = _mm256_permute2f128_ps(r[1], r[5], 0x31);
-    t[6] = _mm256_permute2f128_ps(r[2], r[6], 0x31);
-    t[7] = _mm256_permute2f128_ps(r[3], r[7], 0x31);
-    if (rows == 8) {
-        for (i = 0; i < 8; i++) _mm256_storeu_ps(d + i * ldd, t[i]);
-    } else {
-        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        for (i = 0; i < 8; i++) _mm256_maskstore_ps(d + i * ldd, mask, t[i]);
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows (1..8), c < cols (a multiple of 8): 8 x 8
+   blocks transposed in registers (named variables: an array would be spilled to the stack). Rows
+   past `rows` read as 0; only `rows` values per column are stored. */
+#define HV__TR_LOAD(i)                                                                         \
+    __m256 r##i = _mm256_setzero_ps();                                                         \
+    if ((i) < rows) {                                                                          \
+        _mm_prefetch((const char *)(s + ((i) + 8) * lds + c), _MM_HINT_T0);                   \
+        r##i = _mm256_mul_ps(_mm256_loadu_ps(s + (i) * lds + c), va);                          \
+    }
+static void hv__pack_tr8(const float *s, int64_t lds, int rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    __m256 va = _mm256_set1_ps(alpha);
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int64_t c;
+    for (c = 0; c < cols; c += 8) {
+        float *o = d + c * ldd;
+        __m256 t0, t1, t2, t3, t4, t5, t6, t7, u0, u1, u2, u3, u4, u5, u6, u7;
+        HV__TR_LOAD(0) HV__TR_LOAD(1) HV__TR_LOAD(2) HV__TR_LOAD(3) HV__TR_LOAD(4) HV__TR_LOAD(5) HV__TR_LOAD(6) HV__TR_LOAD(7)
+        t0 = _mm256_unpacklo_ps(r0, r1);
+        t1 = _mm256_unpackhi_ps(r0, r1);
+        t2 = _mm256_unpacklo_ps(r2, r3);
+        t3 = _mm256_unpackhi_ps(r2, r3);
+        t4 = _mm256_unpacklo_ps(r4, r5);
+        t5 = _mm256_unpackhi_ps(r4, r5);
+        t6 = _mm256_unpacklo_ps(r6, r7);
+        t7 = _mm256_unpackhi_ps(r6, r7);
+        u0 = _mm256_shuffle_ps(t0, t2, 0x44);
+        u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        u2 = _mm256_shuffle_ps(t1, t3, 0x44);
+        u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        u4 = _mm256_shuffle_ps(t4, t6, 0x44);
+        u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        u6 = _mm256_shuffle_ps(t5, t7, 0x44);
+        u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
+        r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
+        r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+        r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+        r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+        if (rows == 8) {
+            _mm256_storeu_ps(o, r0);
+            _mm256_storeu_ps(o + ldd, r1);
+            _mm256_storeu_ps(o + 2 * ldd, r2);
+            _mm256_storeu_ps(o + 3 * ldd, r3);
+            _mm256_storeu_ps(o + 4 * ldd, r4);
+            _mm256_storeu_ps(o + 5 * ldd, r5);
+            _mm256_storeu_ps(o + 6 * ldd, r6);
+            _mm256_storeu_ps(o + 7 * ldd, r7);
+        } else {
+            _mm256_maskstore_ps(o, mask, r0);
+            _mm256_maskstore_ps(o + ldd, mask, r1);
+            _mm256_maskstore_ps(o + 2 * ldd, mask, r2);
+            _mm256_maskstore_ps(o + 3 * ldd, mask, r3);
+            _mm256_maskstore_ps(o + 4 * ldd, mask, r4);
+            _mm256_maskstore_ps(o + 5 * ldd, mask, r5);
+            _mm256_maskstore_ps(o + 6 * ldd, mask, r6);
+            _mm256_maskstore_ps(o + 7 * ldd, mask, r7);
+        }
     }
 }
 #define HV__HAVE_TR8 1
@@ -3257,30 +3298,43 @@ static void hv__pack_tr8(const float *s, int64_t lds, int rows, float *d, int64_
 static void hv__pack_tr(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
     int64_t c = 0;
 #ifdef HV__HAVE_TR8
-    if (rows <= 8)
-        for (; c + 8 <= cols; c += 8) hv__pack_tr8(s + c, lds, (int)rows, d + c * ldd, ldd, alpha);
+    if (rows <= 8) {
+        c = cols / 8 * 8;
+        hv__pack_tr8(s, lds, (int)rows, c, d, ldd, alpha);
+    }
 #endif
     hv__pack_tr_scalar(s + c, lds, rows, cols - c, d + c * ldd, ldd, alpha);
 }
 
+/* Panels are kc * MR (kc * NR) floats plus a 64-byte gap: without it, panels a multiple of 4 KiB
+   apart map to one L1 set, and dealing a stored row across many panels thrashes it. */
+#define HV__PANEL_PAD 16
+static int64_t hv__pa_stride(int64_t kc) { return kc * HV__MR + HV__PANEL_PAD; }
+static int64_t hv__pb_stride(int64_t kc) { return kc * HV__NR + HV__PANEL_PAD; }
+
 /* alpha * op(A)(i0 : i0+mc, p0 : p0+kc) -> MR-row panels, panel[p * MR + i]; rows past mc are 0 */
 static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float *dst) {
-    int64_t ip, i, p, lda = g->lda, full = mc / HV__MR * HV__MR;
+    int64_t ip, i, p, lda = g->lda, ps = hv__pa_stride(kc), full = mc / HV__MR * HV__MR;
     float alpha = g->alpha;
-    if (g->trans_a) { /* A stored (k, m): walk each stored row once, dealing MR values per panel */
+    if (g->trans_a) { /* A stored (k, m): each stored row is read once and dealt, MR values a panel */
         for (p = 0; p < kc; p++) {
             const float *s = A + (p0 + p) * lda + i0;
             float *d = dst + p * HV__MR;
-            for (ip = 0; ip < full; ip += HV__MR)
-                for (i = 0; i < HV__MR; i++) d[ip * kc + i] = alpha * s[ip + i];
+            for (ip = 0; ip < full; ip += HV__MR, d += ps) {
+#if (defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)) && HV__MR % 8 == 0
+                for (i = 0; i < HV__MR; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(s + ip + i), _mm256_set1_ps(alpha)));
+#else
+                for (i = 0; i < HV__MR; i++) d[i] = alpha * s[ip + i];
+#endif
+            }
             if (full < mc) {
-                for (i = 0; i < mc - full; i++) d[full * kc + i] = alpha * s[full + i];
-                for (; i < HV__MR; i++) d[full * kc + i] = 0.0f;
+                for (i = 0; i < mc - full; i++) d[i] = alpha * s[full + i];
+                for (; i < HV__MR; i++) d[i] = 0.0f;
             }
         }
         return;
     }
-    for (ip = 0; ip < mc; ip += HV__MR, dst += HV__MR * kc) { /* A stored (m, k): transposes */
+    for (ip = 0; ip < mc; ip += HV__MR, dst += ps) { /* A stored (m, k): transposes */
         int64_t mr = mc - ip < HV__MR ? mc - ip : HV__MR;
         for (i = 0; i < mr; i += 8)
             hv__pack_tr(A + (i0 + ip + i) * lda + p0, lda, mr - i < 8 ? mr - i : 8, kc, dst + i, HV__MR, alpha);
@@ -3291,20 +3345,20 @@ static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0,
 
 /* op(B)(p0 : p0+kc, j0 : j0+nc) -> NR-column panels, panel[p * NR + j]; columns past nc are 0 */
 static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
-    int64_t jp, j, p, ldb = g->ldb, full = nc / HV__NR * HV__NR;
-    if (!g->trans_b) { /* B stored (k, n): walk each stored row once, dealing NR values per panel */
+    int64_t jp, j, p, ldb = g->ldb, ps = hv__pb_stride(kc), full = nc / HV__NR * HV__NR;
+    if (!g->trans_b) { /* B stored (k, n): each stored row is read once and dealt, NR values a panel */
         for (p = 0; p < kc; p++) {
             const float *s = B + (p0 + p) * ldb + j0;
             float *d = dst + p * HV__NR;
-            for (jp = 0; jp < full; jp += HV__NR) memcpy(d + jp * kc, s + jp, sizeof(float) * HV__NR);
+            for (jp = 0; jp < full; jp += HV__NR, d += ps) memcpy(d, s + jp, sizeof(float) * HV__NR);
             if (full < nc) {
-                for (j = 0; j < nc - full; j++) d[full * kc + j] = s[full + j];
-                for (; j < HV__NR; j++) d[full * kc + j] = 0.0f;
+                for (j = 0; j < nc - full; j++) d[j] = s[full + j];
+                for (; j < HV__NR; j++) d[j] = 0.0f;
             }
         }
         return;
     }
-    for (jp = 0; jp < nc; jp += HV__NR, dst += HV__NR * kc) { /* B stored (n, k): transposes */
+    for (jp = 0; jp < nc; jp += HV__NR, dst += ps) { /* B stored (n, k): transposes */
         int64_t nr = nc - jp < HV__NR ? nc - jp : HV__NR;
         for (j = 0; j < nr; j += 8)
             hv__pack_tr(B + (j0 + jp + j) * ldb + p0, ldb, nr - j < 8 ? nr - j : 8, kc, dst + j, HV__NR, 1.0f);
@@ -3323,7 +3377,7 @@ static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0,
 
 /* workspace, in floats: packed-B blocks (one shared, or one per thread when threads take whole
    matrices) and per thread a slot: a packed-A block and an edge tile; all 64-byte aligned */
-#define HV__SGEMM_SLOT_FLOATS ((size_t)HV__MC * HV__KC + (size_t)HV__MR * HV__NR + 32)
+#define HV__SGEMM_SLOT_FLOATS ((size_t)HV__MC * HV__KC + (size_t)(HV__MC / HV__MR) * HV__PANEL_PAD + (size_t)HV__MR * HV__NR + 32)
 static float *hv__sgemm_align(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 static int hv__sgemm_tid(void) {
 #ifdef _OPENMP
@@ -3340,34 +3394,56 @@ typedef struct hv__sgemm_mat {
     float *c;
 } hv__sgemm_mat;
 
-/* rows ic : ic+mc of C, columns jc+j0 : jc+j1 of the packed B block (KC block pc, first = pc 0) */
-static void hv__sgemm_item(const hv__sgemm_mat *x, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t jc, int64_t j0, int64_t j1,
-                           const float *pb, float *slot) {
+/* The packed B of one phase: the KC blocks of rows pg : pg+kp of op(B), columns jc : jc+nc. Block q
+   (rows pg + q*KC ...) starts at q * npanel * pb_stride(KC). */
+typedef struct hv__sgemm_phase {
+    int64_t jc, nc, npanel, pg, kp;
+    float *pb;
+} hv__sgemm_phase;
+static float *hv__sgemm_phase_block(const hv__sgemm_phase *ph, int64_t q) { return ph->pb + q * ph->npanel * hv__pb_stride(HV__KC); }
+
+/* rows ic : ic+mc of C, columns jc+j0 : jc+j1: the phase's KC blocks in order, each one packing
+   this row block of A into the slot and running the micro-kernels over it. The C block stays in
+   L2 from one KC block to the next. */
+static void hv__sgemm_item(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t ic, int64_t mc, int64_t j0, int64_t j1, float *slot) {
     const hv__gemm_args *g = x->g;
-    float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)HV__MC * HV__KC);
-    int64_t jr, ir, ldc = g->ldc;
-    int load_c = pc > 0 || g->beta != 0.0f;
-    float beta = pc > 0 ? 1.0f : g->beta;
-    hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
-    for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
-        int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
-        const float *bp = pb + jr * kc;
-        for (ir = 0; ir < mc; ir += HV__MR) {
-            int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
-            float *c = x->c + (ic + ir) * ldc + jc + jr;
-            if (mr == HV__MR && nr == HV__NR) {
-                hv__sgemm_ukr(kc, pa + ir * kc, bp, c, ldc, load_c, beta);
-                continue;
+    float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)(HV__MC / HV__MR) * hv__pa_stride(HV__KC));
+    int64_t jr, ir, ldc = g->ldc, q, pc;
+    for (q = 0, pc = ph->pg; pc < ph->pg + ph->kp; q++, pc += HV__KC) {
+        int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+        int load_c = pc > 0 || g->beta != 0.0f;
+        float beta = pc > 0 ? 1.0f : g->beta;
+        const float *pb = hv__sgemm_phase_block(ph, q);
+        hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
+        for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
+            int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
+            const float *bp = pb + jr / HV__NR * hv__pb_stride(kc);
+            for (ir = 0; ir < mc; ir += HV__MR) {
+                int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
+                float *c = x->c + (ic + ir) * ldc + ph->jc + jr;
+                if (mr == HV__MR && nr == HV__NR) {
+                    hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, c, ldc, load_c, beta);
+                    continue;
+                }
+                /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
+                if (load_c) {
+                    memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
+                    for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
+                }
+                hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, tile, HV__NR, load_c, beta);
+                for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
             }
-            /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
-            if (load_c) {
-                memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
-                for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
-            }
-            hv__sgemm_ukr(kc, pa + ir * kc, bp, tile, HV__NR, load_c, beta);
-            for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
         }
     }
+}
+
+/* packs slice t of `parts` of the phase's B: whole panels of every KC block */
+static void hv__sgemm_pack_phase(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t t, int64_t parts) {
+    int64_t q = t / parts, s = t % parts, pc = ph->pg + q * HV__KC;
+    int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+    int64_t p0 = ph->npanel * s / parts * HV__NR, p1 = ph->npanel * (s + 1) / parts * HV__NR;
+    if (p1 > ph->nc) p1 = ph->nc;
+    if (p0 < p1) hv__sgemm_pack_b(x->g, x->b, pc, kc, ph->jc + p0, p1 - p0, hv__sgemm_phase_block(ph, q) + p0 / HV__NR * hv__pb_stride(kc));
 }
 
 /* C = beta * C: the products with nothing to add (k == 0, or alpha == 0: A and B unread, as BLAS) */
@@ -3382,15 +3458,25 @@ static void hv__sgemm_scale(const hv__sgemm_mat *x) {
     }
 }
 
-/* One whole matrix. coop: called by every thread of a parallel region (nth threads); they share
-   the packed B block (each packs a slice of it) and take (row block, column slice) items
-   dynamically, each packing its A block into slots + its thread number. Else one thread alone,
-   with its own B block and slot. Either way every element of C is summed in the same order. */
+/* rows of op(B) one phase packs: all of K when the packed block fits HV__SGEMM_B_BUDGET floats */
+#define HV__SGEMM_B_BUDGET ((int64_t)2 << 20)
+static int64_t hv__sgemm_phase_rows(int64_t k, int64_t n) {
+    int64_t npanel = ((n < HV__NC ? n : HV__NC) + HV__NR - 1) / HV__NR, blocks = HV__SGEMM_B_BUDGET / (npanel * hv__pb_stride(HV__KC));
+    if (blocks < 1) blocks = 1;
+    return k < blocks * HV__KC ? k : blocks * HV__KC;
+}
+
+/* One whole matrix. coop: called by every thread of a parallel region (nth threads). Per phase
+   (NC columns by up to all of K) they pack the shared B together, then take (row block, column
+   slice) items dynamically, each packing its A into slots + its thread number; one barrier per
+   phase. Else one thread alone, with its own B and slot. Either way every element of C is summed
+   in the same order (KC blocks in order, k in order inside), whoever computes it. */
 static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *pb, float *slots) {
     const hv__gemm_args *g = x->g;
-    int64_t jc, pc, mc = HV__MC, nic, m = g->m, n = g->n, k = g->k;
+    int64_t nic, m = g->m, n = g->n, k = g->k, mt = (m + HV__MR - 1) / HV__MR, kmax = hv__sgemm_phase_rows(k, n);
     int64_t want = coop ? 4 * (int64_t)nth : 1; /* items per phase: enough to balance threads */
-    pb = hv__sgemm_align(pb);
+    hv__sgemm_phase ph;
+    ph.pb = hv__sgemm_align(pb);
     if (k == 0 || g->alpha == 0.0f) {
         if (coop) {
             HV__OMP(omp single)
@@ -3400,43 +3486,39 @@ static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *p
         }
         return;
     }
-    nic = (m + mc - 1) / mc;
-    if (nic < want) { /* few rows: smaller row blocks, down to 4 micro-tiles high */
-        mc = ((m + want - 1) / want + HV__MR - 1) / HV__MR * HV__MR;
-        if (mc < 4 * HV__MR) mc = 4 * HV__MR;
-        if (mc > HV__MC) mc = HV__MC;
-        nic = (m + mc - 1) / mc;
-    }
-    for (jc = 0; jc < n; jc += HV__NC) {
-        int64_t nc = n - jc < HV__NC ? n - jc : HV__NC, npanel = (nc + HV__NR - 1) / HV__NR;
-        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it;
-        if (nsplit > npanel) nsplit = npanel;
+    /* row blocks: an even split of the MR-high tile rows, at most MC rows each; in parallel at
+       least 4 per thread (down to 4 tile rows each) and a multiple of the thread count */
+    nic = (mt + HV__MC / HV__MR - 1) / (HV__MC / HV__MR);
+    if (nic < want) nic = want < mt / 4 ? want : (mt / 4 > nic ? mt / 4 : nic);
+    if (coop) nic = (nic + nth - 1) / nth * nth;
+    if (nic > mt) nic = mt;
+    for (ph.jc = 0; ph.jc < n; ph.jc += HV__NC) {
+        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it, nq;
+        ph.nc = n - ph.jc < HV__NC ? n - ph.jc : HV__NC;
+        ph.npanel = (ph.nc + HV__NR - 1) / HV__NR;
+        if (nsplit > ph.npanel) nsplit = ph.npanel;
         nitem = nic * nsplit;
-        for (pc = 0; pc < k; pc += HV__KC) {
-            int64_t kc = k - pc < HV__KC ? k - pc : HV__KC;
+        for (ph.pg = 0; ph.pg < k; ph.pg += kmax) {
+            ph.kp = k - ph.pg < kmax ? k - ph.pg : kmax;
+            nq = (ph.kp + HV__KC - 1) / HV__KC;
             if (!coop) {
-                hv__sgemm_pack_b(g, x->b, pc, kc, jc, nc, pb);
-                for (it = 0; it < nic; it++)
-                    hv__sgemm_item(x, it * mc, m - it * mc < mc ? m - it * mc : mc, pc, kc, jc, 0, nc, pb, slots);
+                for (it = 0; it < nq; it++) hv__sgemm_pack_phase(x, &ph, it, 1);
+                for (it = 0; it < nic; it++) {
+                    int64_t i0 = mt * it / nic * HV__MR, i1 = mt * (it + 1) / nic * HV__MR;
+                    hv__sgemm_item(x, &ph, i0, (i1 < m ? i1 : m) - i0, 0, ph.nc, slots);
+                }
                 continue;
             }
-            {
-                int64_t t;
-                HV__OMP(omp for schedule(static))
-                for (t = 0; t < nth; t++) { /* a slice of whole panels each; the loop ends in a barrier */
-                    int64_t p0 = npanel * t / nth * HV__NR, p1 = npanel * (t + 1) / nth * HV__NR;
-                    if (p1 > nc) p1 = nc;
-                    if (p0 < p1) hv__sgemm_pack_b(g, x->b, pc, kc, jc + p0, p1 - p0, pb + p0 * kc);
-                }
-            }
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nq * nth; it++) hv__sgemm_pack_phase(x, &ph, it, nth); /* ends in a barrier */
             HV__OMP(omp for schedule(dynamic, 1))
             for (it = 0; it < nitem; it++) {
-                int64_t ic = it / nsplit * mc, s = it % nsplit;
-                int64_t j0 = npanel * s / nsplit * HV__NR, j1 = npanel * (s + 1) / nsplit * HV__NR;
-                if (j1 > nc) j1 = nc;
-                if (j0 < j1)
-                    hv__sgemm_item(x, ic, m - ic < mc ? m - ic : mc, pc, kc, jc, j0, j1, pb,
-                                   slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
+                int64_t r = it / nsplit, s = it % nsplit;
+                int64_t i0 = mt * r / nic * HV__MR, i1 = mt * (r + 1) / nic * HV__MR;
+                int64_t j0 = ph.npanel * s / nsplit * HV__NR, j1 = ph.npanel * (s + 1) / nsplit * HV__NR;
+                if (j1 > ph.nc) j1 = ph.nc;
+                if (i1 > m) i1 = m;
+                if (j0 < j1 && i0 < i1) hv__sgemm_item(x, &ph, i0, i1 - i0, j0, j1, slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
             }
         }
     }
@@ -3452,12 +3534,12 @@ static hv__sgemm_mat hv__sgemm_mat_at(const hv__gemm_args *g, int64_t bi) {
 }
 
 HV__SGEMM_LINKAGE size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats) {
-    int64_t kb = g->k < HV__KC ? g->k : HV__KC, nb = g->n < HV__NC ? g->n : HV__NC, work, bi, span;
+    int64_t nb = g->n < HV__NC ? g->n : HV__NC, kb = g->k > 0 ? hv__sgemm_phase_rows(g->k, g->n) : 1, work, bi, span;
     size_t bfl, need;
     int by_matrix;
-    if (kb < 1) kb = 1;
     if (nb < 1) nb = 1;
-    bfl = (size_t)kb * (size_t)((nb + HV__NR - 1) / HV__NR * HV__NR) + 16;
+    /* the packed B of the largest phase: full KC blocks, then the last one (no later phase is larger) */
+    bfl = (size_t)((nb + HV__NR - 1) / HV__NR) * (size_t)((kb - 1) / HV__KC * hv__pb_stride(HV__KC) + hv__pb_stride(kb - (kb - 1) / HV__KC * HV__KC)) + 16;
     if (nthreads < 1) nthreads = 1;
     /* threads only where each gets a worthwhile share: a parallel region costs microseconds */
     work = g->m * g->n * (g->k > 0 ? g->k : 1) * (g->batch > 0 ? g->batch : 1);

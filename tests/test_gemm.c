@@ -178,10 +178,11 @@ static void test_gemm_shapes(hv_ctx *ctx) {
 
 /* sizes around 1000 (several cache blocks in every direction), one large dimension at a time */
 static void test_gemm_large(hv_ctx *ctx) {
-    static const int64_t shapes[][3] = {{1000, 65, 31}, {31, 1031, 65}, {65, 31, 1000}, {300, 257, 520}, {129, 2100, 7}, {7, 33, 1500}};
+    /* {33, 2100, 900}: more B than one packing phase holds (two phases over K, two NC blocks) */
+    static const int64_t shapes[][3] = {{1000, 65, 31}, {31, 1031, 65}, {65, 31, 1000}, {300, 257, 520}, {129, 2100, 7}, {7, 33, 1500}, {33, 2100, 900}};
     int q, t, s;
     for (q = 0; q < nkerns; q++)
-        for (s = 0; s < 6; s++)
+        for (s = 0; s < 7; s++)
             for (t = 0; t < 4; t++) {
                 gcase c;
                 memset(&c, 0, sizeof c);
@@ -264,7 +265,7 @@ static void test_gemm_degenerate(hv_ctx *ctx) {
    accumulate-in-order batch path */
 static void test_gemm_threads_bit_identical(hv_ctx *ctx) {
     static const int64_t shapes[][5] = {/* batch, m, n, k, bmode */
-                                        {1, 257, 300, 700, 0}, {1, 1100, 96, 130, 0}, {1, 40, 2100, 400, 0},
+                                        {1, 257, 300, 700, 0}, {1, 1100, 96, 130, 0}, {1, 40, 2100, 900, 0},
                                         {12, 65, 70, 480, 0},  {5, 100, 90, 400, 4}};
     int saved = hv_get_threads(ctx), q, s, t, th;
     static const int threads[] = {2, 3, 4, 7};
