@@ -860,6 +860,27 @@ static void hv__arena_reset(hv__arena *a) {
     }
     a->head = hv__chunk_new(total);
 }
+/* Scratch inside a kernel: take buffers after a mark, give them back with the rewind before
+   returning (the arena is not touched in between by anyone else: kernels allocate before their
+   parallel loops). A chunk added for the scratch alone is emptied, and hv__arena_reset still
+   counts its size, so the next step's single chunk has room for the scratch too. */
+typedef struct hv__arena_mark {
+    hv__chunk *head;
+    size_t used;
+} hv__arena_mark;
+static hv__arena_mark hv__arena_save(const hv__arena *a) {
+    hv__arena_mark m;
+    m.head = a->head;
+    m.used = a->head ? a->head->used : 0;
+    return m;
+}
+static void hv__arena_rewind(hv__arena *a, hv__arena_mark m) {
+    if (a->head == m.head) {
+        if (m.head) m.head->used = m.used;
+    } else if (a->head) {
+        a->head->used = 0;
+    }
+}
 static void hv__arena_free(hv__arena *a) {
     hv__chunk *c, *next;
     for (c = a->head; c; c = next) {
@@ -4322,6 +4343,1656 @@ static void hv__cpu_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv
 }
 /* HV-SECTION cpu-conv-kernels END */
 
+/* HV-SECTION cpu-fast BEGIN */
+/* ==== 7b. CPU BACKEND: fast kernels (SIMD, tiled, fused) =======================================
+   The kernels the CPU backend table actually uses for the hot ops; the scalar kernels above stay
+   as the reference they are tested against (tests/test_fast.c, fast vs reference on random and
+   odd shapes, with the tolerance of each kernel written next to its test).
+
+   SIMD by the compiler's own macros: AVX-512 (__AVX512F__), AVX2 + FMA, NEON (aarch64), and a
+   scalar path (vectors of one float) that every build has. The kernels are written once against
+   the small hv__v* vector layer below, so each ISA adds ~100 lines, not a copy of each kernel.
+
+   Determinism is kept the same way as in the reference: a parallel loop hands out whole output
+   rows (or whole heads, whole columns), and every sum runs in an order fixed by the shape alone
+   (never by the thread count), so 1 and N threads give the same bits. The results differ from the
+   reference kernels by rounding only (other summation orders, float instead of double partial
+   sums, a polynomial exp).
+
+   Scratch (attention tiles, im2col columns) comes from the context's arena, taken before the
+   parallel loop (one slice per thread) and handed back when the kernel returns
+   (hv__arena_mark/hv__arena_rewind), so a steady training loop still does no malloc. */
+
+#if defined(__AVX512F__)
+#define HV__FAST_AVX512 1
+#include <immintrin.h>
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HV__FAST_AVX2 1
+#include <immintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define HV__FAST_NEON 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define HV__INLINE static inline __attribute__((always_inline))
+#else
+#define HV__INLINE static inline
+#endif
+/* gcc -O2 does not unroll the small constant loops of the micro-kernels by itself (clang does) */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__INTEL_COMPILER)
+#define HV__UNROLL _Pragma("GCC unroll 8")
+#else
+#define HV__UNROLL
+#endif
+
+/* threads a HV__PARALLEL_FOR over `work` runs with, and the calling thread's number in it */
+static int hv__fast_threads(hv_ctx *ctx, int64_t work) {
+#ifdef _OPENMP
+    return hv__nthreads(ctx, work);
+#else
+    (void)ctx;
+    (void)work;
+    return 1;
+#endif
+}
+static int hv__fast_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+/* n floats of arena scratch, 64-byte aligned, valid until the kernel's hv__arena_rewind */
+static float *hv__scratch(hv_ctx *ctx, int64_t n) { return (float *)hv__arena_alloc(&ctx->arena, sizeof(float) * (size_t)(n > 0 ? n : 1)); }
+
+/* ---- the vector layer: hv__vf holds HV__VN floats ------------------------------------------- */
+#if defined(HV__FAST_AVX512)
+#define HV__VN 16
+typedef __m512 hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return _mm512_setzero_ps(); }
+HV__INLINE hv__vf hv__vset(float x) { return _mm512_set1_ps(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return _mm512_loadu_ps(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { _mm512_storeu_ps(p, v); }
+/* the first n (0 <= n <= VN) lanes; the others read as 0 and are not written */
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p); }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v); }
+/* the first n lanes from p, the others `fill` */
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) { return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << n) - 1u), p); }
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_ps(1.0f)); } /* 1 or 0 */
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return _mm512_maskz_sqrt_ps((__mmask16)0xffff, v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm512_add_ps(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm512_sub_ps(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm512_mul_ps(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return _mm512_div_ps(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return _mm512_fmadd_ps(a, b, c); } /* a b + c */
+/* max/min that return b when either is NaN (the instruction's rule), so NaN in b propagates */
+/* (the maskz forms: g++ 12 warns that the plain ones' _mm512_undefined_ps may be uninitialized) */
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return _mm512_maskz_max_ps((__mmask16)0xffff, a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return _mm512_maskz_min_ps((__mmask16)0xffff, a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff))); }
+/* the sign of s on the magnitude of m (m >= 0) */
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(m), _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32((int)0x80000000u))));
+}
+/* a > b ? x : y (false for NaN) */
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
+/* horizontal sum and max in a fixed order (halves, then quarters...); by hand: g++ 12 sees
+   _mm512_reduce_*'s undefined vectors as maybe-uninitialized */
+HV__INLINE __m256 hv__vlo256(hv__vf v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xff, _mm512_castps_pd(v), 0)); }
+HV__INLINE __m256 hv__vhi256(hv__vf v) { return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd((__mmask8)0xff, _mm512_castps_pd(v), 1)); }
+HV__INLINE float hv__vhsum(hv__vf v) {
+    __m256 h = _mm256_add_ps(hv__vlo256(v), hv__vhi256(v));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE float hv__vhmax(hv__vf v) {
+    __m256 h = _mm256_max_ps(hv__vlo256(v), hv__vhi256(v));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE hv__vf hv__vround(hv__vf x) { return _mm512_maskz_roundscale_ps((__mmask16)0xffff, x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* y 2^n for integral n in [-151, 129]: scalef rounds to denormals and overflows to inf itself */
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) { return _mm512_maskz_scalef_ps((__mmask16)0xffff, y, n); }
+#elif defined(HV__FAST_AVX2)
+#define HV__VN 8
+typedef __m256 hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return _mm256_setzero_ps(); }
+HV__INLINE hv__vf hv__vset(float x) { return _mm256_set1_ps(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return _mm256_loadu_ps(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { _mm256_storeu_ps(p, v); }
+HV__INLINE __m256i hv__vmaskn(int64_t n) { return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)); }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return _mm256_maskload_ps(p, hv__vmaskn(n)); }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) { _mm256_maskstore_ps(p, hv__vmaskn(n), v); }
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) {
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, hv__vmaskn(n)), _mm256_castsi256_ps(hv__vmaskn(n)));
+}
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_set1_ps(1.0f)); }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return _mm256_sqrt_ps(v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return _mm256_add_ps(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return _mm256_sub_ps(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return _mm256_mul_ps(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return _mm256_div_ps(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return _mm256_fmadd_ps(a, b, c); }
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return _mm256_max_ps(a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return _mm256_min_ps(a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return _mm256_or_ps(m, _mm256_and_ps(s, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))));
+}
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ)); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
+HV__INLINE float hv__vhsum(hv__vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE float hv__vhmax(hv__vf v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+HV__INLINE hv__vf hv__vround(hv__vf x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+/* y 2^n in two factors 2^(n/2) 2^(n - n/2), each a normal float for n in [-151, 129], so that
+   results below FLT_MIN round to denormals or 0 and large ones overflow to inf */
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) {
+    __m256i ni = _mm256_cvtps_epi32(n), n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);
+    __m256 p1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, _mm256_set1_epi32(127)), 23));
+    __m256 p2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, p1), p2);
+}
+#elif defined(HV__FAST_NEON)
+#define HV__VN 4
+typedef float32x4_t hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return vdupq_n_f32(0.0f); }
+HV__INLINE hv__vf hv__vset(float x) { return vdupq_n_f32(x); }
+HV__INLINE hv__vf hv__vld(const float *p) { return vld1q_f32(p); }
+HV__INLINE void hv__vst(float *p, hv__vf v) { vst1q_f32(p, v); }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) {
+    float t[4] = {0, 0, 0, 0};
+    int64_t i;
+    for (i = 0; i < n; i++) t[i] = p[i];
+    return vld1q_f32(t);
+}
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
+    float t[4];
+    int64_t i;
+    vst1q_f32(t, v);
+    for (i = 0; i < n; i++) p[i] = t[i];
+}
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) {
+    float t[4];
+    int64_t i;
+    for (i = 0; i < 4; i++) t[i] = i < n ? p[i] : fill;
+    return vld1q_f32(t);
+}
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return vbslq_f32(vceqq_f32(v, v), vdupq_n_f32(0.0f), vdupq_n_f32(1.0f)); }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return vsqrtq_f32(v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return vaddq_f32(a, b); }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return vsubq_f32(a, b); }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return vmulq_f32(a, b); }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return vdivq_f32(a, b); }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return vfmaq_f32(c, a, b); }
+/* NaN in b propagates, as on x86 */
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return vbslq_f32(vcltq_f32(a, b), a, b); }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return vabsq_f32(a); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) {
+    return vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(m), vandq_u32(vreinterpretq_u32_f32(s), vdupq_n_u32(0x80000000u))));
+}
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return vbslq_f32(vcltq_f32(a, b), x, y); }
+HV__INLINE float hv__vhsum(hv__vf v) { return vaddvq_f32(v); }
+HV__INLINE float hv__vhmax(hv__vf v) { return vmaxvq_f32(v); }
+HV__INLINE hv__vf hv__vround(hv__vf x) { return vrndnq_f32(x); }
+HV__INLINE hv__vf hv__vscale2(hv__vf y, hv__vf n) {
+    int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
+    float32x4_t p1 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, vdupq_n_s32(127)), 23));
+    float32x4_t p2 = vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, vdupq_n_s32(127)), 23));
+    return vmulq_f32(vmulq_f32(y, p1), p2);
+}
+#else /* scalar: a vector of one float */
+#define HV__VN 1
+typedef float hv__vf;
+HV__INLINE hv__vf hv__vzero(void) { return 0.0f; }
+HV__INLINE hv__vf hv__vset(float x) { return x; }
+HV__INLINE hv__vf hv__vld(const float *p) { return *p; }
+HV__INLINE void hv__vst(float *p, hv__vf v) { *p = v; }
+HV__INLINE hv__vf hv__vldn(const float *p, int64_t n) { return n > 0 ? *p : 0.0f; }
+HV__INLINE void hv__vstn(float *p, hv__vf v, int64_t n) {
+    if (n > 0) *p = v;
+}
+HV__INLINE hv__vf hv__vldnf(const float *p, int64_t n, float fill) { return n > 0 ? *p : fill; }
+HV__INLINE hv__vf hv__visnan(hv__vf v) { return v != v ? 1.0f : 0.0f; }
+HV__INLINE hv__vf hv__vsqrt(hv__vf v) { return sqrtf(v); }
+HV__INLINE hv__vf hv__vadd(hv__vf a, hv__vf b) { return a + b; }
+HV__INLINE hv__vf hv__vsub(hv__vf a, hv__vf b) { return a - b; }
+HV__INLINE hv__vf hv__vmul(hv__vf a, hv__vf b) { return a * b; }
+HV__INLINE hv__vf hv__vdiv(hv__vf a, hv__vf b) { return a / b; }
+HV__INLINE hv__vf hv__vfma(hv__vf a, hv__vf b, hv__vf c) { return a * b + c; }
+HV__INLINE hv__vf hv__vmax(hv__vf a, hv__vf b) { return a > b ? a : b; }
+HV__INLINE hv__vf hv__vmin(hv__vf a, hv__vf b) { return a < b ? a : b; }
+HV__INLINE hv__vf hv__vabs(hv__vf a) { return fabsf(a); }
+HV__INLINE hv__vf hv__vsignof(hv__vf m, hv__vf s) { return copysignf(m, s); }
+HV__INLINE hv__vf hv__vsel_gt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return a > b ? x : y; }
+HV__INLINE hv__vf hv__vsel_lt(hv__vf a, hv__vf b, hv__vf x, hv__vf y) { return a < b ? x : y; }
+HV__INLINE float hv__vhsum(hv__vf v) { return v; }
+HV__INLINE float hv__vhmax(hv__vf v) { return v; }
+#endif
+
+/* exp and erf. SIMD: exp by Cody-Waite reduction x = n ln2 + r and Cephes' degree-7 polynomial
+   for e^r (max error 2 ulp against the correctly rounded value over [-104, 89]; exp(-inf) = 0,
+   NaN stays NaN). erf(x): N. Juffa's minimax pair (|x| <= 0.9277: x + x p(x^2); above:
+   1 - exp(|x| q(|x|)), sign restored), max error 2 ulp measured over every float (tests/test_fast.c
+   samples it). The scalar path calls libm. */
+#if HV__VN > 1
+HV__INLINE hv__vf hv__vexp(hv__vf x) {
+    hv__vf n, r, y;
+    x = hv__vmax(hv__vset(-104.0f), x); /* below this, exp rounds to 0; NaN is kept (second operand) */
+    x = hv__vmin(hv__vset(89.0f), x);   /* above this, inf */
+    n = hv__vround(hv__vmul(x, hv__vset(1.44269504088896341f)));
+    r = hv__vfma(n, hv__vset(-0.693359375f), x); /* ln2 in two parts: n * 0.693359375 is exact */
+    r = hv__vfma(n, hv__vset(2.12194440e-4f), r);
+    y = hv__vfma(hv__vset(1.9875691500e-4f), r, hv__vset(1.3981999507e-3f));
+    y = hv__vfma(y, r, hv__vset(8.3334519073e-3f));
+    y = hv__vfma(y, r, hv__vset(4.1665795894e-2f));
+    y = hv__vfma(y, r, hv__vset(1.6666665459e-1f));
+    y = hv__vfma(y, r, hv__vset(5.0000001201e-1f));
+    y = hv__vfma(y, hv__vmul(r, r), hv__vadd(r, hv__vset(1.0f)));
+    return hv__vscale2(y, n);
+}
+HV__INLINE hv__vf hv__verf(hv__vf x) {
+    hv__vf t = hv__vabs(x), s = hv__vmul(x, x), r, u, lo;
+    /* |x| > 0.927734375: erf = 1 - exp(r(t)) */
+    r = hv__vfma(hv__vset(-1.72853470e-5f), t, hv__vset(3.83197126e-4f));
+    u = hv__vfma(hv__vset(-3.88396438e-3f), t, hv__vset(2.42546219e-2f));
+    r = hv__vfma(r, s, u);
+    r = hv__vfma(r, t, hv__vset(-1.06777877e-1f));
+    r = hv__vfma(r, t, hv__vset(-6.34846687e-1f));
+    r = hv__vfma(r, t, hv__vset(-1.28717512e-1f));
+    r = hv__vfma(r, t, hv__vsub(hv__vzero(), t));
+    r = hv__vsignof(hv__vsub(hv__vset(1.0f), hv__vexp(r)), x);
+    /* |x| <= 0.927734375: x + x p(x^2) */
+    lo = hv__vfma(hv__vset(-5.96761703e-4f), s, hv__vset(4.99119423e-3f));
+    lo = hv__vfma(lo, s, hv__vset(-2.67681349e-2f));
+    lo = hv__vfma(lo, s, hv__vset(1.12819925e-1f));
+    lo = hv__vfma(lo, s, hv__vset(-3.76125336e-1f));
+    lo = hv__vfma(lo, s, hv__vset(1.28379166e-1f));
+    lo = hv__vfma(lo, x, x);
+    return hv__vsel_gt(t, hv__vset(0.927734375f), r, lo);
+}
+#else
+HV__INLINE hv__vf hv__vexp(hv__vf x) { return expf(x); }
+HV__INLINE hv__vf hv__verf(hv__vf x) { return erff(x); }
+#endif
+/* GELU (exact, erf form) and its derivative, lane by lane as hv__gelu_f / hv__unary_df */
+HV__INLINE hv__vf hv__vgelu(hv__vf x) {
+    hv__vf e = hv__verf(hv__vmul(x, hv__vset(0.70710678118654752f)));
+    return hv__vmul(hv__vmul(hv__vset(0.5f), x), hv__vadd(hv__vset(1.0f), e));
+}
+HV__INLINE hv__vf hv__vgelu_d(hv__vf x) {
+    hv__vf e = hv__verf(hv__vmul(x, hv__vset(0.70710678118654752f)));
+    hv__vf phi = hv__vexp(hv__vmul(hv__vset(-0.5f), hv__vmul(x, x)));
+    return hv__vfma(hv__vmul(x, hv__vset(0.39894228040143268f)), phi, hv__vmul(hv__vset(0.5f), hv__vadd(hv__vset(1.0f), e)));
+}
+
+/* ---- micro-kernel of the fused attention ----------------------------------------------------
+   C (R rows x NV vectors, row stride ldc) = (acc ? C : 0) + sum over k < K of A[k] B[k], with
+   A k-major (A[k * lda + r], one broadcast per row) and B row-major (B[k * ldb + c]). Every
+   element sums over k in order. R and NV are constants at each call, so the accumulators live in
+   registers. */
+#define HV__MK_MAXR 8
+#define HV__MK_MAXV 4
+HV__INLINE void hv__mk(const int R, const int NV, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                       int64_t ldc, int acc) {
+    hv__vf c[HV__MK_MAXR][HV__MK_MAXV];
+    int64_t k;
+    int r, j;
+    HV__UNROLL
+    for (r = 0; r < R; r++) {
+        HV__UNROLL
+        for (j = 0; j < NV; j++) c[r][j] = acc ? hv__vld(C + r * ldc + j * HV__VN) : hv__vzero();
+    }
+    for (k = 0; k < K; k++) {
+        hv__vf b[HV__MK_MAXV];
+        const float *a = A + k * lda;
+        HV__UNROLL
+        for (j = 0; j < NV; j++) b[j] = hv__vld(B + k * ldb + j * HV__VN);
+        HV__UNROLL
+        for (r = 0; r < R; r++) {
+            hv__vf ar = hv__vset(a[r]);
+            HV__UNROLL
+            for (j = 0; j < NV; j++) c[r][j] = hv__vfma(ar, b[j], c[r][j]);
+        }
+    }
+    HV__UNROLL
+    for (r = 0; r < R; r++) {
+        HV__UNROLL
+        for (j = 0; j < NV; j++) hv__vst(C + r * ldc + j * HV__VN, c[r][j]);
+    }
+}
+
+static int64_t hv__round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* Tiles: blocks of BQ queries and BQ keys (QV vectors each). R1 x QV is the micro-tile of the
+   score blocks, R2 x (up to CV vectors) that of the products with d columns (O, dQ, dK, dV); BQ
+   is a multiple of both row counts, so every tile is whole (blocks are zero-padded at the
+   edges). */
+#if defined(HV__FAST_AVX512) /* 32 registers: 8 x 3 and 6 x 4 accumulators */
+#define HV__ATT_QV 3
+#define HV__ATT_R1 8
+#define HV__ATT_R2 6
+#define HV__ATT_CV 4
+#elif defined(HV__FAST_AVX2) /* 16 registers: 4 x 3 and 3 x 3 */
+#define HV__ATT_QV 3
+#define HV__ATT_R1 4
+#define HV__ATT_R2 3
+#define HV__ATT_CV 3
+#else /* NEON (32 registers) 4 x 4 and 4 x 4; scalar 4 x 4 floats */
+#define HV__ATT_QV 4
+#define HV__ATT_R1 4
+#define HV__ATT_R2 4
+#define HV__ATT_CV 4
+#endif
+#define HV__ATT_BQ (HV__ATT_QV * HV__VN)
+
+/* the score-shaped product: C (rows x BQ, ldc) = A^T B over K, rows a multiple of R1 */
+static void hv__att_mm_scores(int64_t rows, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C, int64_t ldc) {
+    int64_t r;
+    for (r = 0; r < rows; r += HV__ATT_R1) hv__mk(HV__ATT_R1, HV__ATT_QV, K, A + r, lda, B, ldb, C + r * ldc, ldc, 0);
+}
+/* the d-shaped product: C (rows x dp) (+)= A^T B over K, rows a multiple of R2, dp of VN */
+static void hv__att_mm_cols(int64_t rows, int64_t dp, int64_t K, const float *A, int64_t lda, const float *B, int64_t ldb, float *C,
+                            int acc) {
+    int64_t r, c0;
+    for (c0 = 0; c0 < dp; c0 += HV__ATT_CV * HV__VN) {
+        int64_t nv = (dp - c0) / HV__VN;
+        if (nv > HV__ATT_CV) nv = HV__ATT_CV;
+        for (r = 0; r < rows; r += HV__ATT_R2) {
+            const float *a = A + r, *b = B + c0;
+            float *c = C + r * dp + c0;
+            switch (nv) {
+            case 1: hv__mk(HV__ATT_R2, 1, K, a, lda, b, ldb, c, dp, acc); break;
+#if HV__ATT_CV >= 2
+            case 2: hv__mk(HV__ATT_R2, 2, K, a, lda, b, ldb, c, dp, acc); break;
+#endif
+#if HV__ATT_CV >= 3
+            case 3: hv__mk(HV__ATT_R2, 3, K, a, lda, b, ldb, c, dp, acc); break;
+#endif
+            default: hv__mk(HV__ATT_R2, HV__ATT_CV, K, a, lda, b, ldb, c, dp, acc); break;
+            }
+        }
+    }
+}
+
+/* dst[c * ldd + i] = s * src[i * lds + c] for i < n (VN of them, the ones >= n read as 0) and
+   c < m: a VN-wide strip of a transpose */
+static void hv__transpose_strip(float *dst, int64_t ldd, const float *src, int64_t lds, int64_t n, int64_t m, float s) {
+    int64_t c, i;
+#if defined(HV__FAST_AVX512)
+    if (lds <= INT32_MAX / HV__VN) {
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)lds));
+        const __mmask16 k = (__mmask16)((1u << n) - 1u);
+        for (c = 0; c < m; c++) hv__vst(dst + c * ldd, hv__vmul(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, src + c, 4), hv__vset(s)));
+        return;
+    }
+#elif defined(HV__FAST_AVX2)
+    if (lds <= INT32_MAX / HV__VN) {
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)lds));
+        const __m256 k = _mm256_castsi256_ps(hv__vmaskn(n));
+        for (c = 0; c < m; c++)
+            hv__vst(dst + c * ldd, hv__vmul(_mm256_mask_i32gather_ps(_mm256_setzero_ps(), src + c, idx, k, 4), hv__vset(s)));
+        return;
+    }
+#endif
+    for (c = 0; c < m; c++) {
+        for (i = 0; i < n; i++) dst[c * ldd + i] = s * src[i * lds + c];
+        for (; i < HV__VN; i++) dst[c * ldd + i] = 0;
+    }
+}
+/* dst (d x n, row stride ld, n a multiple of VN) = s * (rows r0.. r0 + n of head (b, h) of t)^T,
+   zero past t's rows: the transposed packs */
+static void hv__att_pack_cols(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
+    int64_t N = t->shape[2], d = t->shape[3], i, c;
+    for (i = 0; i < n; i += HV__VN) {
+        int64_t nr = N - (r0 + i) < HV__VN ? N - (r0 + i) : HV__VN;
+        if (nr <= 0) {
+            for (c = 0; c < d; c++) hv__vst(dst + c * ld + i, hv__vzero());
+        } else if (t->stride[3] == 1) {
+            hv__transpose_strip(dst + i, ld, hv__attn_row(t, b, h, r0 + i), t->stride[2], nr, d, s);
+        } else {
+            int64_t r;
+            for (c = 0; c < d; c++)
+                for (r = 0; r < HV__VN; r++) dst[c * ld + i + r] = r < nr ? s * hv__attn_row(t, b, h, r0 + i + r)[c * t->stride[3]] : 0.0f;
+        }
+    }
+}
+/* dst (n x ld) = s * rows r0.. of head (b, h) of t, zero rows past t's extent and zero columns
+   d..ld: the row-major packs */
+static void hv__att_pack_rows(float *dst, int64_t ld, int64_t n, const hv_tensor *t, int64_t b, int64_t h, int64_t r0, float s) {
+    int64_t N = t->shape[2], d = t->shape[3], st = t->stride[3], i, c;
+    for (i = 0; i < n; i++) {
+        float *o = dst + i * ld;
+        if (r0 + i < N) {
+            const float *src = hv__attn_row(t, b, h, r0 + i);
+            if (st == 1) {
+                for (c = 0; c + HV__VN <= d; c += HV__VN) hv__vst(o + c, hv__vmul(hv__vld(src + c), hv__vset(s)));
+                if (c < d) hv__vst(o + c, hv__vmul(hv__vldn(src + c, d - c), hv__vset(s))); /* and zeros up to ld */
+            } else {
+                for (c = 0; c < d; c++) o[c] = s * src[c * st];
+                for (; c < ld; c++) o[c] = 0;
+            }
+        } else {
+            for (c = 0; c < ld; c += HV__VN) hv__vst(o + c, hv__vzero());
+        }
+    }
+}
+
+/* ---- fused attention ------------------------------------------------------------------------
+   Flash-attention on the CPU: blocks of BQ queries against blocks of BQ keys, so the N x N score
+   matrix never exists (vith14 at 476 has 1157 tokens: 5 MB of scores per head). q is scaled once
+   when packed (scale * q), so S = (scale q) k^T.
+
+   Forward: the score blocks are kept transposed, S^T (keys x queries), so that the per-query
+   softmax statistics (running max m and sum l) are vector operations down the key rows, and S^T
+   is directly the k-major operand of O += P V. Each query block walks the key blocks in order,
+   rescaling its O block and l whenever the running max grows.
+
+   Backward (P recomputed from the saved lse; delta_i = go_i . o_i): for a pair (query block i, key
+   block j), with the blocks in query-major layout
+       S = (scale Q_i) K_j^T, P = exp(S - lse_i), dP = dO_i V_j^T, dS = P (dP - delta_i)
+       dV_j += P^T dO_i,  dK_j += dS^T (scale Q_i),  dQ_i += dS (scale K_j)
+   (one transpose per pair, of dS, for the last product).
+
+   Work split: the k/v packs (transposes) cost about as much as a query block's products, so a
+   work item is a whole head whenever there are enough heads for the threads: every pack is made
+   once. With fewer heads, items are (head, query block) for the forward and dQ, and (head, key
+   block) for dK/dV, which repack. No two threads write one element, each element sums over the
+   blocks in the same order with the same arithmetic either way, so the choice (which depends on
+   the thread count) changes no bit. */
+
+typedef struct hv__att_args {
+    int64_t B, H, Nq, Nk, d, dp; /* dp: d rounded up to whole vectors */
+    int64_t nqb, nkb;            /* blocks */
+    float scale;
+    const hv_tensor *q, *k, *v, *o, *go;
+    hv_tensor *out, *gq, *gk, *gv;
+    float *lse;         /* (B, H, Nq), written by the forward */
+    const float *lse_c; /* the same, read by the backward */
+    const float *delta; /* (B, H, Nq) */
+} hv__att_args;
+static void hv__att_setup(hv__att_args *a, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v, float scale) {
+    memset(a, 0, sizeof *a);
+    a->B = q->shape[0];
+    a->H = q->shape[1];
+    a->Nq = q->shape[2];
+    a->Nk = k->shape[2];
+    a->d = q->shape[3];
+    a->dp = hv__round_up(a->d, HV__VN);
+    a->nqb = (a->Nq + HV__ATT_BQ - 1) / HV__ATT_BQ;
+    a->nkb = (a->Nk + HV__ATT_BQ - 1) / HV__ATT_BQ;
+    a->scale = scale;
+    a->q = q;
+    a->k = k;
+    a->v = v;
+}
+/* whole heads per work item when every thread gets its share of heads */
+static int hv__att_per_head(const hv__att_args *a, int nt) { return (a->B * a->H) % nt == 0 || a->B * a->H >= 4 * nt; }
+
+static int64_t hv__att_fwd_scratch(const hv__att_args *a) {
+    const int64_t nkp = a->nkb * HV__ATT_BQ;
+    return hv__round_up(a->d * nkp + nkp * a->dp + a->d * HV__ATT_BQ + HV__ATT_BQ * HV__ATT_BQ + HV__ATT_BQ * a->dp + 3 * HV__ATT_BQ, 16);
+}
+/* query blocks [qb0, qb1) of head (b, h) */
+static void hv__att_fwd_blocks(const hv__att_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1) {
+    const int64_t d = a->d, dp = a->dp, nkp = a->nkb * HV__ATT_BQ, BQ = HV__ATT_BQ;
+    float *kt = ws;              /* (d, nkp) k^T */
+    float *vb = kt + d * nkp;    /* (nkp, dp) v */
+    float *qt = vb + nkp * dp;   /* (d, BQ) scale q^T */
+    float *st = qt + d * BQ;     /* (BQ keys, BQ queries) scores, then probabilities */
+    float *ob = st + BQ * BQ;    /* (BQ, dp) output accumulator */
+    float *m = ob + BQ * dp, *l = m + BQ, *cr = l + BQ; /* (BQ) each: running max, sum, rescale */
+    int64_t qb, kb, i, j, c, qv;
+    hv__att_pack_cols(kt, nkp, nkp, a->k, b, h, 0, 1.0f);
+    hv__att_pack_rows(vb, dp, a->Nk, a->v, b, h, 0, 1.0f);
+    for (qb = qb0; qb < qb1; qb++) {
+        const int64_t i0 = qb * BQ, nq = a->Nq - i0 < BQ ? a->Nq - i0 : BQ;
+        hv__att_pack_cols(qt, BQ, BQ, a->q, b, h, i0, a->scale);
+        for (i = 0; i < BQ; i++) {
+            m[i] = -INFINITY;
+            l[i] = 0;
+        }
+        memset(ob, 0, sizeof(float) * (size_t)(BQ * dp));
+        for (kb = 0; kb < a->nkb; kb++) {
+            const int64_t j0 = kb * BQ, nk = a->Nk - j0 < BQ ? a->Nk - j0 : BQ;
+            hv__att_mm_scores(BQ, d, kt + j0, nkp, qt, BQ, st, BQ);
+            for (qv = 0; qv < BQ; qv += HV__VN) { /* the softmax statistics, VN queries at a time */
+                hv__vf mx = hv__vld(st + qv), mo = hv__vld(m + qv), mn, sum = hv__vzero();
+                for (j = 1; j < nk; j++) mx = hv__vmax(mx, hv__vld(st + j * BQ + qv));
+                mn = hv__vmax(mo, mx);
+                for (j = 0; j < nk; j++) {
+                    hv__vf p = hv__vexp(hv__vsub(hv__vld(st + j * BQ + qv), mn));
+                    hv__vst(st + j * BQ + qv, p);
+                    sum = hv__vadd(sum, p);
+                }
+                mo = hv__vexp(hv__vsub(mo, mn)); /* the rescale of what came before: 0 at the first block */
+                hv__vst(cr + qv, mo);
+                hv__vst(l + qv, hv__vfma(hv__vld(l + qv), mo, sum));
+                hv__vst(m + qv, mn);
+            }
+            if (kb > 0)
+                for (i = 0; i < BQ; i++)
+                    if (cr[i] != 1.0f)
+                        for (c = 0; c < dp; c += HV__VN) hv__vst(ob + i * dp + c, hv__vmul(hv__vld(ob + i * dp + c), hv__vset(cr[i])));
+            hv__att_mm_cols(BQ, dp, nk, st, BQ, vb + j0 * dp, dp, ob, 1);
+        }
+        for (i = 0; i < nq; i++) {
+            float *oi = hv__attn_row(a->out, b, h, i0 + i), inv = 1.0f / l[i];
+            int64_t os = a->out->stride[3];
+            for (c = 0; c < d; c++) oi[c * os] = ob[i * dp + c] * inv;
+            a->lse[(b * a->H + h) * a->Nq + i0 + i] = m[i] + logf(l[i]);
+        }
+    }
+}
+
+static void hv__fast_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                               float scale) {
+    hv__att_args a;
+    int64_t work, per, u;
+    int nt;
+    hv__arena_mark mark;
+    float *scratch;
+    hv__att_setup(&a, q, k, v, scale);
+    a.out = o;
+    a.lse = (float *)lse->data;
+    work = a.B * a.H * a.Nq * a.Nk * a.d;
+    nt = hv__fast_threads(ctx, work);
+    per = hv__att_fwd_scratch(&a);
+    mark = hv__arena_save(&ctx->arena);
+    scratch = hv__scratch(ctx, per * nt);
+    if (!scratch) { /* out of memory for the tiles: the reference needs none */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_attention(ctx, o, lse, q, k, v, scale);
+        return;
+    }
+    if (hv__att_per_head(&a, nt)) {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < a.B * a.H; u++) hv__att_fwd_blocks(&a, scratch + per * hv__fast_tid(), u / a.H, u % a.H, 0, a.nqb);
+    } else {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < a.B * a.H * a.nqb; u++)
+            hv__att_fwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nqb), (u / a.nqb) % a.H, u % a.nqb, u % a.nqb + 1);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+/* rows r0.. r0 + n of head (b, h) of g += src (n x ld) */
+static void hv__att_add_rows(hv_tensor *g, int64_t b, int64_t h, int64_t r0, int64_t n, const float *src, int64_t ld) {
+    int64_t i, c, d = g->shape[3], s = g->stride[3];
+    for (i = 0; i < n; i++) {
+        float *r = hv__attn_row(g, b, h, r0 + i);
+        const float *x = src + i * ld;
+        if (s == 1) {
+            for (c = 0; c + HV__VN <= d; c += HV__VN) hv__vst(r + c, hv__vadd(hv__vld(r + c), hv__vld(x + c)));
+            if (c < d) hv__vstn(r + c, hv__vadd(hv__vldn(r + c, d - c), hv__vld(x + c)), d - c);
+        } else {
+            for (c = 0; c < d; c++) r[c * s] += x[c];
+        }
+    }
+}
+/* floats of backward scratch per thread for nqp (padded) queries */
+static int64_t hv__att_bwd_scratch(const hv__att_args *a, int64_t nqp) {
+    return hv__round_up(5 * nqp * a->dp + 2 * nqp + 2 * a->d * HV__ATT_BQ + 3 * HV__ATT_BQ * a->dp + 3 * HV__ATT_BQ * HV__ATT_BQ, 16);
+}
+/* query blocks [qb0, qb1) of head (b, h) against key blocks [kb0, kb1): adds dK and dV (do_kv)
+   or dQ (do_q) of those blocks into gk, gv, gq */
+static void hv__att_bwd_blocks(const hv__att_args *a, float *ws, int64_t b, int64_t h, int64_t qb0, int64_t qb1, int64_t kb0,
+                               int64_t kb1, int do_kv, int do_q) {
+    const int64_t d = a->d, dp = a->dp, BQ = HV__ATT_BQ, nqp = (qb1 - qb0) * BQ, i0 = qb0 * BQ;
+    const int64_t row0 = (b * a->H + h) * a->Nq; /* this head's first row in lse and delta */
+    float *qs = ws;               /* (nqp, dp) scale q */
+    float *qst = qs + nqp * dp;   /* (d, nqp) scale q^T */
+    float *dob = qst + d * nqp;   /* (nqp, dp) go */
+    float *dot_ = dob + nqp * dp; /* (d, nqp) go^T */
+    float *dq = dot_ + d * nqp;   /* (nqp, dp) dQ accumulator */
+    float *lp = dq + nqp * dp;    /* (nqp) lse */
+    float *dl = lp + nqp;         /* (nqp) delta */
+    float *kt = dl + nqp;         /* (d, BQ) k^T */
+    float *vt = kt + d * BQ;      /* (d, BQ) v^T */
+    float *ks = vt + d * BQ;      /* (BQ, dp) scale k */
+    float *dk = ks + BQ * dp, *dv = dk + BQ * dp; /* (BQ, dp) accumulators */
+    float *sp = dv + BQ * dp, *sd = sp + BQ * BQ, *sdt = sd + BQ * BQ; /* (BQ, BQ) P, dS, dS^T */
+    int64_t i, c, kb, qb;
+    if (do_kv) hv__att_pack_rows(qs, dp, nqp, a->q, b, h, i0, a->scale);
+    hv__att_pack_cols(qst, nqp, nqp, a->q, b, h, i0, a->scale);
+    if (do_kv) hv__att_pack_rows(dob, dp, nqp, a->go, b, h, i0, 1.0f);
+    hv__att_pack_cols(dot_, nqp, nqp, a->go, b, h, i0, 1.0f);
+    for (i = 0; i < nqp; i++) { /* padded queries: P = exp(0 - 0) = 1 but dP = delta = 0, so dS = 0 */
+        lp[i] = i0 + i < a->Nq ? a->lse_c[row0 + i0 + i] : 0.0f;
+        dl[i] = i0 + i < a->Nq ? a->delta[row0 + i0 + i] : 0.0f;
+    }
+    if (do_q) memset(dq, 0, sizeof(float) * (size_t)(nqp * dp));
+    for (kb = kb0; kb < kb1; kb++) {
+        const int64_t j0 = kb * BQ, nk = a->Nk - j0 < BQ ? a->Nk - j0 : BQ;
+        hv__att_pack_cols(kt, BQ, BQ, a->k, b, h, j0, 1.0f);
+        hv__att_pack_cols(vt, BQ, BQ, a->v, b, h, j0, 1.0f);
+        if (do_q) hv__att_pack_rows(ks, dp, BQ, a->k, b, h, j0, a->scale);
+        if (do_kv) {
+            memset(dk, 0, sizeof(float) * (size_t)(BQ * dp));
+            memset(dv, 0, sizeof(float) * (size_t)(BQ * dp));
+        }
+        for (qb = qb0; qb < qb1; qb++) {
+            const int64_t ii = (qb - qb0) * BQ, nq = a->Nq - qb * BQ < BQ ? a->Nq - qb * BQ : BQ;
+            hv__att_mm_scores(BQ, d, qst + ii, nqp, kt, BQ, sp, BQ);   /* S */
+            hv__att_mm_scores(BQ, d, dot_ + ii, nqp, vt, BQ, sd, BQ); /* dP */
+            for (i = 0; i < BQ; i++) {
+                const hv__vf li = hv__vset(lp[ii + i]), di = hv__vset(dl[ii + i]);
+                float *pr = sp + i * BQ, *dr = sd + i * BQ;
+                for (c = 0; c < BQ; c += HV__VN) {
+                    hv__vf p = hv__vexp(hv__vsub(hv__vld(pr + c), li)), ds = hv__vmul(p, hv__vsub(hv__vld(dr + c), di));
+                    if (c + HV__VN <= nk) {
+                        hv__vst(pr + c, p);
+                        hv__vst(dr + c, ds);
+                    } else { /* padded keys take no probability */
+                        hv__vst(pr + c, hv__vzero());
+                        hv__vst(dr + c, hv__vzero());
+                        if (nk > c) {
+                            hv__vstn(pr + c, p, nk - c);
+                            hv__vstn(dr + c, ds, nk - c);
+                        }
+                    }
+                }
+            }
+            if (do_kv) {
+                hv__att_mm_cols(BQ, dp, nq, sp, BQ, dob + ii * dp, dp, dv, 1);
+                hv__att_mm_cols(BQ, dp, nq, sd, BQ, qs + ii * dp, dp, dk, 1);
+            }
+            if (do_q) {
+                for (c = 0; c < BQ; c += HV__VN) hv__transpose_strip(sdt + c, BQ, sd + c * BQ, BQ, HV__VN, BQ, 1.0f);
+                hv__att_mm_cols(BQ, dp, nk, sdt, BQ, ks, dp, dq + ii * dp, 1);
+            }
+        }
+        if (do_kv) {
+            if (a->gk) hv__att_add_rows(a->gk, b, h, j0, nk, dk, dp);
+            if (a->gv) hv__att_add_rows(a->gv, b, h, j0, nk, dv, dp);
+        }
+    }
+    if (do_q) hv__att_add_rows(a->gq, b, h, i0, (a->Nq - i0 < nqp ? a->Nq - i0 : nqp), dq, dp);
+}
+
+static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                   const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                   float scale) {
+    hv__att_args a;
+    int64_t heads, rows, work, per, r, u;
+    int nt, do_kv = gk || gv;
+    hv__arena_mark mark;
+    float *scratch, *pd = (float *)delta->data;
+    if (!gq && !do_kv) return;
+    hv__att_setup(&a, q, k, v, scale);
+    a.o = o;
+    a.go = go;
+    a.gq = gq;
+    a.gk = gk;
+    a.gv = gv;
+    a.lse_c = (const float *)lse->data;
+    a.delta = pd;
+    heads = a.B * a.H;
+    rows = heads * a.Nq;
+    HV__PARALLEL_FOR(ctx, rows * a.d)
+    for (r = 0; r < rows; r++) { /* delta = rowwise go . o */
+        int64_t b = r / (a.H * a.Nq), h = (r / a.Nq) % a.H, i = r % a.Nq, t, so = o->stride[3], sg = go->stride[3];
+        const float *oi = hv__attn_row(o, b, h, i), *gi = hv__attn_row(go, b, h, i);
+        float acc = 0;
+        for (t = 0; t < a.d; t++) acc += oi[t * so] * gi[t * sg];
+        pd[r] = acc;
+    }
+    work = rows * a.Nk * a.d * 4;
+    nt = hv__fast_threads(ctx, work);
+    per = hv__att_bwd_scratch(&a, a.nqb * HV__ATT_BQ);
+    mark = hv__arena_save(&ctx->arena);
+    scratch = hv__scratch(ctx, per * nt);
+    if (!scratch) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_attention_bwd(ctx, gq, gk, gv, delta, q, k, v, o, lse, go, scale);
+        return;
+    }
+    if (hv__att_per_head(&a, nt)) {
+        HV__PARALLEL_FOR(ctx, work)
+        for (u = 0; u < heads; u++) hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / a.H, u % a.H, 0, a.nqb, 0, a.nkb, do_kv, gq != NULL);
+    } else {
+        if (do_kv) {
+            HV__PARALLEL_FOR(ctx, work)
+            for (u = 0; u < heads * a.nkb; u++)
+                hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nkb), (u / a.nkb) % a.H, 0, a.nqb, u % a.nkb,
+                                   u % a.nkb + 1, 1, 0);
+        }
+        if (gq) {
+            HV__PARALLEL_FOR(ctx, work)
+            for (u = 0; u < heads * a.nqb; u++)
+                hv__att_bwd_blocks(&a, scratch + per * hv__fast_tid(), u / (a.H * a.nqb), (u / a.nqb) % a.H, u % a.nqb, u % a.nqb + 1, 0,
+                                   a.nkb, 0, 1);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+/* ---- convolution as GEMM --------------------------------------------------------------------
+   y_g = W_g col_g per image and group, where col (Cin/G * KH * KW, OH * OW) holds the input
+   patches (im2col) and W_g (Cout/G, Cin/G * KH * KW) is the weight as stored. The products go to
+   the backend GEMM (ctx->be->gemm), batched over the images of a chunk; the backward is
+       dcol_g = W_g^T gy_g, then col2im (each input plane sums its taps in a fixed order),
+       gW_g += gy_g col_g^T, image after image (a fixed order for the sum over the batch).
+   A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is col. Images go in
+   chunks whose columns fit HV__CONV_COL_FLOATS (arena scratch, handed back on return); the chunk
+   size depends on the shape only, so the bits do not depend on the thread count. The direct
+   kernels of the conv section stay as the reference. */
+#ifndef HV__CONV_COL_FLOATS
+#define HV__CONV_COL_FLOATS ((int64_t)8 << 20) /* 32 MB */
+#endif
+
+typedef struct hv__conv_geo {
+    int64_t N, cin, H, W, cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G, cin_g, cout_g;
+    int64_t K, P; /* rows of col (cin_g KH KW) and its columns (OH OW) */
+    int direct;   /* 1x1, stride 1, no padding: col is x */
+} hv__conv_geo;
+static hv__conv_geo hv__conv_geometry(const hv_tensor *x, const hv_tensor *y, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c;
+    c.N = x->shape[0];
+    c.cin = x->shape[1];
+    c.H = x->shape[2];
+    c.W = x->shape[3];
+    c.cout = y->shape[1];
+    c.OH = y->shape[2];
+    c.OW = y->shape[3];
+    c.KH = w->shape[2];
+    c.KW = w->shape[3];
+    c.sh = g[HV__CG_SH];
+    c.sw = g[HV__CG_SW];
+    c.ph = g[HV__CG_PH];
+    c.pw = g[HV__CG_PW];
+    c.dh = g[HV__CG_DH];
+    c.dw = g[HV__CG_DW];
+    c.G = g[HV__CG_GROUPS];
+    c.cin_g = c.cin / c.G;
+    c.cout_g = c.cout / c.G;
+    c.K = c.cin_g * c.KH * c.KW;
+    c.P = c.OH * c.OW;
+    c.direct = c.KH == 1 && c.KW == 1 && c.sh == 1 && c.sw == 1 && c.ph == 0 && c.pw == 0;
+    return c;
+}
+/* images per chunk: as many as keep the columns under the budget, at least one */
+static int64_t hv__conv_chunk(const hv__conv_geo *c) {
+    int64_t per = c->cin * c->KH * c->KW * c->P, n = per > 0 ? HV__CONV_COL_FLOATS / per : c->N;
+    return n < 1 ? 1 : n > c->N ? c->N : n;
+}
+/* the range [lo, hi) of outputs o (of n) whose input index o * s - p + k * dl lies in [0, in) */
+static void hv__conv_valid(int64_t n, int64_t s, int64_t p, int64_t k, int64_t dl, int64_t in, int64_t *lo, int64_t *hi) {
+    int64_t off = k * dl - p; /* input index = o s + off */
+    *lo = off >= 0 ? 0 : (-off + s - 1) / s;
+    *hi = in - off > 0 ? (in - off + s - 1) / s : 0;
+    if (*hi > n) *hi = n;
+    if (*lo > *hi) *lo = *hi;
+}
+/* col (nimg, cin, KH, KW, OH, OW) = the patches of images n0.. of x */
+static void hv__im2col(hv_ctx *ctx, const hv__conv_geo *c, const float *x, int64_t n0, int64_t nimg, float *col) {
+    int64_t r, rows = nimg * c->cin * c->KH * c->KW;
+    HV__PARALLEL_FOR(ctx, rows * c->P)
+    for (r = 0; r < rows; r++) {
+        int64_t kw = r % c->KW, kh = (r / c->KW) % c->KH, ci = (r / (c->KW * c->KH)) % c->cin, n = n0 + r / (c->KW * c->KH * c->cin);
+        const float *xp = x + (n * c->cin + ci) * c->H * c->W; /* (H, W) */
+        float *o = col + r * c->P;                             /* (OH, OW) */
+        int64_t oh, ow, h_lo, h_hi, w_lo, w_hi;
+        hv__conv_valid(c->OH, c->sh, c->ph, kh, c->dh, c->H, &h_lo, &h_hi);
+        hv__conv_valid(c->OW, c->sw, c->pw, kw, c->dw, c->W, &w_lo, &w_hi);
+        memset(o, 0, sizeof(float) * (size_t)(h_lo * c->OW));
+        for (oh = h_lo; oh < h_hi; oh++) {
+            int64_t base = (oh * c->sh - c->ph + kh * c->dh) * c->W + kw * c->dw - c->pw; /* input index at ow = 0 */
+            float *orow = o + oh * c->OW;
+            for (ow = 0; ow < w_lo; ow++) orow[ow] = 0;
+            if (c->sw == 1) {
+                if (w_hi > w_lo) memcpy(orow + w_lo, xp + base + w_lo, sizeof(float) * (size_t)(w_hi - w_lo));
+            } else {
+                for (ow = w_lo; ow < w_hi; ow++) orow[ow] = xp[base + ow * c->sw];
+            }
+            for (ow = w_hi; ow < c->OW; ow++) orow[ow] = 0;
+        }
+        memset(o + h_hi * c->OW, 0, sizeof(float) * (size_t)((c->OH - h_hi) * c->OW));
+    }
+}
+/* gx (images n0.., cin, H, W) += col2im(dcol): each plane sums its taps in (kh, kw, oh) order */
+static void hv__col2im(hv_ctx *ctx, const hv__conv_geo *c, const float *dcol, int64_t n0, int64_t nimg, float *gx) {
+    int64_t pl, planes = nimg * c->cin;
+    HV__PARALLEL_FOR(ctx, planes * c->KH * c->KW * c->P)
+    for (pl = 0; pl < planes; pl++) {
+        float *gp = gx + (n0 * c->cin + pl) * c->H * c->W; /* (H, W) */
+        int64_t kh, kw, oh, ow;
+        for (kh = 0; kh < c->KH; kh++)
+            for (kw = 0; kw < c->KW; kw++) {
+                const float *d = dcol + ((pl * c->KH + kh) * c->KW + kw) * c->P; /* (OH, OW) */
+                int64_t h_lo, h_hi, w_lo, w_hi;
+                hv__conv_valid(c->OH, c->sh, c->ph, kh, c->dh, c->H, &h_lo, &h_hi);
+                hv__conv_valid(c->OW, c->sw, c->pw, kw, c->dw, c->W, &w_lo, &w_hi);
+                for (oh = h_lo; oh < h_hi; oh++) {
+                    int64_t base = (oh * c->sh - c->ph + kh * c->dh) * c->W + kw * c->dw - c->pw; /* gx index at ow = 0 */
+                    const float *dr = d + oh * c->OW;
+                    if (c->sw == 1 && w_hi > w_lo) {
+                        float *gr = gp + base + w_lo;
+                        const float *src = dr + w_lo;
+                        int64_t n = w_hi - w_lo, j;
+                        for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(gr + j, hv__vadd(hv__vld(gr + j), hv__vld(src + j)));
+                        for (; j < n; j++) gr[j] += src[j];
+                    } else {
+                        for (ow = w_lo; ow < w_hi; ow++) gp[base + ow * c->sw] += dr[ow];
+                    }
+                }
+            }
+    }
+}
+/* C_i (m x n) (+)= op(A_i) op(B_i) for i < batch, through the backend's GEMM */
+static void hv__conv_gemm(hv_ctx *ctx, int ta, int tb, int64_t m, int64_t n, int64_t k, int64_t batch, const float *A, int64_t lda,
+                          int64_t sa, const float *B, int64_t ldb, int64_t sb, float *C, int64_t ldc, int64_t sc, float beta) {
+    hv__gemm_args g;
+    memset(&g, 0, sizeof g);
+    g.trans_a = ta;
+    g.trans_b = tb;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.batch = batch;
+    g.alpha = 1.0f;
+    g.beta = beta;
+    g.a = A;
+    g.lda = lda;
+    g.batch_stride_a = sa;
+    g.b = B;
+    g.ldb = ldb;
+    g.batch_stride_b = sb;
+    g.c = C;
+    g.ldc = ldc;
+    g.batch_stride_c = sc;
+    ctx->be->gemm(ctx, &g);
+}
+/* row sums of a (rows x n) matrix, each in order: float partial sums over a row, double across */
+static double hv__row_sum(const float *p, int64_t n) {
+    hv__vf acc = hv__vzero();
+    int64_t j;
+    for (j = 0; j + HV__VN <= n; j += HV__VN) acc = hv__vadd(acc, hv__vld(p + j));
+    if (j < n) acc = hv__vadd(acc, hv__vldn(p + j, n - j));
+    return (double)hv__vhsum(acc);
+}
+
+static void hv__fast_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(x, y, w, g);
+    const float *px = (const float *)x->data, *pw = (const float *)w->data;
+    float *py = (float *)y->data, *col = NULL;
+    int64_t n0, chunk = hv__conv_chunk(&c), gi, r;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    if (!c.direct && !(col = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_conv2d(ctx, y, x, w, b, g);
+        return;
+    }
+    for (n0 = 0; n0 < c.N; n0 += chunk) {
+        int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+        const float *src = px + n0 * c.cin * c.H * c.W; /* col of image n0, group 0 */
+        int64_t ldb = c.P, sb = c.cin * c.H * c.W;
+        if (!c.direct) {
+            hv__im2col(ctx, &c, px, n0, nimg, col);
+            src = col;
+            sb = c.cin * c.KH * c.KW * c.P;
+        }
+        for (gi = 0; gi < c.G; gi++) /* y[n, group] (cout_g, P) = W_g (cout_g, K) col[n, group] (K, P) */
+            hv__conv_gemm(ctx, 0, 0, c.cout_g, c.P, c.K, nimg, pw + gi * c.cout_g * c.K, c.K, 0, src + gi * c.K * ldb, ldb, sb,
+                          py + (n0 * c.cout + gi * c.cout_g) * c.P, c.P, c.cout * c.P, 0.0f);
+    }
+    if (b) {
+        const float *pb = (const float *)b->data;
+        HV__PARALLEL_FOR(ctx, c.N * c.cout * c.P)
+        for (r = 0; r < c.N * c.cout; r++) {
+            float *yr = py + r * c.P;
+            const hv__vf bv = hv__vset(pb[r % c.cout]);
+            int64_t j;
+            for (j = 0; j + HV__VN <= c.P; j += HV__VN) hv__vst(yr + j, hv__vadd(hv__vld(yr + j), bv));
+            for (; j < c.P; j++) yr[j] += pb[r % c.cout];
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(gx, gy, w, g);
+    const float *pg = (const float *)gy->data, *pw = (const float *)w->data;
+    float *pgx = (float *)gx->data, *dcol = NULL;
+    int64_t n0, chunk = hv__conv_chunk(&c), gi;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    if (!c.direct && !(dcol = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_conv2d_bwd_data(ctx, gx, gy, w, g);
+        return;
+    }
+    for (n0 = 0; n0 < c.N; n0 += chunk) {
+        int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+        /* dcol[n, group] (K, P) = W_g^T gy[n, group]; 1x1: straight into gx (beta 1) */
+        float *dst = c.direct ? pgx + n0 * c.cin * c.P : dcol;
+        int64_t sd = c.cin * c.KH * c.KW * c.P;
+        for (gi = 0; gi < c.G; gi++)
+            hv__conv_gemm(ctx, 1, 0, c.K, c.P, c.cout_g, nimg, pw + gi * c.cout_g * c.K, c.K, 0, pg + (n0 * c.cout + gi * c.cout_g) * c.P, c.P,
+                          c.cout * c.P, dst + gi * c.K * c.P, c.P, sd, c.direct ? 1.0f : 0.0f);
+        if (!c.direct) hv__col2im(ctx, &c, dcol, n0, nimg, pgx);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                       const int64_t *g) {
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data;
+    int64_t co;
+    if (gw) {
+        hv__conv_geo c = hv__conv_geometry(x, gy, gw, g);
+        int64_t n0, n, chunk = hv__conv_chunk(&c);
+        hv__arena_mark mark = hv__arena_save(&ctx->arena);
+        float *col = NULL;
+        if (!c.direct && !(col = hv__scratch(ctx, chunk * c.cin * c.KH * c.KW * c.P))) {
+            hv__arena_rewind(&ctx->arena, mark);
+            hv__cpu_conv2d_bwd_weight(ctx, gw, gb, x, gy, g);
+            return;
+        }
+        for (n0 = 0; n0 < c.N; n0 += chunk) {
+            int64_t nimg = c.N - n0 < chunk ? c.N - n0 : chunk;
+            if (!c.direct) hv__im2col(ctx, &c, px, n0, nimg, col);
+            /* gW_g (cout_g, K) += gy[n, group] (cout_g, P) col[n, group]^T: the groups in one batch, image
+               after image (the sum over the batch runs in order) */
+            for (n = n0; n < n0 + nimg; n++) {
+                const float *src = c.direct ? px + n * c.cin * c.P : col + (n - n0) * c.cin * c.KH * c.KW * c.P;
+                hv__conv_gemm(ctx, 0, 1, c.cout_g, c.K, c.P, c.G, pg + n * c.cout * c.P, c.P, c.cout_g * c.P, src, c.P, c.K * c.P,
+                              (float *)gw->data, c.K, c.cout_g * c.K, 1.0f);
+            }
+        }
+        hv__arena_rewind(&ctx->arena, mark);
+    }
+    if (gb) { /* per channel, images in order */
+        const int64_t N = gy->shape[0], cout = gy->shape[1], P = gy->shape[2] * gy->shape[3];
+        float *pgb = (float *)gb->data;
+        HV__PARALLEL_FOR(ctx, N * cout * P)
+        for (co = 0; co < cout; co++) {
+            double acc = 0;
+            int64_t ni;
+            for (ni = 0; ni < N; ni++) acc += hv__row_sum(pg + (ni * cout + co) * P, P);
+            pgb[co] += (float)acc;
+        }
+    }
+}
+
+/* ---- sums ------------------------------------------------------------------------------------
+   A long float sum in a fixed order: VN lanes of float partial sums over runs of HV__RUN
+   elements, each run's total added to a double. Close to the reference's double sums (relative
+   error ~1e-7 for data of one sign) at the speed of float vectors. */
+#define HV__RUN 256
+static double hv__sum_f(const float *p, int64_t n) {
+    double total = 0;
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vld(p + j));
+        if (j < e) acc = hv__vadd(acc, hv__vldn(p + j, e - j));
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of p - c: with c a value of the data (the first), float partial sums stay small for data far
+   from 0, as the rows of a layer norm can be */
+static double hv__sum_dev(const float *p, int64_t n, float c) {
+    double total = 0;
+    int64_t r, j;
+    const hv__vf cv = hv__vset(c);
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vsub(hv__vld(p + j), cv));
+        if (j < e) acc = hv__vadd(acc, hv__vsub(hv__vldnf(p + j, e - j, c), cv));
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of (p - mu)^2 */
+static double hv__sum_sqdev(const float *p, int64_t n, float mu) {
+    double total = 0;
+    int64_t r, j;
+    const hv__vf m = hv__vset(mu);
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero(), d;
+        for (j = r; j + HV__VN <= e; j += HV__VN) {
+            d = hv__vsub(hv__vld(p + j), m);
+            acc = hv__vfma(d, d, acc);
+        }
+        if (j < e) {
+            d = hv__vsub(hv__vldnf(p + j, e - j, mu), m);
+            acc = hv__vfma(d, d, acc);
+        }
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* sum of a * b */
+static double hv__sum_prod(const float *a, const float *b, int64_t n) {
+    double total = 0;
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf acc = hv__vzero();
+        for (j = r; j + HV__VN <= e; j += HV__VN) acc = hv__vfma(hv__vld(a + j), hv__vld(b + j), acc);
+        if (j < e) acc = hv__vfma(hv__vldn(a + j, e - j), hv__vldn(b + j, e - j), acc);
+        total += (double)hv__vhsum(acc);
+    }
+    return total;
+}
+/* the max of n >= 1 floats; NaN when one is NaN */
+static float hv__max_f(const float *p, int64_t n) {
+    hv__vf m = hv__vset(-INFINITY), nan = hv__vzero(), v;
+    int64_t j;
+    for (j = 0; j < n; j += HV__VN) {
+        v = n - j >= HV__VN ? hv__vld(p + j) : hv__vldnf(p + j, n - j, -INFINITY);
+        m = hv__vmax(m, v);
+        nan = hv__vmax(nan, hv__visnan(v));
+    }
+    return hv__vhmax(nan) > 0 ? NAN : hv__vhmax(m);
+}
+/* column sums of a (rows x ld) matrix over columns [c0, c0 + nc), nc <= 4 VN: out[c] (+)= sum over
+   rows in order of f(row, column). Runs of HV__RUN rows in float, each run added in double. The
+   kind: 0 plain sum, 1 sum of g * (x - mean[row]) * rstd[row] (layer norm weight gradient) */
+static void hv__col_sums(const float *p, const float *x, const float *mean, const float *rstd, int64_t rows, int64_t ld, int64_t c0,
+                         int64_t nc, double *out) {
+    int64_t r0, r, v, nv = (nc + HV__VN - 1) / HV__VN;
+    for (v = 0; v < nc; v++) out[v] = 0;
+    for (r0 = 0; r0 < rows; r0 += HV__RUN) {
+        int64_t e = r0 + HV__RUN < rows ? r0 + HV__RUN : rows;
+        hv__vf acc[4];
+        float tmp[4 * HV__VN];
+        for (v = 0; v < nv; v++) acc[v] = hv__vzero();
+        for (r = r0; r < e; r++) {
+            const float *pr = p + r * ld + c0;
+            for (v = 0; v < nv; v++) {
+                int64_t left = nc - v * HV__VN;
+                hv__vf g = left >= HV__VN ? hv__vld(pr + v * HV__VN) : hv__vldn(pr + v * HV__VN, left);
+                if (x) {
+                    const float *xr = x + r * ld + c0 + v * HV__VN;
+                    hv__vf xv = left >= HV__VN ? hv__vld(xr) : hv__vldn(xr, left);
+                    g = hv__vmul(g, hv__vmul(hv__vsub(xv, hv__vset(mean[r])), hv__vset(rstd[r])));
+                }
+                acc[v] = hv__vadd(acc[v], g);
+            }
+        }
+        for (v = 0; v < nv; v++) hv__vst(tmp + v * HV__VN, acc[v]);
+        for (v = 0; v < nc; v++) out[v] += (double)tmp[v];
+    }
+}
+
+/* ---- softmax, log-softmax --------------------------------------------------------------------
+   Rows along the last axis (inner 1) run with horizontal vectors; rows along another axis (inner
+   > 1) with VN neighbouring rows per vector, walking down the axis. */
+static void hv__fast_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t r;
+    if (inner == 1) {
+        HV__PARALLEL_FOR(ctx, outer * n)
+        for (r = 0; r < outer; r++) {
+            const float *xr = px + r * n;
+            float *yr = py + r * n, m = hv__max_f(xr, n), inv;
+            const hv__vf mv = hv__vset(m);
+            double s = 0;
+            int64_t j, r0;
+            for (r0 = 0; r0 < n; r0 += HV__RUN) { /* y = exp(x - m) and its sum, in runs as hv__sum_f */
+                int64_t e = r0 + HV__RUN < n ? r0 + HV__RUN : n;
+                hv__vf acc = hv__vzero(), p;
+                for (j = r0; j + HV__VN <= e; j += HV__VN) {
+                    p = hv__vexp(hv__vsub(hv__vld(xr + j), mv));
+                    if (!is_log) hv__vst(yr + j, p);
+                    acc = hv__vadd(acc, p);
+                }
+                if (j < e) {
+                    p = hv__vexp(hv__vsub(hv__vldnf(xr + j, e - j, -INFINITY), mv));
+                    if (!is_log) hv__vstn(yr + j, p, e - j);
+                    acc = hv__vadd(acc, p);
+                }
+                s += (double)hv__vhsum(acc);
+            }
+            if (is_log) { /* (x - m) - log s, as the reference */
+                const hv__vf ls = hv__vset((float)log(s));
+                for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(yr + j, hv__vsub(hv__vsub(hv__vld(xr + j), mv), ls));
+                if (j < n) hv__vstn(yr + j, hv__vsub(hv__vsub(hv__vldn(xr + j, n - j), mv), ls), n - j);
+            } else {
+                inv = (float)(1.0 / s);
+                for (j = 0; j + HV__VN <= n; j += HV__VN) hv__vst(yr + j, hv__vmul(hv__vld(yr + j), hv__vset(inv)));
+                if (j < n) hv__vstn(yr + j, hv__vmul(hv__vldn(yr + j, n - j), hv__vset(inv)), n - j);
+            }
+        }
+    } else {
+        const int64_t nblk = (inner + HV__VN - 1) / HV__VN;
+        HV__PARALLEL_FOR(ctx, outer * n * inner)
+        for (r = 0; r < outer * nblk; r++) { /* VN rows: columns c0.. of the (n, inner) slab of outer index o */
+            const int64_t o = r / nblk, c0 = (r % nblk) * HV__VN, w = inner - c0 < HV__VN ? inner - c0 : HV__VN;
+            const float *xs = px + o * n * inner + c0;
+            float *ys = py + o * n * inner + c0;
+            hv__vf m = hv__vset(-INFINITY), s = hv__vzero(), nan = hv__vzero(), v;
+            int64_t j;
+            for (j = 0; j < n; j++) {
+                v = hv__vldn(xs + j * inner, w);
+                m = hv__vmax(m, v);
+                nan = hv__vmax(nan, hv__visnan(v));
+            }
+            m = hv__vsel_gt(nan, hv__vzero(), hv__vset(NAN), m);
+            for (j = 0; j < n; j++) s = hv__vadd(s, hv__vexp(hv__vsub(hv__vldn(xs + j * inner, w), m)));
+            if (is_log) {
+                float sv[HV__VN], lv[HV__VN];
+                int64_t t;
+                hv__vst(sv, s);
+                for (t = 0; t < HV__VN; t++) lv[t] = logf(sv[t]);
+                for (j = 0; j < n; j++) hv__vstn(ys + j * inner, hv__vsub(hv__vsub(hv__vldn(xs + j * inner, w), m), hv__vld(lv)), w);
+            } else {
+                hv__vf inv = hv__vdiv(hv__vset(1.0f), s);
+                for (j = 0; j < n; j++) hv__vstn(ys + j * inner, hv__vmul(hv__vexp(hv__vsub(hv__vldn(xs + j * inner, w), m)), inv), w);
+            }
+        }
+    }
+}
+static void hv__fast_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer,
+                                 int64_t n, int64_t inner) {
+    const float *py = (const float *)y->data, *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data;
+    int64_t r;
+    if (inner == 1) {
+        HV__PARALLEL_FOR(ctx, outer * n)
+        for (r = 0; r < outer; r++) {
+            const float *yr = py + r * n, *gr = pg + r * n;
+            float *gxr = pgx + r * n;
+            const hv__vf s = hv__vset((float)(is_log ? hv__sum_f(gr, n) : hv__sum_prod(gr, yr, n)));
+            int64_t j;
+            for (j = 0; j < n; j += HV__VN) {
+                int64_t w = n - j < HV__VN ? n - j : HV__VN;
+                hv__vf yv = hv__vldn(yr + j, w), gv = hv__vldn(gr + j, w), d;
+                /* log: gx += gy - softmax sum(gy); else gx += y (gy - sum(gy y)) */
+                d = is_log ? hv__vsub(gv, hv__vmul(hv__vexp(yv), s)) : hv__vmul(yv, hv__vsub(gv, s));
+                hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, w), d), w);
+            }
+        }
+    } else {
+        const int64_t nblk = (inner + HV__VN - 1) / HV__VN;
+        HV__PARALLEL_FOR(ctx, outer * n * inner)
+        for (r = 0; r < outer * nblk; r++) {
+            const int64_t o = r / nblk, c0 = (r % nblk) * HV__VN, w = inner - c0 < HV__VN ? inner - c0 : HV__VN, base = o * n * inner + c0;
+            hv__vf s = hv__vzero();
+            int64_t j;
+            for (j = 0; j < n; j++) {
+                hv__vf gv = hv__vldn(pg + base + j * inner, w);
+                s = is_log ? hv__vadd(s, gv) : hv__vfma(gv, hv__vldn(py + base + j * inner, w), s);
+            }
+            for (j = 0; j < n; j++) {
+                const int64_t k = base + j * inner;
+                hv__vf yv = hv__vldn(py + k, w), gv = hv__vldn(pg + k, w);
+                hv__vf d = is_log ? hv__vsub(gv, hv__vmul(hv__vexp(yv), s)) : hv__vmul(yv, hv__vsub(gv, s));
+                hv__vstn(pgx + k, hv__vadd(hv__vldn(pgx + k, w), d), w);
+            }
+        }
+    }
+}
+
+/* ---- layer norm: statistics in float vectors over two passes (mean, then squared deviations),
+   summed in runs into doubles; weight and bias gradients per block of columns, rows in order ---- */
+static void hv__fast_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                                const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data, *pm = (float *)mean->data, *ps = (float *)rstd->data;
+    HV__PARALLEL_FOR(ctx, rows * D)
+    for (r = 0; r < rows; r++) {
+        const float *xr = px + r * D;
+        double mud = (double)xr[0] + hv__sum_dev(xr, D, xr[0]) / (double)D;
+        float *yr = py + r * D, mu = (float)mud, mu_lo = (float)(mud - (double)mu);
+        float rs = (float)(1.0 / sqrt(hv__sum_sqdev(xr, D, mu) / (double)D + eps));
+        const hv__vf mv = hv__vset(mu), mlo = hv__vset(mu_lo), rv = hv__vset(rs);
+        int64_t j;
+        for (j = 0; j < D; j += HV__VN) { /* x - mean in two parts: keeps the digits of rows far from 0 */
+            int64_t n = D - j < HV__VN ? D - j : HV__VN;
+            hv__vf v = hv__vmul(hv__vsub(hv__vsub(hv__vldn(xr + j, n), mv), mlo), rv);
+            if (pw) v = hv__vmul(v, hv__vldn(pw + j, n));
+            if (pb) v = hv__vadd(v, hv__vldn(pb + j, n));
+            hv__vstn(yr + j, v, n);
+        }
+        pm[r] = mu;
+        ps[r] = rs;
+    }
+}
+static void hv__fast_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                    const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r, blk;
+    const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pm = (const float *)mean->data;
+    const float *ps = (const float *)rstd->data, *pg = (const float *)gy->data;
+    if (gx) {
+        float *pgx = (float *)gx->data;
+        /* gx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w: one row per thread */
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (r = 0; r < rows; r++) {
+            const float *xr = px + r * D, *gr = pg + r * D;
+            float *gxr = pgx + r * D;
+            const hv__vf mv = hv__vset(pm[r]), rv = hv__vset(ps[r]);
+            hv__vf sg = hv__vzero(), sgx = hv__vzero();
+            double dsg = 0, dsgx = 0;
+            int64_t j, run = 0;
+            for (j = 0; j < D; j += HV__VN) {
+                int64_t n = D - j < HV__VN ? D - j : HV__VN;
+                hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv);
+                if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
+                sg = hv__vadd(sg, g);
+                sgx = hv__vfma(g, xh, sgx); /* lanes past D: g = 0 */
+                if ((run += HV__VN) >= HV__RUN || j + HV__VN >= D) {
+                    dsg += (double)hv__vhsum(sg);
+                    dsgx += (double)hv__vhsum(sgx);
+                    sg = sgx = hv__vzero();
+                    run = 0;
+                }
+            }
+            {
+                const hv__vf msg = hv__vset((float)(dsg / (double)D)), msgx = hv__vset((float)(dsgx / (double)D));
+                for (j = 0; j < D; j += HV__VN) {
+                    int64_t n = D - j < HV__VN ? D - j : HV__VN;
+                    hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv), d;
+                    if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
+                    d = hv__vmul(rv, hv__vsub(hv__vsub(g, msg), hv__vmul(xh, msgx)));
+                    hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, n), d), n);
+                }
+            }
+        }
+    }
+    if (gw || gb) {
+        const int64_t cb = 4 * HV__VN, nblk = (D + cb - 1) / cb;
+        float *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+        HV__PARALLEL_FOR(ctx, rows * D)
+        for (blk = 0; blk < nblk; blk++) { /* sums over rows: a block of columns per thread, rows in order */
+            const int64_t c0 = blk * cb, nc = D - c0 < cb ? D - c0 : cb;
+            double s[4 * HV__VN];
+            int64_t c;
+            if (pgw) {
+                hv__col_sums(pg, px, pm, ps, rows, D, c0, nc, s);
+                for (c = 0; c < nc; c++) pgw[c0 + c] += (float)s[c];
+            }
+            if (pgb) {
+                hv__col_sums(pg, NULL, NULL, NULL, rows, D, c0, nc, s);
+                for (c = 0; c < nc; c++) pgb[c0 + c] += (float)s[c];
+            }
+        }
+    }
+}
+
+/* ---- elementwise: contiguous spans as vectors, everything else by the reference row walk -----
+   A contiguous output and inputs are one flat span cut in chunks of HV__CHUNK (parallel, any
+   split: no element depends on another); rows whose last axis has stride 1 (or 0: broadcast) run
+   as vector rows. */
+#define HV__CHUNK 16384
+static int hv__flat(const hv_tensor *t) { return hv_is_contiguous(t); }
+
+/* o[j] = op(x[j]) for j < n (both stride 1); the ops the reference computes with libm's tanhf and
+   logf keep them (lane by lane) */
+static void hv__unary_span(int op, float alpha, float *o, const float *x, int64_t n) {
+    int64_t j = 0, w;
+    const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
+    if (op == HV__TANH || op == HV__LOG) {
+        for (; j < n; j++) o[j] = hv__unary_f(op, alpha, x[j]);
+        return;
+    }
+    for (; j < n; j += HV__VN) {
+        hv__vf v, r;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        v = hv__vldn(x + j, w);
+        switch (op) {
+        case HV__EXP: r = hv__vexp(v); break;
+        case HV__SQRT: r = hv__vsqrt(v); break;
+        case HV__SIGMOID: r = hv__vdiv(one, hv__vadd(one, hv__vexp(hv__vsub(zero, v)))); break;
+        case HV__RELU: r = hv__vsel_gt(v, zero, v, zero); break; /* NaN -> 0, as x > 0 ? x : 0 */
+        case HV__LEAKY_RELU: r = hv__vsel_gt(v, zero, v, hv__vmul(a, v)); break;
+        case HV__GELU: r = hv__vgelu(v); break;
+        case HV__SCALE: r = hv__vmul(a, v); break;
+        default: r = hv__vadd(v, a); break; /* HV__ADD_SCALAR */
+        }
+        hv__vstn(o + j, r, w);
+    }
+}
+/* g[j] += gy[j] * d op(x[j]) / dx, from x and y = op(x) */
+static void hv__unary_bwd_span(int op, float alpha, float *g, const float *x, const float *y, const float *gy, int64_t n) {
+    int64_t j, w;
+    const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
+    for (j = 0; j < n; j += HV__VN) {
+        hv__vf xv, yv, d;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        xv = hv__vldn(x + j, w);
+        yv = hv__vldn(y + j, w);
+        switch (op) {
+        case HV__EXP: d = yv; break;
+        case HV__LOG: d = hv__vdiv(one, xv); break;
+        case HV__SQRT: d = hv__vdiv(hv__vset(0.5f), yv); break;
+        case HV__TANH: d = hv__vsub(one, hv__vmul(yv, yv)); break;
+        case HV__SIGMOID: d = hv__vmul(yv, hv__vsub(one, yv)); break;
+        case HV__RELU: d = hv__vsel_gt(xv, zero, one, zero); break;
+        case HV__LEAKY_RELU: d = hv__vsel_gt(xv, zero, one, a); break;
+        case HV__GELU: d = hv__vgelu_d(xv); break;
+        case HV__SCALE: d = a; break;
+        default: d = one; break;
+        }
+        hv__vstn(g + j, hv__vfma(hv__vldn(gy + j, w), d, hv__vldn(g + j, w)), w);
+    }
+}
+static void hv__fast_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
+    int64_t n = hv_numel(out), c;
+    if (!hv__flat(out) || !hv__flat(x)) {
+        if (hv__row_stride(out) == 1 && hv__row_stride(x) == 1) {
+            int64_t r, rows = hv__rows(out), len = hv__row_len(out);
+            HV__PARALLEL_FOR(ctx, n)
+            for (r = 0; r < rows; r++)
+                hv__unary_span(op, alpha, (float *)out->data + hv__row_offset(out, r), (const float *)x->data + hv__row_offset(x, r), len);
+        } else {
+            hv__cpu_unary(ctx, op, alpha, out, x);
+        }
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK)
+        hv__unary_span(op, alpha, (float *)out->data + c, (const float *)x->data + c, n - c < HV__CHUNK ? n - c : HV__CHUNK);
+}
+static void hv__fast_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y,
+                               const hv_tensor *gy) {
+    int64_t n = hv_numel(gx), c;
+    if (!hv__flat(gx) || !hv__flat(x) || !hv__flat(y) || !hv__flat(gy)) {
+        hv__cpu_unary_bwd(ctx, op, alpha, gx, x, y, gy);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK)
+        hv__unary_bwd_span(op, alpha, (float *)gx->data + c, (const float *)x->data + c, (const float *)y->data + c, (const float *)gy->data + c,
+                           n - c < HV__CHUNK ? n - c : HV__CHUNK);
+}
+
+/* o[j] = a[j sa] (op) b[j sb] with sa, sb in {0, 1} */
+static void hv__binary_span(int op, float *o, const float *a, int64_t sa, const float *b, int64_t sb, int64_t n) {
+    int64_t j, w;
+    for (j = 0; j < n; j += HV__VN) {
+        hv__vf av, bv, r;
+        w = n - j < HV__VN ? n - j : HV__VN;
+        av = sa ? hv__vldn(a + j, w) : hv__vset(a[0]);
+        bv = sb ? hv__vldn(b + j, w) : hv__vset(b[0]);
+        switch (op) {
+        case HV__ADD: r = hv__vadd(av, bv); break;
+        case HV__SUB: r = hv__vsub(av, bv); break;
+        case HV__MUL: r = hv__vmul(av, bv); break;
+        default: r = hv__vdiv(av, bv); break;
+        }
+        hv__vstn(o + j, r, w);
+    }
+}
+static void hv__fast_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
+    int64_t n = hv_numel(out), sa = hv__row_stride(a), sb = hv__row_stride(b), c, r;
+    if (hv__flat(out) && hv__flat(a) && hv__flat(b)) {
+        HV__PARALLEL_FOR(ctx, n)
+        for (c = 0; c < n; c += HV__CHUNK)
+            hv__binary_span(op, (float *)out->data + c, (const float *)a->data + c, 1, (const float *)b->data + c, 1,
+                            n - c < HV__CHUNK ? n - c : HV__CHUNK);
+    } else if (hv__flat(out) && (sa == 0 || sa == 1) && (sb == 0 || sb == 1)) {
+        int64_t rows = hv__rows(out), len = hv__row_len(out);
+        HV__PARALLEL_FOR(ctx, n)
+        for (r = 0; r < rows; r++)
+            hv__binary_span(op, (float *)out->data + r * len, (const float *)a->data + hv__row_offset(a, r), sa,
+                            (const float *)b->data + hv__row_offset(b, r), sb, len);
+    } else {
+        hv__cpu_binary(ctx, op, out, a, b);
+    }
+}
+
+/* layout copies: flat, or rows whose last axis has stride 1 */
+static void hv__fast_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
+    int64_t n = hv_numel(dst), r, c;
+    if (!accumulate || dst->dtype != HV_F32) {
+        if (!accumulate && !(hv__flat(dst) && hv__flat(src)) && hv__row_stride(dst) == 1 && hv__row_stride(src) == 1) {
+            int64_t rows = hv__rows(dst), len = hv__row_len(dst);
+            size_t es = hv__dtype_size(dst->dtype);
+            HV__PARALLEL_FOR(ctx, n)
+            for (r = 0; r < rows; r++)
+                memcpy((char *)dst->data + hv__row_offset(dst, r) * (int64_t)es, (const char *)src->data + hv__row_offset(src, r) * (int64_t)es,
+                       es * (size_t)len);
+            return;
+        }
+        hv__cpu_copy(ctx, dst, src, accumulate);
+        return;
+    }
+    if (hv__flat(dst) && hv__flat(src)) {
+        HV__PARALLEL_FOR(ctx, n)
+        for (c = 0; c < n; c += HV__CHUNK)
+            hv__binary_span(HV__ADD, (float *)dst->data + c, (const float *)dst->data + c, 1, (const float *)src->data + c, 1,
+                            n - c < HV__CHUNK ? n - c : HV__CHUNK);
+    } else if (hv__row_stride(dst) == 1 && hv__row_stride(src) == 1) {
+        int64_t rows = hv__rows(dst), len = hv__row_len(dst);
+        HV__PARALLEL_FOR(ctx, n)
+        for (r = 0; r < rows; r++) {
+            float *d = (float *)dst->data + hv__row_offset(dst, r);
+            hv__binary_span(HV__ADD, d, d, 1, (const float *)src->data + hv__row_offset(src, r), 1, len);
+        }
+    } else {
+        hv__cpu_copy(ctx, dst, src, accumulate);
+    }
+}
+
+/* ---- reductions: over trailing axes (row sums) or leading axes (column sums, e.g. the bias
+   gradient of a linear layer) of a contiguous x; other patterns run the reference ---------------- */
+static void hv__fast_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    int d, seen_red = 0, seen_keep = 0, lead = 1, trail = 1;
+    int64_t rows, len, r;
+    const float *px = (const float *)x->data;
+    float *po = (float *)out->data;
+    /* classify the axes (extent-1 axes of x do not matter) */
+    for (d = 0; d < x->ndim; d++) {
+        if (x->shape[d] == 1) continue;
+        if (out->shape[d] == 1) {
+            if (seen_keep) lead = 0; /* a reduced axis after a kept one */
+            seen_red = 1;
+        } else {
+            if (seen_red) trail = 0; /* a kept axis after a reduced one */
+            seen_keep = 1;
+        }
+    }
+    if (!hv__flat(x) || !hv__flat(out) || !seen_red || !seen_keep || !(lead || trail) || hv_numel(x) == 0) {
+        hv__cpu_reduce(ctx, op, out, x);
+        return;
+    }
+    if (trail) { /* out (rows) from x (rows, len) */
+        rows = hv_numel(out);
+        len = hv_numel(x) / rows;
+        HV__PARALLEL_FOR(ctx, rows * len)
+        for (r = 0; r < rows; r++) po[r] = op == HV__RED_SUM ? (float)hv__sum_f(px + r * len, len) : hv__max_f(px + r * len, len);
+    } else { /* out (len) from x (rows, len): column blocks */
+        const int64_t cb = 4 * HV__VN;
+        int64_t nblk;
+        len = hv_numel(out);
+        rows = hv_numel(x) / len;
+        nblk = (len + cb - 1) / cb;
+        HV__PARALLEL_FOR(ctx, rows * len)
+        for (r = 0; r < nblk; r++) {
+            const int64_t c0 = r * cb, nc = len - c0 < cb ? len - c0 : cb;
+            int64_t c, q;
+            if (op == HV__RED_SUM) {
+                double s[4 * HV__VN];
+                hv__col_sums(px, NULL, NULL, NULL, rows, len, c0, nc, s);
+                for (c = 0; c < nc; c++) po[c0 + c] = (float)s[c];
+            } else {
+                for (c = 0; c < nc; c++) { /* max down the column: first value, then NaN wins as in the reference */
+                    float m = px[c0 + c];
+                    for (q = 1; q < rows; q++) {
+                        float v = px[q * len + c0 + c];
+                        if (v > m || v != v) m = v;
+                    }
+                    po[c0 + c] = m;
+                }
+            }
+        }
+    }
+}
+
+/* ---- gather and scatter: rows of `inner` floats as vectors ------------------------------------ */
+static void hv__fast_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                            int64_t k, int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t r, rows = outer * k;
+    HV__PARALLEL_FOR(ctx, rows * inner)
+    for (r = 0; r < rows; r++) {
+        const float *s = ps + ((r / k) * n + pi[r]) * inner;
+        float *dr = pd + r * inner;
+        if (accumulate) hv__binary_span(HV__ADD, dr, dr, 1, s, 1, inner);
+        else memcpy(dr, s, sizeof(float) * (size_t)inner);
+    }
+}
+/* one outer slice per thread, its picks added in the order of idx: the reference's order */
+static void hv__fast_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n, int64_t k,
+                                 int64_t inner) {
+    const float *ps = (const float *)src->data;
+    const int32_t *pi = (const int32_t *)idx->data;
+    float *pd = (float *)dst->data;
+    int64_t o;
+    if (outer < hv__fast_threads(ctx, outer * k * inner) || inner < HV__VN) {
+        hv__cpu_scatter_add(ctx, dst, src, idx, outer, n, k, inner);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, outer * k * inner)
+    for (o = 0; o < outer; o++) {
+        int64_t j;
+        for (j = 0; j < k; j++) {
+            float *d = pd + (o * n + pi[o * k + j]) * inner;
+            hv__binary_span(HV__ADD, d, d, 1, ps + (o * k + j) * inner, 1, inner);
+        }
+    }
+}
+
+/* ---- losses ----------------------------------------------------------------------------------- */
+static void hv__fast_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                   const hv_tensor *labels) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pl = (float *)lse->data, *prl = (float *)row_loss->data;
+    double total = 0;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float m = hv__max_f(xr, C);
+        const hv__vf mv = hv__vset(m);
+        double s = 0;
+        int64_t j, r0;
+        for (r0 = 0; r0 < C; r0 += HV__RUN) {
+            int64_t e = r0 + HV__RUN < C ? r0 + HV__RUN : C;
+            hv__vf acc = hv__vzero();
+            for (j = r0; j + HV__VN <= e; j += HV__VN) acc = hv__vadd(acc, hv__vexp(hv__vsub(hv__vld(xr + j), mv)));
+            if (j < e) acc = hv__vadd(acc, hv__vexp(hv__vsub(hv__vldnf(xr + j, e - j, -INFINITY), mv)));
+            s += (double)hv__vhsum(acc);
+        }
+        pl[2 * r] = m;
+        pl[2 * r + 1] = (float)log(s);
+        prl[r] = (float)((m - xr[py[r]]) + log(s));
+    }
+    for (r = 0; r < N; r++) total += prl[r];
+    *(float *)loss->data = (float)(total / (double)N);
+}
+static void hv__fast_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                       const hv_tensor *lse, const hv_tensor *gloss) {
+    int64_t N = logits->shape[0], C = logits->shape[1], r;
+    const float *px = (const float *)logits->data, *pl = (const float *)lse->data;
+    const int32_t *py = (const int32_t *)labels->data;
+    float *pg = (float *)glogits->data, g = *(const float *)gloss->data / (float)N;
+    HV__PARALLEL_FOR(ctx, N * C)
+    for (r = 0; r < N; r++) {
+        const float *xr = px + r * C;
+        float *gr = pg + r * C;
+        const hv__vf m = hv__vset(pl[2 * r]), ls = hv__vset(pl[2 * r + 1]), gv = hv__vset(g);
+        int64_t j, w;
+        for (j = 0; j < C; j += HV__VN) { /* g softmax, then -g at the label */
+            w = C - j < HV__VN ? C - j : HV__VN;
+            hv__vstn(gr + j, hv__vfma(gv, hv__vexp(hv__vsub(hv__vsub(hv__vldn(xr + j, w), m), ls)), hv__vldn(gr + j, w)), w);
+        }
+        gr[py[r]] -= g;
+    }
+}
+
+/* mean of (a - b)^2 or |a - b|: fixed chunks of HV__CHUNK summed in parallel (runs in double), the
+   chunk sums added in order, so the result does not depend on the threads */
+static void hv__fast_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    int64_t n = hv_numel(a), nch = (n + HV__CHUNK - 1) / HV__CHUNK, c;
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    double *part = (double *)hv__arena_alloc(&ctx->arena, sizeof(double) * (size_t)nch), s = 0;
+    if (!part) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_diff_loss(ctx, mode, loss, a, b);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nch; c++) {
+        int64_t e = (c + 1) * HV__CHUNK < n ? (c + 1) * HV__CHUNK : n, r0, j, w;
+        double t = 0;
+        for (r0 = c * HV__CHUNK; r0 < e; r0 += HV__RUN) {
+            int64_t re = r0 + HV__RUN < e ? r0 + HV__RUN : e;
+            hv__vf acc = hv__vzero();
+            for (j = r0; j < re; j += HV__VN) {
+                hv__vf d;
+                w = re - j < HV__VN ? re - j : HV__VN;
+                d = hv__vsub(hv__vldn(pa + j, w), hv__vldn(pb + j, w));
+                acc = mode == HV__LOSS_MSE ? hv__vfma(d, d, acc) : hv__vadd(acc, hv__vabs(d));
+            }
+            t += (double)hv__vhsum(acc);
+        }
+        part[c] = t;
+    }
+    for (c = 0; c < nch; c++) s += part[c];
+    *(float *)loss->data = (float)(s / (double)n);
+    hv__arena_rewind(&ctx->arena, mark);
+}
+static void hv__fast_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                   const hv_tensor *gloss) {
+    int64_t n = hv_numel(a), c;
+    const float *pa = (const float *)a->data, *pb = (const float *)b->data;
+    float *pga = ga ? (float *)ga->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    const float g = *(const float *)gloss->data / (float)n;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < n; c += HV__CHUNK) {
+        const hv__vf gv = hv__vset(g), g2 = hv__vset(2.0f * g), zero = hv__vzero();
+        int64_t e = c + HV__CHUNK < n ? c + HV__CHUNK : n, j, w;
+        for (j = c; j < e; j += HV__VN) {
+            hv__vf d, v;
+            w = e - j < HV__VN ? e - j : HV__VN;
+            d = hv__vsub(hv__vldn(pa + j, w), hv__vldn(pb + j, w));
+            /* MSE 2 g d; L1 g sign(d), 0 at d = 0 (and NaN) */
+            v = mode == HV__LOSS_MSE ? hv__vmul(g2, d) : hv__vsel_gt(d, zero, gv, hv__vsel_lt(d, zero, hv__vsub(zero, gv), zero));
+            if (pga) hv__vstn(pga + j, hv__vadd(hv__vldn(pga + j, w), v), w);
+            if (pgb) hv__vstn(pgb + j, hv__vsub(hv__vldn(pgb + j, w), v), w);
+        }
+    }
+}
+
+/* HV-SECTION cpu-fast END */
+
+/* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
+   and the benchmarks' baseline) */
+#ifdef HUMANVIT_REFERENCE_KERNELS
+static const int hv__reference_kernels = 1;
+#else
+static const int hv__reference_kernels = 0;
+#endif
 static const hv__backend *hv__cpu_backend(void) {
     static hv__backend be;
     if (!be.name) {
@@ -4362,6 +6033,30 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
         /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
+        /* HV-SECTION cpu-fast-table BEGIN */
+        if (!hv__reference_kernels) { /* the fast kernels of section 7b replace the references */
+            be.attention = hv__fast_attention;
+            be.attention_bwd = hv__fast_attention_bwd;
+            be.conv2d = hv__fast_conv2d;
+            be.conv2d_bwd_data = hv__fast_conv2d_bwd_data;
+            be.conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
+            be.copy = hv__fast_copy;
+            be.binary = hv__fast_binary;
+            be.unary = hv__fast_unary;
+            be.unary_bwd = hv__fast_unary_bwd;
+            be.reduce = hv__fast_reduce;
+            be.softmax = hv__fast_softmax;
+            be.softmax_bwd = hv__fast_softmax_bwd;
+            be.layer_norm = hv__fast_layer_norm;
+            be.layer_norm_bwd = hv__fast_layer_norm_bwd;
+            be.gather = hv__fast_gather;
+            be.scatter_add = hv__fast_scatter_add;
+            be.cross_entropy = hv__fast_cross_entropy;
+            be.cross_entropy_bwd = hv__fast_cross_entropy_bwd;
+            be.diff_loss = hv__fast_diff_loss;
+            be.diff_loss_bwd = hv__fast_diff_loss_bwd;
+        }
+        /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";
     }
     return &be;

@@ -1,0 +1,202 @@
+/* bench_kernels.c - the CPU kernels other than GEMM, at ViT-S/14 and ResNeXt shapes: the scalar
+   reference kernel, the fast kernel of humanvit.h section 7b, and (when python3 can import
+   torch) the same work in PyTorch on the same machine with the same thread count, run by
+   bench/torch_kernels.py in this same run.
+
+       ./build.sh bench                       (builds and runs every bench program)
+       build/bench/bench_kernels [--threads N] [--reps N] [--no-torch] [--no-ref] [filter]
+
+   Times are medians over --reps runs (default 9; the slow reference 3) after one warm-up, in
+   milliseconds. Each row calls the kernel through the same entry points the ops use (the fast
+   ones are what the backend table holds), on inputs made once. The convolutions also time the
+   backend GEMM they call, so they speed up again when the SIMD GEMM is in. */
+#define _POSIX_C_SOURCE 200809L
+#define HUMANVIT_IMPLEMENTATION
+#include "../humanvit.h"
+#include <time.h>
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct bench {
+    const char *name, *shape;
+    void (*setup)(struct bench *b);       /* makes the inputs from p[] */
+    void (*run)(struct bench *b, int fast); /* one call of the reference (fast 0) or fast kernel */
+    int64_t p[10];                        /* shape parameters */
+    double flops;                         /* of one call, 0 when not meaningful */
+    hv_tensor *t[12];                     /* persistent tensors, freed after the row */
+    hv_tensor *v[4];                      /* views into them (arena) */
+    int64_t g[8];
+    float f;
+    double ms_ref, ms_fast, ms_torch;
+} bench;
+
+static hv_ctx *ctx;
+static int reps = 9, do_ref = 1;
+
+static double time_it(bench *b, int fast, int n) {
+    double t[64];
+    int i;
+    if (n > 64) n = 64;
+    b->run(b, fast); /* warm-up: also grows the arena to its size */
+    for (i = 0; i < n; i++) {
+        double t0 = now_ms();
+        b->run(b, fast);
+        t[i] = now_ms() - t0;
+    }
+    qsort(t, (size_t)n, sizeof t[0], cmp_double);
+    return t[n / 2];
+}
+
+static hv_tensor *randn(hv_shape s, float std) { return hv_randn(ctx, s, 0.0f, std); }
+static hv_tensor *zeros(hv_shape s) { return hv_zeros(ctx, s); }
+
+/* ---- attention: q, k, v are strided views of a (B, N, 3, H, d) qkv, as in the ViT block ----- */
+static void att_setup(bench *b) {
+    const int perm[4] = {0, 2, 1, 3};
+    const int64_t B = b->p[0], N = b->p[1], H = b->p[2], d = b->p[3];
+    int i;
+    b->t[0] = randn(HV_SHAPE(B, N, 3, H, d), 1.0f);
+    for (i = 0; i < 3; i++) b->v[i] = hv_permute(hv_select(b->t[0], 2, i), perm);
+    b->t[3] = zeros(HV_SHAPE(B, H, N, d));  /* o */
+    b->t[4] = zeros(HV_SHAPE(B, H, N));     /* lse */
+    b->t[5] = randn(HV_SHAPE(B, H, N, d), 1); /* go */
+    b->t[6] = zeros(HV_SHAPE(B, H, N, d));  /* gq */
+    b->t[7] = zeros(HV_SHAPE(B, H, N, d));  /* gk */
+    b->t[8] = zeros(HV_SHAPE(B, H, N, d));  /* gv */
+    b->t[9] = zeros(HV_SHAPE(B, H, N));     /* delta */
+    b->f = 1.0f / sqrtf((float)d);
+    b->flops = (b->p[4] ? 10.0 : 4.0) * B * H * N * N * d; /* 2 or 5 products of 2 N^2 d flops */
+    hv__cpu_attention(ctx, b->t[3], b->t[4], b->v[0], b->v[1], b->v[2], b->f);
+}
+static void att_fwd(bench *b, int fast) {
+    (fast ? hv__fast_attention : hv__cpu_attention)(ctx, b->t[3], b->t[4], b->v[0], b->v[1], b->v[2], b->f);
+}
+static void att_bwd(bench *b, int fast) {
+    (fast ? hv__fast_attention_bwd : hv__cpu_attention_bwd)(ctx, b->t[6], b->t[7], b->t[8], b->t[9], b->v[0], b->v[1], b->v[2], b->t[3],
+                                                            b->t[4], b->t[5], b->f);
+}
+
+/* ---- convolution: p = N, cin, H, W, cout, k, stride, pad, groups --------------------------- */
+static void conv_setup(bench *b) {
+    const int64_t N = b->p[0], cin = b->p[1], H = b->p[2], W = b->p[3], cout = b->p[4], k = b->p[5], s = b->p[6], pad = b->p[7];
+    const int64_t G = b->p[8] ? b->p[8] : 1, OH = (H + 2 * pad - k) / s + 1, OW = (W + 2 * pad - k) / s + 1;
+    b->t[0] = randn(HV_SHAPE(N, cin, H, W), 1);
+    b->t[1] = randn(HV_SHAPE(cout, cin / G, k, k), 0.05f);
+    b->t[2] = randn(HV_SHAPE(cout), 0.1f);
+    b->t[3] = zeros(HV_SHAPE(N, cout, OH, OW)); /* y */
+    b->t[4] = randn(HV_SHAPE(N, cout, OH, OW), 1); /* gy */
+    b->t[5] = zeros(HV_SHAPE(N, cin, H, W));    /* gx */
+    b->t[6] = zeros(HV_SHAPE(cout, cin / G, k, k)); /* gw */
+    b->t[7] = zeros(HV_SHAPE(cout));            /* gb */
+    b->g[0] = b->g[1] = s;
+    b->g[2] = b->g[3] = pad;
+    b->g[4] = b->g[5] = 1;
+    b->g[6] = G;
+    b->flops = 2.0 * N * cout * OH * OW * (cin / G) * k * k;
+}
+static void conv_fwd(bench *b, int fast) { (fast ? hv__fast_conv2d : hv__cpu_conv2d)(ctx, b->t[3], b->t[0], b->t[1], b->t[2], b->g); }
+static void conv_bwd_data(bench *b, int fast) { (fast ? hv__fast_conv2d_bwd_data : hv__cpu_conv2d_bwd_data)(ctx, b->t[5], b->t[4], b->t[1], b->g); }
+static void conv_bwd_weight(bench *b, int fast) {
+    (fast ? hv__fast_conv2d_bwd_weight : hv__cpu_conv2d_bwd_weight)(ctx, b->t[6], b->t[7], b->t[0], b->t[4], b->g);
+}
+
+/* ---- the table -------------------------------------------------------------------------------- */
+
+typedef struct torch_row {
+    char name[64];
+    double ms;
+} torch_row;
+static torch_row trows[64];
+static int ntrows;
+
+static void run_torch(int threads, const char *filter) {
+    char cmd[512];
+    FILE *p;
+    if (system("python3 -c 'import torch' >/dev/null 2>&1") != 0) {
+        printf("(PyTorch not importable by python3: no torch column)\n");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "python3 bench/torch_kernels.py --threads %d --reps %d %s", threads, reps, filter ? filter : "");
+    p = popen(cmd, "r");
+    if (!p) return;
+    while (ntrows < 64 && fscanf(p, "%63s %lf", trows[ntrows].name, &trows[ntrows].ms) == 2) ntrows++;
+    pclose(p);
+}
+static double torch_ms(const char *name) {
+    int i;
+    for (i = 0; i < ntrows; i++)
+        if (strcmp(trows[i].name, name) == 0) return trows[i].ms;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int threads = 0, torch = 1, i, nb = 0;
+    const char *filter = NULL;
+    static bench bs[64];
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else if (!strcmp(argv[i], "--no-ref")) do_ref = 0;
+        else filter = argv[i];
+    }
+    ctx = hv_init(&(hv_init_desc){.seed = 1, .threads = threads});
+    threads = hv_get_threads(ctx);
+
+    /* name (the torch script uses the same names), shape, setup, run, shape parameters */
+#define ADD(nm, shp, su, fn, ...)                                                                  \
+    do {                                                                                           \
+        if (!filter || strstr(nm, filter)) {                                                       \
+            bench *b_ = &bs[nb++];                                                                 \
+            int64_t p_[] = {__VA_ARGS__};                                                          \
+            b_->name = nm;                                                                         \
+            b_->shape = shp;                                                                       \
+            b_->setup = su;                                                                        \
+            b_->run = fn;                                                                          \
+            memcpy(b_->p, p_, sizeof p_);                                                          \
+        }                                                                                          \
+    } while (0)
+    ADD("attn_fwd_vits", "B8 H6 N257 d64", att_setup, att_fwd, 8, 257, 6, 64, 0);
+    ADD("attn_bwd_vits", "B8 H6 N257 d64", att_setup, att_bwd, 8, 257, 6, 64, 1);
+    ADD("attn_fwd_vith476", "B1 H16 N1157 d80", att_setup, att_fwd, 1, 1157, 16, 80, 0);
+    ADD("attn_bwd_vith476", "B1 H16 N1157 d80", att_setup, att_bwd, 1, 1157, 16, 80, 1);
+#define CONV3(tag, shp, ...)                                                                       \
+    ADD("conv_fwd_" tag, shp, conv_setup, conv_fwd, __VA_ARGS__);                                  \
+    ADD("conv_bwdx_" tag, shp, conv_setup, conv_bwd_data, __VA_ARGS__);                           \
+    ADD("conv_bwdw_" tag, shp, conv_setup, conv_bwd_weight, __VA_ARGS__)
+    CONV3("patch16", "8x3x224 -> 384 k16 s16", 8, 3, 224, 224, 384, 16, 16, 0, 1);
+    CONV3("1x1", "8x256x56 -> 128 k1", 8, 256, 56, 56, 128, 1, 1, 0, 1);
+    CONV3("3x3g32", "8x128x56 -> 128 k3 g32", 8, 128, 56, 56, 128, 3, 1, 1, 32);
+    CONV3("7x7s2", "8x3x224 -> 64 k7 s2", 8, 3, 224, 224, 64, 7, 2, 3, 1);
+
+    if (torch) run_torch(threads, filter);
+    printf("humanvit kernels, %d thread%s; medians in ms; speedup = reference / fast; vs torch = torch / fast (> 1: faster)\n", threads,
+           threads == 1 ? "" : "s");
+    printf("%-20s %-26s %11s %11s %8s %11s %8s %9s\n", "kernel", "shape", "reference", "fast", "speedup", "torch", "vs torch", "GFLOP/s");
+    for (i = 0; i < nb; i++) {
+        bench *b = &bs[i];
+        int j;
+        b->setup(b);
+        b->ms_fast = time_it(b, 1, reps);
+        b->ms_ref = do_ref ? time_it(b, 0, reps < 3 ? reps : 3) : 0;
+        b->ms_torch = torch_ms(b->name);
+        printf("%-20s %-26s %11.3f %11.3f %7.1fx", b->name, b->shape, b->ms_ref, b->ms_fast, b->ms_ref / b->ms_fast);
+        if (b->ms_torch > 0) printf(" %11.3f %7.2fx", b->ms_torch, b->ms_torch / b->ms_fast);
+        else printf(" %11s %8s", "-", "-");
+        if (b->flops > 0) printf(" %9.1f", b->flops / (b->ms_fast * 1e6));
+        printf("\n");
+        fflush(stdout);
+        for (j = 0; j < 12; j++) hv_tensor_free(b->t[j]);
+        hv_step_end(ctx);
+    }
+    hv_shutdown(ctx);
+    return 0;
+}

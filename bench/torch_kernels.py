@@ -1,0 +1,96 @@
+"""torch_kernels.py - the PyTorch side of bench/bench_kernels.c: the same kernels at the same
+shapes on the same CPU with the same thread count. Prints one line per kernel, "name median_ms",
+which bench_kernels reads (run it alone to see the numbers).
+
+    python3 bench/torch_kernels.py [--threads N] [--reps N] [filter]
+
+Each row times what PyTorch runs for the op (forward, or backward via autograd.grad with the
+forward outside the timed region), median over --reps runs after one warm-up.
+"""
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def median_ms(fn, reps):
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def grad_fn(out, inputs, gout):
+    """a function running only the backward of out w.r.t. inputs"""
+    return lambda: torch.autograd.grad(out, inputs, gout, retain_graph=True)
+
+
+def attention(B, N, H, d):
+    qkv = torch.randn(B, N, 3, H, d).permute(2, 0, 3, 1, 4)  # q, k, v (B, H, N, d) strided, as the model
+    q, k, v = (t.detach().requires_grad_() for t in qkv)
+    fwd = lambda: F.scaled_dot_product_attention(q, k, v)
+    o = fwd()
+    return fwd, grad_fn(o, (q, k, v), torch.randn_like(o))
+
+
+def conv(N, cin, H, W, cout, k, s, p, g):
+    x = torch.randn(N, cin, H, W, requires_grad=True)
+    w = (torch.randn(cout, cin // g, k, k) * 0.05).requires_grad_()
+    b = (torch.randn(cout) * 0.1).requires_grad_()
+    fwd = lambda: F.conv2d(x, w, b, stride=s, padding=p, groups=g)
+    y = fwd()
+    gy = torch.randn_like(y)
+    # the data and the weight gradients are separate rows, as in bench_kernels
+    return fwd, grad_fn(y, (x,), gy), grad_fn(y, (w, b), gy)
+
+
+def rows():
+    """(name, factory returning {'fwd': fn} / {'bwd': fn}) in bench_kernels' names"""
+    r = {}
+
+    def att(tag, *shape):
+        def make():
+            f, b = attention(*shape)
+            return f, b
+        r["attn_fwd_" + tag] = lambda: make()[0]
+        r["attn_bwd_" + tag] = lambda: make()[1]
+
+    att("vits", 8, 257, 6, 64)
+    att("vith476", 1, 1157, 16, 80)
+
+    def cv(tag, *shape):
+        for i, kind in enumerate(("fwd", "bwdx", "bwdw")):
+            r["conv_%s_%s" % (kind, tag)] = (lambda i: lambda: conv(*shape)[i])(i)
+
+    cv("patch16", 8, 3, 224, 224, 384, 16, 16, 0, 1)
+    cv("1x1", 8, 256, 56, 56, 128, 1, 1, 0, 1)
+    cv("3x3g32", 8, 128, 56, 56, 128, 3, 1, 1, 32)
+    cv("7x7s2", 8, 3, 224, 224, 64, 7, 2, 3, 1)
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("filter", nargs="?", default="")
+    a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        pass
+    for name, make in rows().items():
+        if a.filter and a.filter not in name:
+            continue
+        fn = make()
+        print(f"{name} {median_ms(fn, a.reps):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
