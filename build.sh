@@ -448,6 +448,29 @@ bench)
             status=1
             continue
         fi
+        case "$name" in
+        models)
+            # one process per model step (each peak RSS its own), PyTorch alongside when present
+            echo "== models"
+            if have python3; then
+                margs=()
+                prev=""
+                for a in "$@"; do # --json FILE and --threads N apply to the model steps too
+                    if [ "$prev" = --json ] || [ "$prev" = --threads ]; then margs+=("$prev" "$a"); fi
+                    prev=$a
+                done
+                python3 bench/models.py "${margs[@]}" || status=1
+            else
+                for step in vits14_infer vitb14_infer vits14_train mae_vits14; do
+                    build/bench/models --step "$step" || status=1
+                done
+            fi
+            continue
+            ;;
+        ckpt_memory)
+            continue # needs a checkpoint file: see its usage line
+            ;;
+        esac
         echo "== $name"
         extra=()
         # bench.c side by side with PyTorch: torch_compare.py times bench's own case list first
