@@ -110,7 +110,7 @@ typedef enum hv_dtype {
 
 typedef enum hv_backend_kind {
     HV_BACKEND_CPU = 0,
-    HV_BACKEND_VULKAN = 1, /* reserved: not compiled in yet */
+    HV_BACKEND_VULKAN = 1, /* compiled in with HUMANVIT_VULKAN (see VULKAN below) */
     HV_BACKEND_CUDA = 2    /* reserved: not compiled in yet */
 } hv_backend_kind;
 
@@ -119,6 +119,9 @@ typedef struct hv_init_desc {
     uint64_t seed;           /* default 0 (a valid seed) */
     int threads;             /* 0: all the machine's cores (OpenMP builds), else exactly this */
     size_t arena_bytes;      /* first arena chunk; 0: 16 MiB. It grows as needed. */
+    const char *device;      /* Vulkan: device index ("1") or name substring ("llvmpipe"); NULL:
+                                $HUMANVIT_VULKAN_DEVICE, else the first discrete GPU, then
+                                integrated, virtual, CPU (lavapipe) */
 } hv_init_desc;
 
 HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
@@ -127,6 +130,9 @@ HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx);
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx); /* "cpu", or the Vulkan device's name */
+HVDEF void hv_sync(hv_ctx *ctx); /* submit queued device work and wait for it; no-op on CPU */
 HVDEF uint64_t hv_alloc_count(void);              /* calls to HV_MALLOC/HV_REALLOC so far */
 
 /* ---- deterministic RNG ---------------------------------------------------------------------- */
@@ -173,11 +179,18 @@ HVDEF int64_t hv_dim(const hv_tensor *t, int axis); /* negative axes count from 
 HVDEF hv_shape hv_tensor_shape(const hv_tensor *t);
 HVDEF int64_t hv_numel(const hv_tensor *t);
 HVDEF int hv_is_contiguous(const hv_tensor *t);
-HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes) */
-HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 */
+HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes and
+                                             for tensors in device memory: use copy_to/copy_from) */
+HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 (NULL likewise) */
 HVDEF float hv_item(const hv_tensor *t);  /* value of a one-element tensor (NAN on error) */
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name);
 HVDEF const char *hv_tensor_name(const hv_tensor *t);
+/* moving between backends is explicit: a new persistent tensor in ctx (any backend) with t's
+   dtype, shape and values; no gradient history. Tensors of different contexts never meet in an op. */
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx);
+/* dst = src in place (any strides, same context, dtype and shape); not recorded on the tape:
+   for parameter updates and optimizer state. 0 or -1 */
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src);
 
 /* views and layout (differentiable). A view shares storage with its source. */
 HVDEF hv_tensor *hv_reshape(hv_tensor *x, hv_shape shape); /* one dim may be -1 */
@@ -497,6 +510,15 @@ static void *hv__arena_alloc(hv__arena *a, size_t n) {
     c->used += n;
     return hv__chunk_base(c) + c->used - n;
 }
+/* gives back the bytes of p when it is the newest allocation (LIFO scratch); else they stay
+   until the reset */
+static void hv__arena_pop(hv__arena *a, void *p) {
+    hv__chunk *c = a->head;
+    if (c && (char *)p >= hv__chunk_base(c) && (char *)p < hv__chunk_base(c) + c->used) {
+        size_t off = (size_t)((char *)p - hv__chunk_base(c));
+        if (off < c->used) c->used = off; /* p and everything after it (there is nothing after it in LIFO use) */
+    }
+}
 static size_t hv__arena_used(const hv__arena *a) {
     size_t s = 0;
     const hv__chunk *c;
@@ -540,8 +562,11 @@ struct hv_tensor {
     int ndim;
     int64_t shape[HV_MAX_DIMS];
     int64_t stride[HV_MAX_DIMS]; /* in elements; 0 on broadcast axes */
-    void *data;                  /* element 0 of this view (CPU backend) */
+    void *data;                  /* element 0 of this view: a host pointer, or for device
+                                    storage (buf set) the backend's device address */
     void *alloc;                 /* owned allocation of a persistent tensor, else NULL */
+    void *buf;                   /* device storage holding data (backend-specific); NULL: data is
+                                    host memory, as on the CPU backend. Views share it. */
     hv_tensor *grad;
     unsigned persistent : 1, trainable : 1, requires_grad : 1;
     /* autodiff: how this tensor was made (valid while it is on the tape) */
@@ -576,8 +601,29 @@ enum { HV__ADD, HV__SUB, HV__MUL, HV__DIV };
 enum { HV__EXP, HV__LOG, HV__SQRT, HV__TANH, HV__SIGMOID, HV__RELU, HV__LEAKY_RELU, HV__GELU, HV__SCALE, HV__ADD_SCALAR };
 enum { HV__RED_SUM, HV__RED_MAX };
 
+/* one AdamW update of a parameter (PyTorch semantics, decoupled weight decay); bias
+   corrections bc1 = 1 - beta1^step and bc2 = 1 - beta2^step are computed by the caller */
+typedef struct hv__adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+} hv__adamw_args;
+
 struct hv__backend {
     const char *name;
+    /* storage. NULL on the CPU, whose memory is HV_MALLOC's and the arena's; a device backend
+       returns device addresses (see hv_tensor.data) and sets *buf. Memory comes back zeroed.
+       persistent 0: the step's pool, released all at once by step_end. NULL when out of memory
+       (the error is set). */
+    void *(*mem_alloc)(hv_ctx *ctx, size_t bytes, int persistent, void **buf);
+    void (*mem_free)(hv_ctx *ctx, void *data);
+    /* contiguous device tensor <-> dense host bytes (numel * element size). 0 or -1 */
+    int (*write)(hv_ctx *ctx, hv_tensor *dst, const void *host);
+    int (*read)(hv_ctx *ctx, void *host, const hv_tensor *src);
+    void (*sync)(hv_ctx *ctx);     /* submit queued work and wait */
+    void (*step_end)(hv_ctx *ctx); /* after the tape and arena reset: release the step's pool */
+    void (*shutdown)(hv_ctx *ctx);
+    const char *(*device_name)(const hv_ctx *ctx);
+    /* optimizer updates: p, m, v and g contiguous, same shape; m and v updated in place */
+    void (*adamw)(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a);
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
@@ -674,6 +720,8 @@ struct hv__backend {
 
 struct hv_ctx {
     const hv__backend *be;
+    hv_backend_kind kind;
+    void *dev; /* the backend's device state (Vulkan: instance, device, pools); NULL on the CPU */
     int threads;
     int grad_enabled;
     uint64_t rng[4];
@@ -683,6 +731,9 @@ struct hv_ctx {
 };
 
 static const hv__backend *hv__cpu_backend(void);
+#ifdef HUMANVIT_VULKAN
+static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc); /* section 7b; 0 or -1 */
+#endif
 
 #ifdef _OPENMP
 static int hv__nthreads(const hv_ctx *ctx, int64_t work) {
@@ -697,18 +748,37 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc) {
     hv_ctx *ctx;
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
+#ifdef HUMANVIT_VULKAN
+    if (d.backend != HV_BACKEND_CPU && d.backend != HV_BACKEND_VULKAN)
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (HV_BACKEND_CPU and HV_BACKEND_VULKAN are)", (int)d.backend);
+#else
     if (d.backend != HV_BACKEND_CPU)
-        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available)", (int)d.backend);
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available; define HUMANVIT_VULKAN "
+                                  "for HV_BACKEND_VULKAN)", (int)d.backend);
+#endif
     if (d.threads < 0) return (hv_ctx *)hv__fail("hv_init", "threads must be >= 0, got %d", d.threads);
     ctx = (hv_ctx *)hv__malloc(sizeof *ctx);
     if (!ctx) return (hv_ctx *)hv__fail("hv_init", "out of memory");
     memset(ctx, 0, sizeof *ctx);
     ctx->be = hv__cpu_backend();
+    ctx->kind = HV_BACKEND_CPU;
     ctx->grad_enabled = 1;
     ctx->arena.first_size = d.arena_bytes ? d.arena_bytes : ((size_t)16 << 20);
     hv_set_threads(ctx, d.threads);
     hv_rng_seed(ctx, d.seed);
+#ifdef HUMANVIT_VULKAN
+    /* the device backend: kernels on the GPU, host work (RNG, index checks) stays on this CPU */
+    if (d.backend == HV_BACKEND_VULKAN && hv__vk_init(ctx, &d)) {
+        hv__free(ctx);
+        return NULL; /* hv__vk_init said why */
+    }
+#endif
     return ctx;
+}
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx) { return ctx->kind; }
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx) { return ctx->be->device_name ? ctx->be->device_name(ctx) : "cpu"; }
+HVDEF void hv_sync(hv_ctx *ctx) {
+    if (ctx && ctx->be->sync) ctx->be->sync(ctx);
 }
 
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads) {
@@ -726,6 +796,7 @@ static void hv__tensor_release(hv_tensor *t);
 HVDEF void hv_shutdown(hv_ctx *ctx) {
     if (!ctx) return;
     while (ctx->persist) hv_tensor_free(ctx->persist);
+    if (ctx->be->shutdown) ctx->be->shutdown(ctx); /* device memory, pipelines, the device */
     hv__arena_free(&ctx->arena);
     hv__free(ctx);
 }
@@ -737,6 +808,7 @@ HVDEF void hv_step_end(hv_ctx *ctx) {
         if (t->grad && !t->grad->persistent) t->grad = NULL;
     ctx->tape = NULL;
     hv__arena_reset(&ctx->arena);
+    if (ctx->be->step_end) ctx->be->step_end(ctx); /* device: finish the step's work, reset its pool */
 }
 HVDEF size_t hv_arena_used(const hv_ctx *ctx) { return hv__arena_used(&ctx->arena); }
 
@@ -871,6 +943,15 @@ static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *s
     size_t bytes;
     if (!t) return NULL;
     bytes = (size_t)hv__numel_shape(ndim, shape) * hv__dtype_size(dt);
+    if (ctx->be->mem_alloc) { /* device storage (zeroed by the backend); the header stays on the host */
+        t->data = ctx->be->mem_alloc(ctx, bytes, persistent, &t->buf);
+        if (persistent) t->alloc = t->data;
+        if (!t->data) {
+            if (persistent) hv_tensor_free(t);
+            return NULL; /* the backend named the failure */
+        }
+        return t;
+    }
     if (persistent) {
         t->alloc = hv__malloc(bytes);
         t->data = t->alloc;
@@ -895,7 +976,30 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
     if (!v) return NULL;
     for (i = 0; i < ndim; i++) v->stride[i] = stride[i];
     v->data = (char *)x->data + offset * (int64_t)hv__dtype_size(x->dtype);
+    v->buf = x->buf;
     return v;
+}
+
+/* Host access to the elements of a contiguous tensor, for the few places where the library
+   itself computes on the host (initialisers, index checks, MAE masking): on the CPU backend the
+   data itself; for device storage a host copy in the arena, downloaded when `read`, uploaded
+   by hv__host_end when `write`. NULL when out of memory (error set). */
+static void *hv__host_begin(hv_tensor *t, int read) {
+    size_t bytes;
+    void *p;
+    if (!t->buf) return t->data;
+    bytes = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
+    p = hv__arena_alloc(&t->ctx->arena, bytes ? bytes : 1);
+    if (!p) return hv__fail("hv_tensor", "out of memory for a %zu-byte host copy of %s", bytes, hv__desc("tensor", t));
+    if (read && t->ctx->be->read(t->ctx, p, t)) return NULL;
+    return p;
+}
+static int hv__host_end(hv_tensor *t, void *p, int write) {
+    int r = 0;
+    if (!t->buf || !p) return p ? 0 : -1;
+    if (write) r = t->ctx->be->write(t->ctx, t, p);
+    hv__arena_pop(&t->ctx->arena, p);
+    return r;
 }
 
 static void hv__tensor_release(hv_tensor *t) {
@@ -903,7 +1007,11 @@ static void hv__tensor_release(hv_tensor *t) {
     if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
     else ctx->persist = t->plist_prev;
     if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
-    hv__free(t->alloc);
+    if (t->buf) {
+        if (t->alloc) ctx->be->mem_free(ctx, t->alloc);
+    } else {
+        hv__free(t->alloc);
+    }
     hv__free(t);
 }
 HVDEF void hv_tensor_free(hv_tensor *t) {
@@ -938,8 +1046,9 @@ HVDEF hv_tensor *hv_randn(hv_ctx *ctx, hv_shape s, float mean, float std) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = mean + std * hv_rng_normal(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
@@ -948,13 +1057,14 @@ HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = lo + (hi - lo) * hv_rng_uniform(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_tensor_from(hv_ctx *ctx, hv_shape s, const float *values) {
     hv_tensor *t = hv_tensor_new(ctx, HV_F32, s);
-    if (t) memcpy(t->data, values, sizeof(float) * (size_t)hv_numel(t));
+    if (t && hv_tensor_copy_from(t, values, sizeof(float) * (size_t)hv_numel(t))) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 
@@ -966,6 +1076,7 @@ HVDEF int hv_tensor_copy_from(hv_tensor *t, const void *host, size_t bytes) {
         return hv__fail("hv_tensor_copy_from", "%s holds %zu bytes but %zu were given", hv__desc("tensor", t), want, bytes), -1;
     if (!hv_is_contiguous(t))
         return hv__fail("hv_tensor_copy_from", "%s is a strided view; copy into a contiguous tensor", hv__desc("tensor", t)), -1;
+    if (t->buf) return t->ctx->be->write(t->ctx, t, host); /* device: through a staging buffer */
     memcpy(t->data, host, bytes);
     return 0;
 }
@@ -976,6 +1087,14 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
     want = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
     if (bytes != want)
         return hv__fail("hv_tensor_copy_to", "%s holds %zu bytes but the buffer has %zu", hv__desc("tensor", t), want, bytes), -1;
+    if (t->buf) { /* device: a strided view is made contiguous on the device first, then downloaded */
+        hv_tensor *c = (hv_tensor *)t;
+        if (!hv_is_contiguous(t)) {
+            if (!(c = hv__alloc(t->ctx, t->dtype, t->ndim, t->shape, 0))) return -1;
+            t->ctx->be->copy(t->ctx, c, t, 0);
+        }
+        return t->ctx->be->read(t->ctx, host, c);
+    }
     /* a contiguous header over the host buffer, filled by the backend's strided copy */
     tmp = *t;
     hv__set_contiguous_strides(&tmp);
@@ -1032,8 +1151,13 @@ HVDEF int hv_is_contiguous(const hv_tensor *t) {
     }
     return 1;
 }
-HVDEF float *hv_data(hv_tensor *t) { return (t && t->dtype == HV_F32) ? (float *)t->data : NULL; }
-HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (t && t->dtype == HV_I32) ? (int32_t *)t->data : NULL; }
+static void *hv__host_data(hv_tensor *t, hv_dtype dt, const char *op) {
+    if (!t || t->dtype != dt) return NULL;
+    if (t->buf) return hv__fail(op, "%s lives in %s device memory: use hv_tensor_copy_to/copy_from", hv__desc("tensor", t), t->ctx->be->name);
+    return t->data;
+}
+HVDEF float *hv_data(hv_tensor *t) { return (float *)hv__host_data(t, HV_F32, "hv_data"); }
+HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (int32_t *)hv__host_data(t, HV_I32, "hv_data_i32"); }
 HVDEF float hv_item(const hv_tensor *t) {
     float v;
     if (!t || hv_numel(t) != 1 || t->dtype != HV_F32) {
@@ -1050,6 +1174,33 @@ HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
     t->name[i] = 0; /* long names are cut, not refused: they only label messages */
 }
 HVDEF const char *hv_tensor_name(const hv_tensor *t) { return t ? t->name : ""; }
+
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx) {
+    hv_tensor *out;
+    void *p;
+    if (!t || !ctx) return (hv_tensor *)hv__fail("hv_tensor_to", "%s is NULL", t ? "ctx" : "tensor");
+    if (!(out = hv__alloc(ctx, t->dtype, t->ndim, t->shape, 1))) return NULL;
+    /* through host memory: a download from t's device (if any), an upload to ctx's (if any) */
+    if (!(p = hv__host_begin(out, 0)) || hv_tensor_copy_to(t, p, (size_t)hv_numel(t) * hv__dtype_size(t->dtype)) ||
+        hv__host_end(out, p, 1)) {
+        hv_tensor_free(out);
+        return NULL;
+    }
+    memcpy(out->name, t->name, sizeof out->name);
+    return out;
+}
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src) {
+    int i, same;
+    if (!dst || !src) return hv__fail("hv_tensor_assign", "%s is NULL", dst ? "src" : "dst"), -1;
+    same = dst->ndim == src->ndim && dst->dtype == src->dtype;
+    for (i = 0; same && i < dst->ndim; i++) same = dst->shape[i] == src->shape[i];
+    if (!same) return hv__fail("hv_tensor_assign", "%s and %s differ in shape or dtype", hv__desc("dst", dst), hv__desc("src", src)), -1;
+    if (dst->ctx != src->ctx)
+        return hv__fail("hv_tensor_assign", "%s (%s) and %s (%s) belong to different contexts: move one with hv_tensor_to",
+                        hv__desc("dst", dst), dst->ctx->be->name, hv__desc("src", src), src->ctx->be->name), -1;
+    dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    return 0;
+}
 
 /* ==== 5. AUTODIFF TAPE ========================================================================= */
 
@@ -1166,7 +1317,11 @@ static int hv__check_f32(const hv_tensor *t, const char *op, const char *role) {
 }
 static int hv__same_ctx(const hv_tensor *a, const hv_tensor *b, const char *op) {
     if (a->ctx != b->ctx) {
-        hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
+        if (a->ctx->be != b->ctx->be) /* mixing backends is never implicit */
+            hv__fail(op, "%s lives on %s and %s on %s: move one with hv_tensor_to", hv__desc("a", a), a->ctx->be->name,
+                     hv__desc("b", b), b->ctx->be->name);
+        else
+            hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
         return -1;
     }
     return 0;
@@ -1777,9 +1932,11 @@ static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n
 }
 /* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
    value and the tensor the values index (target) */
-static int hv__check_index_range(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
-    const int32_t *p = (const int32_t *)idx->data;
+static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
+    /* on a device backend the indices are downloaded (a sync): small, and checked before use */
+    const int32_t *p = (const int32_t *)hv__host_begin(idx, 1);
     int64_t i, m = hv_numel(idx);
+    if (!p) return -1;
     for (i = 0; i < m; i++)
         if (p[i] < 0 || p[i] >= n) {
             char pos[HV_MAX_DIMS * 24];
@@ -1792,9 +1949,10 @@ static int hv__check_index_range(const char *op, const char *role, const hv_tens
             pos[0] = 0;
             for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
             hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
+            hv__host_end(idx, (void *)p, 0);
             return -1;
         }
-    return 0;
+    return hv__host_end(idx, (void *)p, 0);
 }
 static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
     if (t->dtype != HV_I32) {
@@ -3437,15 +3595,20 @@ static hv_tensor *hv__param2(hv__plist *pl, hv_ctx *ctx, const char *prefix, con
 }
 
 /* xavier_uniform over a weight seen as (fan_out, fan_in), as the MAE initialisation */
-static void hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
-    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)w->data;
+/* initialisers draw on the host from the context's stream (same values on every backend) */
+static int hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)hv__host_begin(w, 0);
     int64_t i, n = hv_numel(w);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = a * (2.0f * hv_rng_uniform(w->ctx) - 1.0f);
+    return hv__host_end(w, p, 1);
 }
-static void hv__normal_fill(hv_tensor *t, float std) {
-    float *p = (float *)t->data;
+static int hv__normal_fill(hv_tensor *t, float std) {
+    float *p = (float *)hv__host_begin(t, 0);
     int64_t i, n = hv_numel(t);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = std * hv_rng_normal(t->ctx);
+    return hv__host_end(t, p, 1);
 }
 
 /* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
@@ -3460,8 +3623,7 @@ static int hv__linear_init(hv__linear *l, hv__plist *pl, hv_ctx *ctx, const char
     snprintf(name, sizeof name, "%s.bias", prefix);
     l->b = l->w ? hv__param1(pl, ctx, "", name, out, 1) : NULL;
     if (!l->b) return -1;
-    hv__xavier_uniform(l->w, out, in);
-    return 0;
+    return hv__xavier_uniform(l->w, out, in);
 }
 typedef struct hv__norm {
     hv_tensor *w, *b;
@@ -3596,7 +3758,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
     if (!out || out->dtype != HV_F32 || dim % 4 || grid <= 0 || hv_numel(out) != (L + 1) * dim || !hv_is_contiguous(out))
         return hv__fail("hv_sincos_pos_embed", "%s must be contiguous f32 with (1 + %d*%d) * %d elements and dim a multiple of 4",
                         hv__desc("out", out), grid, grid, dim), -1;
-    p = (float *)out->data;
+    if (!(p = (float *)hv__host_begin(out, 0))) return -1;
     memset(p, 0, sizeof(float) * (size_t)dim); /* the CLS row */
     for (m = 0; m < L; m++) {
         /* upstream: meshgrid(w, h) puts the column index first; each half is [sin(pos w), cos(pos w)] */
@@ -3611,7 +3773,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
                 p[(m + 1) * dim + half * (dim / 2) + quarter + k] = (float)cos(a);
             }
     }
-    return 0;
+    return hv__host_end(out, p, 1);
 }
 
 /* PyTorch's cubic convolution weights (A = -0.75) for a fractional offset t in [0, 1) */
@@ -3647,8 +3809,12 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
     s3[2] = D;
     out = hv__alloc(pos->ctx, HV_F32, 3, s3, 1);
     if (!out) return NULL;
-    src = (const float *)pos->data;
-    dst = (float *)out->data;
+    src = (const float *)hv__host_begin(pos, 1);
+    dst = src ? (float *)hv__host_begin(out, 0) : NULL;
+    if (!dst) {
+        hv_tensor_free(out);
+        return NULL;
+    }
     memcpy(dst, src, sizeof(float) * (size_t)D); /* CLS row kept */
     for (oy = 0; oy < new_grid; oy++)
         for (ox = 0; ox < new_grid; ox++) {
@@ -3672,6 +3838,11 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
                 dst[(1 + oy * new_grid + ox) * D + c] = (float)acc;
             }
         }
+    if (hv__host_end(out, dst, 1)) {
+        hv_tensor_free(out);
+        out = NULL;
+    }
+    hv__host_end(pos, (void *)src, 0);
     return out;
 }
 
@@ -3858,12 +4029,14 @@ static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
     s[3] = d->patch_size;
     if (!(v->patch_w = hv__param(&v->params, ctx, "", "patch_embed.proj.weight", 4, s, 1))) return -1;
     if (!(v->patch_b = hv__param1(&v->params, ctx, "", "patch_embed.proj.bias", D, 1))) return -1;
-    hv__normal_fill(v->cls_token, 0.02f);
-    hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D);
-    hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size);
+    if (hv__normal_fill(v->cls_token, 0.02f) || hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D) ||
+        hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size))
+        return -1;
     {   /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
-        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)v->patch_b->data;
+        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)hv__host_begin(v->patch_b, 0);
+        if (!pb) return -1;
         for (i = 0; i < D; i++) pb[i] = bound * (2.0f * hv_rng_uniform(ctx) - 1.0f);
+        if (hv__host_end(v->patch_b, pb, 1)) return -1;
     }
     v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
     if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
@@ -3898,7 +4071,7 @@ HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc) {
         v->head_count->dtype = HV_I32; /* same 4 bytes, zeroed */
         hv_tensor_fill(v->head_var, 1.0f);
         if (hv__linear_init(&v->head, &v->params, ctx, "head.1", D, v->d.num_classes)) goto fail;
-        hv__normal_fill(v->head.w, 0.01f);
+        if (hv__normal_fill(v->head.w, 0.01f)) goto fail;
     }
     return v;
 fail:
@@ -3966,7 +4139,12 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) hv_data_i32(vit->head_count)[0] += 1;
+        if (bn && training) { /* on a device backend: a 4-byte download and upload */
+            int32_t *count = (int32_t *)hv__host_begin(vit->head_count, 1);
+            if (!count) return NULL;
+            count[0] += 1;
+            if (hv__host_end(vit->head_count, count, 1)) return NULL;
+        }
         return hv__linear_fwd(&vit->head, bn);
     }
 }
@@ -4034,8 +4212,7 @@ HVDEF hv_mae *hv_mae_new(hv_ctx *ctx, const hv_mae_desc *desc) {
     if (hv__linear_init(&m->dec_embed, &m->dec_params, ctx, "decoder_embed", d->encoder.embed_dim, Dd)) goto fail;
     s[1] = 1 + L;
     if (!(m->dec_pos = hv__param(&m->dec_params, ctx, "", "decoder_pos_embed", 3, s, 0))) goto fail;
-    hv__normal_fill(m->mask_token, 0.02f);
-    hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd);
+    if (hv__normal_fill(m->mask_token, 0.02f) || hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd)) goto fail;
     m->dec_blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->decoder_depth ? d->decoder_depth : 1));
     if (!m->dec_blocks) goto fail;
     for (i = 0; i < d->decoder_depth; i++) {
@@ -4091,7 +4268,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     const hv_vit_desc *e;
     int64_t B, L, K, Dd, s2[2], s3[3];
     hv_tensor *x, *ids_keep, *ids_restore, *mask, *shuffle, *dec, *parts[2], *pred, *target, *loss;
-    int i, last = -1;
+    int i, last = -1, drawn = 0;
     if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
     ctx = mae->ctx;
     e = &mae->enc.d;
@@ -4108,9 +4285,8 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
             return (hv_tensor *)hv__fail("hv_mae_forward", "%s must be f32 (%lld, %lld)", hv__desc("noise", noise), (long long)B, (long long)L);
         noise = hv_contiguous(noise);
     } else {
-        int64_t j;
         noise = hv_tensor_temp(ctx, HV_F32, hv_shape_of(2, s2));
-        for (j = 0; noise && j < B * L; j++) ((float *)noise->data)[j] = hv_rng_uniform(ctx);
+        drawn = 1;
     }
     ids_restore = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     shuffle = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
@@ -4118,8 +4294,23 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     s2[1] = K;
     ids_keep = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     if (!noise || !ids_restore || !shuffle || !mask || !ids_keep) return NULL;
-    hv__mae_masking((const float *)noise->data, B, L, K, (int32_t *)ids_keep->data, (int32_t *)ids_restore->data, (float *)mask->data,
-                    (int32_t *)shuffle->data);
+    {   /* the masking runs on the host (an argsort); on a device backend the given noise comes
+           down and the indices and the mask go up */
+        float *nz = (float *)hv__host_begin(noise, !drawn);
+        void *pk, *pr, *pm, *ps;
+        int64_t j;
+        if (!nz) return NULL;
+        for (j = 0; drawn && j < B * L; j++) nz[j] = hv_rng_uniform(ctx);
+        pk = hv__host_begin(ids_keep, 0);
+        pr = pk ? hv__host_begin(ids_restore, 0) : NULL;
+        pm = pr ? hv__host_begin(mask, 0) : NULL;
+        ps = pm ? hv__host_begin(shuffle, 0) : NULL;
+        if (!ps) return NULL;
+        hv__mae_masking(nz, B, L, K, (int32_t *)pk, (int32_t *)pr, (float *)pm, (int32_t *)ps);
+        if (hv__host_end(shuffle, ps, 1) || hv__host_end(mask, pm, 1) || hv__host_end(ids_restore, pr, 1) || hv__host_end(ids_keep, pk, 1))
+            return NULL;
+        hv__host_end(noise, nz, 0);
+    }
 
     /* encoder on the kept patches */
     x = hv__vit_trunk(&mae->enc, hv_gather(x, 1, ids_keep), 1); /* (B, 1 + K, D) */
