@@ -722,6 +722,7 @@ struct hv_ctx {
     const hv__backend *be;
     hv_backend_kind kind;
     void *dev; /* the backend's device state (Vulkan: instance, device, pools); NULL on the CPU */
+    int kernel_failed; /* a device kernel could not run (error set): the op fails in hv__record */
     int threads;
     int grad_enabled;
     uint64_t rng[4];
@@ -807,6 +808,7 @@ HVDEF void hv_step_end(hv_ctx *ctx) {
     for (t = ctx->persist; t; t = t->plist_prev)
         if (t->grad && !t->grad->persistent) t->grad = NULL;
     ctx->tape = NULL;
+    ctx->kernel_failed = 0;
     hv__arena_reset(&ctx->arena);
     if (ctx->be->step_end) ctx->be->step_end(ctx); /* device: finish the step's work, reset its pool */
 }
@@ -1092,6 +1094,7 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
         if (!hv_is_contiguous(t)) {
             if (!(c = hv__alloc(t->ctx, t->dtype, t->ndim, t->shape, 0))) return -1;
             t->ctx->be->copy(t->ctx, c, t, 0);
+            if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
         }
         return t->ctx->be->read(t->ctx, host, c);
     }
@@ -1105,6 +1108,7 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
 HVDEF int hv_tensor_fill(hv_tensor *t, float value) {
     if (!t) return hv__fail("hv_tensor_fill", "tensor is NULL"), -1;
     t->ctx->be->fill(t->ctx, t, value);
+    if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
     return 0;
 }
 HVDEF void hv_tensor_print(const hv_tensor *t, const char *label) {
@@ -1199,6 +1203,7 @@ HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src) {
         return hv__fail("hv_tensor_assign", "%s (%s) and %s (%s) belong to different contexts: move one with hv_tensor_to",
                         hv__desc("dst", dst), dst->ctx->be->name, hv__desc("src", src), src->ctx->be->name), -1;
     dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    if (dst->ctx->kernel_failed) return dst->ctx->kernel_failed = 0, -1;
     return 0;
 }
 
@@ -1225,6 +1230,10 @@ HVDEF int hv_set_grad_enabled(hv_ctx *ctx, int enabled) {
 static hv_tensor *hv__record(hv_tensor *out, const char *op, hv__bwd_fn bwd, int nin, hv_tensor *const *in) {
     int i, any = 0;
     if (!out) return NULL;
+    if (out->ctx->kernel_failed) { /* a device backend could not run a kernel of this op */
+        out->ctx->kernel_failed = 0;
+        return NULL;
+    }
     out->op = op;
     if (!out->ctx->grad_enabled) return out;
     for (i = 0; i < nin; i++) any |= (in[i] && in[i]->requires_grad);
@@ -1281,6 +1290,10 @@ HVDEF int hv_backward(hv_tensor *loss) {
     for (t = ctx->tape; t; t = t->tape_prev)
         if (t->grad && t->backward) t->backward(t);
     ctx->tape = NULL; /* consumed: the next backward starts a new graph */
+    if (ctx->kernel_failed) { /* a device kernel could not run: the error names it */
+        ctx->kernel_failed = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -4510,7 +4523,7 @@ static int hv__vk_ew_run(hv__vk *vk, int shader, hv__vk_ew *e, const int32_t *ex
 static void hv__vk_ew_call(hv_ctx *ctx, int shader, const hv_tensor *const *ts, int nt, int nwrite, const int32_t *extra, int nextra) {
     hv__vk *vk = HV__VK(ctx);
     hv__vk_ew e;
-    if (hv__vk_ew_init(vk, &e, ts, nt, nwrite) == 0) hv__vk_ew_run(vk, shader, &e, extra, nextra);
+    if (hv__vk_ew_init(vk, &e, ts, nt, nwrite) || hv__vk_ew_run(vk, shader, &e, extra, nextra)) ctx->kernel_failed = 1;
 }
 
 static void hv__vk_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
@@ -4630,7 +4643,9 @@ static int hv__vk_gemm_run(hv__vk *vk, hv__gemm_args g) {
     p[12] = hv__vk_f2i(g.beta);
     return hv__vk_dispatch(vk, HV__VKS_GEMM, a, 3, p, 13, (uint32_t)((g.n + 63) / 64), (uint32_t)((g.m + 63) / 64), (uint32_t)g.batch);
 }
-static void hv__vk_gemm(hv_ctx *ctx, const hv__gemm_args *g) { hv__vk_gemm_run(HV__VK(ctx), *g); }
+static void hv__vk_gemm(hv_ctx *ctx, const hv__gemm_args *g) {
+    if (hv__vk_gemm_run(HV__VK(ctx), *g)) ctx->kernel_failed = 1;
+}
 
 /* ---- reductions ----------------------------------------------------------------------------- */
 
@@ -4641,10 +4656,11 @@ static int hv__vk_run(hv_ctx *ctx, const char *op, int shader, const hv_tensor *
     hv__vk *vk = HV__VK(ctx);
     hv__vk_arg a[HV__VK_MAX_ARGS];
     uint32_t gx, gy;
-    if (hv__vk_targs(vk, op, a, ts, write, n)) return -1;
+    if (hv__vk_targs(vk, op, a, ts, write, n)) return ctx->kernel_failed = 1, -1;
     if (items == 0) return 0;
     hv__vk_grid(per_group ? items * local : items, local, &gx, &gy);
-    return hv__vk_dispatch(vk, shader, a, n, p, np, gx, gy, 1);
+    if (hv__vk_dispatch(vk, shader, a, n, p, np, gx, gy, 1)) return ctx->kernel_failed = 1, -1;
+    return 0;
 }
 static int32_t hv__vk_i32(int64_t v) { return (int32_t)v; }
 
@@ -4797,6 +4813,7 @@ static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv
     int32_t p[22];
     if (q->shape[3] > 256) {
         hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
         return;
     }
     p[n++] = hv__vk_i32(q->shape[0]);
@@ -4825,6 +4842,7 @@ static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_t
     int64_t B = q->shape[0], H = q->shape[1];
     if (q->shape[3] > 256) {
         hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
         return;
     }
     { /* query side: delta for every row, and gq */
