@@ -73,6 +73,7 @@ static void vk_check_at(vk_case *c, const char *file, int line) {
         goto done;
     }
     e = vk_err(ov, oc);
+    if (getenv("HV_TEST_VERBOSE")) printf("    %-60s forward %.2g\n", c->label, e);
     if (!(e <= ft)) tl_fail_msg(file, line, "%s: forward error %.3g > %.3g", c->label, e, ft);
     if (c->grad_mask) {
         int64_t n = hv_numel(oc), i;
@@ -89,6 +90,7 @@ static void vk_check_at(vk_case *c, const char *file, int line) {
         for (k = 0; k < c->nin; k++) {
             if (!(c->grad_mask & (1u << k))) continue;
             e = vk_err(hv_grad(vin[k]), hv_grad(c->in[k]));
+            if (getenv("HV_TEST_VERBOSE")) printf("    %-60s grad %d %.2g\n", c->label, k, e);
             if (!(e <= gt)) tl_fail_msg(file, line, "%s: gradient of input %d: error %.3g > %.3g", c->label, k, e, gt);
         }
     }
@@ -267,6 +269,416 @@ static void test_copy_fill(hv_ctx *unused) {
     }
 }
 
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+typedef struct red_user {
+    int op, naxes, axes[3], keepdim, transposed;
+} red_user;
+static hv_tensor *op_reduce(hv_tensor **in, void *u) {
+    red_user *r = (red_user *)u;
+    hv_tensor *x = r->transposed ? hv_transpose(in[0], 0, 2) : in[0];
+    if (r->op == 0) return hv_sum(x, r->naxes, r->axes, r->keepdim);
+    if (r->op == 1) return hv_mean(x, r->naxes, r->axes, r->keepdim);
+    return hv_max(x, r->naxes, r->axes, r->keepdim);
+}
+static void test_reductions(hv_ctx *unused) {
+    static const red_user cases[] = {
+        {0, 0, {0}, 0, 0},     {0, 1, {1}, 1, 0},   {0, 2, {0, 2}, 0, 1}, {1, 1, {-1}, 0, 0}, {1, 2, {1, 2}, 1, 1},
+        {2, 1, {1}, 0, 0},     {2, 2, {0, 2}, 1, 1}, {2, 0, {0}, 0, 0},   {0, 1, {2}, 0, 1},
+    };
+    int i;
+    (void)unused;
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        red_user u = cases[i];
+        char label[96];
+        vk_case c;
+        snprintf(label, sizeof label, "%s over %d axes (first %d)%s%s", u.op == 0 ? "sum" : u.op == 1 ? "mean" : "max", u.naxes, u.axes[0],
+                 u.keepdim ? " keepdim" : "", u.transposed ? " of a transposed view" : "");
+        c = vk_new(label, 1, 1, op_reduce, &u);
+        /* (17, 9, 70): reduced groups from 9 to 10710 values, both kernel modes */
+        c.in[0] = rnd(HV_SHAPE(17, 9, 70), -1, 1);
+        /* sums: float tree vs the CPU's double accumulator, 1e-7 relative per level */
+        c.fwd_tol = c.grad_tol = 2e-6;
+        vk_check(&c);
+    }
+}
+
+/* ---- softmax, layer norm -------------------------------------------------------------------- */
+
+typedef struct sm_user {
+    int axis, is_log, transposed;
+} sm_user;
+static hv_tensor *op_softmax(hv_tensor **in, void *u) {
+    sm_user *s = (sm_user *)u;
+    hv_tensor *x = s->transposed ? hv_transpose(in[0], 1, 2) : in[0];
+    return s->is_log ? hv_log_softmax(x, s->axis) : hv_softmax(x, s->axis);
+}
+static void test_softmax(hv_ctx *unused) {
+    int axis, lg, tr;
+    (void)unused;
+    for (lg = 0; lg < 2; lg++)
+        for (tr = 0; tr < 2; tr++)
+            for (axis = 0; axis < 3; axis++) {
+                sm_user u;
+                char label[64];
+                vk_case c;
+                u.axis = axis;
+                u.is_log = lg;
+                u.transposed = tr;
+                snprintf(label, sizeof label, "%s axis %d%s", lg ? "log_softmax" : "softmax", axis, tr ? " transposed" : "");
+                c = vk_new(label, 1, 1, op_softmax, &u);
+                c.in[0] = rnd(HV_SHAPE(5, 131, 3), -6, 6); /* 131 > one workgroup */
+                c.fwd_tol = c.grad_tol = 2e-6; /* exp and log: a few ulp */
+                vk_check(&c);
+            }
+}
+typedef struct ln_user {
+    int affine;
+    float eps;
+} ln_user;
+static hv_tensor *op_layer_norm(hv_tensor **in, void *u) {
+    ln_user *l = (ln_user *)u;
+    int k = 1;
+    hv_tensor *w = (l->affine & 1) ? in[k++] : NULL, *b = (l->affine & 2) ? in[k] : NULL;
+    return hv_layer_norm(in[0], w, b, l->eps);
+}
+static void test_layer_norm(hv_ctx *unused) {
+    static const int64_t D[] = {7, 64, 193};
+    int affine, di;
+    (void)unused;
+    for (di = 0; di < 3; di++)
+        for (affine = 0; affine < 4; affine++) {
+            ln_user u;
+            char label[64];
+            vk_case c;
+            int k = 1;
+            u.affine = affine;
+            u.eps = di == 0 ? 0.5f : 1e-6f;
+            snprintf(label, sizeof label, "layer_norm D %lld affine %d", (long long)D[di], affine);
+            c = vk_new(label, 1, 0, op_layer_norm, &u);
+            c.in[0] = rnd(HV_SHAPE(3, 37, D[di]), -2, 3);
+            if (affine & 1) c.in[k++] = rnd(HV_SHAPE(D[di]), 0.5f, 1.5f);
+            if (affine & 2) c.in[k++] = rnd(HV_SHAPE(D[di]), -1, 1);
+            c.nin = k;
+            c.grad_mask = (1u << k) - 1;
+            c.fwd_tol = c.grad_tol = 2e-6; /* statistics in float (CPU: double) */
+            vk_check(&c);
+        }
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+typedef struct at_user {
+    int permuted;
+    float scale;
+} at_user;
+static hv_tensor *op_attention(hv_tensor **in, void *u) {
+    at_user *a = (at_user *)u;
+    int perm[4] = {0, 2, 1, 3};
+    if (a->permuted) return hv_attention(hv_permute(in[0], perm), hv_permute(in[1], perm), hv_permute(in[2], perm), a->scale);
+    return hv_attention(in[0], in[1], in[2], a->scale);
+}
+/* the ViT block's layout: q, k, v strided views of one qkv tensor */
+static hv_tensor *op_attention_qkv(hv_tensor **in, void *u) {
+    int perm[5] = {2, 0, 3, 1, 4};
+    hv_tensor *qkv = hv_permute(in[0], perm); /* (B, N, 3, H, d) -> (3, B, H, N, d) */
+    (void)u;
+    return hv_attention(hv_select(qkv, 0, 0), hv_select(qkv, 0, 1), hv_select(qkv, 0, 2), 0.0f);
+}
+static void test_attention(hv_ctx *unused) {
+    static const int64_t shapes[][5] = {{2, 3, 5, 5, 8}, {1, 2, 67, 130, 16}, {2, 1, 9, 3, 71}, {1, 1, 1, 1, 1}};
+    int s, perm;
+    (void)unused;
+    for (s = 0; s < 4; s++)
+        for (perm = 0; perm < 2; perm++) {
+            at_user u;
+            char label[96];
+            vk_case c;
+            int64_t B = shapes[s][0], H = shapes[s][1], Nq = shapes[s][2], Nk = shapes[s][3], d = shapes[s][4];
+            u.permuted = perm;
+            u.scale = s == 1 ? 0.3f : 0.0f;
+            snprintf(label, sizeof label, "attention B %lld H %lld Nq %lld Nk %lld d %lld%s", (long long)B, (long long)H, (long long)Nq,
+                     (long long)Nk, (long long)d, perm ? " (permuted views)" : "");
+            c = vk_new(label, 3, 7, op_attention, &u);
+            c.in[0] = perm ? rnd(HV_SHAPE(B, Nq, H, d), -1, 1) : rnd(HV_SHAPE(B, H, Nq, d), -1, 1);
+            c.in[1] = perm ? rnd(HV_SHAPE(B, Nk, H, d), -1, 1) : rnd(HV_SHAPE(B, H, Nk, d), -1, 1);
+            c.in[2] = perm ? rnd(HV_SHAPE(B, Nk, H, d), -1, 1) : rnd(HV_SHAPE(B, H, Nk, d), -1, 1);
+            /* the softmax sums in float in another order (blocks of 64 keys) than the CPU's
+               online update: 2e-6; the gradients' sums over keys and queries too */
+            c.fwd_tol = 2e-6;
+            c.grad_tol = 4e-6;
+            vk_check(&c);
+        }
+    {
+        vk_case c = vk_new("attention on strided q, k, v of one qkv tensor", 1, 1, op_attention_qkv, NULL);
+        c.in[0] = rnd(HV_SHAPE(2, 17, 3, 4, 8), -1, 1);
+        c.fwd_tol = 2e-6;
+        c.grad_tol = 4e-6;
+        vk_check(&c);
+    }
+}
+
+/* ---- indexing ------------------------------------------------------------------------------- */
+
+static hv_tensor *op_gather(hv_tensor **in, void *u) { return hv_gather(in[0], *(int *)u, in[1]); }
+static hv_tensor *op_scatter(hv_tensor **in, void *u) { return hv_scatter(in[0], 1, in[1], *(int *)u); }
+static void test_gather_scatter(hv_ctx *unused) {
+    int axis = 1, n = 11;
+    vk_case c = vk_new("gather (3, 13, 5) axis 1, 7 picks with repeats", 2, 1, op_gather, &axis);
+    (void)unused;
+    c.in[0] = rnd(HV_SHAPE(3, 13, 5), -1, 1);
+    c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(3, 7), 13);
+    vk_check(&c);
+    axis = 0;
+    c = vk_new("gather (9, 4) axis 0", 2, 1, op_gather, &axis);
+    c.in[0] = rnd(HV_SHAPE(9, 4), -1, 1);
+    c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(5), 9);
+    vk_check(&c);
+    c = vk_new("scatter (2, 6, 3) into 11 rows, repeats add", 2, 1, op_scatter, &n);
+    c.in[0] = rnd(HV_SHAPE(2, 6, 3), -1, 1);
+    c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(2, 6), 4);
+    vk_check(&c);
+    { /* the index check reads device indices on the host */
+        hv_tensor *x = hv_zeros(g_vk, HV_SHAPE(2, 5)), *idx = hv_tensor_new(g_vk, HV_I32, HV_SHAPE(2, 2));
+        int32_t bad[4] = {0, 1, 4, 5};
+        hv_tensor_copy_from(idx, bad, sizeof bad);
+        CHECK_ERROR(hv_gather(x, 1, idx), "idx[1, 1] = 5", "out of range");
+        hv_tensor_free(x);
+        hv_tensor_free(idx);
+    }
+}
+
+/* ---- losses --------------------------------------------------------------------------------- */
+
+static hv_tensor *op_cross_entropy(hv_tensor **in, void *u) {
+    (void)u;
+    return hv_cross_entropy(in[0], in[1]);
+}
+static hv_tensor *op_diff_loss(hv_tensor **in, void *u) { return *(int *)u ? hv_l1_loss(in[0], in[1]) : hv_mse_loss(in[0], in[1]); }
+static hv_tensor *op_masked_mean(hv_tensor **in, void *u) {
+    (void)u;
+    return hv_masked_mean(in[0], in[1]);
+}
+static void test_losses(hv_ctx *unused) {
+    int mode;
+    vk_case c = vk_new("cross_entropy (37, 150)", 2, 1, op_cross_entropy, NULL);
+    (void)unused;
+    c.in[0] = rnd(HV_SHAPE(37, 150), -30, 30);
+    c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(37), 150);
+    c.fwd_tol = c.grad_tol = 2e-6;
+    vk_check(&c);
+    for (mode = 0; mode < 2; mode++) {
+        c = vk_new(mode ? "l1_loss (3, 1001, 7)" : "mse_loss (3, 1001, 7)", 2, 3, op_diff_loss, &mode);
+        c.in[0] = rnd(HV_SHAPE(3, 1001, 7), -1, 1);
+        c.in[1] = rnd(HV_SHAPE(3, 1001, 7), -1, 1);
+        c.fwd_tol = c.grad_tol = 2e-6; /* a 21021-term sum: float tree vs double */
+        vk_check(&c);
+    }
+    c = vk_new("masked_mean (4, 9, 5) by a (4, 9, 1) mask", 2, 1, op_masked_mean, NULL);
+    c.in[0] = rnd(HV_SHAPE(4, 9, 5), -1, 1);
+    {
+        float m[36];
+        int i;
+        for (i = 0; i < 36; i++) m[i] = (float)(i % 3 == 0);
+        c.in[1] = hv_tensor_from(g_cpu, HV_SHAPE(4, 9, 1), m);
+    }
+    vk_check(&c);
+    { /* top-k comes back to the host */
+        hv_tensor *lc = rnd(HV_SHAPE(20, 9), -1, 1), *yc = tl_rand_index(g_cpu, HV_SHAPE(20), 9);
+        hv_tensor *lv = hv_tensor_to(lc, g_vk), *yv = hv_tensor_to(yc, g_vk);
+        CHECK(hv_topk_accuracy(lc, yc, 3) == hv_topk_accuracy(lv, yv, 3), "top-3 accuracy differs");
+        hv_tensor_free(lc);
+        hv_tensor_free(yc);
+        hv_tensor_free(lv);
+        hv_tensor_free(yv);
+    }
+}
+
+/* ---- layout ops through the copy kernel ----------------------------------------------------- */
+
+static hv_tensor *op_layout(hv_tensor **in, void *u) {
+    hv_tensor *parts[3], *sp[2];
+    int64_t sizes[2] = {2, 5};
+    int axis0 = 0;
+    (void)u;
+    parts[0] = hv_slice(in[0], 1, 0, 3, 1);                                 /* (7, 3) */
+    parts[1] = hv_transpose(in[1], 0, 1);                                   /* (7, 5) */
+    parts[2] = hv_select(hv_reshape(in[0], HV_SHAPE(7, 3, 4)), 2, 1);       /* (7, 3) */
+    if (hv_split(hv_concat(parts, 3, 1), 0, 2, sizes, sp)) return NULL;     /* (2, 11), (5, 11) */
+    return hv_add(hv_mul(sp[1], sp[1]), hv_sum(sp[0], 1, &axis0, 1));       /* (5, 11) */
+}
+static void test_layout(hv_ctx *unused) {
+    vk_case c = vk_new("slice/transpose/select/concat/split and their backwards", 2, 3, op_layout, NULL);
+    (void)unused;
+    c.in[0] = rnd(HV_SHAPE(7, 12), -1, 1);
+    c.in[1] = rnd(HV_SHAPE(5, 7), -1, 1);
+    vk_check(&c);
+}
+
+/* ---- conv, pool, resize, batch norm --------------------------------------------------------- */
+
+static hv_tensor *op_conv(hv_tensor **in, void *u) { return hv_conv2d(in[0], in[1], in[2], (const hv_conv2d_desc *)u); }
+static hv_tensor *op_conv_nobias(hv_tensor **in, void *u) { return hv_conv2d(in[0], in[1], NULL, (const hv_conv2d_desc *)u); }
+static void test_conv(hv_ctx *unused) {
+    static const hv_conv2d_desc descs[] = {{0, 0, 0, 0, 0, 0, 0}, {2, 1, 1, 2, 2, 1, 2}, {1, 1, 1, 1, 1, 1, 6}, {3, 3, 0, 0, 1, 1, 1}};
+    static const int64_t cio[][4] = {{3, 5, 3, 3}, {4, 6, 3, 2}, {6, 6, 3, 3}, {3, 7, 3, 3}}; /* Cin, Cout, KH, KW */
+    int i;
+    (void)unused;
+    for (i = 0; i < 4; i++) {
+        hv_conv2d_desc d = descs[i];
+        int64_t g = d.groups ? d.groups : 1;
+        vk_case c = vk_new("conv2d", 3, 7, op_conv, &d);
+        char label[80];
+        snprintf(label, sizeof label, "conv2d case %d (stride %d, pad %d, dil %d, groups %lld)", i, d.stride_h, d.pad_h, d.dilation_h,
+                 (long long)g);
+        c.label = label;
+        c.in[0] = rnd(HV_SHAPE(2, cio[i][0], 11, 9), -1, 1);
+        c.in[1] = rnd(HV_SHAPE(cio[i][1], cio[i][0] / g, cio[i][2], cio[i][3]), -1, 1);
+        c.in[2] = rnd(HV_SHAPE(cio[i][1]), -1, 1);
+        c.fwd_tol = c.grad_tol = 2e-6; /* weight gradients: sums over the batch, float tree vs double */
+        vk_check(&c);
+    }
+    {
+        hv_conv2d_desc d = {14, 14, 0, 0, 0, 0, 0};
+        vk_case c = vk_new("conv2d patch embedding 14x14 stride 14, no bias", 2, 3, op_conv_nobias, &d);
+        c.in[0] = rnd(HV_SHAPE(2, 3, 28, 28), -1, 1);
+        c.in[1] = rnd(HV_SHAPE(8, 3, 14, 14), -1, 1);
+        c.fwd_tol = c.grad_tol = 2e-6;
+        vk_check(&c);
+    }
+}
+typedef struct pool_user {
+    int kind; /* 0 max, 1 avg, 2 resize, 3 global avg */
+    hv_pool2d_desc d;
+    int64_t oh, ow;
+    int ac;
+} pool_user;
+static hv_tensor *op_pool(hv_tensor **in, void *u) {
+    pool_user *p = (pool_user *)u;
+    switch (p->kind) {
+    case 0: return hv_max_pool2d(in[0], &p->d);
+    case 1: return hv_avg_pool2d(in[0], &p->d);
+    case 2: return hv_resize_bilinear(in[0], p->oh, p->ow, p->ac);
+    default: return hv_global_avg_pool(in[0]);
+    }
+}
+static void test_pool_resize(hv_ctx *unused) {
+    pool_user cases[9];
+    int i, n = 0;
+    (void)unused;
+    memset(cases, 0, sizeof cases);
+    cases[n].kind = 0, cases[n].d.kernel_h = 3, cases[n].d.kernel_w = 3, cases[n].d.stride_h = 2, cases[n].d.stride_w = 2,
+    cases[n].d.pad_h = 1, cases[n++].d.pad_w = 1;
+    cases[n].kind = 0, cases[n].d.kernel_h = 2, cases[n++].d.kernel_w = 3;
+    cases[n].kind = 1, cases[n].d.kernel_h = 3, cases[n].d.kernel_w = 3, cases[n].d.stride_h = 2, cases[n].d.stride_w = 2,
+    cases[n].d.pad_h = 1, cases[n++].d.pad_w = 1;
+    cases[n] = cases[n - 1], cases[n++].d.count_exclude_pad = 1;
+    cases[n].kind = 2, cases[n].oh = 17, cases[n++].ow = 5;
+    cases[n].kind = 2, cases[n].oh = 17, cases[n].ow = 5, cases[n++].ac = 1;
+    cases[n].kind = 2, cases[n].oh = 4, cases[n++].ow = 13;
+    cases[n].kind = 2, cases[n].oh = 1, cases[n].ow = 1, cases[n++].ac = 1;
+    cases[n++].kind = 3;
+    for (i = 0; i < n; i++) {
+        char label[64];
+        vk_case c = vk_new(label, 1, 1, op_pool, &cases[i]);
+        snprintf(label, sizeof label, "%s case %d", cases[i].kind == 0 ? "max_pool2d" : cases[i].kind == 1 ? "avg_pool2d" :
+                 cases[i].kind == 2 ? "resize_bilinear" : "global_avg_pool", i);
+        c.in[0] = rnd(HV_SHAPE(2, 3, 9, 11), -1, 1);
+        vk_check(&c);
+    }
+}
+typedef struct bn_user {
+    int training, running, affine;
+} bn_user;
+static hv_ctx *bn_ctx_of(hv_tensor *t) { return hv_tensor_ctx(t); }
+static hv_tensor *op_batch_norm(hv_tensor **in, void *u) {
+    bn_user *b = (bn_user *)u;
+    hv_tensor *rm = NULL, *rv = NULL;
+    if (b->running) { /* arena running statistics, the same on both backends */
+        float ones[5] = {1, 1.5f, 0.5f, 2, 1}, zeros[5] = {0.1f, -0.2f, 0.3f, 0, 0.05f};
+        hv_ctx *ctx = bn_ctx_of(in[0]);
+        rm = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(5));
+        rv = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(5));
+        hv_tensor_copy_from(rm, zeros, sizeof zeros);
+        hv_tensor_copy_from(rv, ones, sizeof ones);
+    }
+    {
+        hv_tensor *y = hv_batch_norm(in[0], b->affine ? in[1] : NULL, b->affine ? in[2] : NULL, rm, rv, b->training, 0.1f, 1e-5f);
+        /* the updated running statistics take part in the result, so they are compared too */
+        return b->running && b->training ? hv_add(y, hv_reshape(hv_add(rm, rv), HV_SHAPE(1, 5, 1, 1))) : y;
+    }
+}
+static void test_batch_norm(hv_ctx *unused) {
+    int t, r, a;
+    (void)unused;
+    for (t = 0; t < 2; t++)
+        for (r = 0; r < 2; r++)
+            for (a = 0; a < 2; a++) {
+                bn_user u;
+                char label[64];
+                vk_case c;
+                u.training = t;
+                u.running = r;
+                u.affine = a;
+                snprintf(label, sizeof label, "batch_norm training %d running %d affine %d", t, r, a);
+                c = vk_new(label, a ? 3 : 1, a ? 7 : 1, op_batch_norm, &u);
+                c.in[0] = rnd(HV_SHAPE(3, 5, 7, 9), -1, 3);
+                if (a) {
+                    c.in[1] = rnd(HV_SHAPE(5), 0.5f, 1.5f);
+                    c.in[2] = rnd(HV_SHAPE(5), -1, 1);
+                }
+                c.fwd_tol = c.grad_tol = 2e-6;
+                vk_check(&c);
+            }
+}
+
+/* ---- AdamW: the kernel against a CPU loop of PyTorch's formula ------------------------------ */
+
+static void test_adamw(hv_ctx *unused) {
+    enum { N = 1003, STEPS = 4 };
+    float p[N], m[N], v[N], g[N], got[N];
+    hv_tensor *tp = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(N)), *tm = hv_zeros(g_vk, HV_SHAPE(N)), *tv = hv_zeros(g_vk, HV_SHAPE(N));
+    hv_tensor *tg = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(N));
+    hv__adamw_args a;
+    int i, s;
+    double err = 0, scale = 0;
+    (void)unused;
+    for (i = 0; i < N; i++) {
+        p[i] = hv_rng_normal(g_cpu);
+        m[i] = v[i] = 0;
+    }
+    hv_tensor_copy_from(tp, p, sizeof p);
+    a.lr = 1e-2f;
+    a.beta1 = 0.9f;
+    a.beta2 = 0.95f;
+    a.eps = 1e-8f;
+    a.weight_decay = 0.05f;
+    for (s = 1; s <= STEPS; s++) {
+        for (i = 0; i < N; i++) g[i] = hv_rng_normal(g_cpu) * (i % 7 ? 1.0f : 1e-3f);
+        hv_tensor_copy_from(tg, g, sizeof g);
+        a.bc1 = 1.0f - powf(a.beta1, (float)s);
+        a.bc2 = 1.0f - powf(a.beta2, (float)s);
+        g_vk->be->adamw(g_vk, tp, tm, tv, tg, &a);
+        for (i = 0; i < N; i++) { /* torch.optim.AdamW, single-tensor path */
+            p[i] *= 1.0f - a.lr * a.weight_decay;
+            m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * g[i];
+            v[i] = a.beta2 * v[i] + (1.0f - a.beta2) * g[i] * g[i];
+            p[i] -= (a.lr / a.bc1) * m[i] / (sqrtf(v[i]) / sqrtf(a.bc2) + a.eps);
+        }
+    }
+    hv_tensor_copy_to(tp, got, sizeof got);
+    for (i = 0; i < N; i++) {
+        if (fabs(got[i] - p[i]) > err) err = fabs(got[i] - p[i]);
+        if (fabs(p[i]) > scale) scale = fabs(p[i]);
+    }
+    CHECK(err / scale <= VK_TOL, "adamw after %d steps: error %.3g", STEPS, err / scale);
+    hv_tensor_free(tp);
+    hv_tensor_free(tm);
+    hv_tensor_free(tv);
+    hv_tensor_free(tg);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_cpu = hv_init(&(hv_init_desc){.seed = 7});
@@ -282,6 +694,17 @@ int main(void) {
     TL_RUN(g_cpu, test_binary);
     TL_RUN(g_cpu, test_unary);
     TL_RUN(g_cpu, test_matmul);
+    TL_RUN(g_cpu, test_reductions);
+    TL_RUN(g_cpu, test_softmax);
+    TL_RUN(g_cpu, test_layer_norm);
+    TL_RUN(g_cpu, test_attention);
+    TL_RUN(g_cpu, test_gather_scatter);
+    TL_RUN(g_cpu, test_losses);
+    TL_RUN(g_cpu, test_layout);
+    TL_RUN(g_cpu, test_conv);
+    TL_RUN(g_cpu, test_pool_resize);
+    TL_RUN(g_cpu, test_batch_norm);
+    TL_RUN(g_cpu, test_adamw);
     hv_shutdown(g_vk);
     hv_shutdown(g_cpu);
     TL_DONE();
