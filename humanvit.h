@@ -3723,23 +3723,31 @@ static PFN_vkVoidFunction hv__vk_sym(void *lib, const char *name) {
 #endif
     return f;
 }
+static void *hv__vk_dlopen(const char *path) {
+#if defined(_WIN32)
+    return (void *)LoadLibraryA(path);
+#else
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+#endif
+}
+/* the loader stays loaded for the process's life (drivers may keep threads and atexit hooks) */
 static int hv__vk_load(hv__vk *vk) {
     const char *path = getenv("HUMANVIT_VULKAN_LOADER");
+    void *lib;
     PFN_vkVoidFunction f;
-    if (!path || !*path) path = HV__VK_LIBNAME;
-    if (!hv__vk_lib) {
-#if defined(_WIN32)
-        hv__vk_lib = (void *)LoadLibraryA(path);
-#else
-        hv__vk_lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-#endif
-        if (!hv__vk_lib) {
-            hv__fail("hv_init", "no Vulkan loader: cannot open %s (install one, e.g. apt-get install libvulkan1 mesa-vulkan-drivers; "
-                     "or set HUMANVIT_VULKAN_LOADER)", path);
-            return -1;
-        }
+    if (path && *path) {
+        lib = hv__vk_dlopen(path); /* another loader: opened each time, never cached */
+    } else {
+        path = HV__VK_LIBNAME;
+        if (!hv__vk_lib) hv__vk_lib = hv__vk_dlopen(path);
+        lib = hv__vk_lib;
     }
-    f = hv__vk_sym(hv__vk_lib, "vkGetInstanceProcAddr");
+    if (!lib) {
+        hv__fail("hv_init", "no Vulkan loader: cannot open %s (install one, e.g. apt-get install libvulkan1 mesa-vulkan-drivers; "
+                 "or set HUMANVIT_VULKAN_LOADER)", path);
+        return -1;
+    }
+    f = hv__vk_sym(lib, "vkGetInstanceProcAddr");
     if (!f) return hv__fail("hv_init", "%s has no vkGetInstanceProcAddr: not a Vulkan loader", path), -1;
     memcpy(&vk->vkGetInstanceProcAddr, &f, sizeof f);
     vk->vkCreateInstance = (PFN_vkCreateInstance)vk->vkGetInstanceProcAddr(NULL, "vkCreateInstance");
@@ -4664,7 +4672,7 @@ static int hv__vk_run(hv_ctx *ctx, const char *op, int shader, const hv_tensor *
 }
 static int32_t hv__vk_i32(int64_t v) { return (int32_t)v; }
 
-static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+static void hv__vk_reduce_one(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
     const hv_tensor *ts[2];
     int32_t p[30];
     int w[2] = {1, 0}, d;
@@ -4688,6 +4696,45 @@ static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *
     ts[0] = out;
     ts[1] = x;
     hv__vk_run(ctx, "hv_vulkan reduce", HV__VKS_REDUCE, ts, w, 2, p, 30, (uint64_t)nout, 64, p[3]);
+}
+/* a view of t: extent n along axis d from index i0 */
+static hv_tensor hv__vk_cut(const hv_tensor *t, int d, int64_t i0, int64_t n) {
+    hv_tensor v = *t;
+    v.data = (char *)t->data + i0 * t->stride[d] * (int64_t)hv__dtype_size(t->dtype);
+    v.shape[d] = n;
+    return v;
+}
+#define HV__VK_BIN_MAX 4 /* binary.comp's internal op: NaN-propagating max */
+/* reductions whose input is over the storage-buffer range: halve the axis that spans most; a
+   kept axis splits the outputs, a reduced one gives two partial results combined elementwise */
+static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a = hv__vk_targ(vk, x, 0);
+    int d, best = -1;
+    int64_t h;
+    if (!a.blk || hv__vk_fits(vk, &a) || hv_numel(x) <= 1) {
+        hv__vk_reduce_one(ctx, op, out, x);
+        return;
+    }
+    for (d = 0; d < x->ndim; d++)
+        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+    h = x->shape[best] / 2;
+    if (out->shape[best] == x->shape[best]) {
+        hv_tensor o1 = hv__vk_cut(out, best, 0, h), o2 = hv__vk_cut(out, best, h, x->shape[best] - h);
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv__vk_reduce(ctx, op, &o1, &x1);
+        hv__vk_reduce(ctx, op, &o2, &x2);
+    } else {
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv_tensor *r1 = hv__new_like(out), *r2 = r1 ? hv__new_like(out) : NULL;
+        if (!r2) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        hv__vk_reduce(ctx, op, r1, &x1);
+        hv__vk_reduce(ctx, op, r2, &x2);
+        hv__vk_binary(ctx, op == HV__RED_MAX ? HV__VK_BIN_MAX : HV__ADD, out, r1, r2);
+    }
 }
 static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
     const hv_tensor *ts[4];

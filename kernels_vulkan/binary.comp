@@ -1,6 +1,6 @@
 #version 450
 // out = a (op) b with a and b expanded to out's shape (stride 0 on broadcast axes).
-// PI(HV_EW_EXTRA): op (ADD SUB MUL DIV).
+// PI(HV_EW_EXTRA): op (ADD SUB MUL DIV, and 4: max with NaN winning, for split reductions).
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 #define NARGS 3
@@ -17,6 +17,7 @@ void main() {
     if (op == 0) r = x + y;
     else if (op == 1) r = x - y;
     else if (op == 2) r = x * y;
-    else r = x / y;
+    else if (op == 3) r = x / y;
+    else r = (y > x || isnan(y)) ? y : x;
     o[hv_ew_off(i, 0)] = r;
 }

@@ -7,9 +7,11 @@
    (hv_tensor_to), runs the op on both, and compares the forward result and, through
    L = sum(out * r) with a random r, the gradient of every input, by the normalised error
    max |vulkan - cpu| / max |cpu|. The bound is 1e-6 for f32 unless a case says why not. */
+#define _POSIX_C_SOURCE 200112L /* setenv, opendir */
 #define HUMANVIT_VULKAN
 #define HUMANVIT_IMPLEMENTATION
 #include "testlib.h"
+#include <dirent.h>
 
 static hv_ctx *g_cpu, *g_vk;
 
@@ -679,6 +681,238 @@ static void test_adamw(hv_ctx *unused) {
     hv_tensor_free(tg);
 }
 
+
+/* ---- the generated SPIR-V header matches the shader sources --------------------------------- */
+
+static uint32_t fnv1a32_file(const char *path, int *ok) {
+    FILE *f = fopen(path, "rb");
+    uint32_t h = 2166136261u;
+    int c;
+    *ok = f != NULL;
+    if (!f) return 0;
+    while ((c = fgetc(f)) != EOF) h = (h ^ (uint32_t)c) * 16777619u;
+    fclose(f);
+    return h;
+}
+static void test_shader_header_current(hv_ctx *unused) {
+    size_t i, n = sizeof hv__vk_shader_sources / sizeof hv__vk_shader_sources[0];
+    int listed = 0, comps = 0;
+    DIR *d;
+    struct dirent *e;
+    (void)unused;
+    for (i = 0; i < n; i++) {
+        char path[256];
+        int ok;
+        uint32_t h;
+        snprintf(path, sizeof path, "kernels_vulkan/%s", hv__vk_shader_sources[i].file);
+        h = fnv1a32_file(path, &ok);
+        CHECK(ok, "%s is listed in kernels_vulkan/hv_shaders.h but cannot be read (run from the repository root)", path);
+        CHECK(!ok || h == hv__vk_shader_sources[i].fnv1a,
+              "%s changed since kernels_vulkan/hv_shaders.h was generated: run ./build.sh shaders", path);
+    }
+    d = opendir("kernels_vulkan");
+    CHECK(d != NULL, "cannot list kernels_vulkan/");
+    while (d && (e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        int comp = len > 5 && !strcmp(e->d_name + len - 5, ".comp"), glsl = len > 5 && !strcmp(e->d_name + len - 5, ".glsl");
+        if (!comp && !glsl) continue;
+        listed++;
+        comps += comp;
+        for (i = 0; i < n; i++)
+            if (!strcmp(hv__vk_shader_sources[i].file, e->d_name)) break;
+        CHECK(i < n, "kernels_vulkan/%s is not in hv_shaders.h: run ./build.sh shaders", e->d_name);
+    }
+    if (d) closedir(d);
+    CHECK(comps == HV__VKS_COUNT, "%d .comp files but %d kernels in hv_shaders.h", comps, HV__VKS_COUNT);
+}
+
+/* ---- work over the storage-buffer range is split (or refused cleanly) ----------------------- */
+
+static void test_range_split(hv_ctx *unused) {
+    hv_ctx *small;
+    (void)unused;
+    /* a context that believes it may bind 4 KiB at once and stage 1 KiB at once */
+    setenv("HUMANVIT_VULKAN_MAX_RANGE", "4096", 1);
+    setenv("HUMANVIT_VULKAN_STAGING", "1024", 1);
+    small = hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN, .seed = 7});
+    unsetenv("HUMANVIT_VULKAN_MAX_RANGE");
+    unsetenv("HUMANVIT_VULKAN_STAGING");
+    CHECK_NOTNULL(small);
+    if (!small) return;
+    {
+        hv_ctx *keep = g_vk;
+        int t, op = 2;
+        g_vk = small; /* vk_check runs its Vulkan half here */
+        for (t = 0; t < 4; t++) {
+            mm_user u;
+            vk_case c;
+            char label[64];
+            u.ta = t & 1;
+            u.tb = t >> 1;
+            snprintf(label, sizeof label, "split matmul 61x70x53 ta=%d tb=%d", u.ta, u.tb);
+            c = vk_new(label, 2, 3, op_matmul, &u);
+            c.in[0] = rnd(u.ta ? HV_SHAPE(70, 61) : HV_SHAPE(61, 70), -1, 1);
+            c.in[1] = rnd(u.tb ? HV_SHAPE(53, 70) : HV_SHAPE(70, 53), -1, 1);
+            c.fwd_tol = c.grad_tol = GEMM_TOL;
+            vk_check(&c);
+        }
+        {
+            vk_case c = vk_new("split binary (40, 1, 97) * (3, 1)", 2, 3, op_binary, &op);
+            c.in[0] = rnd(HV_SHAPE(40, 1, 97), -1, 1);
+            c.in[1] = rnd(HV_SHAPE(3, 1), -1, 1);
+            vk_check(&c);
+            c = vk_new("split copy of a permuted slice", 1, 1, op_copy, NULL);
+            c.in[0] = rnd(HV_SHAPE(20, 13, 9, 11), -1, 1);
+            vk_check(&c);
+            op = 7;
+            c = vk_new("split gelu of a transposed view", 1, 1, op_unary, &op);
+            c.in[0] = rnd(HV_SHAPE(33, 47, 3), -3, 3);
+            c.fwd_tol = c.grad_tol = 2e-6;
+            vk_check(&c);
+        }
+        g_vk = keep;
+        { /* a kernel that does not split: a clean error, no crash, and the context goes on */
+            hv_tensor *x = hv_zeros(small, HV_SHAPE(40, 100));
+            CHECK_ERROR(hv_softmax(x, 1), "maxStorageBufferRange", "does not split");
+            CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 100.0f, "context unusable after a refused kernel");
+            hv_tensor_free(x);
+        }
+    }
+    hv_shutdown(small);
+}
+
+/* ---- faults: no loader, no device, bad device, too much memory, mixed backends -------------- */
+
+static void test_faults(hv_ctx *unused) {
+    hv_ctx *c;
+    (void)unused;
+    setenv("HUMANVIT_VULKAN_LOADER", "/nonexistent/libvulkan.so.1", 1);
+    CHECK_ERROR(hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN}), "no Vulkan loader", "/nonexistent/libvulkan.so.1");
+    unsetenv("HUMANVIT_VULKAN_LOADER");
+    /* no driver: the loader finds no ICD */
+    setenv("VK_ICD_FILENAMES", "/nonexistent/icd.json", 1);
+    setenv("VK_DRIVER_FILES", "/nonexistent/icd.json", 1);
+    hv_clear_error();
+    c = hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN});
+    CHECK(c == NULL && strstr(hv_last_error(), "Vulkan"), "no driver: want NULL and an error, got %p: %s", (void *)c, hv_last_error());
+    hv_shutdown(c);
+    unsetenv("VK_ICD_FILENAMES");
+    unsetenv("VK_DRIVER_FILES");
+    CHECK_ERROR(hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN, .device = "no-such-gpu"}), "no Vulkan device matches 'no-such-gpu'",
+                "devices:");
+    CHECK_ERROR(hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN, .device = "99"}), "device 99 does not exist");
+    setenv("HUMANVIT_VULKAN_DEVICE", "no-such-gpu", 1);
+    CHECK_ERROR(hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN}), "no-such-gpu");
+    unsetenv("HUMANVIT_VULKAN_DEVICE");
+    { /* by index and by a part of the name, in any case */
+        char part[8];
+        size_t i;
+        hv_ctx *a = hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN, .device = "0"}), *b;
+        CHECK_NOTNULL(a);
+        for (i = 0; i < 4 && hv_ctx_device_name(g_vk)[i]; i++) {
+            char ch = hv_ctx_device_name(g_vk)[i];
+            part[i] = (char)(ch >= 'a' && ch <= 'z' ? ch - 'a' + 'A' : ch);
+        }
+        part[i] = 0;
+        b = hv_init(&(hv_init_desc){.backend = HV_BACKEND_VULKAN, .device = part});
+        CHECK(b && !strcmp(hv_ctx_device_name(b), hv_ctx_device_name(g_vk)), "device by name '%s': %s", part, hv_last_error());
+        hv_shutdown(a);
+        hv_shutdown(b);
+    }
+    /* the CPU context is untouched by all this */
+    CHECK(hv_item(hv_sum(hv_ones(g_cpu, HV_SHAPE(3)), 0, NULL, 0)) == 3.0f, "CPU context broken after Vulkan failures");
+    /* more memory than one allocation may hold: an error, not a crash */
+    CHECK_ERROR(hv_zeros(g_vk, HV_SHAPE(1 << 20, 1 << 15)), "exceed the largest allocation");
+    CHECK_ERROR(hv_tensor_temp(g_vk, HV_F32, HV_SHAPE(1 << 20, 1 << 15)), "exceed the largest allocation");
+    { /* mixing backends in one op */
+        hv_tensor *a = hv_ones(g_cpu, HV_SHAPE(2, 3)), *b = hv_ones(g_vk, HV_SHAPE(2, 3)), *back;
+        float v[6];
+        CHECK_ERROR(hv_add(a, b), "lives on cpu", "on vulkan", "hv_tensor_to");
+        CHECK_ERROR(hv_matmul(b, a, 0, 1), "lives on vulkan", "on cpu");
+        CHECK(hv_tensor_assign(a, b) == -1 && strstr(hv_last_error(), "different contexts"), "assign across backends");
+        back = hv_tensor_to(b, g_cpu); /* explicit moves work both ways */
+        CHECK(back && hv_data(back) && hv_data(back)[5] == 1.0f, "hv_tensor_to back to the CPU");
+        CHECK(hv_tensor_copy_to(hv_tensor_to(back, g_vk), v, sizeof v) == 0 && v[0] == 1.0f, "round trip");
+        hv_tensor_free(a);
+        hv_tensor_free(b);
+        hv_tensor_free(back);
+    }
+}
+
+/* ---- batching: a forward and backward pass is one submission -------------------------------- */
+
+static hv_tensor *mlp_loss(hv_tensor *x, hv_tensor *const *p, hv_tensor *target) {
+    hv_tensor *h = hv_gelu(hv_linear(x, p[0], p[1]));
+    return hv_mse_loss(hv_linear(h, p[2], p[3]), target);
+}
+static void test_batching(hv_ctx *unused) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_tensor *p[4], *x, *t, *loss;
+    uint64_t submits, dispatches;
+    int i;
+    (void)unused;
+    p[0] = hv_randn(g_vk, HV_SHAPE(32, 16), 0, 0.3f);
+    p[1] = hv_zeros(g_vk, HV_SHAPE(32));
+    p[2] = hv_randn(g_vk, HV_SHAPE(4, 32), 0, 0.3f);
+    p[3] = hv_zeros(g_vk, HV_SHAPE(4));
+    for (i = 0; i < 4; i++) hv_set_trainable(p[i], 1);
+    x = hv_randn(g_vk, HV_SHAPE(64, 16), 0, 1);
+    t = hv_randn(g_vk, HV_SHAPE(64, 4), 0, 1);
+    hv_sync(g_vk);
+    submits = vk->n_submits;
+    dispatches = vk->n_dispatches;
+    loss = mlp_loss(x, p, t);
+    CHECK(hv_backward(loss) == 0, "backward: %s", hv_last_error());
+    CHECK(vk->n_submits == submits, "forward + backward submitted %llu times before the host needed data",
+          (unsigned long long)(vk->n_submits - submits));
+    CHECK(vk->n_dispatches - dispatches >= 10, "only %llu dispatches recorded", (unsigned long long)(vk->n_dispatches - dispatches));
+    CHECK(hv_item(loss) > 0, "loss");
+    CHECK(vk->n_submits == submits + 1, "reading the loss: %llu submissions, want 1", (unsigned long long)(vk->n_submits - submits));
+    hv_step_end(g_vk);
+    for (i = 0; i < 4; i++) hv_tensor_free(p[i]);
+    hv_tensor_free(x);
+    hv_tensor_free(t);
+}
+
+/* ---- a steady training loop allocates nothing: no malloc, no device memory ------------------ */
+
+static void test_steady_state(hv_ctx *unused) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_tensor *p[4], *x, *t;
+    uint64_t mallocs = 0, blocks = 0;
+    int i, step;
+    (void)unused;
+    p[0] = hv_randn(g_vk, HV_SHAPE(32, 16), 0, 0.3f);
+    p[1] = hv_zeros(g_vk, HV_SHAPE(32));
+    p[2] = hv_randn(g_vk, HV_SHAPE(4, 32), 0, 0.3f);
+    p[3] = hv_zeros(g_vk, HV_SHAPE(4));
+    for (i = 0; i < 4; i++) hv_set_trainable(p[i], 1);
+    x = hv_randn(g_vk, HV_SHAPE(300, 16), 0, 1);
+    t = hv_randn(g_vk, HV_SHAPE(300, 4), 0, 1);
+    for (step = 0; step < 6; step++) {
+        hv_tensor *loss = mlp_loss(x, p, t);
+        int prev;
+        hv_backward(loss);
+        prev = hv_set_grad_enabled(g_vk, 0);
+        for (i = 0; i < 4; i++) {
+            hv_tensor_assign(p[i], hv_sub(p[i], hv_scale(hv_grad(p[i]), 0.01f)));
+            hv_zero_grad(p[i]);
+        }
+        hv_set_grad_enabled(g_vk, prev);
+        (void)hv_item(loss);
+        hv_step_end(g_vk);
+        if (step == 2) {
+            mallocs = hv_alloc_count();
+            blocks = vk->n_block_allocs;
+        }
+    }
+    CHECK(hv_alloc_count() == mallocs, "%llu host allocations in steady state", (unsigned long long)(hv_alloc_count() - mallocs));
+    CHECK(vk->n_block_allocs == blocks, "%llu device allocations in steady state", (unsigned long long)(vk->n_block_allocs - blocks));
+    for (i = 0; i < 4; i++) hv_tensor_free(p[i]);
+    hv_tensor_free(x);
+    hv_tensor_free(t);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_cpu = hv_init(&(hv_init_desc){.seed = 7});
@@ -690,6 +924,7 @@ int main(void) {
         return 0;
     }
     printf("test_vulkan on %s\n", hv_ctx_device_name(g_vk));
+    TL_RUN(g_cpu, test_shader_header_current);
     TL_RUN(g_cpu, test_copy_fill);
     TL_RUN(g_cpu, test_binary);
     TL_RUN(g_cpu, test_unary);
@@ -705,6 +940,10 @@ int main(void) {
     TL_RUN(g_cpu, test_pool_resize);
     TL_RUN(g_cpu, test_batch_norm);
     TL_RUN(g_cpu, test_adamw);
+    TL_RUN(g_cpu, test_range_split);
+    TL_RUN(g_cpu, test_faults);
+    TL_RUN(g_cpu, test_batching);
+    TL_RUN(g_cpu, test_steady_state);
     hv_shutdown(g_vk);
     hv_shutdown(g_cpu);
     TL_DONE();
