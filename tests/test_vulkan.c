@@ -913,6 +913,202 @@ static void test_steady_state(hv_ctx *unused) {
     hv_tensor_free(t);
 }
 
+
+/* ---- whole training steps: ViT (classification head with BatchNorm) and MAE ----------------- */
+
+/* the largest gradient error over a model's parameters, relative to the largest gradient of the
+   model: some gradients are zero in exact arithmetic (the final norm's bias under a batch-statistics
+   BatchNorm head sums to zero over the batch), and rounding noise over their own scale says nothing */
+static double params_grad_err(const hv_param_list *pc, const hv_param_list *pv, const char **worst) {
+    double scale = 1e-30, e = 0;
+    int i;
+    for (i = 0; i < pc->count; i++) {
+        hv_tensor *gc = hv_grad(pc->tensors[i]);
+        int64_t n, j;
+        float *v;
+        if (!gc) continue;
+        n = hv_numel(gc);
+        v = (float *)malloc(sizeof(float) * (size_t)(n + 1));
+        hv_tensor_copy_to(gc, v, sizeof(float) * (size_t)n);
+        for (j = 0; j < n; j++)
+            if (fabs(v[j]) > scale) scale = fabs(v[j]);
+        free(v);
+    }
+    for (i = 0; i < pc->count; i++) {
+        hv_tensor *gc = hv_grad(pc->tensors[i]), *gv = hv_grad(pv->tensors[i]);
+        int64_t n, j;
+        float *a, *b;
+        double ei = 0;
+        if (!gc && !gv) continue;
+        if (!gc || !gv) {
+            *worst = pc->names[i];
+            return INFINITY;
+        }
+        n = hv_numel(gc);
+        a = (float *)malloc(sizeof(float) * (size_t)(n + 1));
+        b = (float *)malloc(sizeof(float) * (size_t)(n + 1));
+        hv_tensor_copy_to(gc, a, sizeof(float) * (size_t)n);
+        hv_tensor_copy_to(gv, b, sizeof(float) * (size_t)n);
+        for (j = 0; j < n; j++)
+            if (!(fabs(a[j] - b[j]) <= ei)) ei = fabs(a[j] - b[j]);
+        free(a);
+        free(b);
+        if (!(ei / scale <= e)) {
+            e = ei / scale;
+            *worst = pc->names[i];
+        }
+    }
+    return e;
+}
+static double params_err(const hv_param_list *pc, const hv_param_list *pv) {
+    double e = 0, ei;
+    int i;
+    for (i = 0; i < pc->count; i++)
+        if (hv_tensor_dtype(pc->tensors[i]) == HV_F32 && !((ei = vk_err(pv->tensors[i], pc->tensors[i])) <= e)) e = ei;
+    return e;
+}
+/* p -= lr * grad, grads cleared: the same plain SGD on both backends */
+static void sgd_step(hv_ctx *ctx, const hv_param_list *pl, float lr) {
+    int i, prev = hv_set_grad_enabled(ctx, 0);
+    for (i = 0; i < pl->count; i++) {
+        hv_tensor *p = pl->tensors[i];
+        if (!hv_grad(p)) continue;
+        hv_tensor_assign(p, hv_sub(p, hv_scale(hv_grad(p), lr)));
+        hv_zero_grad(p);
+    }
+    hv_set_grad_enabled(ctx, prev);
+}
+/* Bounds: after several layers and steps, float rounding in another order compounds; the CPU's own
+   results move by ~1e-6 between reduction orders. Losses within 1e-5 relative, gradients within
+   1e-4 of each tensor's scale (lavapipe measures ~1e-6 and ~2e-5). */
+#define STEP_LOSS_TOL 1e-5
+#define STEP_GRAD_TOL 1e-4
+
+static void test_vit_training_steps(hv_ctx *unused) {
+    hv_vit_desc d;
+    hv_vit *mc, *mv;
+    hv_tensor *xc, *yc, *xv, *yv;
+    int step;
+    (void)unused;
+    memset(&d, 0, sizeof d);
+    d.img_size = 28;
+    d.patch_size = 7;
+    d.embed_dim = 32;
+    d.depth = 2;
+    d.num_heads = 4;
+    d.num_classes = 10;
+    hv_rng_seed(g_cpu, 11);
+    hv_rng_seed(g_vk, 11);
+    mc = hv_vit_new(g_cpu, &d);
+    mv = hv_vit_new(g_vk, &d);
+    CHECK_NOTNULL(mc);
+    CHECK_NOTNULL(mv);
+    if (!mc || !mv) return;
+    CHECK(params_err(hv_vit_params(mc), hv_vit_params(mv)) == 0, "the same seed made different ViT parameters");
+    xc = rnd(HV_SHAPE(6, 3, 28, 28), -1, 1);
+    yc = tl_rand_index(g_cpu, HV_SHAPE(6), 10);
+    xv = hv_tensor_to(xc, g_vk);
+    yv = hv_tensor_to(yc, g_vk);
+    for (step = 0; step < 3; step++) {
+        hv_tensor *lc = hv_cross_entropy(hv_vit_forward(mc, xc, 1), yc), *lv = hv_cross_entropy(hv_vit_forward(mv, xv, 1), yv);
+        const char *worst = "";
+        double eg;
+        float fc, fv;
+        if (!lc || !lv || hv_backward(lc) || hv_backward(lv)) {
+            CHECK(0, "step %d: %s", step, hv_last_error());
+            break;
+        }
+        fc = hv_item(lc);
+        fv = hv_item(lv);
+        CHECK(fabs(fc - fv) <= STEP_LOSS_TOL * fabs(fc), "ViT step %d: loss %.8g on Vulkan, %.8g on CPU", step, fv, fc);
+        eg = params_grad_err(hv_vit_params(mc), hv_vit_params(mv), &worst);
+        CHECK(eg <= STEP_GRAD_TOL, "ViT step %d: gradient of %s: error %.3g", step, worst, eg);
+        if (getenv("HV_TEST_VERBOSE")) printf("    ViT step %d loss %.8g / %.8g, grad error %.2g (%s)\n", step, fc, fv, eg, worst);
+        sgd_step(g_cpu, hv_vit_params(mc), 0.05f);
+        sgd_step(g_vk, hv_vit_params(mv), 0.05f);
+        hv_step_end(g_cpu);
+        hv_step_end(g_vk);
+    }
+    { /* BatchNorm's running statistics and batch counter moved the same way */
+        const hv_param_list *pc = hv_vit_params(mc), *pv = hv_vit_params(mv);
+        int i;
+        for (i = 0; i < pc->count; i++) {
+            if (!strstr(pc->names[i], "head.0.")) continue;
+            if (hv_tensor_dtype(pc->tensors[i]) == HV_I32) {
+                int32_t a, b;
+                hv_tensor_copy_to(pc->tensors[i], &a, 4);
+                hv_tensor_copy_to(pv->tensors[i], &b, 4);
+                CHECK(a == 3 && b == 3, "%s: %d on the CPU, %d on Vulkan", pc->names[i], a, b);
+            } else {
+                double e = vk_err(pv->tensors[i], pc->tensors[i]);
+                CHECK(e <= STEP_GRAD_TOL, "%s after 3 steps: error %.3g", pc->names[i], e);
+            }
+        }
+    }
+    hv_vit_free(mc);
+    hv_vit_free(mv);
+    hv_tensor_free(xc);
+    hv_tensor_free(yc);
+    hv_tensor_free(xv);
+    hv_tensor_free(yv);
+}
+
+static void test_mae_training_steps(hv_ctx *unused) {
+    hv_mae_desc d;
+    hv_mae *mc, *mv;
+    hv_tensor *xc, *xv;
+    int step;
+    (void)unused;
+    memset(&d, 0, sizeof d);
+    d.encoder.img_size = 28;
+    d.encoder.patch_size = 7;
+    d.encoder.embed_dim = 32;
+    d.encoder.depth = 2;
+    d.encoder.num_heads = 4;
+    d.decoder_embed_dim = 24;
+    d.decoder_depth = 1;
+    d.decoder_num_heads = 4;
+    d.mask_ratio = 0.75f;
+    d.norm_pix_loss = 1;
+    hv_rng_seed(g_cpu, 12);
+    hv_rng_seed(g_vk, 12);
+    mc = hv_mae_new(g_cpu, &d);
+    mv = hv_mae_new(g_vk, &d);
+    CHECK_NOTNULL(mc);
+    CHECK_NOTNULL(mv);
+    if (!mc || !mv) return;
+    CHECK(params_err(hv_mae_params(mc), hv_mae_params(mv)) == 0, "the same seed made different MAE parameters");
+    xc = rnd(HV_SHAPE(2, 3, 28, 28), -1, 1);
+    xv = hv_tensor_to(xc, g_vk);
+    hv_rng_seed(g_cpu, 13); /* the masks are drawn from each context's stream: the same */
+    hv_rng_seed(g_vk, 13);
+    for (step = 0; step < 3; step++) {
+        hv_tensor *mask_c, *mask_v, *lc = hv_mae_forward(mc, xc, NULL, NULL, &mask_c), *lv = hv_mae_forward(mv, xv, NULL, NULL, &mask_v);
+        const char *worst = "";
+        double eg;
+        float fc, fv;
+        if (!lc || !lv || hv_backward(lc) || hv_backward(lv)) {
+            CHECK(0, "step %d: %s", step, hv_last_error());
+            break;
+        }
+        CHECK(vk_err(mask_v, mask_c) == 0, "MAE step %d: the masks differ", step);
+        fc = hv_item(lc);
+        fv = hv_item(lv);
+        CHECK(fabs(fc - fv) <= STEP_LOSS_TOL * fabs(fc), "MAE step %d: loss %.8g on Vulkan, %.8g on CPU", step, fv, fc);
+        eg = params_grad_err(hv_mae_params(mc), hv_mae_params(mv), &worst);
+        CHECK(eg <= STEP_GRAD_TOL, "MAE step %d: gradient of %s: error %.3g", step, worst, eg);
+        if (getenv("HV_TEST_VERBOSE")) printf("    MAE step %d loss %.8g / %.8g, grad error %.2g (%s)\n", step, fc, fv, eg, worst);
+        sgd_step(g_cpu, hv_mae_params(mc), 0.05f);
+        sgd_step(g_vk, hv_mae_params(mv), 0.05f);
+        hv_step_end(g_cpu);
+        hv_step_end(g_vk);
+    }
+    hv_mae_free(mc);
+    hv_mae_free(mv);
+    hv_tensor_free(xc);
+    hv_tensor_free(xv);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_cpu = hv_init(&(hv_init_desc){.seed = 7});
@@ -944,6 +1140,8 @@ int main(void) {
     TL_RUN(g_cpu, test_faults);
     TL_RUN(g_cpu, test_batching);
     TL_RUN(g_cpu, test_steady_state);
+    TL_RUN(g_cpu, test_vit_training_steps);
+    TL_RUN(g_cpu, test_mae_training_steps);
     hv_shutdown(g_vk);
     hv_shutdown(g_cpu);
     TL_DONE();
