@@ -108,6 +108,7 @@ configure() {
     CFLAGS=${CFLAGS% }
     LDLIBS="-lm"
     LIB=$OUT/humanvit.o
+    LIB_VK=$OUT/humanvit_vk.o
 
     local stamp="$CC | $CFLAGS | $LDLIBS"
     if [ -f "$OUT/.flags" ] && [ "$(cat "$OUT/.flags")" != "$stamp" ]; then
@@ -261,21 +262,37 @@ build_lib() {
     fi
 }
 
+# the library with the Vulkan backend compiled in, for the examples (when the headers exist):
+# their --backend vulkan then works; the tests keep the CPU-only humanvit.o
+build_lib_vulkan() {
+    probe_vulkan
+    [ "$HAVE_VULKAN_HEADERS" -eq 1 ] || return 0
+    if stale "$LIB_VK" humanvit.h tests/hv_impl.c "$SHADER_HDR"; then
+        echo "  CC    $LIB_VK"
+        if ! $CC $CFLAGS -DHUMANVIT_VULKAN -c tests/hv_impl.c -o "$LIB_VK"; then
+            rm -f "$LIB_VK"
+            BUILD_FAILED+=("humanvit_vk.o")
+            return 1
+        fi
+    fi
+}
+
 # build_prog SRC OUT EXTRA_DEPS...: compile and link one program; 1 when it did not build.
+# PROG_LIB (default $LIB) is the library object it links.
 build_prog() {
-    local src=$1 out=$2
+    local src=$1 out=$2 lib=${PROG_LIB:-$LIB}
     shift 2
     local objs=()
     if ! grep -q '^[[:space:]]*#[[:space:]]*define[[:space:]][[:space:]]*HUMANVIT_IMPLEMENTATION' "$src"; then
-        if [ ! -e "$LIB" ]; then
-            echo "  SKIP  $out ($LIB did not build)"
+        if [ ! -e "$lib" ]; then
+            echo "  SKIP  $out ($lib did not build)"
             rm -f "$out"
             return 1
         fi
-        objs=("$LIB")
+        objs=("$lib")
     fi
     local extra_libs=""
-    if needs_vulkan "$src"; then
+    if needs_vulkan "$src" || [ "$lib" = "$LIB_VK" ]; then
         extra_libs=$(vulkan_ldlibs)
         set -- "$@" "$SHADER_HDR"
     fi
@@ -313,16 +330,18 @@ build_tests() {
 }
 
 build_examples() {
-    local src name
+    local src name lib=$LIB
+    if [ -e "$LIB_VK" ]; then lib=$LIB_VK; fi
     for src in examples/*.c; do
         name=$(basename "$src" .c)
-        build_prog "$src" "$OUT/$name" examples/*.h || BUILD_FAILED+=("$name")
+        PROG_LIB=$lib build_prog "$src" "$OUT/$name" examples/*.h || BUILD_FAILED+=("$name")
     done
 }
 
 build_all() {
     check_shaders
     build_lib || true
+    if [ "$MODE" = normal ]; then build_lib_vulkan || true; fi
     build_tests
     build_examples
 }
@@ -536,7 +555,10 @@ demo)
     [ -f examples/hello_mlp.c ] || die "examples/hello_mlp.c does not exist yet"
     configure build normal
     build_lib || die "humanvit.o did not build"
-    build_prog examples/hello_mlp.c build/hello_mlp examples/*.h || die "examples/hello_mlp.c did not build"
+    build_lib_vulkan || die "humanvit_vk.o did not build"
+    lib=$LIB
+    if [ -e "$LIB_VK" ]; then lib=$LIB_VK; fi
+    PROG_LIB=$lib build_prog examples/hello_mlp.c build/hello_mlp examples/*.h || die "examples/hello_mlp.c did not build"
     exec build/hello_mlp "$@"
     ;;
 clean)
