@@ -17,6 +17,7 @@
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
        7. Implementation: CPU backend (scalar reference kernels)
+       7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
        8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
        9. Implementation: layers and models (transformer block, ViT, MAE)
 
@@ -26,6 +27,8 @@
        HV_ASSERT(x)             internal invariants only (default: assert); user mistakes never assert
        _OPENMP                  (set by -fopenmp) kernels run multi-threaded; results are
                                 bit-identical for any thread count (see DETERMINISM)
+       HUMANVIT_VULKAN          compile in the Vulkan backend (see VULKAN); needs the Vulkan
+                                headers and kernels_vulkan/hv_shaders.h next to this file
 
    WHAT IT DOES NOT DO
        No implicit device moves, no dynamic shapes inside a step beyond what you pass, no
@@ -56,6 +59,26 @@
    DETERMINISM
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
        output elements only, never split a reduction, so 1 thread and N threads give the same bits.
+
+   VULKAN
+       With HUMANVIT_VULKAN defined (in the implementation file), hv_init(&(hv_init_desc){
+       .backend = HV_BACKEND_VULKAN }) makes a context whose tensors live in GPU memory and whose
+       ops run as compute shaders (the .comp files of kernels_vulkan/, compiled into hv_shaders.h there,
+       committed: no shader compiler needed to use it). Nothing to link: the Vulkan loader is opened
+       at run time; without one, or without a device, hv_init returns NULL and says why (CPU
+       contexts are unaffected). The device: hv_init_desc.device or $HUMANVIT_VULKAN_DEVICE, an
+       index or part of a name; default the first discrete GPU, then integrated, virtual, CPU
+       (Mesa's lavapipe). A context has one backend. Tensors move only explicitly:
+       hv_tensor_to(t, other_ctx) copies across; an op given tensors of two backends fails with an
+       error. Data goes in and out with hv_tensor_copy_from/copy_to (and hv_item); hv_data()
+       returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
+       the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
+       read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
+       device sums in float, in another order). Not yet: f16/bf16, asynchronous double buffering,
+       splitting of non-elementwise kernels over maxStorageBufferRange (they refuse with an
+       error on tensors larger than it; lavapipe: 128 MiB).
+       Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
+       HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
 
    STEP BY STEP
        hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });
