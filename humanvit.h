@@ -74,9 +74,11 @@
        returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
        the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
        read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
-       device sums in float, in another order). Not yet: f16/bf16, asynchronous double buffering,
-       splitting of non-elementwise kernels over maxStorageBufferRange (they refuse with an
-       error on tensors larger than it; lavapipe: 128 MiB).
+       device sums in float, in another order). Work on tensors over the device's
+       maxStorageBufferRange (lavapipe: 128 MiB) is split (elementwise, GEMM, reductions; attention
+       over batch and heads; norms, softmax, losses and indexing over rows; conv and pools over
+       images); what cannot be split (one softmax row, batch-norm statistics, the MSE/L1 sum)
+       fails with an error. Not yet: f16/bf16, asynchronous double buffering.
        Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
        HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
 
@@ -4450,7 +4452,7 @@ static int hv__vk_targs(hv__vk *vk, const char *op, hv__vk_arg *a, const hv_tens
         a[i] = hv__vk_targ(vk, t, ts[i] ? write[i] : 0);
         if (!a[i].blk) return hv__fail(op, "argument %d is not in this context's device memory", i), -1;
         if (!hv__vk_fits(vk, &a[i]))
-            return hv__fail(op, "%s spans %llu bytes, more than maxStorageBufferRange (%llu) of %s: this kernel does not split work yet",
+            return hv__fail(op, "%s spans %llu bytes, more than maxStorageBufferRange (%llu) of %s, and this kernel cannot split it",
                             hv__desc("tensor", t), (unsigned long long)a[i].bytes, (unsigned long long)vk->max_range, vk->props.deviceName), -1;
     }
     return 0;
@@ -4790,7 +4792,7 @@ static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x
 
 /* ---- softmax and layer norm ----------------------------------------------------------------- */
 
-static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+static void hv__vk_softmax_one(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
     const hv_tensor *ts[2];
     int w[2] = {1, 0};
     int32_t p[4];
@@ -4802,7 +4804,7 @@ static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tenso
     ts[1] = x;
     hv__vk_run(ctx, "hv_softmax", HV__VKS_SOFTMAX, ts, w, 2, p, 4, (uint64_t)(outer * inner), 64, 1);
 }
-static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+static void hv__vk_softmax_bwd_one(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
                                int64_t inner) {
     const hv_tensor *ts[3];
     int w[3] = {1, 0, 0};
@@ -4816,7 +4818,7 @@ static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_
     ts[2] = gy;
     hv__vk_run(ctx, "hv_softmax backward", HV__VKS_SOFTMAX_BWD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 64, 1);
 }
-static void hv__vk_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+static void hv__vk_layer_norm_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
                               const hv_tensor *b, float eps) {
     const hv_tensor *ts[6];
     int wr[6] = {1, 1, 1, 0, 0, 0};
@@ -4835,7 +4837,7 @@ static void hv__vk_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_ten
     ts[5] = b;
     hv__vk_run(ctx, "hv_layer_norm", HV__VKS_LAYER_NORM, ts, wr, 6, p, 5, (uint64_t)rows, 64, 1);
 }
-static void hv__vk_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+static void hv__vk_layer_norm_bwd_one(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
                                   const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
     const hv_tensor *ts[6];
     int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
@@ -4876,7 +4878,7 @@ static int hv__vk_attn_strides(int32_t *p, const hv_tensor *t) {
     for (i = 0; i < 4; i++) p[i] = t ? hv__vk_i32(t->stride[i]) : 0;
     return 4;
 }
-static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+static void hv__vk_attention_one(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
                              float scale) {
     const hv_tensor *ts[5];
     int w[5] = {1, 1, 0, 0, 0}, n = 0;
@@ -4903,7 +4905,7 @@ static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv
     ts[4] = v;
     hv__vk_run(ctx, "hv_attention", HV__VKS_ATTENTION, ts, w, 5, p, n, (uint64_t)(q->shape[0] * q->shape[1] * q->shape[2]), 64, 1);
 }
-static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+static void hv__vk_attention_bwd_one(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
                                  const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
                                  float scale) {
     const hv_tensor *ts[8];
@@ -4973,7 +4975,7 @@ static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_t
 
 /* ---- gather, scatter, losses ---------------------------------------------------------------- */
 
-static void hv__vk_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+static void hv__vk_gather_one(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
                           int64_t n, int64_t k, int64_t inner) {
     const hv_tensor *ts[3];
     int w[3] = {1, 0, 0};
@@ -4988,7 +4990,7 @@ static void hv__vk_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_
     ts[2] = idx;
     hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 3, p, 5, (uint64_t)(outer * k * inner), 256, 0);
 }
-static void hv__vk_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
                                int64_t k, int64_t inner) {
     const hv_tensor *ts[3];
     int w[3] = {1, 0, 0};
@@ -5013,8 +5015,7 @@ static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, fl
     ts[1] = x;
     return hv__vk_run(ctx, "hv_vulkan sum", HV__VKS_SUM_SCALAR, ts, w, 2, p, 2, 1, 256, 1);
 }
-static void hv__vk_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
-                                 const hv_tensor *labels) {
+static void hv__vk_cross_entropy_rows(hv_ctx *ctx, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits, const hv_tensor *labels) {
     const hv_tensor *ts[4];
     int w[4] = {1, 1, 0, 0};
     int32_t p[2];
@@ -5025,22 +5026,22 @@ static void hv__vk_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, h
     ts[1] = row_loss;
     ts[2] = logits;
     ts[3] = labels;
-    if (hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1) == 0)
-        hv__vk_sum_scalar(ctx, loss, row_loss, (float)(1.0 / (double)N));
+    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1);
 }
-static void hv__vk_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
-                                     const hv_tensor *lse, const hv_tensor *gloss) {
+static void hv__vk_cross_entropy_bwd_one(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss, int64_t total) {
     const hv_tensor *ts[5];
     int w[5] = {1, 0, 0, 0, 0};
-    int32_t p[2];
+    int32_t p[3];
     p[0] = hv__vk_i32(logits->shape[0]);
     p[1] = hv__vk_i32(logits->shape[1]);
+    p[2] = hv__vk_i32(total);
     ts[0] = glogits;
     ts[1] = logits;
     ts[2] = labels;
     ts[3] = lse;
     ts[4] = gloss;
-    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 2, (uint64_t)hv_numel(logits), 256, 0);
+    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 3, (uint64_t)hv_numel(logits), 256, 0);
 }
 /* top-k accuracy returns a count to the host anyway: the logits come down and the CPU kernel
    counts (not a training hot path) */
@@ -5109,6 +5110,234 @@ static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v,
     }
 }
 
+
+/* ---- splitting work over the storage-buffer range ------------------------------------------- */
+
+/* Kernels whose work is independent along a leading axis (the batch and heads of attention, the
+   rows of a norm, the images of a conv) run in parts when a tensor is over the storage-buffer
+   range: the tensors flagged in `cut` are halved along axis 0 (or, with axes 2, along axis 1 once
+   axis 0 is down to one: attention's heads), which they all share, the others passed whole, until
+   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. */
+#define HV__VK_SPLIT_MAX 10
+typedef void (*hv__vk_part_fn)(hv_ctx *ctx, hv_tensor *const *t, const void *user);
+static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, int n, unsigned cut, int axes, const void *user) {
+    hv__vk *vk = HV__VK(ctx);
+    hv_tensor parts[2][HV__VK_SPLIT_MAX], *tp[2][HV__VK_SPLIT_MAX];
+    int i, k, axis, lead = -1, fits = 1;
+    int64_t ext, h;
+    for (i = 0; i < n; i++)
+        if (t[i]) {
+            hv__vk_arg a = hv__vk_targ(vk, t[i], 0);
+            if (a.blk && !hv__vk_fits(vk, &a)) fits = 0;
+            if (lead < 0 && ((cut >> i) & 1)) lead = i;
+        }
+    if (fits || lead < 0) { /* fits, or cannot be cut: the kernel runs or names the problem */
+        fn(ctx, t, user);
+        return;
+    }
+    for (axis = 0; axis < axes && axis < t[lead]->ndim && t[lead]->shape[axis] < 2; axis++) {
+    }
+    if (axis >= axes || axis >= t[lead]->ndim) {
+        fn(ctx, t, user);
+        return;
+    }
+    ext = t[lead]->shape[axis];
+    h = ext / 2;
+    for (i = 0; i < n; i++) {
+        if (t[i] && ((cut >> i) & 1)) {
+            parts[0][i] = hv__vk_cut(t[i], axis, 0, h);
+            parts[1][i] = hv__vk_cut(t[i], axis, h, ext - h);
+            tp[0][i] = &parts[0][i];
+            tp[1][i] = &parts[1][i];
+        } else {
+            tp[0][i] = tp[1][i] = t[i];
+        }
+    }
+    for (k = 0; k < 2; k++) hv__vk_split(ctx, fn, tp[k], n, cut, axes, user);
+}
+/* a contiguous tensor's header seen with another shape (same data) */
+static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    hv_tensor v = *t;
+    v.ndim = ndim;
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    hv__set_contiguous_strides(&v);
+    return v;
+}
+#define HV__VK_PTR(v) ((v).data ? &(v) : (hv_tensor *)NULL)
+static hv_tensor hv__vk_none(void) {
+    hv_tensor v;
+    memset(&v, 0, sizeof v);
+    return v;
+}
+
+static void hv__vk_softmax_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_one(ctx, *(const int *)u, t[0], t[1], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    hv_tensor v[2], *t[2];
+    v[0] = hv__vk_as(y, 3, outer, n, inner);
+    v[1] = hv__vk_as(x, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
+}
+static void hv__vk_softmax_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_bwd_one(ctx, *(const int *)u, t[0], t[1], t[2], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                               int64_t inner) {
+    hv_tensor v[3], *t[3];
+    v[0] = hv__vk_as(gx, 3, outer, n, inner);
+    v[1] = hv__vk_as(y, 3, outer, n, inner);
+    v[2] = hv__vk_as(gy, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
+}
+static void hv__vk_layer_norm_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_layer_norm_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], *(const float *)u);
+}
+static void hv__vk_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                              const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[4], *t[6];
+    v[0] = hv__vk_as(y, 2, rows, D, 0);
+    v[1] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[2] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[3] = hv__vk_as(x, 2, rows, D, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    t[3] = &v[3];
+    t[4] = (hv_tensor *)w;
+    t[5] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_layer_norm_part, t, 6, 15, 1, &eps);
+}
+static void hv__vk_layer_norm_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_layer_norm_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]);
+}
+static void hv__vk_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                  const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[5], *t[8];
+    v[0] = gx ? hv__vk_as(gx, 2, rows, D, 0) : hv__vk_none();
+    v[1] = hv__vk_as(x, 2, rows, D, 0);
+    v[2] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[3] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[4] = hv__vk_as(gy, 2, rows, D, 0);
+    t[0] = HV__VK_PTR(v[0]);
+    t[1] = gw;
+    t[2] = gb;
+    t[3] = &v[1];
+    t[4] = (hv_tensor *)w;
+    t[5] = &v[2];
+    t[6] = &v[3];
+    t[7] = &v[4];
+    hv__vk_split(ctx, hv__vk_layer_norm_bwd_part, t, 8, 1u | 8u | 32u | 64u | 128u, 1, NULL);
+}
+static void hv__vk_attention_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const float *)u);
+}
+static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                             float scale) {
+    hv_tensor *t[5];
+    t[0] = o;
+    t[1] = lse;
+    t[2] = (hv_tensor *)q;
+    t[3] = (hv_tensor *)k;
+    t[4] = (hv_tensor *)v;
+    hv__vk_split(ctx, hv__vk_attention_part, t, 5, 31, 2, &scale);
+}
+static void hv__vk_attention_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], *(const float *)u);
+}
+static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                 const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                 float scale) {
+    hv_tensor *t[10];
+    t[0] = gq;
+    t[1] = gk;
+    t[2] = gv;
+    t[3] = delta;
+    t[4] = (hv_tensor *)q;
+    t[5] = (hv_tensor *)k;
+    t[6] = (hv_tensor *)v;
+    t[7] = (hv_tensor *)o;
+    t[8] = (hv_tensor *)lse;
+    t[9] = (hv_tensor *)go;
+    hv__vk_split(ctx, hv__vk_attention_bwd_part, t, 10, 1023, 2, &scale);
+}
+typedef struct hv__vk_index_user {
+    int accumulate;
+    int64_t n; /* gather: rows of src; scatter: rows of dst */
+} hv__vk_index_user;
+static void hv__vk_gather_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    const hv__vk_index_user *iu = (const hv__vk_index_user *)u;
+    hv__vk_gather_one(ctx, iu->accumulate, t[0], t[1], t[2], t[0]->shape[0], iu->n, t[0]->shape[1], t[0]->shape[2]);
+}
+static void hv__vk_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                          int64_t n, int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = accumulate;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, k, inner);
+    v[1] = hv__vk_as(src, 3, outer, n, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_gather_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_scatter_add_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_scatter_add_one(ctx, t[0], t[1], t[2], t[0]->shape[0], ((const hv__vk_index_user *)u)->n, t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = 1;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, n, inner);
+    v[1] = hv__vk_as(src, 3, outer, k, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_scatter_add_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_cross_entropy_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_cross_entropy_rows(ctx, t[0], t[1], t[2], t[3]);
+}
+static void hv__vk_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                 const hv_tensor *labels) {
+    hv_tensor *t[4];
+    t[0] = lse;
+    t[1] = row_loss;
+    t[2] = (hv_tensor *)logits;
+    t[3] = (hv_tensor *)labels;
+    hv__vk_split(ctx, hv__vk_cross_entropy_part, t, 4, 15, 1, NULL);
+    if (!ctx->kernel_failed) hv__vk_sum_scalar(ctx, loss, row_loss, (float)(1.0 / (double)logits->shape[0]));
+}
+static void hv__vk_cross_entropy_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_cross_entropy_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const int64_t *)u);
+}
+static void hv__vk_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss) {
+    hv_tensor *t[5];
+    t[0] = glogits;
+    t[1] = (hv_tensor *)logits;
+    t[2] = (hv_tensor *)labels;
+    t[3] = (hv_tensor *)lse;
+    t[4] = (hv_tensor *)gloss;
+    hv__vk_split(ctx, hv__vk_cross_entropy_bwd_part, t, 5, 15, 1, &logits->shape[0]);
+}
+
 /* ---- convolution, pooling, resize, batch norm ----------------------------------------------- */
 
 static int hv__vk_conv_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, const hv_tensor *w, const int64_t *g) {
@@ -5131,7 +5360,7 @@ static int hv__vk_conv_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, 
     p[16] = hv__vk_i32(g[HV__CG_GROUPS]);
     return 17;
 }
-static void hv__vk_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+static void hv__vk_conv2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
     const hv_tensor *ts[4];
     int wr[4] = {1, 0, 0, 0};
     int32_t p[18];
@@ -5144,7 +5373,7 @@ static void hv__vk_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const h
     ts[3] = b;
     hv__vk_run(ctx, "hv_conv2d", HV__VKS_CONV2D, ts, wr, 4, p, 18, (uint64_t)hv_numel(y), 256, 0);
 }
-static void hv__vk_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+static void hv__vk_conv2d_bwd_data_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
     const hv_tensor *ts[3];
     int wr[3] = {1, 0, 0};
     int32_t p[17];
@@ -5155,7 +5384,7 @@ static void hv__vk_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
     ts[2] = w;
     hv__vk_run(ctx, "hv_conv2d backward", HV__VKS_CONV2D_BWD_DATA, ts, wr, 3, p, 17, (uint64_t)hv_numel(gx), 256, 0);
 }
-static void hv__vk_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+static void hv__vk_conv2d_bwd_weight_one(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
                                      const int64_t *g) {
     const hv_tensor *ts[4];
     int wr[4] = {1, 1, 0, 0};
@@ -5185,7 +5414,7 @@ static void hv__vk_pool_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y,
     p[4] = hv__vk_i32(y->shape[3]);
     for (i = 0; i < 7; i++) p[5 + i] = g ? hv__vk_i32(g[i]) : 0; /* KH KW SH SW PH PW EXCL: the order of HV__PG_* */
 }
-static void hv__vk_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+static void hv__vk_max_pool2d_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
     const hv_tensor *ts[3];
     int wr[3] = {1, 1, 0};
     int32_t p[13];
@@ -5198,7 +5427,7 @@ static void hv__vk_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, cons
     if (!argmax) wr[1] = 0;
     hv__vk_run(ctx, "hv_max_pool2d", HV__VKS_MAX_POOL2D, ts, wr, 3, p, 13, (uint64_t)hv_numel(y), 256, 0);
 }
-static void hv__vk_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+static void hv__vk_max_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
     const hv_tensor *ts[3];
     int wr[3] = {1, 0, 0};
     int32_t p[3];
@@ -5211,7 +5440,7 @@ static void hv__vk_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *g
     ts[2] = argmax;
     hv__vk_run(ctx, "hv_max_pool2d backward", HV__VKS_MAX_POOL2D_BWD, ts, wr, 3, p, 3, (uint64_t)planes, 64, 0);
 }
-static void hv__vk_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+static void hv__vk_avg_pool2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
     const hv_tensor *ts[2];
     int wr[2] = {1, 0};
     int32_t p[12];
@@ -5221,7 +5450,7 @@ static void hv__vk_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, con
     ts[1] = x;
     hv__vk_run(ctx, "hv_avg_pool2d", HV__VKS_AVG_POOL2D, ts, wr, 2, p, 12, (uint64_t)hv_numel(y), 256, 0);
 }
-static void hv__vk_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+static void hv__vk_avg_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
     const hv_tensor *ts[2];
     int wr[2] = {1, 0};
     int32_t p[12];
@@ -5246,7 +5475,7 @@ static void hv__vk_resize_params(int32_t *p, const hv_tensor *x, const hv_tensor
     p[6] = hv__vk_f2i(hv__vk_resize_scale(x->shape[2], y->shape[2], ac));
     p[7] = hv__vk_f2i(hv__vk_resize_scale(x->shape[3], y->shape[3], ac));
 }
-static void hv__vk_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+static void hv__vk_resize_bilinear_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
     const hv_tensor *ts[2];
     int wr[2] = {1, 0};
     int32_t p[8];
@@ -5256,7 +5485,7 @@ static void hv__vk_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x
     ts[1] = x;
     hv__vk_run(ctx, "hv_resize_bilinear", HV__VKS_RESIZE_BILINEAR, ts, wr, 2, p, 8, (uint64_t)hv_numel(y), 256, 0);
 }
-static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+static void hv__vk_resize_bilinear_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
     const hv_tensor *ts[2];
     int wr[2] = {1, 0};
     int32_t p[8];
@@ -5266,6 +5495,90 @@ static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tens
     ts[0] = gx;
     ts[1] = gy;
     hv__vk_run(ctx, "hv_resize_bilinear backward", HV__VKS_RESIZE_BILINEAR_BWD, ts, wr, 2, p, 8, (uint64_t)planes, 64, 0);
+}
+/* the conv family splits over the images of the batch */
+static void hv__vk_conv2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_conv2d_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u); }
+static void hv__vk_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    t[2] = (hv_tensor *)w;
+    t[3] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_conv2d_part, t, 4, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_data_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_data_one(ctx, t[0], t[1], t[2], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)w;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_data_part, t, 3, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_weight_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_weight_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = gw;
+    t[1] = gb;
+    t[2] = (hv_tensor *)x;
+    t[3] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_weight_part, t, 4, 12, 1, g);
+}
+static void hv__vk_max_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_max_pool2d_one(ctx, t[0], t[1], t[2], (const int64_t *)u); }
+static void hv__vk_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = y;
+    t[1] = argmax;
+    t[2] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_max_pool2d_part, t, 3, 7, 1, g);
+}
+static void hv__vk_max_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_max_pool2d_bwd_one(ctx, t[0], t[1], t[2]);
+}
+static void hv__vk_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)argmax;
+    hv__vk_split(ctx, hv__vk_max_pool2d_bwd_part, t, 3, 7, 1, NULL);
+}
+static void hv__vk_avg_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_avg_pool2d_one(ctx, t[0], t[1], (const int64_t *)u); }
+static void hv__vk_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_part, t, 2, 3, 1, g);
+}
+static void hv__vk_avg_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_avg_pool2d_bwd_one(ctx, t[0], t[1], (const int64_t *)u);
+}
+static void hv__vk_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_bwd_part, t, 2, 3, 1, g);
+}
+static void hv__vk_resize_bilinear_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_part, t, 2, 3, 1, &align_corners);
+}
+static void hv__vk_resize_bilinear_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_bwd_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_bwd_part, t, 2, 3, 1, &align_corners);
 }
 static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
     const hv_tensor *ts[3];

@@ -770,10 +770,69 @@ static void test_range_split(hv_ctx *unused) {
             c.fwd_tol = c.grad_tol = 2e-6;
             vk_check(&c);
         }
+        { /* row, batch and head splitting of the other kernels */
+            at_user au = {1, 0.0f};
+            ln_user lu = {3, 1e-5f};
+            sm_user su = {2, 1, 0};
+            hv_conv2d_desc cd = {2, 1, 1, 1, 1, 1, 1};
+            pool_user pu;
+            int gaxis = 1, sn = 11;
+            vk_case c;
+            c = vk_new("split attention (3, 12, 4, 16) permuted", 3, 7, op_attention, &au);
+            c.in[0] = rnd(HV_SHAPE(3, 12, 4, 16), -1, 1);
+            c.in[1] = rnd(HV_SHAPE(3, 14, 4, 16), -1, 1);
+            c.in[2] = rnd(HV_SHAPE(3, 14, 4, 16), -1, 1);
+            c.fwd_tol = 2e-6;
+            c.grad_tol = 4e-6;
+            vk_check(&c);
+            c = vk_new("split layer_norm (60, 33)", 3, 7, op_layer_norm, &lu);
+            c.in[0] = rnd(HV_SHAPE(2, 30, 33), -1, 1);
+            c.in[1] = rnd(HV_SHAPE(33), 0.5f, 1.5f);
+            c.in[2] = rnd(HV_SHAPE(33), -1, 1);
+            c.fwd_tol = c.grad_tol = 2e-6;
+            vk_check(&c);
+            c = vk_new("split log_softmax (7, 40, 37) last axis", 1, 1, op_softmax, &su);
+            c.in[0] = rnd(HV_SHAPE(7, 40, 37), -3, 3);
+            c.fwd_tol = c.grad_tol = 2e-6;
+            vk_check(&c);
+            c = vk_new("split cross_entropy (50, 30)", 2, 1, op_cross_entropy, NULL);
+            c.in[0] = rnd(HV_SHAPE(50, 30), -3, 3);
+            c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(50), 30);
+            c.fwd_tol = c.grad_tol = 2e-6;
+            vk_check(&c);
+            c = vk_new("split gather (6, 40, 8), 9 picks", 2, 1, op_gather, &gaxis);
+            c.in[0] = rnd(HV_SHAPE(6, 40, 8), -1, 1);
+            c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(6, 9), 40);
+            vk_check(&c);
+            c = vk_new("split scatter (6, 9, 8) into 11 rows", 2, 1, op_scatter, &sn);
+            c.in[0] = rnd(HV_SHAPE(6, 9, 8), -1, 1);
+            c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(6, 9), 11);
+            vk_check(&c);
+            c = vk_new("split conv2d (5, 3, 11, 9)", 3, 7, op_conv, &cd);
+            c.in[0] = rnd(HV_SHAPE(5, 3, 11, 9), -1, 1);
+            c.in[1] = rnd(HV_SHAPE(4, 3, 3, 3), -1, 1);
+            c.in[2] = rnd(HV_SHAPE(4), -1, 1);
+            c.fwd_tol = c.grad_tol = 2e-6;
+            vk_check(&c);
+            memset(&pu, 0, sizeof pu);
+            pu.kind = 0;
+            pu.d.kernel_h = pu.d.kernel_w = 3;
+            pu.d.stride_h = pu.d.stride_w = 2;
+            pu.d.pad_h = pu.d.pad_w = 1;
+            c = vk_new("split max_pool2d (6, 3, 9, 11)", 1, 1, op_pool, &pu);
+            c.in[0] = rnd(HV_SHAPE(6, 3, 9, 11), -1, 1);
+            vk_check(&c);
+            pu.kind = 2;
+            pu.oh = 13;
+            pu.ow = 7;
+            c = vk_new("split resize_bilinear (6, 3, 9, 11) -> (13, 7)", 1, 1, op_pool, &pu);
+            c.in[0] = rnd(HV_SHAPE(6, 3, 9, 11), -1, 1);
+            vk_check(&c);
+        }
         g_vk = keep;
-        { /* a kernel that does not split: a clean error, no crash, and the context goes on */
+        { /* a kernel that cannot split: a clean error, no crash, and the context goes on */
             hv_tensor *x = hv_zeros(small, HV_SHAPE(40, 100));
-            CHECK_ERROR(hv_softmax(x, 1), "maxStorageBufferRange", "does not split");
+            CHECK_ERROR(hv_softmax(x, 0), "maxStorageBufferRange", "cannot split");
             CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 100.0f, "context unusable after a refused kernel");
             hv_tensor_free(x);
         }
