@@ -260,6 +260,15 @@ static void test_copy_fill(hv_ctx *unused) {
         hv_tensor_copy_to(ti, ib, sizeof ib);
         CHECK(!memcmp(iv, ib, sizeof iv), "i32 round trip changed the bits");
         CHECK(hv_data(t) == NULL && strstr(hv_last_error(), "device memory"), "hv_data of a device tensor: %s", hv_last_error());
+        CHECK(hv_ctx_backend(g_vk) == HV_BACKEND_VULKAN && hv_ctx_backend(g_cpu) == HV_BACKEND_CPU, "hv_ctx_backend");
+        { /* copy_to of a strided view: made contiguous on the device, then downloaded */
+            hv_tensor *c = rnd(HV_SHAPE(5, 7), -1, 1), *d = hv_tensor_to(c, g_vk);
+            float a1[35], a2[35];
+            hv_tensor_copy_to(hv_transpose(c, 0, 1), a1, sizeof a1);
+            CHECK(hv_tensor_copy_to(hv_transpose(d, 0, 1), a2, sizeof a2) == 0 && !memcmp(a1, a2, sizeof a1), "copy_to of a transposed view");
+            hv_tensor_free(c);
+            hv_tensor_free(d);
+        }
         {
             hv_tensor *s = hv_full(g_vk, HV_SHAPE(4, 6), -1.0f);
             CHECK(hv_tensor_assign(t, s) == 0, "assign: %s", hv_last_error());
