@@ -19,6 +19,7 @@
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
        7. Implementation: CPU backend (scalar reference kernels, then SIMD)
+       7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
        8. Implementation: layers and models (transformer block, ViT, MAE, model ids)
        9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
       10. Implementation: optimizers, schedules, training state
@@ -40,6 +41,8 @@
                                 (-mavx2 -mfma); hv_init picks the best the CPU runs (cpuid, gcc or
                                 clang). Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
                                 HUMANVIT_STATIC and include this header: the kernel code is here.
+       HUMANVIT_VULKAN          compile in the Vulkan backend (see VULKAN); needs the Vulkan
+                                headers and kernels_vulkan/hv_shaders.h next to this file
 
    WHAT IT DOES NOT DO
        No implicit device moves, no background threads of its own, no Python. Tensors are f32
@@ -71,6 +74,28 @@
    DETERMINISM
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
        output elements only, never split a reduction, so 1 thread and N threads give the same bits.
+
+   VULKAN
+       With HUMANVIT_VULKAN defined (in the implementation file), hv_init(&(hv_init_desc){
+       .backend = HV_BACKEND_VULKAN }) makes a context whose tensors live in GPU memory and whose
+       ops run as compute shaders (the .comp files of kernels_vulkan/, compiled into hv_shaders.h there,
+       committed: no shader compiler needed to use it). Nothing to link: the Vulkan loader is opened
+       at run time; without one, or without a device, hv_init returns NULL and says why (CPU
+       contexts are unaffected). The device: hv_init_desc.device or $HUMANVIT_VULKAN_DEVICE, an
+       index or part of a name; default the first discrete GPU, then integrated, virtual, CPU
+       (Mesa's lavapipe). A context has one backend. Tensors move only explicitly:
+       hv_tensor_to(t, other_ctx) copies across; an op given tensors of two backends fails with an
+       error. Data goes in and out with hv_tensor_copy_from/copy_to (and hv_item); hv_data()
+       returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
+       the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
+       read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
+       device sums in float, in another order). Work on tensors over the device's
+       maxStorageBufferRange (lavapipe: 128 MiB) is split (elementwise, GEMM, reductions; attention
+       over batch and heads; norms, softmax, losses and indexing over rows; conv and pools over
+       images); what cannot be split (one softmax row, batch-norm statistics, the MSE/L1 sum)
+       fails with an error. Not yet: f16/bf16, asynchronous double buffering.
+       Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
+       HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
 
    STEP BY STEP (an MAE pretraining loop; examples/ has complete programs)
        hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });            // CPU, all cores
@@ -130,7 +155,7 @@ typedef enum hv_dtype {
 
 typedef enum hv_backend_kind {
     HV_BACKEND_CPU = 0,
-    HV_BACKEND_VULKAN = 1, /* reserved: not compiled in yet */
+    HV_BACKEND_VULKAN = 1, /* compiled in with HUMANVIT_VULKAN (see VULKAN below) */
     HV_BACKEND_CUDA = 2    /* reserved: not compiled in yet */
 } hv_backend_kind;
 
@@ -139,6 +164,9 @@ typedef struct hv_init_desc {
     uint64_t seed;           /* default 0 (a valid seed) */
     int threads;             /* 0: all the machine's cores (OpenMP builds), else exactly this */
     size_t arena_bytes;      /* first arena chunk; 0: 16 MiB. It grows as needed. */
+    const char *device;      /* Vulkan: device index ("1") or name substring ("llvmpipe"); NULL:
+                                $HUMANVIT_VULKAN_DEVICE, else the first discrete GPU, then
+                                integrated, virtual, CPU (lavapipe) */
 } hv_init_desc;
 
 HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
@@ -148,6 +176,9 @@ HVDEF int hv_get_threads(const hv_ctx *ctx);
 HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx);
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx); /* "cpu", or the Vulkan device's name */
+HVDEF void hv_sync(hv_ctx *ctx); /* submit queued device work and wait for it; no-op on CPU */
 HVDEF uint64_t hv_alloc_count(void);              /* calls to HV_MALLOC/HV_REALLOC so far */
 
 /* ---- deterministic RNG ---------------------------------------------------------------------- */
@@ -194,11 +225,18 @@ HVDEF int64_t hv_dim(const hv_tensor *t, int axis); /* negative axes count from 
 HVDEF hv_shape hv_tensor_shape(const hv_tensor *t);
 HVDEF int64_t hv_numel(const hv_tensor *t);
 HVDEF int hv_is_contiguous(const hv_tensor *t);
-HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes) */
-HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 */
+HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes and
+                                             for tensors in device memory: use copy_to/copy_from) */
+HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 (NULL likewise) */
 HVDEF float hv_item(const hv_tensor *t);  /* value of a one-element tensor (NAN on error) */
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name);
 HVDEF const char *hv_tensor_name(const hv_tensor *t);
+/* moving between backends is explicit: a new persistent tensor in ctx (any backend) with t's
+   dtype, shape and values; no gradient history. Tensors of different contexts never meet in an op. */
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx);
+/* dst = src in place (any strides, same context, dtype and shape); not recorded on the tape:
+   for parameter updates and optimizer state. 0 or -1 */
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src);
 
 /* views and layout (differentiable). A view shares storage with its source. */
 HVDEF hv_tensor *hv_reshape(hv_tensor *x, hv_shape shape); /* one dim may be -1 */
@@ -839,6 +877,15 @@ static void *hv__arena_alloc(hv__arena *a, size_t n) {
     c->used += n;
     return hv__chunk_base(c) + c->used - n;
 }
+/* gives back the bytes of p when it is the newest allocation (LIFO scratch); else they stay
+   until the reset */
+static void hv__arena_pop(hv__arena *a, void *p) {
+    hv__chunk *c = a->head;
+    if (c && (char *)p >= hv__chunk_base(c) && (char *)p < hv__chunk_base(c) + c->used) {
+        size_t off = (size_t)((char *)p - hv__chunk_base(c));
+        if (off < c->used) c->used = off; /* p and everything after it (there is nothing after it in LIFO use) */
+    }
+}
 static size_t hv__arena_used(const hv__arena *a) {
     size_t s = 0;
     const hv__chunk *c;
@@ -903,8 +950,11 @@ struct hv_tensor {
     int ndim;
     int64_t shape[HV_MAX_DIMS];
     int64_t stride[HV_MAX_DIMS]; /* in elements; 0 on broadcast axes */
-    void *data;                  /* element 0 of this view (CPU backend) */
+    void *data;                  /* element 0 of this view: a host pointer, or for device
+                                    storage (buf set) the backend's device address */
     void *alloc;                 /* owned allocation of a persistent tensor, else NULL */
+    void *buf;                   /* device storage holding data (backend-specific); NULL: data is
+                                    host memory, as on the CPU backend. Views share it. */
     hv_tensor *grad;
     unsigned persistent : 1, trainable : 1, requires_grad : 1;
     /* autodiff: how this tensor was made (valid while it is on the tape) */
@@ -939,8 +989,29 @@ enum { HV__ADD, HV__SUB, HV__MUL, HV__DIV };
 enum { HV__EXP, HV__LOG, HV__SQRT, HV__TANH, HV__SIGMOID, HV__RELU, HV__LEAKY_RELU, HV__GELU, HV__SCALE, HV__ADD_SCALAR };
 enum { HV__RED_SUM, HV__RED_MAX };
 
+/* one AdamW update of a parameter (PyTorch semantics, decoupled weight decay); bias
+   corrections bc1 = 1 - beta1^step and bc2 = 1 - beta2^step are computed by the caller */
+typedef struct hv__adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+} hv__adamw_args;
+
 struct hv__backend {
     const char *name;
+    /* storage. NULL on the CPU, whose memory is HV_MALLOC's and the arena's; a device backend
+       returns device addresses (see hv_tensor.data) and sets *buf. Memory comes back zeroed.
+       persistent 0: the step's pool, released all at once by step_end. NULL when out of memory
+       (the error is set). */
+    void *(*mem_alloc)(hv_ctx *ctx, size_t bytes, int persistent, void **buf);
+    void (*mem_free)(hv_ctx *ctx, void *data, size_t bytes);
+    /* contiguous device tensor <-> dense host bytes (numel * element size). 0 or -1 */
+    int (*write)(hv_ctx *ctx, hv_tensor *dst, const void *host);
+    int (*read)(hv_ctx *ctx, void *host, const hv_tensor *src);
+    void (*sync)(hv_ctx *ctx);     /* submit queued work and wait */
+    void (*step_end)(hv_ctx *ctx); /* after the tape and arena reset: release the step's pool */
+    void (*shutdown)(hv_ctx *ctx);
+    const char *(*device_name)(const hv_ctx *ctx);
+    /* optimizer updates: p, m, v and g contiguous, same shape; m and v updated in place */
+    void (*adamw)(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a);
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
@@ -1037,6 +1108,9 @@ struct hv__backend {
 
 struct hv_ctx {
     const hv__backend *be;
+    hv_backend_kind kind;
+    void *dev; /* the backend's device state (Vulkan: instance, device, pools); NULL on the CPU */
+    int kernel_failed; /* a device kernel could not run (error set): the op fails in hv__record */
     int threads;
     int grad_enabled;
     uint64_t rng[4];
@@ -1048,6 +1122,9 @@ struct hv_ctx {
 };
 
 static const hv__backend *hv__cpu_backend(void);
+#ifdef HUMANVIT_VULKAN
+static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc); /* section 7b; 0 or -1 */
+#endif
 
 #ifdef _OPENMP
 static int hv__nthreads(const hv_ctx *ctx, int64_t work) {
@@ -1062,18 +1139,37 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc) {
     hv_ctx *ctx;
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
+#ifdef HUMANVIT_VULKAN
+    if (d.backend != HV_BACKEND_CPU && d.backend != HV_BACKEND_VULKAN)
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (HV_BACKEND_CPU and HV_BACKEND_VULKAN are)", (int)d.backend);
+#else
     if (d.backend != HV_BACKEND_CPU)
-        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available)", (int)d.backend);
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available; define HUMANVIT_VULKAN "
+                                  "for HV_BACKEND_VULKAN)", (int)d.backend);
+#endif
     if (d.threads < 0) return (hv_ctx *)hv__fail("hv_init", "threads must be >= 0, got %d", d.threads);
     ctx = (hv_ctx *)hv__malloc(sizeof *ctx);
     if (!ctx) return (hv_ctx *)hv__fail("hv_init", "out of memory");
     memset(ctx, 0, sizeof *ctx);
     ctx->be = hv__cpu_backend();
+    ctx->kind = HV_BACKEND_CPU;
     ctx->grad_enabled = 1;
     ctx->arena.first_size = d.arena_bytes ? d.arena_bytes : ((size_t)16 << 20);
     hv_set_threads(ctx, d.threads);
     hv_rng_seed(ctx, d.seed);
+#ifdef HUMANVIT_VULKAN
+    /* the device backend: kernels on the GPU, host work (RNG, index checks) stays on this CPU */
+    if (d.backend == HV_BACKEND_VULKAN && hv__vk_init(ctx, &d)) {
+        hv__free(ctx);
+        return NULL; /* hv__vk_init said why */
+    }
+#endif
     return ctx;
+}
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx) { return ctx->kind; }
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx) { return ctx->be->device_name ? ctx->be->device_name(ctx) : "cpu"; }
+HVDEF void hv_sync(hv_ctx *ctx) {
+    if (ctx && ctx->be->sync) ctx->be->sync(ctx);
 }
 
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads) {
@@ -1091,6 +1187,7 @@ static void hv__tensor_release(hv_tensor *t);
 HVDEF void hv_shutdown(hv_ctx *ctx) {
     if (!ctx) return;
     while (ctx->persist) hv_tensor_free(ctx->persist);
+    if (ctx->be->shutdown) ctx->be->shutdown(ctx); /* device memory, pipelines, the device */
     hv__arena_free(&ctx->arena);
     hv__free(ctx->gemm_ws);
     hv__free(ctx);
@@ -1102,7 +1199,9 @@ HVDEF void hv_step_end(hv_ctx *ctx) {
     for (t = ctx->persist; t; t = t->plist_prev)
         if (t->grad && !t->grad->persistent) t->grad = NULL;
     ctx->tape = NULL;
+    ctx->kernel_failed = 0;
     hv__arena_reset(&ctx->arena);
+    if (ctx->be->step_end) ctx->be->step_end(ctx); /* device: finish the step's work, reset its pool */
 }
 HVDEF size_t hv_arena_used(const hv_ctx *ctx) { return hv__arena_used(&ctx->arena); }
 
@@ -1237,6 +1336,15 @@ static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *s
     size_t bytes;
     if (!t) return NULL;
     bytes = (size_t)hv__numel_shape(ndim, shape) * hv__dtype_size(dt);
+    if (ctx->be->mem_alloc) { /* device storage (zeroed by the backend); the header stays on the host */
+        t->data = ctx->be->mem_alloc(ctx, bytes, persistent, &t->buf);
+        if (persistent) t->alloc = t->data;
+        if (!t->data) {
+            if (persistent) hv_tensor_free(t);
+            return NULL; /* the backend named the failure */
+        }
+        return t;
+    }
     if (persistent) {
         t->alloc = hv__malloc(bytes);
         t->data = t->alloc;
@@ -1261,7 +1369,30 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
     if (!v) return NULL;
     for (i = 0; i < ndim; i++) v->stride[i] = stride[i];
     v->data = (char *)x->data + offset * (int64_t)hv__dtype_size(x->dtype);
+    v->buf = x->buf;
     return v;
+}
+
+/* Host access to the elements of a contiguous tensor, for the few places where the library
+   itself computes on the host (initialisers, index checks, MAE masking): on the CPU backend the
+   data itself; for device storage a host copy in the arena, downloaded when `read`, uploaded
+   by hv__host_end when `write`. NULL when out of memory (error set). */
+static void *hv__host_begin(hv_tensor *t, int read) {
+    size_t bytes;
+    void *p;
+    if (!t->buf) return t->data;
+    bytes = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
+    p = hv__arena_alloc(&t->ctx->arena, bytes ? bytes : 1);
+    if (!p) return hv__fail("hv_tensor", "out of memory for a %zu-byte host copy of %s", bytes, hv__desc("tensor", t));
+    if (read && t->ctx->be->read(t->ctx, p, t)) return NULL;
+    return p;
+}
+static int hv__host_end(hv_tensor *t, void *p, int write) {
+    int r = 0;
+    if (!t->buf || !p) return p ? 0 : -1;
+    if (write) r = t->ctx->be->write(t->ctx, t, p);
+    hv__arena_pop(&t->ctx->arena, p);
+    return r;
 }
 
 static void hv__tensor_release(hv_tensor *t) {
@@ -1273,7 +1404,11 @@ static void hv__tensor_release(hv_tensor *t) {
         else ctx->persist = t->plist_prev;
         if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
     }
-    hv__free(t->alloc);
+    if (t->buf) {
+        if (t->alloc) ctx->be->mem_free(ctx, t->alloc, (size_t)hv_numel(t) * hv__dtype_size(t->dtype));
+    } else {
+        hv__free(t->alloc);
+    }
     hv__free(t);
 }
 HVDEF void hv_tensor_free(hv_tensor *t) {
@@ -1308,8 +1443,9 @@ HVDEF hv_tensor *hv_randn(hv_ctx *ctx, hv_shape s, float mean, float std) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = mean + std * hv_rng_normal(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
@@ -1318,13 +1454,14 @@ HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = lo + (hi - lo) * hv_rng_uniform(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_tensor_from(hv_ctx *ctx, hv_shape s, const float *values) {
     hv_tensor *t = hv_tensor_new(ctx, HV_F32, s);
-    if (t) memcpy(t->data, values, sizeof(float) * (size_t)hv_numel(t));
+    if (t && hv_tensor_copy_from(t, values, sizeof(float) * (size_t)hv_numel(t))) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 
@@ -1336,6 +1473,7 @@ HVDEF int hv_tensor_copy_from(hv_tensor *t, const void *host, size_t bytes) {
         return hv__fail("hv_tensor_copy_from", "%s holds %zu bytes but %zu were given", hv__desc("tensor", t), want, bytes), -1;
     if (!hv_is_contiguous(t))
         return hv__fail("hv_tensor_copy_from", "%s is a strided view; copy into a contiguous tensor", hv__desc("tensor", t)), -1;
+    if (t->buf) return t->ctx->be->write(t->ctx, t, host); /* device: through a staging buffer */
     memcpy(t->data, host, bytes);
     return 0;
 }
@@ -1346,6 +1484,15 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
     want = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
     if (bytes != want)
         return hv__fail("hv_tensor_copy_to", "%s holds %zu bytes but the buffer has %zu", hv__desc("tensor", t), want, bytes), -1;
+    if (t->buf) { /* device: a strided view is made contiguous on the device first, then downloaded */
+        hv_tensor *c = (hv_tensor *)t;
+        if (!hv_is_contiguous(t)) {
+            if (!(c = hv__alloc(t->ctx, t->dtype, t->ndim, t->shape, 0))) return -1;
+            t->ctx->be->copy(t->ctx, c, t, 0);
+            if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
+        }
+        return t->ctx->be->read(t->ctx, host, c);
+    }
     /* a contiguous header over the host buffer, filled by the backend's strided copy */
     tmp = *t;
     hv__set_contiguous_strides(&tmp);
@@ -1356,6 +1503,7 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
 HVDEF int hv_tensor_fill(hv_tensor *t, float value) {
     if (!t) return hv__fail("hv_tensor_fill", "tensor is NULL"), -1;
     t->ctx->be->fill(t->ctx, t, value);
+    if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
     return 0;
 }
 HVDEF void hv_tensor_print(const hv_tensor *t, const char *label) {
@@ -1402,8 +1550,13 @@ HVDEF int hv_is_contiguous(const hv_tensor *t) {
     }
     return 1;
 }
-HVDEF float *hv_data(hv_tensor *t) { return (t && t->dtype == HV_F32) ? (float *)t->data : NULL; }
-HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (t && t->dtype == HV_I32) ? (int32_t *)t->data : NULL; }
+static void *hv__host_data(hv_tensor *t, hv_dtype dt, const char *op) {
+    if (!t || t->dtype != dt) return NULL;
+    if (t->buf) return hv__fail(op, "%s lives in %s device memory: use hv_tensor_copy_to/copy_from", hv__desc("tensor", t), t->ctx->be->name);
+    return t->data;
+}
+HVDEF float *hv_data(hv_tensor *t) { return (float *)hv__host_data(t, HV_F32, "hv_data"); }
+HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (int32_t *)hv__host_data(t, HV_I32, "hv_data_i32"); }
 HVDEF float hv_item(const hv_tensor *t) {
     float v;
     if (!t || hv_numel(t) != 1 || t->dtype != HV_F32) {
@@ -1420,6 +1573,34 @@ HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
     t->name[i] = 0; /* long names are cut, not refused: they only label messages */
 }
 HVDEF const char *hv_tensor_name(const hv_tensor *t) { return t ? t->name : ""; }
+
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx) {
+    hv_tensor *out;
+    void *p;
+    if (!t || !ctx) return (hv_tensor *)hv__fail("hv_tensor_to", "%s is NULL", t ? "ctx" : "tensor");
+    if (!(out = hv__alloc(ctx, t->dtype, t->ndim, t->shape, 1))) return NULL;
+    /* through host memory: a download from t's device (if any), an upload to ctx's (if any) */
+    if (!(p = hv__host_begin(out, 0)) || hv_tensor_copy_to(t, p, (size_t)hv_numel(t) * hv__dtype_size(t->dtype)) ||
+        hv__host_end(out, p, 1)) {
+        hv_tensor_free(out);
+        return NULL;
+    }
+    memcpy(out->name, t->name, sizeof out->name);
+    return out;
+}
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src) {
+    int i, same;
+    if (!dst || !src) return hv__fail("hv_tensor_assign", "%s is NULL", dst ? "src" : "dst"), -1;
+    same = dst->ndim == src->ndim && dst->dtype == src->dtype;
+    for (i = 0; same && i < dst->ndim; i++) same = dst->shape[i] == src->shape[i];
+    if (!same) return hv__fail("hv_tensor_assign", "%s and %s differ in shape or dtype", hv__desc("dst", dst), hv__desc("src", src)), -1;
+    if (dst->ctx != src->ctx)
+        return hv__fail("hv_tensor_assign", "%s (%s) and %s (%s) belong to different contexts: move one with hv_tensor_to",
+                        hv__desc("dst", dst), dst->ctx->be->name, hv__desc("src", src), src->ctx->be->name), -1;
+    dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    if (dst->ctx->kernel_failed) return dst->ctx->kernel_failed = 0, -1;
+    return 0;
+}
 
 /* ==== 5. AUTODIFF TAPE ========================================================================= */
 
@@ -1444,6 +1625,10 @@ HVDEF int hv_set_grad_enabled(hv_ctx *ctx, int enabled) {
 static hv_tensor *hv__record(hv_tensor *out, const char *op, hv__bwd_fn bwd, int nin, hv_tensor *const *in) {
     int i, any = 0;
     if (!out) return NULL;
+    if (out->ctx->kernel_failed) { /* a device backend could not run a kernel of this op */
+        out->ctx->kernel_failed = 0;
+        return NULL;
+    }
     out->op = op;
     if (!out->ctx->grad_enabled) return out;
     for (i = 0; i < nin; i++) any |= (in[i] && in[i]->requires_grad);
@@ -1500,6 +1685,10 @@ HVDEF int hv_backward(hv_tensor *loss) {
     for (t = ctx->tape; t; t = t->tape_prev)
         if (t->grad && t->backward) t->backward(t);
     ctx->tape = NULL; /* consumed: the next backward starts a new graph */
+    if (ctx->kernel_failed) { /* a device kernel could not run: the error names it */
+        ctx->kernel_failed = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -1536,7 +1725,11 @@ static int hv__check_f32(const hv_tensor *t, const char *op, const char *role) {
 }
 static int hv__same_ctx(const hv_tensor *a, const hv_tensor *b, const char *op) {
     if (a->ctx != b->ctx) {
-        hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
+        if (a->ctx->be != b->ctx->be) /* mixing backends is never implicit */
+            hv__fail(op, "%s lives on %s and %s on %s: move one with hv_tensor_to", hv__desc("a", a), a->ctx->be->name,
+                     hv__desc("b", b), b->ctx->be->name);
+        else
+            hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
         return -1;
     }
     return 0;
@@ -2147,9 +2340,11 @@ static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n
 }
 /* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
    value and the tensor the values index (target) */
-static int hv__check_index_range(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
-    const int32_t *p = (const int32_t *)idx->data;
+static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
+    /* on a device backend the indices are downloaded (a sync): small, and checked before use */
+    const int32_t *p = (const int32_t *)hv__host_begin(idx, 1);
     int64_t i, m = hv_numel(idx);
+    if (!p) return -1;
     for (i = 0; i < m; i++)
         if (p[i] < 0 || p[i] >= n) {
             char pos[HV_MAX_DIMS * 24];
@@ -2162,9 +2357,10 @@ static int hv__check_index_range(const char *op, const char *role, const hv_tens
             pos[0] = 0;
             for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
             hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
+            hv__host_end(idx, (void *)p, 0);
             return -1;
         }
-    return 0;
+    return hv__host_end(idx, (void *)p, 0);
 }
 static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
     if (t->dtype != HV_I32) {
@@ -6062,6 +6258,2361 @@ static const hv__backend *hv__cpu_backend(void) {
     return &be;
 }
 
+/* ==== VULKAN GLUE ==== */
+/* HV-SECTION vulkan BEGIN */
+/* ==== 7b. VULKAN BACKEND (HUMANVIT_VULKAN) =====================================================
+   The kernels are GLSL compute shaders in kernels_vulkan/ (.comp), compiled to SPIR-V by
+   `./build.sh shaders` into kernels_vulkan/hv_shaders.h (committed). This section drives them.
+
+   Loader. libvulkan is opened at run time (dlopen / LoadLibrary), so a program never needs
+   -lvulkan and a machine without a loader or a device gets a NULL hv_init with a clear error.
+   $HUMANVIT_VULKAN_LOADER names another loader library.
+
+   Device. hv_init_desc.device, else $HUMANVIT_VULKAN_DEVICE: an index into the device list or
+   a case-insensitive part of the name. Default: the first discrete GPU, then integrated, virtual,
+   CPU (lavapipe). The queue is the first family with compute.
+
+   Memory. A tensor's data is a *device address*: 0xF << 60 | block id << 36 | byte offset, never
+   dereferenced on the host (the address is non-canonical: a stray host access faults at once).
+   Pointer arithmetic on it (views, GEMM batch offsets) works as on host pointers, and the kernels
+   turn it back into (VkBuffer, offset). Blocks are device-local VkBuffers: persistent tensors are
+   sub-allocated first-fit from 64 MiB blocks; arena tensors come from a per-step pool of blocks,
+   bump-allocated and reset by hv_step_end (after a step that needed several blocks they become
+   one, so a steady training loop allocates nothing). Uploads and downloads go through a
+   host-visible staging buffer.
+
+   Commands. Every kernel call records a dispatch into one command buffer: parameters go to a
+   host-visible ring (binding 0 of every kernel), tensors are bound as storage-buffer windows of
+   at most maxStorageBufferRange (work on a larger tensor is split: elementwise kernels and GEMM
+   split their index space; others refuse with an error). A barrier is recorded only when a
+   dispatch touches a range that an earlier dispatch of the same barrier interval wrote (or writes
+   one it read). The batch is submitted, once, when the host needs data (hv_tensor_copy_to,
+   hv_item, index checks, hv_sync), at hv_step_end, or when the parameter ring fills up.
+   Pipelines are made on first use, through a VkPipelineCache. */
+#ifdef HUMANVIT_VULKAN
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+#include "kernels_vulkan/hv_shaders.h"
+#if defined(_WIN32)
+#include <windows.h>
+#define HV__VK_LIBNAME "vulkan-1.dll"
+#elif defined(__APPLE__)
+#include <dlfcn.h>
+#define HV__VK_LIBNAME "libvulkan.1.dylib"
+#else
+#include <dlfcn.h>
+#define HV__VK_LIBNAME "libvulkan.so.1"
+#endif
+
+#define HV__VK_INSTANCE_FNS(X)                                                                     \
+    X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties)            \
+    X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties)             \
+    X(vkCreateDevice) X(vkGetDeviceProcAddr)
+#define HV__VK_DEVICE_FNS(X)                                                                       \
+    X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkCreateBuffer) X(vkDestroyBuffer)                    \
+    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory)     \
+    X(vkMapMemory) X(vkUnmapMemory) X(vkCreateShaderModule) X(vkDestroyShaderModule)               \
+    X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) X(vkCreatePipelineLayout)       \
+    X(vkDestroyPipelineLayout) X(vkCreatePipelineCache) X(vkDestroyPipelineCache)                  \
+    X(vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreateDescriptorPool)                     \
+    X(vkDestroyDescriptorPool) X(vkResetDescriptorPool) X(vkAllocateDescriptorSets)                \
+    X(vkUpdateDescriptorSets) X(vkCreateCommandPool) X(vkDestroyCommandPool)                       \
+    X(vkAllocateCommandBuffers) X(vkBeginCommandBuffer) X(vkEndCommandBuffer)                      \
+    X(vkResetCommandBuffer) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdDispatch)       \
+    X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkCreateFence)                 \
+    X(vkDestroyFence) X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle)
+
+#define HV__VK_MAX_ARGS 8         /* tensor bindings of one kernel */
+#define HV__VK_MAX_PARAMS 56      /* ints of one dispatch's parameter block, offsets included */
+#define HV__VK_SETS_PER_POOL 256
+#define HV__VK_BLOCK (64ull << 20) /* persistent blocks */
+#define HV__VK_ADDR_TAG 0xF000000000000000ull
+#define HV__VK_OFF_BITS 36
+#define HV__VK_MAX_HAZARDS 64
+
+typedef struct hv__vk_block {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    uint64_t size, used; /* used: the pool's bump pointer */
+    uint32_t id;
+    int persistent;
+    uint64_t *free_off, *free_len; /* persistent: free ranges sorted by offset */
+    int nfree, cap_free;
+} hv__vk_block;
+
+/* a host-visible buffer, mapped for the context's life */
+typedef struct hv__vk_hostbuf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    char *map;
+    uint64_t size, used;
+} hv__vk_hostbuf;
+
+/* a tensor argument of a dispatch: its block, the byte offset of element 0 and the bytes it
+   spans from there */
+typedef struct hv__vk_arg {
+    hv__vk_block *blk;
+    uint64_t off, bytes;
+    int write;
+} hv__vk_arg;
+
+typedef struct hv__vk_range {
+    uint32_t id;
+    int write;
+    uint64_t lo, hi;
+} hv__vk_range;
+
+typedef struct hv__vk_download {
+    uint64_t stage_off, bytes;
+    char *host;
+} hv__vk_pending;
+
+typedef struct hv__vk {
+#define HV__VK_DECL(f) PFN_##f f;
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    PFN_vkCreateInstance vkCreateInstance;
+    HV__VK_INSTANCE_FNS(HV__VK_DECL)
+    HV__VK_DEVICE_FNS(HV__VK_DECL)
+#undef HV__VK_DECL
+    VkInstance inst;
+    VkPhysicalDevice phys;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t qfam, mt_device, mt_host;
+    VkPhysicalDeviceProperties props;
+    uint64_t max_range, align, max_alloc;
+    /* memory */
+    hv__vk_block **blocks; /* by id; NULL slots are free */
+    uint32_t nblocks;
+    hv__vk_block **pool; /* the step's blocks, newest last */
+    int npool;
+    uint64_t pool_first;
+    hv__vk_hostbuf stage, params;
+    uint32_t param_slot;
+    /* commands */
+    VkCommandPool cpool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    int recording;
+    VkDescriptorPool *dpools;
+    int ndpools, cur_dpool, dpool_used;
+    VkDescriptorSetLayout set_layout[HV__VK_MAX_ARGS + 2];
+    VkPipelineLayout pipe_layout[HV__VK_MAX_ARGS + 2];
+    VkPipeline pipes[HV__VKS_COUNT];
+    VkPipelineCache pcache;
+    hv__vk_range hazards[HV__VK_MAX_HAZARDS];
+    int nhazards;
+    hv__vk_pending *downloads;
+    int ndownloads, cap_downloads;
+    /* counters, for tests and curiosity */
+    uint64_t n_submits, n_dispatches, n_barriers, n_block_allocs;
+    int lost; /* the device failed: every later call is refused */
+} hv__vk;
+
+static void *hv__vk_lib;
+
+#define HV__VK(ctx) ((hv__vk *)(ctx)->dev)
+
+static const char *hv__vk_result_str(VkResult r) {
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER (no Vulkan driver/ICD found)";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VkResult error";
+    }
+}
+static int hv__vk_fail(const char *what, VkResult r) {
+    hv__fail("hv_vulkan", "%s failed: %s (%d)", what, hv__vk_result_str(r), (int)r);
+    return -1;
+}
+
+/* ---- loader --------------------------------------------------------------------------------- */
+
+static PFN_vkVoidFunction hv__vk_sym(void *lib, const char *name) {
+    PFN_vkVoidFunction f = NULL;
+#if defined(_WIN32)
+    FARPROC p = GetProcAddress((HMODULE)lib, name);
+    memcpy(&f, &p, sizeof f);
+#else
+    void *p = dlsym(lib, name);
+    memcpy(&f, &p, sizeof f); /* object to function pointer without a pedantic cast */
+#endif
+    return f;
+}
+static void *hv__vk_dlopen(const char *path) {
+#if defined(_WIN32)
+    return (void *)LoadLibraryA(path);
+#else
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+#endif
+}
+/* the loader stays loaded for the process's life (drivers may keep threads and atexit hooks) */
+static int hv__vk_load(hv__vk *vk) {
+    const char *path = getenv("HUMANVIT_VULKAN_LOADER");
+    void *lib;
+    PFN_vkVoidFunction f;
+    if (path && *path) {
+        lib = hv__vk_dlopen(path); /* another loader: opened each time, never cached */
+    } else {
+        path = HV__VK_LIBNAME;
+        if (!hv__vk_lib) hv__vk_lib = hv__vk_dlopen(path);
+        lib = hv__vk_lib;
+    }
+    if (!lib) {
+        hv__fail("hv_init", "no Vulkan loader: cannot open %s (install one, e.g. apt-get install libvulkan1 mesa-vulkan-drivers; "
+                 "or set HUMANVIT_VULKAN_LOADER)", path);
+        return -1;
+    }
+    f = hv__vk_sym(lib, "vkGetInstanceProcAddr");
+    if (!f) return hv__fail("hv_init", "%s has no vkGetInstanceProcAddr: not a Vulkan loader", path), -1;
+    memcpy(&vk->vkGetInstanceProcAddr, &f, sizeof f);
+    vk->vkCreateInstance = (PFN_vkCreateInstance)vk->vkGetInstanceProcAddr(NULL, "vkCreateInstance");
+    if (!vk->vkCreateInstance) return hv__fail("hv_init", "the Vulkan loader %s has no vkCreateInstance", path), -1;
+    return 0;
+}
+
+/* ---- instance and device -------------------------------------------------------------------- */
+
+static int hv__vk_type_rank(VkPhysicalDeviceType t) {
+    switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 3;
+    default: return 4;
+    }
+}
+static const char *hv__vk_type_name(VkPhysicalDeviceType t) {
+    static const char *names[] = {"discrete GPU", "integrated GPU", "virtual GPU", "CPU", "other"};
+    return names[hv__vk_type_rank(t)];
+}
+static int hv__vk_icontains(const char *hay, const char *needle) {
+    size_t i, j, n = strlen(needle);
+    for (i = 0; hay[i]; i++) {
+        for (j = 0; j < n && hay[i + j]; j++) {
+            char a = hay[i + j], b = needle[j];
+            if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+            if (b >= 'A' && b <= 'Z') b = (char)(b - 'A' + 'a');
+            if (a != b) break;
+        }
+        if (j == n) return 1;
+    }
+    return n == 0;
+}
+/* the compute queue family of a device, or -1 */
+static int hv__vk_compute_family(hv__vk *vk, VkPhysicalDevice pd) {
+    VkQueueFamilyProperties fam[16];
+    uint32_t n = 16, i;
+    vk->vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, fam);
+    for (i = 0; i < n; i++)
+        if (fam[i].queueFlags & VK_QUEUE_COMPUTE_BIT) return (int)i;
+    return -1;
+}
+static int hv__vk_pick_device(hv__vk *vk, const char *want) {
+    VkPhysicalDevice devs[32];
+    VkPhysicalDeviceProperties props[32];
+    uint32_t n = 32, i;
+    int best = -1, is_index = want && *want;
+    char list[1024];
+    size_t len = 0;
+    VkResult r = vk->vkEnumeratePhysicalDevices(vk->inst, &n, devs);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return hv__vk_fail("vkEnumeratePhysicalDevices", r);
+    if (n == 0) return hv__fail("hv_init", "Vulkan found no device (no driver installed? for a CPU device: apt-get install mesa-vulkan-drivers)"), -1;
+    list[0] = 0;
+    for (i = 0; i < n; i++) {
+        vk->vkGetPhysicalDeviceProperties(devs[i], &props[i]);
+        if (len < sizeof list)
+            len += (size_t)snprintf(list + len, sizeof list - len, "\n  %u: %s (%s)", i, props[i].deviceName,
+                                    hv__vk_type_name(props[i].deviceType));
+    }
+    for (i = 0; is_index && want[i]; i++)
+        if (want[i] < '0' || want[i] > '9') is_index = 0;
+    if (is_index) {
+        unsigned long k = strtoul(want, NULL, 10);
+        if (k >= n) return hv__fail("hv_init", "Vulkan device %s does not exist; devices:%s", want, list), -1;
+        best = (int)k;
+    } else {
+        for (i = 0; i < n; i++) {
+            if (want && *want && !hv__vk_icontains(props[i].deviceName, want)) continue;
+            if (hv__vk_compute_family(vk, devs[i]) < 0) continue;
+            if (best < 0 || hv__vk_type_rank(props[i].deviceType) < hv__vk_type_rank(props[best].deviceType)) best = (int)i;
+        }
+        if (best < 0)
+            return hv__fail("hv_init", "no Vulkan device %s%s%s; devices:%s", want && *want ? "matches '" : "has a compute queue",
+                            want && *want ? want : "", want && *want ? "'" : "", list), -1;
+    }
+    if (hv__vk_compute_family(vk, devs[best]) < 0)
+        return hv__fail("hv_init", "Vulkan device %d (%s) has no compute queue", best, props[best].deviceName), -1;
+    vk->phys = devs[best];
+    vk->props = props[best];
+    vk->qfam = (uint32_t)hv__vk_compute_family(vk, devs[best]);
+    return 0;
+}
+static int hv__vk_memtype(hv__vk *vk, uint32_t bits, VkMemoryPropertyFlags want, VkMemoryPropertyFlags nice) {
+    VkPhysicalDeviceMemoryProperties mp;
+    uint32_t i;
+    int found = -1;
+    vk->vkGetPhysicalDeviceMemoryProperties(vk->phys, &mp);
+    for (i = 0; i < mp.memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = mp.memoryTypes[i].propertyFlags;
+        if (!(bits & (1u << i)) || (f & want) != want) continue;
+        if ((f & nice) == nice) return (int)i;
+        if (found < 0) found = (int)i;
+    }
+    return found;
+}
+/* a buffer with its own memory; host-visible ones are mapped */
+static int hv__vk_buffer(hv__vk *vk, uint64_t size, int host, VkBuffer *buf, VkDeviceMemory *mem, void **map) {
+    VkBufferCreateInfo bi;
+    VkMemoryRequirements req;
+    VkMemoryAllocateInfo ai;
+    VkResult r;
+    int mt;
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bi.size = size;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if ((r = vk->vkCreateBuffer(vk->dev, &bi, NULL, buf)) != VK_SUCCESS) return hv__vk_fail("vkCreateBuffer", r);
+    vk->vkGetBufferMemoryRequirements(vk->dev, *buf, &req);
+    mt = host ? hv__vk_memtype(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                               VK_MEMORY_PROPERTY_HOST_CACHED_BIT)
+              : hv__vk_memtype(vk, req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    memset(&ai, 0, sizeof ai);
+    ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+    ai.allocationSize = req.size;
+    ai.memoryTypeIndex = (uint32_t)mt;
+    if (mt < 0 || (r = vk->vkAllocateMemory(vk->dev, &ai, NULL, mem)) != VK_SUCCESS) {
+        vk->vkDestroyBuffer(vk->dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        if (mt < 0) return hv__fail("hv_vulkan", "no suitable memory type for a %s buffer", host ? "host-visible" : "device"), -1;
+        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+            return hv__fail("hv_vulkan", "out of device memory allocating %llu bytes on %s (%s)", (unsigned long long)size,
+                            vk->props.deviceName, hv__vk_result_str(r)), -1;
+        return hv__vk_fail("vkAllocateMemory", r);
+    }
+    vk->vkBindBufferMemory(vk->dev, *buf, *mem, 0);
+    if (host && (r = vk->vkMapMemory(vk->dev, *mem, 0, VK_WHOLE_SIZE, 0, map)) != VK_SUCCESS) {
+        vk->vkDestroyBuffer(vk->dev, *buf, NULL);
+        vk->vkFreeMemory(vk->dev, *mem, NULL);
+        *buf = VK_NULL_HANDLE;
+        return hv__vk_fail("vkMapMemory", r);
+    }
+    return 0;
+}
+static int hv__vk_hostbuf_init(hv__vk *vk, hv__vk_hostbuf *hb, uint64_t size) {
+    void *map = NULL;
+    memset(hb, 0, sizeof *hb);
+    if (hv__vk_buffer(vk, size, 1, &hb->buf, &hb->mem, &map)) return -1;
+    hb->map = (char *)map;
+    hb->size = size;
+    return 0;
+}
+static void hv__vk_hostbuf_free(hv__vk *vk, hv__vk_hostbuf *hb) {
+    if (!hb->buf) return;
+    vk->vkUnmapMemory(vk->dev, hb->mem);
+    vk->vkDestroyBuffer(vk->dev, hb->buf, NULL);
+    vk->vkFreeMemory(vk->dev, hb->mem, NULL);
+    hb->buf = VK_NULL_HANDLE;
+}
+
+/* ---- device memory: blocks, addresses, the persistent allocator and the step pool ----------- */
+
+static void *hv__vk_addr(const hv__vk_block *b, uint64_t off) {
+    return (void *)(uintptr_t)(HV__VK_ADDR_TAG | ((uint64_t)b->id << HV__VK_OFF_BITS) | off);
+}
+/* the block and byte offset of a device address */
+static hv__vk_block *hv__vk_resolve(hv__vk *vk, const void *p, uint64_t *off) {
+    uint64_t a = (uint64_t)(uintptr_t)p;
+    uint32_t id = (uint32_t)((a & ~HV__VK_ADDR_TAG) >> HV__VK_OFF_BITS);
+    *off = a & ((1ull << HV__VK_OFF_BITS) - 1);
+    return id < vk->nblocks ? vk->blocks[id] : NULL;
+}
+static void hv__vk_block_destroy(hv__vk *vk, hv__vk_block *b) {
+    if (!b) return;
+    vk->blocks[b->id] = NULL;
+    vk->vkDestroyBuffer(vk->dev, b->buf, NULL);
+    vk->vkFreeMemory(vk->dev, b->mem, NULL);
+    hv__free(b->free_off);
+    hv__free(b->free_len);
+    hv__free(b);
+}
+static hv__vk_block *hv__vk_block_new(hv__vk *vk, uint64_t size, int persistent) {
+    hv__vk_block *b;
+    uint32_t id;
+    if (size > vk->max_alloc)
+        return (hv__vk_block *)hv__fail("hv_vulkan", "%llu bytes exceed the largest allocation of %s (%llu bytes)", (unsigned long long)size,
+                                        vk->props.deviceName, (unsigned long long)vk->max_alloc);
+    for (id = 0; id < vk->nblocks && vk->blocks[id]; id++) {
+    }
+    if (id == vk->nblocks) {
+        uint32_t cap = vk->nblocks ? vk->nblocks * 2 : 16;
+        hv__vk_block **nb = (hv__vk_block **)HV_REALLOC(vk->blocks, sizeof *nb * cap);
+        hv__alloc_calls++;
+        if (!nb) return (hv__vk_block *)hv__fail("hv_vulkan", "out of host memory");
+        memset(nb + vk->nblocks, 0, sizeof *nb * (cap - vk->nblocks));
+        vk->blocks = nb;
+        vk->nblocks = cap;
+    }
+    if (id >= (1u << 24)) return (hv__vk_block *)hv__fail("hv_vulkan", "too many device blocks");
+    b = (hv__vk_block *)hv__malloc(sizeof *b);
+    if (!b) return (hv__vk_block *)hv__fail("hv_vulkan", "out of host memory");
+    memset(b, 0, sizeof *b);
+    if (hv__vk_buffer(vk, size, 0, &b->buf, &b->mem, NULL)) {
+        hv__free(b);
+        return NULL;
+    }
+    b->size = size;
+    b->id = id;
+    b->persistent = persistent;
+    vk->blocks[id] = b;
+    vk->n_block_allocs++;
+    return b;
+}
+/* persistent blocks: sorted free ranges, first fit, merged on free */
+static int hv__vk_free_insert(hv__vk_block *b, int at, uint64_t off, uint64_t len) {
+    if (b->nfree == b->cap_free) {
+        int cap = b->cap_free ? b->cap_free * 2 : 16;
+        uint64_t *o = (uint64_t *)hv__malloc(sizeof *o * (size_t)cap), *l = (uint64_t *)hv__malloc(sizeof *l * (size_t)cap);
+        if (!o || !l) {
+            hv__free(o);
+            hv__free(l);
+            return -1;
+        }
+        if (b->nfree) {
+            memcpy(o, b->free_off, sizeof *o * (size_t)b->nfree);
+            memcpy(l, b->free_len, sizeof *l * (size_t)b->nfree);
+        }
+        hv__free(b->free_off);
+        hv__free(b->free_len);
+        b->free_off = o;
+        b->free_len = l;
+        b->cap_free = cap;
+    }
+    memmove(b->free_off + at + 1, b->free_off + at, sizeof(uint64_t) * (size_t)(b->nfree - at));
+    memmove(b->free_len + at + 1, b->free_len + at, sizeof(uint64_t) * (size_t)(b->nfree - at));
+    b->free_off[at] = off;
+    b->free_len[at] = len;
+    b->nfree++;
+    return 0;
+}
+static void hv__vk_free_remove(hv__vk_block *b, int at) {
+    memmove(b->free_off + at, b->free_off + at + 1, sizeof(uint64_t) * (size_t)(b->nfree - at - 1));
+    memmove(b->free_len + at, b->free_len + at + 1, sizeof(uint64_t) * (size_t)(b->nfree - at - 1));
+    b->nfree--;
+}
+#define HV__VK_GRAIN 256 /* sub-allocation granularity (also a safe storage-buffer offset alignment) */
+static uint64_t hv__vk_round(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+static int hv__vk_fill_zero(hv__vk *vk, hv__vk_block *b, uint64_t off, uint64_t bytes);
+
+static void *hv__vk_mem_alloc(hv_ctx *ctx, size_t bytes, int persistent, void **buf) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t n = hv__vk_round(bytes ? bytes : 4, HV__VK_GRAIN), off = 0;
+    hv__vk_block *b = NULL;
+    uint32_t i;
+    int j;
+    if (vk->lost) return hv__fail("hv_vulkan", "the device was lost earlier; create a new context");
+    if (persistent) {
+        for (i = 0; i < vk->nblocks && !b; i++) {
+            hv__vk_block *c = vk->blocks[i];
+            if (!c || !c->persistent) continue;
+            for (j = 0; j < c->nfree; j++)
+                if (c->free_len[j] >= n) {
+                    b = c;
+                    off = c->free_off[j];
+                    c->free_off[j] += n;
+                    c->free_len[j] -= n;
+                    if (!c->free_len[j]) hv__vk_free_remove(c, j);
+                    break;
+                }
+        }
+        if (!b) {
+            uint64_t size = n > HV__VK_BLOCK ? n : HV__VK_BLOCK;
+            if (size > vk->max_alloc && n <= vk->max_alloc) size = n;
+            if (!(b = hv__vk_block_new(vk, size, 1))) return NULL;
+            if (size > n && hv__vk_free_insert(b, 0, n, size - n)) return hv__fail("hv_vulkan", "out of host memory");
+            off = 0;
+        }
+    } else {
+        b = vk->npool ? vk->pool[vk->npool - 1] : NULL;
+        if (!b || b->used + n > b->size) {
+            uint64_t want = vk->pool_first;
+            hv__vk_block **np;
+            if (b && b->size * 2 > want) want = b->size * 2;
+            if (want < n) want = n;
+            if (want > vk->max_alloc) want = n > vk->max_alloc ? n : vk->max_alloc;
+            if (!(b = hv__vk_block_new(vk, want, 0))) return NULL;
+            np = (hv__vk_block **)HV_REALLOC(vk->pool, sizeof *np * (size_t)(vk->npool + 1));
+            hv__alloc_calls++;
+            if (!np) {
+                hv__vk_block_destroy(vk, b);
+                return hv__fail("hv_vulkan", "out of host memory");
+            }
+            vk->pool = np;
+            vk->pool[vk->npool++] = b;
+        }
+        off = b->used;
+        b->used += n;
+    }
+    if (hv__vk_fill_zero(vk, b, off, hv__vk_round(bytes ? bytes : 4, 4))) return NULL;
+    *buf = b;
+    return hv__vk_addr(b, off);
+}
+static void hv__vk_mem_free(hv_ctx *ctx, void *data, size_t bytes) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off, len = hv__vk_round(bytes ? bytes : 4, HV__VK_GRAIN);
+    hv__vk_block *b = hv__vk_resolve(vk, data, &off);
+    int at;
+    if (!b || !b->persistent) return;
+    /* the range goes back into the sorted free list, merged with its neighbours. Work still
+       queued that reads it stays ordered before any reuse: the same command stream, with barriers. */
+    for (at = 0; at < b->nfree && b->free_off[at] < off; at++) {
+    }
+    if (at > 0 && b->free_off[at - 1] + b->free_len[at - 1] == off) {
+        b->free_len[at - 1] += len;
+        if (at < b->nfree && off + len == b->free_off[at]) {
+            b->free_len[at - 1] += b->free_len[at];
+            hv__vk_free_remove(b, at);
+        }
+    } else if (at < b->nfree && off + len == b->free_off[at]) {
+        b->free_off[at] = off;
+        b->free_len[at] += len;
+    } else {
+        hv__vk_free_insert(b, at, off, len); /* on failure the range is lost until shutdown */
+    }
+}
+
+/* ---- command batching ----------------------------------------------------------------------- */
+
+static void hv__vk_full_barrier(hv__vk *vk) {
+    VkMemoryBarrier mb;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    vk->vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    vk->nhazards = 0;
+    vk->n_barriers++;
+}
+static int hv__vk_begin(hv__vk *vk) {
+    VkCommandBufferBeginInfo bi;
+    VkResult r;
+    if (vk->recording) return 0;
+    if (vk->lost) return hv__fail("hv_vulkan", "the device was lost earlier; create a new context"), -1;
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    if ((r = vk->vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return hv__vk_fail("vkBeginCommandBuffer", r);
+    vk->recording = 1;
+    hv__vk_full_barrier(vk); /* the previous batch's writes become visible to this one */
+    return 0;
+}
+/* records that the next command accesses these ranges; a barrier first when one of them meets
+   an earlier access of this barrier interval and either of the two writes */
+static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
+    int i, j, conflict = 0;
+    for (i = 0; i < n && !conflict; i++)
+        for (j = 0; j < vk->nhazards; j++) {
+            const hv__vk_range *h = &vk->hazards[j];
+            if (h->id == args[i].blk->id && (h->write || args[i].write) && args[i].off < h->hi && h->lo < args[i].off + args[i].bytes) {
+                conflict = 1;
+                break;
+            }
+        }
+    if (conflict || vk->nhazards + n > HV__VK_MAX_HAZARDS) hv__vk_full_barrier(vk);
+    for (i = 0; i < n; i++) {
+        hv__vk_range *h = &vk->hazards[vk->nhazards++];
+        h->id = args[i].blk->id;
+        h->write = args[i].write;
+        h->lo = args[i].off;
+        h->hi = args[i].off + args[i].bytes;
+    }
+}
+/* submit the batch and wait for it; then the rings are empty and downloads have landed */
+static int hv__vk_flush(hv__vk *vk) {
+    VkSubmitInfo si;
+    VkResult r;
+    int i;
+    if (!vk->recording) return vk->lost ? -1 : 0;
+    if (vk->ndownloads) { /* device writes of the copies become visible to the host */
+        VkMemoryBarrier mb;
+        memset(&mb, 0, sizeof mb);
+        mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+        mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+        mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+        vk->vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    }
+    vk->recording = 0;
+    if ((r = vk->vkEndCommandBuffer(vk->cmd)) != VK_SUCCESS) goto lost;
+    memset(&si, 0, sizeof si);
+    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &vk->cmd;
+    if ((r = vk->vkQueueSubmit(vk->queue, 1, &si, vk->fence)) != VK_SUCCESS) goto lost;
+    if ((r = vk->vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS) goto lost;
+    vk->vkResetFences(vk->dev, 1, &vk->fence);
+    vk->vkResetCommandBuffer(vk->cmd, 0);
+    vk->n_submits++;
+    for (i = 0; i < vk->ndownloads; i++)
+        memcpy(vk->downloads[i].host, vk->stage.map + vk->downloads[i].stage_off, (size_t)vk->downloads[i].bytes);
+    vk->ndownloads = 0;
+    for (i = 0; i <= vk->cur_dpool && i < vk->ndpools; i++) vk->vkResetDescriptorPool(vk->dev, vk->dpools[i], 0);
+    vk->cur_dpool = 0;
+    vk->dpool_used = 0;
+    vk->stage.used = 0;
+    vk->params.used = 0;
+    vk->nhazards = 0;
+    return 0;
+lost:
+    vk->lost = 1;
+    vk->ndownloads = 0;
+    return hv__vk_fail("submitting work", r);
+}
+
+/* ---- pipelines ------------------------------------------------------------------------------ */
+
+static VkPipeline hv__vk_pipeline(hv__vk *vk, int shader, int nargs) {
+    VkShaderModuleCreateInfo mi;
+    VkComputePipelineCreateInfo ci;
+    VkShaderModule mod;
+    VkResult r;
+    if (vk->pipes[shader]) return vk->pipes[shader];
+    if (!vk->set_layout[nargs]) {
+        VkDescriptorSetLayoutBinding b[HV__VK_MAX_ARGS + 1];
+        VkDescriptorSetLayoutCreateInfo li;
+        VkPipelineLayoutCreateInfo pi;
+        int i;
+        memset(b, 0, sizeof b);
+        for (i = 0; i <= nargs; i++) {
+            b[i].binding = (uint32_t)i;
+            b[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+            b[i].descriptorCount = 1;
+            b[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+        }
+        memset(&li, 0, sizeof li);
+        li.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+        li.bindingCount = (uint32_t)nargs + 1;
+        li.pBindings = b;
+        if ((r = vk->vkCreateDescriptorSetLayout(vk->dev, &li, NULL, &vk->set_layout[nargs])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreateDescriptorSetLayout", r), (VkPipeline)VK_NULL_HANDLE;
+        memset(&pi, 0, sizeof pi);
+        pi.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO;
+        pi.setLayoutCount = 1;
+        pi.pSetLayouts = &vk->set_layout[nargs];
+        if ((r = vk->vkCreatePipelineLayout(vk->dev, &pi, NULL, &vk->pipe_layout[nargs])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreatePipelineLayout", r), (VkPipeline)VK_NULL_HANDLE;
+    }
+    memset(&mi, 0, sizeof mi);
+    mi.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+    mi.codeSize = hv__vk_shaders[shader].words * 4;
+    mi.pCode = hv__vk_shaders[shader].code;
+    if ((r = vk->vkCreateShaderModule(vk->dev, &mi, NULL, &mod)) != VK_SUCCESS)
+        return hv__vk_fail("vkCreateShaderModule", r), (VkPipeline)VK_NULL_HANDLE;
+    memset(&ci, 0, sizeof ci);
+    ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+    ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+    ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+    ci.stage.module = mod;
+    ci.stage.pName = "main";
+    ci.layout = vk->pipe_layout[nargs];
+    r = vk->vkCreateComputePipelines(vk->dev, vk->pcache, 1, &ci, NULL, &vk->pipes[shader]);
+    vk->vkDestroyShaderModule(vk->dev, mod, NULL);
+    if (r != VK_SUCCESS) {
+        vk->pipes[shader] = VK_NULL_HANDLE;
+        hv__fail("hv_vulkan", "cannot create the pipeline of kernel '%s': %s", hv__vk_shaders[shader].name, hv__vk_result_str(r));
+        return VK_NULL_HANDLE;
+    }
+    return vk->pipes[shader];
+}
+static VkDescriptorSet hv__vk_descriptor_set(hv__vk *vk, int nargs) {
+    VkDescriptorSetAllocateInfo ai;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    VkResult r;
+    if (vk->dpool_used == HV__VK_SETS_PER_POOL) {
+        vk->cur_dpool++;
+        vk->dpool_used = 0;
+    }
+    if (vk->cur_dpool == vk->ndpools) { /* grows to the high-water mark of a batch, then stays */
+        VkDescriptorPoolSize ps;
+        VkDescriptorPoolCreateInfo pi;
+        VkDescriptorPool *np = (VkDescriptorPool *)HV_REALLOC(vk->dpools, sizeof *np * (size_t)(vk->ndpools + 1));
+        hv__alloc_calls++;
+        if (!np) return hv__fail("hv_vulkan", "out of host memory"), (VkDescriptorSet)VK_NULL_HANDLE;
+        vk->dpools = np;
+        ps.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        ps.descriptorCount = HV__VK_SETS_PER_POOL * (HV__VK_MAX_ARGS + 1);
+        memset(&pi, 0, sizeof pi);
+        pi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+        pi.maxSets = HV__VK_SETS_PER_POOL;
+        pi.poolSizeCount = 1;
+        pi.pPoolSizes = &ps;
+        if ((r = vk->vkCreateDescriptorPool(vk->dev, &pi, NULL, &vk->dpools[vk->ndpools])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreateDescriptorPool", r), (VkDescriptorSet)VK_NULL_HANDLE;
+        vk->ndpools++;
+    }
+    memset(&ai, 0, sizeof ai);
+    ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+    ai.descriptorPool = vk->dpools[vk->cur_dpool];
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &vk->set_layout[nargs];
+    if ((r = vk->vkAllocateDescriptorSets(vk->dev, &ai, &set)) != VK_SUCCESS)
+        return hv__vk_fail("vkAllocateDescriptorSets", r), (VkDescriptorSet)VK_NULL_HANDLE;
+    vk->dpool_used++;
+    return set;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+/* the storage-buffer window of an argument: [win, win + range) holds its span, win aligned */
+static int hv__vk_window(hv__vk *vk, const hv__vk_arg *a, uint64_t *win, uint64_t *range) {
+    uint64_t end = a->off + (a->bytes ? a->bytes : 4);
+    *win = a->off / vk->align * vk->align;
+    *range = hv__vk_round(end - *win, 4);
+    if (*win + *range > a->blk->size) *range = a->blk->size - *win;
+    return *range <= vk->max_range ? 0 : -1;
+}
+static int hv__vk_fits(hv__vk *vk, const hv__vk_arg *a) {
+    uint64_t w, r;
+    return hv__vk_window(vk, a, &w, &r) == 0;
+}
+/* 1-D work of n items in groups of `local`, laid over a 2-D grid (65535 groups per axis) */
+static void hv__vk_grid(uint64_t n, uint32_t local, uint32_t *gx, uint32_t *gy) {
+    uint64_t groups = (n + local - 1) / local;
+    if (groups == 0) groups = 1;
+    *gx = (uint32_t)(groups < 65535 ? groups : 65535);
+    *gy = (uint32_t)((groups + *gx - 1) / *gx);
+}
+/* records one kernel: binding 0 the parameters (each argument's element offset in its window,
+   then `params`), bindings 1.. the arguments. -1 (error set) when it cannot. */
+static int hv__vk_dispatch(hv__vk *vk, int shader, const hv__vk_arg *args, int nargs, const int32_t *params, int nparams, uint32_t gx,
+                           uint32_t gy, uint32_t gz) {
+    VkDescriptorBufferInfo bi[HV__VK_MAX_ARGS + 1];
+    VkWriteDescriptorSet wr;
+    VkDescriptorSet set;
+    VkPipeline pipe;
+    int32_t *p;
+    int i;
+    HV_ASSERT(nargs <= HV__VK_MAX_ARGS && nargs + nparams <= HV__VK_MAX_PARAMS);
+    if (gx == 0 || gy == 0 || gz == 0) return 0;
+    if (vk->params.used + vk->param_slot > vk->params.size && hv__vk_flush(vk)) return -1;
+    if (hv__vk_begin(vk)) return -1;
+    if (!(pipe = hv__vk_pipeline(vk, shader, nargs))) return -1;
+    p = (int32_t *)(vk->params.map + vk->params.used);
+    bi[0].buffer = vk->params.buf;
+    bi[0].offset = vk->params.used;
+    bi[0].range = vk->param_slot;
+    for (i = 0; i < nargs; i++) {
+        uint64_t win, range;
+        if (hv__vk_window(vk, &args[i], &win, &range))
+            return hv__fail("hv_vulkan", "kernel '%s': argument %d spans %llu bytes, more than maxStorageBufferRange (%llu) of %s",
+                            hv__vk_shaders[shader].name, i, (unsigned long long)args[i].bytes, (unsigned long long)vk->max_range,
+                            vk->props.deviceName), -1;
+        bi[i + 1].buffer = args[i].blk->buf;
+        bi[i + 1].offset = win;
+        bi[i + 1].range = range;
+        p[i] = (int32_t)((args[i].off - win) / 4);
+    }
+    for (i = 0; i < nparams; i++) p[nargs + i] = params[i];
+    if (!(set = hv__vk_descriptor_set(vk, nargs))) return -1;
+    vk->params.used += vk->param_slot;
+    memset(&wr, 0, sizeof wr);
+    wr.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+    wr.dstSet = set;
+    wr.descriptorCount = (uint32_t)nargs + 1;
+    wr.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    wr.pBufferInfo = bi;
+    vk->vkUpdateDescriptorSets(vk->dev, 1, &wr, 0, NULL);
+    hv__vk_hazard(vk, args, nargs);
+    vk->vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk->vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->pipe_layout[nargs], 0, 1, &set, 0, NULL);
+    vk->vkCmdDispatch(vk->cmd, gx, gy, gz);
+    vk->n_dispatches++;
+    return 0;
+}
+
+/* ---- transfers ------------------------------------------------------------------------------ */
+
+static int hv__vk_fill_zero(hv__vk *vk, hv__vk_block *b, uint64_t off, uint64_t bytes) {
+    hv__vk_arg a;
+    if (hv__vk_begin(vk)) return -1;
+    a.blk = b;
+    a.off = off;
+    a.bytes = bytes;
+    a.write = 1;
+    hv__vk_hazard(vk, &a, 1);
+    vk->vkCmdFillBuffer(vk->cmd, b->buf, off, bytes, 0);
+    return 0;
+}
+/* room for n bytes in the staging buffer (flushing the batch when full); its offset or -1 */
+static int64_t hv__vk_stage(hv__vk *vk, uint64_t n) {
+    uint64_t at = hv__vk_round(vk->stage.used, 16);
+    if (at + n > vk->stage.size) {
+        if (hv__vk_flush(vk)) return -1;
+        at = 0;
+    }
+    if (hv__vk_begin(vk)) return -1;
+    vk->stage.used = at + n;
+    return (int64_t)at;
+}
+static int hv__vk_upload(hv__vk *vk, hv__vk_block *b, uint64_t off, const void *host, uint64_t bytes) {
+    while (bytes) {
+        uint64_t n = bytes < vk->stage.size ? bytes : vk->stage.size;
+        int64_t at = hv__vk_stage(vk, n);
+        VkBufferCopy bc;
+        hv__vk_arg a;
+        if (at < 0) return -1;
+        memcpy(vk->stage.map + at, host, (size_t)n);
+        a.blk = b;
+        a.off = off;
+        a.bytes = n;
+        a.write = 1;
+        hv__vk_hazard(vk, &a, 1);
+        bc.srcOffset = (uint64_t)at;
+        bc.dstOffset = off;
+        bc.size = n;
+        vk->vkCmdCopyBuffer(vk->cmd, vk->stage.buf, b->buf, 1, &bc);
+        host = (const char *)host + n;
+        off += n;
+        bytes -= n;
+    }
+    return 0;
+}
+static int hv__vk_download(hv__vk *vk, void *host, hv__vk_block *b, uint64_t off, uint64_t bytes) {
+    while (bytes) {
+        uint64_t n = bytes < vk->stage.size ? bytes : vk->stage.size;
+        int64_t at = hv__vk_stage(vk, n);
+        VkBufferCopy bc;
+        hv__vk_arg a;
+        if (at < 0) return -1;
+        if (vk->ndownloads == vk->cap_downloads) {
+            int cap = vk->cap_downloads ? vk->cap_downloads * 2 : 8;
+            hv__vk_pending *nd = (hv__vk_pending *)HV_REALLOC(vk->downloads, sizeof *nd * (size_t)cap);
+            hv__alloc_calls++;
+            if (!nd) return hv__fail("hv_vulkan", "out of host memory"), -1;
+            vk->downloads = nd;
+            vk->cap_downloads = cap;
+        }
+        a.blk = b;
+        a.off = off;
+        a.bytes = n;
+        a.write = 0;
+        hv__vk_hazard(vk, &a, 1);
+        bc.srcOffset = off;
+        bc.dstOffset = (uint64_t)at;
+        bc.size = n;
+        vk->vkCmdCopyBuffer(vk->cmd, b->buf, vk->stage.buf, 1, &bc);
+        vk->downloads[vk->ndownloads].stage_off = (uint64_t)at;
+        vk->downloads[vk->ndownloads].bytes = n;
+        vk->downloads[vk->ndownloads].host = (char *)host;
+        vk->ndownloads++;
+        if (hv__vk_flush(vk)) return -1;
+        host = (char *)host + n;
+        off += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* ---- tensors as kernel arguments ------------------------------------------------------------ */
+
+/* elements from element 0 to the last element of a view, inclusive (0 when empty) */
+static uint64_t hv__vk_span(const hv_tensor *t) {
+    uint64_t s = 1;
+    int i;
+    for (i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) return 0;
+        s += (uint64_t)(t->shape[i] - 1) * (uint64_t)t->stride[i];
+    }
+    return s;
+}
+static hv__vk_arg hv__vk_targ(hv__vk *vk, const hv_tensor *t, int write) {
+    hv__vk_arg a;
+    a.blk = hv__vk_resolve(vk, t->data, &a.off);
+    a.bytes = 4 * hv__vk_span(t);
+    a.write = write;
+    return a;
+}
+/* the arguments of a kernel that binds whole tensors (NULL ones are replaced by the first, which
+   the kernel then ignores); -1 and an error naming the kernel when one is over the range limit */
+static int hv__vk_targs(hv__vk *vk, const char *op, hv__vk_arg *a, const hv_tensor *const *ts, const int *write, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        const hv_tensor *t = ts[i] ? ts[i] : ts[0];
+        a[i] = hv__vk_targ(vk, t, ts[i] ? write[i] : 0);
+        if (!a[i].blk) return hv__fail(op, "argument %d is not in this context's device memory", i), -1;
+        if (!hv__vk_fits(vk, &a[i]))
+            return hv__fail(op, "%s spans %llu bytes, more than maxStorageBufferRange (%llu) of %s, and this kernel cannot split it",
+                            hv__desc("tensor", t), (unsigned long long)a[i].bytes, (unsigned long long)vk->max_range, vk->props.deviceName), -1;
+    }
+    return 0;
+}
+static int32_t hv__vk_f2i(float f) {
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+
+static int hv__vk_write(hv_ctx *ctx, hv_tensor *dst, const void *host) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off;
+    hv__vk_block *b = hv__vk_resolve(vk, dst->data, &off);
+    return hv__vk_upload(vk, b, off, host, (uint64_t)hv_numel(dst) * hv__dtype_size(dst->dtype));
+}
+static int hv__vk_read(hv_ctx *ctx, void *host, const hv_tensor *src) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off;
+    hv__vk_block *b = hv__vk_resolve(vk, src->data, &off);
+    return hv__vk_download(vk, host, b, off, (uint64_t)hv_numel(src) * hv__dtype_size(src->dtype));
+}
+
+/* ---- elementwise kernels over strided tensors ----------------------------------------------- */
+
+/* up to 4 tensors of one shape: size-1 axes dropped, runs that are contiguous in every tensor
+   merged, so most calls become 1-D */
+typedef struct hv__vk_ew {
+    int nt, nd;
+    int64_t shape[HV_MAX_DIMS], stride[4][HV_MAX_DIMS];
+    hv__vk_arg arg[4];
+} hv__vk_ew;
+static int hv__vk_ew_init(hv__vk *vk, hv__vk_ew *e, const hv_tensor *const *ts, int nt, int nwrite) {
+    const hv_tensor *s = ts[0];
+    int d, t;
+    e->nt = nt;
+    e->nd = 0;
+    for (d = 0; d < s->ndim; d++) {
+        if (s->shape[d] == 1) continue;
+        if (e->nd > 0) {
+            int merge = 1;
+            for (t = 0; t < nt; t++) merge &= ts[t]->stride[d] * s->shape[d] == e->stride[t][e->nd - 1];
+            if (merge) {
+                e->shape[e->nd - 1] *= s->shape[d];
+                for (t = 0; t < nt; t++) e->stride[t][e->nd - 1] = ts[t]->stride[d];
+                continue;
+            }
+        }
+        e->shape[e->nd] = s->shape[d];
+        for (t = 0; t < nt; t++) e->stride[t][e->nd] = ts[t]->stride[d];
+        e->nd++;
+    }
+    for (t = 0; t < nt; t++) {
+        e->arg[t].blk = hv__vk_resolve(vk, ts[t]->data, &e->arg[t].off);
+        e->arg[t].write = t < nwrite;
+        if (!e->arg[t].blk) return hv__fail("hv_vulkan", "a tensor is not in this context's device memory"), -1;
+    }
+    return 0;
+}
+/* dispatches the kernel over e, halving the outermost axis while a tensor's window is too big */
+static int hv__vk_ew_run(hv__vk *vk, int shader, hv__vk_ew *e, const int32_t *extra, int nextra) {
+    int32_t p[HV__VK_MAX_PARAMS];
+    int64_t n = 1;
+    int t, d, fits = 1, np;
+    uint32_t gx, gy;
+    for (d = 0; d < e->nd; d++) n *= e->shape[d];
+    if (n == 0) return 0;
+    for (t = 0; t < e->nt; t++) {
+        uint64_t span = 1;
+        for (d = 0; d < e->nd; d++) span += (uint64_t)(e->shape[d] - 1) * (uint64_t)e->stride[t][d];
+        e->arg[t].bytes = 4 * span;
+        fits &= hv__vk_fits(vk, &e->arg[t]);
+    }
+    if (!fits) {
+        hv__vk_ew half = *e;
+        int64_t h;
+        if (e->nd == 0) return hv__fail("hv_vulkan", "one element does not fit the storage-buffer range"), -1;
+        if (e->shape[0] == 1) { /* drop the axis */
+            memmove(half.shape, half.shape + 1, sizeof(int64_t) * (size_t)(half.nd - 1));
+            for (t = 0; t < e->nt; t++) memmove(half.stride[t], half.stride[t] + 1, sizeof(int64_t) * (size_t)(half.nd - 1));
+            half.nd--;
+            return hv__vk_ew_run(vk, shader, &half, extra, nextra);
+        }
+        h = e->shape[0] / 2;
+        half.shape[0] = h;
+        if (hv__vk_ew_run(vk, shader, &half, extra, nextra)) return -1;
+        half.shape[0] = e->shape[0] - h;
+        for (t = 0; t < e->nt; t++) half.arg[t].off += (uint64_t)(h * e->stride[t][0]) * 4;
+        return hv__vk_ew_run(vk, shader, &half, extra, nextra);
+    }
+    p[0] = (int32_t)n;
+    p[1] = e->nd;
+    for (d = 0; d < HV_MAX_DIMS; d++) p[2 + d] = d < e->nd ? (int32_t)e->shape[d] : 1;
+    for (t = 0; t < e->nt; t++)
+        for (d = 0; d < HV_MAX_DIMS; d++) p[8 + 6 * t + d] = d < e->nd ? (int32_t)e->stride[t][d] : 0;
+    np = 8 + 6 * e->nt;
+    for (d = 0; d < nextra; d++) p[np++] = extra[d];
+    hv__vk_grid((uint64_t)n, 256, &gx, &gy);
+    return hv__vk_dispatch(vk, shader, e->arg, e->nt, p, np, gx, gy, 1);
+}
+static void hv__vk_ew_call(hv_ctx *ctx, int shader, const hv_tensor *const *ts, int nt, int nwrite, const int32_t *extra, int nextra) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_ew e;
+    if (hv__vk_ew_init(vk, &e, ts, nt, nwrite) || hv__vk_ew_run(vk, shader, &e, extra, nextra)) ctx->kernel_failed = 1;
+}
+
+static void hv__vk_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
+    const hv_tensor *ts[2];
+    int32_t acc = accumulate;
+    ts[0] = dst;
+    ts[1] = src;
+    hv__vk_ew_call(ctx, HV__VKS_COPY, ts, 2, 1, &acc, 1);
+}
+static void hv__vk_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
+    const hv_tensor *ts[1];
+    int32_t bits = hv__vk_f2i(value);
+    ts[0] = dst;
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, &bits, 1);
+}
+static void hv__vk_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
+    const hv_tensor *ts[3];
+    int32_t o = op;
+    ts[0] = out;
+    ts[1] = a;
+    ts[2] = b;
+    hv__vk_ew_call(ctx, HV__VKS_BINARY, ts, 3, 1, &o, 1);
+}
+static void hv__vk_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
+    const hv_tensor *ts[2];
+    int32_t p[2];
+    ts[0] = out;
+    ts[1] = x;
+    p[0] = op;
+    p[1] = hv__vk_f2i(alpha);
+    hv__vk_ew_call(ctx, HV__VKS_UNARY, ts, 2, 1, p, 2);
+}
+static void hv__vk_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y,
+                             const hv_tensor *gy) {
+    const hv_tensor *ts[4];
+    int32_t p[2];
+    ts[0] = gx;
+    ts[1] = x;
+    ts[2] = y;
+    ts[3] = gy;
+    p[0] = op;
+    p[1] = hv__vk_f2i(alpha);
+    hv__vk_ew_call(ctx, HV__VKS_UNARY_BWD, ts, 4, 1, p, 2);
+}
+
+/* ---- GEMM ----------------------------------------------------------------------------------- */
+
+/* one GEMM whose operands may be too large to bind: split k (accumulating), m or n in halves
+   along the dimension that is outermost in the storage of the operand that does not fit */
+static int hv__vk_gemm_run(hv__vk *vk, hv__gemm_args g) {
+    hv__vk_arg a[3];
+    int32_t p[13];
+    uint64_t sa, sb, sc;
+    if (g.m == 0 || g.n == 0) return 0;
+    sa = g.k == 0 ? 1 : (uint64_t)(g.trans_a ? (g.k - 1) * g.lda + g.m : (g.m - 1) * g.lda + g.k);
+    sb = g.k == 0 ? 1 : (uint64_t)(g.trans_b ? (g.n - 1) * g.ldb + g.k : (g.k - 1) * g.ldb + g.n);
+    sc = (uint64_t)((g.m - 1) * g.ldc + g.n);
+    a[0].blk = hv__vk_resolve(vk, g.a, &a[0].off);
+    a[1].blk = hv__vk_resolve(vk, g.b, &a[1].off);
+    a[2].blk = hv__vk_resolve(vk, g.c, &a[2].off);
+    if (!a[0].blk || !a[1].blk || !a[2].blk) return hv__fail("hv_vulkan", "gemm: an operand is not in device memory"), -1;
+    a[0].bytes = 4 * (sa + (uint64_t)((g.batch - 1) * g.batch_stride_a));
+    a[1].bytes = 4 * (sb + (uint64_t)((g.batch - 1) * g.batch_stride_b));
+    a[2].bytes = 4 * (sc + (uint64_t)((g.batch - 1) * g.batch_stride_c));
+    a[0].write = a[1].write = 0;
+    a[2].write = 1;
+    if (!hv__vk_fits(vk, &a[0]) || !hv__vk_fits(vk, &a[1]) || !hv__vk_fits(vk, &a[2]) || g.batch > 65535) {
+        hv__gemm_args h = g, t = g;
+        int dim; /* 0 m, 1 n, 2 k */
+        if (g.batch > 1) { /* one matrix at a time first */
+            int64_t i;
+            h.batch = 1;
+            for (i = 0; i < g.batch; i++) {
+                h.a = g.a + i * g.batch_stride_a;
+                h.b = g.b + i * g.batch_stride_b;
+                h.c = g.c + i * g.batch_stride_c;
+                if (hv__vk_gemm_run(vk, h)) return -1;
+            }
+            return 0;
+        }
+        if (!hv__vk_fits(vk, &a[2])) dim = g.m > 1 ? 0 : 1;
+        else if (!hv__vk_fits(vk, &a[0])) dim = g.trans_a ? (g.k > 1 ? 2 : 0) : (g.m > 1 ? 0 : 2);
+        else dim = g.trans_b ? (g.n > 1 ? 1 : 2) : (g.k > 1 ? 2 : 1);
+        if ((dim == 0 && g.m < 2) || (dim == 1 && g.n < 2) || (dim == 2 && g.k < 2))
+            return hv__fail("hv_vulkan", "gemm: one row does not fit the storage-buffer range"), -1;
+        if (dim == 0) {
+            h.m = g.m / 2;
+            t.m = g.m - h.m;
+            t.a = g.a + (g.trans_a ? h.m : h.m * g.lda);
+            t.c = g.c + h.m * g.ldc;
+        } else if (dim == 1) {
+            h.n = g.n / 2;
+            t.n = g.n - h.n;
+            t.b = g.b + (g.trans_b ? h.n * g.ldb : h.n);
+            t.c = g.c + h.n;
+        } else {
+            h.k = g.k / 2;
+            t.k = g.k - h.k;
+            t.a = g.a + (g.trans_a ? h.k * g.lda : h.k);
+            t.b = g.b + (g.trans_b ? h.k : h.k * g.ldb);
+            t.beta = 1.0f; /* the second half adds to the first */
+        }
+        return hv__vk_gemm_run(vk, h) || hv__vk_gemm_run(vk, t) ? -1 : 0;
+    }
+    p[0] = (int32_t)g.m;
+    p[1] = (int32_t)g.n;
+    p[2] = (int32_t)g.k;
+    p[3] = (int32_t)g.lda;
+    p[4] = (int32_t)g.ldb;
+    p[5] = (int32_t)g.ldc;
+    p[6] = (int32_t)g.batch_stride_a;
+    p[7] = (int32_t)g.batch_stride_b;
+    p[8] = (int32_t)g.batch_stride_c;
+    p[9] = g.trans_a;
+    p[10] = g.trans_b;
+    p[11] = hv__vk_f2i(g.alpha);
+    p[12] = hv__vk_f2i(g.beta);
+    return hv__vk_dispatch(vk, HV__VKS_GEMM, a, 3, p, 13, (uint32_t)((g.n + 63) / 64), (uint32_t)((g.m + 63) / 64), (uint32_t)g.batch);
+}
+static void hv__vk_gemm(hv_ctx *ctx, const hv__gemm_args *g) {
+    if (hv__vk_gemm_run(HV__VK(ctx), *g)) ctx->kernel_failed = 1;
+}
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+/* a kernel over whole tensors: the arguments from the tensors (NULL: a placeholder the kernel
+   does not touch), then one dispatch; errors stay in hv_last_error */
+static int hv__vk_run(hv_ctx *ctx, const char *op, int shader, const hv_tensor *const *ts, const int *write, int n, const int32_t *p,
+                      int np, uint64_t items, uint32_t local, int per_group) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a[HV__VK_MAX_ARGS];
+    uint32_t gx, gy;
+    if (hv__vk_targs(vk, op, a, ts, write, n)) return ctx->kernel_failed = 1, -1;
+    if (items == 0) return 0;
+    hv__vk_grid(per_group ? items * local : items, local, &gx, &gy);
+    if (hv__vk_dispatch(vk, shader, a, n, p, np, gx, gy, 1)) return ctx->kernel_failed = 1, -1;
+    return 0;
+}
+static int32_t hv__vk_i32(int64_t v) { return (int32_t)v; }
+
+static void hv__vk_reduce_one(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    const hv_tensor *ts[2];
+    int32_t p[30];
+    int w[2] = {1, 0}, d;
+    int64_t nout = hv_numel(out), count = 1;
+    memset(p, 0, sizeof p);
+    p[4] = x->ndim;
+    for (d = 0; d < x->ndim; d++) {
+        p[5 + d] = hv__vk_i32(out->shape[d]);
+        p[11 + d] = out->shape[d] == x->shape[d] ? hv__vk_i32(x->stride[d]) : 0;
+        if (out->shape[d] == 1 && x->shape[d] != 1) {
+            p[18 + p[17]] = hv__vk_i32(x->shape[d]);
+            p[24 + p[17]] = hv__vk_i32(x->stride[d]);
+            p[17]++;
+            count *= x->shape[d];
+        }
+    }
+    p[0] = hv__vk_i32(nout);
+    p[1] = hv__vk_i32(count);
+    p[2] = op == HV__RED_MAX;
+    p[3] = count >= 64; /* long reductions: a workgroup each, summed by a tree */
+    ts[0] = out;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_vulkan reduce", HV__VKS_REDUCE, ts, w, 2, p, 30, (uint64_t)nout, 64, p[3]);
+}
+/* a view of t: extent n along axis d from index i0 */
+static hv_tensor hv__vk_cut(const hv_tensor *t, int d, int64_t i0, int64_t n) {
+    hv_tensor v = *t;
+    v.data = (char *)t->data + i0 * t->stride[d] * (int64_t)hv__dtype_size(t->dtype);
+    v.shape[d] = n;
+    return v;
+}
+#define HV__VK_BIN_MAX 4 /* binary.comp's internal op: NaN-propagating max */
+/* reductions whose input is over the storage-buffer range: halve the axis that spans most; a
+   kept axis splits the outputs, a reduced one gives two partial results combined elementwise */
+static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a = hv__vk_targ(vk, x, 0);
+    int d, best = -1;
+    int64_t h;
+    if (!a.blk || hv__vk_fits(vk, &a) || hv_numel(x) <= 1) {
+        hv__vk_reduce_one(ctx, op, out, x);
+        return;
+    }
+    for (d = 0; d < x->ndim; d++)
+        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+    h = x->shape[best] / 2;
+    if (out->shape[best] == x->shape[best]) {
+        hv_tensor o1 = hv__vk_cut(out, best, 0, h), o2 = hv__vk_cut(out, best, h, x->shape[best] - h);
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv__vk_reduce(ctx, op, &o1, &x1);
+        hv__vk_reduce(ctx, op, &o2, &x2);
+    } else {
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv_tensor *r1 = hv__new_like(out), *r2 = r1 ? hv__new_like(out) : NULL;
+        if (!r2) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        hv__vk_reduce(ctx, op, r1, &x1);
+        hv__vk_reduce(ctx, op, r2, &x2);
+        hv__vk_binary(ctx, op == HV__RED_MAX ? HV__VK_BIN_MAX : HV__ADD, out, r1, r2);
+    }
+}
+static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
+    const hv_tensor *ts[4];
+    int32_t p[40];
+    int w[4] = {1, 0, 0, 0}, d;
+    int64_t count = 1;
+    memset(p, 0, sizeof p);
+    p[2] = x->ndim;
+    for (d = 0; d < x->ndim; d++) {
+        int kept = y->shape[d] == x->shape[d];
+        p[3 + d] = hv__vk_i32(y->shape[d]);
+        p[9 + d] = kept ? hv__vk_i32(x->stride[d]) : 0;
+        p[15 + d] = kept ? hv__vk_i32(gx->stride[d]) : 0;
+        if (y->shape[d] == 1 && x->shape[d] != 1) {
+            p[22 + p[21]] = hv__vk_i32(x->shape[d]);
+            p[28 + p[21]] = hv__vk_i32(x->stride[d]);
+            p[34 + p[21]] = hv__vk_i32(gx->stride[d]);
+            p[21]++;
+            count *= x->shape[d];
+        }
+    }
+    p[0] = hv__vk_i32(hv_numel(y));
+    p[1] = hv__vk_i32(count);
+    ts[0] = gx;
+    ts[1] = x;
+    ts[2] = y;
+    ts[3] = gy;
+    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 4, p, 40, (uint64_t)hv_numel(y), 64, 0);
+}
+
+/* ---- softmax and layer norm ----------------------------------------------------------------- */
+
+static void hv__vk_softmax_one(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const hv_tensor *ts[2];
+    int w[2] = {1, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(inner);
+    p[3] = is_log;
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_softmax", HV__VKS_SOFTMAX, ts, w, 2, p, 4, (uint64_t)(outer * inner), 64, 1);
+}
+static void hv__vk_softmax_bwd_one(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                               int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(inner);
+    p[3] = is_log;
+    ts[0] = gx;
+    ts[1] = y;
+    ts[2] = gy;
+    hv__vk_run(ctx, "hv_softmax backward", HV__VKS_SOFTMAX_BWD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 64, 1);
+}
+static void hv__vk_layer_norm_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                              const hv_tensor *b, float eps) {
+    const hv_tensor *ts[6];
+    int wr[6] = {1, 1, 1, 0, 0, 0};
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    int32_t p[5];
+    p[0] = hv__vk_i32(rows);
+    p[1] = hv__vk_i32(D);
+    p[2] = hv__vk_f2i(eps);
+    p[3] = w != NULL;
+    p[4] = b != NULL;
+    ts[0] = y;
+    ts[1] = mean;
+    ts[2] = rstd;
+    ts[3] = x;
+    ts[4] = w;
+    ts[5] = b;
+    hv__vk_run(ctx, "hv_layer_norm", HV__VKS_LAYER_NORM, ts, wr, 6, p, 5, (uint64_t)rows, 64, 1);
+}
+static void hv__vk_layer_norm_bwd_one(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                  const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    const hv_tensor *ts[6];
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    int32_t p[4];
+    if (gx) {
+        int wr[6] = {1, 0, 0, 0, 0, 0};
+        p[0] = hv__vk_i32(rows);
+        p[1] = hv__vk_i32(D);
+        p[2] = w != NULL;
+        ts[0] = gx;
+        ts[1] = x;
+        ts[2] = w;
+        ts[3] = mean;
+        ts[4] = rstd;
+        ts[5] = gy;
+        hv__vk_run(ctx, "hv_layer_norm backward", HV__VKS_LAYER_NORM_BWD, ts, wr, 6, p, 3, (uint64_t)rows, 64, 1);
+    }
+    if (gw || gb) {
+        int wr[6] = {1, 1, 0, 0, 0, 0};
+        p[0] = hv__vk_i32(rows);
+        p[1] = hv__vk_i32(D);
+        p[2] = gw != NULL;
+        p[3] = gb != NULL;
+        ts[0] = gw ? gw : gb;
+        ts[1] = gb ? gb : gw;
+        ts[2] = x;
+        ts[3] = mean;
+        ts[4] = rstd;
+        ts[5] = gy;
+        hv__vk_run(ctx, "hv_layer_norm backward", HV__VKS_LAYER_NORM_BWD_W, ts, wr, 6, p, 4, (uint64_t)D, 64, 1);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+static int hv__vk_attn_strides(int32_t *p, const hv_tensor *t) {
+    int i;
+    for (i = 0; i < 4; i++) p[i] = t ? hv__vk_i32(t->stride[i]) : 0;
+    return 4;
+}
+static void hv__vk_attention_one(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                             float scale) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, 0}, n = 0;
+    int32_t p[22];
+    if (q->shape[3] > 256) {
+        hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
+        return;
+    }
+    p[n++] = hv__vk_i32(q->shape[0]);
+    p[n++] = hv__vk_i32(q->shape[1]);
+    p[n++] = hv__vk_i32(q->shape[2]);
+    p[n++] = hv__vk_i32(k->shape[2]);
+    p[n++] = hv__vk_i32(q->shape[3]);
+    p[n++] = hv__vk_f2i(scale);
+    n += hv__vk_attn_strides(p + n, q);
+    n += hv__vk_attn_strides(p + n, k);
+    n += hv__vk_attn_strides(p + n, v);
+    n += hv__vk_attn_strides(p + n, o);
+    ts[0] = o;
+    ts[1] = lse;
+    ts[2] = q;
+    ts[3] = k;
+    ts[4] = v;
+    hv__vk_run(ctx, "hv_attention", HV__VKS_ATTENTION, ts, w, 5, p, n, (uint64_t)(q->shape[0] * q->shape[1] * q->shape[2]), 64, 1);
+}
+static void hv__vk_attention_bwd_one(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                 const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                 float scale) {
+    const hv_tensor *ts[8];
+    int32_t p[32];
+    int n = 0;
+    int64_t B = q->shape[0], H = q->shape[1];
+    if (q->shape[3] > 256) {
+        hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
+        return;
+    }
+    { /* query side: delta for every row, and gq */
+        int w[8] = {1, 1, 0, 0, 0, 0, 0, 0};
+        p[n++] = hv__vk_i32(B);
+        p[n++] = hv__vk_i32(H);
+        p[n++] = hv__vk_i32(q->shape[2]);
+        p[n++] = hv__vk_i32(k->shape[2]);
+        p[n++] = hv__vk_i32(q->shape[3]);
+        p[n++] = hv__vk_f2i(scale);
+        p[n++] = gq != NULL;
+        n += hv__vk_attn_strides(p + n, q);
+        n += hv__vk_attn_strides(p + n, k);
+        n += hv__vk_attn_strides(p + n, v);
+        n += hv__vk_attn_strides(p + n, o);
+        n += hv__vk_attn_strides(p + n, go);
+        n += hv__vk_attn_strides(p + n, gq ? gq : delta);
+        ts[0] = gq ? gq : delta;
+        ts[1] = delta;
+        ts[2] = q;
+        ts[3] = k;
+        ts[4] = v;
+        ts[5] = o;
+        ts[6] = lse;
+        ts[7] = go;
+        if (!gq) w[0] = 0;
+        if (hv__vk_run(ctx, "hv_attention backward", HV__VKS_ATTENTION_BWD_Q, ts, w, 8, p, n, (uint64_t)(B * H * q->shape[2]), 64, 1))
+            return;
+    }
+    if (gk || gv) {
+        int w[8] = {1, 1, 0, 0, 0, 0, 0, 0};
+        n = 0;
+        p[n++] = hv__vk_i32(B);
+        p[n++] = hv__vk_i32(H);
+        p[n++] = hv__vk_i32(q->shape[2]);
+        p[n++] = hv__vk_i32(k->shape[2]);
+        p[n++] = hv__vk_i32(q->shape[3]);
+        p[n++] = hv__vk_f2i(scale);
+        p[n++] = gk != NULL;
+        p[n++] = gv != NULL;
+        n += hv__vk_attn_strides(p + n, q);
+        n += hv__vk_attn_strides(p + n, k);
+        n += hv__vk_attn_strides(p + n, v);
+        n += hv__vk_attn_strides(p + n, go);
+        n += hv__vk_attn_strides(p + n, gk ? gk : gv);
+        n += hv__vk_attn_strides(p + n, gv ? gv : gk);
+        ts[0] = gk ? gk : gv;
+        ts[1] = gv ? gv : gk;
+        ts[2] = q;
+        ts[3] = k;
+        ts[4] = v;
+        ts[5] = go;
+        ts[6] = lse;
+        ts[7] = delta;
+        hv__vk_run(ctx, "hv_attention backward", HV__VKS_ATTENTION_BWD_KV, ts, w, 8, p, n, (uint64_t)(B * H * k->shape[2]), 64, 1);
+    }
+}
+
+/* ---- gather, scatter, losses ---------------------------------------------------------------- */
+
+static void hv__vk_gather_one(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                          int64_t n, int64_t k, int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[5];
+    p[0] = hv__vk_i32(outer * k * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(k);
+    p[3] = hv__vk_i32(inner);
+    p[4] = accumulate;
+    ts[0] = dst;
+    ts[1] = src;
+    ts[2] = idx;
+    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 3, p, 5, (uint64_t)(outer * k * inner), 256, 0);
+}
+static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(k);
+    p[3] = hv__vk_i32(inner);
+    ts[0] = dst;
+    ts[1] = src;
+    ts[2] = idx;
+    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 256, 0);
+}
+/* out[0] = scale * sum of the contiguous x */
+static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, float scale) {
+    const hv_tensor *ts[2];
+    int w[2] = {1, 0};
+    int32_t p[2];
+    p[0] = hv__vk_i32(hv_numel(x));
+    p[1] = hv__vk_f2i(scale);
+    ts[0] = out;
+    ts[1] = x;
+    return hv__vk_run(ctx, "hv_vulkan sum", HV__VKS_SUM_SCALAR, ts, w, 2, p, 2, 1, 256, 1);
+}
+static void hv__vk_cross_entropy_rows(hv_ctx *ctx, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits, const hv_tensor *labels) {
+    const hv_tensor *ts[4];
+    int w[4] = {1, 1, 0, 0};
+    int32_t p[2];
+    int64_t N = logits->shape[0];
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(logits->shape[1]);
+    ts[0] = lse;
+    ts[1] = row_loss;
+    ts[2] = logits;
+    ts[3] = labels;
+    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1);
+}
+static void hv__vk_cross_entropy_bwd_one(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss, int64_t total) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 0, 0, 0, 0};
+    int32_t p[3];
+    p[0] = hv__vk_i32(logits->shape[0]);
+    p[1] = hv__vk_i32(logits->shape[1]);
+    p[2] = hv__vk_i32(total);
+    ts[0] = glogits;
+    ts[1] = logits;
+    ts[2] = labels;
+    ts[3] = lse;
+    ts[4] = gloss;
+    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 3, (uint64_t)hv_numel(logits), 256, 0);
+}
+/* top-k accuracy returns a count to the host anyway: the logits come down and the CPU kernel
+   counts (not a training hot path) */
+static int64_t hv__vk_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k) {
+    hv_tensor hl = *logits, hy = *labels;
+    int64_t r;
+    hl.buf = hy.buf = NULL;
+    hl.data = hv__host_begin((hv_tensor *)logits, 1);
+    hy.data = hl.data ? hv__host_begin((hv_tensor *)labels, 1) : NULL;
+    if (!hy.data) return 0;
+    r = hv__cpu_topk_correct(ctx, &hl, &hy, k);
+    hv__host_end((hv_tensor *)labels, hy.data, 0);
+    hv__host_end((hv_tensor *)logits, hl.data, 0);
+    return r;
+}
+static void hv__vk_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int64_t n = hv_numel(a), groups = (n + 255) / 256;
+    int32_t p[2];
+    hv_tensor *partial;
+    if (groups > 1024) groups = 1024; /* grid-stride beyond: at most 1024 partial sums */
+    if (!(partial = hv__new(ctx, 1, &groups))) return;
+    p[0] = hv__vk_i32(n);
+    p[1] = mode;
+    ts[0] = partial;
+    ts[1] = a;
+    ts[2] = b;
+    if (hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, ts, w, 3, p, 2, (uint64_t)groups, 256, 1) == 0)
+        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)n));
+}
+static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                 const hv_tensor *gloss) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(hv_numel(a));
+    p[1] = mode;
+    p[2] = ga != NULL;
+    p[3] = gb != NULL;
+    ts[0] = ga ? ga : gb;
+    ts[1] = gb ? gb : ga;
+    ts[2] = a;
+    ts[3] = b;
+    ts[4] = gloss;
+    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 4, (uint64_t)hv_numel(a), 256, 0);
+}
+static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+    const hv_tensor *ts[4];
+    int32_t p[8];
+    {
+        int w[4] = {1, 1, 1, 0};
+        p[0] = hv__vk_i32(hv_numel(pt));
+        p[1] = hv__vk_f2i(a->lr);
+        p[2] = hv__vk_f2i(a->beta1);
+        p[3] = hv__vk_f2i(a->beta2);
+        p[4] = hv__vk_f2i(a->eps);
+        p[5] = hv__vk_f2i(a->weight_decay);
+        p[6] = hv__vk_f2i(a->bc1);
+        p[7] = hv__vk_f2i(a->bc2);
+        ts[0] = pt;
+        ts[1] = m;
+        ts[2] = v;
+        ts[3] = g;
+        hv__vk_run(ctx, "hv_adamw", HV__VKS_ADAMW, ts, w, 4, p, 8, (uint64_t)hv_numel(pt), 256, 0);
+    }
+}
+
+
+/* ---- splitting work over the storage-buffer range ------------------------------------------- */
+
+/* Kernels whose work is independent along a leading axis (the batch and heads of attention, the
+   rows of a norm, the images of a conv) run in parts when a tensor is over the storage-buffer
+   range: the tensors flagged in `cut` are halved along axis 0 (or, with axes 2, along axis 1 once
+   axis 0 is down to one: attention's heads), which they all share, the others passed whole, until
+   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. */
+#define HV__VK_SPLIT_MAX 10
+typedef void (*hv__vk_part_fn)(hv_ctx *ctx, hv_tensor *const *t, const void *user);
+static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, int n, unsigned cut, int axes, const void *user) {
+    hv__vk *vk = HV__VK(ctx);
+    hv_tensor parts[2][HV__VK_SPLIT_MAX], *tp[2][HV__VK_SPLIT_MAX];
+    int i, k, axis, lead = -1, fits = 1;
+    int64_t ext, h;
+    for (i = 0; i < n; i++)
+        if (t[i]) {
+            hv__vk_arg a = hv__vk_targ(vk, t[i], 0);
+            if (a.blk && !hv__vk_fits(vk, &a)) fits = 0;
+            if (lead < 0 && ((cut >> i) & 1)) lead = i;
+        }
+    if (fits || lead < 0) { /* fits, or cannot be cut: the kernel runs or names the problem */
+        fn(ctx, t, user);
+        return;
+    }
+    for (axis = 0; axis < axes && axis < t[lead]->ndim && t[lead]->shape[axis] < 2; axis++) {
+    }
+    if (axis >= axes || axis >= t[lead]->ndim) {
+        fn(ctx, t, user);
+        return;
+    }
+    ext = t[lead]->shape[axis];
+    h = ext / 2;
+    for (i = 0; i < n; i++) {
+        if (t[i] && ((cut >> i) & 1)) {
+            parts[0][i] = hv__vk_cut(t[i], axis, 0, h);
+            parts[1][i] = hv__vk_cut(t[i], axis, h, ext - h);
+            tp[0][i] = &parts[0][i];
+            tp[1][i] = &parts[1][i];
+        } else {
+            tp[0][i] = tp[1][i] = t[i];
+        }
+    }
+    for (k = 0; k < 2; k++) hv__vk_split(ctx, fn, tp[k], n, cut, axes, user);
+}
+/* a contiguous tensor's header seen with another shape (same data) */
+static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    hv_tensor v = *t;
+    v.ndim = ndim;
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    hv__set_contiguous_strides(&v);
+    return v;
+}
+#define HV__VK_PTR(v) ((v).data ? &(v) : (hv_tensor *)NULL)
+static hv_tensor hv__vk_none(void) {
+    hv_tensor v;
+    memset(&v, 0, sizeof v);
+    return v;
+}
+
+static void hv__vk_softmax_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_one(ctx, *(const int *)u, t[0], t[1], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    hv_tensor v[2], *t[2];
+    v[0] = hv__vk_as(y, 3, outer, n, inner);
+    v[1] = hv__vk_as(x, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
+}
+static void hv__vk_softmax_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_bwd_one(ctx, *(const int *)u, t[0], t[1], t[2], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                               int64_t inner) {
+    hv_tensor v[3], *t[3];
+    v[0] = hv__vk_as(gx, 3, outer, n, inner);
+    v[1] = hv__vk_as(y, 3, outer, n, inner);
+    v[2] = hv__vk_as(gy, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
+}
+static void hv__vk_layer_norm_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_layer_norm_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], *(const float *)u);
+}
+static void hv__vk_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                              const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[4], *t[6];
+    v[0] = hv__vk_as(y, 2, rows, D, 0);
+    v[1] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[2] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[3] = hv__vk_as(x, 2, rows, D, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    t[3] = &v[3];
+    t[4] = (hv_tensor *)w;
+    t[5] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_layer_norm_part, t, 6, 15, 1, &eps);
+}
+static void hv__vk_layer_norm_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_layer_norm_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]);
+}
+static void hv__vk_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                  const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[5], *t[8];
+    v[0] = gx ? hv__vk_as(gx, 2, rows, D, 0) : hv__vk_none();
+    v[1] = hv__vk_as(x, 2, rows, D, 0);
+    v[2] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[3] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[4] = hv__vk_as(gy, 2, rows, D, 0);
+    t[0] = HV__VK_PTR(v[0]);
+    t[1] = gw;
+    t[2] = gb;
+    t[3] = &v[1];
+    t[4] = (hv_tensor *)w;
+    t[5] = &v[2];
+    t[6] = &v[3];
+    t[7] = &v[4];
+    hv__vk_split(ctx, hv__vk_layer_norm_bwd_part, t, 8, 1u | 8u | 32u | 64u | 128u, 1, NULL);
+}
+static void hv__vk_attention_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const float *)u);
+}
+static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                             float scale) {
+    hv_tensor *t[5];
+    t[0] = o;
+    t[1] = lse;
+    t[2] = (hv_tensor *)q;
+    t[3] = (hv_tensor *)k;
+    t[4] = (hv_tensor *)v;
+    hv__vk_split(ctx, hv__vk_attention_part, t, 5, 31, 2, &scale);
+}
+static void hv__vk_attention_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], *(const float *)u);
+}
+static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                 const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                 float scale) {
+    hv_tensor *t[10];
+    t[0] = gq;
+    t[1] = gk;
+    t[2] = gv;
+    t[3] = delta;
+    t[4] = (hv_tensor *)q;
+    t[5] = (hv_tensor *)k;
+    t[6] = (hv_tensor *)v;
+    t[7] = (hv_tensor *)o;
+    t[8] = (hv_tensor *)lse;
+    t[9] = (hv_tensor *)go;
+    hv__vk_split(ctx, hv__vk_attention_bwd_part, t, 10, 1023, 2, &scale);
+}
+typedef struct hv__vk_index_user {
+    int accumulate;
+    int64_t n; /* gather: rows of src; scatter: rows of dst */
+} hv__vk_index_user;
+static void hv__vk_gather_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    const hv__vk_index_user *iu = (const hv__vk_index_user *)u;
+    hv__vk_gather_one(ctx, iu->accumulate, t[0], t[1], t[2], t[0]->shape[0], iu->n, t[0]->shape[1], t[0]->shape[2]);
+}
+static void hv__vk_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                          int64_t n, int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = accumulate;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, k, inner);
+    v[1] = hv__vk_as(src, 3, outer, n, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_gather_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_scatter_add_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_scatter_add_one(ctx, t[0], t[1], t[2], t[0]->shape[0], ((const hv__vk_index_user *)u)->n, t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = 1;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, n, inner);
+    v[1] = hv__vk_as(src, 3, outer, k, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_scatter_add_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_cross_entropy_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_cross_entropy_rows(ctx, t[0], t[1], t[2], t[3]);
+}
+static void hv__vk_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                 const hv_tensor *labels) {
+    hv_tensor *t[4];
+    t[0] = lse;
+    t[1] = row_loss;
+    t[2] = (hv_tensor *)logits;
+    t[3] = (hv_tensor *)labels;
+    hv__vk_split(ctx, hv__vk_cross_entropy_part, t, 4, 15, 1, NULL);
+    if (!ctx->kernel_failed) hv__vk_sum_scalar(ctx, loss, row_loss, (float)(1.0 / (double)logits->shape[0]));
+}
+static void hv__vk_cross_entropy_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_cross_entropy_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const int64_t *)u);
+}
+static void hv__vk_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss) {
+    hv_tensor *t[5];
+    t[0] = glogits;
+    t[1] = (hv_tensor *)logits;
+    t[2] = (hv_tensor *)labels;
+    t[3] = (hv_tensor *)lse;
+    t[4] = (hv_tensor *)gloss;
+    hv__vk_split(ctx, hv__vk_cross_entropy_bwd_part, t, 5, 15, 1, &logits->shape[0]);
+}
+
+/* ---- convolution, pooling, resize, batch norm ----------------------------------------------- */
+
+static int hv__vk_conv_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, const hv_tensor *w, const int64_t *g) {
+    /* p[1..16] as conv.glsl lists them */
+    p[1] = hv__vk_i32(x->shape[0]);
+    p[2] = hv__vk_i32(x->shape[1]);
+    p[3] = hv__vk_i32(x->shape[2]);
+    p[4] = hv__vk_i32(x->shape[3]);
+    p[5] = hv__vk_i32(y->shape[1]);
+    p[6] = hv__vk_i32(y->shape[2]);
+    p[7] = hv__vk_i32(y->shape[3]);
+    p[8] = hv__vk_i32(w->shape[2]);
+    p[9] = hv__vk_i32(w->shape[3]);
+    p[10] = hv__vk_i32(g[HV__CG_SH]);
+    p[11] = hv__vk_i32(g[HV__CG_SW]);
+    p[12] = hv__vk_i32(g[HV__CG_PH]);
+    p[13] = hv__vk_i32(g[HV__CG_PW]);
+    p[14] = hv__vk_i32(g[HV__CG_DH]);
+    p[15] = hv__vk_i32(g[HV__CG_DW]);
+    p[16] = hv__vk_i32(g[HV__CG_GROUPS]);
+    return 17;
+}
+static void hv__vk_conv2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 0, 0, 0};
+    int32_t p[18];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_conv_geom(p, x, y, w, g);
+    p[17] = b != NULL;
+    ts[0] = y;
+    ts[1] = x;
+    ts[2] = w;
+    ts[3] = b;
+    hv__vk_run(ctx, "hv_conv2d", HV__VKS_CONV2D, ts, wr, 4, p, 18, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_conv2d_bwd_data_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 0, 0};
+    int32_t p[17];
+    p[0] = hv__vk_i32(hv_numel(gx));
+    hv__vk_conv_geom(p, gx, gy, w, g);
+    ts[0] = gx;
+    ts[1] = gy;
+    ts[2] = w;
+    hv__vk_run(ctx, "hv_conv2d backward", HV__VKS_CONV2D_BWD_DATA, ts, wr, 3, p, 17, (uint64_t)hv_numel(gx), 256, 0);
+}
+static void hv__vk_conv2d_bwd_weight_one(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                     const int64_t *g) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 1, 0, 0};
+    int32_t p[18];
+    hv_tensor wshape; /* only its kernel extents are read */
+    int64_t nw = gw ? hv_numel(gw) : 0;
+    memset(&wshape, 0, sizeof wshape);
+    wshape.ndim = 4;
+    if (gw) memcpy(wshape.shape, gw->shape, sizeof wshape.shape);
+    else { /* the kernel extents from the output size: any consistent value works without gw */
+        wshape.shape[2] = wshape.shape[3] = 1;
+    }
+    p[0] = hv__vk_i32(nw);
+    hv__vk_conv_geom(p, x, gy, &wshape, g);
+    p[17] = gb != NULL;
+    ts[0] = gw ? gw : gb;
+    ts[1] = gb ? gb : gw;
+    ts[2] = x;
+    ts[3] = gy;
+    hv__vk_run(ctx, "hv_conv2d backward", HV__VKS_CONV2D_BWD_WEIGHT, ts, wr, 4, p, 18, (uint64_t)(nw + (gb ? gy->shape[1] : 0)), 64, 1);
+}
+static void hv__vk_pool_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, const int64_t *g) {
+    int i;
+    p[1] = hv__vk_i32(x->shape[2]);
+    p[2] = hv__vk_i32(x->shape[3]);
+    p[3] = hv__vk_i32(y->shape[2]);
+    p[4] = hv__vk_i32(y->shape[3]);
+    for (i = 0; i < 7; i++) p[5 + i] = g ? hv__vk_i32(g[i]) : 0; /* KH KW SH SW PH PW EXCL: the order of HV__PG_* */
+}
+static void hv__vk_max_pool2d_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 1, 0};
+    int32_t p[13];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_pool_geom(p, x, y, g);
+    p[12] = argmax != NULL;
+    ts[0] = y;
+    ts[1] = argmax;
+    ts[2] = x;
+    if (!argmax) wr[1] = 0;
+    hv__vk_run(ctx, "hv_max_pool2d", HV__VKS_MAX_POOL2D, ts, wr, 3, p, 13, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_max_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 0, 0};
+    int32_t p[3];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    p[1] = hv__vk_i32(gx->shape[2] * gx->shape[3]);
+    p[2] = hv__vk_i32(gy->shape[2] * gy->shape[3]);
+    ts[0] = gx;
+    ts[1] = gy;
+    ts[2] = argmax;
+    hv__vk_run(ctx, "hv_max_pool2d backward", HV__VKS_MAX_POOL2D_BWD, ts, wr, 3, p, 3, (uint64_t)planes, 64, 0);
+}
+static void hv__vk_avg_pool2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[12];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_pool_geom(p, x, y, g);
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_avg_pool2d", HV__VKS_AVG_POOL2D, ts, wr, 2, p, 12, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_avg_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[12];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    hv__vk_pool_geom(p, gx, gy, g);
+    ts[0] = gx;
+    ts[1] = gy;
+    hv__vk_run(ctx, "hv_avg_pool2d backward", HV__VKS_AVG_POOL2D_BWD, ts, wr, 2, p, 12, (uint64_t)planes, 64, 0);
+}
+/* the source-index scale of one axis, in float exactly as hv__linear_src computes it */
+static float hv__vk_resize_scale(int64_t in, int64_t out, int align_corners) {
+    if (align_corners) return out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+    return (float)in / (float)out;
+}
+static void hv__vk_resize_params(int32_t *p, const hv_tensor *x, const hv_tensor *y, int ac) {
+    p[1] = hv__vk_i32(x->shape[2]);
+    p[2] = hv__vk_i32(x->shape[3]);
+    p[3] = hv__vk_i32(y->shape[2]);
+    p[4] = hv__vk_i32(y->shape[3]);
+    p[5] = ac;
+    p[6] = hv__vk_f2i(hv__vk_resize_scale(x->shape[2], y->shape[2], ac));
+    p[7] = hv__vk_f2i(hv__vk_resize_scale(x->shape[3], y->shape[3], ac));
+}
+static void hv__vk_resize_bilinear_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[8];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_resize_params(p, x, y, align_corners);
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_resize_bilinear", HV__VKS_RESIZE_BILINEAR, ts, wr, 2, p, 8, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_resize_bilinear_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[8];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    hv__vk_resize_params(p, gx, gy, align_corners);
+    ts[0] = gx;
+    ts[1] = gy;
+    hv__vk_run(ctx, "hv_resize_bilinear backward", HV__VKS_RESIZE_BILINEAR_BWD, ts, wr, 2, p, 8, (uint64_t)planes, 64, 0);
+}
+/* the conv family splits over the images of the batch */
+static void hv__vk_conv2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_conv2d_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u); }
+static void hv__vk_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    t[2] = (hv_tensor *)w;
+    t[3] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_conv2d_part, t, 4, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_data_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_data_one(ctx, t[0], t[1], t[2], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)w;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_data_part, t, 3, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_weight_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_weight_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = gw;
+    t[1] = gb;
+    t[2] = (hv_tensor *)x;
+    t[3] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_weight_part, t, 4, 12, 1, g);
+}
+static void hv__vk_max_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_max_pool2d_one(ctx, t[0], t[1], t[2], (const int64_t *)u); }
+static void hv__vk_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = y;
+    t[1] = argmax;
+    t[2] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_max_pool2d_part, t, 3, 7, 1, g);
+}
+static void hv__vk_max_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_max_pool2d_bwd_one(ctx, t[0], t[1], t[2]);
+}
+static void hv__vk_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)argmax;
+    hv__vk_split(ctx, hv__vk_max_pool2d_bwd_part, t, 3, 7, 1, NULL);
+}
+static void hv__vk_avg_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_avg_pool2d_one(ctx, t[0], t[1], (const int64_t *)u); }
+static void hv__vk_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_part, t, 2, 3, 1, g);
+}
+static void hv__vk_avg_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_avg_pool2d_bwd_one(ctx, t[0], t[1], (const int64_t *)u);
+}
+static void hv__vk_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_bwd_part, t, 2, 3, 1, g);
+}
+static void hv__vk_resize_bilinear_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_part, t, 2, 3, 1, &align_corners);
+}
+static void hv__vk_resize_bilinear_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_bwd_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_bwd_part, t, 2, 3, 1, &align_corners);
+}
+static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 1, 0};
+    int32_t p[3];
+    int64_t N, C, S;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    ts[0] = mean;
+    ts[1] = var;
+    ts[2] = x;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 3, (uint64_t)C, 64, 1);
+}
+static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean, const hv_tensor *var,
+                                      float momentum, float unbias) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 1, 0, 0};
+    int32_t p[5];
+    p[0] = hv__vk_i32(mean->shape[0]);
+    p[1] = hv__vk_i32(run_mean->stride[0]);
+    p[2] = hv__vk_i32(run_var->stride[0]);
+    p[3] = hv__vk_f2i(momentum);
+    p[4] = hv__vk_f2i(unbias);
+    ts[0] = run_mean;
+    ts[1] = run_var;
+    ts[2] = mean;
+    ts[3] = var;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_RUNNING, ts, wr, 4, p, 5, (uint64_t)mean->shape[0], 64, 0);
+}
+static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                              const hv_tensor *w, const hv_tensor *b, float eps) {
+    const hv_tensor *ts[6];
+    int wr[6] = {1, 0, 0, 0, 0, 0};
+    int32_t p[6];
+    int64_t N, C, S;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(hv_numel(x));
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    p[3] = hv__vk_f2i(eps);
+    p[4] = w != NULL;
+    p[5] = b != NULL;
+    ts[0] = y;
+    ts[1] = x;
+    ts[2] = mean;
+    ts[3] = var;
+    ts[4] = w;
+    ts[5] = b;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM, ts, wr, 6, p, 6, (uint64_t)hv_numel(x), 256, 0);
+}
+static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    const hv_tensor *ts[8];
+    int wr[8] = {1, 1, 1, 0, 0, 0, 0, 0};
+    int32_t p[9];
+    int64_t N, C, S;
+    const hv_tensor *any = gx ? gx : gw ? gw : gb;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    p[3] = hv__vk_f2i(eps);
+    p[4] = batch_stats;
+    p[5] = gx != NULL;
+    p[6] = gw != NULL;
+    p[7] = gb != NULL;
+    p[8] = w != NULL;
+    ts[0] = gx ? gx : any;
+    ts[1] = gw ? gw : any;
+    ts[2] = gb ? gb : any;
+    ts[3] = x;
+    ts[4] = gy;
+    ts[5] = mean;
+    ts[6] = var;
+    ts[7] = w ? w : mean;
+    wr[0] = gx != NULL;
+    wr[1] = gw != NULL;
+    wr[2] = gb != NULL;
+    hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 9, (uint64_t)C, 64, 1);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void hv__vk_sync(hv_ctx *ctx) { hv__vk_flush(HV__VK(ctx)); }
+static void hv__vk_step_end(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    int i;
+    hv__vk_flush(vk); /* the pool's memory is free once the step's work is done */
+    if (vk->npool > 1) { /* one block of the step's total from now on, as the host arena does */
+        uint64_t total = 0;
+        for (i = 0; i < vk->npool; i++) total += vk->pool[i]->size;
+        if (total <= vk->max_alloc) {
+            hv__vk_block *b;
+            for (i = 0; i < vk->npool; i++) hv__vk_block_destroy(vk, vk->pool[i]);
+            vk->npool = 0;
+            if ((b = hv__vk_block_new(vk, total, 0)) != NULL) vk->pool[vk->npool++] = b;
+        }
+    }
+    for (i = 0; i < vk->npool; i++) vk->pool[i]->used = 0;
+}
+static const char *hv__vk_device_name(const hv_ctx *ctx) { return HV__VK(ctx)->props.deviceName; }
+static void hv__vk_destroy(hv__vk *vk) {
+    uint32_t i;
+    int k;
+    if (vk->dev && !vk->vkDeviceWaitIdle) { /* device functions never loaded */
+        PFN_vkDestroyDevice destroy = (PFN_vkDestroyDevice)vk->vkGetDeviceProcAddr(vk->dev, "vkDestroyDevice");
+        if (destroy) destroy(vk->dev, NULL);
+        vk->dev = VK_NULL_HANDLE;
+    }
+    if (vk->dev) {
+        vk->vkDeviceWaitIdle(vk->dev);
+        for (i = 0; i < vk->nblocks; i++) hv__vk_block_destroy(vk, vk->blocks[i]);
+        hv__vk_hostbuf_free(vk, &vk->stage);
+        hv__vk_hostbuf_free(vk, &vk->params);
+        for (k = 0; k < HV__VKS_COUNT; k++)
+            if (vk->pipes[k]) vk->vkDestroyPipeline(vk->dev, vk->pipes[k], NULL);
+        for (k = 0; k < HV__VK_MAX_ARGS + 2; k++) {
+            if (vk->pipe_layout[k]) vk->vkDestroyPipelineLayout(vk->dev, vk->pipe_layout[k], NULL);
+            if (vk->set_layout[k]) vk->vkDestroyDescriptorSetLayout(vk->dev, vk->set_layout[k], NULL);
+        }
+        for (k = 0; k < vk->ndpools; k++) vk->vkDestroyDescriptorPool(vk->dev, vk->dpools[k], NULL);
+        if (vk->pcache) vk->vkDestroyPipelineCache(vk->dev, vk->pcache, NULL);
+        if (vk->fence) vk->vkDestroyFence(vk->dev, vk->fence, NULL);
+        if (vk->cpool) vk->vkDestroyCommandPool(vk->dev, vk->cpool, NULL);
+        vk->vkDestroyDevice(vk->dev, NULL);
+    }
+    if (vk->inst && vk->vkDestroyInstance) vk->vkDestroyInstance(vk->inst, NULL);
+    hv__free(vk->blocks);
+    hv__free(vk->pool);
+    hv__free(vk->dpools);
+    hv__free(vk->downloads);
+    hv__free(vk);
+}
+static void hv__vk_shutdown(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    if (!vk) return;
+    hv__vk_flush(vk);
+    hv__vk_destroy(vk);
+    ctx->dev = NULL;
+}
+
+static const hv__backend *hv__vk_backend(void);
+
+/* a size in bytes from the environment (tests shrink the device's limits with these) */
+static uint64_t hv__vk_env_bytes(const char *name, uint64_t dflt) {
+    const char *v = getenv(name);
+    unsigned long long n;
+    char *end;
+    if (!v || !*v) return dflt;
+    n = strtoull(v, &end, 10);
+    return (*end || n == 0 || n > dflt) ? dflt : (uint64_t)n;
+}
+
+static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc) {
+    hv__vk *vk;
+    VkApplicationInfo app;
+    VkInstanceCreateInfo ici;
+    VkDeviceQueueCreateInfo qci;
+    VkDeviceCreateInfo dci;
+    VkCommandPoolCreateInfo cpi;
+    VkCommandBufferAllocateInfo cbi;
+    VkFenceCreateInfo fci;
+    VkPipelineCacheCreateInfo pci;
+    VkResult r;
+    float prio = 1.0f;
+    uint32_t api = VK_API_VERSION_1_0;
+    const char *want = desc->device && *desc->device ? desc->device : getenv("HUMANVIT_VULKAN_DEVICE");
+    PFN_vkEnumerateInstanceVersion enum_version;
+    if (sizeof(void *) < 8) return hv__fail("hv_init", "the Vulkan backend needs a 64-bit build (device addresses are 64-bit)"), -1;
+    vk = (hv__vk *)hv__malloc(sizeof *vk);
+    if (!vk) return hv__fail("hv_init", "out of memory"), -1;
+    memset(vk, 0, sizeof *vk);
+    if (hv__vk_load(vk)) goto fail;
+    enum_version = (PFN_vkEnumerateInstanceVersion)vk->vkGetInstanceProcAddr(NULL, "vkEnumerateInstanceVersion");
+    if (enum_version && enum_version(&api) != VK_SUCCESS) api = VK_API_VERSION_1_0;
+    if (api > VK_API_VERSION_1_1) api = VK_API_VERSION_1_1;
+    memset(&app, 0, sizeof app);
+    app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+    app.pApplicationName = "humanvit";
+    app.pEngineName = "humanvit";
+    app.apiVersion = api;
+    memset(&ici, 0, sizeof ici);
+    ici.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+    ici.pApplicationInfo = &app;
+    if ((r = vk->vkCreateInstance(&ici, NULL, &vk->inst)) != VK_SUCCESS) {
+        hv__fail("hv_init", "cannot create a Vulkan instance: %s (no Vulkan driver installed? for a CPU device: apt-get install "
+                 "mesa-vulkan-drivers)", hv__vk_result_str(r));
+        goto fail;
+    }
+#define HV__VK_LOAD_I(f)                                                                           \
+    if (!(vk->f = (PFN_##f)vk->vkGetInstanceProcAddr(vk->inst, #f))) {                             \
+        hv__fail("hv_init", "the Vulkan loader lacks " #f);                                        \
+        goto fail;                                                                                 \
+    }
+    HV__VK_INSTANCE_FNS(HV__VK_LOAD_I)
+#undef HV__VK_LOAD_I
+    if (hv__vk_pick_device(vk, want)) goto fail;
+    memset(&qci, 0, sizeof qci);
+    qci.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
+    qci.queueFamilyIndex = vk->qfam;
+    qci.queueCount = 1;
+    qci.pQueuePriorities = &prio;
+    memset(&dci, 0, sizeof dci);
+    dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+    dci.queueCreateInfoCount = 1;
+    dci.pQueueCreateInfos = &qci;
+    if ((r = vk->vkCreateDevice(vk->phys, &dci, NULL, &vk->dev)) != VK_SUCCESS) {
+        hv__fail("hv_init", "cannot create the Vulkan device %s: %s", vk->props.deviceName, hv__vk_result_str(r));
+        vk->dev = VK_NULL_HANDLE;
+        goto fail;
+    }
+#define HV__VK_LOAD_D(f)                                                                           \
+    if (!(vk->f = (PFN_##f)vk->vkGetDeviceProcAddr(vk->dev, #f))) {                                \
+        hv__fail("hv_init", "the Vulkan device %s lacks " #f, vk->props.deviceName);               \
+        goto fail;                                                                                 \
+    }
+    HV__VK_DEVICE_FNS(HV__VK_LOAD_D)
+#undef HV__VK_LOAD_D
+    vk->vkGetDeviceQueue(vk->dev, vk->qfam, 0, &vk->queue);
+    vk->max_range = hv__vk_env_bytes("HUMANVIT_VULKAN_MAX_RANGE", vk->props.limits.maxStorageBufferRange);
+    vk->align = vk->props.limits.minStorageBufferOffsetAlignment < 4 ? 4 : vk->props.limits.minStorageBufferOffsetAlignment;
+    vk->max_alloc = (uint64_t)1 << 30; /* Vulkan 1.0 promises nothing; 1 GiB is safe everywhere */
+    if (api >= VK_API_VERSION_1_1 && vk->props.apiVersion >= VK_API_VERSION_1_1) {
+        PFN_vkGetPhysicalDeviceProperties2 props2 =
+            (PFN_vkGetPhysicalDeviceProperties2)vk->vkGetInstanceProcAddr(vk->inst, "vkGetPhysicalDeviceProperties2");
+        if (props2) {
+            VkPhysicalDeviceMaintenance3Properties m3;
+            VkPhysicalDeviceProperties2 p2;
+            memset(&m3, 0, sizeof m3);
+            memset(&p2, 0, sizeof p2);
+            m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES;
+            p2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+            p2.pNext = &m3;
+            props2(vk->phys, &p2);
+            if (m3.maxMemoryAllocationSize) vk->max_alloc = m3.maxMemoryAllocationSize;
+        }
+    }
+    vk->max_alloc = hv__vk_env_bytes("HUMANVIT_VULKAN_MAX_ALLOC", vk->max_alloc);
+    vk->pool_first = desc->arena_bytes ? desc->arena_bytes : ((uint64_t)16 << 20);
+    if (vk->pool_first > vk->max_alloc) vk->pool_first = vk->max_alloc;
+    vk->param_slot = (uint32_t)hv__vk_round(HV__VK_MAX_PARAMS * 4, vk->align > 256 ? vk->align : 256);
+    memset(&cpi, 0, sizeof cpi);
+    cpi.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+    cpi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    cpi.queueFamilyIndex = vk->qfam;
+    if ((r = vk->vkCreateCommandPool(vk->dev, &cpi, NULL, &vk->cpool)) != VK_SUCCESS) {
+        hv__vk_fail("vkCreateCommandPool", r);
+        goto fail;
+    }
+    memset(&cbi, 0, sizeof cbi);
+    cbi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    cbi.commandPool = vk->cpool;
+    cbi.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cbi.commandBufferCount = 1;
+    if ((r = vk->vkAllocateCommandBuffers(vk->dev, &cbi, &vk->cmd)) != VK_SUCCESS) {
+        hv__vk_fail("vkAllocateCommandBuffers", r);
+        goto fail;
+    }
+    memset(&fci, 0, sizeof fci);
+    fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+    if ((r = vk->vkCreateFence(vk->dev, &fci, NULL, &vk->fence)) != VK_SUCCESS) {
+        hv__vk_fail("vkCreateFence", r);
+        goto fail;
+    }
+    memset(&pci, 0, sizeof pci);
+    pci.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO;
+    if ((r = vk->vkCreatePipelineCache(vk->dev, &pci, NULL, &vk->pcache)) != VK_SUCCESS) vk->pcache = VK_NULL_HANDLE;
+    if (hv__vk_hostbuf_init(vk, &vk->stage, hv__vk_env_bytes("HUMANVIT_VULKAN_STAGING", (uint64_t)16 << 20)) ||
+        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096))
+        goto fail;
+    ctx->dev = vk;
+    ctx->be = hv__vk_backend();
+    ctx->kind = HV_BACKEND_VULKAN;
+    return 0;
+fail:
+    hv__vk_destroy(vk);
+    return -1;
+}
+
+static const hv__backend *hv__vk_backend(void) {
+    static hv__backend be;
+    if (!be.name) {
+        be.mem_alloc = hv__vk_mem_alloc;
+        be.mem_free = hv__vk_mem_free;
+        be.write = hv__vk_write;
+        be.read = hv__vk_read;
+        be.sync = hv__vk_sync;
+        be.step_end = hv__vk_step_end;
+        be.shutdown = hv__vk_shutdown;
+        be.device_name = hv__vk_device_name;
+        be.copy = hv__vk_copy;
+        be.fill = hv__vk_fill;
+        be.gemm = hv__vk_gemm;
+        be.binary = hv__vk_binary;
+        be.unary = hv__vk_unary;
+        be.unary_bwd = hv__vk_unary_bwd;
+        be.reduce = hv__vk_reduce;
+        be.reduce_max_bwd = hv__vk_reduce_max_bwd;
+        be.softmax = hv__vk_softmax;
+        be.softmax_bwd = hv__vk_softmax_bwd;
+        be.layer_norm = hv__vk_layer_norm;
+        be.layer_norm_bwd = hv__vk_layer_norm_bwd;
+        be.attention = hv__vk_attention;
+        be.attention_bwd = hv__vk_attention_bwd;
+        be.gather = hv__vk_gather;
+        be.scatter_add = hv__vk_scatter_add;
+        be.cross_entropy = hv__vk_cross_entropy;
+        be.cross_entropy_bwd = hv__vk_cross_entropy_bwd;
+        be.topk_correct = hv__vk_topk_correct;
+        be.diff_loss = hv__vk_diff_loss;
+        be.diff_loss_bwd = hv__vk_diff_loss_bwd;
+        be.conv2d = hv__vk_conv2d;
+        be.conv2d_bwd_data = hv__vk_conv2d_bwd_data;
+        be.conv2d_bwd_weight = hv__vk_conv2d_bwd_weight;
+        be.max_pool2d = hv__vk_max_pool2d;
+        be.max_pool2d_bwd = hv__vk_max_pool2d_bwd;
+        be.avg_pool2d = hv__vk_avg_pool2d;
+        be.avg_pool2d_bwd = hv__vk_avg_pool2d_bwd;
+        be.resize_bilinear = hv__vk_resize_bilinear;
+        be.resize_bilinear_bwd = hv__vk_resize_bilinear_bwd;
+        be.batch_norm_stats = hv__vk_batch_norm_stats;
+        be.batch_norm_running = hv__vk_batch_norm_running;
+        be.batch_norm = hv__vk_batch_norm;
+        be.batch_norm_bwd = hv__vk_batch_norm_bwd;
+        be.adamw = hv__vk_adamw;
+        be.name = "vulkan";
+    }
+    return &be;
+}
+
+#endif /* HUMANVIT_VULKAN */
+/* HV-SECTION vulkan END */
+
 /* ==== 8. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
 
 /* ---- named parameter lists ------------------------------------------------------------------ */
@@ -6136,15 +8687,20 @@ static hv_tensor *hv__param2(hv__plist *pl, hv_ctx *ctx, const char *prefix, con
 }
 
 /* xavier_uniform over a weight seen as (fan_out, fan_in), as the MAE initialisation */
-static void hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
-    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)w->data;
+/* initialisers draw on the host from the context's stream (same values on every backend) */
+static int hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)hv__host_begin(w, 0);
     int64_t i, n = hv_numel(w);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = a * (2.0f * hv_rng_uniform(w->ctx) - 1.0f);
+    return hv__host_end(w, p, 1);
 }
-static void hv__normal_fill(hv_tensor *t, float std) {
-    float *p = (float *)t->data;
+static int hv__normal_fill(hv_tensor *t, float std) {
+    float *p = (float *)hv__host_begin(t, 0);
     int64_t i, n = hv_numel(t);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = std * hv_rng_normal(t->ctx);
+    return hv__host_end(t, p, 1);
 }
 
 /* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
@@ -6159,8 +8715,7 @@ static int hv__linear_init(hv__linear *l, hv__plist *pl, hv_ctx *ctx, const char
     snprintf(name, sizeof name, "%s.bias", prefix);
     l->b = l->w ? hv__param1(pl, ctx, "", name, out, 1) : NULL;
     if (!l->b) return -1;
-    hv__xavier_uniform(l->w, out, in);
-    return 0;
+    return hv__xavier_uniform(l->w, out, in);
 }
 typedef struct hv__norm {
     hv_tensor *w, *b;
@@ -6295,7 +8850,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
     if (!out || out->dtype != HV_F32 || dim % 4 || grid <= 0 || hv_numel(out) != (L + 1) * dim || !hv_is_contiguous(out))
         return hv__fail("hv_sincos_pos_embed", "%s must be contiguous f32 with (1 + %d*%d) * %d elements and dim a multiple of 4",
                         hv__desc("out", out), grid, grid, dim), -1;
-    p = (float *)out->data;
+    if (!(p = (float *)hv__host_begin(out, 0))) return -1;
     memset(p, 0, sizeof(float) * (size_t)dim); /* the CLS row */
     for (m = 0; m < L; m++) {
         /* upstream: meshgrid(w, h) puts the column index first; each half is [sin(pos w), cos(pos w)] */
@@ -6310,7 +8865,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
                 p[(m + 1) * dim + half * (dim / 2) + quarter + k] = (float)cos(a);
             }
     }
-    return 0;
+    return hv__host_end(out, p, 1);
 }
 
 /* PyTorch's cubic convolution weights (A = -0.75) for a fractional offset t in [0, 1) */
@@ -6346,8 +8901,12 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
     s3[2] = D;
     out = hv__alloc(pos->ctx, HV_F32, 3, s3, 1);
     if (!out) return NULL;
-    src = (const float *)pos->data;
-    dst = (float *)out->data;
+    src = (const float *)hv__host_begin(pos, 1);
+    dst = src ? (float *)hv__host_begin(out, 0) : NULL;
+    if (!dst) {
+        hv_tensor_free(out);
+        return NULL;
+    }
     memcpy(dst, src, sizeof(float) * (size_t)D); /* CLS row kept */
     for (oy = 0; oy < new_grid; oy++)
         for (ox = 0; ox < new_grid; ox++) {
@@ -6371,6 +8930,11 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
                 dst[(1 + oy * new_grid + ox) * D + c] = (float)acc;
             }
         }
+    if (hv__host_end(out, dst, 1)) {
+        hv_tensor_free(out);
+        out = NULL;
+    }
+    hv__host_end(pos, (void *)src, 0);
     return out;
 }
 
@@ -6557,12 +9121,14 @@ static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
     s[3] = d->patch_size;
     if (!(v->patch_w = hv__param(&v->params, ctx, "", "patch_embed.proj.weight", 4, s, 1))) return -1;
     if (!(v->patch_b = hv__param1(&v->params, ctx, "", "patch_embed.proj.bias", D, 1))) return -1;
-    hv__normal_fill(v->cls_token, 0.02f);
-    hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D);
-    hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size);
+    if (hv__normal_fill(v->cls_token, 0.02f) || hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D) ||
+        hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size))
+        return -1;
     {   /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
-        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)v->patch_b->data;
+        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)hv__host_begin(v->patch_b, 0);
+        if (!pb) return -1;
         for (i = 0; i < D; i++) pb[i] = bound * (2.0f * hv_rng_uniform(ctx) - 1.0f);
+        if (hv__host_end(v->patch_b, pb, 1)) return -1;
     }
     v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
     if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
@@ -6597,7 +9163,7 @@ HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc) {
         v->head_count->dtype = HV_I32; /* same 4 bytes, zeroed */
         hv_tensor_fill(v->head_var, 1.0f);
         if (hv__linear_init(&v->head, &v->params, ctx, "head.1", D, v->d.num_classes)) goto fail;
-        hv__normal_fill(v->head.w, 0.01f);
+        if (hv__normal_fill(v->head.w, 0.01f)) goto fail;
     }
     return v;
 fail:
@@ -6665,7 +9231,12 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) hv_data_i32(vit->head_count)[0] += 1;
+        if (bn && training) { /* on a device backend: a 4-byte download and upload */
+            int32_t *count = (int32_t *)hv__host_begin(vit->head_count, 1);
+            if (!count) return NULL;
+            count[0] += 1;
+            if (hv__host_end(vit->head_count, count, 1)) return NULL;
+        }
         return hv__linear_fwd(&vit->head, bn);
     }
 }
@@ -6733,8 +9304,7 @@ HVDEF hv_mae *hv_mae_new(hv_ctx *ctx, const hv_mae_desc *desc) {
     if (hv__linear_init(&m->dec_embed, &m->dec_params, ctx, "decoder_embed", d->encoder.embed_dim, Dd)) goto fail;
     s[1] = 1 + L;
     if (!(m->dec_pos = hv__param(&m->dec_params, ctx, "", "decoder_pos_embed", 3, s, 0))) goto fail;
-    hv__normal_fill(m->mask_token, 0.02f);
-    hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd);
+    if (hv__normal_fill(m->mask_token, 0.02f) || hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd)) goto fail;
     m->dec_blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->decoder_depth ? d->decoder_depth : 1));
     if (!m->dec_blocks) goto fail;
     for (i = 0; i < d->decoder_depth; i++) {
@@ -6790,7 +9360,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     const hv_vit_desc *e;
     int64_t B, L, K, Dd, s2[2], s3[3];
     hv_tensor *x, *ids_keep, *ids_restore, *mask, *shuffle, *dec, *parts[2], *pred, *target, *loss;
-    int i, last = -1;
+    int i, last = -1, drawn = 0;
     if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
     ctx = mae->ctx;
     e = &mae->enc.d;
@@ -6807,9 +9377,8 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
             return (hv_tensor *)hv__fail("hv_mae_forward", "%s must be f32 (%lld, %lld)", hv__desc("noise", noise), (long long)B, (long long)L);
         noise = hv_contiguous(noise);
     } else {
-        int64_t j;
         noise = hv_tensor_temp(ctx, HV_F32, hv_shape_of(2, s2));
-        for (j = 0; noise && j < B * L; j++) ((float *)noise->data)[j] = hv_rng_uniform(ctx);
+        drawn = 1;
     }
     ids_restore = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     shuffle = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
@@ -6817,8 +9386,23 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     s2[1] = K;
     ids_keep = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     if (!noise || !ids_restore || !shuffle || !mask || !ids_keep) return NULL;
-    hv__mae_masking((const float *)noise->data, B, L, K, (int32_t *)ids_keep->data, (int32_t *)ids_restore->data, (float *)mask->data,
-                    (int32_t *)shuffle->data);
+    {   /* the masking runs on the host (an argsort); on a device backend the given noise comes
+           down and the indices and the mask go up */
+        float *nz = (float *)hv__host_begin(noise, !drawn);
+        void *pk, *pr, *pm, *ps;
+        int64_t j;
+        if (!nz) return NULL;
+        for (j = 0; drawn && j < B * L; j++) nz[j] = hv_rng_uniform(ctx);
+        pk = hv__host_begin(ids_keep, 0);
+        pr = pk ? hv__host_begin(ids_restore, 0) : NULL;
+        pm = pr ? hv__host_begin(mask, 0) : NULL;
+        ps = pm ? hv__host_begin(shuffle, 0) : NULL;
+        if (!ps) return NULL;
+        hv__mae_masking(nz, B, L, K, (int32_t *)pk, (int32_t *)pr, (float *)pm, (int32_t *)ps);
+        if (hv__host_end(shuffle, ps, 1) || hv__host_end(mask, pm, 1) || hv__host_end(ids_restore, pr, 1) || hv__host_end(ids_keep, pk, 1))
+            return NULL;
+        hv__host_end(noise, nz, 0);
+    }
 
     /* encoder on the kept patches */
     x = hv__vit_trunk(&mae->enc, hv_gather(x, 1, ids_keep), 1); /* (B, 1 + K, D) */
