@@ -369,6 +369,53 @@ HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
 /* HV-SECTION api-images END */
 
 /* HV-SECTION api-checkpoints BEGIN */
+/* ---- checkpoints: state dicts, safetensors, PyTorch .pth ------------------------------------ */
+
+/* A state dict is an ordered list of (name, tensor) entries with unique names, as PyTorch's.
+   OWNERSHIP: hv_state_dict_add *borrows* the tensor (your model's parameters stay yours); the
+   loaders below create persistent tensors that the dict *owns* and hv_state_dict_free frees.
+   hv_state_dict_take hands one owned tensor over to you. Free every state dict before
+   hv_shutdown of its context (hv_shutdown frees all tensors, owned ones included). */
+typedef struct hv_state_dict hv_state_dict;
+
+HVDEF hv_state_dict *hv_state_dict_new(hv_ctx *ctx);
+HVDEF void hv_state_dict_free(hv_state_dict *sd); /* frees the tensors it owns; NULL is fine */
+HVDEF int hv_state_dict_add(hv_state_dict *sd, const char *name, hv_tensor *t); /* borrowed; 0, or
+                                                   -1 for a NULL argument or a name already there */
+HVDEF int hv_state_dict_count(const hv_state_dict *sd);
+HVDEF const char *hv_state_dict_name(const hv_state_dict *sd, int i);  /* NULL when out of range */
+HVDEF hv_tensor *hv_state_dict_at(const hv_state_dict *sd, int i);     /* NULL when out of range */
+HVDEF hv_tensor *hv_state_dict_get(const hv_state_dict *sd, const char *name); /* NULL: no entry */
+HVDEF hv_tensor *hv_state_dict_take(hv_state_dict *sd, const char *name); /* you own it now */
+/* copies the entry `name` into dst (same shape and dtype, any strides); 0 or -1 */
+HVDEF int hv_state_dict_copy_to(const hv_state_dict *sd, const char *name, hv_tensor *dst);
+
+/* Loading. Every loader returns a new state dict or NULL with hv_last_error() naming the file
+   and what is wrong with it; truncated, corrupt or hostile files are errors, never crashes.
+   Tensors come out f32 (from F32/F16/BF16/F64) or i32 (from I64/I32/I16/I8/U8/BOOL/U16/U32/U64,
+   an error when a value does not fit in int32), contiguous, whatever their layout in the file.
+   Memory: one tensor is read at a time straight into its final buffer; the weights are never
+   held twice. */
+
+/* safetensors (8-byte little-endian header length, JSON header, data). Entries in header order. */
+HVDEF hv_state_dict *hv_safetensors_load(hv_ctx *ctx, const char *path);
+HVDEF hv_state_dict *hv_safetensors_load_memory(hv_ctx *ctx, const void *data, size_t size);
+/* writes F32 (f32 tensors) and I32 (i32 tensors) in insertion order, __metadata__ {"format":
+   "pt"}; through "<path>.hvtmp" renamed over path, so an existing file is never half-written */
+HVDEF int hv_safetensors_save(const hv_state_dict *sd, const char *path); /* 0 or -1 */
+
+/* PyTorch torch.save files (the zip format of PyTorch >= 1.6: .pth, .pt, .tar, .ckpt). entry
+   names the top-level key that holds the weights: "model" for the humanlike-vits files,
+   "model_state_dict" for the temporal-classification ones; NULL picks the first of "model",
+   "model_state_dict", "state_dict" that holds a dict, else the top level itself (a file written
+   by torch.save(model.state_dict())). Only the tensors of that dict are loaded (optimizer state,
+   args and the rest are parsed and skipped); a leading "module." (DataParallel) is stripped
+   from every name. Pickles run on a restricted interpreter that builds tensors, dicts and lists
+   and never calls Python code: every other class is an opaque placeholder. */
+HVDEF hv_state_dict *hv_torch_load(hv_ctx *ctx, const char *path, const char *entry);
+HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t size, const char *entry);
+/* either format, told apart by the file's first bytes (entry applies to .pth files) */
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry);
 /* HV-SECTION api-checkpoints END */
 
 /* ---- errors --------------------------------------------------------------------------------- */
@@ -4156,6 +4203,2096 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 
 /* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */
+/* Checkpoint files are untrusted input: every length, offset and count read from a file is
+   checked against the bytes that are really there before it is used, arithmetic on them is
+   overflow-checked, nothing recurses on file structure without a depth limit, and every problem
+   is an error naming the file, never an abort. The parsers work on an hv__src (a FILE or a
+   memory buffer) so that the fuzz targets in tests/fuzz/ drive exactly the code users run.
+
+   Layout of this section: byte helpers and element types; sources; state dicts; the zip reader;
+   the pickle interpreter; tensor materialisation; torch.save files; safetensors. */
+#include <errno.h>
+#include <limits.h>
+
+#define HV__PK_MAX_OBJECTS ((size_t)1 << 22)       /* pickle objects per file (~0.5 GiB) */
+#define HV__PK_MAX_DIMS 8                          /* dims kept per pickled tensor */
+#define HV__PK_MAX_BYTES ((uint64_t)1 << 30)       /* data.pkl size */
+#define HV__PK_MAX_CALL_DEPTH 8                    /* nested _rebuild_from_type_v2 */
+#define HV__ZIP_MAX_CD ((uint64_t)1 << 30)         /* central directory size */
+#define HV__ST_MAX_HEADER ((uint64_t)100000000)    /* safetensors' own limit on the header */
+#define HV__JSON_MAX_DEPTH 64
+#define HV__EXPAND_SLACK ((uint64_t)64 << 20)      /* stride-0 views may grow this much */
+#define HV__CHUNK_ELEMS 65536                      /* conversion chunk, elements */
+
+/* ---- bytes, checked arithmetic, element types -------------------------------------------------- */
+
+static uint16_t hv__rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t hv__rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t hv__rd64(const unsigned char *p) { return (uint64_t)hv__rd32(p) | ((uint64_t)hv__rd32(p + 4) << 32); }
+static void hv__wr64(unsigned char *p, uint64_t v) {
+    int k;
+    for (k = 0; k < 8; k++) p[k] = (unsigned char)(v >> (8 * k));
+}
+static int hv__host_le(void) {
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 1;
+}
+/* *r = a * b or a + b; 0, or -1 on overflow */
+static int hv__mul64(uint64_t a, uint64_t b, uint64_t *r) {
+    if (a && b > UINT64_MAX / a) return -1;
+    *r = a * b;
+    return 0;
+}
+static int hv__add64(uint64_t a, uint64_t b, uint64_t *r) {
+    if (b > UINT64_MAX - a) return -1;
+    *r = a + b;
+    return 0;
+}
+/* grows an array of es-byte elements to hold want; returns the (maybe moved) array, or NULL
+   when the size overflows or memory runs out (the old array is then still valid) */
+static void *hv__grow(void *arr, size_t *cap, size_t want, size_t es) {
+    size_t nc = *cap ? *cap : 8;
+    void *p;
+    if (want <= *cap) return arr;
+    while (nc < want) {
+        if (nc > SIZE_MAX / 2 / es) return NULL;
+        nc *= 2;
+    }
+    hv__alloc_calls++;
+    p = HV_REALLOC(arr, nc * es);
+    if (!p) return NULL;
+    *cap = nc;
+    return p;
+}
+
+/* element types found in files; loaded as f32 (floats) or i32 (integers) */
+enum { HV__E_F32, HV__E_F16, HV__E_BF16, HV__E_F64, HV__E_I64, HV__E_I32, HV__E_I16, HV__E_I8, HV__E_U8,
+       HV__E_BOOL, HV__E_U16, HV__E_U32, HV__E_U64, HV__E_COUNT };
+typedef struct hv__etype {
+    const char *st;      /* safetensors dtype */
+    const char *storage; /* torch legacy storage class (torch.FloatStorage ...), or NULL */
+    const char *torch;   /* torch dtype attribute (torch.float32 ...) */
+    int size, is_int;
+} hv__etype;
+static const hv__etype hv__etypes[HV__E_COUNT] = {
+    {"F32", "FloatStorage", "float32", 4, 0},   {"F16", "HalfStorage", "float16", 2, 0},
+    {"BF16", "BFloat16Storage", "bfloat16", 2, 0}, {"F64", "DoubleStorage", "float64", 8, 0},
+    {"I64", "LongStorage", "int64", 8, 1},      {"I32", "IntStorage", "int32", 4, 1},
+    {"I16", "ShortStorage", "int16", 2, 1},     {"I8", "CharStorage", "int8", 1, 1},
+    {"U8", "ByteStorage", "uint8", 1, 1},       {"BOOL", "BoolStorage", "bool", 1, 1},
+    {"U16", NULL, "uint16", 2, 1},              {"U32", NULL, "uint32", 4, 1},
+    {"U64", NULL, "uint64", 8, 1}};
+/* which: 0 safetensors name, 1 storage class, 2 torch dtype. -1 when unknown */
+static int hv__etype_find(int which, const char *s, size_t n) {
+    int k;
+    for (k = 0; k < HV__E_COUNT; k++) {
+        const char *name = which == 0 ? hv__etypes[k].st : which == 1 ? hv__etypes[k].storage : hv__etypes[k].torch;
+        if (name && strlen(name) == n && memcmp(name, s, n) == 0) return k;
+    }
+    return -1;
+}
+
+static float hv__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31u, man = h & 1023u, bits;
+    float f;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: value man * 2^-24, renormalised */
+            exp = 127 - 15 + 1;
+            while (!(man & 1024u)) {
+                man <<= 1;
+                exp--;
+            }
+            bits = sign | (exp << 23) | ((man & 1023u) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13); /* inf, NaN with its payload */
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* n packed little-endian elements of type et -> f32 (float types) or i32 (integer types) in
+   dst. 0, or -1 with why filled when an integer does not fit in int32. first: index of src[0]
+   within the tensor, for the message. */
+static int hv__convert(int et, const unsigned char *src, size_t n, void *dst, size_t first, char *why, size_t whylen) {
+    float *f = (float *)dst;
+    int32_t *o = (int32_t *)dst;
+    size_t i;
+    switch (et) {
+    case HV__E_F32:
+        if (hv__host_le()) {
+            memcpy(dst, src, 4 * n);
+        } else {
+            for (i = 0; i < n; i++) {
+                uint32_t u = hv__rd32(src + 4 * i);
+                memcpy(f + i, &u, 4);
+            }
+        }
+        return 0;
+    case HV__E_F16:
+        for (i = 0; i < n; i++) f[i] = hv__f16_to_f32(hv__rd16(src + 2 * i));
+        return 0;
+    case HV__E_BF16:
+        for (i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)hv__rd16(src + 2 * i) << 16;
+            memcpy(f + i, &u, 4);
+        }
+        return 0;
+    case HV__E_F64:
+        for (i = 0; i < n; i++) {
+            uint64_t u = hv__rd64(src + 8 * i);
+            double d;
+            memcpy(&d, &u, 8);
+            f[i] = (float)d;
+        }
+        return 0;
+    case HV__E_I32:
+        for (i = 0; i < n; i++) o[i] = (int32_t)hv__rd32(src + 4 * i);
+        return 0;
+    case HV__E_I16:
+        for (i = 0; i < n; i++) o[i] = (int16_t)hv__rd16(src + 2 * i);
+        return 0;
+    case HV__E_I8:
+        for (i = 0; i < n; i++) o[i] = (int8_t)src[i];
+        return 0;
+    case HV__E_U8:
+    case HV__E_BOOL:
+        for (i = 0; i < n; i++) o[i] = src[i];
+        return 0;
+    case HV__E_U16:
+        for (i = 0; i < n; i++) o[i] = hv__rd16(src + 2 * i);
+        return 0;
+    case HV__E_I64:
+    case HV__E_U32:
+    case HV__E_U64:
+        for (i = 0; i < n; i++) {
+            uint64_t u = et == HV__E_U32 ? hv__rd32(src + 4 * i) : hv__rd64(src + 8 * i);
+            int fits = et == HV__E_I64 ? (u <= 0x7fffffffu || u >= (uint64_t)0xffffffff80000000u) : u <= 0x7fffffffu;
+            if (!fits) {
+                if (et == HV__E_I64) snprintf(why, whylen, "element %zu = %lld does not fit in int32", first + i, (long long)(int64_t)u);
+                else snprintf(why, whylen, "element %zu = %llu does not fit in int32", first + i, (unsigned long long)u);
+                return -1;
+            }
+            o[i] = (int32_t)(uint32_t)u;
+        }
+        return 0;
+    default:
+        snprintf(why, whylen, "unknown element type");
+        return -1;
+    }
+}
+
+/* ---- sources: a file or a memory buffer ---------------------------------------------------- */
+
+typedef struct hv__src {
+    FILE *f;
+    const unsigned char *mem;
+    uint64_t size;
+    const char *name; /* the path, or "<memory>" */
+    const char *op;   /* the public call, for messages */
+} hv__src;
+
+/* "op: 'file': message"; returns NULL */
+static void *hv__src_fail(const hv__src *s, const char *fmt, ...) {
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return hv__fail(s->op, "'%s': %s", s->name, msg);
+}
+
+static int hv__seek(FILE *f, uint64_t off) {
+#if defined(_WIN32)
+    return off > (uint64_t)INT64_MAX ? -1 : _fseeki64(f, (__int64)off, SEEK_SET);
+#else
+    return off > (uint64_t)LONG_MAX ? -1 : fseek(f, (long)off, SEEK_SET); /* long is 64-bit on LP64 */
+#endif
+}
+
+/* reads n bytes at off; what names the structure for the message */
+static int hv__src_read(const hv__src *s, uint64_t off, void *buf, size_t n, const char *what) {
+    if (off > s->size || (uint64_t)n > s->size - off) {
+        hv__src_fail(s, "truncated: %s needs %llu bytes at offset %llu, but the file has %llu bytes", what,
+                     (unsigned long long)n, (unsigned long long)off, (unsigned long long)s->size);
+        return -1;
+    }
+    if (n == 0) return 0;
+    if (s->mem) {
+        memcpy(buf, s->mem + off, n);
+        return 0;
+    }
+    if (hv__seek(s->f, off) != 0 || fread(buf, 1, n, s->f) != n) {
+        hv__src_fail(s, "read error for %s (%llu bytes at offset %llu)", what, (unsigned long long)n, (unsigned long long)off);
+        return -1;
+    }
+    return 0;
+}
+
+static int hv__src_open(hv__src *s, const char *op, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->name = path ? path : "(null)";
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    s->f = fopen(path, "rb");
+    if (!s->f) return hv__src_fail(s, "cannot open: %s", strerror(errno)), -1;
+    {
+#if defined(_WIN32)
+        __int64 end = _fseeki64(s->f, 0, SEEK_END) == 0 ? _ftelli64(s->f) : -1;
+#else
+        long end = fseek(s->f, 0, SEEK_END) == 0 ? ftell(s->f) : -1;
+#endif
+        if (end < 0) {
+            fclose(s->f);
+            s->f = NULL;
+            return hv__src_fail(s, "cannot tell the file's size (not a regular file?)"), -1;
+        }
+        s->size = (uint64_t)end;
+    }
+    return 0;
+}
+static void hv__src_memory(hv__src *s, const char *op, const void *data, size_t size) {
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->name = "<memory>";
+    s->mem = (const unsigned char *)data;
+    s->size = data ? size : 0;
+}
+static void hv__src_close(hv__src *s) {
+    if (s->f) fclose(s->f);
+    s->f = NULL;
+}
+
+/* ---- state dicts ----------------------------------------------------------------------------- */
+
+typedef struct hv__sd_entry {
+    char *name;
+    size_t nlen;
+    hv_tensor *t;
+    int owned;
+} hv__sd_entry;
+
+struct hv_state_dict {
+    hv_ctx *ctx;
+    hv__sd_entry *e;
+    size_t n, cap;
+    int *slot;    /* open-addressing hash of names: entry index + 1, 0 = empty */
+    size_t nslot; /* a power of two, > 2 n */
+};
+
+static uint64_t hv__hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+static size_t hv__sd_slot(const hv_state_dict *sd, const char *name, size_t n) {
+    size_t mask = sd->nslot - 1, h = (size_t)hv__hash(name, n) & mask;
+    while (sd->slot[h]) {
+        const hv__sd_entry *e = &sd->e[sd->slot[h] - 1];
+        if (e->nlen == n && memcmp(e->name, name, n) == 0) break;
+        h = (h + 1) & mask;
+    }
+    return h;
+}
+static int hv__sd_find(const hv_state_dict *sd, const char *name, size_t n) {
+    size_t h;
+    if (!sd->nslot) return -1;
+    h = hv__sd_slot(sd, name, n);
+    return sd->slot[h] - 1;
+}
+
+/* adds (name, t); an existing name is an error, or (replace) gets the new tensor in its place,
+   as a Python dict assignment does. owned: the dict frees t. */
+static int hv__sd_put(hv_state_dict *sd, const char *op, const char *name, size_t n, hv_tensor *t, int owned, int replace) {
+    int i = hv__sd_find(sd, name, n);
+    hv__sd_entry *e;
+    if (i >= 0) {
+        e = &sd->e[i];
+        if (!replace) return hv__fail(op, "the state dict already has an entry '%s'", e->name), -1;
+        if (e->owned && e->t != t) hv_tensor_free(e->t);
+        e->t = t;
+        e->owned = owned;
+        return 0;
+    }
+    if (sd->n >= (size_t)INT_MAX - 1) return hv__fail(op, "too many entries"), -1;
+    if ((sd->n + 1) * 2 >= sd->nslot) { /* rehash into twice the slots */
+        size_t ns = sd->nslot ? sd->nslot * 2 : 64, k;
+        int *slot = (int *)hv__malloc(ns * sizeof(int));
+        int *old = sd->slot;
+        if (!slot) return hv__fail(op, "out of memory"), -1;
+        memset(slot, 0, ns * sizeof(int));
+        sd->slot = slot;
+        sd->nslot = ns;
+        for (k = 0; k < sd->n; k++) sd->slot[hv__sd_slot(sd, sd->e[k].name, sd->e[k].nlen)] = (int)k + 1;
+        hv__free(old);
+    }
+    if (sd->n == sd->cap) {
+        void *p = hv__grow(sd->e, &sd->cap, sd->n + 1, sizeof *sd->e);
+        if (!p) return hv__fail(op, "out of memory"), -1;
+        sd->e = (hv__sd_entry *)p;
+    }
+    e = &sd->e[sd->n];
+    e->name = (char *)hv__malloc(n + 1);
+    if (!e->name) return hv__fail(op, "out of memory"), -1;
+    memcpy(e->name, name, n);
+    e->name[n] = 0;
+    e->nlen = n;
+    e->t = t;
+    e->owned = owned;
+    if (owned) hv_tensor_set_name(t, e->name);
+    sd->slot[hv__sd_slot(sd, name, n)] = (int)sd->n + 1;
+    sd->n++;
+    return 0;
+}
+
+HVDEF hv_state_dict *hv_state_dict_new(hv_ctx *ctx) {
+    hv_state_dict *sd;
+    if (!ctx) return (hv_state_dict *)hv__fail("hv_state_dict_new", "ctx is NULL");
+    sd = (hv_state_dict *)hv__malloc(sizeof *sd);
+    if (!sd) return (hv_state_dict *)hv__fail("hv_state_dict_new", "out of memory");
+    memset(sd, 0, sizeof *sd);
+    sd->ctx = ctx;
+    return sd;
+}
+HVDEF void hv_state_dict_free(hv_state_dict *sd) {
+    size_t i;
+    if (!sd) return;
+    for (i = 0; i < sd->n; i++) {
+        if (sd->e[i].owned) hv_tensor_free(sd->e[i].t);
+        hv__free(sd->e[i].name);
+    }
+    hv__free(sd->e);
+    hv__free(sd->slot);
+    hv__free(sd);
+}
+HVDEF int hv_state_dict_add(hv_state_dict *sd, const char *name, hv_tensor *t) {
+    if (!sd || !name || !t) return hv__fail("hv_state_dict_add", "%s is NULL", !sd ? "sd" : !name ? "name" : "tensor"), -1;
+    return hv__sd_put(sd, "hv_state_dict_add", name, strlen(name), t, 0, 0);
+}
+HVDEF int hv_state_dict_count(const hv_state_dict *sd) { return sd ? (int)sd->n : 0; }
+HVDEF const char *hv_state_dict_name(const hv_state_dict *sd, int i) {
+    return (sd && i >= 0 && (size_t)i < sd->n) ? sd->e[i].name : NULL;
+}
+HVDEF hv_tensor *hv_state_dict_at(const hv_state_dict *sd, int i) {
+    return (sd && i >= 0 && (size_t)i < sd->n) ? sd->e[i].t : NULL;
+}
+static int hv__sd_lookup(const hv_state_dict *sd, const char *name, const char *op) {
+    int i;
+    if (!sd || !name) return hv__fail(op, "%s is NULL", !sd ? "sd" : "name"), -1;
+    i = hv__sd_find(sd, name, strlen(name));
+    if (i < 0) hv__fail(op, "no entry '%s' in the state dict (%d entries)", name, (int)sd->n);
+    return i;
+}
+HVDEF hv_tensor *hv_state_dict_get(const hv_state_dict *sd, const char *name) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_get");
+    return i < 0 ? NULL : sd->e[i].t;
+}
+HVDEF hv_tensor *hv_state_dict_take(hv_state_dict *sd, const char *name) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_take");
+    if (i < 0) return NULL;
+    sd->e[i].owned = 0;
+    return sd->e[i].t;
+}
+HVDEF int hv_state_dict_copy_to(const hv_state_dict *sd, const char *name, hv_tensor *dst) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_copy_to"), k;
+    hv_tensor *src;
+    if (i < 0) return -1;
+    src = sd->e[i].t;
+    if (!dst) return hv__fail("hv_state_dict_copy_to", "destination for '%s' is NULL", name), -1;
+    if (src->dtype != dst->dtype || src->ndim != dst->ndim)
+        return hv__fail("hv_state_dict_copy_to", "'%s' is %s %s but the destination is %s %s", name,
+                        src->dtype == HV_I32 ? "i32" : "f32", hv__shape_str(src), dst->dtype == HV_I32 ? "i32" : "f32",
+                        hv__shape_str(dst)), -1;
+    for (k = 0; k < src->ndim; k++)
+        if (src->shape[k] != dst->shape[k])
+            return hv__fail("hv_state_dict_copy_to", "'%s' has shape %s but the destination has %s", name,
+                            hv__shape_str(src), hv__shape_str(dst)), -1;
+    dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    return 0;
+}
+
+/* ---- the zip reader (torch.save's container) -------------------------------------------------
+   Reads the central directory (classic or zip64) once; entry data is located through its local
+   header on demand. Only STORED entries can be read: torch.save never compresses. */
+
+typedef struct hv__zent {
+    const char *name; /* into hv__zip.cd, not NUL-terminated */
+    size_t nlen;
+    uint64_t csize, usize, lho; /* compressed and real size, local header offset */
+    int method, flags;
+} hv__zent;
+
+typedef struct hv__zip {
+    const hv__src *src;
+    unsigned char *cd; /* the central directory */
+    hv__zent *e;       /* sorted by name */
+    size_t n;
+} hv__zip;
+
+static int hv__zent_cmp(const void *a, const void *b) {
+    const hv__zent *x = (const hv__zent *)a, *y = (const hv__zent *)b;
+    size_t n = x->nlen < y->nlen ? x->nlen : y->nlen;
+    int c = n ? memcmp(x->name, y->name, n) : 0;
+    if (c) return c;
+    return x->nlen < y->nlen ? -1 : x->nlen > y->nlen ? 1 : 0;
+}
+
+static void hv__zip_close(hv__zip *z) {
+    hv__free(z->cd);
+    hv__free(z->e);
+    z->cd = NULL;
+    z->e = NULL;
+    z->n = 0;
+}
+
+/* fills the zip64 values of one central-directory entry from its extra field (id 1): each of
+   usize, csize, lho is there only when its 32-bit field holds 0xFFFFFFFF, in that order */
+static int hv__zip_extra(const hv__zip *z, hv__zent *e, const unsigned char *x, size_t xlen) {
+    size_t at = 0;
+    while (xlen - at >= 4) {
+        unsigned id = hv__rd16(x + at), sz = hv__rd16(x + at + 2);
+        const unsigned char *q = x + at + 4;
+        size_t left = sz;
+        if (sz > xlen - at - 4) {
+            hv__src_fail(z->src, "zip entry '%.*s': extra field runs past its header", (int)e->nlen, e->name);
+            return -1;
+        }
+        if (id == 1) {
+            uint64_t *fields[3];
+            int k;
+            fields[0] = &e->usize;
+            fields[1] = &e->csize;
+            fields[2] = &e->lho;
+            for (k = 0; k < 3; k++) {
+                if (*fields[k] != 0xffffffffu) continue;
+                if (left < 8) {
+                    hv__src_fail(z->src, "zip entry '%.*s': zip64 extra field is too short", (int)e->nlen, e->name);
+                    return -1;
+                }
+                *fields[k] = hv__rd64(q);
+                q += 8;
+                left -= 8;
+            }
+        }
+        at += 4 + (size_t)sz;
+    }
+    return 0;
+}
+
+static int hv__zip_open(hv__zip *z, const hv__src *src) {
+    unsigned char *tail;
+    unsigned char loc[20], rec[56];
+    uint64_t size = src->size, tlen, toff, n_total, cd_size, cd_off, end, p;
+    size_t i, found = (size_t)-1, k;
+    int zip64 = 0;
+    memset(z, 0, sizeof *z);
+    z->src = src;
+    if (size < 22) return hv__src_fail(src, "not a zip archive: %llu bytes is too short", (unsigned long long)size), -1;
+    /* the end-of-central-directory record: 22 bytes + up to 65535 of comment, at the end */
+    tlen = size < 22 + 65535 ? size : 22 + 65535;
+    toff = size - tlen;
+    tail = (unsigned char *)hv__malloc((size_t)tlen);
+    if (!tail) return hv__src_fail(src, "out of memory"), -1;
+    if (hv__src_read(src, toff, tail, (size_t)tlen, "the zip end record") != 0) {
+        hv__free(tail);
+        return -1;
+    }
+    for (i = (size_t)tlen - 22 + 1; i-- > 0;)
+        if (hv__rd32(tail + i) == 0x06054b50u && i + 22 + hv__rd16(tail + i + 20) <= tlen) {
+            found = i;
+            break;
+        }
+    if (found == (size_t)-1) {
+        hv__free(tail);
+        return hv__src_fail(src, "not a zip archive (no end-of-central-directory record)"), -1;
+    }
+    n_total = hv__rd16(tail + found + 10);
+    cd_size = hv__rd32(tail + found + 12);
+    cd_off = hv__rd32(tail + found + 16);
+    if (hv__rd16(tail + found + 4) != 0 && hv__rd16(tail + found + 4) != 0xffff) {
+        hv__free(tail);
+        return hv__src_fail(src, "multi-disk zip archives are not supported"), -1;
+    }
+    hv__free(tail);
+    /* zip64: a locator right before the record points at the zip64 end record */
+    if (toff + found >= 20) {
+        if (hv__src_read(src, toff + found - 20, loc, 20, "the zip64 locator") != 0) return -1;
+        if (hv__rd32(loc) == 0x07064b50u) {
+            uint64_t z64 = hv__rd64(loc + 8);
+            if (hv__src_read(src, z64, rec, 56, "the zip64 end record") != 0) return -1;
+            if (hv__rd32(rec) != 0x06064b50u) return hv__src_fail(src, "corrupt zip64 end record (bad signature)"), -1;
+            n_total = hv__rd64(rec + 32);
+            cd_size = hv__rd64(rec + 40);
+            cd_off = hv__rd64(rec + 48);
+            zip64 = 1;
+        }
+    }
+    if (hv__add64(cd_off, cd_size, &end) != 0 || end > size)
+        return hv__src_fail(src, "corrupt zip: the central directory (%llu bytes at %llu) runs past the end (%llu bytes)%s",
+                            (unsigned long long)cd_size, (unsigned long long)cd_off, (unsigned long long)size,
+                            zip64 ? "" : " or a zip64 record is missing"), -1;
+    if (cd_size > HV__ZIP_MAX_CD) return hv__src_fail(src, "zip central directory of %llu bytes is too large", (unsigned long long)cd_size), -1;
+    if (n_total > cd_size / 46)
+        return hv__src_fail(src, "corrupt zip: %llu entries cannot fit in a %llu-byte central directory", (unsigned long long)n_total,
+                            (unsigned long long)cd_size), -1;
+    z->cd = (unsigned char *)hv__malloc((size_t)cd_size);
+    z->e = (hv__zent *)hv__malloc(sizeof(hv__zent) * (size_t)(n_total ? n_total : 1));
+    if (!z->cd || !z->e) {
+        hv__zip_close(z);
+        return hv__src_fail(src, "out of memory for the zip directory"), -1;
+    }
+    if (hv__src_read(src, cd_off, z->cd, (size_t)cd_size, "the zip central directory") != 0) {
+        hv__zip_close(z);
+        return -1;
+    }
+    for (p = 0, k = 0; k < (size_t)n_total; k++) {
+        const unsigned char *h = z->cd + p;
+        hv__zent *e = &z->e[k];
+        size_t nl, xl, cl;
+        if (cd_size - p < 46 || hv__rd32(h) != 0x02014b50u) {
+            hv__zip_close(z);
+            return hv__src_fail(src, "corrupt zip: central directory entry %zu is damaged", k), -1;
+        }
+        nl = hv__rd16(h + 28);
+        xl = hv__rd16(h + 30);
+        cl = hv__rd16(h + 32);
+        if (cd_size - p - 46 < (uint64_t)nl + xl + cl) {
+            hv__zip_close(z);
+            return hv__src_fail(src, "corrupt zip: central directory entry %zu runs past the directory", k), -1;
+        }
+        e->flags = hv__rd16(h + 8);
+        e->method = hv__rd16(h + 10);
+        e->csize = hv__rd32(h + 20);
+        e->usize = hv__rd32(h + 24);
+        e->lho = hv__rd32(h + 42);
+        e->name = (const char *)h + 46;
+        e->nlen = nl;
+        if (hv__zip_extra(z, e, h + 46 + nl, xl) != 0) {
+            hv__zip_close(z);
+            return -1;
+        }
+        p += 46 + (uint64_t)nl + xl + cl;
+    }
+    z->n = (size_t)n_total;
+    qsort(z->e, z->n, sizeof *z->e, hv__zent_cmp);
+    return 0;
+}
+
+static const hv__zent *hv__zip_find(const hv__zip *z, const char *name, size_t nlen) {
+    hv__zent key;
+    memset(&key, 0, sizeof key);
+    key.name = name;
+    key.nlen = nlen;
+    if (!z->n) return NULL;
+    return (const hv__zent *)bsearch(&key, z->e, z->n, sizeof *z->e, hv__zent_cmp);
+}
+
+/* where an entry's bytes start; checks that it is stored and lies inside the file */
+static int hv__zip_data(const hv__zip *z, const hv__zent *e, uint64_t *off) {
+    unsigned char h[30];
+    uint64_t start;
+    if (e->flags & 1) return hv__src_fail(z->src, "zip entry '%.*s' is encrypted", (int)e->nlen, e->name), -1;
+    if (e->method != 0)
+        return hv__src_fail(z->src,
+                            "zip entry '%.*s' is compressed (method %d); torch.save writes uncompressed entries, so "
+                            "this archive was re-zipped: load and torch.save it again, or re-zip without compression (zip -0)",
+                            (int)e->nlen, e->name, e->method), -1;
+    if (e->csize != e->usize)
+        return hv__src_fail(z->src, "corrupt zip entry '%.*s': stored, but sizes differ (%llu vs %llu)", (int)e->nlen, e->name,
+                            (unsigned long long)e->csize, (unsigned long long)e->usize), -1;
+    if (hv__src_read(z->src, e->lho, h, 30, "a zip local header") != 0) return -1;
+    if (hv__rd32(h) != 0x04034b50u)
+        return hv__src_fail(z->src, "corrupt zip: bad local header of entry '%.*s'", (int)e->nlen, e->name), -1;
+    start = e->lho + 30 + hv__rd16(h + 26) + hv__rd16(h + 28); /* lho + 30 <= size: it was just read */
+    if (start > z->src->size || e->usize > z->src->size - start)
+        return hv__src_fail(z->src, "truncated: zip entry '%.*s' (%llu bytes at offset %llu) runs past the end of the file (%llu bytes)",
+                            (int)e->nlen, e->name, (unsigned long long)e->usize, (unsigned long long)start,
+                            (unsigned long long)z->src->size), -1;
+    *off = start;
+    return 0;
+}
+
+/* ---- the pickle interpreter ------------------------------------------------------------------
+   Runs the opcodes of pickle protocols 2-5 that torch.save emits (and the rest of the binary
+   ones), building plain values. It never imports or calls anything: a GLOBAL is just a name.
+   Calls (REDUCE, NEWOBJ, OBJ, INST) of these names are understood:
+     collections.OrderedDict, builtins.dict      -> a dict
+     torch._utils._rebuild_tensor{,_v2,_v3}      -> a tensor descriptor (storage, offset, size, stride)
+     torch._utils._rebuild_parameter{,_with_state}, torch._tensor._rebuild_from_type_v2 -> the tensor
+   and every other call yields an opaque object (argparse.Namespace, numpy scalars, torch.Size,
+   torch.device ...) that BUILD, SETITEM and APPEND accept and ignore. Persistent ids
+   ('storage', torch.XStorage, key, location, numel) become storage references; no data is read
+   here. The machine keeps no recursion: nesting depth costs heap, bounded by the object limit. */
+
+enum { HV__PV_NONE, HV__PV_BOOL, HV__PV_INT, HV__PV_FLOAT, HV__PV_STR, HV__PV_BYTES, HV__PV_TUPLE, HV__PV_LIST,
+       HV__PV_DICT, HV__PV_SET, HV__PV_GLOBAL, HV__PV_OBJ, HV__PV_STORAGE, HV__PV_TENSOR };
+
+typedef struct hv__pv hv__pv;
+typedef struct hv__ptensor {
+    hv__pv *storage;
+    int ndim; /* > HV__PK_MAX_DIMS: too many, the dims are not kept */
+    int64_t offset, size[HV__PK_MAX_DIMS], stride[HV__PK_MAX_DIMS];
+} hv__ptensor;
+struct hv__pv {
+    int kind;
+    int big;           /* INT: wider than 64 bits (value not kept) */
+    int et;            /* STORAGE, TENSOR: element type, -1 unknown */
+    int64_t i;         /* INT, BOOL; STORAGE: declared element count */
+    double f;          /* FLOAT */
+    const char *s, *s2; /* STR/BYTES: bytes; GLOBAL: module, name; STORAGE: key, class name */
+    size_t slen, s2len;
+    hv__pv **items;    /* TUPLE/LIST/SET: elements; DICT: key0, value0, key1, value1 ... */
+    size_t n, cap;
+    hv__pv *cls;       /* OBJ: what made it; TENSOR: the dtype (v3) */
+    hv__ptensor *tensor;
+    hv__pv *all_next;  /* every object, for freeing */
+};
+
+typedef struct hv__pickle {
+    const unsigned char *buf;
+    size_t len, pos, opstart;
+    hv__pv **stack;
+    size_t sp, scap;
+    size_t *marks;
+    size_t nmarks, mcap;
+    hv__pv **memo;
+    size_t memocap, memo_hi, memo_count;
+    hv__pv *all;
+    size_t nobj;
+    const hv__src *src; /* names the file in messages */
+} hv__pickle;
+
+static void *hv__pk_fail(hv__pickle *P, const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return hv__src_fail(P->src, "data.pkl, byte %zu: %s", P->opstart, msg);
+}
+
+static void hv__pickle_free(hv__pickle *P) {
+    hv__pv *v = P->all;
+    while (v) {
+        hv__pv *next = v->all_next;
+        hv__free(v->items);
+        hv__free(v->tensor);
+        hv__free(v);
+        v = next;
+    }
+    hv__free(P->stack);
+    hv__free(P->marks);
+    hv__free(P->memo);
+    memset(P, 0, sizeof *P);
+}
+
+static hv__pv *hv__pv_new(hv__pickle *P, int kind) {
+    hv__pv *v;
+    if (P->nobj >= HV__PK_MAX_OBJECTS) return (hv__pv *)hv__pk_fail(P, "more than %lu objects", (unsigned long)HV__PK_MAX_OBJECTS);
+    v = (hv__pv *)hv__malloc(sizeof *v);
+    if (!v) return (hv__pv *)hv__pk_fail(P, "out of memory");
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    v->et = -1;
+    v->all_next = P->all;
+    P->all = v;
+    P->nobj++;
+    return v;
+}
+static int hv__pv_append(hv__pickle *P, hv__pv *c, hv__pv *x) {
+    if (c->n == c->cap) {
+        void *p = hv__grow(c->items, &c->cap, c->n + 1, sizeof *c->items);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        c->items = (hv__pv **)p;
+    }
+    c->items[c->n++] = x;
+    return 0;
+}
+static int hv__pk_push(hv__pickle *P, hv__pv *v) {
+    if (!v) return -1;
+    if (P->sp == P->scap) {
+        void *p = hv__grow(P->stack, &P->scap, P->sp + 1, sizeof *P->stack);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        P->stack = (hv__pv **)p;
+    }
+    P->stack[P->sp++] = v;
+    return 0;
+}
+static size_t hv__pk_floor(const hv__pickle *P) { return P->nmarks ? P->marks[P->nmarks - 1] : 0; }
+static hv__pv *hv__pk_pop(hv__pickle *P) {
+    if (P->sp <= hv__pk_floor(P)) return (hv__pv *)hv__pk_fail(P, "stack underflow (opcode 0x%02x)", P->buf[P->opstart]);
+    return P->stack[--P->sp];
+}
+static hv__pv *hv__pk_top(hv__pickle *P) {
+    if (P->sp <= hv__pk_floor(P)) return (hv__pv *)hv__pk_fail(P, "stack underflow (opcode 0x%02x)", P->buf[P->opstart]);
+    return P->stack[P->sp - 1];
+}
+/* pops to the last MARK: the items are stack[*start .. sp) */
+static int hv__pk_pop_mark(hv__pickle *P, size_t *start) {
+    if (!P->nmarks) return hv__pk_fail(P, "no MARK for opcode 0x%02x", P->buf[P->opstart]), -1;
+    *start = P->marks[--P->nmarks];
+    return 0;
+}
+/* a container of the given kind holding stack[start .. sp), which it replaces */
+static hv__pv *hv__pk_collect(hv__pickle *P, int kind, size_t start) {
+    hv__pv *c = hv__pv_new(P, kind);
+    size_t k;
+    if (!c) return NULL;
+    if (P->sp > start) {
+        c->items = (hv__pv **)hv__malloc(sizeof(hv__pv *) * (P->sp - start));
+        if (!c->items) return (hv__pv *)hv__pk_fail(P, "out of memory");
+        c->cap = P->sp - start;
+        for (k = start; k < P->sp; k++) c->items[c->n++] = P->stack[k];
+    }
+    P->sp = start;
+    return c;
+}
+static int hv__pk_need(hv__pickle *P, uint64_t n) {
+    if ((uint64_t)(P->len - P->pos) < n)
+        return hv__pk_fail(P, "truncated: opcode 0x%02x needs %llu more bytes, %zu are left", P->buf[P->opstart],
+                           (unsigned long long)n, P->len - P->pos), -1;
+    return 0;
+}
+static hv__pv *hv__pk_string(hv__pickle *P, int kind, uint64_t n) {
+    hv__pv *v;
+    if (hv__pk_need(P, n) != 0) return NULL;
+    v = hv__pv_new(P, kind);
+    if (!v) return NULL;
+    v->s = (const char *)P->buf + P->pos;
+    v->slen = (size_t)n;
+    P->pos += (size_t)n;
+    return v;
+}
+/* LONG1/LONG4 payload: n bytes of little-endian two's complement */
+static hv__pv *hv__pk_long(hv__pickle *P, uint64_t n) {
+    const unsigned char *b;
+    hv__pv *v;
+    uint64_t u = 0;
+    size_t k, m;
+    if (hv__pk_need(P, n) != 0) return NULL;
+    v = hv__pv_new(P, HV__PV_INT);
+    if (!v) return NULL;
+    b = P->buf + P->pos;
+    m = n < 8 ? (size_t)n : 8;
+    for (k = 0; k < m; k++) u |= (uint64_t)b[k] << (8 * k);
+    if (m && m < 8 && (b[m - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * m); /* sign-extend */
+    for (k = 8; k < n; k++) /* longer: fits only if the rest is sign extension */
+        if (b[k] != ((u >> 63) ? 0xff : 0x00)) v->big = 1;
+    v->i = (int64_t)u;
+    P->pos += (size_t)n;
+    return v;
+}
+/* GLOBAL and INST read "module\nname\n" */
+static int hv__pk_line(hv__pickle *P, const char **s, size_t *n) {
+    const unsigned char *b = P->buf + P->pos;
+    const unsigned char *nl = (const unsigned char *)memchr(b, '\n', P->len - P->pos);
+    if (!nl) return hv__pk_fail(P, "truncated: a GLOBAL name has no end of line"), -1;
+    *s = (const char *)b;
+    *n = (size_t)(nl - b);
+    P->pos += *n + 1;
+    return 0;
+}
+static hv__pv *hv__pk_global(hv__pickle *P, const char *m, size_t mn, const char *nm, size_t nn) {
+    hv__pv *g = hv__pv_new(P, HV__PV_GLOBAL);
+    if (!g) return NULL;
+    g->s = m;
+    g->slen = mn;
+    g->s2 = nm;
+    g->s2len = nn;
+    return g;
+}
+
+static int hv__pv_str_is(const hv__pv *v, const char *s) {
+    return v && v->kind == HV__PV_STR && v->slen == strlen(s) && memcmp(v->s, s, v->slen) == 0;
+}
+static int hv__pv_global_is(const hv__pv *g, const char *module, const char *name) {
+    return g && g->kind == HV__PV_GLOBAL && g->slen == strlen(module) && memcmp(g->s, module, g->slen) == 0 &&
+           g->s2len == strlen(name) && memcmp(g->s2, name, g->s2len) == 0;
+}
+static int hv__pv_torch_module(const hv__pv *g) { /* "torch", "torch.cuda" ... */
+    return g && g->kind == HV__PV_GLOBAL && g->slen >= 5 && memcmp(g->s, "torch", 5) == 0 && (g->slen == 5 || g->s[5] == '.');
+}
+
+/* persistent_load: ('storage', torch.XStorage, key, location, numel) */
+static hv__pv *hv__pk_persistent(hv__pickle *P, hv__pv *pid) {
+    hv__pv *st, *type, *key, *numel;
+    if (pid->kind != HV__PV_TUPLE || pid->n < 1 || !hv__pv_str_is(pid->items[0], "storage"))
+        return hv__pv_new(P, HV__PV_OBJ); /* something else: opaque */
+    if (pid->n < 5) return (hv__pv *)hv__pk_fail(P, "storage reference has %zu fields, not 5", pid->n);
+    type = pid->items[1];
+    key = pid->items[2];
+    numel = pid->items[4];
+    if (type->kind != HV__PV_GLOBAL || key->kind != HV__PV_STR || numel->kind != HV__PV_INT || numel->big || numel->i < 0)
+        return (hv__pv *)hv__pk_fail(P, "malformed storage reference (type, key or size)");
+    st = hv__pv_new(P, HV__PV_STORAGE);
+    if (!st) return NULL;
+    st->s = key->s;
+    st->slen = key->slen;
+    st->s2 = type->s2;
+    st->s2len = type->s2len;
+    st->i = numel->i;
+    if (hv__pv_torch_module(type)) {
+        if (type->s2len == 14 && memcmp(type->s2, "UntypedStorage", 14) == 0) st->et = HV__E_U8;
+        else st->et = hv__etype_find(1, type->s2, type->s2len);
+    }
+    return st;
+}
+
+/* _rebuild_tensor(storage, offset, size, stride), _v2 (..., requires_grad, hooks[, metadata]),
+   _v3 (..., requires_grad, hooks, dtype[, metadata]) */
+static hv__pv *hv__pk_tensor(hv__pickle *P, const hv__pv *args, int v3) {
+    const hv__pv *st, *off, *size, *stride;
+    hv__pv *t;
+    size_t k;
+    if (args->n < (v3 ? 7u : 4u)) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor with %zu arguments", args->n);
+    st = args->items[0];
+    off = args->items[1];
+    size = args->items[2];
+    stride = args->items[3];
+    if (st->kind != HV__PV_STORAGE) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: the first argument is not a storage");
+    if (off->kind != HV__PV_INT || off->big || off->i < 0)
+        return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: bad storage offset");
+    if ((size->kind != HV__PV_TUPLE && size->kind != HV__PV_OBJ) || stride->kind != HV__PV_TUPLE ||
+        (size->kind == HV__PV_TUPLE && size->n != stride->n))
+        return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size and stride are not tuples of one length");
+    if (size->kind == HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size is not a tuple");
+    t = hv__pv_new(P, HV__PV_TENSOR);
+    if (!t) return NULL;
+    t->tensor = (hv__ptensor *)hv__malloc(sizeof *t->tensor);
+    if (!t->tensor) return (hv__pv *)hv__pk_fail(P, "out of memory");
+    memset(t->tensor, 0, sizeof *t->tensor);
+    t->tensor->storage = (hv__pv *)st;
+    t->tensor->offset = off->i;
+    t->tensor->ndim = size->n > HV__PK_MAX_DIMS ? HV__PK_MAX_DIMS + 1 : (int)size->n;
+    for (k = 0; k < size->n && k < HV__PK_MAX_DIMS; k++) {
+        const hv__pv *a = size->items[k], *b = stride->items[k];
+        if (a->kind != HV__PV_INT || b->kind != HV__PV_INT || a->big || b->big || a->i < 0 || b->i < 0)
+            return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size or stride %zu is not a non-negative integer", k);
+        t->tensor->size[k] = a->i;
+        t->tensor->stride[k] = b->i;
+    }
+    t->et = st->et;
+    if (v3) {
+        const hv__pv *dt = args->items[6];
+        t->cls = (hv__pv *)dt;
+        t->et = hv__pv_torch_module(dt) ? hv__etype_find(2, dt->s2, dt->s2len) : -1;
+    }
+    return t;
+}
+
+/* calls fn(*args) for the callables we understand; anything else makes an opaque object */
+static hv__pv *hv__pk_call(hv__pickle *P, hv__pv *fn, hv__pv *args, int depth) {
+    hv__pv *o;
+    if (args->kind != HV__PV_TUPLE) return (hv__pv *)hv__pk_fail(P, "call arguments are not a tuple");
+    if (fn->kind == HV__PV_GLOBAL) {
+        if (hv__pv_global_is(fn, "collections", "OrderedDict") || hv__pv_global_is(fn, "builtins", "dict") ||
+            hv__pv_global_is(fn, "__builtin__", "dict")) {
+            hv__pv *d = hv__pv_new(P, HV__PV_DICT), *src;
+            size_t k;
+            if (!d) return NULL;
+            src = args->n ? args->items[0] : NULL;
+            if (src && src->kind == HV__PV_DICT) {
+                for (k = 0; k < src->n; k++)
+                    if (hv__pv_append(P, d, src->items[k]) != 0) return NULL;
+            } else if (src && (src->kind == HV__PV_LIST || src->kind == HV__PV_TUPLE)) {
+                for (k = 0; k < src->n; k++) {
+                    const hv__pv *pair = src->items[k];
+                    if ((pair->kind == HV__PV_TUPLE || pair->kind == HV__PV_LIST) && pair->n == 2)
+                        if (hv__pv_append(P, d, pair->items[0]) != 0 || hv__pv_append(P, d, pair->items[1]) != 0) return NULL;
+                }
+            }
+            return d;
+        }
+        if (hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor_v2") || hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor"))
+            return hv__pk_tensor(P, args, 0);
+        if (hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor_v3")) return hv__pk_tensor(P, args, 1);
+        if ((hv__pv_global_is(fn, "torch._utils", "_rebuild_parameter") ||
+             hv__pv_global_is(fn, "torch._utils", "_rebuild_parameter_with_state")) &&
+            args->n >= 1 && args->items[0]->kind == HV__PV_TENSOR)
+            return args->items[0];
+        if (hv__pv_global_is(fn, "torch._tensor", "_rebuild_from_type_v2") && args->n >= 3 &&
+            args->items[2]->kind == HV__PV_TUPLE) {
+            if (depth >= HV__PK_MAX_CALL_DEPTH) return (hv__pv *)hv__pk_fail(P, "_rebuild_from_type_v2 nested too deeply");
+            return hv__pk_call(P, args->items[0], args->items[2], depth + 1);
+        }
+    }
+    o = hv__pv_new(P, HV__PV_OBJ);
+    if (o) o->cls = fn;
+    return o;
+}
+
+static int hv__pk_memo_put(hv__pickle *P, uint64_t idx) {
+    hv__pv *v = hv__pk_top(P);
+    if (!v) return -1;
+    /* picklers number memo entries 0, 1, 2 ...; allow gaps, but not absurd ones */
+    if (idx > (uint64_t)P->memo_hi + 65536) return hv__pk_fail(P, "memo index %llu is out of sequence", (unsigned long long)idx), -1;
+    if (idx >= P->memocap) {
+        size_t old = P->memocap;
+        void *p = hv__grow(P->memo, &P->memocap, (size_t)idx + 1, sizeof *P->memo);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        P->memo = (hv__pv **)p;
+        memset(P->memo + old, 0, (P->memocap - old) * sizeof *P->memo);
+    }
+    if (!P->memo[idx]) P->memo_count++;
+    P->memo[idx] = v;
+    if (idx + 1 > P->memo_hi) P->memo_hi = (size_t)idx + 1;
+    return 0;
+}
+static int hv__pk_memo_get(hv__pickle *P, uint64_t idx) {
+    if (idx >= P->memocap || !P->memo[idx]) return hv__pk_fail(P, "memo index %llu was never set", (unsigned long long)idx), -1;
+    return hv__pk_push(P, P->memo[idx]);
+}
+
+/* items stack[start .. sp) into the container below the mark (APPENDS, SETITEMS, ADDITEMS) */
+static int hv__pk_fill(hv__pickle *P, int kind, size_t start) {
+    hv__pv *c;
+    size_t k;
+    if (start <= hv__pk_floor(P) || start == 0) return hv__pk_fail(P, "stack underflow (no container below the MARK)"), -1;
+    c = P->stack[start - 1];
+    if (kind == HV__PV_DICT && ((P->sp - start) & 1)) return hv__pk_fail(P, "SETITEMS with an odd number of items"), -1;
+    if (c->kind == kind) {
+        for (k = start; k < P->sp; k++)
+            if (hv__pv_append(P, c, P->stack[k]) != 0) return -1;
+    } else if (c->kind != HV__PV_OBJ) { /* opaque objects take anything; the rest is a corrupt pickle */
+        return hv__pk_fail(P, "opcode 0x%02x on a value that is not a %s", P->buf[P->opstart],
+                           kind == HV__PV_DICT ? "dict" : kind == HV__PV_LIST ? "list" : "set"), -1;
+    }
+    P->sp = start;
+    return 0;
+}
+
+/* runs a pickle; returns its result (owned by P, freed by hv__pickle_free) or NULL with the
+   error set. P must be zeroed with P->src set. */
+static hv__pv *hv__pickle_run(hv__pickle *P, const unsigned char *buf, size_t len) {
+    P->buf = buf;
+    P->len = len;
+    P->pos = 0;
+    while (P->pos < P->len) {
+        unsigned char op = buf[P->pos];
+        hv__pv *a, *b, *c;
+        size_t start;
+        uint64_t n;
+        int rc = 0;
+        P->opstart = P->pos++;
+        switch (op) {
+        case 0x80: /* PROTO */
+            if (hv__pk_need(P, 1) != 0) return NULL;
+            if (buf[P->pos] > 5) return (hv__pv *)hv__pk_fail(P, "pickle protocol %d is not supported", buf[P->pos]);
+            P->pos++;
+            break;
+        case 0x95: /* FRAME: a length we do not need */
+            if (hv__pk_need(P, 8) != 0) return NULL;
+            P->pos += 8;
+            break;
+        case '.': /* STOP */
+            return hv__pk_pop(P);
+        case '(': /* MARK */
+            if (P->nmarks == P->mcap) {
+                void *p = hv__grow(P->marks, &P->mcap, P->nmarks + 1, sizeof *P->marks);
+                if (!p) return (hv__pv *)hv__pk_fail(P, "out of memory");
+                P->marks = (size_t *)p;
+            }
+            P->marks[P->nmarks++] = P->sp;
+            break;
+        case '0': /* POP */
+            if (P->sp > hv__pk_floor(P)) P->sp--;
+            else if (P->nmarks) P->nmarks--;
+            else return (hv__pv *)hv__pk_fail(P, "stack underflow (POP)");
+            break;
+        case '1': /* POP_MARK */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            P->sp = start;
+            break;
+        case '2': /* DUP */
+            a = hv__pk_top(P);
+            rc = a ? hv__pk_push(P, a) : -1;
+            break;
+        case 'N':
+            rc = hv__pk_push(P, hv__pv_new(P, HV__PV_NONE));
+            break;
+        case 0x88: /* NEWTRUE */
+        case 0x89: /* NEWFALSE */
+            a = hv__pv_new(P, HV__PV_BOOL);
+            if (a) a->i = op == 0x88;
+            rc = hv__pk_push(P, a);
+            break;
+        case 'J': /* BININT */
+        case 'K': /* BININT1 */
+        case 'M': /* BININT2 */
+            n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
+            if (hv__pk_need(P, n) != 0) return NULL;
+            a = hv__pv_new(P, HV__PV_INT);
+            if (a) a->i = op == 'J' ? (int64_t)(int32_t)hv__rd32(buf + P->pos) : op == 'K' ? buf[P->pos] : hv__rd16(buf + P->pos);
+            P->pos += (size_t)n;
+            rc = hv__pk_push(P, a);
+            break;
+        case 0x8a: /* LONG1 */
+        case 0x8b: /* LONG4 */
+            if (hv__pk_need(P, op == 0x8a ? 1 : 4) != 0) return NULL;
+            if (op == 0x8a) {
+                n = buf[P->pos];
+                P->pos += 1;
+            } else {
+                int32_t s = (int32_t)hv__rd32(buf + P->pos);
+                if (s < 0) return (hv__pv *)hv__pk_fail(P, "LONG4 with a negative length");
+                n = (uint64_t)s;
+                P->pos += 4;
+            }
+            rc = hv__pk_push(P, hv__pk_long(P, n));
+            break;
+        case 'G': { /* BINFLOAT: big-endian double */
+            uint64_t u = 0;
+            int k;
+            if (hv__pk_need(P, 8) != 0) return NULL;
+            for (k = 0; k < 8; k++) u = (u << 8) | buf[P->pos + k];
+            P->pos += 8;
+            a = hv__pv_new(P, HV__PV_FLOAT);
+            if (a) memcpy(&a->f, &u, 8);
+            rc = hv__pk_push(P, a);
+            break;
+        }
+        case 'X':  /* BINUNICODE */
+        case 'B':  /* BINBYTES */
+        case 'T':  /* BINSTRING */
+        case 0x8c: /* SHORT_BINUNICODE */
+        case 'C':  /* SHORT_BINBYTES */
+        case 'U':  /* SHORT_BINSTRING */
+        case 0x8d: /* BINUNICODE8 */
+        case 0x8e: /* BINBYTES8 */
+        case 0x96: /* BYTEARRAY8 */ {
+            int w = (op == 0x8c || op == 'C' || op == 'U') ? 1 : (op == 0x8d || op == 0x8e || op == 0x96) ? 8 : 4;
+            if (hv__pk_need(P, (uint64_t)w) != 0) return NULL;
+            n = w == 1 ? buf[P->pos] : w == 4 ? hv__rd32(buf + P->pos) : hv__rd64(buf + P->pos);
+            if (op == 'T' && (n & 0x80000000u)) return (hv__pv *)hv__pk_fail(P, "BINSTRING with a negative length");
+            P->pos += (size_t)w;
+            rc = hv__pk_push(P, hv__pk_string(P, (op == 'B' || op == 'C' || op == 0x8e || op == 0x96) ? HV__PV_BYTES : HV__PV_STR, n));
+            break;
+        }
+        case '}': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_DICT)); break;
+        case ']': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_LIST)); break;
+        case ')': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_TUPLE)); break;
+        case 0x8f: rc = hv__pk_push(P, hv__pv_new(P, HV__PV_SET)); break; /* EMPTY_SET */
+        case 'd': /* DICT */
+        case 'l': /* LIST */
+        case 't': /* TUPLE */
+        case 0x91: /* FROZENSET */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            if (op == 'd' && ((P->sp - start) & 1)) return (hv__pv *)hv__pk_fail(P, "DICT with an odd number of items");
+            rc = hv__pk_push(P, hv__pk_collect(P, op == 'd' ? HV__PV_DICT : op == 'l' ? HV__PV_LIST : op == 't' ? HV__PV_TUPLE : HV__PV_SET, start));
+            break;
+        case 0x85: /* TUPLE1 */
+        case 0x86: /* TUPLE2 */
+        case 0x87: /* TUPLE3 */
+            n = (uint64_t)(op - 0x84);
+            if (P->sp - hv__pk_floor(P) < n) return (hv__pv *)hv__pk_fail(P, "stack underflow (TUPLE%d)", (int)n);
+            rc = hv__pk_push(P, hv__pk_collect(P, HV__PV_TUPLE, P->sp - (size_t)n));
+            break;
+        case 'a': /* APPEND */
+            if (!(b = hv__pk_pop(P)) || !(c = hv__pk_top(P))) return NULL;
+            if (c->kind == HV__PV_LIST) rc = hv__pv_append(P, c, b);
+            else if (c->kind != HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "APPEND to a value that is not a list");
+            break;
+        case 's': /* SETITEM */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P)) || !(c = hv__pk_top(P))) return NULL;
+            if (c->kind == HV__PV_DICT) rc = (hv__pv_append(P, c, a) != 0 || hv__pv_append(P, c, b) != 0) ? -1 : 0;
+            else if (c->kind != HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "SETITEM on a value that is not a dict");
+            break;
+        case 'e': /* APPENDS */
+        case 'u': /* SETITEMS */
+        case 0x90: /* ADDITEMS */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            rc = hv__pk_fill(P, op == 'e' ? HV__PV_LIST : op == 'u' ? HV__PV_DICT : HV__PV_SET, start);
+            break;
+        case 'q': /* BINPUT */
+        case 'r': /* LONG_BINPUT */
+            if (hv__pk_need(P, op == 'q' ? 1 : 4) != 0) return NULL;
+            n = op == 'q' ? buf[P->pos] : hv__rd32(buf + P->pos);
+            P->pos += op == 'q' ? 1 : 4;
+            rc = hv__pk_memo_put(P, n);
+            break;
+        case 0x94: /* MEMOIZE */
+            rc = hv__pk_memo_put(P, P->memo_count);
+            break;
+        case 'h': /* BINGET */
+        case 'j': /* LONG_BINGET */
+            if (hv__pk_need(P, op == 'h' ? 1 : 4) != 0) return NULL;
+            n = op == 'h' ? buf[P->pos] : hv__rd32(buf + P->pos);
+            P->pos += op == 'h' ? 1 : 4;
+            rc = hv__pk_memo_get(P, n);
+            break;
+        case 'c': /* GLOBAL */
+        case 'i': { /* INST: GLOBAL then a call with the items since the MARK */
+            const char *m, *nm;
+            size_t mn, nn;
+            if (hv__pk_line(P, &m, &mn) != 0 || hv__pk_line(P, &nm, &nn) != 0) return NULL;
+            a = hv__pk_global(P, m, mn, nm, nn);
+            if (!a) return NULL;
+            if (op == 'c') {
+                rc = hv__pk_push(P, a);
+            } else {
+                if (hv__pk_pop_mark(P, &start) != 0 || !(b = hv__pk_collect(P, HV__PV_TUPLE, start))) return NULL;
+                rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            }
+            break;
+        }
+        case 0x93: /* STACK_GLOBAL */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            if (a->kind != HV__PV_STR || b->kind != HV__PV_STR) return (hv__pv *)hv__pk_fail(P, "STACK_GLOBAL needs two strings");
+            rc = hv__pk_push(P, hv__pk_global(P, a->s, a->slen, b->s, b->slen));
+            break;
+        case 'R': /* REDUCE */
+        case 0x81: /* NEWOBJ */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 0x92: /* NEWOBJ_EX: cls, args, kwargs */
+            if (!hv__pk_pop(P) || !(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 'o': /* OBJ: MARK cls args... */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            if (P->sp == start) return (hv__pv *)hv__pk_fail(P, "OBJ without a class");
+            a = P->stack[start];
+            if (!(b = hv__pk_collect(P, HV__PV_TUPLE, start + 1))) return NULL;
+            P->sp = start;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 'b': /* BUILD: state is set on the object; we keep nothing of it */
+            if (!hv__pk_pop(P) || !hv__pk_top(P)) return NULL;
+            break;
+        case 'Q': /* BINPERSID */
+            if (!(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_persistent(P, a));
+            break;
+        default:
+            if (op >= 0x20 && op < 0x7f)
+                return (hv__pv *)hv__pk_fail(P, "unsupported pickle opcode '%c' (0x%02x): not a torch.save pickle", op, op);
+            return (hv__pv *)hv__pk_fail(P, "unsupported pickle opcode 0x%02x: not a torch.save pickle", op);
+        }
+        if (rc != 0) return NULL;
+    }
+    P->opstart = P->pos;
+    return (hv__pv *)hv__pk_fail(P, "truncated: the pickle ends without a STOP opcode");
+}
+
+/* ---- tensor materialisation -------------------------------------------------------------------
+   One tensor from a storage of storage_bytes bytes at file offset base: element (i0, i1, ...) is
+   at storage element offset + sum(ik * stride[k]), of type et. The result is a new persistent
+   contiguous f32 or i32 tensor. Contiguous data streams through a small conversion buffer (or
+   straight into the tensor for f32); strided views read the span they cover once. */
+static hv_tensor *hv__ckpt_tensor(hv_ctx *ctx, const hv__src *src, const char *name, int et, int ndim, const int64_t *shape,
+                                  const int64_t *stride, int64_t offset, uint64_t base, uint64_t storage_bytes) {
+    const hv__etype *ty;
+    uint64_t numel = 1, maxidx, es, need, out_bytes, limit;
+    int64_t dims[HV_MAX_DIMS];
+    int k, contiguous = 1;
+    hv_tensor *t;
+    unsigned char *tmp = NULL, *gath = NULL;
+    char why[160];
+    if (et < 0 || et >= HV__E_COUNT) return (hv_tensor *)hv__src_fail(src, "tensor '%s' has an unsupported element type", name);
+    ty = &hv__etypes[et];
+    es = (uint64_t)ty->size;
+    if (ndim > HV_MAX_DIMS)
+        return (hv_tensor *)hv__src_fail(src, "tensor '%s' has %d dimensions; humanvit tensors have at most %d", name, ndim, HV_MAX_DIMS);
+    maxidx = (uint64_t)offset;
+    for (k = ndim - 1; k >= 0; k--) {
+        uint64_t reach;
+        if (shape[k] < 0 || stride[k] < 0) return (hv_tensor *)hv__src_fail(src, "tensor '%s' has a negative size or stride", name);
+        if (hv__mul64(numel, (uint64_t)shape[k], &numel) != 0 || numel > ((uint64_t)1 << 60))
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s': the product of its sizes overflows", name);
+        if (shape[k] > 0 && (hv__mul64((uint64_t)shape[k] - 1, (uint64_t)stride[k], &reach) != 0 || hv__add64(maxidx, reach, &maxidx) != 0))
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s': its strides overflow", name);
+        dims[k] = shape[k];
+    }
+    for (k = ndim - 1, need = 1; k >= 0; k--) { /* row-major strides (size-1 axes do not matter) */
+        if (shape[k] != 1 && (uint64_t)stride[k] != need) contiguous = 0;
+        need *= (uint64_t)shape[k];
+    }
+    if (numel > 0) { /* the last element read must lie inside the storage */
+        if (hv__add64(maxidx, 1, &need) != 0 || hv__mul64(need, es, &need) != 0 || need > storage_bytes)
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s' reaches past the end of its storage (element %llu of a %llu-byte %s storage)",
+                                             name, (unsigned long long)maxidx, (unsigned long long)storage_bytes, ty->st);
+    }
+    /* expanded (stride-0) views may describe more elements than the file holds; allow them
+       HV__EXPAND_SLACK beyond 4 bytes per stored byte, so a hostile file cannot ask for terabytes */
+    out_bytes = numel * 4;
+    if (hv__mul64(storage_bytes, 4, &limit) != 0 || hv__add64(limit, HV__EXPAND_SLACK, &limit) != 0) limit = UINT64_MAX;
+    if (out_bytes > limit || out_bytes > (uint64_t)(SIZE_MAX / 2))
+        return (hv_tensor *)hv__src_fail(src, "tensor '%s' would need %llu bytes, far more than its %llu-byte storage", name,
+                                         (unsigned long long)out_bytes, (unsigned long long)storage_bytes);
+    t = hv_tensor_new(ctx, ty->is_int ? HV_I32 : HV_F32, hv_shape_of(ndim, dims));
+    if (!t) return (hv_tensor *)hv__src_fail(src, "tensor '%s': %s", name, hv_last_error());
+    if (numel == 0) return t;
+    if (contiguous) {
+        uint64_t at = base + (uint64_t)offset * es, done = 0; /* in range: checked above */
+        if (et == HV__E_F32 && hv__host_le()) {
+            if (hv__src_read(src, at, t->data, (size_t)(numel * 4), "tensor data") != 0) goto fail;
+        } else {
+            size_t chunk = (size_t)(numel < HV__CHUNK_ELEMS ? numel : HV__CHUNK_ELEMS);
+            tmp = (unsigned char *)hv__malloc(chunk * (size_t)es);
+            if (!tmp) goto oom;
+            while (done < numel) {
+                size_t m = (size_t)(numel - done < chunk ? numel - done : chunk);
+                if (hv__src_read(src, at + done * es, tmp, m * (size_t)es, "tensor data") != 0) goto fail;
+                if (hv__convert(et, tmp, m, (char *)t->data + done * 4, (size_t)done, why, sizeof why) != 0) goto bad;
+                done += m;
+            }
+        }
+    } else {
+        /* read the covered span once, gather the elements in row-major order, convert */
+        uint64_t span = (maxidx - (uint64_t)offset + 1) * es, i;
+        int64_t idx[HV_MAX_DIMS];
+        uint64_t rel = 0;
+        if (span > (uint64_t)(SIZE_MAX / 2)) goto oom;
+        tmp = (unsigned char *)hv__malloc((size_t)span);
+        gath = (unsigned char *)hv__malloc((size_t)(numel * es));
+        if (!tmp || !gath) goto oom;
+        if (hv__src_read(src, base + (uint64_t)offset * es, tmp, (size_t)span, "tensor data") != 0) goto fail;
+        memset(idx, 0, sizeof idx);
+        for (i = 0; i < numel; i++) {
+            memcpy(gath + i * es, tmp + rel * es, (size_t)es);
+            for (k = ndim - 1; k >= 0; k--) { /* odometer */
+                if (++idx[k] < shape[k]) {
+                    rel += (uint64_t)stride[k];
+                    break;
+                }
+                rel -= (uint64_t)stride[k] * (uint64_t)(shape[k] - 1);
+                idx[k] = 0;
+            }
+        }
+        if (hv__convert(et, gath, (size_t)numel, t->data, 0, why, sizeof why) != 0) goto bad;
+    }
+    hv__free(tmp);
+    hv__free(gath);
+    return t;
+bad:
+    hv__src_fail(src, "tensor '%s' (%s): %s", name, ty->st, why);
+    goto fail;
+oom:
+    hv__src_fail(src, "out of memory reading tensor '%s'", name);
+fail:
+    hv__free(tmp);
+    hv__free(gath);
+    hv_tensor_free(t);
+    return NULL;
+}
+
+/* ---- torch.save files ---------------------------------------------------------------------- */
+
+/* the value of the last pair whose key is the string key */
+static const hv__pv *hv__pk_dict_get(const hv__pv *d, const char *key) {
+    const hv__pv *v = NULL;
+    size_t k;
+    for (k = 0; k + 1 < d->n; k += 2)
+        if (hv__pv_str_is(d->items[k], key)) v = d->items[k + 1];
+    return v;
+}
+/* "'model', 'optimizer', ..." for messages */
+static const char *hv__pk_keys(const hv__pv *d) {
+    static HV__TLS char buf[256];
+    size_t k, at = 0;
+    buf[0] = 0;
+    for (k = 0; k + 1 < d->n && at + 40 < sizeof buf; k += 2) {
+        const hv__pv *key = d->items[k];
+        if (key->kind == HV__PV_STR)
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s'%.*s'", at ? ", " : "", (int)(key->slen < 32 ? key->slen : 32), key->s);
+    }
+    if (k + 1 < d->n) snprintf(buf + at, sizeof buf - at, ", ...");
+    return buf;
+}
+static const char *hv__pv_kind_name(const hv__pv *v) {
+    static const char *names[] = {"None", "bool", "int", "float", "str", "bytes", "tuple", "list",
+                                  "dict", "set", "global", "object", "storage", "tensor"};
+    return names[v->kind];
+}
+
+/* the dict that holds the weights (see hv_torch_load); NULL with the error set */
+static const hv__pv *hv__pk_select(const hv__src *src, const hv__pv *root, const char *entry, const char **chosen) {
+    static const char *autos[3] = {"model", "model_state_dict", "state_dict"};
+    const hv__pv *v;
+    int k;
+    *chosen = "the top level";
+    if (entry) {
+        if (root->kind != HV__PV_DICT)
+            return (const hv__pv *)hv__src_fail(src, "the checkpoint is a %s, not a dict, so it has no entry '%s'", hv__pv_kind_name(root), entry);
+        v = hv__pk_dict_get(root, entry);
+        if (!v) return (const hv__pv *)hv__src_fail(src, "no entry '%s' (top-level keys: %s)", entry, hv__pk_keys(root));
+        if (v->kind != HV__PV_DICT) return (const hv__pv *)hv__src_fail(src, "entry '%s' is a %s, not a dict of tensors", entry, hv__pv_kind_name(v));
+        *chosen = entry;
+        return v;
+    }
+    if (root->kind != HV__PV_DICT)
+        return (const hv__pv *)hv__src_fail(src, "the checkpoint is a %s, not a dict of tensors", hv__pv_kind_name(root));
+    for (k = 0; k < 3; k++) {
+        v = hv__pk_dict_get(root, autos[k]);
+        if (v && v->kind == HV__PV_DICT) {
+            *chosen = autos[k];
+            return v;
+        }
+    }
+    return root;
+}
+
+static hv_state_dict *hv__torch_load_src(hv_ctx *ctx, const hv__src *src, const char *entry) {
+    hv__zip z;
+    hv__pickle P;
+    unsigned char head[2] = {0, 0}, *pkl = NULL;
+    const hv__zent *e = NULL;
+    const hv__pv *root, *dict;
+    hv_state_dict *sd = NULL;
+    char *ename = NULL;
+    const char *chosen;
+    size_t k, plen = 0, ntensors = 0;
+    uint64_t off;
+    memset(&P, 0, sizeof P);
+    memset(&z, 0, sizeof z);
+    P.src = src;
+    if (!ctx) return (hv_state_dict *)hv__src_fail(src, "ctx is NULL");
+    if (src->size >= 2 && hv__src_read(src, 0, head, 2, "the magic number") != 0) return NULL;
+    if (head[0] == 0x80 && head[1] <= 5)
+        return (hv_state_dict *)hv__src_fail(src, "legacy (non-zip) torch.save format, written by PyTorch < 1.6 or with "
+                                                  "_use_new_zipfile_serialization=False; load it in PyTorch and torch.save it again");
+    if (hv__zip_open(&z, src) != 0) return NULL;
+    /* the archive's records live under one folder ("archive/", "<name>/"): find <folder>/data.pkl */
+    for (k = 0; k < z.n; k++) {
+        const hv__zent *c = &z.e[k];
+        if (c->nlen >= 8 && memcmp(c->name + c->nlen - 8, "data.pkl", 8) == 0) {
+            const char *slash = (const char *)memchr(c->name, '/', c->nlen - 8);
+            if (c->nlen == 8 || (slash && (size_t)(slash - c->name) == c->nlen - 9)) {
+                e = c;
+                break;
+            }
+        }
+    }
+    if (!e) {
+        hv__src_fail(src, "no data.pkl record: a zip archive, but not one written by torch.save");
+        goto done;
+    }
+    plen = e->nlen - 8; /* the folder prefix, with its slash */
+    if (hv__zip_data(&z, e, &off) != 0) goto done;
+    if (e->usize > HV__PK_MAX_BYTES) {
+        hv__src_fail(src, "data.pkl of %llu bytes is too large", (unsigned long long)e->usize);
+        goto done;
+    }
+    pkl = (unsigned char *)hv__malloc((size_t)e->usize);
+    if (!pkl) {
+        hv__src_fail(src, "out of memory for data.pkl");
+        goto done;
+    }
+    if (hv__src_read(src, off, pkl, (size_t)e->usize, "data.pkl") != 0) goto done;
+    { /* byteorder (PyTorch >= 1.10): storages are little-endian unless it says "big" */
+        char bo[16];
+        const hv__zent *b;
+        ename = (char *)hv__malloc(plen + 5 + 24 + 1);
+        if (!ename) {
+            hv__src_fail(src, "out of memory");
+            goto done;
+        }
+        memcpy(ename, e->name, plen);
+        memcpy(ename + plen, "byteorder", 9);
+        b = hv__zip_find(&z, ename, plen + 9);
+        if (b && b->usize >= 3 && b->usize < sizeof bo) {
+            if (hv__zip_data(&z, b, &off) != 0 || hv__src_read(src, off, bo, (size_t)b->usize, "byteorder") != 0) goto done;
+            if (memcmp(bo, "big", 3) == 0) {
+                hv__src_fail(src, "the storages are big-endian (byteorder = big); only little-endian checkpoints are supported");
+                goto done;
+            }
+        }
+        hv__free(ename);
+        ename = NULL;
+    }
+    root = hv__pickle_run(&P, pkl, (size_t)e->usize);
+    if (!root) goto done;
+    dict = hv__pk_select(src, root, entry, &chosen);
+    if (!dict) goto done;
+    sd = hv_state_dict_new(ctx);
+    if (!sd) goto done;
+    for (k = 0; k + 1 < dict->n; k += 2) {
+        const hv__pv *key = dict->items[k], *val = dict->items[k + 1], *st;
+        const hv__ptensor *pt;
+        const char *name;
+        size_t nlen;
+        char namebuf[256];
+        hv_tensor *t;
+        uint64_t sbytes;
+        if (key->kind != HV__PV_STR || val->kind != HV__PV_TENSOR) continue; /* not a tensor entry */
+        name = key->s;
+        nlen = key->slen;
+        if (nlen >= 7 && memcmp(name, "module.", 7) == 0) { /* DataParallel / DDP */
+            name += 7;
+            nlen -= 7;
+        }
+        if (memchr(name, 0, nlen)) {
+            hv__src_fail(src, "a tensor name contains a NUL byte");
+            goto fail;
+        }
+        snprintf(namebuf, sizeof namebuf, "%.*s", (int)(nlen < 200 ? nlen : 200), name);
+        pt = val->tensor;
+        st = pt->storage;
+        if (st->et < 0 || val->et < 0) {
+            hv__src_fail(src, "tensor '%s': storage type torch.%.*s%s is not supported", namebuf, (int)(st->s2len < 64 ? st->s2len : 64), st->s2,
+                         val->et < 0 && st->et >= 0 ? " with this dtype" : "");
+            goto fail;
+        }
+        if (pt->ndim > HV_MAX_DIMS) {
+            hv__src_fail(src, "tensor '%s' has more than %d dimensions", namebuf, HV_MAX_DIMS);
+            goto fail;
+        }
+        ename = (char *)hv__malloc(plen + 5 + st->slen + 1);
+        if (!ename) {
+            hv__src_fail(src, "out of memory");
+            goto fail;
+        }
+        memcpy(ename, e->name, plen);
+        memcpy(ename + plen, "data/", 5);
+        memcpy(ename + plen + 5, st->s, st->slen);
+        {
+            const hv__zent *se = hv__zip_find(&z, ename, plen + 5 + st->slen);
+            if (!se) {
+                hv__src_fail(src, "tensor '%s': its storage record '%.*s' is missing", namebuf, (int)(plen + 5 + (st->slen < 64 ? st->slen : 64)), ename);
+                goto fail;
+            }
+            if (hv__zip_data(&z, se, &off) != 0) goto fail;
+            if (hv__mul64((uint64_t)st->i, (uint64_t)hv__etypes[st->et].size, &sbytes) != 0 || sbytes > se->usize) {
+                hv__src_fail(src, "tensor '%s': storage '%.*s' declares %lld elements but holds %llu bytes", namebuf,
+                             (int)(st->slen < 64 ? st->slen : 64), st->s, (long long)st->i, (unsigned long long)se->usize);
+                goto fail;
+            }
+        }
+        hv__free(ename);
+        ename = NULL;
+        t = hv__ckpt_tensor(ctx, src, namebuf, val->et, pt->ndim, pt->size, pt->stride, pt->offset, off, sbytes);
+        if (!t) goto fail;
+        if (hv__sd_put(sd, src->op, name, nlen, t, 1, 1) != 0) {
+            hv_tensor_free(t);
+            goto fail;
+        }
+        ntensors++;
+    }
+    if (!ntensors) {
+        hv__src_fail(src, "no tensors in %s%s%s (its keys: %s)", entry || dict != root ? "entry '" : "", chosen,
+                     entry || dict != root ? "'" : "", hv__pk_keys(dict));
+        goto fail;
+    }
+    goto done;
+fail:
+    hv_state_dict_free(sd);
+    sd = NULL;
+done:
+    hv__free(ename);
+    hv__free(pkl);
+    hv__pickle_free(&P);
+    hv__zip_close(&z);
+    return sd;
+}
+
+/* ---- safetensors ------------------------------------------------------------------------------
+   8-byte little-endian header length N, N bytes of JSON {name: {"dtype", "shape",
+   "data_offsets": [begin, end]}, "__metadata__": {...}}, then the data; offsets are relative to
+   the byte after the header. */
+
+typedef struct hv__st_ent {
+    char *name;
+    size_t nlen;
+    int et, ndim;
+    int64_t shape[HV_MAX_DIMS];
+    uint64_t begin, end;
+} hv__st_ent;
+typedef struct hv__st_hdr {
+    hv__st_ent *e;
+    size_t n, cap;
+} hv__st_hdr;
+static void hv__st_hdr_free(hv__st_hdr *h) {
+    size_t k;
+    for (k = 0; k < h->n; k++) hv__free(h->e[k].name);
+    hv__free(h->e);
+    memset(h, 0, sizeof *h);
+}
+
+typedef struct hv__json {
+    const unsigned char *p, *start, *end;
+    const hv__src *src;
+} hv__json;
+
+static int hv__js_fail(hv__json *J, const char *what) {
+    hv__src_fail(J->src, "bad safetensors header at byte %zu: %s", (size_t)(J->p - J->start), what);
+    return -1;
+}
+static void hv__js_ws(hv__json *J) {
+    while (J->p < J->end && (*J->p == ' ' || *J->p == '\t' || *J->p == '\n' || *J->p == '\r')) J->p++;
+}
+static int hv__js_char(hv__json *J, char c) { /* consumes c after whitespace; 0 when it was there */
+    hv__js_ws(J);
+    if (J->p < J->end && *J->p == (unsigned char)c) {
+        J->p++;
+        return 0;
+    }
+    return -1;
+}
+static int hv__js_hex4(hv__json *J, unsigned *v) {
+    int k;
+    *v = 0;
+    if (J->end - J->p < 4) return hv__js_fail(J, "truncated \\u escape");
+    for (k = 0; k < 4; k++) {
+        unsigned char c = *J->p++;
+        unsigned d = (c >= '0' && c <= '9') ? (unsigned)(c - '0') : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
+                   : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10) : 16u;
+        if (d > 15) return hv__js_fail(J, "bad \\u escape");
+        *v = *v * 16 + d;
+    }
+    return 0;
+}
+/* a JSON string, decoded into a new NUL-terminated buffer (*out, caller frees; NULL when
+   out is NULL: skip only) */
+static int hv__js_string(hv__json *J, char **out, size_t *outlen) {
+    const unsigned char *q;
+    char *s = NULL;
+    size_t n = 0;
+    if (out) *out = NULL;
+    if (hv__js_char(J, '"') != 0) return hv__js_fail(J, "expected a string");
+    for (q = J->p; q < J->end && *q != '"'; q++)
+        if (*q == '\\') q++;
+    if (q >= J->end) return hv__js_fail(J, "unterminated string");
+    if (out) { /* decoded length <= raw length */
+        s = (char *)hv__malloc((size_t)(q - J->p) + 1);
+        if (!s) return hv__js_fail(J, "out of memory");
+    }
+    while (*J->p != '"') {
+        unsigned char c = *J->p++;
+        unsigned cp;
+        if (c < 0x20) {
+            hv__free(s);
+            return hv__js_fail(J, "control character in a string");
+        }
+        if (c != '\\') {
+            if (s) s[n++] = (char)c;
+            continue;
+        }
+        c = *J->p++; /* inside the string: the scan above saw the closing quote after it */
+        switch (c) {
+        case '"': case '\\': case '/': cp = c; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (hv__js_hex4(J, &cp) != 0) {
+                hv__free(s);
+                return -1;
+            }
+            if (cp >= 0xd800 && cp < 0xdc00) { /* a surrogate pair */
+                unsigned lo;
+                if (J->end - J->p < 6 || J->p[0] != '\\' || J->p[1] != 'u') {
+                    hv__free(s);
+                    return hv__js_fail(J, "unpaired surrogate");
+                }
+                J->p += 2;
+                if (hv__js_hex4(J, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) {
+                    hv__free(s);
+                    return lo < 0xdc00 || lo > 0xdfff ? hv__js_fail(J, "unpaired surrogate") : -1;
+                }
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                hv__free(s);
+                return hv__js_fail(J, "unpaired surrogate");
+            }
+            break;
+        default:
+            hv__free(s);
+            return hv__js_fail(J, "bad escape");
+        }
+        if (J->p > q) { /* an escape may not run past the closing quote the scan found */
+            hv__free(s);
+            return hv__js_fail(J, "bad escape at the end of a string");
+        }
+        if (s) { /* UTF-8; at most 4 bytes from at least 2 raw ones (6 for 4) */
+            if (cp < 0x80) s[n++] = (char)cp;
+            else if (cp < 0x800) {
+                s[n++] = (char)(0xc0 | (cp >> 6));
+                s[n++] = (char)(0x80 | (cp & 63));
+            } else if (cp < 0x10000) {
+                s[n++] = (char)(0xe0 | (cp >> 12));
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+                s[n++] = (char)(0x80 | (cp & 63));
+            } else {
+                s[n++] = (char)(0xf0 | (cp >> 18));
+                s[n++] = (char)(0x80 | ((cp >> 12) & 63));
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+                s[n++] = (char)(0x80 | (cp & 63));
+            }
+        }
+    }
+    J->p++; /* the closing quote */
+    if (s) {
+        s[n] = 0;
+        *out = s;
+        if (outlen) *outlen = n;
+    }
+    return 0;
+}
+static int hv__js_uint(hv__json *J, uint64_t *v) {
+    int digits = 0;
+    hv__js_ws(J);
+    *v = 0;
+    while (J->p < J->end && *J->p >= '0' && *J->p <= '9') {
+        unsigned d = (unsigned)(*J->p++ - '0');
+        if (*v > (UINT64_MAX - d) / 10) return hv__js_fail(J, "number too large");
+        *v = *v * 10 + d;
+        digits++;
+    }
+    if (!digits) return hv__js_fail(J, "expected a non-negative integer");
+    if (J->p < J->end && (*J->p == '.' || *J->p == 'e' || *J->p == 'E')) return hv__js_fail(J, "expected an integer");
+    return 0;
+}
+/* skips any JSON value, nested at most HV__JSON_MAX_DEPTH deep */
+static int hv__js_skip(hv__json *J, int depth) {
+    hv__js_ws(J);
+    if (J->p >= J->end) return hv__js_fail(J, "truncated");
+    if (depth > HV__JSON_MAX_DEPTH) return hv__js_fail(J, "nested too deeply");
+    switch (*J->p) {
+    case '"': return hv__js_string(J, NULL, NULL);
+    case '{':
+    case '[': {
+        char close = *J->p == '{' ? '}' : ']';
+        int obj = close == '}';
+        J->p++;
+        if (hv__js_char(J, close) == 0) return 0;
+        for (;;) {
+            if (obj && (hv__js_string(J, NULL, NULL) != 0 || (hv__js_char(J, ':') != 0 && hv__js_fail(J, "expected ':'")))) return -1;
+            if (hv__js_skip(J, depth + 1) != 0) return -1;
+            if (hv__js_char(J, ',') == 0) continue;
+            if (hv__js_char(J, close) == 0) return 0;
+            return hv__js_fail(J, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+    default: { /* number, true, false, null */
+        const unsigned char *s = J->p;
+        while (J->p < J->end && ((*J->p >= '0' && *J->p <= '9') || *J->p == '-' || *J->p == '+' || *J->p == '.' ||
+                                 *J->p == 'e' || *J->p == 'E' || (*J->p >= 'a' && *J->p <= 'z')))
+            J->p++;
+        if (J->p == s) return hv__js_fail(J, "unexpected character");
+        return 0;
+    }
+    }
+}
+
+/* parses the JSON header; data_len: bytes after the header, which every tensor must lie in */
+static int hv__safetensors_parse_header(const unsigned char *json, size_t len, uint64_t data_len, hv__st_hdr *h, const hv__src *src) {
+    hv__json J;
+    memset(h, 0, sizeof *h);
+    J.p = J.start = json;
+    J.end = json + len;
+    J.src = src;
+    if (hv__js_char(&J, '{') != 0) return hv__js_fail(&J, "expected '{'");
+    if (hv__js_char(&J, '}') == 0) goto end;
+    for (;;) {
+        char *name = NULL;
+        size_t nlen = 0;
+        hv__st_ent *e;
+        int seen = 0; /* bits: 1 dtype, 2 shape, 4 data_offsets */
+        uint64_t bytes;
+        if (hv__js_string(&J, &name, &nlen) != 0) goto fail;
+        if (hv__js_char(&J, ':') != 0) {
+            hv__free(name);
+            hv__js_fail(&J, "expected ':'");
+            goto fail;
+        }
+        if (strcmp(name, "__metadata__") == 0 && nlen == 12) {
+            hv__free(name);
+            if (hv__js_skip(&J, 1) != 0) goto fail;
+            goto next;
+        }
+        if (h->n == h->cap) {
+            void *p = hv__grow(h->e, &h->cap, h->n + 1, sizeof *h->e);
+            if (!p) {
+                hv__free(name);
+                hv__js_fail(&J, "out of memory");
+                goto fail;
+            }
+            h->e = (hv__st_ent *)p;
+        }
+        e = &h->e[h->n++];
+        memset(e, 0, sizeof *e);
+        e->name = name;
+        e->nlen = nlen;
+        e->et = -1;
+        if (hv__js_char(&J, '{') != 0) {
+            hv__js_fail(&J, "expected '{' after a tensor name");
+            goto fail;
+        }
+        if (hv__js_char(&J, '}') != 0)
+            for (;;) {
+                char *key = NULL;
+                if (hv__js_string(&J, &key, NULL) != 0) goto fail;
+                if (hv__js_char(&J, ':') != 0) {
+                    hv__free(key);
+                    hv__js_fail(&J, "expected ':'");
+                    goto fail;
+                }
+                if (strcmp(key, "dtype") == 0) {
+                    char *dt = NULL;
+                    size_t dlen = 0;
+                    hv__free(key);
+                    if (hv__js_string(&J, &dt, &dlen) != 0) goto fail;
+                    e->et = hv__etype_find(0, dt, dlen);
+                    if (e->et < 0) {
+                        hv__src_fail(src, "tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16, F64 and integer types are)", name, dt);
+                        hv__free(dt);
+                        goto fail;
+                    }
+                    hv__free(dt);
+                    seen |= 1;
+                } else if (strcmp(key, "shape") == 0 || strcmp(key, "data_offsets") == 0) {
+                    int is_shape = key[0] == 's', cnt = 0;
+                    uint64_t v[HV_MAX_DIMS];
+                    hv__free(key);
+                    if (hv__js_char(&J, '[') != 0) {
+                        hv__js_fail(&J, "expected '['");
+                        goto fail;
+                    }
+                    if (hv__js_char(&J, ']') != 0)
+                        for (;;) {
+                            if (cnt == (is_shape ? HV_MAX_DIMS : 2)) {
+                                if (is_shape) hv__src_fail(src, "tensor '%s' has more than %d dimensions", name, HV_MAX_DIMS);
+                                else hv__js_fail(&J, "data_offsets must hold two numbers");
+                                goto fail;
+                            }
+                            if (hv__js_uint(&J, &v[cnt]) != 0) goto fail;
+                            cnt++;
+                            if (hv__js_char(&J, ',') == 0) continue;
+                            if (hv__js_char(&J, ']') == 0) break;
+                            hv__js_fail(&J, "expected ',' or ']'");
+                            goto fail;
+                        }
+                    if (is_shape) {
+                        int k;
+                        for (k = 0; k < cnt; k++) {
+                            if (v[k] > (uint64_t)INT64_MAX) {
+                                hv__js_fail(&J, "dimension too large");
+                                goto fail;
+                            }
+                            e->shape[k] = (int64_t)v[k];
+                        }
+                        e->ndim = cnt;
+                        seen |= 2;
+                    } else {
+                        if (cnt != 2) {
+                            hv__js_fail(&J, "data_offsets must hold two numbers");
+                            goto fail;
+                        }
+                        e->begin = v[0];
+                        e->end = v[1];
+                        seen |= 4;
+                    }
+                } else {
+                    hv__free(key);
+                    if (hv__js_skip(&J, 2) != 0) goto fail;
+                }
+                if (hv__js_char(&J, ',') == 0) continue;
+                if (hv__js_char(&J, '}') == 0) break;
+                hv__js_fail(&J, "expected ',' or '}'");
+                goto fail;
+            }
+        if (seen != 7) {
+            hv__src_fail(src, "tensor '%s' lacks %s", name, !(seen & 1) ? "a dtype" : !(seen & 2) ? "a shape" : "data_offsets");
+            goto fail;
+        }
+        { /* the byte range must be inside the data and exactly as long as the shape says */
+            int k;
+            bytes = (uint64_t)hv__etypes[e->et].size;
+            for (k = 0; k < e->ndim; k++)
+                if (hv__mul64(bytes, (uint64_t)e->shape[k], &bytes) != 0) {
+                    hv__src_fail(src, "tensor '%s': the product of its shape overflows", name);
+                    goto fail;
+                }
+            if (e->begin > e->end || e->end > data_len) {
+                hv__src_fail(src, "tensor '%s': data_offsets [%llu, %llu] lie outside the %llu data bytes", name,
+                             (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)data_len);
+                goto fail;
+            }
+            if (e->end - e->begin != bytes) {
+                hv__src_fail(src, "tensor '%s': data_offsets span %llu bytes but its %s shape needs %llu", name,
+                             (unsigned long long)(e->end - e->begin), hv__etypes[e->et].st, (unsigned long long)bytes);
+                goto fail;
+            }
+        }
+    next:
+        if (hv__js_char(&J, ',') == 0) continue;
+        if (hv__js_char(&J, '}') == 0) break;
+        hv__js_fail(&J, "expected ',' or '}'");
+        goto fail;
+    }
+end:
+    hv__js_ws(&J);
+    if (J.p != J.end) {
+        hv__js_fail(&J, "trailing bytes after the JSON object");
+        goto fail;
+    }
+    return 0;
+fail:
+    hv__st_hdr_free(h);
+    return -1;
+}
+
+static hv_state_dict *hv__safetensors_load_src(hv_ctx *ctx, const hv__src *src) {
+    unsigned char lenbuf[8], *json = NULL;
+    uint64_t hlen, data_len;
+    hv__st_hdr h;
+    hv_state_dict *sd = NULL;
+    size_t k;
+    int64_t stride[HV_MAX_DIMS];
+    memset(&h, 0, sizeof h);
+    if (!ctx) return (hv_state_dict *)hv__src_fail(src, "ctx is NULL");
+    if (src->size < 8)
+        return (hv_state_dict *)hv__src_fail(src, "not a safetensors file: %llu bytes is shorter than the 8-byte header length", (unsigned long long)src->size);
+    if (hv__src_read(src, 0, lenbuf, 8, "the header length") != 0) return NULL;
+    hlen = hv__rd64(lenbuf);
+    if (hlen > src->size - 8)
+        return (hv_state_dict *)hv__src_fail(src, "not a safetensors file, or truncated: header length %llu exceeds the file (%llu bytes)",
+                                             (unsigned long long)hlen, (unsigned long long)src->size);
+    if (hlen > HV__ST_MAX_HEADER)
+        return (hv_state_dict *)hv__src_fail(src, "header length %llu is over the safetensors limit of %llu", (unsigned long long)hlen,
+                                             (unsigned long long)HV__ST_MAX_HEADER);
+    data_len = src->size - 8 - hlen;
+    json = (unsigned char *)hv__malloc((size_t)hlen + 1);
+    if (!json) return (hv_state_dict *)hv__src_fail(src, "out of memory for the header");
+    if (hv__src_read(src, 8, json, (size_t)hlen, "the JSON header") != 0) goto done;
+    if (hv__safetensors_parse_header(json, (size_t)hlen, data_len, &h, src) != 0) goto done;
+    sd = hv_state_dict_new(ctx);
+    if (!sd) goto done;
+    for (k = 0; k < h.n; k++) {
+        const hv__st_ent *e = &h.e[k];
+        hv_tensor *t;
+        int d;
+        int64_t s = 1;
+        for (d = e->ndim - 1; d >= 0; d--) {
+            stride[d] = s;
+            s *= e->shape[d]; /* cannot overflow: bytes = product was checked */
+        }
+        if (memchr(e->name, 0, e->nlen)) {
+            hv__src_fail(src, "a tensor name contains a NUL byte");
+            goto fail;
+        }
+        t = hv__ckpt_tensor(ctx, src, e->name, e->et, e->ndim, e->shape, stride, 0, 8 + hlen + e->begin, e->end - e->begin);
+        if (!t) goto fail;
+        if (hv__sd_put(sd, src->op, e->name, e->nlen, t, 1, 0) != 0) {
+            hv_tensor_free(t);
+            hv__src_fail(src, "tensor '%s' appears twice in the header", e->name);
+            goto fail;
+        }
+    }
+    goto done;
+fail:
+    hv_state_dict_free(sd);
+    sd = NULL;
+done:
+    hv__free(json);
+    hv__st_hdr_free(&h);
+    return sd;
+}
+
+/* ---- writing safetensors ------------------------------------------------------------------- */
+
+typedef struct hv__sbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} hv__sbuf;
+static void hv__sbuf_put(hv__sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        void *p = hv__grow(b->p, &b->cap, b->n + n + 1, 1);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = (char *)p;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void hv__sbuf_str(hv__sbuf *b, const char *s) { hv__sbuf_put(b, s, strlen(s)); }
+static void hv__sbuf_json(hv__sbuf *b, const char *s) { /* a JSON string literal */
+    hv__sbuf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            hv__sbuf_put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            hv__sbuf_put(b, esc, 6);
+        } else {
+            hv__sbuf_put(b, (const char *)&c, 1);
+        }
+    }
+    hv__sbuf_put(b, "\"", 1);
+}
+
+HVDEF int hv_safetensors_save(const hv_state_dict *sd, const char *path) {
+    static const char *op = "hv_safetensors_save";
+    hv__sbuf hdr;
+    char num[64], *tmpname = NULL;
+    unsigned char lenbuf[8], *buf = NULL;
+    uint64_t at = 0;
+    size_t k, bufcap = 0;
+    FILE *f = NULL;
+    int ok = 0, d;
+    memset(&hdr, 0, sizeof hdr);
+    if (!sd || !path) return hv__fail(op, "%s is NULL", !sd ? "sd" : "path"), -1;
+    hv__sbuf_str(&hdr, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (k = 0; k < sd->n; k++) {
+        const hv_tensor *t = sd->e[k].t;
+        uint64_t bytes = (uint64_t)hv_numel(t) * 4;
+        if (t->dtype != HV_F32 && t->dtype != HV_I32) {
+            hv__fail(op, "'%s': tensor '%s' is neither f32 nor i32", path, sd->e[k].name);
+            goto done;
+        }
+        hv__sbuf_put(&hdr, ",", 1);
+        hv__sbuf_json(&hdr, sd->e[k].name);
+        hv__sbuf_str(&hdr, t->dtype == HV_F32 ? ":{\"dtype\":\"F32\",\"shape\":[" : ":{\"dtype\":\"I32\",\"shape\":[");
+        for (d = 0; d < t->ndim; d++) {
+            snprintf(num, sizeof num, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+            hv__sbuf_str(&hdr, num);
+        }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + bytes));
+        hv__sbuf_str(&hdr, num);
+        at += bytes;
+    }
+    hv__sbuf_put(&hdr, "}", 1);
+    while (!hdr.oom && (8 + hdr.n) % 8) hv__sbuf_put(&hdr, " ", 1); /* the data starts 8-byte aligned */
+    if (hdr.oom) {
+        hv__fail(op, "'%s': out of memory for the header", path);
+        goto done;
+    }
+    tmpname = (char *)hv__malloc(strlen(path) + 7);
+    if (!tmpname) {
+        hv__fail(op, "'%s': out of memory", path);
+        goto done;
+    }
+    snprintf(tmpname, strlen(path) + 7, "%s.hvtmp", path);
+    f = fopen(tmpname, "wb");
+    if (!f) {
+        hv__fail(op, "cannot create '%s': %s", tmpname, strerror(errno));
+        goto done;
+    }
+    hv__wr64(lenbuf, (uint64_t)hdr.n);
+    if (fwrite(lenbuf, 1, 8, f) != 8 || fwrite(hdr.p, 1, hdr.n, f) != hdr.n) goto write_error;
+    for (k = 0; k < sd->n; k++) {
+        const hv_tensor *t = sd->e[k].t;
+        size_t n = (size_t)hv_numel(t), i;
+        if (hv_is_contiguous(t) && hv__host_le()) {
+            if (n && fwrite(t->data, 4, n, f) != n) goto write_error;
+            continue;
+        }
+        if (n * 4 > bufcap) { /* strided (or big-endian host): through a dense copy */
+            hv__free(buf);
+            bufcap = n * 4;
+            buf = (unsigned char *)hv__malloc(bufcap);
+            if (!buf) {
+                hv__fail(op, "'%s': out of memory", path);
+                goto fail;
+            }
+        }
+        hv_tensor_copy_to(t, buf, n * 4);
+        if (!hv__host_le())
+            for (i = 0; i < n; i++) {
+                unsigned char *q = buf + 4 * i, x = q[0], y = q[1];
+                q[0] = q[3];
+                q[1] = q[2];
+                q[2] = y;
+                q[3] = x;
+            }
+        if (n && fwrite(buf, 4, n, f) != n) goto write_error;
+    }
+    if (fflush(f) != 0) goto write_error;
+    if (fclose(f) != 0) {
+        f = NULL;
+        goto write_error;
+    }
+    f = NULL;
+    if (rename(tmpname, path) != 0) {
+#if defined(_WIN32)
+        remove(path); /* Windows' rename does not replace: the only non-atomic moment */
+        if (rename(tmpname, path) == 0) {
+            ok = 1;
+            goto done;
+        }
+#endif
+        hv__fail(op, "cannot rename '%s' to '%s': %s", tmpname, path, strerror(errno));
+        goto fail;
+    }
+    ok = 1;
+    goto done;
+write_error:
+    hv__fail(op, "writing '%s' failed: %s", tmpname, strerror(errno));
+fail:
+    if (f) fclose(f);
+    f = NULL;
+    remove(tmpname);
+done:
+    hv__free(hdr.p);
+    hv__free(buf);
+    hv__free(tmpname);
+    return ok ? 0 : -1;
+}
+
+/* ---- public loaders ---------------------------------------------------------------------------- */
+
+HVDEF hv_state_dict *hv_safetensors_load(hv_ctx *ctx, const char *path) {
+    hv__src s;
+    hv_state_dict *sd;
+    if (hv__src_open(&s, "hv_safetensors_load", path) != 0) return NULL;
+    sd = hv__safetensors_load_src(ctx, &s);
+    hv__src_close(&s);
+    return sd;
+}
+HVDEF hv_state_dict *hv_safetensors_load_memory(hv_ctx *ctx, const void *data, size_t size) {
+    hv__src s;
+    hv__src_memory(&s, "hv_safetensors_load_memory", data, size);
+    return hv__safetensors_load_src(ctx, &s);
+}
+HVDEF hv_state_dict *hv_torch_load(hv_ctx *ctx, const char *path, const char *entry) {
+    hv__src s;
+    hv_state_dict *sd;
+    if (hv__src_open(&s, "hv_torch_load", path) != 0) return NULL;
+    sd = hv__torch_load_src(ctx, &s, entry);
+    hv__src_close(&s);
+    return sd;
+}
+HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t size, const char *entry) {
+    hv__src s;
+    hv__src_memory(&s, "hv_torch_load_memory", data, size);
+    return hv__torch_load_src(ctx, &s, entry);
+}
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+    hv__src s;
+    hv_state_dict *sd;
+    unsigned char head[2] = {0, 0};
+    if (hv__src_open(&s, "hv_ckpt_load", path) != 0) return NULL;
+    if (s.size >= 2 && hv__src_read(&s, 0, head, 2, "the magic number") != 0) {
+        hv__src_close(&s);
+        return NULL;
+    }
+    /* zip ("PK") or a legacy pickle (0x80): torch.save; anything else: safetensors */
+    if ((head[0] == 'P' && head[1] == 'K') || head[0] == 0x80) sd = hv__torch_load_src(ctx, &s, entry);
+    else sd = hv__safetensors_load_src(ctx, &s);
+    hv__src_close(&s);
+    return sd;
+}
 /* HV-SECTION checkpoints END */
 
 /* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
