@@ -97,7 +97,7 @@ configure() {
     fi
     CFLAGS="$CFLAGS ${EXTRA_CFLAGS:-}"
     CFLAGS=${CFLAGS% }
-    LDLIBS="-lm"
+    LDLIBS="-lm -lpthread" # pthreads: the data loader of examples/hv_data.h
     LIB=$OUT/humanvit.o
 
     local stamp="$CC | $CFLAGS | $LDLIBS"
@@ -170,7 +170,7 @@ build_tests() {
     for src in tests/test_*.c; do
         name=$(basename "$src" .c)
         matches_filter "$name" || continue
-        build_prog "$src" "$OUT/tests/$name" tests/*.h || BUILD_FAILED+=("$name")
+        build_prog "$src" "$OUT/tests/$name" tests/*.h examples/*.h || BUILD_FAILED+=("$name")
     done
 }
 
