@@ -84,6 +84,12 @@ hvd_dataset *hvk_open_dataset(const char *path, const char *labels_path);
 /* "0.485,0.456,0.406" -> 1 or 3 floats (a single value is used for all channels); 0 or -1 */
 int hvk_parse_floats3(const char *s, float out[3]);
 
+/* (rows, cols) f32 -> .npy, atomically (hv_npy_save once the library has it, else a local
+   writer of the same bytes: format 1.0, '<f4', C order) */
+int hvk_npy_save_f32(hv_ctx *ctx, const char *path, const float *data, int64_t rows, int64_t cols);
+/* (n) i32 labels -> .npy ('<i4') */
+int hvk_npy_save_i32(hv_ctx *ctx, const char *path, const int32_t *data, int64_t n);
+
 /* ---- model flags shared by the trainers ---------------------------------------------------- */
 typedef struct hvk_model_opts {
     const char *model;   /* vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or "custom" */
@@ -368,6 +374,60 @@ int hvk_vit_desc_from(const hvk_model_opts *o, hv_vit_desc *d) {
     d->num_heads = o->num_heads;
     d->in_chans = o->in_chans;
     return 0;
+}
+
+#ifndef HV_IMAGE_MAX_SIDE
+static int hvk__npy_write(const char *path, const char *descr, const void *data, size_t elem, int ndim, const int64_t *shape) {
+    char hdr[256], tmp[1100], dims[96];
+    size_t n = 1, len;
+    int i;
+    FILE *f;
+    dims[0] = 0;
+    for (i = 0; i < ndim; i++) {
+        size_t used = strlen(dims);
+        snprintf(dims + used, sizeof dims - used, "%lld,%s", (long long)shape[i], ndim == 1 ? "" : (i + 1 < ndim ? " " : ""));
+        n *= (size_t)shape[i];
+    }
+    if (ndim > 1) dims[strlen(dims) - 1] = 0; /* (a, b) not (a, b,) */
+    len = (size_t)snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, dims);
+    while ((10 + len + 1) % 64) hdr[len++] = ' '; /* numpy pads the header to a multiple of 64 */
+    hdr[len++] = '\n';
+    if (!(f = hvk_open_tmp(path, tmp, sizeof tmp))) return -1;
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fputc((int)(len & 0xff), f);
+    fputc((int)(len >> 8), f);
+    fwrite(hdr, 1, len, f);
+    fwrite(data, elem, n, f);
+    return hvk_commit(f, tmp, path);
+}
+#endif
+int hvk_npy_save_f32(hv_ctx *ctx, const char *path, const float *data, int64_t rows, int64_t cols) {
+#ifdef HV_IMAGE_MAX_SIDE
+    hv_tensor *t = hv_tensor_from(ctx, HV_SHAPE(rows, cols), data);
+    int r = t ? hv_npy_save(path, t) : -1;
+    if (r) hvk__fail("%s: %s", path, hv_last_error());
+    hv_tensor_free(t);
+    return r;
+#else
+    int64_t shape[2];
+    (void)ctx;
+    shape[0] = rows;
+    shape[1] = cols;
+    return hvk__npy_write(path, "<f4", data, sizeof(float), 2, shape);
+#endif
+}
+int hvk_npy_save_i32(hv_ctx *ctx, const char *path, const int32_t *data, int64_t n) {
+#ifdef HV_IMAGE_MAX_SIDE
+    hv_tensor *t = hv_tensor_new(ctx, HV_I32, HV_SHAPE(n));
+    int r = t ? hv_tensor_copy_from(t, data, sizeof(int32_t) * (size_t)n) : -1;
+    if (!r) r = hv_npy_save(path, t);
+    if (r) hvk__fail("%s: %s", path, hv_last_error());
+    hv_tensor_free(t);
+    return r;
+#else
+    (void)ctx;
+    return hvk__npy_write(path, "<i4", data, sizeof(int32_t), 1, &n);
+#endif
 }
 
 void hvk_geometry(const hv_param_list *pl, int *img, int *patch, int *chans, int *dim, int *depth) {
