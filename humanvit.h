@@ -125,6 +125,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
 HVDEF void hv_shutdown(hv_ctx *ctx);              /* frees every tensor the context made */
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
 HVDEF uint64_t hv_alloc_count(void);              /* calls to HV_MALLOC/HV_REALLOC so far */
@@ -365,7 +366,256 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
 HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
 
+/* HV-SECTION api-train BEGIN */
+/* ---- training: optimizers, parameter groups, LR schedules, clipping, train state ------------ */
+/* A training step with the toolkit (the order of FMAE engine_pretrain.py):
+
+       hv_optim *opt = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){
+           .type = HV_OPTIM_ADAMW, .lr = 1.5e-4f, .beta2 = 0.95f, .weight_decay = 0.05f,
+           .decay_rule = HV_DECAY_SKIP_1D });
+       hv_schedule_desc sched = { .type = HV_SCHED_COSINE, .lr = 1.5e-4f, .warmup = 40, .total = 800 };
+       for (it = start; it < iters; it++) {
+           hv_optim_set_lr(opt, hv_lr_at(&sched, (double)it / iters_per_epoch)); // per iteration
+           hv_tensor *loss = hv_mae_forward(mae, images, NULL, NULL, NULL);
+           hv_optim_zero_grad(opt);
+           hv_backward(loss);
+           if (hv_check_finite(loss, hv_mae_params(mae), NULL)) break;   // keep the last good state
+           hv_clip_grad_norm(hv_mae_params(mae), 1.0f);                    // optional
+           hv_optim_step(opt);
+           hv_step_end(ctx);
+           if (it % 10000 == 0) hv_train_state_save("run/state.hvts", ctx, hv_mae_params(mae), opt, &info);
+       }
+
+   OPTIMIZERS follow PyTorch's update formulas (single-tensor code paths, float32 state):
+       AdamW  w *= 1 - lr wd; m += (1-b1)(g - m); v = b2 v + (1-b2) g^2;
+              w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)      (torch.optim.AdamW)
+       Adam   the same without the decoupled decay, g += wd w first           (torch.optim.Adam)
+       SGD    g += wd w; buf = g at the first step, else momentum buf + (1-dampening) g;
+              g = nesterov ? g + momentum buf : buf (momentum > 0); w -= lr g (torch.optim.SGD)
+       LARS   for ndim > 1: g += wd w, g *= trust ||w|| / ||g|| (1 when either norm is 0);
+              mu = momentum mu + g; w -= lr mu                      (official MAE util/lars.py)
+   with lr = the optimizer's lr times the parameter's lr_scale and wd the parameter's weight
+   decay. The step count t is per parameter, as in PyTorch. A parameter is updated only when it
+   was trainable when the optimizer was made, is still trainable, and has a gradient (hv_grad not
+   NULL); tensors that are not trainable (BatchNorm running statistics, fixed sin-cos tables) are
+   never touched. The state (moments, momentum buffers) is allocated once by hv_optim_new; a step
+   allocates nothing. Elementwise updates run in parallel; norms are summed in double in a fixed
+   order, so results are bit-identical for any thread count. The optimizer keeps pointers to the
+   parameters and their names: free it before the model, and before hv_shutdown. */
+
+typedef enum hv_optim_type {
+    HV_OPTIM_ADAMW = 0, /* decoupled weight decay, bias-corrected moments (torch.optim.AdamW) */
+    HV_OPTIM_ADAM = 1,  /* weight decay as L2 added to the gradient (torch.optim.Adam) */
+    HV_OPTIM_SGD = 2,   /* momentum, dampening, Nesterov, L2 weight decay (torch.optim.SGD) */
+    HV_OPTIM_LARS = 3   /* SGD momentum with a layer-wise trust ratio (official MAE util/lars.py) */
+} hv_optim_type;
+
+/* which parameters get weight decay (the others get 0), upstream's parameter groups */
+typedef enum hv_decay_rule {
+    HV_DECAY_ALL = 0, /* every parameter: PyTorch's single group; the humanlike-vits finetuning */
+    /* none on ndim <= 1, names ending in ".bias", "pos_embed", "cls_token", "mask_token" or
+       "dist_token": FMAE util/lr_decay.py param_groups_lrd (finetuning), timm with no_weight_decay() */
+    HV_DECAY_SKIP_1D_AND_TOKENS = 1,
+    /* none on ndim <= 1 and ".bias" only: timm add_weight_decay with an empty skip list, as FMAE
+       main_pretrain.py calls it (cls_token and mask_token are decayed there) */
+    HV_DECAY_SKIP_1D = 2
+} hv_decay_rule;
+
+/* zero fields take the default in brackets */
+typedef struct hv_optim_desc {
+    hv_optim_type type;      /* [AdamW] */
+    float lr;                /* [1e-3]; hv_optim_set_lr changes it (schedules) */
+    float beta1, beta2;      /* Adam(W) [0.9, 0.999] */
+    float eps;               /* Adam(W) [1e-8] */
+    float weight_decay;      /* [0]. AdamW: decoupled; Adam, SGD: L2; LARS: only on ndim > 1 */
+    float momentum;          /* SGD [0 = none], LARS [0.9] */
+    float dampening;         /* SGD [0] */
+    int nesterov;            /* SGD: Nesterov momentum (needs momentum > 0, dampening 0) */
+    float trust_coefficient; /* LARS [0.001] */
+    hv_decay_rule decay_rule; /* [HV_DECAY_ALL] */
+    /* layer-wise lr decay for ViT names (FMAE param_groups_lrd): lr_scale =
+       layer_decay^(num_layers + 1 - hv_vit_layer_id(name, num_layers)). 0 or 1: off */
+    float layer_decay;
+    int num_layers;          /* the ViT depth (len(model.blocks)); 0: 1 + the largest i of "blocks.i." */
+} hv_optim_desc;
+
+typedef struct hv_optim hv_optim;
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc);
+HVDEF void hv_optim_free(hv_optim *opt);
+HVDEF int hv_optim_step(hv_optim *opt);         /* 0, or -1 (NULL opt) */
+HVDEF void hv_optim_zero_grad(hv_optim *opt);   /* zeros the gradients of the optimized parameters */
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr);
+HVDEF float hv_optim_get_lr(const hv_optim *opt);
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt); /* the resolved settings */
+/* the parameter at index i of the list: its lr_scale and weight decay. 0, or -1 when the optimizer
+   does not update it (not trainable at creation, or i out of range) */
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay);
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay);
+/* the state of parameter i: AdamW/Adam slot 0 exp_avg, slot 1 exp_avg_sq; SGD (momentum > 0) and
+   LARS slot 0 the momentum buffer. NULL when there is none. */
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot);
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i); /* updates done to parameter i */
+/* FMAE get_layer_id_for_vit: 0 for cls_token, pos_embed and patch_embed.*, i + 1 for blocks.i.*,
+   num_layers + 1 for everything else (norm, fc_norm, head) */
+HVDEF int hv_vit_layer_id(const char *name, int num_layers);
+
+/* LR SCHEDULES: a pure function of t, in any unit (epochs with a fraction for per-iteration
+   updates, as FMAE calls adjust_learning_rate(data_iter_step / len(loader) + epoch), or iterations).
+   Every type warms up linearly, lr * t / warmup, for t < warmup (warmup 0: none). Then
+     HV_SCHED_CONSTANT  lr                                (humanlike-vits: no schedule at all)
+     HV_SCHED_COSINE    min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi (t - warmup) / (total - warmup)))
+                        (FMAE util/lr_sched.py), min_lr from t >= total on
+     HV_SCHED_STEP      lr * gamma^(number of milestones <= t) (torch MultiStepLR stepped per epoch:
+                        "are we there yet" finetuning: milestones 25, 45, gamma 0.2) */
+typedef enum hv_schedule_type { HV_SCHED_CONSTANT = 0, HV_SCHED_COSINE = 1, HV_SCHED_STEP = 2 } hv_schedule_type;
+#define HV_MAX_MILESTONES 16
+typedef struct hv_schedule_desc {
+    hv_schedule_type type;
+    float lr;       /* the base (peak) learning rate */
+    float min_lr;   /* cosine: the floor [0] */
+    double warmup;  /* warm-up length [0] */
+    double total;   /* cosine: where it reaches min_lr */
+    float gamma;    /* step: the factor [0.1] */
+    int num_milestones;
+    double milestones[HV_MAX_MILESTONES];
+} hv_schedule_desc;
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t); /* NAN (and an error) on a bad desc */
+
+/* torch.nn.utils.clip_grad_norm_(norm_type=2): the 2-norm of all the gradients together (of the
+   trainable parameters that have one), summed in double in a fixed order; when it exceeds
+   max_norm every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm (before
+   clipping). max_norm <= 0: only measures. A NaN or Inf norm is returned as is and nothing is
+   scaled. -1 (and an error) on bad arguments. */
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm);
+/* 0 when the loss (one element, or NULL: not checked) and every gradient of params (NULL: none
+   checked) are finite; else -1, hv_last_error() names the loss or the parameter, the count of bad
+   values and the first one, and *bad (may be NULL) is -1 for the loss or the parameter's index.
+   A trainer stops there and keeps its last good state file. */
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad);
+
+/* TRAIN STATE: everything a run needs to continue bit for bit: every tensor of params (trainable
+   or not: BatchNorm statistics too), the optimizer's state and per-parameter step counts, the
+   context's RNG (MAE masking draws from it), and the caller's step, data position and metadata.
+   The optimizer's hyper-parameters are not restored: they come from the hv_optim_desc you create
+   it with, so a resumed run may change them (humanlike-vits lowered S/14's lr for its last 21k
+   iterations).
+   save writes <path>.tmp in the same folder, fflush + fsync, closes it and renames it over path
+   (then fsyncs the folder, POSIX), so a crash or a failed write leaves the previous file whole;
+   on any error the temp file is removed. On Windows the target is removed before the rename
+   (not atomic there). opt may be NULL (no optimizer state), info may be NULL (zeros).
+   load checks the whole file first (format, version, checksum, every name, dtype and shape
+   against params, the optimizer's type and state) and changes nothing unless all of it is valid;
+   a file with optimizer state can be loaded with opt NULL (only the tensors, RNG and info).
+   Both return 0, or -1 with hv_last_error() naming the file and what is wrong.
+
+   FILE FORMAT (.hvts, version 1). Every integer and element little-endian.
+       magic      8 bytes   "HVTRAIN\0"
+       version    u32       1
+       flags      u32       bit 0: optimizer state present
+       step       i64       hv_train_info.step
+       rng        4 x u64   the context's xoshiro256** state
+       user       8 x i64   hv_train_info.user
+       meta_len   u32       < HV_TRAIN_META_MAX, then meta_len bytes of text (no NUL)
+       optim      u32       hv_optim_type, 0xFFFFFFFF without optimizer state
+       count      u32       tensor records that follow, one per entry of params
+       count times:
+           name_len u32 1..255, name bytes (unique)
+           dtype    u32 hv_dtype (0 f32, 1 i32)
+           ndim     u32 0..HV_MAX_DIMS, dims ndim x i64
+           steps    i64 the parameter's optimizer step count, -1 when not optimized
+           nslots   u32 optimizer state tensors of this parameter (0..2)
+           data     numel x 4 bytes, then nslots x numel x 4 bytes of state (f32)
+       checksum   u64       hv64 of every byte before it: four FNV-1a-64 lanes over the 32-byte
+                            blocks (lane j takes the little-endian u64 at offset 8j), the tail
+                            bytes FNV-1a into lane 0, then h = lane0; h = (h ^ lane j) * P for
+                            j = 1..3; h = (h ^ total length) * P. Lanes start at the FNV offset
+                            basis xor j, P = 0x100000001b3. */
+#define HV_TRAIN_USER_INTS 8
+#define HV_TRAIN_META_MAX 4096
+typedef struct hv_train_info {
+    int64_t step;                     /* iterations done: resume from here */
+    int64_t user[HV_TRAIN_USER_INTS]; /* data position: epoch, sample in epoch, shard, seed ... */
+    char meta[HV_TRAIN_META_MAX];     /* NUL-terminated text: the run's arguments, a note */
+} hv_train_info;
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info);
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt,
+                              hv_train_info *info);
+/* HV-SECTION api-train END */
+
 /* HV-SECTION api-images BEGIN */
+/* ---- images and .npy arrays (section 10) ------------------------------------------------------
+   Decoders for PNG, baseline JPEG and PPM/PGM, written here from the specifications and safe on
+   untrusted input: every read is bounds-checked, a truncated or corrupt file is an error (never a
+   crash), and images larger than HV_IMAGE_MAX_SIDE per side or HV_IMAGE_MAX_PIXELS in all are
+   refused before anything is allocated. The format is told by the magic bytes, not the name.
+
+   What a decoded hv_image holds: 8-bit samples, rows top to bottom, channels interleaved.
+   channels = 1 for gray sources (PNG gray and gray+alpha, PGM, gray JPEG) and 3 for colour ones
+   (PNG RGB, RGBA and palette, PPM, YCbCr/RGB JPEG). Alpha is dropped, as PIL's .convert('RGB')
+   and .convert('L') drop it (no compositing). Gray stays gray: hv_image_to_tensor replicates it.
+     PNG: bit depths 1/2/4/8/16 of every colour type, palette (indices past the PLTE are black),
+       Adam7 interlacing, all filters. Samples of fewer than 8 bits are scaled to 0..255
+       (v * 255 / (2^depth - 1)); 16-bit samples keep their high byte (as Pillow and libpng's
+       strip_16 do). tRNS and gamma/colour chunks are ignored. Chunk CRCs and the zlib Adler-32
+       are checked: a mismatch is an error. Unknown ancillary chunks are skipped, unknown critical
+       chunks are an error.
+     JPEG: baseline and extended sequential Huffman (SOF0/SOF1), 8-bit, 1 or 3 components, any
+       sampling factors that divide the largest (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1), interleaved
+       or not, restart markers. Decoded as libjpeg-turbo does by default (what Pillow uses):
+       the accurate integer IDCT (jidctint), "fancy" triangle-filter chroma upsampling, and its
+       fixed-point YCbCr->RGB. On the test images the result equals Pillow's decode bit for bit
+       (tests/test_images.c holds that, with a tolerance of 1 level in case a libjpeg build
+       differs). Progressive, lossless, arithmetic-coded, 12-bit and CMYK JPEGs are refused with
+       an error that says so.
+     PPM/PGM/PBM: P1-P6 (ASCII and binary), comments; maxval 255 is kept, any other maxval
+       (1..65535) is scaled to 8 bits as round(v * 255 / maxval), as Pillow does. */
+#ifndef HV_IMAGE_MAX_SIDE
+#define HV_IMAGE_MAX_SIDE 16384 /* pixels per side; override before including the header */
+#endif
+#ifndef HV_IMAGE_MAX_PIXELS
+#define HV_IMAGE_MAX_PIXELS (1 << 26) /* width * height (64 Mpixel) */
+#endif
+
+typedef struct hv_image {
+    int width, height, channels; /* channels: 1 (gray) or 3 (RGB) from the decoders; 1..4 allowed */
+    uint8_t *pixels;             /* height rows of width * channels bytes, no padding */
+} hv_image;
+
+/* 0 or -1 (hv_last_error names the file and the problem). On error *out is zeroed. */
+HVDEF int hv_image_load(const char *path, hv_image *out);
+HVDEF int hv_image_load_memory(const void *buf, size_t len, hv_image *out);
+HVDEF int hv_image_alloc(hv_image *out, int width, int height, int channels); /* zeroed pixels */
+HVDEF void hv_image_free(hv_image *img); /* frees the pixels, zeroes the struct; NULL is fine */
+/* binary PGM (P5) for 1 channel, PPM (P6) for 3; written to a temporary file then renamed */
+HVDEF int hv_image_save_ppm(const char *path, const hv_image *img);
+
+/* Resampling filters, numbered as PIL.Image.Resampling. */
+enum { HV_RESIZE_LANCZOS = 1, HV_RESIZE_BILINEAR = 2, HV_RESIZE_BICUBIC = 3, HV_RESIZE_BOX = 4, HV_RESIZE_HAMMING = 5 };
+/* PIL's Image.resize: separable convolution, horizontal pass then vertical, the filter's support
+   widened by the downscale factor (antialiasing), coefficients in 22-bit fixed point, each pass
+   rounded to 8 bits. Bicubic is Keys' cubic with a = -0.5. Gives the same bytes as Pillow on
+   the test images. Channels are filtered independently (no alpha premultiplication). */
+HVDEF int hv_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out);
+/* torchvision CenterCrop: offsets int(round((in - out) / 2.0)) (round half to even); an image
+   smaller than the crop is padded with zeros first, as torchvision does */
+HVDEF int hv_image_center_crop(const hv_image *in, int width, int height, hv_image *out);
+/* ToTensor + Normalize: out (3, H, W) f32 = (p / 255 - mean[c]) / std[c], in float arithmetic
+   as torch does. Gray (1 or 2 channels) is replicated to RGB as PIL's .convert('RGB'); a 4th
+   channel is dropped. mean NULL means 0, std NULL means 1. */
+HVDEF int hv_image_to_tensor(const hv_image *img, const float mean[3], const float std[3], float *out);
+/* The upstream evaluation transform (humanlike-vits test_model.py): Resize(size + 32, BICUBIC)
+   of the shorter side (long side int(size' * long / short)), CenterCrop(size), ToTensor,
+   Normalize(ImageNet mean .485 .456 .406, std .229 .224 .225). out: (3, size, size) f32. */
+HVDEF int hv_image_eval_transform(const hv_image *in, int size, float *out);
+
+/* .npy arrays. save: f32 as '<f4', i32 as '<i4', C order, format 1.0 with numpy's own header
+   padding (the same bytes as np.save); any strided view is written densely. The file is written
+   under a temporary name and renamed, so an existing file is never left half-written. */
+HVDEF int hv_npy_save(const char *path, const hv_tensor *t);
+/* load: '<f4' and '<f8' become f32, '<i4' and '<i8' become i32 (an i8 value outside int32 is an
+   error); C order only, up to HV_MAX_DIMS axes. A new persistent tensor, or NULL. */
+HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path);
 /* HV-SECTION api-images END */
 
 /* HV-SECTION api-checkpoints BEGIN */
@@ -417,6 +667,24 @@ HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t 
 /* either format, told apart by the file's first bytes (entry applies to .pth files) */
 HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry);
 /* HV-SECTION api-checkpoints END */
+
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+/* what a load matched, as PyTorch's load_state_dict(strict=False) reports it */
+typedef struct hv_load_result {
+    int loaded;                     /* parameters filled from the checkpoint */
+    int missing_count;              /* parameters the checkpoint lacks (left as they were) */
+    int unexpected_count;           /* checkpoint entries no parameter asked for */
+    char **missing, **unexpected;   /* their names; free with hv_load_result_free */
+} hv_load_result;
+HVDEF void hv_load_result_free(hv_load_result *res);
+/* copies every entry of sd whose name a parameter has; a shape mismatch is an error naming the
+   key and both shapes (nothing is copied then). res may be NULL. 0 or -1 */
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res);
+/* the same from a .pth or .safetensors file (entry as hv_torch_load; NULL picks it) */
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res);
+/* a state dict that borrows the parameters (for hv_safetensors_save); free it with hv_state_dict_free */
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params);
 
 /* ---- errors --------------------------------------------------------------------------------- */
 HVDEF const char *hv_last_error(void); /* "" when none */
@@ -727,6 +995,8 @@ struct hv_ctx {
     hv__arena arena;
     hv_tensor *tape;     /* newest recorded tensor */
     hv_tensor *persist;  /* newest persistent tensor */
+    float *gemm_ws;      /* SIMD GEMM packing buffers: grown once, reused (cpu-simd section) */
+    size_t gemm_ws_floats;
 };
 
 static const hv__backend *hv__cpu_backend(void);
@@ -774,6 +1044,7 @@ HVDEF void hv_shutdown(hv_ctx *ctx) {
     if (!ctx) return;
     while (ctx->persist) hv_tensor_free(ctx->persist);
     hv__arena_free(&ctx->arena);
+    hv__free(ctx->gemm_ws);
     hv__free(ctx);
 }
 
@@ -947,9 +1218,13 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
 
 static void hv__tensor_release(hv_tensor *t) {
     hv_ctx *ctx = t->ctx;
-    if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
-    else ctx->persist = t->plist_prev;
-    if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    /* a parameter's persistent gradient is not on the list (hv__grad_buf takes it off): unlinking
+       it would cut the list at its head and leak every other persistent tensor */
+    if (t->plist_next || t->plist_prev || ctx->persist == t) {
+        if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
+        else ctx->persist = t->plist_prev;
+        if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    }
     hv__free(t->alloc);
     hv__free(t);
 }
@@ -2694,6 +2969,588 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
     }
 }
 
+/* HV-SECTION cpu-simd BEGIN */
+/* ---- SIMD SGEMM: packed, cache-blocked, register-tiled -----------------------------------------
+   The scalar hv__cpu_gemm above stays the reference (and the path of builds without SIMD). The
+   fast path is the classic BLIS/GotoBLAS loop nest, written once and compiled per ISA:
+
+     for jc in N by NC:                         B block  (KC x NC) packed, lives in L2/L3
+       for pc in K by KC:                       (the K blocks run in order: fixed sum order)
+         pack B(pc:+KC, jc:+NC) into NR-wide column panels, k-major
+         for ic in M by MC:                     A block  (MC x KC) packed, lives in L2
+           pack alpha * A(ic:+MC, pc:+KC) into MR-high row panels, k-major
+           for jr in NC by NR:                  B micro-panel (KC x NR) stays in L1 ...
+             for ir in MC by MR:                ... while the A micro-panels stream past it
+               micro-kernel: an MR x NR tile of C held in registers, KC rank-1 updates
+
+   Packing absorbs the four transpose cases, alpha and the leading dimensions, so the micro-kernel
+   sees one layout. Edge tiles (m or n not a multiple of MR/NR) run the same micro-kernel on a
+   zero-padded panel into a small tile buffer that is copied in and out: every element of C gets
+   the same operations wherever it sits, which is what makes the threading deterministic.
+
+   Threads (OpenMP): C is cut into rectangles (whole MR x NR tiles), each computed from start to end
+   by one thread with its own packing buffers; a batch of independent C matrices is split by matrix
+   instead. An element's sum runs over k in one fixed order (KC blocks, then k inside the block)
+   whatever the cut, so 1 and N threads give the same bits.
+
+   Workspace: packing buffers come from the context (ctx->gemm_ws), grown once to the largest need
+   and reused, so a steady training loop allocates nothing here.
+
+   ISA choice. Single-header build: by the compiler's macros (__AVX512F__; __AVX2__ and __FMA__;
+   __ARM_NEON on aarch64), else the scalar reference. Portable x86-64 binaries: compile the
+   implementation with HUMANVIT_CPU_DISPATCH and link kernels_cpu/hv_cpu_avx512.c and
+   kernels_cpu/hv_cpu_avx2.c (each defines HUMANVIT_KERNELS_AVX512 / HUMANVIT_KERNELS_AVX2 and
+   HUMANVIT_STATIC, includes this header, and is compiled with that ISA's flags): the best one the
+   CPU supports is picked once, at hv_init (cpuid via __builtin_cpu_supports, gcc and clang).
+   hv_cpu_isa() names the choice. */
+
+/* one ISA's entry point: C (+)= as in hv__gemm_args with `nthreads` threads at most. Needs `ws` of
+   at least the returned number of floats; when ws_floats is smaller it does nothing and returns
+   the need, so the caller can grow the buffer and call again. */
+typedef size_t (*hv__sgemm_fn)(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+
+#if defined(HUMANVIT_KERNELS_AVX512)
+#if !defined(__AVX512F__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx512.c must be compiled with -mavx512f -mavx512bw -mavx512vl -mfma"
+#endif
+#define HV__SIMD_AVX512 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx512
+#elif defined(HUMANVIT_KERNELS_AVX2)
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx2.c must be compiled with -mavx2 -mfma"
+#endif
+#define HV__SIMD_AVX2 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx2
+#elif defined(HUMANVIT_CPU_DISPATCH) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HV__SGEMM_DISPATCH 1 /* no kernel in this translation unit: kernels_cpu/ brings them */
+#elif defined(__AVX512F__) && defined(__FMA__)
+#define HV__SIMD_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HV__SIMD_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define HV__SIMD_NEON 1
+#endif
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+#include <immintrin.h>
+#elif defined(HV__SIMD_NEON)
+#include <arm_neon.h>
+#endif
+
+/* Blocking. MR x NR is the register tile; KC x NR floats of B (one micro-panel) must sit in L1
+   next to the streaming A, MC x KC of A in L2, KC x NC of B in L2/L3. Chosen by measurement on the
+   machine in bench/RESULTS.md; they are sizes, not correctness parameters. */
+#if defined(HV__SIMD_AVX512)
+#ifndef HV__MR
+#define HV__MR 8
+#endif
+#define HV__NR 32
+#ifndef HV__MC
+#define HV__MC 192
+#endif
+#ifndef HV__KC
+#define HV__KC 384
+#endif
+#ifndef HV__NC
+#define HV__NC 2048
+#endif
+#elif defined(HV__SIMD_AVX2)
+#define HV__MR 6
+#define HV__NR 16
+#define HV__MC 144
+#define HV__KC 256
+#define HV__NC 2048
+#elif defined(HV__SIMD_NEON)
+#define HV__MR 8
+#define HV__NR 8
+#define HV__MC 128
+#define HV__KC 256
+#define HV__NC 2048
+#endif
+
+#ifdef HV__MR
+#ifdef HV__SGEMM_ENTRY /* a kernels_cpu/ translation unit: the entry point is what it exports */
+#define HV__SGEMM_LINKAGE
+#ifdef __cplusplus
+extern "C" size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#else
+size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#endif
+#else
+#define HV__SGEMM_ENTRY hv__sgemm_native
+#define HV__SGEMM_LINKAGE static
+#endif
+
+/* ---- micro-kernels: C[MR x NR] (ldc) = acc + (load_c ? beta * C : 0), acc = sum_p a[p] b[p]^T.
+   a: MR floats per k (k-major panel), b: NR floats per k. beta is 1 after the first K block. ---- */
+#if defined(HV__SIMD_AVX512)
+#if HV__MR == 6
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#elif HV__MR == 8
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif HV__MR == 12
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#elif HV__MR == 14
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#endif
+#define HV__K_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m512 av = _mm512_set1_ps(a[i]);                                                      \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm512_fmadd_ps(_mm512_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm512_fmadd_ps(_mm512_loadu_ps(cr + 16), vbeta, c##i##1);               \
+        }                                                                                      \
+        _mm512_storeu_ps(cr, c##i##0);                                                         \
+        _mm512_storeu_ps(cr + 16, c##i##1);                                                    \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m512 vbeta = _mm512_set1_ps(beta);
+    int64_t p;
+    HV__K_ROWS(HV__K_DECL)
+    for (p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        HV__K_ROWS(HV__K_FMA)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_ROWS(HV__K_STORE)
+}
+#elif defined(HV__SIMD_AVX2)
+#define HV__K_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m256 av = _mm256_broadcast_ss(a + (i));                                              \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm256_fmadd_ps(_mm256_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vbeta, c##i##1);                \
+        }                                                                                      \
+        _mm256_storeu_ps(cr, c##i##0);                                                         \
+        _mm256_storeu_ps(cr + 8, c##i##1);                                                     \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m256 vbeta = _mm256_set1_ps(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5)
+    for (p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        HV__K_FMA(0) HV__K_FMA(1) HV__K_FMA(2) HV__K_FMA(3) HV__K_FMA(4) HV__K_FMA(5)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5)
+}
+#elif defined(HV__SIMD_NEON)
+/* 8 x 8: 16 accumulators; each k loads 2 vectors of A and 2 of B and uses A's lanes */
+#define HV__K_DECL(i) float32x4_t c##i##0 = vdupq_n_f32(0.0f), c##i##1 = vdupq_n_f32(0.0f);
+#define HV__K_FMA(i, av, lane)                                                                 \
+    c##i##0 = vfmaq_laneq_f32(c##i##0, b0, av, lane);                                          \
+    c##i##1 = vfmaq_laneq_f32(c##i##1, b1, av, lane);
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = vfmaq_f32(c##i##0, vld1q_f32(cr), vbeta);                                \
+            c##i##1 = vfmaq_f32(c##i##1, vld1q_f32(cr + 4), vbeta);                            \
+        }                                                                                      \
+        vst1q_f32(cr, c##i##0);                                                                \
+        vst1q_f32(cr + 4, c##i##1);                                                            \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    float32x4_t vbeta = vdupq_n_f32(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5) HV__K_DECL(6) HV__K_DECL(7)
+    for (p = 0; p < kc; p++) {
+        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4), b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+        HV__K_FMA(0, a0, 0) HV__K_FMA(1, a0, 1) HV__K_FMA(2, a0, 2) HV__K_FMA(3, a0, 3)
+        HV__K_FMA(4, a1, 0) HV__K_FMA(5, a1, 1) HV__K_FMA(6, a1, 2) HV__K_FMA(7, a1, 3)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5) HV__K_STORE(6) HV__K_STORE(7)
+}
+#endif
+
+/* ---- packing ---------------------------------------------------------------------------------
+   Two of the four cases are plain copies (A^T, B: MR or NR contiguous values per k). The other
+   two (A, B^T: the forward pass of every linear layer) are transposes, done 8 x 8 at a time in
+   registers on x86; a scalar strided loop there costs 15-20% of a skinny GEMM. */
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows, c < cols (the general, scalar case) */
+static void hv__pack_tr_scalar(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t r, c;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) d[c * ldd + r] = alpha * s[r * lds + c];
+}
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+/* 8 columns of `rows` (<= 8) rows, transposed: d[c * ldd + r] = alpha * s[r * lds + c], c < 8.
+   Missing rows read as 0 and only `rows` values per column are stored (masked). */
+static void hv__pack_tr8(const float *s, int64_t lds, int rows, float *d, int64_t ldd, float alpha) {
+    __m256 r[8], t[8], va = _mm256_set1_ps(alpha);
+    int i;
+    for (i = 0; i < 8; i++) r[i] = i < rows ? _mm256_mul_ps(_mm256_loadu_ps(s + i * lds), va) : _mm256_setzero_ps();
+    t[0] = _mm256_unpacklo_ps(r[0], r[1]);
+    t[1] = _mm256_unpackhi_ps(r[0], r[1]);
+    t[2] = _mm256_unpacklo_ps(r[2], r[3]);
+    t[3] = _mm256_unpackhi_ps(r[2], r[3]);
+    t[4] = _mm256_unpacklo_ps(r[4], r[5]);
+    t[5] = _mm256_unpackhi_ps(r[4], r[5]);
+    t[6] = _mm256_unpacklo_ps(r[6], r[7]);
+    t[7] = _mm256_unpackhi_ps(r[6], r[7]);
+    r[0] = _mm256_shuffle_ps(t[0], t[2], 0x44);
+    r[1] = _mm256_shuffle_ps(t[0], t[2], 0xEE);
+    r[2] = _mm256_shuffle_ps(t[1], t[3], 0x44);
+    r[3] = _mm256_shuffle_ps(t[1], t[3], 0xEE);
+    r[4] = _mm256_shuffle_ps(t[4], t[6], 0x44);
+    r[5] = _mm256_shuffle_ps(t[4], t[6], 0xEE);
+    r[6] = _mm256_shuffle_ps(t[5], t[7], 0x44);
+    r[7] = _mm256_shuffle_ps(t[5], t[7], 0xEE);
+    t[0] = _mm256_permute2f128_ps(r[0], r[4], 0x20);
+    t[1] = _mm256_permute2f128_ps(r[1], r[5], 0x20);
+    t[2] = _mm256_permute2f128_ps(r[2], r[6], 0x20);
+    t[3] = _mm256_permute2f128_ps(r[3], r[7], 0x20);
+    t[4] = _mm256_permute2f128_ps(r[0], r[4], 0x31);
+    t[5] = _mm256_permute2f128_ps(r[1], r[5], 0x31);
+    t[6] = _mm256_permute2f128_ps(r[2], r[6], 0x31);
+    t[7] = _mm256_permute2f128_ps(r[3], r[7], 0x31);
+    if (rows == 8) {
+        for (i = 0; i < 8; i++) _mm256_storeu_ps(d + i * ldd, t[i]);
+    } else {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (i = 0; i < 8; i++) _mm256_maskstore_ps(d + i * ldd, mask, t[i]);
+    }
+}
+#define HV__HAVE_TR8 1
+#endif
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows (<= 8 on the fast path), c < cols */
+static void hv__pack_tr(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t c = 0;
+#ifdef HV__HAVE_TR8
+    if (rows <= 8)
+        for (; c + 8 <= cols; c += 8) hv__pack_tr8(s + c, lds, (int)rows, d + c * ldd, ldd, alpha);
+#endif
+    hv__pack_tr_scalar(s + c, lds, rows, cols - c, d + c * ldd, ldd, alpha);
+}
+
+/* alpha * op(A)(i0 : i0+mc, p0 : p0+kc) -> MR-row panels, panel[p * MR + i]; rows past mc are 0 */
+static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float *dst) {
+    int64_t ip, i, p, lda = g->lda, full = mc / HV__MR * HV__MR;
+    float alpha = g->alpha;
+    if (g->trans_a) { /* A stored (k, m): walk each stored row once, dealing MR values per panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = A + (p0 + p) * lda + i0;
+            float *d = dst + p * HV__MR;
+            for (ip = 0; ip < full; ip += HV__MR)
+                for (i = 0; i < HV__MR; i++) d[ip * kc + i] = alpha * s[ip + i];
+            if (full < mc) {
+                for (i = 0; i < mc - full; i++) d[full * kc + i] = alpha * s[full + i];
+                for (; i < HV__MR; i++) d[full * kc + i] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (ip = 0; ip < mc; ip += HV__MR, dst += HV__MR * kc) { /* A stored (m, k): transposes */
+        int64_t mr = mc - ip < HV__MR ? mc - ip : HV__MR;
+        for (i = 0; i < mr; i += 8)
+            hv__pack_tr(A + (i0 + ip + i) * lda + p0, lda, mr - i < 8 ? mr - i : 8, kc, dst + i, HV__MR, alpha);
+        for (i = mr; i < HV__MR; i++)
+            for (p = 0; p < kc; p++) dst[p * HV__MR + i] = 0.0f;
+    }
+}
+
+/* op(B)(p0 : p0+kc, j0 : j0+nc) -> NR-column panels, panel[p * NR + j]; columns past nc are 0 */
+static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+    int64_t jp, j, p, ldb = g->ldb, full = nc / HV__NR * HV__NR;
+    if (!g->trans_b) { /* B stored (k, n): walk each stored row once, dealing NR values per panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = B + (p0 + p) * ldb + j0;
+            float *d = dst + p * HV__NR;
+            for (jp = 0; jp < full; jp += HV__NR) memcpy(d + jp * kc, s + jp, sizeof(float) * HV__NR);
+            if (full < nc) {
+                for (j = 0; j < nc - full; j++) d[full * kc + j] = s[full + j];
+                for (; j < HV__NR; j++) d[full * kc + j] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (jp = 0; jp < nc; jp += HV__NR, dst += HV__NR * kc) { /* B stored (n, k): transposes */
+        int64_t nr = nc - jp < HV__NR ? nc - jp : HV__NR;
+        for (j = 0; j < nr; j += 8)
+            hv__pack_tr(B + (j0 + jp + j) * ldb + p0, ldb, nr - j < 8 ? nr - j : 8, kc, dst + j, HV__NR, 1.0f);
+        for (j = nr; j < HV__NR; j++)
+            for (p = 0; p < kc; p++) dst[p * HV__NR + j] = 0.0f;
+    }
+}
+
+/* ---- the blocked driver ---------------------------------------------------------------------- */
+
+#ifdef _OPENMP
+#define HV__OMP(x) _Pragma(#x)
+#else
+#define HV__OMP(x)
+#endif
+
+/* workspace, in floats: packed-B blocks (one shared, or one per thread when threads take whole
+   matrices) and per thread a slot: a packed-A block and an edge tile; all 64-byte aligned */
+#define HV__SGEMM_SLOT_FLOATS ((size_t)HV__MC * HV__KC + (size_t)HV__MR * HV__NR + 32)
+static float *hv__sgemm_align(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+static int hv__sgemm_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* one matrix of a batch: the operands with the batch offsets applied */
+typedef struct hv__sgemm_mat {
+    const hv__gemm_args *g;
+    const float *a, *b;
+    float *c;
+} hv__sgemm_mat;
+
+/* rows ic : ic+mc of C, columns jc+j0 : jc+j1 of the packed B block (KC block pc, first = pc 0) */
+static void hv__sgemm_item(const hv__sgemm_mat *x, int64_t ic, int64_t mc, int64_t pc, int64_t kc, int64_t jc, int64_t j0, int64_t j1,
+                           const float *pb, float *slot) {
+    const hv__gemm_args *g = x->g;
+    float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)HV__MC * HV__KC);
+    int64_t jr, ir, ldc = g->ldc;
+    int load_c = pc > 0 || g->beta != 0.0f;
+    float beta = pc > 0 ? 1.0f : g->beta;
+    hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
+    for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
+        int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
+        const float *bp = pb + jr * kc;
+        for (ir = 0; ir < mc; ir += HV__MR) {
+            int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
+            float *c = x->c + (ic + ir) * ldc + jc + jr;
+            if (mr == HV__MR && nr == HV__NR) {
+                hv__sgemm_ukr(kc, pa + ir * kc, bp, c, ldc, load_c, beta);
+                continue;
+            }
+            /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
+            if (load_c) {
+                memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
+                for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
+            }
+            hv__sgemm_ukr(kc, pa + ir * kc, bp, tile, HV__NR, load_c, beta);
+            for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
+        }
+    }
+}
+
+/* C = beta * C: the products with nothing to add (k == 0, or alpha == 0: A and B unread, as BLAS) */
+static void hv__sgemm_scale(const hv__sgemm_mat *x) {
+    const hv__gemm_args *g = x->g;
+    int64_t i, j;
+    for (i = 0; i < g->m; i++) {
+        float *c = x->c + i * g->ldc;
+        if (g->beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)g->n);
+        else
+            for (j = 0; j < g->n; j++) c[j] *= g->beta;
+    }
+}
+
+/* One whole matrix. coop: called by every thread of a parallel region (nth threads); they share
+   the packed B block (each packs a slice of it) and take (row block, column slice) items
+   dynamically, each packing its A block into slots + its thread number. Else one thread alone,
+   with its own B block and slot. Either way every element of C is summed in the same order. */
+static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *pb, float *slots) {
+    const hv__gemm_args *g = x->g;
+    int64_t jc, pc, mc = HV__MC, nic, m = g->m, n = g->n, k = g->k;
+    int64_t want = coop ? 4 * (int64_t)nth : 1; /* items per phase: enough to balance threads */
+    pb = hv__sgemm_align(pb);
+    if (k == 0 || g->alpha == 0.0f) {
+        if (coop) {
+            HV__OMP(omp single)
+            { hv__sgemm_scale(x); }
+        } else {
+            hv__sgemm_scale(x);
+        }
+        return;
+    }
+    nic = (m + mc - 1) / mc;
+    if (nic < want) { /* few rows: smaller row blocks, down to 4 micro-tiles high */
+        mc = ((m + want - 1) / want + HV__MR - 1) / HV__MR * HV__MR;
+        if (mc < 4 * HV__MR) mc = 4 * HV__MR;
+        if (mc > HV__MC) mc = HV__MC;
+        nic = (m + mc - 1) / mc;
+    }
+    for (jc = 0; jc < n; jc += HV__NC) {
+        int64_t nc = n - jc < HV__NC ? n - jc : HV__NC, npanel = (nc + HV__NR - 1) / HV__NR;
+        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it;
+        if (nsplit > npanel) nsplit = npanel;
+        nitem = nic * nsplit;
+        for (pc = 0; pc < k; pc += HV__KC) {
+            int64_t kc = k - pc < HV__KC ? k - pc : HV__KC;
+            if (!coop) {
+                hv__sgemm_pack_b(g, x->b, pc, kc, jc, nc, pb);
+                for (it = 0; it < nic; it++)
+                    hv__sgemm_item(x, it * mc, m - it * mc < mc ? m - it * mc : mc, pc, kc, jc, 0, nc, pb, slots);
+                continue;
+            }
+            {
+                int64_t t;
+                HV__OMP(omp for schedule(static))
+                for (t = 0; t < nth; t++) { /* a slice of whole panels each; the loop ends in a barrier */
+                    int64_t p0 = npanel * t / nth * HV__NR, p1 = npanel * (t + 1) / nth * HV__NR;
+                    if (p1 > nc) p1 = nc;
+                    if (p0 < p1) hv__sgemm_pack_b(g, x->b, pc, kc, jc + p0, p1 - p0, pb + p0 * kc);
+                }
+            }
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nitem; it++) {
+                int64_t ic = it / nsplit * mc, s = it % nsplit;
+                int64_t j0 = npanel * s / nsplit * HV__NR, j1 = npanel * (s + 1) / nsplit * HV__NR;
+                if (j1 > nc) j1 = nc;
+                if (j0 < j1)
+                    hv__sgemm_item(x, ic, m - ic < mc ? m - ic : mc, pc, kc, jc, j0, j1, pb,
+                                   slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
+            }
+        }
+    }
+}
+
+static hv__sgemm_mat hv__sgemm_mat_at(const hv__gemm_args *g, int64_t bi) {
+    hv__sgemm_mat x;
+    x.g = g;
+    x.a = g->a + bi * g->batch_stride_a;
+    x.b = g->b + bi * g->batch_stride_b;
+    x.c = g->c + bi * g->batch_stride_c;
+    return x;
+}
+
+HV__SGEMM_LINKAGE size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats) {
+    int64_t kb = g->k < HV__KC ? g->k : HV__KC, nb = g->n < HV__NC ? g->n : HV__NC, work, bi, span;
+    size_t bfl, need;
+    int by_matrix;
+    if (kb < 1) kb = 1;
+    if (nb < 1) nb = 1;
+    bfl = (size_t)kb * (size_t)((nb + HV__NR - 1) / HV__NR * HV__NR) + 16;
+    if (nthreads < 1) nthreads = 1;
+    /* threads only where each gets a worthwhile share: a parallel region costs microseconds */
+    work = g->m * g->n * (g->k > 0 ? g->k : 1) * (g->batch > 0 ? g->batch : 1);
+    if ((int64_t)nthreads > 1 + work / ((int64_t)1 << 21)) nthreads = (int)(1 + work / ((int64_t)1 << 21));
+    /* independent C matrices (batched attention products): whole matrices per thread */
+    span = (g->m - 1) * g->ldc + g->n;
+    by_matrix = nthreads > 1 && g->batch >= nthreads && (g->batch_stride_c >= span || g->batch_stride_c <= -span);
+    need = by_matrix ? (size_t)nthreads * (bfl + HV__SGEMM_SLOT_FLOATS) : bfl + (size_t)nthreads * HV__SGEMM_SLOT_FLOATS;
+    if (!ws || ws_floats < need) return need;
+    if (g->m <= 0 || g->n <= 0 || g->batch <= 0) return need;
+    if (nthreads == 1) {
+        for (bi = 0; bi < g->batch; bi++) { /* in order: the matrices may share C and accumulate */
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            hv__sgemm_matrix(&x, 0, 1, ws, ws + bfl);
+        }
+    } else if (by_matrix) {
+        HV__OMP(omp parallel for schedule(dynamic, 1) num_threads(nthreads))
+        for (bi = 0; bi < g->batch; bi++) {
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            float *mine = ws + (bfl + HV__SGEMM_SLOT_FLOATS) * (size_t)hv__sgemm_tid();
+            hv__sgemm_matrix(&x, 0, 1, mine, mine + bfl);
+        }
+    } else {
+        HV__OMP(omp parallel num_threads(nthreads))
+        {
+#ifdef _OPENMP
+            int nth = omp_get_num_threads(); /* 1 when nested in a caller's parallel region */
+#else
+            int nth = 1;
+#endif
+            int64_t b2;
+            for (b2 = 0; b2 < g->batch; b2++) {
+                hv__sgemm_mat x = hv__sgemm_mat_at(g, b2);
+                hv__sgemm_matrix(&x, 1, nth, ws, ws + bfl);
+            }
+        }
+    }
+    return need;
+}
+#endif /* HV__MR */
+
+/* ---- choosing the kernel, once ---------------------------------------------------------------- */
+#ifdef HV__SGEMM_DISPATCH
+#ifdef __cplusplus
+extern "C" {
+#endif
+size_t hv__sgemm_avx512(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+size_t hv__sgemm_avx2(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+static hv__sgemm_fn hv__sgemm_cur;              /* NULL: the scalar reference */
+static const char *hv__sgemm_cur_isa = "scalar";
+
+static void hv__sgemm_choose(void) {
+#if defined(HV__SGEMM_DISPATCH)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx512;
+        hv__sgemm_cur_isa = "avx512";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx2;
+        hv__sgemm_cur_isa = "avx2";
+    }
+#elif defined(HV__SIMD_AVX512)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx512";
+#elif defined(HV__SIMD_AVX2)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx2";
+#elif defined(HV__SIMD_NEON)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "neon";
+#endif
+}
+
+/* runs g with `fn` (or the reference when NULL), growing the context's workspace when needed */
+static void hv__sgemm_run(hv_ctx *ctx, hv__sgemm_fn fn, const hv__gemm_args *g) {
+    size_t need;
+    if (fn) {
+        need = fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+        if (need <= ctx->gemm_ws_floats) return;
+        hv__free(ctx->gemm_ws);
+        ctx->gemm_ws_floats = 0;
+        ctx->gemm_ws = (float *)hv__malloc(need * sizeof(float));
+        if (ctx->gemm_ws) {
+            ctx->gemm_ws_floats = need;
+            fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+            return;
+        }
+    }
+    hv__cpu_gemm(ctx, g); /* no SIMD kernel, or no memory for one: the reference is always right */
+}
+static void hv__cpu_gemm_simd(hv_ctx *ctx, const hv__gemm_args *g) { hv__sgemm_run(ctx, hv__sgemm_cur, g); }
+
+/* the backend's gemm: the chosen kernel (called when the CPU table is filled, at hv_init) */
+static void (*hv__cpu_gemm_pick(void))(hv_ctx *, const hv__gemm_args *) {
+    hv__sgemm_choose();
+    return hv__sgemm_cur ? hv__cpu_gemm_simd : hv__cpu_gemm;
+}
+
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx) {
+    (void)ctx;
+    return hv__sgemm_cur_isa;
+}
+/* HV-SECTION cpu-simd END */
+
 /* HV-SECTION cpu-nn-kernels BEGIN */
 /* Precision: dot products accumulate in float, as the GEMM does; the statistics of a
    normalisation (sums of exponentials, mean, variance) and the sums of a loss in double. */
@@ -3404,6 +4261,7 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm_running = hv__cpu_batch_norm_running;
         /* conv */ be.batch_norm = hv__cpu_batch_norm;
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
+        /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
         be.name = "cpu";
     }
@@ -4398,7 +5256,22 @@ typedef struct hv__src {
     uint64_t size;
     const char *name; /* the path, or "<memory>" */
     const char *op;   /* the public call, for messages */
+    /* optional: each loaded tensor goes to sink first. It returns 1 to keep the tensor in the
+       state dict, 0 when it took what it needed (the loader frees the tensor at once: loading
+       into a model this way never holds the weights twice), -1 to stop with its error */
+    int (*sink)(void *user, const char *name, hv_tensor *t);
+    void *sink_user;
 } hv__src;
+/* hands t to the source's sink; 1 keep, 0 consumed (t freed), -1 failed (t freed) */
+static int hv__src_sink(const hv__src *src, const char *name, size_t nlen, hv_tensor *t) {
+    char buf[256];
+    int rc;
+    if (!src->sink) return 1;
+    snprintf(buf, sizeof buf, "%.*s", (int)(nlen < 255 ? nlen : 255), name);
+    rc = src->sink(src->sink_user, buf, t);
+    if (rc <= 0) hv_tensor_free(t);
+    return rc;
+}
 
 /* "op: 'file': message"; returns NULL */
 static void *hv__src_fail(const hv__src *s, const char *fmt, ...) {
@@ -5672,6 +6545,11 @@ static hv_state_dict *hv__torch_load_src(hv_ctx *ctx, const hv__src *src, const 
         ename = NULL;
         t = hv__ckpt_tensor(ctx, src, namebuf, val->et, pt->ndim, pt->size, pt->stride, pt->offset, off, sbytes);
         if (!t) goto fail;
+        switch (hv__src_sink(src, name, nlen, t)) {
+        case -1: goto fail;
+        case 0: ntensors++; continue;
+        default: break;
+        }
         if (hv__sd_put(sd, src->op, name, nlen, t, 1, 1) != 0) {
             hv_tensor_free(t);
             goto fail;
@@ -6085,6 +6963,11 @@ static hv_state_dict *hv__safetensors_load_src(hv_ctx *ctx, const hv__src *src) 
         }
         t = hv__ckpt_tensor(ctx, src, e->name, e->et, e->ndim, e->shape, stride, 0, 8 + hlen + e->begin, e->end - e->begin);
         if (!t) goto fail;
+        switch (hv__src_sink(src, e->name, e->nlen, t)) {
+        case -1: goto fail;
+        case 0: continue;
+        default: break;
+        }
         if (hv__sd_put(sd, src->op, e->name, e->nlen, t, 1, 0) != 0) {
             hv_tensor_free(t);
             hv__src_fail(src, "tensor '%s' appears twice in the header", e->name);
@@ -6278,11 +7161,14 @@ HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t 
     hv__src_memory(&s, "hv_torch_load_memory", data, size);
     return hv__torch_load_src(ctx, &s, entry);
 }
-HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+static hv_state_dict *hv__ckpt_load_sink(hv_ctx *ctx, const char *op, const char *path, const char *entry,
+                                         int (*sink)(void *, const char *, hv_tensor *), void *user) {
     hv__src s;
     hv_state_dict *sd;
     unsigned char head[2] = {0, 0};
-    if (hv__src_open(&s, "hv_ckpt_load", path) != 0) return NULL;
+    if (hv__src_open(&s, op, path) != 0) return NULL;
+    s.sink = sink;
+    s.sink_user = user;
     if (s.size >= 2 && hv__src_read(&s, 0, head, 2, "the magic number") != 0) {
         hv__src_close(&s);
         return NULL;
@@ -6293,10 +7179,3211 @@ HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *ent
     hv__src_close(&s);
     return sd;
 }
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+    return hv__ckpt_load_sink(ctx, "hv_ckpt_load", path, entry, NULL, NULL);
+}
 /* HV-SECTION checkpoints END */
+
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+static char *hv__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)hv__malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+static int hv__names_push(char ***list, int *count, const char *name) {
+    char **grown = (char **)hv__malloc(sizeof(char *) * (size_t)(*count + 1));
+    if (!grown) return -1;
+    if (*count) memcpy(grown, *list, sizeof(char *) * (size_t)*count);
+    hv__free(*list);
+    *list = grown;
+    if (!(grown[*count] = hv__strdup(name))) return -1;
+    (*count)++;
+    return 0;
+}
+HVDEF void hv_load_result_free(hv_load_result *res) {
+    int i;
+    if (!res) return;
+    for (i = 0; i < res->missing_count; i++) hv__free(res->missing[i]);
+    for (i = 0; i < res->unexpected_count; i++) hv__free(res->unexpected[i]);
+    hv__free(res->missing);
+    hv__free(res->unexpected);
+    memset(res, 0, sizeof *res);
+}
+static int hv__param_index(const hv_param_list *params, const char *name) {
+    int i;
+    for (i = 0; i < params->count; i++)
+        if (!strcmp(params->names[i], name)) return i;
+    return -1;
+}
+static int hv__same_shape(const hv_tensor *a, const hv_tensor *b) {
+    int i;
+    if (a->ndim != b->ndim) return 0;
+    for (i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res) {
+    hv_load_result local;
+    int i, n;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!params || !sd) return hv__fail("hv_params_load", "params or state dict is NULL"), -1;
+    n = hv_state_dict_count(sd);
+    /* check every shape first, so that a mismatch leaves the model untouched */
+    for (i = 0; i < n; i++) {
+        int p = hv__param_index(params, hv_state_dict_name(sd, i));
+        hv_tensor *src = hv_state_dict_at(sd, i);
+        if (p >= 0 && (!hv__same_shape(src, params->tensors[p]) || src->dtype != params->tensors[p]->dtype)) {
+            hv__fail("hv_params_load", "'%s': checkpoint %s%s, model %s%s", params->names[p], hv__shape_str(src),
+                     src->dtype == HV_I32 ? " i32" : "", hv__shape_str(params->tensors[p]), params->tensors[p]->dtype == HV_I32 ? " i32" : "");
+            return -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        const char *name = hv_state_dict_name(sd, i);
+        int p = hv__param_index(params, name);
+        if (p < 0) {
+            if (hv__names_push(&res->unexpected, &res->unexpected_count, name)) goto oom;
+            continue;
+        }
+        params->tensors[p]->ctx->be->copy(params->tensors[p]->ctx, params->tensors[p], hv_state_dict_at(sd, i), 0);
+        res->loaded++;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!hv_state_dict_get(sd, params->names[i]) && hv__names_push(&res->missing, &res->missing_count, params->names[i])) goto oom;
+    if (res == &local) hv_load_result_free(&local);
+    return 0;
+oom:
+    hv_load_result_free(res);
+    return hv__fail("hv_params_load", "out of memory"), -1;
+}
+/* the streaming loader's sink: each checkpoint tensor is copied into its parameter and freed */
+typedef struct hv__load_sink {
+    const hv_param_list *params;
+    hv_load_result *res;
+    unsigned char *seen; /* per parameter */
+} hv__load_sink;
+static int hv__load_sink_fn(void *user, const char *name, hv_tensor *t) {
+    hv__load_sink *ls = (hv__load_sink *)user;
+    int p = hv__param_index(ls->params, name);
+    hv_tensor *dst;
+    if (p < 0) return hv__names_push(&ls->res->unexpected, &ls->res->unexpected_count, name) ? -1 : 0;
+    dst = ls->params->tensors[p];
+    if (!hv__same_shape(t, dst) || t->dtype != dst->dtype) {
+        hv__fail("hv_params_load_file", "'%s': checkpoint %s%s, model %s%s", name, hv__shape_str(t), t->dtype == HV_I32 ? " i32" : "",
+                 hv__shape_str(dst), dst->dtype == HV_I32 ? " i32" : "");
+        return -1;
+    }
+    dst->ctx->be->copy(dst->ctx, dst, t, 0);
+    if (!ls->seen[p]) ls->res->loaded++;
+    ls->seen[p] = 1;
+    return 0;
+}
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res) {
+    hv_load_result local;
+    hv__load_sink ls;
+    hv_state_dict *rest;
+    int i, rc = 0;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!params || !params->count) return hv__fail("hv_params_load_file", "no parameters to load into"), -1;
+    ls.params = params;
+    ls.res = res;
+    ls.seen = (unsigned char *)hv__malloc((size_t)params->count);
+    if (!ls.seen) return hv__fail("hv_params_load_file", "out of memory"), -1;
+    memset(ls.seen, 0, (size_t)params->count);
+    /* every tensor goes through the sink and is freed at once, so the weights are never held
+       twice; on an error (a shape mismatch too) the parameters loaded before it keep their values */
+    rest = hv__ckpt_load_sink(params->tensors[0]->ctx, "hv_params_load_file", path, entry, hv__load_sink_fn, &ls);
+    if (!rest) rc = -1;
+    hv_state_dict_free(rest);
+    for (i = 0; rc == 0 && i < params->count; i++)
+        if (!ls.seen[i] && hv__names_push(&res->missing, &res->missing_count, params->names[i])) {
+            hv__fail("hv_params_load_file", "out of memory");
+            rc = -1;
+        }
+    hv__free(ls.seen);
+    if (rc || res == &local) hv_load_result_free(res);
+    return rc;
+}
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params) {
+    hv_state_dict *sd = hv_state_dict_new(ctx);
+    int i;
+    for (i = 0; sd && params && i < params->count; i++)
+        if (hv_state_dict_add(sd, params->names[i], params->tensors[i])) {
+            hv_state_dict_free(sd);
+            return NULL;
+        }
+    return sd;
+}
+
+
+/* ==== 11. OPTIMIZERS, SCHEDULES, TRAINING STATE ================================================ */
+/* HV-SECTION train BEGIN */
+
+#include <errno.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#define HV__POSIX_IO 1
+#elif defined(_WIN32)
+#include <io.h>
+#endif
+
+/* ---- deterministic reductions over a float array -------------------------------------------- */
+
+/* A reduction is cut into at most HV__NCHUNK chunks whose bounds depend on n only; chunks run in
+   parallel and their partial results are combined in chunk order, so any thread count gives the
+   same bits. */
+#define HV__NCHUNK 64
+static int64_t hv__chunk_len(int64_t n) {
+    int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
+    return c < 16384 ? 16384 : c;
+}
+/* sum of x[i]^2 in double */
+static double hv__sumsq(hv_ctx *ctx, const float *x, int64_t n) {
+    double part[HV__NCHUNK], s = 0;
+    int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
+        for (; i + 4 <= e; i += 4) {
+            a0 += (double)x[i] * x[i];
+            a1 += (double)x[i + 1] * x[i + 1];
+            a2 += (double)x[i + 2] * x[i + 2];
+            a3 += (double)x[i + 3] * x[i + 3];
+        }
+        for (; i < e; i++) a0 += (double)x[i] * x[i];
+        part[c] = (a0 + a1) + (a2 + a3);
+    }
+    for (c = 0; c < nc; c++) s += part[c];
+    return s;
+}
+/* how many of x are NaN or Inf; *first the index of the first one (-1 when none) */
+static int64_t hv__count_nonfinite(hv_ctx *ctx, const float *x, int64_t n, int64_t *first) {
+    int64_t cnt[HV__NCHUNK], fst[HV__NCHUNK], len = hv__chunk_len(n), nc = (n + len - 1) / len, c, total = 0;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i, e = (c + 1) * len < n ? (c + 1) * len : n, k = 0, f = -1;
+        for (i = c * len; i < e; i++)
+            if (!isfinite(x[i])) {
+                if (f < 0) f = i;
+                k++;
+            }
+        cnt[c] = k;
+        fst[c] = f;
+    }
+    *first = -1;
+    for (c = 0; c < nc; c++) {
+        if (*first < 0 && fst[c] >= 0) *first = fst[c];
+        total += cnt[c];
+    }
+    return total;
+}
+
+/* ---- parameter groups ----------------------------------------------------------------------- */
+
+static int hv__ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+HVDEF int hv_vit_layer_id(const char *name, int num_layers) {
+    if (!name) return num_layers + 1;
+    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strncmp(name, "patch_embed", 11)) return 0;
+    if (!strncmp(name, "blocks.", 7) && name[7] >= '0' && name[7] <= '9') return atoi(name + 7) + 1;
+    return num_layers + 1;
+}
+
+/* weight decay of one parameter under a rule */
+static float hv__group_wd(const char *name, const hv_tensor *t, hv_decay_rule rule, float wd) {
+    if (rule == HV_DECAY_ALL) return wd;
+    if (t->ndim <= 1 || hv__ends_with(name, ".bias")) return 0.0f;
+    if (rule == HV_DECAY_SKIP_1D_AND_TOKENS &&
+        (hv__ends_with(name, "pos_embed") || hv__ends_with(name, "cls_token") || hv__ends_with(name, "mask_token") ||
+         hv__ends_with(name, "dist_token")))
+        return 0.0f;
+    return wd;
+}
+
+/* ---- optimizers ----------------------------------------------------------------------------- */
+
+typedef struct hv__opt_param {
+    hv_tensor *t;         /* borrowed from the parameter list */
+    int active;           /* trainable when the optimizer was made: has state, gets updates */
+    float lr_scale, wd;
+    int64_t steps;        /* updates done (PyTorch's per-parameter state['step']) */
+    hv_tensor *state[2];  /* see hv_optim_state */
+} hv__opt_param;
+
+struct hv_optim {
+    hv_ctx *ctx;
+    hv_optim_desc d; /* resolved */
+    double lr;
+    int count, nslots;
+    hv__opt_param *p;
+};
+
+static const char *hv__optim_name(int type) {
+    static const char *names[] = {"AdamW", "Adam", "SGD", "LARS"};
+    return type >= 0 && type < 4 ? names[type] : "unknown";
+}
+
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc) {
+    static const char *slot_names[2][2] = {{".exp_avg", ".exp_avg_sq"}, {".momentum_buffer", ""}};
+    hv_optim *o;
+    hv_optim_desc d;
+    int i, s;
+    if (!ctx) return (hv_optim *)hv__fail("hv_optim_new", "ctx is NULL");
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return (hv_optim *)hv__fail("hv_optim_new", "params is NULL or has no tensors/names arrays");
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if ((int)d.type < 0 || (int)d.type > HV_OPTIM_LARS)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown optimizer type %d", (int)d.type);
+    if (d.lr == 0) d.lr = 1e-3f;
+    if (d.beta1 == 0) d.beta1 = 0.9f;
+    if (d.beta2 == 0) d.beta2 = 0.999f;
+    if (d.eps == 0) d.eps = 1e-8f;
+    if (d.type == HV_OPTIM_LARS && d.momentum == 0) d.momentum = 0.9f;
+    if (d.trust_coefficient == 0) d.trust_coefficient = 1e-3f;
+    if (!(d.lr > 0) || !(d.beta1 >= 0 && d.beta1 < 1) || !(d.beta2 >= 0 && d.beta2 < 1) || !(d.eps > 0) || !(d.weight_decay >= 0) ||
+        !(d.momentum >= 0) || !(d.dampening >= 0 && d.dampening <= 1) || !(d.trust_coefficient > 0) || !(d.layer_decay >= 0) ||
+        d.num_layers < 0)
+        return (hv_optim *)hv__fail("hv_optim_new",
+                                    "bad settings: lr %g, betas (%g, %g), eps %g, weight_decay %g, momentum %g, dampening %g, trust %g, "
+                                    "layer_decay %g, num_layers %d (lr, eps, trust > 0; betas in [0, 1); the rest >= 0)",
+                                    (double)d.lr, (double)d.beta1, (double)d.beta2, (double)d.eps, (double)d.weight_decay,
+                                    (double)d.momentum, (double)d.dampening, (double)d.trust_coefficient, (double)d.layer_decay,
+                                    d.num_layers);
+    if (d.nesterov && (d.type != HV_OPTIM_SGD || d.momentum <= 0 || d.dampening != 0))
+        return (hv_optim *)hv__fail("hv_optim_new", "Nesterov momentum needs SGD with momentum > 0 and dampening 0");
+    if ((int)d.decay_rule < 0 || (int)d.decay_rule > HV_DECAY_SKIP_1D)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown decay_rule %d", (int)d.decay_rule);
+    if (d.layer_decay == 1.0f) d.layer_decay = 0; /* the same thing: off */
+    if (d.layer_decay > 0 && d.num_layers == 0)
+        for (i = 0; i < params->count; i++) {
+            int id = params->names[i] ? hv_vit_layer_id(params->names[i], 1 << 20) : 0;
+            if (id > 0 && id <= (1 << 20) && id > d.num_layers) d.num_layers = id; /* blocks.i -> i + 1 */
+        }
+    o = (hv_optim *)hv__malloc(sizeof *o);
+    if (!o) return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    memset(o, 0, sizeof *o);
+    o->ctx = ctx;
+    o->d = d;
+    o->lr = d.lr;
+    o->count = params->count;
+    o->nslots = d.type <= HV_OPTIM_ADAM ? 2 : (d.type == HV_OPTIM_LARS || d.momentum > 0) ? 1 : 0;
+    o->p = (hv__opt_param *)hv__malloc(sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    if (!o->p) {
+        hv__free(o);
+        return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    }
+    memset(o->p, 0, sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    for (i = 0; i < o->count; i++) {
+        hv__opt_param *P = &o->p[i];
+        hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i] ? params->names[i] : "";
+        P->t = t;
+        if (!t) {
+            hv__fail("hv_optim_new", "parameter %d ('%s') is NULL", i, name);
+            goto fail;
+        }
+        if (!t->trainable) continue; /* buffers: running statistics, frozen tables */
+        if (t->ctx != ctx || t->dtype != HV_F32 || !t->persistent || !hv_is_contiguous(t)) {
+            hv__fail("hv_optim_new", "trainable %s must be a persistent contiguous f32 tensor of this context", hv__desc(name, t));
+            goto fail;
+        }
+        P->active = 1;
+        P->lr_scale = d.layer_decay > 0 ? (float)pow((double)d.layer_decay, (double)(d.num_layers + 1 - hv_vit_layer_id(name, d.num_layers)))
+                                        : 1.0f;
+        P->wd = hv__group_wd(name, t, d.decay_rule, d.weight_decay);
+        for (s = 0; s < o->nslots; s++) {
+            char full[128];
+            P->state[s] = hv__alloc(ctx, HV_F32, t->ndim, t->shape, 1);
+            if (!P->state[s]) goto fail;
+            snprintf(full, sizeof full, "%s%s", name, slot_names[d.type <= HV_OPTIM_ADAM ? 0 : 1][s]);
+            hv_tensor_set_name(P->state[s], full);
+        }
+    }
+    return o;
+fail:
+    hv_optim_free(o);
+    return NULL;
+}
+
+HVDEF void hv_optim_free(hv_optim *opt) {
+    int i, s;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        for (s = 0; s < 2; s++) hv_tensor_free(opt->p[i].state[s]);
+    hv__free(opt->p);
+    hv__free(opt);
+}
+
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr) {
+    if (opt) opt->lr = lr;
+}
+HVDEF float hv_optim_get_lr(const hv_optim *opt) { return opt ? (float)opt->lr : NAN; }
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt) { return opt->d; }
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active) return -1;
+    if (lr_scale) *lr_scale = opt->p[i].lr_scale;
+    if (weight_decay) *weight_decay = opt->p[i].wd;
+    return 0;
+}
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active)
+        return hv__fail("hv_optim_set_param_group", "parameter %d is not updated by this optimizer", i), -1;
+    if (!(lr_scale >= 0) || !(weight_decay >= 0))
+        return hv__fail("hv_optim_set_param_group", "lr_scale %g and weight_decay %g must be >= 0", (double)lr_scale, (double)weight_decay), -1;
+    opt->p[i].lr_scale = lr_scale;
+    opt->p[i].wd = weight_decay;
+    return 0;
+}
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot) {
+    if (!opt || i < 0 || i >= opt->count || slot < 0 || slot >= opt->nslots) return NULL;
+    return opt->p[i].state[slot];
+}
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i) {
+    return (opt && i >= 0 && i < opt->count) ? opt->p[i].steps : 0;
+}
+HVDEF void hv_optim_zero_grad(hv_optim *opt) {
+    int i;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        if (opt->p[i].active) hv_zero_grad(opt->p[i].t);
+}
+
+/* Adam(W) on one parameter. The float expressions follow PyTorch's single-tensor kernels:
+   lerp for the first moment, mul + addcmul for the second, addcdiv for the update. */
+static void hv__adam_update(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, float decay, float l2, float b1c,
+                            float b2, float b2c, float bc2_sqrt, float eps, float neg_step) {
+    int64_t i;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float gi = g[i] + l2 * w[i];  /* Adam: grad.add(param, alpha=wd); AdamW: l2 = 0 */
+        float wi = w[i] * decay;      /* AdamW: param.mul_(1 - lr wd); Adam: decay = 1 */
+        float mi = m[i] + b1c * (gi - m[i]);
+        float vi = v[i] * b2 + b2c * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi + neg_step * mi / denom;
+    }
+}
+
+HVDEF int hv_optim_step(hv_optim *opt) {
+    int i;
+    const hv_optim_desc *d;
+    if (!opt) return hv__fail("hv_optim_step", "optimizer is NULL"), -1;
+    d = &opt->d;
+    for (i = 0; i < opt->count; i++) {
+        hv__opt_param *P = &opt->p[i];
+        hv_tensor *t = P->t;
+        hv_ctx *ctx = opt->ctx;
+        float *w, *g;
+        double lr = opt->lr * (double)P->lr_scale;
+        int64_t n, k;
+        if (!P->active || !t->trainable || !t->grad) continue;
+        n = hv_numel(t);
+        w = (float *)t->data;
+        g = (float *)t->grad->data;
+        P->steps++;
+        if (d->type == HV_OPTIM_ADAMW || d->type == HV_OPTIM_ADAM) {
+            double step = (double)P->steps;
+            double bc1 = 1.0 - pow((double)d->beta1, step), bc2 = 1.0 - pow((double)d->beta2, step);
+            int adamw = d->type == HV_OPTIM_ADAMW;
+            hv__adam_update(ctx, w, g, (float *)P->state[0]->data, (float *)P->state[1]->data, n,
+                            adamw ? (float)(1.0 - lr * P->wd) : 1.0f, adamw ? 0.0f : P->wd, (float)(1.0 - d->beta1), d->beta2,
+                            (float)(1.0 - d->beta2), (float)sqrt(bc2), d->eps, (float)-(lr / bc1));
+        } else if (d->type == HV_OPTIM_SGD) {
+            float wd = P->wd, mom = d->momentum, damp = (float)(1.0 - d->dampening), neg_lr = (float)-lr;
+            float *buf = opt->nslots ? (float *)P->state[0]->data : NULL;
+            int first = P->steps == 1, nesterov = d->nesterov;
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float gk = g[k] + wd * w[k];
+                if (buf) {
+                    float b = first ? gk : buf[k] * mom + damp * gk; /* torch: the buffer starts as a copy of g */
+                    buf[k] = b;
+                    gk = nesterov ? gk + mom * b : b;
+                }
+                w[k] = w[k] + neg_lr * gk;
+            }
+        } else { /* LARS */
+            float q = 1.0f, wd = t->ndim > 1 ? P->wd : 0.0f, mom = d->momentum, neg_lr = (float)-lr;
+            float *mu = (float *)P->state[0]->data;
+            if (t->ndim > 1) {
+                /* trust ratio from ||w|| and ||g + wd w||: the second norm over a pass that forms
+                   g + wd w on the fly, in the same fixed chunks */
+                double pn = sqrt(hv__sumsq(ctx, w, n)), un, part[HV__NCHUNK], ss = 0;
+                int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+                HV__PARALLEL_FOR(ctx, n)
+                for (c = 0; c < nc; c++) {
+                    int64_t j, e = (c + 1) * len < n ? (c + 1) * len : n;
+                    double a = 0;
+                    for (j = c * len; j < e; j++) {
+                        float u = g[j] + wd * w[j];
+                        a += (double)u * u;
+                    }
+                    part[c] = a;
+                }
+                for (c = 0; c < nc; c++) ss += part[c];
+                un = sqrt(ss);
+                if (pn > 0 && un > 0) q = (float)((double)d->trust_coefficient * pn / un);
+            }
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float u = (g[k] + wd * w[k]) * q;
+                float m = mu[k] * mom + u;
+                mu[k] = m;
+                w[k] = w[k] + neg_lr * m;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- learning-rate schedules ---------------------------------------------------------------- */
+
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t) {
+    double lr, w;
+    int i;
+    if (!s) return hv__fail("hv_lr_at", "schedule is NULL"), NAN;
+    lr = s->lr;
+    w = s->warmup;
+    if ((int)s->type < 0 || (int)s->type > HV_SCHED_STEP || !(w >= 0) || s->num_milestones < 0 || s->num_milestones > HV_MAX_MILESTONES)
+        return hv__fail("hv_lr_at", "bad schedule: type %d, warmup %g, %d milestones (at most %d)", (int)s->type, w, s->num_milestones,
+                        HV_MAX_MILESTONES), NAN;
+    if (w > 0 && t < w) return (float)(lr * (t > 0 ? t : 0) / w);
+    if (s->type == HV_SCHED_COSINE) {
+        if (!(s->total > w)) return hv__fail("hv_lr_at", "cosine schedule: total %g must exceed warmup %g", s->total, w), NAN;
+        if (t >= s->total) return s->min_lr;
+        return (float)(s->min_lr + (lr - s->min_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * (t - w) / (s->total - w))));
+    }
+    if (s->type == HV_SCHED_STEP) {
+        double gamma = s->gamma != 0 ? s->gamma : 0.1;
+        for (i = 0; i < s->num_milestones; i++)
+            if (s->milestones[i] <= t) lr *= gamma; /* as MultiStepLR: one factor per milestone passed */
+    }
+    return (float)lr;
+}
+
+/* ---- gradient clipping and non-finite checks ------------------------------------------------ */
+
+static int hv__has_grad(const hv_tensor *t) { return t && t->trainable && t->grad && t->grad->dtype == HV_F32; }
+
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm) {
+    double ss = 0, norm;
+    int i;
+    if (!params || params->count < 0 || (params->count > 0 && !params->tensors))
+        return hv__fail("hv_clip_grad_norm", "params is NULL or has no tensors"), -1.0;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, hv_numel(t));
+    }
+    norm = sqrt(ss);
+    if (max_norm > 0 && isfinite(norm)) {
+        double coef = (double)max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float c = (float)coef;
+            for (i = 0; i < params->count; i++) {
+                hv_tensor *t = params->tensors[i];
+                float *g;
+                int64_t n, k;
+                if (!hv__has_grad(t)) continue;
+                g = (float *)t->grad->data;
+                n = hv_numel(t);
+                HV__PARALLEL_FOR(t->ctx, n)
+                for (k = 0; k < n; k++) g[k] *= c;
+            }
+        }
+    }
+    return norm;
+}
+
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad) {
+    int i;
+    if (bad) *bad = 0;
+    if (loss) {
+        float v;
+        if (hv_numel(loss) != 1 || loss->dtype != HV_F32)
+            return hv__fail("hv_check_finite", "%s must be one f32 element", hv__desc("loss", loss)), -1;
+        v = hv_item(loss);
+        if (!isfinite(v)) {
+            if (bad) *bad = -1;
+            return hv__fail("hv_check_finite", "the loss is %s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"), -1;
+        }
+    }
+    if (!params) return 0;
+    if (params->count > 0 && !params->tensors) return hv__fail("hv_check_finite", "params has no tensors"), -1;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        int64_t first, cnt;
+        float v;
+        if (!hv__has_grad(t)) continue;
+        cnt = hv__count_nonfinite(t->ctx, (const float *)t->grad->data, hv_numel(t), &first);
+        if (!cnt) continue;
+        if (bad) *bad = i;
+        v = ((const float *)t->grad->data)[first];
+        return hv__fail("hv_check_finite", "the gradient of %s has %lld non-finite values (the first at flat index %lld is %s)",
+                        (params->names && params->names[i]) ? hv__desc(params->names[i], t) : hv__desc("parameter", t),
+                        (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
+               -1;
+    }
+    return 0;
+}
+
+/* ---- train state files ---------------------------------------------------------------------- */
+
+#define HV__TS_VERSION 1u
+#define HV__TS_MAX_NAME 255u
+#define HV__TS_NO_OPTIM 0xFFFFFFFFu
+#define HV__FNV_BASIS 0xcbf29ce484222325ULL
+#define HV__FNV_PRIME 0x100000001b3ULL
+static const char hv__ts_magic[8] = {'H', 'V', 'T', 'R', 'A', 'I', 'N', 0};
+
+static int hv__little_endian(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+static uint64_t hv__get_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static void hv__put_le64(unsigned char *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void hv__swap4(unsigned char *p, size_t count) {
+    size_t i;
+    for (i = 0; i < count; i++, p += 4) {
+        unsigned char a = p[0], b = p[1];
+        p[0] = p[3];
+        p[1] = p[2];
+        p[2] = b;
+        p[3] = a;
+    }
+}
+
+/* hv64, the file checksum (see FILE FORMAT in the API): four FNV-1a-64 lanes over 32-byte blocks */
+typedef struct hv__cksum {
+    uint64_t lane[4], total;
+    unsigned char tail[32];
+    size_t ntail;
+} hv__cksum;
+static void hv__cksum_init(hv__cksum *h) {
+    int j;
+    for (j = 0; j < 4; j++) h->lane[j] = HV__FNV_BASIS ^ (uint64_t)j;
+    h->total = 0;
+    h->ntail = 0;
+}
+static void hv__cksum_block(hv__cksum *h, const unsigned char *b) {
+    h->lane[0] = (h->lane[0] ^ hv__get_le64(b)) * HV__FNV_PRIME;
+    h->lane[1] = (h->lane[1] ^ hv__get_le64(b + 8)) * HV__FNV_PRIME;
+    h->lane[2] = (h->lane[2] ^ hv__get_le64(b + 16)) * HV__FNV_PRIME;
+    h->lane[3] = (h->lane[3] ^ hv__get_le64(b + 24)) * HV__FNV_PRIME;
+}
+static void hv__cksum_update(hv__cksum *h, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    h->total += n;
+    if (h->ntail) {
+        size_t take = 32 - h->ntail < n ? 32 - h->ntail : n;
+        memcpy(h->tail + h->ntail, p, take);
+        h->ntail += take;
+        p += take;
+        n -= take;
+        if (h->ntail < 32) return;
+        hv__cksum_block(h, h->tail);
+        h->ntail = 0;
+    }
+    for (; n >= 32; n -= 32, p += 32) hv__cksum_block(h, p);
+    memcpy(h->tail, p, n);
+    h->ntail = n;
+}
+static uint64_t hv__cksum_final(const hv__cksum *h) {
+    uint64_t l0 = h->lane[0], r;
+    size_t i;
+    int j;
+    for (i = 0; i < h->ntail; i++) l0 = (l0 ^ h->tail[i]) * HV__FNV_PRIME;
+    r = l0;
+    for (j = 1; j < 4; j++) r = (r ^ h->lane[j]) * HV__FNV_PRIME;
+    return (r ^ h->total) * HV__FNV_PRIME;
+}
+
+/* writer: every byte goes through the checksum; err sticks */
+typedef struct hv__tsw {
+    FILE *f;
+    hv__cksum h;
+    int err;
+} hv__tsw;
+static void hv__tsw_bytes(hv__tsw *w, const void *p, size_t n) {
+    if (w->err || !n) return;
+    hv__cksum_update(&w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n) w->err = errno ? errno : EIO;
+}
+static void hv__tsw_u32(hv__tsw *w, uint32_t v) {
+    unsigned char b[4];
+    int i;
+    for (i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+    hv__tsw_bytes(w, b, 4);
+}
+static void hv__tsw_u64(hv__tsw *w, uint64_t v) {
+    unsigned char b[8];
+    hv__put_le64(b, v);
+    hv__tsw_bytes(w, b, 8);
+}
+/* count 4-byte elements, little-endian in the file */
+static void hv__tsw_words(hv__tsw *w, const void *p, int64_t count) {
+    const unsigned char *src = (const unsigned char *)p;
+    if (hv__little_endian()) {
+        hv__tsw_bytes(w, src, (size_t)count * 4);
+        return;
+    }
+    while (count > 0 && !w->err) {
+        unsigned char buf[4096];
+        size_t k = count > 1024 ? 1024 : (size_t)count;
+        memcpy(buf, src, k * 4);
+        hv__swap4(buf, k);
+        hv__tsw_bytes(w, buf, k * 4);
+        src += k * 4;
+        count -= (int64_t)k;
+    }
+}
+
+/* reader: every byte but the final checksum goes through the hash */
+typedef struct hv__tsr {
+    FILE *f;
+    hv__cksum h;
+} hv__tsr;
+static int hv__tsr_bytes(hv__tsr *r, void *p, size_t n) {
+    if (!n) return 0;
+    if (fread(p, 1, n, r->f) != n) return -1;
+    hv__cksum_update(&r->h, p, n);
+    return 0;
+}
+static int hv__tsr_u32(hv__tsr *r, uint32_t *v) {
+    unsigned char b[4];
+    if (hv__tsr_bytes(r, b, 4)) return -1;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+static int hv__tsr_u64(hv__tsr *r, uint64_t *v) {
+    unsigned char b[8];
+    if (hv__tsr_bytes(r, b, 8)) return -1;
+    *v = hv__get_le64(b);
+    return 0;
+}
+/* count 4-byte elements into dst (host order), or skipped when dst is NULL */
+static int hv__tsr_words(hv__tsr *r, void *dst, int64_t count) {
+    unsigned char buf[16384];
+    if (dst) {
+        if (hv__tsr_bytes(r, dst, (size_t)count * 4)) return -1;
+        if (!hv__little_endian()) hv__swap4((unsigned char *)dst, (size_t)count);
+        return 0;
+    }
+    while (count > 0) {
+        size_t k = count > (int64_t)(sizeof buf / 4) ? sizeof buf / 4 : (size_t)count;
+        if (hv__tsr_bytes(r, buf, k * 4)) return -1;
+        count -= (int64_t)k;
+    }
+    return 0;
+}
+/* after a problem: reads the rest of the file and tells whether its checksum holds (1), or the
+   file is corrupt or truncated (0) */
+static int hv__tsr_rest_intact(hv__tsr *r) {
+    unsigned char buf[8 + 16384];
+    size_t have = 0, n;
+    while ((n = fread(buf + have, 1, sizeof buf - have, r->f)) > 0) {
+        have += n;
+        if (have > 8) {
+            hv__cksum_update(&r->h, buf, have - 8);
+            memmove(buf, buf + have - 8, 8);
+            have = 8;
+        }
+    }
+    return have == 8 && hv__get_le64(buf) == hv__cksum_final(&r->h);
+}
+
+/* checks the arguments shared by save and load; 0 or -1 (error set) */
+static int hv__ts_check_args(const char *op, const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt) {
+    int i, j;
+    if (!path || !*path) return hv__fail(op, "path is NULL or empty"), -1;
+    if (!ctx) return hv__fail(op, "%s: ctx is NULL", path), -1;
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return hv__fail(op, "%s: params is NULL or has no tensors/names arrays", path), -1;
+    for (i = 0; i < params->count; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i];
+        if (!name || !*name || strlen(name) > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: parameter %d has no name or one longer than %u bytes", path, i, HV__TS_MAX_NAME), -1;
+        if (!t || (t->dtype != HV_F32 && t->dtype != HV_I32) || !t->data || !hv_is_contiguous(t))
+            return hv__fail(op, "%s: parameter '%s' must be a contiguous f32 or i32 tensor", path, name), -1;
+        if (t->ctx != ctx) return hv__fail(op, "%s: parameter '%s' belongs to another context", path, name), -1;
+        for (j = 0; j < i; j++)
+            if (!strcmp(params->names[j], name)) return hv__fail(op, "%s: parameter name '%s' appears twice", path, name), -1;
+    }
+    if (opt) {
+        if (opt->count != params->count) return hv__fail(op, "%s: the optimizer was made for a different parameter list", path), -1;
+        for (i = 0; i < params->count; i++)
+            if (opt->p[i].t != params->tensors[i])
+                return hv__fail(op, "%s: the optimizer was made for a different parameter list (entry %d, '%s')", path, i, params->names[i]),
+                       -1;
+    }
+    return 0;
+}
+
+static char *hv__tmp_path(const char *path) {
+    size_t n = strlen(path);
+    char *tmp = (char *)hv__malloc(n + 5);
+    if (tmp) {
+        memcpy(tmp, path, n);
+        memcpy(tmp + n, ".tmp", 5);
+    }
+    return tmp;
+}
+
+/* flushes a closed file's data to the disk (best effort where the platform has no fsync) */
+static int hv__fsync_path(const char *path, int is_dir) {
+#ifdef HV__POSIX_IO
+    int fd = open(path, is_dir ? O_RDONLY : O_WRONLY), rc;
+    if (fd < 0) return is_dir ? 0 : -1; /* some systems cannot open a folder: nothing more to do */
+    rc = fsync(fd);
+    close(fd);
+    return is_dir ? 0 : rc;
+#else
+    (void)path;
+    (void)is_dir;
+    return 0;
+#endif
+}
+
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info) {
+    static const char *op = "hv_train_state_save";
+    hv__tsw w;
+    char *tmp;
+    size_t meta_len = 0;
+    const char *why = NULL;
+    int i, s, e = 0;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    if (info) {
+        const char *nul = (const char *)memchr(info->meta, 0, HV_TRAIN_META_MAX);
+        if (!nul) return hv__fail(op, "%s: info->meta is not NUL-terminated within %d bytes", path, HV_TRAIN_META_MAX), -1;
+        meta_len = (size_t)(nul - info->meta);
+    }
+    tmp = hv__tmp_path(path);
+    if (!tmp) return hv__fail(op, "%s: out of memory", path), -1;
+    memset(&w, 0, sizeof w);
+    hv__cksum_init(&w.h);
+    errno = 0;
+    w.f = fopen(tmp, "wb");
+    if (!w.f) {
+        e = errno;
+        hv__fail(op, "%s: cannot create the temporary file %s: %s", path, tmp, e ? strerror(e) : "unknown error");
+        hv__free(tmp);
+        return -1;
+    }
+    hv__tsw_bytes(&w, hv__ts_magic, 8);
+    hv__tsw_u32(&w, HV__TS_VERSION);
+    hv__tsw_u32(&w, opt ? 1u : 0u);
+    hv__tsw_u64(&w, (uint64_t)(info ? info->step : 0));
+    for (i = 0; i < 4; i++) hv__tsw_u64(&w, ctx->rng[i]);
+    for (i = 0; i < HV_TRAIN_USER_INTS; i++) hv__tsw_u64(&w, (uint64_t)(info ? info->user[i] : 0));
+    hv__tsw_u32(&w, (uint32_t)meta_len);
+    if (meta_len) hv__tsw_bytes(&w, info->meta, meta_len);
+    hv__tsw_u32(&w, opt ? (uint32_t)opt->d.type : HV__TS_NO_OPTIM);
+    hv__tsw_u32(&w, (uint32_t)params->count);
+    for (i = 0; i < params->count && !w.err; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const hv__opt_param *P = opt ? &opt->p[i] : NULL;
+        int nslots = (P && P->active) ? opt->nslots : 0;
+        int64_t n = hv_numel(t);
+        size_t len = strlen(params->names[i]);
+        hv__tsw_u32(&w, (uint32_t)len);
+        hv__tsw_bytes(&w, params->names[i], len);
+        hv__tsw_u32(&w, (uint32_t)t->dtype);
+        hv__tsw_u32(&w, (uint32_t)t->ndim);
+        for (s = 0; s < t->ndim; s++) hv__tsw_u64(&w, (uint64_t)t->shape[s]);
+        hv__tsw_u64(&w, (uint64_t)((P && P->active) ? P->steps : -1));
+        hv__tsw_u32(&w, (uint32_t)nslots);
+        hv__tsw_words(&w, t->data, n);
+        for (s = 0; s < nslots; s++) hv__tsw_words(&w, P->state[s]->data, n);
+    }
+    if (!w.err) {
+        unsigned char b[8];
+        hv__put_le64(b, hv__cksum_final(&w.h));
+        if (fwrite(b, 1, 8, w.f) != 8) w.err = errno ? errno : EIO;
+    }
+    if (!w.err && fflush(w.f) != 0) w.err = errno ? errno : EIO;
+#ifdef _WIN32
+    if (!w.err && _commit(_fileno(w.f)) != 0) w.err = errno ? errno : EIO;
+#endif
+    if (w.err) why = "writing";
+    if (fclose(w.f) != 0 && !why) {
+        w.err = errno ? errno : EIO;
+        why = "closing";
+    }
+    if (!why && hv__fsync_path(tmp, 0) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "syncing";
+    }
+#ifdef _WIN32
+    if (!why) remove(path); /* Windows' rename does not replace: not atomic there */
+#endif
+    if (!why && rename(tmp, path) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "renaming it over the target";
+    }
+    if (why) {
+        remove(tmp);
+        hv__fail(op, "%s: failed %s the temporary file %s: %s (the previous %s, if any, is unchanged)", path, why, tmp,
+                 strerror(w.err), path);
+        hv__free(tmp);
+        return -1;
+    }
+    hv__free(tmp);
+    {   /* make the rename itself durable: fsync the folder */
+        char dir[1024];
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) : 0;
+        if (!slash) memcpy(dir, ".", 2);
+        else if (n == 0) memcpy(dir, "/", 2);
+        else if (n < sizeof dir) {
+            memcpy(dir, path, n);
+            dir[n] = 0;
+        } else dir[0] = 0;
+        if (dir[0]) hv__fsync_path(dir, 1);
+    }
+    return 0;
+}
+
+/* One pass over a state file. apply 0: validate only (nothing changes); apply 1: copy the data
+   into params and the optimizer. The header fields are returned for the caller to apply last.
+   0, or -1 with the error set (message prefixed by the path), -2 when it is not a state file. */
+typedef struct hv__ts_header {
+    uint32_t flags, optim;
+    int64_t step, user[HV_TRAIN_USER_INTS];
+    uint64_t rng[4];
+    char meta[HV_TRAIN_META_MAX];
+} hv__ts_header;
+
+static int hv__ts_pass(hv__tsr *r, const char *path, const hv_param_list *params, hv_optim *opt, hv__ts_header *hd, unsigned char *seen,
+                       int apply) {
+    static const char *op = "hv_train_state_load";
+    unsigned char magic[8], sum[8];
+    uint32_t version, len, count, u, i, nd, nslots;
+    uint64_t v;
+    char name[HV__TS_MAX_NAME + 1], where[HV__TS_MAX_NAME + 32];
+    int j, idx;
+    memcpy(where, "the header", 11);
+    memset(seen, 0, (size_t)(params->count ? params->count : 1));
+    if (hv__tsr_bytes(r, magic, 8) || memcmp(magic, hv__ts_magic, 8))
+        return hv__fail(op, "%s: not a humanvit train state file (no \"HVTRAIN\" magic)", path), -2;
+    if (hv__tsr_u32(r, &version)) goto truncated;
+    if (version != HV__TS_VERSION)
+        return hv__fail(op, "%s: format version %u; this library reads version %u", path, version, HV__TS_VERSION), -1;
+    if (hv__tsr_u32(r, &hd->flags) || hv__tsr_u64(r, &v)) goto truncated;
+    hd->step = (int64_t)v;
+    if (hd->flags & ~1u) return hv__fail(op, "%s: unknown flags 0x%x in the header", path, hd->flags), -1;
+    for (j = 0; j < 4; j++)
+        if (hv__tsr_u64(r, &hd->rng[j])) goto truncated;
+    for (j = 0; j < HV_TRAIN_USER_INTS; j++) {
+        if (hv__tsr_u64(r, &v)) goto truncated;
+        hd->user[j] = (int64_t)v;
+    }
+    if (hv__tsr_u32(r, &len)) goto truncated;
+    if (len >= HV_TRAIN_META_MAX) return hv__fail(op, "%s: metadata length %u is not below %d", path, len, HV_TRAIN_META_MAX), -1;
+    if (hv__tsr_bytes(r, hd->meta, len)) goto truncated;
+    hd->meta[len] = 0;
+    if (hv__tsr_u32(r, &hd->optim) || hv__tsr_u32(r, &count)) goto truncated;
+    if (hd->flags & 1u) {
+        if (hd->optim > (uint32_t)HV_OPTIM_LARS) return hv__fail(op, "%s: unknown optimizer type %u", path, hd->optim), -1;
+        if (opt && hd->optim != (uint32_t)opt->d.type)
+            return hv__fail(op, "%s: the file holds %s state but the optimizer is %s", path, hv__optim_name((int)hd->optim),
+                            hv__optim_name((int)opt->d.type)), -1;
+    } else {
+        if (hd->optim != HV__TS_NO_OPTIM) return hv__fail(op, "%s: optimizer type %u without the optimizer flag", path, hd->optim), -1;
+        if (opt) return hv__fail(op, "%s: the file has no optimizer state (saved without an optimizer)", path), -1;
+    }
+    if (count != (uint32_t)params->count)
+        return hv__fail(op, "%s: the file has %u tensors, params has %d", path, count, params->count), -1;
+    for (i = 0; i < count; i++) {
+        hv_tensor *t;
+        hv__opt_param *P = NULL;
+        int64_t dims[HV_MAX_DIMS], n = 1, steps;
+        uint32_t dtype;
+        int expect_slots;
+        snprintf(where, sizeof where, "tensor record %u", i);
+        if (hv__tsr_u32(r, &len)) goto truncated;
+        if (len < 1 || len > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: tensor record %u: name length %u is outside 1..%u", path, i, len, HV__TS_MAX_NAME), -1;
+        if (hv__tsr_bytes(r, name, len)) goto truncated;
+        name[len] = 0;
+        if (strlen(name) != len) return hv__fail(op, "%s: tensor record %u: the name holds a NUL byte", path, i), -1;
+        snprintf(where, sizeof where, "tensor '%s'", name);
+        for (idx = 0; idx < params->count && strcmp(params->names[idx], name); idx++) {
+        }
+        if (idx == params->count) return hv__fail(op, "%s: tensor '%s' is in the file but not in params", path, name), -1;
+        if (seen[idx]) return hv__fail(op, "%s: tensor '%s' appears twice", path, name), -1;
+        seen[idx] = 1;
+        t = params->tensors[idx];
+        if (hv__tsr_u32(r, &dtype) || hv__tsr_u32(r, &nd)) goto truncated;
+        if (dtype != (uint32_t)t->dtype)
+            return hv__fail(op, "%s: tensor '%s' has dtype %u in the file, %d in params", path, name, dtype, (int)t->dtype), -1;
+        if (nd > HV_MAX_DIMS) return hv__fail(op, "%s: tensor '%s' has %u dims (at most %d)", path, name, nd, HV_MAX_DIMS), -1;
+        for (u = 0; u < nd; u++) {
+            if (hv__tsr_u64(r, &v)) goto truncated;
+            dims[u] = (int64_t)v;
+        }
+        if ((int)nd != t->ndim || memcmp(dims, t->shape, sizeof(int64_t) * nd)) {
+            char fs[96];
+            int k = 0;
+            k += snprintf(fs + k, sizeof fs - (size_t)k, "(");
+            for (u = 0; u < nd && k < 80; u++) k += snprintf(fs + k, sizeof fs - (size_t)k, u ? ", %lld" : "%lld", (long long)dims[u]);
+            snprintf(fs + k, sizeof fs - (size_t)k, ")");
+            return hv__fail(op, "%s: tensor '%s' has shape %s in the file, %s in params", path, name, fs, hv__shape_str(t)), -1;
+        }
+        n = hv_numel(t);
+        if (hv__tsr_u64(r, &v) || hv__tsr_u32(r, &nslots)) goto truncated;
+        steps = (int64_t)v;
+        if (steps < -1 || nslots > 2 || (steps < 0 && nslots) || (!(hd->flags & 1u) && (steps != -1 || nslots)))
+            return hv__fail(op, "%s: tensor '%s': bad optimizer fields (steps %lld, %u state tensors)", path, name, (long long)steps, nslots),
+                   -1;
+        if (opt) {
+            P = &opt->p[idx];
+            expect_slots = P->active ? opt->nslots : 0;
+            if ((steps >= 0) != (P->active != 0))
+                return hv__fail(op, "%s: tensor '%s' is %s in the file but %s by the optimizer (trainable flags differ)", path, name,
+                                steps >= 0 ? "optimized" : "not optimized", P->active ? "optimized" : "not optimized"), -1;
+            if ((int)nslots != expect_slots)
+                return hv__fail(op, "%s: tensor '%s' has %u optimizer state tensors in the file, the %s optimizer keeps %d", path, name,
+                                nslots, hv__optim_name(opt->d.type), expect_slots), -1;
+        }
+        if (hv__tsr_words(r, apply ? t->data : NULL, n)) goto truncated;
+        for (u = 0; u < nslots; u++)
+            if (hv__tsr_words(r, (apply && P) ? P->state[u]->data : NULL, n)) goto truncated;
+        if (apply && P && P->active) P->steps = steps;
+    }
+    /* the checksum, then the end of the file */
+    memcpy(where, "the checksum", 13);
+    if (fread(sum, 1, 8, r->f) != 8) goto truncated;
+    if (hv__get_le64(sum) != hv__cksum_final(&r->h))
+        return hv__fail(op, "%s: checksum mismatch: the file is corrupt", path), -1;
+    if (fgetc(r->f) != EOF) return hv__fail(op, "%s: stray bytes after the checksum", path), -1;
+    return 0;
+truncated:
+    return hv__fail(op, "%s: the file is truncated (it ends inside %s)", path, where), -1;
+}
+
+/* an error message without its "op: path: " prefix */
+static const char *hv__ts_reason(const char *msg, const char *op, const char *path) {
+    size_t a = strlen(op), b = strlen(path);
+    if (!strncmp(msg, op, a) && !strncmp(msg + a, ": ", 2) && !strncmp(msg + a + 2, path, b) && !strncmp(msg + a + 2 + b, ": ", 2))
+        return msg + a + b + 4;
+    return msg;
+}
+
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt, hv_train_info *info) {
+    static const char *op = "hv_train_state_load";
+    hv__tsr r;
+    hv__ts_header *hd;
+    unsigned char *seen;
+    int rc = -1, i;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    hd = (hv__ts_header *)hv__malloc(sizeof *hd);
+    seen = (unsigned char *)hv__malloc((size_t)(params->count ? params->count : 1));
+    if (!hd || !seen) {
+        hv__free(hd);
+        hv__free(seen);
+        return hv__fail(op, "%s: out of memory", path), -1;
+    }
+    memset(hd, 0, sizeof *hd);
+    errno = 0;
+    r.f = fopen(path, "rb");
+    if (!r.f) {
+        int e = errno;
+        hv__fail(op, "%s: cannot open: %s", path, e ? strerror(e) : "unknown error");
+        goto done;
+    }
+    /* pass 1 validates everything; nothing is modified unless it succeeds */
+    hv__cksum_init(&r.h);
+    if ((i = hv__ts_pass(&r, path, params, opt, hd, seen, 0)) != 0) {
+        /* a structural complaint about a file whose checksum fails is corruption, not a mismatch */
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        if (i == -1 && !hv__tsr_rest_intact(&r) && !strstr(first, "checksum"))
+            hv__fail(op, "%s: the file is corrupt or truncated (checksum mismatch); reading it gave: %s", path,
+                     hv__ts_reason(first, op, path));
+        goto done;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!seen[i]) { /* unreachable with count == params->count and unique names; kept as a guard */
+            hv__fail(op, "%s: parameter '%s' is missing from the file", path, params->names[i]);
+            goto done;
+        }
+    /* pass 2 copies */
+    if (fseek(r.f, 0, SEEK_SET) != 0) {
+        hv__fail(op, "%s: cannot seek back to the start", path);
+        goto done;
+    }
+    hv__cksum_init(&r.h);
+    if (hv__ts_pass(&r, path, params, opt, hd, seen, 1)) {
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        hv__fail(op, "%s: the file changed while it was loaded; the parameters are now partly overwritten (%s)", path,
+                 hv__ts_reason(first, op, path));
+        goto done;
+    }
+    hv_rng_set_state(ctx, hd->rng);
+    if (info) {
+        info->step = hd->step;
+        memcpy(info->user, hd->user, sizeof info->user);
+        memcpy(info->meta, hd->meta, sizeof info->meta);
+    }
+    rc = 0;
+done:
+    if (r.f) fclose(r.f);
+    hv__free(hd);
+    hv__free(seen);
+    return rc;
+}
+
+/* HV-SECTION train END */
 
 /* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
 /* HV-SECTION images BEGIN */
+#include <errno.h>
+
+/* Everything below reads untrusted bytes. The rules: every index is checked against the buffer
+   before use, sizes are computed in 64 bits after the dimensions passed the limits, nothing is
+   allocated from a header's word before the file proves it holds enough data, and each error
+   names the file (the path, or "<memory>") and what was wrong with it. */
+
+typedef struct hv__imgsrc {
+    const char *op;   /* the public call, for the error prefix */
+    const char *name; /* the path or "<memory>" */
+} hv__imgsrc;
+
+static int hv__img_err(const hv__imgsrc *s, const char *fmt, ...) {
+    char msg[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    hv__fail(s->op, "%s: %s", s->name, msg);
+    return -1;
+}
+
+static uint32_t hv__be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+static unsigned hv__be16(const uint8_t *p) { return ((unsigned)p[0] << 8) | (unsigned)p[1]; }
+static int hv__host_is_le(void) {
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
+static void hv__bswap_inplace(uint8_t *p, size_t count, int width) {
+    size_t i;
+    int j;
+    for (i = 0; i < count; i++, p += width)
+        for (j = 0; j < width / 2; j++) {
+            uint8_t t = p[j];
+            p[j] = p[width - 1 - j];
+            p[width - 1 - j] = t;
+        }
+}
+
+#define HV__MAX_FILE_BYTES ((size_t)1 << 31) /* images and .npy headers read whole: 2 GiB at most */
+
+/* the whole file into a new buffer; errors name the path and the system's reason */
+static int hv__read_file(const char *op, const char *path, uint8_t **data, size_t *len) {
+    FILE *f;
+    long size;
+    uint8_t *buf;
+    size_t got;
+    *data = NULL;
+    *len = 0;
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    f = fopen(path, "rb");
+    if (!f) return hv__fail(op, "cannot open '%s': %s", path, strerror(errno)), -1;
+    if (fgetc(f) == EOF && ferror(f)) { /* a directory opens, but does not read */
+        int e = errno;
+        fclose(f);
+        return hv__fail(op, "cannot read '%s': %s", path, strerror(e)), -1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return hv__fail(op, "cannot read '%s': it is not a regular file", path), -1;
+    }
+    if ((unsigned long)size > HV__MAX_FILE_BYTES) {
+        fclose(f);
+        return hv__fail(op, "'%s' is %ld bytes, more than the %zu this reader accepts", path, size, HV__MAX_FILE_BYTES), -1;
+    }
+    buf = (uint8_t *)hv__malloc((size_t)size);
+    if (!buf) {
+        fclose(f);
+        return hv__fail(op, "out of memory reading '%s' (%ld bytes)", path, size), -1;
+    }
+    got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        hv__free(buf);
+        return hv__fail(op, "cannot read '%s': read %zu of %ld bytes", path, got, size), -1;
+    }
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+/* Writes parts[0..n) to path + ".hvtmp", then renames it over path: readers never see a
+   half-written file, and an old file survives a failed write. */
+static int hv__write_atomic(const char *op, const char *path, const void *const *parts, const size_t *sizes, int n) {
+    size_t plen;
+    char *tmp;
+    FILE *f;
+    int i, ok = 1;
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    plen = strlen(path);
+    tmp = (char *)hv__malloc(plen + 8);
+    if (!tmp) return hv__fail(op, "out of memory"), -1;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".hvtmp", 7);
+    f = fopen(tmp, "wb");
+    if (!f) {
+        hv__fail(op, "cannot create '%s': %s", tmp, strerror(errno));
+        hv__free(tmp);
+        return -1;
+    }
+    for (i = 0; i < n && ok; i++)
+        if (sizes[i] && fwrite(parts[i], 1, sizes[i], f) != sizes[i]) ok = 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        hv__fail(op, "cannot write '%s': %s", tmp, strerror(errno));
+        remove(tmp);
+        hv__free(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+#ifdef _WIN32
+        remove(path); /* Windows' rename does not replace an existing file */
+        if (rename(tmp, path) == 0) {
+            hv__free(tmp);
+            return 0;
+        }
+#endif
+        hv__fail(op, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        remove(tmp);
+        hv__free(tmp);
+        return -1;
+    }
+    hv__free(tmp);
+    return 0;
+}
+
+/* ---- hv_image basics ------------------------------------------------------------------------ */
+
+static int hv__img_check_size(const hv__imgsrc *s, int64_t w, int64_t h) {
+    if (w < 1 || h < 1) return hv__img_err(s, "image size %lldx%lld is empty", (long long)w, (long long)h);
+    if (w > HV_IMAGE_MAX_SIDE || h > HV_IMAGE_MAX_SIDE || w * h > (int64_t)HV_IMAGE_MAX_PIXELS)
+        return hv__img_err(s, "image size %lldx%lld is over the limit (%d per side, %lld pixels; define HV_IMAGE_MAX_SIDE / "
+                              "HV_IMAGE_MAX_PIXELS before including humanvit.h to change it)",
+                           (long long)w, (long long)h, (int)HV_IMAGE_MAX_SIDE, (long long)HV_IMAGE_MAX_PIXELS);
+    return 0;
+}
+
+static int hv__img_make(const hv__imgsrc *s, hv_image *img, int w, int h, int c) {
+    size_t n = (size_t)w * (size_t)h * (size_t)c;
+    img->pixels = (uint8_t *)hv__malloc(n);
+    if (!img->pixels) return hv__img_err(s, "out of memory for a %dx%dx%d image", w, h, c);
+    img->width = w;
+    img->height = h;
+    img->channels = c;
+    return 0;
+}
+
+HVDEF void hv_image_free(hv_image *img) {
+    if (!img) return;
+    hv__free(img->pixels);
+    memset(img, 0, sizeof *img);
+}
+
+HVDEF int hv_image_alloc(hv_image *out, int width, int height, int channels) {
+    hv__imgsrc s;
+    s.op = "hv_image_alloc";
+    s.name = "image";
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (channels < 1 || channels > 4) return hv__fail(s.op, "channels must be 1..4, got %d", channels), -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    if (hv__img_make(&s, out, width, height, channels) != 0) return -1;
+    memset(out->pixels, 0, (size_t)width * (size_t)height * (size_t)channels);
+    return 0;
+}
+
+/* a user's image: non-NULL, sane sizes, pixels present */
+static int hv__img_check_arg(const char *op, const char *role, const hv_image *img) {
+    if (!img) return hv__fail(op, "%s is NULL", role), -1;
+    if (!img->pixels || img->width < 1 || img->height < 1 || img->channels < 1 || img->channels > 4)
+        return hv__fail(op, "%s is not a valid image (%dx%d, %d channels, pixels %s)", role, img->width, img->height, img->channels,
+                        img->pixels ? "set" : "NULL"),
+               -1;
+    return 0;
+}
+
+/* ---- PPM / PGM / PBM (netpbm P1..P6) --------------------------------------------------------- */
+
+typedef struct hv__pnm {
+    const uint8_t *p;
+    size_t len, pos;
+} hv__pnm;
+
+static int hv__pnm_space(int ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* skips whitespace and '#' comments (which run to the end of the line) */
+static void hv__pnm_skip(hv__pnm *r) {
+    while (r->pos < r->len) {
+        int ch = r->p[r->pos];
+        if (ch == '#') {
+            while (r->pos < r->len && r->p[r->pos] != '\n' && r->p[r->pos] != '\r') r->pos++;
+        } else if (hv__pnm_space(ch)) {
+            r->pos++;
+        } else {
+            break;
+        }
+    }
+}
+
+/* a decimal number; -1: none there (end of data or another character), -2: too large */
+static long hv__pnm_uint(hv__pnm *r) {
+    long v = 0;
+    size_t start;
+    hv__pnm_skip(r);
+    start = r->pos;
+    while (r->pos < r->len && r->p[r->pos] >= '0' && r->p[r->pos] <= '9') {
+        v = v * 10 + (r->p[r->pos++] - '0');
+        if (v > 1000000000L) return -2;
+    }
+    return r->pos == start ? -1 : v;
+}
+
+/* maxval 255 is kept; any other is scaled to 0..255 with rounding, as Pillow does */
+static uint8_t hv__pnm_scale(unsigned v, unsigned maxval) {
+    if (maxval == 255) return (uint8_t)v;
+    return (uint8_t)((v * 510u + maxval) / (2u * maxval));
+}
+
+static int hv__pnm_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    hv__pnm r;
+    int kind = p[1] - '0', ch, binary;
+    long w, h, maxval = 1;
+    size_t npix, nsamp, i, need;
+    r.p = p;
+    r.len = len;
+    r.pos = 2;
+    w = hv__pnm_uint(&r);
+    h = w >= 0 ? hv__pnm_uint(&r) : -1;
+    if (kind != 1 && kind != 4 && h >= 0) maxval = hv__pnm_uint(&r);
+    if (w == -2 || h == -2) return hv__img_err(s, "P%d header: width or height is absurdly large", kind);
+    if (w < 0 || h < 0 || maxval < 0) {
+        if (r.pos >= len) return hv__img_err(s, "P%d header is truncated", kind);
+        return hv__img_err(s, "P%d header: expected a number at byte %zu", kind, r.pos);
+    }
+    if (maxval < 1 || maxval > 65535) return hv__img_err(s, "P%d maxval %ld is outside 1..65535", kind, maxval);
+    if (hv__img_check_size(s, w, h) != 0) return -1;
+    ch = (kind == 3 || kind == 6) ? 3 : 1;
+    binary = kind >= 4;
+    npix = (size_t)w * (size_t)h;
+    nsamp = npix * (size_t)ch;
+    if (binary) {
+        /* exactly one whitespace byte ends the header */
+        if (r.pos >= len) return hv__img_err(s, "P%d file ends after its header (no pixel data)", kind);
+        if (!hv__pnm_space(r.p[r.pos])) return hv__img_err(s, "P%d header: no whitespace after the last number", kind);
+        r.pos++;
+        need = kind == 4 ? (size_t)((w + 7) / 8) * (size_t)h : nsamp * (maxval > 255 ? 2u : 1u);
+    } else {
+        need = kind == 1 ? npix : nsamp * 2 - 1; /* ASCII: at least a digit and a separator each */
+    }
+    if (len - r.pos < need)
+        return hv__img_err(s, "truncated: %ldx%ld P%d pixel data needs %s%zu bytes, the file has %zu", w, h, kind, binary ? "" : "at least ",
+                           need, len - r.pos);
+    if (hv__img_make(s, out, (int)w, (int)h, ch) != 0) return -1;
+    if (kind == 4) {
+        size_t rowbytes = (size_t)((w + 7) / 8), y, x;
+        for (y = 0; y < (size_t)h; y++)
+            for (x = 0; x < (size_t)w; x++)
+                out->pixels[y * (size_t)w + x] = (r.p[r.pos + y * rowbytes + x / 8] >> (7 - x % 8)) & 1 ? 0 : 255;
+    } else if (binary) {
+        const uint8_t *d = r.p + r.pos;
+        for (i = 0; i < nsamp; i++) {
+            unsigned v = maxval > 255 ? hv__be16(d + 2 * i) : d[i];
+            if (v > (unsigned)maxval) v = (unsigned)maxval;
+            out->pixels[i] = hv__pnm_scale(v, (unsigned)maxval);
+        }
+    } else if (kind == 1) {
+        for (i = 0; i < npix; i++) {
+            hv__pnm_skip(&r);
+            if (r.pos >= len) goto truncated;
+            if (r.p[r.pos] != '0' && r.p[r.pos] != '1') goto bad;
+            out->pixels[i] = r.p[r.pos++] == '1' ? 0 : 255;
+        }
+    } else {
+        for (i = 0; i < nsamp; i++) {
+            long v = hv__pnm_uint(&r);
+            if (v == -1 && r.pos >= len) goto truncated;
+            if (v < 0) goto bad;
+            if (v > maxval) {
+                hv_image_free(out);
+                return hv__img_err(s, "P%d sample %zu is %ld, above maxval %ld", kind, i, v, maxval);
+            }
+            out->pixels[i] = hv__pnm_scale((unsigned)v, (unsigned)maxval);
+        }
+    }
+    return 0;
+truncated:
+    hv_image_free(out);
+    return hv__img_err(s, "truncated: P%d pixel data ends early", kind);
+bad:
+    hv_image_free(out);
+    return hv__img_err(s, "P%d pixel data: unexpected character at byte %zu", kind, r.pos);
+}
+
+HVDEF int hv_image_save_ppm(const char *path, const hv_image *img) {
+    char hdr[64];
+    const void *parts[2];
+    size_t sizes[2];
+    if (hv__img_check_arg("hv_image_save_ppm", "image", img) != 0) return -1;
+    if (img->channels != 1 && img->channels != 3)
+        return hv__fail("hv_image_save_ppm", "%s: PGM/PPM hold 1 or 3 channels, the image has %d", path ? path : "(null)", img->channels), -1;
+    sizes[0] = (size_t)snprintf(hdr, sizeof hdr, "P%c\n%d %d\n255\n", img->channels == 1 ? '5' : '6', img->width, img->height);
+    parts[0] = hdr;
+    parts[1] = img->pixels;
+    sizes[1] = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
+    return hv__write_atomic("hv_image_save_ppm", path, parts, sizes, 2);
+}
+
+/* ---- zlib inflate (RFC 1950/1951): stored, fixed and dynamic Huffman blocks ------------------- */
+
+/* A canonical Huffman code: codes of up to 9 bits resolve in one lookup of `fast` (entry =
+   length << 9 | symbol, 0 = longer code); longer ones walk count/symbol as zlib's puff does. */
+typedef struct hv__zhuff {
+    uint16_t fast[512];
+    uint16_t count[16];
+    uint16_t symbol[288];
+} hv__zhuff;
+
+typedef struct hv__inflater {
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    uint64_t bits; /* LSB first */
+    int nbits;
+    int padbits;   /* zero bits fed after the input ran out; consuming any of them = truncated */
+    uint8_t *out;
+    size_t out_len, out_pos;
+} hv__inflater;
+
+static void hv__z_refill(hv__inflater *z) {
+    while (z->nbits <= 56) {
+        uint64_t b = 0;
+        if (z->in_pos < z->in_len)
+            b = z->in[z->in_pos++];
+        else
+            z->padbits += 8;
+        z->bits |= b << z->nbits;
+        z->nbits += 8;
+    }
+}
+static unsigned hv__z_bits(hv__inflater *z, int n) {
+    unsigned v;
+    if (n == 0) return 0;
+    if (z->nbits < n) hv__z_refill(z);
+    v = (unsigned)(z->bits & ((1u << n) - 1));
+    z->bits >>= n;
+    z->nbits -= n;
+    return v;
+}
+static int hv__z_overrun(const hv__inflater *z) { return z->nbits < z->padbits; }
+
+static int hv__zhuff_build(hv__zhuff *h, const uint8_t *lens, int n) {
+    int offs[16], len, sym, left = 1, code = 0, k = 0, i, j;
+    memset(h->count, 0, sizeof h->count);
+    memset(h->fast, 0, sizeof h->fast);
+    for (sym = 0; sym < n; sym++) h->count[lens[sym]]++;
+    h->count[0] = 0;
+    for (len = 1; len < 16; len++) {
+        left = left * 2 - h->count[len];
+        if (left < 0) return -1; /* over-subscribed; incomplete codes are fine (unused codes fail) */
+    }
+    offs[1] = 0;
+    for (len = 1; len < 15; len++) offs[len + 1] = offs[len] + h->count[len];
+    for (sym = 0; sym < n; sym++)
+        if (lens[sym]) h->symbol[offs[lens[sym]]++] = (uint16_t)sym;
+    for (len = 1; len <= 15; len++) {
+        for (i = 0; i < h->count[len]; i++, k++, code++) {
+            if (len <= 9) {
+                int rev = 0, c = code;
+                for (j = 0; j < len; j++, c >>= 1) rev = (rev << 1) | (c & 1);
+                for (j = rev; j < 512; j += 1 << len) h->fast[j] = (uint16_t)((len << 9) | h->symbol[k]);
+            }
+        }
+        code <<= 1;
+    }
+    return 0;
+}
+
+/* the next symbol, or -1 for a code that is not in the table */
+static int hv__zhuff_decode(hv__inflater *z, const hv__zhuff *h) {
+    int e, len, code = 0, first = 0, index = 0, count;
+    if (z->nbits < 16) hv__z_refill(z);
+    e = h->fast[z->bits & 511];
+    if (e) {
+        z->bits >>= e >> 9;
+        z->nbits -= e >> 9;
+        return e & 511;
+    }
+    for (len = 1; len <= 15; len++) {
+        code |= (int)(z->bits & 1);
+        z->bits >>= 1;
+        z->nbits--;
+        count = h->count[len];
+        if (code - count < first) return h->symbol[index + (code - first)];
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return -1;
+}
+
+static const uint16_t hv__z_lbase[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const uint8_t hv__z_lextra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t hv__z_dbase[30] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t hv__z_dextra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+
+/* Inflates a zlib stream into exactly out_len bytes (the size the PNG header implies). Too
+   little or too much data, a bad code, a distance before the start, a wrong Adler-32: errors. */
+static int hv__inflate(const hv__imgsrc *s, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len) {
+    hv__inflater z;
+    hv__zhuff *lit, *dist;
+    int final = 0, rc = -1;
+    uint32_t a1 = 1, a2 = 0, want;
+    size_t i;
+    if (in_len < 2) return hv__img_err(s, "truncated zlib stream");
+    if ((in[0] & 15) != 8 || (in[0] >> 4) > 7 || ((unsigned)in[0] * 256 + in[1]) % 31 != 0)
+        return hv__img_err(s, "bad zlib header (%02x %02x)", in[0], in[1]);
+    if (in[1] & 32) return hv__img_err(s, "zlib stream asks for a preset dictionary (not allowed in PNG)");
+    lit = (hv__zhuff *)hv__malloc(2 * sizeof(hv__zhuff));
+    if (!lit) return hv__img_err(s, "out of memory");
+    dist = lit + 1;
+    memset(&z, 0, sizeof z);
+    z.in = in + 2;
+    z.in_len = in_len - 2;
+    z.out = out;
+    z.out_len = out_len;
+    while (!final) {
+        unsigned type;
+        final = (int)hv__z_bits(&z, 1);
+        type = hv__z_bits(&z, 2);
+        if (hv__z_overrun(&z)) goto truncated;
+        if (type == 0) { /* stored */
+            unsigned n, nn;
+            hv__z_bits(&z, z.nbits & 7);
+            n = hv__z_bits(&z, 16);
+            nn = hv__z_bits(&z, 16);
+            if (hv__z_overrun(&z)) goto truncated;
+            if ((n ^ 0xFFFFu) != nn) {
+                hv__img_err(s, "corrupt deflate data: stored block length check fails");
+                goto done;
+            }
+            if (n > z.out_len - z.out_pos) goto too_much;
+            while (n && z.nbits >= 8) { /* whole bytes still in the bit buffer, then the input */
+                z.out[z.out_pos++] = (uint8_t)hv__z_bits(&z, 8);
+                n--;
+            }
+            if (hv__z_overrun(&z)) goto truncated;
+            if (n > z.in_len - z.in_pos) goto truncated;
+            memcpy(z.out + z.out_pos, z.in + z.in_pos, n);
+            z.out_pos += n;
+            z.in_pos += n;
+            continue;
+        } else if (type == 1) { /* fixed codes */
+            uint8_t lens[320];
+            for (i = 0; i < 144; i++) lens[i] = 8;
+            for (; i < 256; i++) lens[i] = 9;
+            for (; i < 280; i++) lens[i] = 7;
+            for (; i < 288; i++) lens[i] = 8;
+            for (; i < 318; i++) lens[i] = 5;
+            hv__zhuff_build(lit, lens, 288);
+            hv__zhuff_build(dist, lens + 288, 30);
+        } else if (type == 2) { /* dynamic codes */
+            static const uint8_t order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+            uint8_t lens[320];
+            unsigned hlit = hv__z_bits(&z, 5) + 257, hdist = hv__z_bits(&z, 5) + 1, hclen = hv__z_bits(&z, 4) + 4, n = 0;
+            if (hlit > 286 || hdist > 30) {
+                hv__img_err(s, "corrupt deflate data: %u literal/length or %u distance codes", hlit, hdist);
+                goto done;
+            }
+            memset(lens, 0, sizeof lens);
+            for (i = 0; i < hclen; i++) lens[order[i]] = (uint8_t)hv__z_bits(&z, 3);
+            if (hv__z_overrun(&z)) goto truncated;
+            if (hv__zhuff_build(lit, lens, 19) != 0) goto bad_code;
+            while (n < hlit + hdist) {
+                int sym = hv__zhuff_decode(&z, lit);
+                unsigned rep, val;
+                if (sym < 0) goto bad_code;
+                if (sym < 16) {
+                    lens[n++] = (uint8_t)sym;
+                    continue;
+                }
+                if (sym == 16) {
+                    if (n == 0) goto bad_code;
+                    val = lens[n - 1];
+                    rep = 3 + hv__z_bits(&z, 2);
+                } else if (sym == 17) {
+                    val = 0;
+                    rep = 3 + hv__z_bits(&z, 3);
+                } else {
+                    val = 0;
+                    rep = 11 + hv__z_bits(&z, 7);
+                }
+                if (n + rep > hlit + hdist) goto bad_code;
+                while (rep--) lens[n++] = (uint8_t)val;
+            }
+            if (hv__z_overrun(&z)) goto truncated;
+            if (lens[256] == 0) goto bad_code; /* no end-of-block code */
+            if (hv__zhuff_build(lit, lens, (int)hlit) != 0 || hv__zhuff_build(dist, lens + hlit, (int)hdist) != 0) goto bad_code;
+        } else {
+            hv__img_err(s, "corrupt deflate data: block type 3");
+            goto done;
+        }
+        for (;;) { /* the block's symbols */
+            int sym = hv__zhuff_decode(&z, lit);
+            if (sym < 0) goto bad_code;
+            if (hv__z_overrun(&z)) goto truncated;
+            if (sym < 256) {
+                if (z.out_pos >= z.out_len) goto too_much;
+                z.out[z.out_pos++] = (uint8_t)sym;
+            } else if (sym == 256) {
+                break;
+            } else {
+                unsigned len, d;
+                int ds;
+                sym -= 257;
+                if (sym >= 29) goto bad_code;
+                len = hv__z_lbase[sym] + hv__z_bits(&z, hv__z_lextra[sym]);
+                ds = hv__zhuff_decode(&z, dist);
+                if (ds < 0 || ds >= 30) goto bad_code;
+                d = hv__z_dbase[ds] + hv__z_bits(&z, hv__z_dextra[ds]);
+                if (hv__z_overrun(&z)) goto truncated;
+                if (d > z.out_pos) {
+                    hv__img_err(s, "corrupt deflate data: distance %u reaches before the start", d);
+                    goto done;
+                }
+                if (len > z.out_len - z.out_pos) goto too_much;
+                {
+                    uint8_t *o = z.out + z.out_pos;
+                    const uint8_t *from = o - d;
+                    unsigned k;
+                    for (k = 0; k < len; k++) o[k] = from[k];
+                }
+                z.out_pos += len;
+            }
+        }
+    }
+    if (z.out_pos != z.out_len) {
+        hv__img_err(s, "image data ends early: %zu of %zu bytes", z.out_pos, z.out_len);
+        goto done;
+    }
+    hv__z_bits(&z, z.nbits & 7);
+    want = hv__z_bits(&z, 8) << 24;
+    want |= hv__z_bits(&z, 8) << 16;
+    want |= hv__z_bits(&z, 8) << 8;
+    want |= hv__z_bits(&z, 8);
+    if (hv__z_overrun(&z)) goto truncated;
+    for (i = 0; i < out_len;) { /* Adler-32 in runs of 5552 (no overflow before the modulo) */
+        size_t end = i + 5552 < out_len ? i + 5552 : out_len;
+        for (; i < end; i++) {
+            a1 += out[i];
+            a2 += a1;
+        }
+        a1 %= 65521;
+        a2 %= 65521;
+    }
+    if (((a2 << 16) | a1) != want) {
+        hv__img_err(s, "zlib Adler-32 mismatch (corrupt image data)");
+        goto done;
+    }
+    rc = 0;
+    goto done;
+truncated:
+    hv__img_err(s, "truncated: the compressed image data ends early");
+    goto done;
+too_much:
+    hv__img_err(s, "corrupt image data: decompresses to more than the %zu bytes the header implies", out_len);
+    goto done;
+bad_code:
+    hv__img_err(s, "corrupt deflate data: invalid Huffman code");
+done:
+    hv__free(lit);
+    return rc;
+}
+
+/* ---- PNG -------------------------------------------------------------------------------------- */
+
+static const uint8_t hv__adam7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+
+/* pixels of a pass: the whole image, or Adam7 pass p (0 when the pass is empty) */
+static void hv__png_pass_size(int interlace, int p, int w, int h, int *pw, int *ph) {
+    if (!interlace) {
+        *pw = w;
+        *ph = h;
+        return;
+    }
+    *pw = w > hv__adam7[p][0] ? (w - hv__adam7[p][0] + hv__adam7[p][2] - 1) / hv__adam7[p][2] : 0;
+    *ph = h > hv__adam7[p][1] ? (h - hv__adam7[p][1] + hv__adam7[p][3] - 1) / hv__adam7[p][3] : 0;
+}
+
+static int hv__paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    if (pa <= pb && pa <= pc) return a;
+    return pb <= pc ? b : c;
+}
+
+/* undoes one scanline's filter in place; prev is the unfiltered previous line (zeros for the first) */
+static int hv__png_unfilter(uint8_t *row, const uint8_t *prev, size_t n, size_t bpp, int type) {
+    size_t i;
+    switch (type) {
+    case 0:
+        break;
+    case 1:
+        for (i = bpp; i < n; i++) row[i] = (uint8_t)(row[i] + row[i - bpp]);
+        break;
+    case 2:
+        for (i = 0; i < n; i++) row[i] = (uint8_t)(row[i] + prev[i]);
+        break;
+    case 3:
+        for (i = 0; i < bpp && i < n; i++) row[i] = (uint8_t)(row[i] + (prev[i] >> 1));
+        for (; i < n; i++) row[i] = (uint8_t)(row[i] + ((row[i - bpp] + prev[i]) >> 1));
+        break;
+    case 4:
+        for (i = 0; i < bpp && i < n; i++) row[i] = (uint8_t)(row[i] + prev[i]);
+        for (; i < n; i++) row[i] = (uint8_t)(row[i] + hv__paeth(row[i - bpp], prev[i], prev[i - bpp]));
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* sample i of an unfiltered scanline, reduced to 8 bits the PNG way: high byte of 16-bit samples,
+   low depths kept as they are (the caller scales gray) */
+static unsigned hv__png_sample(const uint8_t *row, size_t i, int depth) {
+    size_t bit;
+    if (depth == 8) return row[i];
+    if (depth == 16) return row[2 * i];
+    bit = i * (size_t)depth;
+    return (unsigned)(row[bit >> 3] >> (8 - depth - (int)(bit & 7))) & ((1u << depth) - 1);
+}
+
+static int hv__png_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    uint32_t crc_table[256];
+    uint8_t palette[256 * 3];
+    int npal = 0, have_ihdr = 0, have_iend = 0, w = 0, h = 0, depth = 0, ctype = 0, interlace = 0, nsamp = 0, pass, ch;
+    size_t pos = 8, idat_total = 0, raw_size = 0, idat_at;
+    uint8_t *idat = NULL, *raw = NULL, *zero = NULL;
+    int rc = -1;
+    uint32_t i;
+
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        int k;
+        for (k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+    /* pass 1: walk the chunks, check CRCs, read IHDR and PLTE, add up the IDAT bytes */
+    while (!have_iend) {
+        uint32_t clen, crc = 0xFFFFFFFFu, k;
+        const uint8_t *type, *data;
+        if (len - pos < 12) return hv__img_err(s, "truncated: the file ends before the IEND chunk");
+        clen = hv__be32(p + pos);
+        type = p + pos + 4;
+        data = p + pos + 8;
+        if (clen > 0x7FFFFFFFu || clen > len - pos - 12)
+            return hv__img_err(s, "truncated: chunk '%.4s' of %u bytes runs past the end of the file", (const char *)type, clen);
+        for (k = 0; k < clen + 4; k++) crc = crc_table[(crc ^ type[k]) & 255] ^ (crc >> 8);
+        if ((crc ^ 0xFFFFFFFFu) != hv__be32(data + clen)) return hv__img_err(s, "CRC mismatch in chunk '%.4s' (corrupt file)", (const char *)type);
+        if (!have_ihdr && memcmp(type, "IHDR", 4) != 0) return hv__img_err(s, "the first chunk is '%.4s', not IHDR", (const char *)type);
+        if (memcmp(type, "IHDR", 4) == 0) {
+            int ok;
+            if (have_ihdr) return hv__img_err(s, "two IHDR chunks");
+            if (clen != 13) return hv__img_err(s, "IHDR chunk has %u bytes, not 13", clen);
+            have_ihdr = 1;
+            if (hv__be32(data) > 0x7FFFFFFFu || hv__be32(data + 4) > 0x7FFFFFFFu)
+                return hv__img_err(s, "image size %ux%u is over the limit", hv__be32(data), hv__be32(data + 4));
+            w = (int)hv__be32(data);
+            h = (int)hv__be32(data + 4);
+            depth = data[8];
+            ctype = data[9];
+            interlace = data[12];
+            switch (ctype) {
+            case 0: ok = depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16; nsamp = 1; break;
+            case 2: ok = depth == 8 || depth == 16; nsamp = 3; break;
+            case 3: ok = depth == 1 || depth == 2 || depth == 4 || depth == 8; nsamp = 1; break;
+            case 4: ok = depth == 8 || depth == 16; nsamp = 2; break;
+            case 6: ok = depth == 8 || depth == 16; nsamp = 4; break;
+            default: return hv__img_err(s, "unknown PNG colour type %d", ctype);
+            }
+            if (!ok) return hv__img_err(s, "bit depth %d is not allowed for PNG colour type %d", depth, ctype);
+            if (data[10] != 0 || data[11] != 0) return hv__img_err(s, "unknown PNG compression or filter method (%d, %d)", data[10], data[11]);
+            if (interlace > 1) return hv__img_err(s, "unknown PNG interlace method %d", interlace);
+            if (hv__img_check_size(s, w, h) != 0) return -1;
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            if (clen % 3 != 0 || clen == 0 || clen > 768) return hv__img_err(s, "PLTE chunk of %u bytes", clen);
+            if (ctype == 3) {
+                if (idat_total) return hv__img_err(s, "PLTE chunk after the image data");
+                npal = (int)(clen / 3);
+                memcpy(palette, data, clen);
+            }
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            if (ctype == 3 && npal == 0) return hv__img_err(s, "palette image without a PLTE chunk before its data");
+            idat_total += clen;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            have_iend = 1;
+        } else if (!(type[0] & 0x20)) {
+            return hv__img_err(s, "unknown critical chunk '%.4s'", (const char *)type);
+        }
+        pos += 12 + (size_t)clen;
+    }
+    if (idat_total == 0) return hv__img_err(s, "no image data (IDAT chunk)");
+
+    /* the size of the filtered scanlines, and a plausibility check before allocating it:
+       deflate expands at most 1032:1, so a tiny file cannot claim a giant image */
+    for (pass = 0; pass < (interlace ? 7 : 1); pass++) {
+        int pw, ph;
+        hv__png_pass_size(interlace, pass, w, h, &pw, &ph);
+        if (pw && ph) raw_size += (size_t)ph * (1 + ((size_t)pw * (size_t)(nsamp * depth) + 7) / 8);
+    }
+    if (raw_size / 1032 > idat_total + 64)
+        return hv__img_err(s, "truncated or corrupt: %zu bytes of compressed data cannot hold a %dx%d image", idat_total, w, h);
+
+    idat = (uint8_t *)hv__malloc(idat_total);
+    raw = (uint8_t *)hv__malloc(raw_size);
+    zero = (uint8_t *)hv__malloc(((size_t)w * (size_t)(nsamp * depth) + 7) / 8 + 1);
+    if (!idat || !raw || !zero) {
+        hv__img_err(s, "out of memory for a %dx%d image", w, h);
+        goto done;
+    }
+    memset(zero, 0, ((size_t)w * (size_t)(nsamp * depth) + 7) / 8 + 1);
+    /* pass 2: gather the IDAT payloads (the chunks were validated above) */
+    for (pos = 8, idat_at = 0;;) {
+        uint32_t clen = hv__be32(p + pos);
+        if (memcmp(p + pos + 4, "IDAT", 4) == 0) {
+            memcpy(idat + idat_at, p + pos + 8, clen);
+            idat_at += clen;
+        }
+        if (memcmp(p + pos + 4, "IEND", 4) == 0) break;
+        pos += 12 + (size_t)clen;
+    }
+    if (hv__inflate(s, idat, idat_total, raw, raw_size) != 0) goto done;
+
+    ch = (ctype == 0 || ctype == 4) ? 1 : 3;
+    if (hv__img_make(s, out, w, h, ch) != 0) goto done;
+    {
+        size_t bpp = (size_t)(nsamp * depth + 7) / 8, at = 0;
+        unsigned scale = ctype == 0 && depth < 8 ? 255u / ((1u << depth) - 1) : 1u;
+        for (pass = 0; pass < (interlace ? 7 : 1); pass++) {
+            int pw, ph, y, x, x0 = 0, y0 = 0, dx = 1, dy = 1;
+            size_t rowbytes;
+            const uint8_t *prev = zero;
+            hv__png_pass_size(interlace, pass, w, h, &pw, &ph);
+            if (!pw || !ph) continue;
+            if (interlace) {
+                x0 = hv__adam7[pass][0];
+                y0 = hv__adam7[pass][1];
+                dx = hv__adam7[pass][2];
+                dy = hv__adam7[pass][3];
+            }
+            rowbytes = ((size_t)pw * (size_t)(nsamp * depth) + 7) / 8;
+            for (y = 0; y < ph; y++) {
+                uint8_t *row = raw + at + 1;
+                uint8_t *o = out->pixels + ((size_t)(y0 + y * dy) * (size_t)w + (size_t)x0) * (size_t)ch;
+                size_t ostep = (size_t)dx * (size_t)ch;
+                if (hv__png_unfilter(row, prev, rowbytes, bpp, raw[at]) != 0) {
+                    hv_image_free(out);
+                    hv__img_err(s, "corrupt image data: scanline filter type %d", raw[at]);
+                    goto done;
+                }
+                if (depth == 8 && dx == 1 && (ctype == 0 || ctype == 2)) { /* the common case: a plain copy */
+                    memcpy(o, row, (size_t)pw * (size_t)ch);
+                    x = pw;
+                } else if (depth == 8 && dx == 1 && (ctype == 4 || ctype == 6)) { /* drop alpha */
+                    const uint8_t *q = row;
+                    for (x = 0; x < pw; x++, o += ch, q += nsamp) {
+                        o[0] = q[0];
+                        if (ch == 3) {
+                            o[1] = q[1];
+                            o[2] = q[2];
+                        }
+                    }
+                } else {
+                    x = 0;
+                }
+                for (; x < pw; x++, o += ostep) {
+                    size_t xi = (size_t)x;
+                    switch (ctype) {
+                    case 0: o[0] = (uint8_t)(hv__png_sample(row, xi, depth) * scale); break;
+                    case 4: o[0] = (uint8_t)hv__png_sample(row, 2 * xi, depth); break;
+                    case 3: {
+                        unsigned k = hv__png_sample(row, xi, depth);
+                        if ((int)k < npal) {
+                            o[0] = palette[3 * k];
+                            o[1] = palette[3 * k + 1];
+                            o[2] = palette[3 * k + 2];
+                        } else {
+                            o[0] = o[1] = o[2] = 0; /* index past the palette: black */
+                        }
+                        break;
+                    }
+                    default: { /* RGB, RGBA */
+                        size_t b = xi * (size_t)nsamp;
+                        o[0] = (uint8_t)hv__png_sample(row, b, depth);
+                        o[1] = (uint8_t)hv__png_sample(row, b + 1, depth);
+                        o[2] = (uint8_t)hv__png_sample(row, b + 2, depth);
+                        break;
+                    }
+                    }
+                }
+                prev = row;
+                at += 1 + rowbytes;
+            }
+        }
+    }
+    rc = 0;
+done:
+    hv__free(idat);
+    hv__free(raw);
+    hv__free(zero);
+    return rc;
+}
+
+/* ---- baseline JPEG (ITU T.81 sequential Huffman, 8-bit) ---------------------------------------
+   Decodes the way libjpeg-turbo does by default, which is what Pillow (and so the upstream
+   evaluation) uses: jidctint's accurate integer IDCT, libjpeg's range limiting, "fancy"
+   (triangle) upsampling of h2v1 / h2v2 / h1v2 chroma with its rounding biases and edge rules,
+   and the fixed-point YCbCr->RGB tables of jdcolor.c. Coefficients are kept as 16-bit as
+   libjpeg's JCOEF; arithmetic on corrupt data is done in wider or unsigned types (no UB). */
+
+typedef struct hv__jhuff {
+    uint8_t fast_len[512]; /* codes of up to 9 bits: one lookup (0: longer code) */
+    uint8_t fast_sym[512];
+    int32_t maxcode[18]; /* per length, -1 when none */
+    int32_t valoff[18];
+    uint8_t vals[256];
+    int nvals, present;
+} hv__jhuff;
+
+typedef struct hv__jcomp {
+    int id, h, v, tq, td, ta;
+    int dw, dh;     /* samples of this component: ceil(W * h / hmax) x ceil(H * v / vmax) */
+    int bw, bh;     /* blocks in the padded plane: MCUs across * h, MCUs down * v */
+    size_t stride;  /* bw * 8 */
+    uint8_t *plane; /* bh * 8 rows */
+    uint32_t dc;    /* DC predictor (unsigned: corrupt streams may overflow it) */
+    int coded;
+} hv__jcomp;
+
+typedef struct hv__jpeg {
+    const hv__imgsrc *s;
+    const uint8_t *p;
+    size_t len, pos;
+    uint32_t bits; /* MSB first */
+    int nbits;
+    int marker;   /* the entropy data reached a marker: zeros follow, as libjpeg does */
+    int eofpad;   /* zero bits fed past the end of the file; consuming them = truncated */
+    uint16_t qt[4][64]; /* natural order */
+    int qt_present[4];
+    hv__jhuff dc[4], ac[4];
+    hv__jcomp comp[3];
+    int ncomp, width, height, hmax, vmax, mcux, mcuy, restart;
+    int jfif, adobe, adobe_transform, frame;
+} hv__jpeg;
+
+/* zigzag index -> natural index; 16 extra entries absorb a corrupt run past 63, as libjpeg's */
+static const uint8_t hv__jzz[80] = {0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33,
+                                    40, 48, 41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36,
+                                    29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54,
+                                    47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};
+
+static int hv__jhuff_build(hv__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals) {
+    int l, i, k = 0;
+    int32_t code = 0;
+    memset(t->fast_len, 0, sizeof t->fast_len);
+    for (l = 1; l <= 16; l++) {
+        int n = counts[l - 1];
+        if (code + n >= ((int32_t)1 << l)) return -1; /* over-subscribed, or uses the reserved all-ones code */
+        t->valoff[l] = k - code;
+        for (i = 0; i < n; i++, k++, code++) {
+            if (l <= 9) {
+                int j, first = (int)(code << (9 - l));
+                for (j = 0; j < (1 << (9 - l)); j++) {
+                    t->fast_len[first + j] = (uint8_t)l;
+                    t->fast_sym[first + j] = vals[k];
+                }
+            }
+        }
+        t->maxcode[l] = n ? code - 1 : -1;
+        code <<= 1;
+    }
+    memcpy(t->vals, vals, (size_t)nvals);
+    t->nvals = nvals;
+    t->present = 1;
+    return 0;
+}
+
+static void hv__j_fill(hv__jpeg *d) {
+    while (d->nbits <= 24) {
+        uint32_t b = 0;
+        if (!d->marker) {
+            if (d->pos >= d->len) {
+                d->eofpad += 8;
+            } else if (d->p[d->pos] != 0xFF) {
+                b = d->p[d->pos++];
+            } else if (d->pos + 1 >= d->len) {
+                d->pos = d->len; /* a lone 0xFF at the very end */
+                d->eofpad += 8;
+            } else if (d->p[d->pos + 1] == 0x00) { /* stuffed 0xFF */
+                b = 0xFF;
+                d->pos += 2;
+            } else {
+                d->marker = 1; /* leave pos on the marker */
+            }
+        }
+        d->bits |= b << (24 - d->nbits);
+        d->nbits += 8;
+    }
+}
+static unsigned hv__j_bits(hv__jpeg *d, int n) {
+    unsigned v;
+    if (n == 0) return 0;
+    if (d->nbits < n) hv__j_fill(d);
+    v = (unsigned)(d->bits >> (32 - n));
+    d->bits <<= n;
+    d->nbits -= n;
+    return v;
+}
+/* F.12 EXTEND: n bits as a signed magnitude category */
+static int hv__j_extend(hv__jpeg *d, int n) {
+    int v;
+    if (n == 0) return 0;
+    v = (int)hv__j_bits(d, n);
+    return v < (1 << (n - 1)) ? v - (1 << n) + 1 : v;
+}
+static int hv__j_huff(hv__jpeg *d, const hv__jhuff *t) {
+    int l, idx;
+    if (d->nbits < 16) hv__j_fill(d);
+    idx = (int)(d->bits >> 23);
+    l = t->fast_len[idx];
+    if (l) {
+        d->bits <<= l;
+        d->nbits -= l;
+        return t->fast_sym[idx];
+    }
+    for (l = 10; l <= 16; l++) {
+        int32_t code = (int32_t)(d->bits >> (32 - l));
+        if (code <= t->maxcode[l]) {
+            int32_t k = t->valoff[l] + code;
+            if (k < 0 || k >= t->nvals) return -1;
+            d->bits <<= l;
+            d->nbits -= l;
+            return t->vals[k];
+        }
+    }
+    return -1;
+}
+
+static uint8_t hv__j_limit(int64_t x) { /* libjpeg's post-IDCT range limit: x & 1023, then clamp x + 128 */
+    int v = (int)((uint64_t)x & 1023);
+    if (v >= 512) v -= 1024;
+    v += 128;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* jidctint.c's jpeg_idct_islow: the accurate integer IDCT (Loeffler-Ligtenberg-Moschytz with
+   13-bit constants, 2 extra bits between the passes). in: dequantized coefficients. */
+static void hv__j_idct(const int32_t *in, uint8_t *out, size_t stride) {
+#define HV__FIX_0_298631336 2446
+#define HV__FIX_0_390180644 3196
+#define HV__FIX_0_541196100 4433
+#define HV__FIX_0_765366865 6270
+#define HV__FIX_0_899976223 7373
+#define HV__FIX_1_175875602 9633
+#define HV__FIX_1_501321110 12299
+#define HV__FIX_1_847759065 15137
+#define HV__FIX_1_961570560 16069
+#define HV__FIX_2_053119869 16819
+#define HV__FIX_2_562915447 20995
+#define HV__FIX_3_072711026 25172
+#define HV__DESCALE(x, n) (((x) + ((int64_t)1 << ((n)-1))) >> (n))
+    int64_t ws[64];
+    int i;
+    for (i = 0; i < 8; i++) { /* columns */
+        const int32_t *c = in + i;
+        int64_t z1, z2, z3, z4, z5, t0, t1, t2, t3, t10, t11, t12, t13;
+        if (!c[8] && !c[16] && !c[24] && !c[32] && !c[40] && !c[48] && !c[56]) {
+            int64_t dcval = (int64_t)c[0] * 4;
+            int k;
+            for (k = 0; k < 8; k++) ws[i + 8 * k] = dcval;
+            continue;
+        }
+        z2 = c[16];
+        z3 = c[48];
+        z1 = (z2 + z3) * HV__FIX_0_541196100;
+        t2 = z1 + z3 * -HV__FIX_1_847759065;
+        t3 = z1 + z2 * HV__FIX_0_765366865;
+        z2 = c[0];
+        z3 = c[32];
+        t0 = (z2 + z3) * 8192;
+        t1 = (z2 - z3) * 8192;
+        t10 = t0 + t3;
+        t13 = t0 - t3;
+        t11 = t1 + t2;
+        t12 = t1 - t2;
+        t0 = c[56];
+        t1 = c[40];
+        t2 = c[24];
+        t3 = c[8];
+        z1 = t0 + t3;
+        z2 = t1 + t2;
+        z3 = t0 + t2;
+        z4 = t1 + t3;
+        z5 = (z3 + z4) * HV__FIX_1_175875602;
+        t0 = t0 * HV__FIX_0_298631336;
+        t1 = t1 * HV__FIX_2_053119869;
+        t2 = t2 * HV__FIX_3_072711026;
+        t3 = t3 * HV__FIX_1_501321110;
+        z1 = z1 * -HV__FIX_0_899976223;
+        z2 = z2 * -HV__FIX_2_562915447;
+        z3 = z3 * -HV__FIX_1_961570560;
+        z4 = z4 * -HV__FIX_0_390180644;
+        z3 += z5;
+        z4 += z5;
+        t0 += z1 + z3;
+        t1 += z2 + z4;
+        t2 += z2 + z3;
+        t3 += z1 + z4;
+        /* libjpeg keeps the workspace in int: the same values for every valid stream */
+        ws[i + 0] = (int32_t)HV__DESCALE(t10 + t3, 11);
+        ws[i + 56] = (int32_t)HV__DESCALE(t10 - t3, 11);
+        ws[i + 8] = (int32_t)HV__DESCALE(t11 + t2, 11);
+        ws[i + 48] = (int32_t)HV__DESCALE(t11 - t2, 11);
+        ws[i + 16] = (int32_t)HV__DESCALE(t12 + t1, 11);
+        ws[i + 40] = (int32_t)HV__DESCALE(t12 - t1, 11);
+        ws[i + 24] = (int32_t)HV__DESCALE(t13 + t0, 11);
+        ws[i + 32] = (int32_t)HV__DESCALE(t13 - t0, 11);
+    }
+    for (i = 0; i < 8; i++, out += stride) { /* rows */
+        const int64_t *r = ws + 8 * i;
+        int64_t z1, z2, z3, z4, z5, t0, t1, t2, t3, t10, t11, t12, t13;
+        if (!r[1] && !r[2] && !r[3] && !r[4] && !r[5] && !r[6] && !r[7]) {
+            uint8_t v = hv__j_limit(HV__DESCALE(r[0], 5));
+            memset(out, v, 8);
+            continue;
+        }
+        z2 = r[2];
+        z3 = r[6];
+        z1 = (z2 + z3) * HV__FIX_0_541196100;
+        t2 = z1 + z3 * -HV__FIX_1_847759065;
+        t3 = z1 + z2 * HV__FIX_0_765366865;
+        t0 = (r[0] + r[4]) * 8192;
+        t1 = (r[0] - r[4]) * 8192;
+        t10 = t0 + t3;
+        t13 = t0 - t3;
+        t11 = t1 + t2;
+        t12 = t1 - t2;
+        t0 = r[7];
+        t1 = r[5];
+        t2 = r[3];
+        t3 = r[1];
+        z1 = t0 + t3;
+        z2 = t1 + t2;
+        z3 = t0 + t2;
+        z4 = t1 + t3;
+        z5 = (z3 + z4) * HV__FIX_1_175875602;
+        t0 = t0 * HV__FIX_0_298631336;
+        t1 = t1 * HV__FIX_2_053119869;
+        t2 = t2 * HV__FIX_3_072711026;
+        t3 = t3 * HV__FIX_1_501321110;
+        z1 = z1 * -HV__FIX_0_899976223;
+        z2 = z2 * -HV__FIX_2_562915447;
+        z3 = z3 * -HV__FIX_1_961570560;
+        z4 = z4 * -HV__FIX_0_390180644;
+        z3 += z5;
+        z4 += z5;
+        t0 += z1 + z3;
+        t1 += z2 + z4;
+        t2 += z2 + z3;
+        t3 += z1 + z4;
+        out[0] = hv__j_limit(HV__DESCALE(t10 + t3, 18));
+        out[7] = hv__j_limit(HV__DESCALE(t10 - t3, 18));
+        out[1] = hv__j_limit(HV__DESCALE(t11 + t2, 18));
+        out[6] = hv__j_limit(HV__DESCALE(t11 - t2, 18));
+        out[2] = hv__j_limit(HV__DESCALE(t12 + t1, 18));
+        out[5] = hv__j_limit(HV__DESCALE(t12 - t1, 18));
+        out[3] = hv__j_limit(HV__DESCALE(t13 + t0, 18));
+        out[4] = hv__j_limit(HV__DESCALE(t13 - t0, 18));
+    }
+#undef HV__DESCALE
+}
+
+/* one 8x8 block of component c into its plane at block (bx, by) */
+static int hv__j_block(hv__jpeg *d, hv__jcomp *c, int bx, int by) {
+    int16_t coef[64];
+    int32_t deq[64];
+    const uint16_t *q = d->qt[c->tq];
+    int s, k, i;
+    memset(coef, 0, sizeof coef);
+    s = hv__j_huff(d, &d->dc[c->td]);
+    if (s < 0 || s > 15) return hv__img_err(d->s, "corrupt JPEG data: bad Huffman code");
+    c->dc += (uint32_t)hv__j_extend(d, s);
+    {
+        int32_t t = (int32_t)(c->dc & 0xFFFF); /* JCOEF is 16 bits */
+        coef[0] = (int16_t)(t >= 32768 ? t - 65536 : t);
+    }
+    for (k = 1; k < 64; k++) {
+        int rs = hv__j_huff(d, &d->ac[c->ta]), r;
+        if (rs < 0) return hv__img_err(d->s, "corrupt JPEG data: bad Huffman code");
+        r = rs >> 4;
+        s = rs & 15;
+        if (s) {
+            k += r;
+            coef[hv__jzz[k]] = (int16_t)hv__j_extend(d, s);
+        } else {
+            if (r != 15) break; /* end of block */
+            k += 15;
+        }
+    }
+    for (i = 0; i < 64; i++) deq[i] = (int32_t)coef[i] * (int32_t)q[i];
+    hv__j_idct(deq, c->plane + (size_t)by * 8 * c->stride + (size_t)bx * 8, c->stride);
+    return 0;
+}
+
+/* after `restart` MCUs: drop the bit buffer, step over the RSTn marker, reset the predictors */
+static void hv__j_restart(hv__jpeg *d) {
+    int i;
+    d->bits = 0;
+    d->nbits = 0;
+    d->eofpad = 0;
+    if (!d->marker) { /* the marker may still be ahead (after 1-padding bits already consumed) */
+        if (d->pos + 1 < d->len && d->p[d->pos] == 0xFF && d->p[d->pos + 1] != 0) d->marker = 1;
+    }
+    if (d->marker) {
+        size_t at = d->pos;
+        while (at < d->len && d->p[at] == 0xFF) at++;
+        if (at < d->len && d->p[at] >= 0xD0 && d->p[at] <= 0xD7) { /* RSTn: step over it */
+            d->pos = at + 1;
+            d->marker = 0;
+        } /* another marker: leave it; the rest of the scan decodes from zeros, as libjpeg does */
+    }
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc = 0;
+}
+
+static int hv__j_scan(hv__jpeg *d, hv__jcomp **sc, int ns) {
+    int mx, my, i, hh, vv, nx, ny;
+    long togo = d->restart;
+    d->bits = 0;
+    d->nbits = 0;
+    d->marker = 0;
+    d->eofpad = 0;
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc = 0;
+    if (ns == 1) { /* non-interleaved: one block per MCU, only the component's own blocks */
+        nx = (sc[0]->dw + 7) / 8;
+        ny = (sc[0]->dh + 7) / 8;
+    } else {
+        nx = d->mcux;
+        ny = d->mcuy;
+    }
+    for (my = 0; my < ny; my++)
+        for (mx = 0; mx < nx; mx++) {
+            if (d->restart && togo-- == 0) {
+                hv__j_restart(d);
+                togo = d->restart - 1;
+            }
+            if (ns == 1) {
+                if (hv__j_block(d, sc[0], mx, my) != 0) return -1;
+            } else {
+                for (i = 0; i < ns; i++)
+                    for (vv = 0; vv < sc[i]->v; vv++)
+                        for (hh = 0; hh < sc[i]->h; hh++)
+                            if (hv__j_block(d, sc[i], mx * sc[i]->h + hh, my * sc[i]->v + vv) != 0) return -1;
+            }
+            if (d->nbits < d->eofpad) return hv__img_err(d->s, "truncated: the file ends inside the image data");
+        }
+    for (i = 0; i < ns; i++) sc[i]->coded = 1;
+    d->bits = 0;
+    d->nbits = 0;
+    return 0;
+}
+
+static int hv__j_sof(hv__jpeg *d, const uint8_t *seg, size_t n) {
+    int i, j;
+    size_t min_bits = 0, planes = 0;
+    if (d->frame) return hv__img_err(d->s, "two frame headers (SOF)");
+    if (n < 6) return hv__img_err(d->s, "SOF segment too short");
+    if (seg[0] != 8) return hv__img_err(d->s, "%d-bit JPEG is not supported (8-bit only)", seg[0]);
+    d->height = (int)hv__be16(seg + 1);
+    d->width = (int)hv__be16(seg + 3);
+    d->ncomp = seg[5];
+    if (d->height == 0) return hv__img_err(d->s, "JPEG with its height in a DNL marker is not supported");
+    if (d->ncomp == 4) return hv__img_err(d->s, "CMYK/YCCK JPEG is not supported (1 or 3 components)");
+    if (d->ncomp != 1 && d->ncomp != 3) return hv__img_err(d->s, "JPEG with %d components is not supported (1 or 3)", d->ncomp);
+    if (n != 6 + 3 * (size_t)d->ncomp) return hv__img_err(d->s, "SOF segment has %zu bytes for %d components", n, d->ncomp);
+    if (hv__img_check_size(d->s, d->width, d->height) != 0) return -1;
+    d->hmax = d->vmax = 1;
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        c->id = seg[6 + 3 * i];
+        c->h = seg[7 + 3 * i] >> 4;
+        c->v = seg[7 + 3 * i] & 15;
+        c->tq = seg[8 + 3 * i];
+        if (c->h < 1 || c->h > 4 || c->v < 1 || c->v > 4) return hv__img_err(d->s, "bad sampling factors %dx%d", c->h, c->v);
+        if (c->tq > 3) return hv__img_err(d->s, "bad quantization table number %d", c->tq);
+        for (j = 0; j < i; j++)
+            if (d->comp[j].id == c->id) return hv__img_err(d->s, "two components with id %d", c->id);
+        if (c->h > d->hmax) d->hmax = c->h;
+        if (c->v > d->vmax) d->vmax = c->v;
+    }
+    d->mcux = (d->width + 8 * d->hmax - 1) / (8 * d->hmax);
+    d->mcuy = (d->height + 8 * d->vmax - 1) / (8 * d->vmax);
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        c->dw = (d->width * c->h + d->hmax - 1) / d->hmax;
+        c->dh = (d->height * c->v + d->vmax - 1) / d->vmax;
+        c->bw = d->mcux * c->h;
+        c->bh = d->mcuy * c->v;
+        c->stride = (size_t)c->bw * 8;
+        min_bits += 2 * (size_t)((c->dw + 7) / 8) * (size_t)((c->dh + 7) / 8);
+        planes += c->stride * (size_t)c->bh * 8;
+    }
+    /* every block takes at least 2 bits (a DC and an end-of-block code): a short file cannot
+       claim a giant image and make us allocate for it */
+    if (min_bits / 8 > d->len - d->pos + 64)
+        return hv__img_err(d->s, "truncated or corrupt: %zu bytes cannot hold a %dx%d JPEG", d->len - d->pos, d->width, d->height);
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        size_t bytes = c->stride * (size_t)c->bh * 8;
+        c->plane = (uint8_t *)hv__malloc(bytes);
+        if (!c->plane) return hv__img_err(d->s, "out of memory for a %dx%d JPEG (%zu bytes)", d->width, d->height, planes);
+        memset(c->plane, 0, bytes);
+    }
+    d->frame = 1;
+    return 0;
+}
+
+static int hv__j_sos(hv__jpeg *d, const uint8_t *seg, size_t n) {
+    hv__jcomp *sc[4];
+    int ns, i, j, blocks = 0;
+    if (!d->frame) return hv__img_err(d->s, "scan (SOS) before the frame header (SOF)");
+    if (n < 1) return hv__img_err(d->s, "SOS segment too short");
+    ns = seg[0];
+    if (ns < 1 || ns > d->ncomp || n != 4 + 2 * (size_t)ns) return hv__img_err(d->s, "bad SOS segment (%d components, %zu bytes)", ns, n);
+    for (i = 0; i < ns; i++) {
+        int id = seg[1 + 2 * i], tables = seg[2 + 2 * i];
+        sc[i] = NULL;
+        for (j = 0; j < d->ncomp; j++)
+            if (d->comp[j].id == id) sc[i] = &d->comp[j];
+        if (!sc[i]) return hv__img_err(d->s, "scan names component %d, which the frame does not have", id);
+        for (j = 0; j < i; j++)
+            if (sc[j] == sc[i]) return hv__img_err(d->s, "scan names component %d twice", id);
+        sc[i]->td = tables >> 4;
+        sc[i]->ta = tables & 15;
+        if (sc[i]->td > 3 || sc[i]->ta > 3) return hv__img_err(d->s, "bad Huffman table number in the scan header");
+        if (!d->dc[sc[i]->td].present || !d->ac[sc[i]->ta].present)
+            return hv__img_err(d->s, "scan uses a Huffman table that was not defined");
+        if (sc[i]->coded) return hv__img_err(d->s, "component %d appears in two scans (not a sequential JPEG)", id);
+        if (!d->qt_present[sc[i]->tq]) return hv__img_err(d->s, "component %d uses quantization table %d, which was not defined", id, sc[i]->tq);
+        blocks += sc[i]->h * sc[i]->v;
+    }
+    if (ns > 1 && blocks > 10) return hv__img_err(d->s, "an MCU of %d blocks (the limit is 10)", blocks);
+    return hv__j_scan(d, sc, ns);
+}
+
+/* chroma upsampling exactly as libjpeg-turbo's jdsample.c picks and does it */
+static int hv__j_upsample(hv__jpeg *d, const hv__jcomp *c, uint8_t *out /* W x H */) {
+    int W = d->width, H = d->height, x, y;
+    const uint8_t *pl = c->plane;
+    size_t st = c->stride;
+    if (c->h * 2 == d->hmax && c->v == d->vmax && c->dw > 2) { /* h2v1 fancy */
+        for (y = 0; y < H; y++) {
+            const uint8_t *in = pl + (size_t)y * st;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            for (x = 0; x < W; x++) {
+                int i = x >> 1;
+                if (!(x & 1))
+                    o[x] = (uint8_t)(i == 0 ? in[0] : (in[i] * 3 + in[i - 1] + 1) >> 2);
+                else
+                    o[x] = (uint8_t)(i == c->dw - 1 ? in[i] : (in[i] * 3 + in[i + 1] + 2) >> 2);
+            }
+        }
+    } else if (c->h == d->hmax && c->v * 2 == d->vmax) { /* h1v2 fancy */
+        for (y = 0; y < H; y++) {
+            int r = y >> 1, r1 = (y & 1) ? r + 1 : r - 1, bias = (y & 1) ? 2 : 1;
+            const uint8_t *in0, *in1;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            if (r1 < 0) r1 = 0;
+            if (r1 > c->dh - 1) r1 = c->dh - 1;
+            in0 = pl + (size_t)r * st;
+            in1 = pl + (size_t)r1 * st;
+            for (x = 0; x < W; x++) o[x] = (uint8_t)((in0[x] * 3 + in1[x] + bias) >> 2);
+        }
+    } else if (c->h * 2 == d->hmax && c->v * 2 == d->vmax && c->dw > 2) { /* h2v2 fancy */
+        for (y = 0; y < H; y++) {
+            int r = y >> 1, r1 = (y & 1) ? r + 1 : r - 1;
+            const uint8_t *in0, *in1;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            if (r1 < 0) r1 = 0; /* libjpeg replicates the first and last rows */
+            if (r1 > c->dh - 1) r1 = c->dh - 1;
+            in0 = pl + (size_t)r * st;
+            in1 = pl + (size_t)r1 * st;
+            for (x = 0; x < W; x++) {
+                int i = x >> 1, cs = in0[i] * 3 + in1[i];
+                if (!(x & 1))
+                    o[x] = (uint8_t)(i == 0 ? (cs * 4 + 8) >> 4 : (cs * 3 + in0[i - 1] * 3 + in1[i - 1] + 8) >> 4);
+                else
+                    o[x] = (uint8_t)(i == c->dw - 1 ? (cs * 4 + 7) >> 4 : (cs * 3 + in0[i + 1] * 3 + in1[i + 1] + 7) >> 4);
+            }
+        }
+    } else if (d->hmax % c->h == 0 && d->vmax % c->v == 0) { /* box (int_upsample, and 2x when too narrow) */
+        int fx = d->hmax / c->h, fy = d->vmax / c->v;
+        for (y = 0; y < H; y++) {
+            const uint8_t *in = pl + (size_t)(y / fy) * st;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            for (x = 0; x < W; x++) o[x] = in[x / fx];
+        }
+    } else {
+        return hv__img_err(d->s, "sampling factors %dx%d of a %dx%d frame are not supported", c->h, c->v, d->hmax, d->vmax);
+    }
+    return 0;
+}
+
+static int hv__j_output(hv__jpeg *d, hv_image *out) {
+    int W = d->width, H = d->height, x, y, i, rgb;
+    uint8_t *up[3] = {NULL, NULL, NULL};
+    const uint8_t *src[3];
+    size_t st[3];
+    int rc = -1;
+    if (d->ncomp == 1) {
+        if (hv__img_make(d->s, out, W, H, 1) != 0) return -1;
+        for (y = 0; y < H; y++) memcpy(out->pixels + (size_t)y * (size_t)W, d->comp[0].plane + (size_t)y * d->comp[0].stride, (size_t)W);
+        return 0;
+    }
+    for (i = 0; i < 3; i++) {
+        const hv__jcomp *c = &d->comp[i];
+        if (c->h == d->hmax && c->v == d->vmax) {
+            src[i] = c->plane;
+            st[i] = c->stride;
+            continue;
+        }
+        up[i] = (uint8_t *)hv__malloc((size_t)W * (size_t)H);
+        if (!up[i]) {
+            hv__img_err(d->s, "out of memory");
+            goto done;
+        }
+        if (hv__j_upsample(d, c, up[i]) != 0) goto done;
+        src[i] = up[i];
+        st[i] = (size_t)W;
+    }
+    /* jdcolor.c: JFIF means YCbCr; Adobe says with its transform flag; else ids 'R','G','B' mean RGB */
+    if (d->jfif)
+        rgb = 0;
+    else if (d->adobe)
+        rgb = d->adobe_transform == 0;
+    else
+        rgb = d->comp[0].id == 'R' && d->comp[1].id == 'G' && d->comp[2].id == 'B';
+    if (hv__img_make(d->s, out, W, H, 3) != 0) goto done;
+    {
+        int cr_r[256], cb_b[256];
+        int32_t cr_g[256], cb_g[256];
+        for (i = 0; i < 256; i++) { /* FIX(x) = x * 65536 + 0.5; ONE_HALF = 32768 */
+            int32_t xi = i - 128;
+            cr_r[i] = (int)((91881 * xi + 32768) >> 16);
+            cb_b[i] = (int)((116130 * xi + 32768) >> 16);
+            cr_g[i] = -46802 * xi;
+            cb_g[i] = -22554 * xi + 32768;
+        }
+        for (y = 0; y < H; y++) {
+            const uint8_t *p0 = src[0] + (size_t)y * st[0], *p1 = src[1] + (size_t)y * st[1], *p2 = src[2] + (size_t)y * st[2];
+            uint8_t *o = out->pixels + (size_t)y * (size_t)W * 3;
+            if (rgb) {
+                for (x = 0; x < W; x++, o += 3) {
+                    o[0] = p0[x];
+                    o[1] = p1[x];
+                    o[2] = p2[x];
+                }
+                continue;
+            }
+            for (x = 0; x < W; x++, o += 3) {
+                int Y = p0[x], cb = p1[x], cr = p2[x], r, g, b;
+                r = Y + cr_r[cr];
+                g = Y + (int)((cb_g[cb] + cr_g[cr]) >> 16);
+                b = Y + cb_b[cb];
+                o[0] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+                o[1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
+                o[2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
+            }
+        }
+    }
+    rc = 0;
+done:
+    for (i = 0; i < 3; i++) hv__free(up[i]);
+    return rc;
+}
+
+static int hv__jpeg_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    hv__jpeg *d;
+    int rc = -1, i, done = 0;
+    d = (hv__jpeg *)hv__malloc(sizeof *d);
+    if (!d) return hv__img_err(s, "out of memory");
+    memset(d, 0, sizeof *d);
+    d->s = s;
+    d->p = p;
+    d->len = len;
+    d->pos = 2; /* after SOI */
+    while (!done) {
+        unsigned m;
+        size_t L;
+        const uint8_t *seg;
+        if (d->pos < d->len && d->p[d->pos] != 0xFF) { /* garbage between segments: libjpeg skips it */
+            d->pos++;
+            continue;
+        }
+        while (d->pos < d->len && d->p[d->pos] == 0xFF) d->pos++;
+        if (d->pos >= d->len) {
+            if (d->frame && d->comp[0].coded) break; /* no EOI, but the image is there */
+            hv__img_err(s, "truncated: the file ends before the image data");
+            goto fail;
+        }
+        m = d->p[d->pos++];
+        if (m == 0xD9) break; /* EOI */
+        if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) continue; /* no length */
+        if (d->len - d->pos < 2) {
+            hv__img_err(s, "truncated: marker %02X has no length", m);
+            goto fail;
+        }
+        L = hv__be16(d->p + d->pos);
+        if (L < 2 || L > d->len - d->pos) {
+            hv__img_err(s, "truncated: segment %02X of %zu bytes runs past the end of the file", m, L);
+            goto fail;
+        }
+        seg = d->p + d->pos + 2;
+        L -= 2;
+        d->pos += 2 + L;
+        switch (m) {
+        case 0xC0:
+        case 0xC1:
+            if (hv__j_sof(d, seg, L) != 0) goto fail;
+            break;
+        case 0xC2:
+        case 0xC6:
+        case 0xCA:
+        case 0xCE:
+            hv__img_err(s, "progressive JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC3:
+        case 0xC7:
+        case 0xCB:
+        case 0xCF:
+            hv__img_err(s, "lossless JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC5:
+        case 0xC9:
+        case 0xCD:
+            hv__img_err(s, "%s JPEG not supported (baseline/sequential only)", m == 0xC5 ? "hierarchical" : "arithmetic-coded");
+            goto fail;
+        case 0xCC:
+            hv__img_err(s, "arithmetic-coded JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC4: { /* DHT */
+            size_t at = 0;
+            while (at < L) {
+                int tc, th, total = 0, k;
+                if (L - at < 17) goto bad_dht;
+                tc = seg[at] >> 4;
+                th = seg[at] & 15;
+                if (tc > 1 || th > 3) goto bad_dht;
+                for (k = 0; k < 16; k++) total += seg[at + 1 + k];
+                if (total > 256 || L - at - 17 < (size_t)total) goto bad_dht;
+                if (hv__jhuff_build(tc ? &d->ac[th] : &d->dc[th], seg + at + 1, seg + at + 17, total) != 0) goto bad_dht;
+                at += 17 + (size_t)total;
+            }
+            break;
+        bad_dht:
+            hv__img_err(s, "corrupt Huffman table (DHT)");
+            goto fail;
+        }
+        case 0xDB: { /* DQT */
+            size_t at = 0;
+            while (at < L) {
+                int pq = seg[at] >> 4, tq = seg[at] & 15, k;
+                if (pq > 1 || tq > 3 || L - at - 1 < (size_t)(64 << pq)) {
+                    hv__img_err(s, "corrupt quantization table (DQT)");
+                    goto fail;
+                }
+                for (k = 0; k < 64; k++) d->qt[tq][hv__jzz[k]] = (uint16_t)(pq ? hv__be16(seg + at + 1 + 2 * k) : seg[at + 1 + k]);
+                d->qt_present[tq] = 1;
+                at += 1 + (size_t)(64 << pq);
+            }
+            break;
+        }
+        case 0xDD: /* DRI */
+            if (L < 2) {
+                hv__img_err(s, "corrupt restart interval (DRI)");
+                goto fail;
+            }
+            d->restart = (int)hv__be16(seg);
+            break;
+        case 0xDA: /* SOS: the entropy-coded data follows the header */
+            if (hv__j_sos(d, seg, L) != 0) goto fail;
+            break; /* d->pos is now at (or before) the next marker */
+        case 0xE0:
+            if (L >= 14 && memcmp(seg, "JFIF\0", 5) == 0) d->jfif = 1; /* libjpeg's test */
+            break;
+        case 0xEE:
+            if (L >= 12 && memcmp(seg, "Adobe", 5) == 0) {
+                d->adobe = 1;
+                d->adobe_transform = seg[11];
+            }
+            break;
+        default: /* APPn, COM, DNL, ...: skipped */
+            break;
+        }
+    }
+    if (!d->frame) {
+        hv__img_err(s, "no frame header (SOF): not a complete JPEG");
+        goto fail;
+    }
+    for (i = 0; i < d->ncomp; i++)
+        if (!d->comp[i].coded) {
+            hv__img_err(s, "truncated: component %d has no image data", d->comp[i].id);
+            goto fail;
+        }
+    rc = hv__j_output(d, out);
+fail:
+    for (i = 0; i < 3; i++) hv__free(d->comp[i].plane);
+    hv__free(d);
+    return rc;
+}
+
+/* ---- loading: the format from the magic bytes ------------------------------------------------- */
+
+static int hv__img_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (len >= 8 && memcmp(p, png_magic, 8) == 0) return hv__png_decode(s, p, len, out);
+    if (len >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return hv__jpeg_decode(s, p, len, out);
+    if (len >= 2 && p[0] == 'P' && p[1] >= '1' && p[1] <= '6') return hv__pnm_decode(s, p, len, out);
+    if (len == 0) return hv__img_err(s, "empty file");
+    if (len >= 4 && p[0] == 0x89 && p[1] == 'P' && p[2] == 'N' && p[3] == 'G') return hv__img_err(s, "damaged PNG signature");
+    return hv__img_err(s, "unknown image format (first bytes %02x %02x %02x %02x; PNG, JPEG and PPM/PGM are supported)", p[0],
+                       len > 1 ? p[1] : 0, len > 2 ? p[2] : 0, len > 3 ? p[3] : 0);
+}
+
+HVDEF int hv_image_load_memory(const void *buf, size_t len, hv_image *out) {
+    hv__imgsrc s;
+    s.op = "hv_image_load_memory";
+    s.name = "<memory>";
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (!buf && len) return hv__fail(s.op, "buf is NULL"), -1;
+    if (hv__img_decode(&s, (const uint8_t *)buf, buf ? len : 0, out) != 0) {
+        hv_image_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+HVDEF int hv_image_load(const char *path, hv_image *out) {
+    hv__imgsrc s;
+    uint8_t *data;
+    size_t len;
+    int rc;
+    s.op = "hv_image_load";
+    s.name = path;
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__read_file(s.op, path, &data, &len) != 0) return -1;
+    rc = hv__img_decode(&s, data, len, out);
+    hv__free(data);
+    if (rc != 0) hv_image_free(out);
+    return rc;
+}
+
+/* ---- resizing as PIL's Image.resize (libImaging/Resample.c) ----------------------------------- */
+
+#define HV__PI 3.14159265358979323846
+
+static double hv__filter_eval(int filter, double x) {
+    switch (filter) {
+    case HV_RESIZE_BOX:
+        return x > -0.5 && x <= 0.5 ? 1.0 : 0.0;
+    case HV_RESIZE_BILINEAR:
+        if (x < 0.0) x = -x;
+        return x < 1.0 ? 1.0 - x : 0.0;
+    case HV_RESIZE_HAMMING:
+        if (x < 0.0) x = -x;
+        if (x == 0.0) return 1.0;
+        if (x >= 1.0) return 0.0;
+        x = x * HV__PI;
+        return sin(x) / x * ((double)0.54f + (double)0.46f * cos(x)); /* PIL writes the constants as floats */
+    case HV_RESIZE_BICUBIC: /* Keys' cubic, a = -0.5 */
+        if (x < 0.0) x = -x;
+        if (x < 1.0) return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1;
+        if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * -0.5;
+        return 0.0;
+    default: /* LANCZOS: sinc(x) sinc(x / 3) on [-3, 3) */
+        if (-3.0 <= x && x < 3.0) {
+            double a = x == 0.0 ? 1.0 : sin(x * HV__PI) / (x * HV__PI), b = x / 3;
+            return a * (b == 0.0 ? 1.0 : sin(b * HV__PI) / (b * HV__PI));
+        }
+        return 0.0;
+    }
+}
+static double hv__filter_support(int filter) {
+    switch (filter) {
+    case HV_RESIZE_BOX: return 0.5;
+    case HV_RESIZE_BILINEAR:
+    case HV_RESIZE_HAMMING: return 1.0;
+    case HV_RESIZE_BICUBIC: return 2.0;
+    default: return 3.0;
+    }
+}
+
+/* The taps of one axis: for output i, input [bounds[2i], bounds[2i] + bounds[2i+1]) weighted by
+   kk[i * ksize + ...] in 22-bit fixed point. Same arithmetic as PIL's precompute_coeffs and
+   normalize_coeffs_8bpc, so the same rounding. */
+static int hv__resample_taps(int in_size, int out_size, int filter, int *ksize_out, int **bounds_out, int32_t **kk_out) {
+    double support, scale, filterscale, center, ww, ss, *w;
+    int ksize, xx, x, xmin, xmax, *bounds;
+    int32_t *kk;
+    filterscale = scale = (double)in_size / out_size;
+    if (filterscale < 1.0) filterscale = 1.0;
+    support = hv__filter_support(filter) * filterscale;
+    ksize = (int)ceil(support) * 2 + 1;
+    w = (double *)hv__malloc(sizeof(double) * (size_t)ksize);
+    bounds = (int *)hv__malloc(sizeof(int) * 2 * (size_t)out_size);
+    kk = (int32_t *)hv__malloc(sizeof(int32_t) * (size_t)ksize * (size_t)out_size);
+    if (!w || !bounds || !kk) {
+        hv__free(w);
+        hv__free(bounds);
+        hv__free(kk);
+        return -1;
+    }
+    for (xx = 0; xx < out_size; xx++) {
+        center = (xx + 0.5) * scale;
+        ww = 0.0;
+        ss = 1.0 / filterscale;
+        xmin = (int)(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        xmax = (int)(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        if (xmax < 0) xmax = 0;
+        if (xmax > ksize) xmax = ksize;
+        for (x = 0; x < xmax; x++) {
+            w[x] = hv__filter_eval(filter, (x + xmin - center + 0.5) * ss);
+            ww += w[x];
+        }
+        for (x = 0; x < ksize; x++) {
+            double k = x < xmax ? (ww != 0.0 ? w[x] / ww : w[x]) : 0.0;
+            kk[(size_t)xx * (size_t)ksize + (size_t)x] = k < 0 ? (int32_t)(-0.5 + k * (1 << 22)) : (int32_t)(0.5 + k * (1 << 22));
+        }
+        bounds[2 * xx] = xmin;
+        bounds[2 * xx + 1] = xmax;
+    }
+    hv__free(w);
+    *ksize_out = ksize;
+    *bounds_out = bounds;
+    *kk_out = kk;
+    return 0;
+}
+
+static uint8_t hv__clip8(int32_t v) { /* v >> 22, clamped (PIL's clip8) */
+    if (v < 0) return 0;
+    v >>= 22;
+    return (uint8_t)(v > 255 ? 255 : v);
+}
+
+/* one horizontal pass: rows [row0, row0 + rows) of in (in_w wide) -> out (out_w wide) */
+static void hv__resample_h(const uint8_t *in, int in_w, int C, int row0, int rows, uint8_t *out, int out_w, const int *b, const int32_t *kk,
+                           int ks) {
+    int y, x, c, k;
+    for (y = 0; y < rows; y++) {
+        const uint8_t *row = in + (size_t)(y + row0) * (size_t)in_w * (size_t)C;
+        uint8_t *o = out + (size_t)y * (size_t)out_w * (size_t)C;
+        for (x = 0; x < out_w; x++) {
+            const int32_t *kw = kk + (size_t)x * (size_t)ks;
+            const uint8_t *r = row + (size_t)b[2 * x] * (size_t)C;
+            for (c = 0; c < C; c++) {
+                int32_t acc = 1 << 21;
+                for (k = 0; k < b[2 * x + 1]; k++) acc += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
+                o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc);
+            }
+        }
+    }
+}
+/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide) */
+static void hv__resample_v(const uint8_t *in, int w, int C, int shift, uint8_t *out, int out_h, const int *b, const int32_t *kk, int ks) {
+    size_t rowlen = (size_t)w * (size_t)C, i;
+    int y, k;
+    for (y = 0; y < out_h; y++) {
+        const int32_t *kw = kk + (size_t)y * (size_t)ks;
+        const uint8_t *col = in + (size_t)(b[2 * y] - shift) * rowlen;
+        uint8_t *o = out + (size_t)y * rowlen;
+        for (i = 0; i < rowlen; i++) {
+            int32_t acc = 1 << 21;
+            for (k = 0; k < b[2 * y + 1]; k++) acc += col[(size_t)k * rowlen + i] * kw[k];
+            o[i] = hv__clip8(acc);
+        }
+    }
+}
+
+HVDEF int hv_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out) {
+    const char *op = "hv_image_resize";
+    int kx = 0, ky = 0, *bx = NULL, *by = NULL, need_h, need_v, h_first, y0, y1, rc = -1, C;
+    int32_t *wx = NULL, *wy = NULL;
+    hv_image tmp;
+    hv__imgsrc s;
+    s.op = op;
+    s.name = "output";
+    memset(&tmp, 0, sizeof tmp);
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (out == in) return hv__fail(op, "out must not be the input image"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__img_check_arg(op, "in", in) != 0) return -1;
+    if (filter < HV_RESIZE_LANCZOS || filter > HV_RESIZE_HAMMING)
+        return hv__fail(op, "unknown filter %d (HV_RESIZE_BICUBIC, _BILINEAR, _LANCZOS, _BOX or _HAMMING)", filter), -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    C = in->channels;
+    need_h = width != in->width;
+    need_v = height != in->height;
+    if (!need_h && !need_v) { /* PIL returns a copy */
+        if (hv__img_make(&s, out, width, height, C) != 0) return -1;
+        memcpy(out->pixels, in->pixels, (size_t)width * (size_t)height * (size_t)C);
+        return 0;
+    }
+    /* Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
+       pixels as the width (older Pillow always went horizontal first; the orders can differ by
+       one level through the 8-bit intermediate) */
+    h_first = !(in->height - height > 0 && in->height - height > (in->width - width) * 2);
+    if (hv__resample_taps(in->width, width, filter, &kx, &bx, &wx) != 0 || hv__resample_taps(in->height, height, filter, &ky, &by, &wy) != 0) {
+        hv__fail(op, "out of memory");
+        goto done;
+    }
+    if (h_first) {
+        y0 = 0;
+        y1 = in->height;
+        if (need_h) { /* only the rows the vertical pass will read */
+            y0 = by[0];
+            y1 = by[2 * (height - 1)] + by[2 * (height - 1) + 1];
+            if (hv__img_make(&s, need_v ? &tmp : out, width, y1 - y0, C) != 0) goto done;
+            hv__resample_h(in->pixels, in->width, C, y0, y1 - y0, need_v ? tmp.pixels : out->pixels, width, bx, wx, kx);
+        }
+        if (need_v) {
+            const hv_image *src = need_h ? &tmp : in;
+            if (hv__img_make(&s, out, width, height, C) != 0) goto done;
+            hv__resample_v(src->pixels, width, C, y0, out->pixels, height, by, wy, ky);
+        }
+    } else { /* need_v holds here */
+        if (hv__img_make(&s, need_h ? &tmp : out, in->width, height, C) != 0) goto done;
+        hv__resample_v(in->pixels, in->width, C, 0, need_h ? tmp.pixels : out->pixels, height, by, wy, ky);
+        if (need_h) {
+            if (hv__img_make(&s, out, width, height, C) != 0) goto done;
+            hv__resample_h(tmp.pixels, in->width, C, 0, height, out->pixels, width, bx, wx, kx);
+        }
+    }
+    rc = 0;
+done:
+    if (rc != 0) hv_image_free(out);
+    hv_image_free(&tmp);
+    hv__free(bx);
+    hv__free(by);
+    hv__free(wx);
+    hv__free(wy);
+    return rc;
+}
+
+/* Python's round() of d / 2 for d >= 0: half to even */
+static int hv__half_round_even(int d) {
+    int k = d / 2;
+    if (d % 2 == 0) return k;
+    return (k % 2 == 0) ? k : k + 1;
+}
+
+HVDEF int hv_image_center_crop(const hv_image *in, int width, int height, hv_image *out) {
+    const char *op = "hv_image_center_crop";
+    int left, top, y, x, C;
+    hv__imgsrc s;
+    s.op = op;
+    s.name = "output";
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (out == in) return hv__fail(op, "out must not be the input image"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__img_check_arg(op, "in", in) != 0) return -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    C = in->channels;
+    /* torchvision pads (left = (crop - w) // 2) when the crop is larger, which is a negative offset */
+    left = width > in->width ? -((width - in->width) / 2) : hv__half_round_even(in->width - width);
+    top = height > in->height ? -((height - in->height) / 2) : hv__half_round_even(in->height - height);
+    if (hv__img_make(&s, out, width, height, C) != 0) return -1;
+    for (y = 0; y < height; y++) {
+        int sy = y + top;
+        uint8_t *o = out->pixels + (size_t)y * (size_t)width * (size_t)C;
+        if (sy < 0 || sy >= in->height) {
+            memset(o, 0, (size_t)width * (size_t)C);
+            continue;
+        }
+        for (x = 0; x < width; x++) {
+            int sx = x + left;
+            if (sx < 0 || sx >= in->width)
+                memset(o + (size_t)x * (size_t)C, 0, (size_t)C);
+            else
+                memcpy(o + (size_t)x * (size_t)C, in->pixels + ((size_t)sy * (size_t)in->width + (size_t)sx) * (size_t)C, (size_t)C);
+        }
+    }
+    return 0;
+}
+
+HVDEF int hv_image_to_tensor(const hv_image *img, const float mean[3], const float std[3], float *out) {
+    const char *op = "hv_image_to_tensor";
+    size_t n, i;
+    int c;
+    if (hv__img_check_arg(op, "image", img) != 0) return -1;
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (std)
+        for (c = 0; c < 3; c++)
+            if (!(std[c] != 0.0f)) return hv__fail(op, "std[%d] is %g", c, (double)std[c]), -1;
+    n = (size_t)img->width * (size_t)img->height;
+    for (c = 0; c < 3; c++) {
+        float m = mean ? mean[c] : 0.0f, sd = std ? std[c] : 1.0f;
+        int sc = img->channels >= 3 ? c : 0; /* gray -> RGB by replication, alpha dropped */
+        const uint8_t *p = img->pixels + sc;
+        float *o = out + (size_t)c * n;
+        size_t step = (size_t)img->channels;
+        for (i = 0; i < n; i++) {
+            float v = (float)p[i * step] / 255.0f; /* ToTensor: float division by 255 */
+            o[i] = (v - m) / sd;                    /* Normalize: sub_(mean).div_(std) */
+        }
+    }
+    return 0;
+}
+
+HVDEF int hv_image_eval_transform(const hv_image *in, int size, float *out) {
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    const char *op = "hv_image_eval_transform";
+    hv_image resized, crop;
+    const hv_image *r = in;
+    int w, h, nw, nh, shortside, longside, target, rc;
+    if (hv__img_check_arg(op, "image", in) != 0) return -1;
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (size < 1 || size > HV_IMAGE_MAX_SIDE - 32) return hv__fail(op, "size %d is outside 1..%d", size, HV_IMAGE_MAX_SIDE - 32), -1;
+    memset(&resized, 0, sizeof resized);
+    w = in->width;
+    h = in->height;
+    target = size + 32;
+    /* torchvision _compute_resized_output_size: the long side is int(target * long / short) */
+    shortside = w <= h ? w : h;
+    longside = w <= h ? h : w;
+    {
+        double l = (double)((int64_t)target * longside) / (double)shortside;
+        if (l > (double)HV_IMAGE_MAX_SIDE) return hv__fail(op, "a %dx%d image resized to %d on its short side is too long", w, h, target), -1;
+        if (w <= h) {
+            nw = target;
+            nh = (int)l;
+        } else {
+            nw = (int)l;
+            nh = target;
+        }
+    }
+    if (nw != w || nh != h) {
+        if (hv_image_resize(in, nw, nh, HV_RESIZE_BICUBIC, &resized) != 0) return -1;
+        r = &resized;
+    }
+    rc = hv_image_center_crop(r, size, size, &crop);
+    hv_image_free(&resized);
+    if (rc != 0) return -1;
+    rc = hv_image_to_tensor(&crop, mean, std, out);
+    hv_image_free(&crop);
+    return rc;
+}
+
+/* ---- .npy (NumPy format 1.0 / 2.0 / 3.0) ------------------------------------------------------ */
+
+typedef struct hv__npyhdr {
+    int kind; /* 0 '<f4', 1 '<f8', 2 '<i4', 3 '<i8' */
+    int ndim;
+    int64_t dims[HV_MAX_DIMS];
+} hv__npyhdr;
+
+static void hv__npy_ws(const char *h, size_t n, size_t *i) {
+    while (*i < n && (h[*i] == ' ' || h[*i] == '\t' || h[*i] == '\n' || h[*i] == '\r')) (*i)++;
+}
+/* a quoted Python string into buf (at most cap - 1 characters) */
+static int hv__npy_str(const char *h, size_t n, size_t *i, char *buf, size_t cap) {
+    char q;
+    size_t k = 0;
+    hv__npy_ws(h, n, i);
+    if (*i >= n || (h[*i] != '\'' && h[*i] != '"')) return -1;
+    q = h[(*i)++];
+    while (*i < n && h[*i] != q) {
+        if (k + 1 >= cap) return -1;
+        buf[k++] = h[(*i)++];
+    }
+    if (*i >= n) return -1;
+    (*i)++;
+    buf[k] = 0;
+    return 0;
+}
+
+/* parses numpy's header dict: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } */
+static int hv__npy_parse_header(const hv__imgsrc *s, const char *h, size_t n, hv__npyhdr *out) {
+    size_t i = 0;
+    int seen = 0;
+    char key[32], val[32];
+    memset(out, 0, sizeof *out);
+    hv__npy_ws(h, n, &i);
+    if (i >= n || h[i++] != '{') return hv__img_err(s, "corrupt .npy header (no dict)");
+    for (;;) {
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == '}') break;
+        if (hv__npy_str(h, n, &i, key, sizeof key) != 0) return hv__img_err(s, "corrupt .npy header (bad key)");
+        hv__npy_ws(h, n, &i);
+        if (i >= n || h[i++] != ':') return hv__img_err(s, "corrupt .npy header (no ':' after '%s')", key);
+        hv__npy_ws(h, n, &i);
+        if (strcmp(key, "descr") == 0) {
+            if (hv__npy_str(h, n, &i, val, sizeof val) != 0) return hv__img_err(s, "corrupt .npy header (descr is not a simple string)");
+            if (strcmp(val, "<f4") == 0)
+                out->kind = 0;
+            else if (strcmp(val, "<f8") == 0)
+                out->kind = 1;
+            else if (strcmp(val, "<i4") == 0)
+                out->kind = 2;
+            else if (strcmp(val, "<i8") == 0)
+                out->kind = 3;
+            else
+                return hv__img_err(s, "dtype '%s' is not supported ('<f4', '<f8', '<i4' and '<i8' are)", val);
+            seen |= 1;
+        } else if (strcmp(key, "fortran_order") == 0) {
+            if (n - i >= 5 && memcmp(h + i, "False", 5) == 0) {
+                i += 5;
+            } else if (n - i >= 4 && memcmp(h + i, "True", 4) == 0) {
+                return hv__img_err(s, "fortran_order True is not supported (save a C-ordered array: np.ascontiguousarray)");
+            } else {
+                return hv__img_err(s, "corrupt .npy header (fortran_order)");
+            }
+            seen |= 2;
+        } else if (strcmp(key, "shape") == 0) {
+            if (i >= n || h[i++] != '(') return hv__img_err(s, "corrupt .npy header (shape is not a tuple)");
+            for (;;) {
+                int64_t v = 0;
+                size_t start;
+                hv__npy_ws(h, n, &i);
+                if (i < n && h[i] == ')') {
+                    i++;
+                    break;
+                }
+                start = i;
+                while (i < n && h[i] >= '0' && h[i] <= '9') {
+                    v = v * 10 + (h[i++] - '0');
+                    if (v > ((int64_t)1 << 48)) return hv__img_err(s, "shape entry is absurdly large");
+                }
+                if (i == start) return hv__img_err(s, "corrupt .npy header (shape entry)");
+                if (i < n && h[i] == 'L') i++; /* Python 2 longs */
+                if (out->ndim >= HV_MAX_DIMS) return hv__img_err(s, "array has more than %d axes", HV_MAX_DIMS);
+                out->dims[out->ndim++] = v;
+                hv__npy_ws(h, n, &i);
+                if (i < n && h[i] == ',') i++;
+                else if (!(i < n && h[i] == ')')) return hv__img_err(s, "corrupt .npy header (shape)");
+            }
+            seen |= 4;
+        } else {
+            return hv__img_err(s, "corrupt .npy header (unknown key '%s')", key);
+        }
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == ',') {
+            i++;
+            continue;
+        }
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == '}') break;
+        return hv__img_err(s, "corrupt .npy header (expected ',' or '}')");
+    }
+    if (seen != 7) return hv__img_err(s, "corrupt .npy header (descr, fortran_order or shape missing)");
+    return 0;
+}
+
+HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path) {
+    hv__imgsrc s;
+    FILE *f;
+    uint8_t pre[12];
+    char *hdr = NULL;
+    size_t hlen, pre_len, numel = 1, esize, i, got;
+    hv__npyhdr H;
+    hv_tensor *t = NULL;
+    int k;
+    s.op = "hv_npy_load";
+    s.name = path;
+    if (!ctx) return (hv_tensor *)hv__fail(s.op, "ctx is NULL");
+    if (!path) return (hv_tensor *)hv__fail(s.op, "path is NULL");
+    f = fopen(path, "rb");
+    if (!f) return (hv_tensor *)hv__fail(s.op, "cannot open '%s': %s", path, strerror(errno));
+    memset(pre, 0, sizeof pre);
+    got = fread(pre, 1, 10, f);
+    if (got != 10 && ferror(f)) {
+        hv__fail(s.op, "cannot read '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    if (got < 6 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+        hv__img_err(&s, "not a .npy file (no \\x93NUMPY magic)");
+        goto fail;
+    }
+    if (got != 10) goto truncated;
+    if (pre[6] == 1) {
+        hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+        pre_len = 10;
+    } else if (pre[6] == 2 || pre[6] == 3) {
+        if (fread(pre + 10, 1, 2, f) != 2) goto truncated;
+        hlen = (size_t)pre[8] | ((size_t)pre[9] << 8) | ((size_t)pre[10] << 16) | ((size_t)pre[11] << 24);
+        pre_len = 12;
+    } else {
+        hv__img_err(&s, ".npy format version %d.%d is not supported", pre[6], pre[7]);
+        goto fail;
+    }
+    (void)pre_len;
+    if (hlen > (1u << 20)) {
+        hv__img_err(&s, "corrupt .npy header (%zu bytes long)", hlen);
+        goto fail;
+    }
+    hdr = (char *)hv__malloc(hlen + 1);
+    if (!hdr) {
+        hv__img_err(&s, "out of memory");
+        goto fail;
+    }
+    if (fread(hdr, 1, hlen, f) != hlen) goto truncated;
+    if (hv__npy_parse_header(&s, hdr, hlen, &H) != 0) goto fail;
+    for (k = 0; k < H.ndim; k++) {
+        if (H.dims[k] && numel > ((size_t)1 << 40) / (size_t)H.dims[k]) {
+            hv__img_err(&s, "array is absurdly large");
+            goto fail;
+        }
+        numel *= (size_t)H.dims[k];
+    }
+    esize = (H.kind == 1 || H.kind == 3) ? 8 : 4;
+    {
+        /* check the file holds the data before allocating a tensor for it */
+        long here = ftell(f), end;
+        if (here < 0 || fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, here, SEEK_SET) != 0) {
+            hv__img_err(&s, "cannot seek in the file");
+            goto fail;
+        }
+        if ((size_t)(end - here) / esize < numel) {
+            hv__img_err(&s, "truncated: %zu elements need %zu bytes of data, the file has %ld", numel, numel * esize, end - here);
+            goto fail;
+        }
+    }
+    t = hv_tensor_new(ctx, H.kind >= 2 ? HV_I32 : HV_F32, hv_shape_of(H.ndim, H.dims));
+    if (!t) goto fail;
+    if (esize == 4) {
+        uint8_t *dst = H.kind == 0 ? (uint8_t *)hv_data(t) : (uint8_t *)hv_data_i32(t);
+        if (numel && fread(dst, 4, numel, f) != numel) goto truncated;
+        if (!hv__host_is_le()) hv__bswap_inplace(dst, numel, 4);
+    } else {
+        uint8_t buf[8 * 512];
+        for (i = 0; i < numel;) {
+            size_t m = numel - i < 512 ? numel - i : 512, j;
+            if (fread(buf, 8, m, f) != m) goto truncated;
+            for (j = 0; j < m; j++, i++) {
+                uint64_t u = 0;
+                int b;
+                for (b = 7; b >= 0; b--) u = (u << 8) | buf[8 * j + (size_t)b];
+                if (H.kind == 1) {
+                    double dv;
+                    memcpy(&dv, &u, 8);
+                    hv_data(t)[i] = (float)dv;
+                } else {
+                    int64_t v;
+                    memcpy(&v, &u, 8);
+                    if (v < INT32_MIN || v > INT32_MAX) {
+                        hv__img_err(&s, "int64 element %zu is %lld, outside int32", i, (long long)v);
+                        goto fail;
+                    }
+                    hv_data_i32(t)[i] = (int32_t)v;
+                }
+            }
+        }
+    }
+    fclose(f);
+    hv__free(hdr);
+    return t;
+truncated:
+    hv__img_err(&s, "truncated .npy file");
+fail:
+    fclose(f);
+    hv__free(hdr);
+    if (t) hv_tensor_free(t);
+    return NULL;
+}
+
+HVDEF int hv_npy_save(const char *path, const hv_tensor *t) {
+    const char *op = "hv_npy_save";
+    char dict[256], hdr[320];
+    size_t n, hlen, pad, bytes;
+    int64_t numel;
+    int k, digits;
+    void *data;
+    const void *parts[2];
+    size_t sizes[2];
+    int rc;
+    if (!t) return hv__fail(op, "%s: tensor is NULL", path ? path : "(null)"), -1;
+    if (t->dtype != HV_F32 && t->dtype != HV_I32) return hv__fail(op, "%s: only f32 and i32 tensors can be saved", path ? path : "(null)"), -1;
+    n = (size_t)snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", t->dtype == HV_F32 ? "<f4" : "<i4");
+    for (k = 0; k < t->ndim; k++) n += (size_t)snprintf(dict + n, sizeof dict - n, k ? ", %lld" : "%lld", (long long)t->shape[k]);
+    n += (size_t)snprintf(dict + n, sizeof dict - n, "%s), }", t->ndim == 1 ? "," : "");
+    /* numpy leaves room to grow the first axis in place: 21 - len(repr(shape[0])) spaces */
+    if (t->ndim > 0) {
+        char d0[32];
+        digits = snprintf(d0, sizeof d0, "%lld", (long long)t->shape[0]);
+        for (k = digits; k < 21; k++) dict[n++] = ' ';
+    }
+    hlen = n + 1;
+    pad = 64 - (10 + hlen) % 64; /* numpy pads 1..64 bytes, never 0 */
+    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
+    hdr[8] = (char)((n + pad + 1) & 255);
+    hdr[9] = (char)((n + pad + 1) >> 8);
+    memcpy(hdr + 10, dict, n);
+    memset(hdr + 10 + n, ' ', pad);
+    hdr[10 + n + pad] = '\n';
+    numel = hv_numel(t);
+    bytes = (size_t)numel * 4;
+    data = hv__malloc(bytes);
+    if (!data) return hv__fail(op, "%s: out of memory", path ? path : "(null)"), -1;
+    if (hv_tensor_copy_to(t, data, bytes) != 0) {
+        hv__free(data);
+        return -1;
+    }
+    if (!hv__host_is_le()) hv__bswap_inplace((uint8_t *)data, (size_t)numel, 4);
+    parts[0] = hdr;
+    sizes[0] = 10 + n + pad + 1;
+    parts[1] = data;
+    sizes[1] = bytes;
+    rc = hv__write_atomic(op, path, parts, sizes, 2);
+    hv__free(data);
+    return rc;
+}
 /* HV-SECTION images END */
 
 #endif /* HUMANVIT_IMPLEMENTATION_DONE */

@@ -22,8 +22,10 @@ published checkpoints have (zip of data.pkl + data/<key> storages, pickle protoc
                     keys of a DataParallel model}, 'optimizer_state_dict': Adam state}, the
                     "are we there yet" checkpoint layout (HSSL:train_tc.py).
   plain_sd.pth      a bare state dict at the top level (torch.save(model.state_dict())) with an
-                    nn.Parameter among the values (pickled by _rebuild_parameter).
-  mixed.safetensors f32/f16/bf16/i64 tensors with __metadata__, by safetensors.torch.save_file.
+                    nn.Parameter (pickled by _rebuild_parameter), a uint16 tensor (_rebuild_tensor_v3
+                    on an untyped storage) and a tensor subclass (_rebuild_from_type_v2).
+  mixed.safetensors f32/f16/bf16/f64 and i64/i16/i8/u8/bool/u32 tensors with __metadata__, by
+                    safetensors.torch.save_file.
   legacy.pth        the pre-1.6 non-zip format (must be refused with a clear message).
   deflated.pth      vit_tiny.pth re-zipped with deflate compression (must be refused).
   expected.txt      for every loadable fixture, the tensors humanvit must produce: name, dtype,
@@ -135,14 +137,20 @@ def save_tc():
     return inner
 
 
+class Subclassed(torch.Tensor):
+    """a tensor subclass: torch.save pickles it through torch._tensor._rebuild_from_type_v2"""
+
+
 def save_plain():
     g = torch.Generator().manual_seed(3)
     sd = collections.OrderedDict()
     sd["weight"] = torch.nn.Parameter(torch.randn(3, 4, generator=g))  # _rebuild_parameter
     sd["bias"] = torch.randn(3, generator=g)
     sd["counts"] = torch.tensor([1, -5, 1 << 30], dtype=torch.int64)
+    sd["u16"] = torch.tensor([[0, 65535], [7, 300]], dtype=torch.uint16)  # _rebuild_tensor_v3, untyped storage
+    sd["sub"] = torch.randn(2, 2, generator=g).as_subclass(Subclassed)
     torch.save(sd, os.path.join(OUT, "plain_sd.pth"))
-    return collections.OrderedDict((k, v.detach()) for k, v in sd.items())
+    return collections.OrderedDict((k, torch.Tensor(v.detach()) if k == "sub" else v.detach()) for k, v in sd.items())
 
 
 def save_safetensors():
@@ -155,6 +163,12 @@ def save_safetensors():
         "brain": torch.randn(7, generator=g).bfloat16(),
         "steps": torch.tensor([3, -4, 1000000], dtype=torch.int64),
         "scalar": torch.tensor(-1.5),
+        "f64": torch.randn(3, generator=g).double(),
+        "i16": torch.tensor([-32768, 5, 32767], dtype=torch.int16),
+        "i8": torch.tensor([-128, 0, 127], dtype=torch.int8),
+        "u8": torch.tensor([0, 200, 255], dtype=torch.uint8),
+        "flags": torch.tensor([True, False, True]),
+        "u32": torch.tensor([0, 4000000, 2147483647], dtype=torch.uint32),
     }
     path = os.path.join(OUT, "mixed.safetensors")
     safetensors.torch.save_file(d, path, metadata={"format": "pt", "note": "humanvit fixture"})
