@@ -556,8 +556,9 @@ HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list
    and .convert('L') drop it (no compositing). Gray stays gray: hv_image_to_tensor replicates it.
      PNG: bit depths 1/2/4/8/16 of every colour type, palette (indices past the PLTE are black),
        Adam7 interlacing, all filters. Samples of fewer than 8 bits are scaled to 0..255
-       (v * 255 / (2^depth - 1)); 16-bit samples keep their high byte (as Pillow and libpng's
-       strip_16 do). tRNS and gamma/colour chunks are ignored. Chunk CRCs and the zlib Adler-32
+       (v * 255 / (2^depth - 1)); 16-bit samples keep their high byte (as Pillow does for 16-bit
+       RGB/RGBA/gray+alpha, and libpng's strip_16; Pillow opens 16-bit gray as mode I;16, whose
+       .convert('L'/'RGB') clips to 255 instead, almost all white: we do not copy that). tRNS and gamma/colour chunks are ignored. Chunk CRCs and the zlib Adler-32
        are checked: a mismatch is an error. Unknown ancillary chunks are skipped, unknown critical
        chunks are an error.
      JPEG: baseline and extended sequential Huffman (SOF0/SOF1), 8-bit, 1 or 3 components, any
@@ -592,10 +593,13 @@ HVDEF int hv_image_save_ppm(const char *path, const hv_image *img);
 
 /* Resampling filters, numbered as PIL.Image.Resampling. */
 enum { HV_RESIZE_LANCZOS = 1, HV_RESIZE_BILINEAR = 2, HV_RESIZE_BICUBIC = 3, HV_RESIZE_BOX = 4, HV_RESIZE_HAMMING = 5 };
-/* PIL's Image.resize: separable convolution, horizontal pass then vertical, the filter's support
-   widened by the downscale factor (antialiasing), coefficients in 22-bit fixed point, each pass
-   rounded to 8 bits. Bicubic is Keys' cubic with a = -0.5. Gives the same bytes as Pillow on
-   the test images. Channels are filtered independently (no alpha premultiplication). */
+/* PIL's Image.resize: separable convolution, the filter's support widened by the downscale
+   factor (antialiasing), coefficients in 22-bit fixed point, each pass rounded to 8 bits; bicubic
+   is Keys' cubic with a = -0.5. The pass order is Pillow 13's: horizontal first, except when the
+   height shrinks by more than twice as many pixels as the width (older Pillow always went
+   horizontal first; the two orders can differ by 1 level, and for the eval transform only on
+   images more than twice as tall as wide). The same bytes as Pillow 13 on the test images.
+   Channels are filtered independently (no alpha premultiplication). */
 HVDEF int hv_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out);
 /* torchvision CenterCrop: offsets int(round((in - out) / 2.0)) (round half to even); an image
    smaller than the crop is padded with zeros first, as torchvision does */

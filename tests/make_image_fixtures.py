@@ -13,8 +13,10 @@ Writes small files into tests/fixtures/images/:
                  paths a progressive and a CMYK JPEG
   NAME.ref       the pixels Pillow decodes from NAME (raw uint8, rows of width*channels), in the
                  convention of hv_image_load: gray stays 1 channel, colour is 3, alpha dropped,
-                 palette expanded, 16-bit PNG samples reduced to their high byte, PPM samples
-                 of maxval != 255 scaled by 255/maxval with rounding (both as Pillow does)
+                 palette expanded, 16-bit PNG samples reduced to their high byte (as Pillow
+                 does for RGB/RGBA/LA; for 16-bit gray, mode I;16, the high byte of Pillow's
+                 values, since its convert('L') clips), PPM samples of maxval != 255 scaled by
+                 255/maxval with rounding (as Pillow does)
   resize_*.ref   Pillow Image.resize of src_rgb.png / src_gray.png (raw uint8), sizes in the name
   eval_*.npy     torchvision Resize(size+32, BICUBIC) + CenterCrop(size) + ToTensor + Normalize
                  (ImageNet) of an image, float32 (3, size, size), written by numpy; eval_*.u8 the
@@ -28,6 +30,9 @@ resize, crop offsets int(round((h - size) / 2.0)), /255, (x - mean) / std in flo
 usage: python3 tests/make_image_fixtures.py
 """
 import io
+import shutil
+import subprocess
+import tempfile
 import warnings
 import os
 import struct
@@ -280,6 +285,18 @@ def make_jpegs():
     save_with_ref("jpg_420_3x3.jpg", jpeg(Image.fromarray(picture(3, 3, 3, seed=8).astype(np.uint8)), subsampling=2))
     save_with_ref("jpg_422_odd.jpg", jpeg(Image.fromarray(picture(17, 9, 3, seed=10).astype(np.uint8)), subsampling=1))
     write("jpg_progressive.jpg", jpeg(rgb, progressive=True))
+    # sequential JPEGs with one scan per component (3 scans) and with Y+Cb then Cr (2 scans):
+    # Pillow cannot write these, jpegtran (libjpeg-turbo-progs) can
+    if shutil.which("jpegtran"):
+        for name, src, script in (("jpg_420_scans.jpg", "jpg_420.jpg", "0;\n1;\n2;\n"), ("jpg_422_scans.jpg", "jpg_422.jpg", "0,1;\n2;\n")):
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+                f.write(script)
+            data = subprocess.run(["jpegtran", "-scans", f.name, path(src)], check=True, capture_output=True).stdout
+            os.remove(f.name)
+            assert data.count(b"\xff\xda") == script.count(";")
+            save_with_ref(name, data)
+    else:
+        print("  note: jpegtran not found (apt-get install libjpeg-turbo-progs): keeping the committed jpg_*_scans files")
     write("jpg_cmyk.jpg", jpeg(rgb.convert("CMYK")))
 
 
@@ -374,6 +391,8 @@ def main():
     warnings.simplefilter("ignore")  # Pillow: "Palette images with Transparency expressed in bytes..."
     os.makedirs(OUT, exist_ok=True)
     for f in os.listdir(OUT):
+        if "_scans." in f and not shutil.which("jpegtran"):
+            continue
         os.remove(path(f))
     make_pngs()
     make_ppms()

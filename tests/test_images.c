@@ -129,7 +129,7 @@ static void test_jpeg_matches_pillow(hv_ctx *ctx) {
     static const struct { const char *name; int w, h, c; } files[] = {
         {"jpg_444.jpg", 45, 31, 3},     {"jpg_422.jpg", 45, 31, 3},     {"jpg_420.jpg", 45, 31, 3},      {"jpg_gray.jpg", 45, 31, 1},
         {"jpg_420_rst.jpg", 45, 31, 3}, {"jpg_420_opt.jpg", 45, 31, 3}, {"jpg_420_q100.jpg", 16, 16, 3}, {"jpg_420_3x3.jpg", 3, 3, 3},
-        {"jpg_422_odd.jpg", 17, 9, 3}};
+        {"jpg_422_odd.jpg", 17, 9, 3},  {"jpg_420_scans.jpg", 45, 31, 3}, {"jpg_422_scans.jpg", 45, 31, 3}};
     size_t i;
     int worst = 0;
     double worst_mean = 0;
@@ -159,7 +159,7 @@ static const char *const robust_files[] = {
     "png_c0_d1.png", "png_c0_d2_i.png", "png_c0_d16.png", "png_c2_d8.png", "png_c2_d16_i.png", "png_c3_d1.png", "png_c3_d4_i.png",
     "png_c3_d8.png", "png_c4_d8.png", "png_c4_d16_i.png", "png_c6_d8_i.png", "png_c6_d16.png", "png_stored.png", "png_fixed.png",
     "png_pal_trns.png", "png_rgb_i_3x2.png", "png_pillow.png", "jpg_444.jpg", "jpg_422.jpg", "jpg_420.jpg", "jpg_gray.jpg",
-    "jpg_420_rst.jpg", "jpg_420_opt.jpg", "jpg_420_3x3.jpg", "jpg_422_odd.jpg", "jpg_progressive.jpg", "ppm_p6.ppm",
+    "jpg_420_rst.jpg", "jpg_420_opt.jpg", "jpg_420_3x3.jpg", "jpg_422_odd.jpg", "jpg_420_scans.jpg", "jpg_progressive.jpg", "ppm_p6.ppm",
     "ppm_p2.pgm", "ppm_p3.ppm", "ppm_p6_16.ppm"};
 
 /* one decode of untrusted bytes: either a valid image or -1 with a zeroed image and a message */
