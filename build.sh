@@ -31,9 +31,12 @@ verbs:
                  the last line is "N passed, M failed", the exit status non-zero on any failure
   asan           the test binaries again, built in build-asan/ with AddressSanitizer and
                  UndefinedBehaviorSanitizer (OpenMP off, compile checks skipped)
-  bench          build and run bench/*.c
+  bench          build and run bench/*.c (bench/bench.c: GEMM vs the FMA peak and, when
+                 python3 -c 'import torch' works, vs PyTorch; args go to it, e.g. --quick)
+  neon           cross-compile test_core and test_gemm for aarch64 (NEON kernels) and run them
+                 under qemu-user; skipped, saying so, without aarch64-linux-gnu-gcc/qemu-aarch64
   demo [args]    build and run build/hello_mlp, passing args through
-  clean          remove build/ and build-asan/
+  clean          remove build/, build-asan/ and build-neon/
   help           this text
 
 environment:
@@ -67,11 +70,14 @@ configure() {
     if [ "$MODE" = asan ]; then
         CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined $base"
         omp="off (asan build)"
+    elif [ "$MODE" = cross ]; then
+        CFLAGS="-O2 $base" # the target's baseline ISA: no -march=native
+        omp="off (cross build)"
     else
         CFLAGS="-O2 $base"
     fi
     # -march=native in the sanitizer build too, so the SIMD paths that normally run are checked.
-    if $CC -march=native "$probe.c" -o "$probe" >/dev/null 2>&1; then
+    if [ "$MODE" != cross ] && $CC -march=native "$probe.c" -o "$probe" >/dev/null 2>&1; then
         arch="-march=native"
         CFLAGS="$CFLAGS $arch"
     fi
@@ -186,6 +192,7 @@ build_all() {
     build_lib || true
     build_tests
     build_examples
+    build_dispatch || true
 }
 
 # ---- testing ------------------------------------------------------------------------------------
@@ -210,41 +217,83 @@ describe_rc() {
     fi
 }
 
-run_tests() {
-    local src name bin log rc summary p f
+EMULATOR=() # runs the test binaries of a cross build (the neon verb)
+
+# run_one NAME BIN: run one test binary and add its "N passed, M failed" line to the totals.
+run_one() {
+    local name=$1 bin=$2 log rc summary p f
     local runner=()
+    if [ ! -x "$bin" ]; then
+        fail "$name" "did not build"
+        return
+    fi
     if have timeout; then runner=(timeout -k 10 "$TIMEOUT"); fi
     # Line-buffer the tests' stdout so a crash loses no output. Not under ASan: gcc's shared ASan
     # runtime refuses to start behind stdbuf's LD_PRELOAD (tests should line-buffer themselves).
     if [ "$MODE" = normal ] && have stdbuf; then runner+=(stdbuf -oL -eL); fi
+    echo "== $name"
+    log=$bin.log
+    set +e
+    "${runner[@]}" "${EMULATOR[@]}" "$bin" </dev/null 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed[[:space:]]*$' "$log" | tail -n 1 || true)
+    if [ -n "$summary" ]; then
+        p=${summary%% passed*}
+        f=${summary#*, }
+        f=${f%% failed*}
+        PASSED=$((PASSED + p))
+        FAILED=$((FAILED + f))
+        if [ "$f" -gt 0 ]; then FAILED_NAMES+=("$name ($f failed)"); fi
+        # e.g. LeakSanitizer reports after the summary line and exits non-zero
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "$name" "$(describe_rc "$rc") after its summary line"; fi
+    else
+        fail "$name" "$(describe_rc "$rc"), no 'N passed, M failed' line"
+    fi
+}
+
+run_tests() {
+    local src name
     for src in tests/test_*.c; do
         name=$(basename "$src" .c)
         matches_filter "$name" || continue
-        bin=$OUT/tests/$name
-        if [ ! -x "$bin" ]; then
-            fail "$name" "did not build"
-            continue
-        fi
-        echo "== $name"
-        log=$OUT/tests/$name.log
-        set +e
-        "${runner[@]}" "$bin" </dev/null 2>&1 | tee "$log"
-        rc=${PIPESTATUS[0]}
-        set -e
-        summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed[[:space:]]*$' "$log" | tail -n 1 || true)
-        if [ -n "$summary" ]; then
-            p=${summary%% passed*}
-            f=${summary#*, }
-            f=${f%% failed*}
-            PASSED=$((PASSED + p))
-            FAILED=$((FAILED + f))
-            if [ "$f" -gt 0 ]; then FAILED_NAMES+=("$name ($f failed)"); fi
-            # e.g. LeakSanitizer reports after the summary line and exits non-zero
-            if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then fail "$name" "$(describe_rc "$rc") after its summary line"; fi
-        else
-            fail "$name" "$(describe_rc "$rc"), no 'N passed, M failed' line"
+        run_one "$name" "$OUT/tests/$name"
+    done
+    if [ -n "$DISPATCH_TEST" ]; then run_one test_gemm_dispatch "$DISPATCH_TEST"; fi
+}
+
+# ---- run-time ISA choice for portable x86-64 binaries (kernels_cpu/) ----------------------------
+# $OUT/humanvit_dispatch.o is the implementation built with -DHUMANVIT_CPU_DISPATCH and without
+# -march=native; link it with $OUT/kernels_cpu/hv_cpu_<isa>.o, each kernels_cpu/hv_cpu_<isa>.c
+# compiled with its ISA's flags. tests/test_gemm.c is built the same way (test_gemm_dispatch).
+DISPATCH_ISAS=("avx512:-mavx512f -mavx512bw -mavx512vl -mfma" "avx2:-mavx2 -mfma")
+DISPATCH_TEST=""
+
+build_dispatch() {
+    local base=${CFLAGS/-march=native/} spec isa obj objs=() lib=$OUT/humanvit_dispatch.o
+    case $(uname -m) in x86_64 | amd64) ;; *) return 0 ;; esac
+    mkdir -p "$OUT/kernels_cpu" "$OUT/tests"
+    for spec in "${DISPATCH_ISAS[@]}"; do
+        isa=${spec%%:*}
+        obj=$OUT/kernels_cpu/hv_cpu_$isa.o
+        objs+=("$obj")
+        stale "$obj" humanvit.h "kernels_cpu/hv_cpu_$isa.c" || continue
+        echo "  CC    $obj"
+        if ! $CC $base ${spec#*:} -c "kernels_cpu/hv_cpu_$isa.c" -o "$obj"; then
+            rm -f "$obj"
+            BUILD_FAILED+=("hv_cpu_$isa.o")
+            return 1
         fi
     done
+    if stale "$lib" humanvit.h tests/hv_impl.c; then
+        echo "  CC    $lib"
+        $CC $base -DHUMANVIT_CPU_DISPATCH -c tests/hv_impl.c -o "$lib" || { rm -f "$lib"; BUILD_FAILED+=("humanvit_dispatch.o"); }
+    fi
+    matches_filter test_gemm_dispatch || return 0
+    DISPATCH_TEST=$OUT/tests/test_gemm_dispatch
+    stale "$DISPATCH_TEST" humanvit.h tests/test_gemm.c tests/*.h "${objs[@]}" || return 0
+    echo "  CCLD  $DISPATCH_TEST"
+    $CC $base -DHUMANVIT_CPU_DISPATCH -I. -Itests tests/test_gemm.c "${objs[@]}" -o "$DISPATCH_TEST" $LDLIBS || rm -f "$DISPATCH_TEST"
 }
 
 # The header must compile clean as C99 (gcc, clang) and as C++11 (g++, clang++), both with the
@@ -319,6 +368,11 @@ test_suite() {
     if [ "$mode" = normal ]; then
         compile_checks
     fi
+    report
+}
+
+# report: the closing lines of test/asan/neon; non-zero when anything failed or nothing ran
+report() {
     echo
     if [ "${#FAILED_NAMES[@]}" -gt 0 ]; then
         echo "FAILED:"
@@ -330,6 +384,28 @@ test_suite() {
     echo "$PASSED passed, $FAILED failed"
     if [ "$FAILED" -eq 0 ] && [ $((PASSED + FAILED)) -gt 0 ]; then return 0; fi
     return 1
+}
+
+# neon: the aarch64 build of the core and GEMM tests (NEON kernels), run under qemu-user
+neon_suite() {
+    local name
+    if ! have aarch64-linux-gnu-gcc || ! have qemu-aarch64 || [ ! -d /usr/aarch64-linux-gnu ]; then
+        echo "build.sh: neon: SKIPPED: needs aarch64-linux-gnu-gcc and qemu-aarch64"
+        echo "  (Debian: apt-get install gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross)"
+        return 0
+    fi
+    CC=aarch64-linux-gnu-gcc
+    configure build-neon cross
+    TIMEOUT=${TEST_TIMEOUT:-600}
+    EMULATOR=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+    build_lib || fail "build-humanvit.o" "does not compile"
+    mkdir -p "$OUT/tests"
+    for name in test_core test_gemm; do
+        matches_filter "$name" || continue
+        build_prog "tests/$name.c" "$OUT/tests/$name" tests/*.h || true
+        run_one "$name" "$OUT/tests/$name"
+    done
+    report
 }
 
 # ---- verbs --------------------------------------------------------------------------------------
@@ -353,6 +429,9 @@ test)
 asan)
     test_suite asan || exit 1
     ;;
+neon)
+    neon_suite || exit 1
+    ;;
 bench)
     srcs=(bench/*.c)
     if [ "${#srcs[@]}" -eq 0 ]; then
@@ -370,7 +449,19 @@ bench)
             continue
         fi
         echo "== $name"
-        "build/bench/$name" "$@" || status=1
+        extra=()
+        # bench.c side by side with PyTorch: torch_compare.py times bench's own case list first
+        if [ "$name" = bench ]; then
+            if have python3 && python3 -c 'import torch' >/dev/null 2>&1; then
+                build/bench/bench --list >build/bench/cases.jsonl
+                if python3 bench/torch_compare.py build/bench/cases.jsonl build/bench/torch.jsonl "$@"; then
+                    extra=(--torch build/bench/torch.jsonl)
+                fi
+            else
+                echo "build.sh: python3 -c 'import torch' fails: no PyTorch column"
+            fi
+        fi
+        "build/bench/$name" "${extra[@]}" "$@" || status=1
     done
     exit $status
     ;;
@@ -382,8 +473,8 @@ demo)
     exec build/hello_mlp "$@"
     ;;
 clean)
-    rm -rf build build-asan
-    echo "build.sh: removed build/ and build-asan/"
+    rm -rf build build-asan build-neon
+    echo "build.sh: removed build/, build-asan/ and build-neon/"
     ;;
 help | -h | --help)
     usage
