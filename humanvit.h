@@ -499,13 +499,16 @@ HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, in
    The optimizer's hyper-parameters are not restored: they come from the hv_optim_desc you create
    it with, so a resumed run may change them (humanlike-vits lowered S/14's lr for its last 21k
    iterations).
-   save writes <path>.tmp in the same folder, fflush + fsync, closes it and renames it over path
-   (then fsyncs the folder, POSIX), so a crash or a failed write leaves the previous file whole;
+   save writes <path>.tmp in the same folder, flushes it to the disk (fsync on POSIX), renames it
+   over path and fsyncs the folder, so a crash or a failed write leaves the previous file whole;
    on any error the temp file is removed. On Windows the target is removed before the rename
-   (not atomic there). opt may be NULL (no optimizer state), info may be NULL (zeros).
-   load checks the whole file first (format, version, checksum, every name, dtype and shape
-   against params, the optimizer's type and state) and changes nothing unless all of it is valid;
-   a file with optimizer state can be loaded with opt NULL (only the tensors, RNG and info).
+   (not atomic there). Two writers of one path at once are not supported (they share the temp
+   name). opt may be NULL (no optimizer state), info may be NULL (zeros).
+   load reads the file twice: a first pass checks all of it (format, version, checksum, every
+   name, dtype and shape against params, matched by name in any order, the optimizer's type and
+   which parameters it updates) and changes nothing unless all of it is valid; the second copies.
+   No second copy of the state is held in memory. A file with optimizer state loads with opt NULL
+   (the tensors, RNG and info only); a file without it into an optimizer is an error.
    Both return 0, or -1 with hv_last_error() naming the file and what is wrong.
 
    FILE FORMAT (.hvts, version 1). Every integer and element little-endian.
@@ -7346,21 +7349,35 @@ static int64_t hv__chunk_len(int64_t n) {
     int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
     return c < 16384 ? 16384 : c;
 }
-/* sum of x[i]^2 in double */
-static double hv__sumsq(hv_ctx *ctx, const float *x, int64_t n) {
+/* sum of (x[i] + a y[i])^2 in double, the term formed in float (y NULL: sum of x[i]^2) */
+static double hv__sumsq(hv_ctx *ctx, const float *x, const float *y, float a, int64_t n) {
     double part[HV__NCHUNK], s = 0;
     int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
     HV__PARALLEL_FOR(ctx, n)
     for (c = 0; c < nc; c++) {
         int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
         double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
+        float u0, u1, u2, u3;
         for (; i + 4 <= e; i += 4) {
-            a0 += (double)x[i] * x[i];
-            a1 += (double)x[i + 1] * x[i + 1];
-            a2 += (double)x[i + 2] * x[i + 2];
-            a3 += (double)x[i + 3] * x[i + 3];
+            u0 = x[i];
+            u1 = x[i + 1];
+            u2 = x[i + 2];
+            u3 = x[i + 3];
+            if (y) {
+                u0 += a * y[i];
+                u1 += a * y[i + 1];
+                u2 += a * y[i + 2];
+                u3 += a * y[i + 3];
+            }
+            a0 += (double)u0 * u0;
+            a1 += (double)u1 * u1;
+            a2 += (double)u2 * u2;
+            a3 += (double)u3 * u3;
         }
-        for (; i < e; i++) a0 += (double)x[i] * x[i];
+        for (; i < e; i++) {
+            u0 = y ? x[i] + a * y[i] : x[i];
+            a0 += (double)u0 * u0;
+        }
         part[c] = (a0 + a1) + (a2 + a3);
     }
     for (c = 0; c < nc; c++) s += part[c];
@@ -7622,22 +7639,8 @@ HVDEF int hv_optim_step(hv_optim *opt) {
             float q = 1.0f, wd = t->ndim > 1 ? P->wd : 0.0f, mom = d->momentum, neg_lr = (float)-lr;
             float *mu = (float *)P->state[0]->data;
             if (t->ndim > 1) {
-                /* trust ratio from ||w|| and ||g + wd w||: the second norm over a pass that forms
-                   g + wd w on the fly, in the same fixed chunks */
-                double pn = sqrt(hv__sumsq(ctx, w, n)), un, part[HV__NCHUNK], ss = 0;
-                int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
-                HV__PARALLEL_FOR(ctx, n)
-                for (c = 0; c < nc; c++) {
-                    int64_t j, e = (c + 1) * len < n ? (c + 1) * len : n;
-                    double a = 0;
-                    for (j = c * len; j < e; j++) {
-                        float u = g[j] + wd * w[j];
-                        a += (double)u * u;
-                    }
-                    part[c] = a;
-                }
-                for (c = 0; c < nc; c++) ss += part[c];
-                un = sqrt(ss);
+                /* trust ratio from ||w|| and ||g + wd w|| */
+                double pn = sqrt(hv__sumsq(ctx, w, NULL, 0, n)), un = sqrt(hv__sumsq(ctx, g, w, wd, n));
                 if (pn > 0 && un > 0) q = (float)((double)d->trust_coefficient * pn / un);
             }
             HV__PARALLEL_FOR(ctx, n)
@@ -7688,7 +7691,7 @@ HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm) {
         return hv__fail("hv_clip_grad_norm", "params is NULL or has no tensors"), -1.0;
     for (i = 0; i < params->count; i++) {
         hv_tensor *t = params->tensors[i];
-        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, hv_numel(t));
+        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, NULL, 0, hv_numel(t));
     }
     norm = sqrt(ss);
     if (max_norm > 0 && isfinite(norm)) {
