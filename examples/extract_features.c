@@ -123,7 +123,7 @@ int main(int argc, char **argv) {
     if (weights[0]) {
         int copied, missing;
         char names[400];
-        if (hvk_load_weights(weights, ctx, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(hvk_last_error());
+        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(hvk_last_error());
         if (copied == 0 || missing > 0) {
             fprintf(stderr, "%s: %s does not hold this model's trunk (%d tensors matched, missing: %s); check --model and the sizes\n", PROG,
                     weights, copied, names);

@@ -13,10 +13,10 @@
      finetune --model vits14 --finetune runs/vits14/checkpoint.safetensors --freeze-trunk \
               --lr 5e-4 --weight-decay 0 --data-path ... --val-path ... --output-dir runs/lp
 
-   --finetune takes a checkpoint of mae_pretrain (safetensors), any safetensors or PyTorch .pth
+   --finetune takes the model.safetensors of a mae_pretrain run, any safetensors or PyTorch .pth
    with timm/MAE names (the published files keep them under "model"), or a published model id
    such as vits14_1.0_1, looked up in --models-dir, $HUMANVIT_MODELS and the Hugging Face cache.
-   Writes <output-dir>/checkpoint.safetensors, log.csv, loss.svg and eval.txt. */
+   Writes <output-dir>/checkpoint.hvts (resumable), model.safetensors, log.csv, loss.svg, eval.txt. */
 #define _POSIX_C_SOURCE 200809L
 #include "humanvit.h"
 #define HV_DATA_IMPLEMENTATION
@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
         {"--norm-mean", NULL, HVK_STR, &norm_mean, "Normalize mean, 1 or 3 values (default ImageNet's)"},
         {"--norm-std", NULL, HVK_STR, &norm_std, "Normalize std, 1 or 3 values (default ImageNet's)"},
         {"--output-dir", "--output_dir", HVK_STR, &output_dir, "where checkpoint, logs and eval.txt go (required)"},
-        {"--resume", NULL, HVK_BOOL, &resume, "continue this run from <output-dir>/checkpoint.safetensors"},
+        {"--resume", NULL, HVK_BOOL, &resume, "continue this run from <output-dir>/checkpoint.hvts"},
         {"--save-every", NULL, HVK_INT, &save_every, "checkpoint every N steps (0: at the end only)"},
         {"--print-freq", "--print_freq", HVK_INT, &print_freq, "progress line every N steps"},
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of the head's initialisation and augmentation"},
@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     if (weights[0]) {
         int copied, missing;
         char names[400];
-        if (hvk_load_weights(weights, ctx, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(NULL, hvk_last_error());
+        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(NULL, hvk_last_error());
         if (copied == 0) return fail(weights, "no tensor of this model in the file (another architecture? check --model and the sizes)");
         printf("[%s] loaded %d tensors from %s; %d not in the file (new): %s\n", PROG, copied, weights, missing, missing ? names : "-");
     }

@@ -264,7 +264,7 @@ int main(int argc, char **argv) {
     s.depth = 4;
     s.heads = 4;
     s.dec_dim = 64;
-    s.dec_depth = 2;
+    s.dec_depth = 1;
     s.dec_heads = 4;
     s.mask_ratio = 0.8;
     s.pre_lr = 1e-3;
@@ -283,11 +283,11 @@ int main(int argc, char **argv) {
         s.ft_steps = 10;
         s.ft_batch = 20;
     } else {
-        s.pre_steps = 600;
+        s.pre_steps = 300;
         s.pre_batch = 256;
         s.probe_images = 10000;
         s.probe_epochs = 30;
-        s.test_images = 5000;
+        s.test_images = 10000;
         s.ft_steps = 150;
         s.ft_batch = 64;
     }

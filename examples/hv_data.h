@@ -41,24 +41,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Until the image decoders land in humanvit.h (they bring HV_IMAGE_MAX_SIDE), a stand-in with the
-   same names: 8-bit images, binary PGM/PPM only, and a PIL-style (antialiased, separable) resize
-   in float arithmetic. With the real one, this block disappears by itself. */
 #ifndef HV_IMAGE_MAX_SIDE
-#define HVD_IMAGE_SHIM 1
-typedef struct hv_image {
-    int width, height, channels; /* 1 (gray) or 3 (RGB) */
-    uint8_t *pixels;             /* rows of width * channels bytes */
-} hv_image;
-enum { HV_RESIZE_BILINEAR = 2, HV_RESIZE_BICUBIC = 3 };
-#define hv_image_load hvd__shim_image_load
-#define hv_image_alloc hvd__shim_image_alloc
-#define hv_image_free hvd__shim_image_free
-#define hv_image_resize hvd__shim_image_resize
-int hvd__shim_image_load(const char *path, hv_image *out);
-int hvd__shim_image_alloc(hv_image *out, int width, int height, int channels);
-void hvd__shim_image_free(hv_image *img);
-int hvd__shim_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out);
+#error "hv_data.h needs the image section of humanvit.h (hv_image_load, hv_image_resize)"
 #endif
 
 #ifdef __cplusplus
@@ -1580,103 +1564,6 @@ void hvd_loader_free(hvd_loader *ld) {
     free(ld->perm);
     free(ld);
 }
-
-/* ---- stand-in image functions (until humanvit.h has its image section) ---------------------- */
-#ifdef HVD_IMAGE_SHIM
-int hvd__shim_image_alloc(hv_image *out, int width, int height, int channels) {
-    memset(out, 0, sizeof *out);
-    if (width <= 0 || height <= 0 || channels < 1 || channels > 4) return -1;
-    out->pixels = (uint8_t *)calloc((size_t)width * height * channels, 1);
-    if (!out->pixels) return -1;
-    out->width = width;
-    out->height = height;
-    out->channels = channels;
-    return 0;
-}
-void hvd__shim_image_free(hv_image *img) {
-    if (!img) return;
-    free(img->pixels);
-    memset(img, 0, sizeof *img);
-}
-static int hvd__pnm_int(const uint8_t *b, size_t n, size_t *pos, int *v) {
-    long x = 0;
-    while (*pos < n && (isspace(b[*pos]) || b[*pos] == '#')) {
-        if (b[*pos] == '#')
-            while (*pos < n && b[*pos] != '\n') (*pos)++;
-        else (*pos)++;
-    }
-    if (*pos >= n || !isdigit(b[*pos])) return -1;
-    while (*pos < n && isdigit(b[*pos]) && x < 1000000) x = x * 10 + (b[(*pos)++] - '0');
-    *v = (int)x;
-    return 0;
-}
-int hvd__shim_image_load(const char *path, hv_image *out) {
-    size_t n, pos = 2;
-    uint8_t *b = hvd_read_file(path, &n);
-    int w, h, maxv, c;
-    memset(out, 0, sizeof *out);
-    if (!b) return -1;
-    if (n < 2 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) {
-        free(b);
-        return hvd__fail("%s: not a binary PGM/PPM image (this build decodes only those until the image decoders land)", path);
-    }
-    c = b[1] == '6' ? 3 : 1;
-    if (hvd__pnm_int(b, n, &pos, &w) || hvd__pnm_int(b, n, &pos, &h) || hvd__pnm_int(b, n, &pos, &maxv) || maxv != 255 || w < 1 ||
-        h < 1 || w > 16384 || h > 16384 || pos + 1 + (size_t)w * h * c > n) {
-        free(b);
-        return hvd__fail("%s: corrupt or truncated PGM/PPM (or not 8-bit)", path);
-    }
-    if (hvd__shim_image_alloc(out, w, h, c)) {
-        free(b);
-        return hvd__fail("%s: out of memory", path);
-    }
-    memcpy(out->pixels, b + pos + 1, (size_t)w * h * c);
-    free(b);
-    return 0;
-}
-static double hvd__filter(int filter, double x) {
-    x = fabs(x);
-    if (filter == HV_RESIZE_BILINEAR) return x < 1 ? 1 - x : 0;
-    if (x < 1) return ((-0.5 + 2) * x - (-0.5 + 3)) * x * x + 1; /* Keys' cubic, a = -0.5 (PIL) */
-    if (x < 2) return (((x - 5) * x + 8) * x - 4) * -0.5;
-    return 0;
-}
-/* one axis of PIL's resample: support widened by the scale when shrinking, weights normalised,
-   each pass rounded to 8 bits */
-static void hvd__resample_axis(const uint8_t *in, int in_n, int in_stride, uint8_t *out, int out_n, int out_stride, int filter) {
-    double scale = (double)in_n / out_n, fscale = scale > 1 ? scale : 1, support = (filter == HV_RESIZE_BILINEAR ? 1.0 : 2.0) * fscale;
-    int i;
-    for (i = 0; i < out_n; i++) {
-        double center = (i + 0.5) * scale, ww = 0, acc = 0;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5), x;
-        if (xmin < 0) xmin = 0;
-        if (xmax > in_n) xmax = in_n;
-        for (x = xmin; x < xmax; x++) {
-            double w = hvd__filter(filter, (x - center + 0.5) / fscale);
-            ww += w;
-            acc += w * in[x * in_stride];
-        }
-        out[i * out_stride] = hvd__clip8(floor((ww != 0 ? acc / ww : 0) + 0.5));
-    }
-}
-int hvd__shim_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out) {
-    hv_image mid;
-    int y, x, c, C = in->channels;
-    if (hvd__shim_image_alloc(&mid, width, in->height, C)) return -1;
-    if (hvd__shim_image_alloc(out, width, height, C)) {
-        hvd__shim_image_free(&mid);
-        return -1;
-    }
-    for (y = 0; y < in->height; y++)
-        for (c = 0; c < C; c++)
-            hvd__resample_axis(in->pixels + (size_t)y * in->width * C + c, in->width, C, mid.pixels + (size_t)y * width * C + c, width, C, filter);
-    for (x = 0; x < width; x++)
-        for (c = 0; c < C; c++)
-            hvd__resample_axis(mid.pixels + (size_t)x * C + c, in->height, width * C, out->pixels + (size_t)x * C + c, height, width * C, filter);
-    hvd__shim_image_free(&mid);
-    return 0;
-}
-#endif
 
 #endif /* HV_DATA_IMPLEMENTATION_DONE */
 #endif /* HV_DATA_IMPLEMENTATION */

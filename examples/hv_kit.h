@@ -11,16 +11,20 @@
    Names are hvk_ (public) and hvk__ (private). Same stb style and error convention as hv_data.h:
    NULL or -1, and hvk_last_error() says why.
 
-   OPTIMIZER: the trainers use hvk_adamw below, a plain PyTorch-equivalent AdamW (decoupled weight
-   decay, bias-corrected moments, eps outside the square root) until the library's hv_optim API
-   lands; then the recipes switch to it and this goes.
+   OPTIMIZER: the library's hv_optim (AdamW, PyTorch's formulas), NaN/Inf checks with
+   hv_check_finite, weights loaded with hv_params_load_file (safetensors or PyTorch .pth).
 
-   CHECKPOINTS: <output-dir>/checkpoint.safetensors holds the model under its PyTorch names (so
-   finetune, extract_features and PyTorch's safetensors can read it), the AdamW moments as
-   "optim.exp_avg.<name>" / "optim.exp_avg_sq.<name>", and "train.step", "train.rng" (the
-   context's RNG state). It is written through a temporary file and renamed, every
-   --save-every steps and at the end; a step whose loss is NaN or Inf stops the run before
-   anything is saved, so the last checkpoint on disk is always a good one.
+   FILES a training run writes in its output folder:
+     checkpoint.hvts     the library's train state (hv_train_state_save: every parameter, the
+                         AdamW moments, the RNG, the step), for --resume; written every
+                         --save-every steps and at the end, through a temporary file renamed
+                         over the old one, so the last checkpoint on disk is always whole
+     model.safetensors   the weights alone under their PyTorch names, what finetune and
+                         extract_features (and PyTorch's safetensors) read
+     log.csv             step, epoch, loss, lr, images/s, elapsed seconds, one row per step
+     loss.svg            the loss curve, drawn at the end
+   A step whose loss or gradients are NaN or Inf stops the run before the update and before any
+   save: the files on disk are those of the last good checkpoint.
 */
 #ifndef HV_KIT_H
 #define HV_KIT_H
@@ -84,8 +88,7 @@ hvd_dataset *hvk_open_dataset(const char *path, const char *labels_path);
 /* "0.485,0.456,0.406" -> 1 or 3 floats (a single value is used for all channels); 0 or -1 */
 int hvk_parse_floats3(const char *s, float out[3]);
 
-/* (rows, cols) f32 -> .npy, atomically (hv_npy_save once the library has it, else a local
-   writer of the same bytes: format 1.0, '<f4', C order) */
+/* (rows, cols) f32 -> .npy through hv_npy_save (atomic) */
 int hvk_npy_save_f32(hv_ctx *ctx, const char *path, const float *data, int64_t rows, int64_t cols);
 /* (n) i32 labels -> .npy ('<i4') */
 int hvk_npy_save_i32(hv_ctx *ctx, const char *path, const int32_t *data, int64_t n);
@@ -100,37 +103,25 @@ void hvk_geometry(const hv_param_list *pl, int *img, int *patch, int *chans, int
 /* the encoder's descriptor; -1 (hvk_last_error) for an unknown name or missing custom sizes */
 int hvk_vit_desc_from(const hvk_model_opts *o, hv_vit_desc *d);
 
-/* ---- optimizer (interim) -------------------------------------------------------------------- */
-typedef struct hvk_adamw hvk_adamw;
-hvk_adamw *hvk_adamw_new(hv_ctx *ctx, const hv_param_list *params, double lr, double beta1, double beta2, double eps, double wd);
-void hvk_adamw_set_lr(hvk_adamw *opt, double lr);
-void hvk_adamw_step(hvk_adamw *opt);      /* updates trainable params with a gradient, clears grads */
-void hvk_adamw_zero_grad(hvk_adamw *opt);
-int64_t hvk_adamw_steps(const hvk_adamw *opt);
-void hvk_adamw_free(hvk_adamw *opt);
-
 /* ---- checkpoints ---------------------------------------------------------------------------- */
-/* params (+ optimizer + step + rng when given) -> path (safetensors, atomic) */
-int hvk_ckpt_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hvk_adamw *opt, int64_t step);
-/* restores params (and optimizer, step, rng) from a checkpoint of ours; -1 when a parameter is
-   missing or has another shape. *step may be NULL. */
-int hvk_ckpt_resume(const char *path, hv_ctx *ctx, const hv_param_list *params, hvk_adamw *opt, int64_t *step);
-/* copy every parameter whose name (after removing `strip_prefix`, may be NULL) is in the file,
-   as PyTorch's load_state_dict(strict=False): safetensors of ours or upstream .pth ("model").
-   Counts copied / missing; prints nothing. A shape mismatch is an error. */
-int hvk_load_weights(const char *path, hv_ctx *ctx, const hv_param_list *params, int *copied, int *missing, char *missing_names,
-                     size_t missing_size);
+/* <dir>/checkpoint.hvts (train state, resumable) and <dir>/model.safetensors (weights) */
+int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step);
+/* load weights into params (strict=False: what matches by name; a shape mismatch is an error).
+   Accepts safetensors and .pth; a .hvts is refused with a pointer to the model.safetensors
+   beside it. On success *loaded / *missing count the parameters filled / left alone, and
+   missing_names lists the latter. */
+int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded, int *missing, char *missing_names, size_t missing_size);
 
 /* ---- recipes -------------------------------------------------------------------------------- */
 typedef struct hvk_run {
     const char *prog;        /* prefix of progress lines */
-    const char *output_dir;  /* log.csv, loss.svg, checkpoint.safetensors go here (NULL: nowhere) */
+    const char *output_dir;  /* log.csv, loss.svg, checkpoint.hvts, model.safetensors (NULL: none) */
     int64_t iters;           /* optimizer steps */
     int batch_size;
     double lr, beta1, beta2, eps, weight_decay;
     int print_freq;          /* progress line every N steps [20]; 0 = quiet */
     int save_every;          /* checkpoint every N steps (0: only at the end) */
-    int resume;              /* continue from output_dir/checkpoint.safetensors when it exists */
+    int resume;              /* continue from output_dir/checkpoint.hvts when it exists */
     int workers;             /* loader threads */
     uint64_t seed;
     int quiet;               /* no progress lines at all */
@@ -376,58 +367,20 @@ int hvk_vit_desc_from(const hvk_model_opts *o, hv_vit_desc *d) {
     return 0;
 }
 
-#ifndef HV_IMAGE_MAX_SIDE
-static int hvk__npy_write(const char *path, const char *descr, const void *data, size_t elem, int ndim, const int64_t *shape) {
-    char hdr[256], tmp[1100], dims[96];
-    size_t n = 1, len;
-    int i;
-    FILE *f;
-    dims[0] = 0;
-    for (i = 0; i < ndim; i++) {
-        size_t used = strlen(dims);
-        snprintf(dims + used, sizeof dims - used, "%lld,%s", (long long)shape[i], ndim == 1 ? "" : (i + 1 < ndim ? " " : ""));
-        n *= (size_t)shape[i];
-    }
-    if (ndim > 1) dims[strlen(dims) - 1] = 0; /* (a, b) not (a, b,) */
-    len = (size_t)snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, dims);
-    while ((10 + len + 1) % 64) hdr[len++] = ' '; /* numpy pads the header to a multiple of 64 */
-    hdr[len++] = '\n';
-    if (!(f = hvk_open_tmp(path, tmp, sizeof tmp))) return -1;
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc((int)(len & 0xff), f);
-    fputc((int)(len >> 8), f);
-    fwrite(hdr, 1, len, f);
-    fwrite(data, elem, n, f);
-    return hvk_commit(f, tmp, path);
-}
-#endif
 int hvk_npy_save_f32(hv_ctx *ctx, const char *path, const float *data, int64_t rows, int64_t cols) {
-#ifdef HV_IMAGE_MAX_SIDE
     hv_tensor *t = hv_tensor_from(ctx, HV_SHAPE(rows, cols), data);
     int r = t ? hv_npy_save(path, t) : -1;
     if (r) hvk__fail("%s: %s", path, hv_last_error());
     hv_tensor_free(t);
     return r;
-#else
-    int64_t shape[2];
-    (void)ctx;
-    shape[0] = rows;
-    shape[1] = cols;
-    return hvk__npy_write(path, "<f4", data, sizeof(float), 2, shape);
-#endif
 }
 int hvk_npy_save_i32(hv_ctx *ctx, const char *path, const int32_t *data, int64_t n) {
-#ifdef HV_IMAGE_MAX_SIDE
     hv_tensor *t = hv_tensor_new(ctx, HV_I32, HV_SHAPE(n));
     int r = t ? hv_tensor_copy_from(t, data, sizeof(int32_t) * (size_t)n) : -1;
     if (!r) r = hv_npy_save(path, t);
     if (r) hvk__fail("%s: %s", path, hv_last_error());
     hv_tensor_free(t);
     return r;
-#else
-    (void)ctx;
-    return hvk__npy_write(path, "<i4", data, sizeof(int32_t), 1, &n);
-#endif
 }
 
 void hvk_geometry(const hv_param_list *pl, int *img, int *patch, int *chans, int *dim, int *depth) {
@@ -584,208 +537,41 @@ int hvk_svg_plot(const char *path, const hvk_plot *p, const hvk_series *s, int n
     return hvk_commit(f, tmp, path);
 }
 
-/* ---- AdamW (interim, until hv_optim lands) -------------------------------------------------- */
-
-struct hvk_adamw {
-    hv_ctx *ctx;
-    const hv_param_list *params;
-    hv_tensor **m, **v; /* NULL for frozen parameters */
-    double lr, b1, b2, eps, wd;
-    int64_t t;
-};
-
-hvk_adamw *hvk_adamw_new(hv_ctx *ctx, const hv_param_list *params, double lr, double beta1, double beta2, double eps, double wd) {
-    hvk_adamw *o = (hvk_adamw *)calloc(1, sizeof *o);
-    int i;
-    if (!o) return NULL;
-    o->ctx = ctx;
-    o->params = params;
-    o->lr = lr;
-    o->b1 = beta1;
-    o->b2 = beta2;
-    o->eps = eps;
-    o->wd = wd;
-    o->m = (hv_tensor **)calloc((size_t)params->count + 1, sizeof(hv_tensor *));
-    o->v = (hv_tensor **)calloc((size_t)params->count + 1, sizeof(hv_tensor *));
-    if (!o->m || !o->v) {
-        hvk_adamw_free(o);
-        return NULL;
-    }
-    for (i = 0; i < params->count; i++) {
-        hv_tensor *p = params->tensors[i];
-        if (!hv_requires_grad(p)) continue;
-        o->m[i] = hv_zeros(ctx, hv_tensor_shape(p));
-        o->v[i] = hv_zeros(ctx, hv_tensor_shape(p));
-        if (!o->m[i] || !o->v[i]) {
-            hvk_adamw_free(o);
-            return NULL;
-        }
-    }
-    return o;
-}
-void hvk_adamw_set_lr(hvk_adamw *o, double lr) { o->lr = lr; }
-int64_t hvk_adamw_steps(const hvk_adamw *o) { return o->t; }
-void hvk_adamw_zero_grad(hvk_adamw *o) {
-    int i;
-    for (i = 0; i < o->params->count; i++)
-        if (o->m[i]) hv_zero_grad(o->params->tensors[i]);
-}
-void hvk_adamw_step(hvk_adamw *o) {
-    int i;
-    double bc1, bc2;
-    o->t++;
-    bc1 = 1 - pow(o->b1, (double)o->t);
-    bc2 = 1 - pow(o->b2, (double)o->t);
-    for (i = 0; i < o->params->count; i++) {
-        hv_tensor *p = o->params->tensors[i], *g = o->m[i] ? hv_grad(p) : NULL;
-        float *pp, *gg, *mm, *vv;
-        float b1 = (float)o->b1, b2 = (float)o->b2, decay = (float)(1 - o->lr * o->wd), step = (float)(o->lr / bc1),
-              sbc2 = (float)sqrt(bc2), eps = (float)o->eps;
-        int64_t j, n;
-        if (!g) continue;
-        pp = hv_data(p);
-        gg = hv_data(g);
-        mm = hv_data(o->m[i]);
-        vv = hv_data(o->v[i]);
-        n = hv_numel(p);
-        for (j = 0; j < n; j++) { /* torch.optim.AdamW (foreach=False) */
-            pp[j] *= decay;
-            mm[j] = b1 * mm[j] + (1 - b1) * gg[j];
-            vv[j] = b2 * vv[j] + (1 - b2) * gg[j] * gg[j];
-            pp[j] -= step * mm[j] / (sqrtf(vv[j]) / sbc2 + eps);
-        }
-        hv_zero_grad(p);
-    }
-}
-void hvk_adamw_free(hvk_adamw *o) {
-    int i;
-    if (!o) return;
-    if (o->m && o->v)
-        for (i = 0; i < o->params->count; i++) {
-            hv_tensor_free(o->m[i]);
-            hv_tensor_free(o->v[i]);
-        }
-    free(o->m);
-    free(o->v);
-    free(o);
-}
-
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
-int hvk_ckpt_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hvk_adamw *opt, int64_t step) {
-    hv_state_dict *sd = hv_state_dict_new(ctx);
-    hv_tensor *st = hv_tensor_new(ctx, HV_I32, HV_SHAPE(2)), *rng = hv_tensor_new(ctx, HV_I32, HV_SHAPE(8));
-    char name[300];
-    int i, r = -1;
-    uint64_t s[4];
-    if (!sd || !st || !rng) goto done;
-    hv_data_i32(st)[0] = (int32_t)(step & 0x7fffffff);
-    hv_data_i32(st)[1] = (int32_t)(step >> 31);
-    hv_rng_get_state(ctx, s);
-    for (i = 0; i < 4; i++) {
-        hv_data_i32(rng)[2 * i] = (int32_t)(uint32_t)(s[i] & 0xffffffffu);
-        hv_data_i32(rng)[2 * i + 1] = (int32_t)(uint32_t)(s[i] >> 32);
-    }
-    for (i = 0; i < params->count; i++)
-        if (hv_state_dict_add(sd, params->names[i], params->tensors[i])) goto done;
-    if (opt)
-        for (i = 0; i < params->count; i++) {
-            if (!opt->m[i]) continue;
-            snprintf(name, sizeof name, "optim.exp_avg.%s", params->names[i]);
-            if (hv_state_dict_add(sd, name, opt->m[i])) goto done;
-            snprintf(name, sizeof name, "optim.exp_avg_sq.%s", params->names[i]);
-            if (hv_state_dict_add(sd, name, opt->v[i])) goto done;
-        }
-    if (hv_state_dict_add(sd, "train.step", st) || hv_state_dict_add(sd, "train.rng", rng)) goto done;
+int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step) {
+    char path[1100];
+    hv_train_info info;
+    hv_state_dict *sd;
+    int r;
+    memset(&info, 0, sizeof info);
+    info.step = step;
+    info.user[0] = step; /* batches consumed: one per step */
+    snprintf(path, sizeof path, "%s/checkpoint.hvts", dir);
+    if (hv_train_state_save(path, ctx, params, opt, &info)) return hvk__fail("%s", hv_last_error());
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!(sd = hv_params_state_dict(ctx, params))) return hvk__fail("%s: %s", path, hv_last_error());
     r = hv_safetensors_save(sd, path);
-    if (r) hvk__fail("%s", hv_last_error());
-done:
-    if (r && !hvk__err[0]) hvk__fail("checkpoint %s: %s", path, hv_last_error());
     hv_state_dict_free(sd);
-    hv_tensor_free(st);
-    hv_tensor_free(rng);
-    return r;
+    return r ? hvk__fail("%s", hv_last_error()) : 0;
 }
 
-static int hvk__copy_entry(hv_state_dict *sd, const char *name, hv_tensor *dst, const char *path) {
-    hv_tensor *src = hv_state_dict_get(sd, name);
-    hv_shape a, b;
-    int k;
-    if (!src) return 1;
-    a = hv_tensor_shape(src);
-    b = hv_tensor_shape(dst);
-    if (a.ndim != b.ndim || hv_numel(src) != hv_numel(dst) || hv_tensor_dtype(src) != hv_tensor_dtype(dst))
-        return hvk__fail("%s: '%s' has another shape or type than the model's", path, name);
-    for (k = 0; k < a.ndim; k++)
-        if (a.d[k] != b.d[k]) return hvk__fail("%s: '%s' has shape dim %d = %lld, the model %lld", path, name, k, (long long)a.d[k], (long long)b.d[k]);
-    if (hv_state_dict_copy_to(sd, name, dst)) return hvk__fail("%s: %s", path, hv_last_error());
-    return 0;
-}
-
-int hvk_ckpt_resume(const char *path, hv_ctx *ctx, const hv_param_list *params, hvk_adamw *opt, int64_t *step) {
-    hv_state_dict *sd = hv_ckpt_load(ctx, path, NULL);
-    char name[300];
-    int i, r;
-    hv_tensor *t;
-    if (!sd) return hvk__fail("%s", hv_last_error());
-    for (i = 0; i < params->count; i++) {
-        if ((r = hvk__copy_entry(sd, params->names[i], params->tensors[i], path)) != 0) {
-            if (r > 0) hvk__fail("%s: has no '%s': not a checkpoint of this model", path, params->names[i]);
-            hv_state_dict_free(sd);
-            return -1;
-        }
-        if (opt && opt->m[i]) {
-            snprintf(name, sizeof name, "optim.exp_avg.%s", params->names[i]);
-            r = hvk__copy_entry(sd, name, opt->m[i], path);
-            snprintf(name, sizeof name, "optim.exp_avg_sq.%s", params->names[i]);
-            if (!r) r = hvk__copy_entry(sd, name, opt->v[i], path);
-            if (r) {
-                if (r > 0) hvk__fail("%s: no optimizer state for '%s' (a weights-only file cannot be resumed)", path, params->names[i]);
-                hv_state_dict_free(sd);
-                return -1;
-            }
-        }
-    }
-    t = hv_state_dict_get(sd, "train.step");
-    if (t && hv_numel(t) == 2 && hv_tensor_dtype(t) == HV_I32) {
-        int64_t s = (int64_t)hv_data_i32(t)[0] | ((int64_t)hv_data_i32(t)[1] << 31);
-        if (step) *step = s;
-        if (opt) opt->t = s;
-    } else if (step) {
-        *step = 0;
-    }
-    t = hv_state_dict_get(sd, "train.rng");
-    if (t && hv_numel(t) == 8 && hv_tensor_dtype(t) == HV_I32) {
-        uint64_t s[4];
-        for (i = 0; i < 4; i++) s[i] = (uint64_t)(uint32_t)hv_data_i32(t)[2 * i] | (uint64_t)(uint32_t)hv_data_i32(t)[2 * i + 1] << 32;
-        hv_rng_set_state(ctx, s);
-    }
-    hv_state_dict_free(sd);
-    return 0;
-}
-
-int hvk_load_weights(const char *path, hv_ctx *ctx, const hv_param_list *params, int *copied, int *missing, char *missing_names,
-                     size_t missing_size) {
-    hv_state_dict *sd = hv_ckpt_load(ctx, path, NULL);
-    int i, r;
-    size_t used = 0;
-    *copied = *missing = 0;
+int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded, int *missing, char *missing_names, size_t missing_size) {
+    hv_load_result res;
+    size_t len = strlen(path), used = 0;
+    int i;
+    *loaded = *missing = 0;
     if (missing_names && missing_size) missing_names[0] = 0;
-    if (!sd) return hvk__fail("%s", hv_last_error());
-    for (i = 0; i < params->count; i++) {
-        r = hvk__copy_entry(sd, params->names[i], params->tensors[i], path);
-        if (r < 0) {
-            hv_state_dict_free(sd);
-            return -1;
-        }
-        if (r == 0) (*copied)++;
-        else {
-            (*missing)++;
-            if (missing_names && used + strlen(params->names[i]) + 3 < missing_size)
-                used += (size_t)snprintf(missing_names + used, missing_size - used, "%s%s", used ? ", " : "", params->names[i]);
-        }
-    }
-    hv_state_dict_free(sd);
+    if (len > 5 && !strcmp(path + len - 5, ".hvts"))
+        return hvk__fail("%s is a resumable train state; load the weights from the model.safetensors beside it", path);
+    memset(&res, 0, sizeof res);
+    if (hv_params_load_file(params, path, NULL, &res)) return hvk__fail("%s", hv_last_error());
+    *loaded = res.loaded;
+    *missing = res.missing_count;
+    for (i = 0; missing_names && i < res.missing_count; i++)
+        if (used + strlen(res.missing[i]) + 3 < missing_size)
+            used += (size_t)snprintf(missing_names + used, missing_size - used, "%s%s", used ? ", " : "", res.missing[i]);
+    hv_load_result_free(&res);
     return 0;
 }
 
@@ -883,40 +669,52 @@ static void hvk__log_close(hvk__log *lg, const char *dir, const char *title) {
 
 typedef hv_tensor *(*hvk__loss_fn)(void *model, hv_tensor *images, hv_tensor *labels);
 
+static hv_optim *hvk__adamw(hv_ctx *ctx, const hv_param_list *params, const hvk_run *run) {
+    hv_optim_desc od;
+    memset(&od, 0, sizeof od);
+    od.type = HV_OPTIM_ADAMW;
+    od.lr = (float)run->lr;
+    od.beta1 = (float)(run->beta1 ? run->beta1 : 0.9);
+    od.beta2 = (float)(run->beta2 ? run->beta2 : 0.999);
+    od.eps = (float)(run->eps ? run->eps : 1e-8);
+    od.weight_decay = (float)run->weight_decay;
+    od.decay_rule = HV_DECAY_ALL; /* humanlike-vits: every parameter (and wd 0 in pretraining) */
+    return hv_optim_new(ctx, params, &od);
+}
+
 static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn loss_fn, const hv_param_list *params, hvd_dataset *data,
                       const hvd_transform *tf, const hvk_run *run, hvk_result *res) {
     hvd_loader_desc ld;
     hvd_loader *loader = NULL;
-    hvk_adamw *opt;
+    hv_optim *opt;
     hvk__log lg;
     char ckpt[1100];
+    const char *dir = run->output_dir;
     int64_t step = 0, start;
     double t0, t_last, seen_since = 0, ips = 0, loss_v = NAN;
     int rc = 0, print_freq = run->quiet ? 0 : (run->print_freq ? run->print_freq : 20);
     memset(res, 0, sizeof *res);
     ckpt[0] = 0;
-    if (run->output_dir) snprintf(ckpt, sizeof ckpt, "%s/checkpoint.safetensors", run->output_dir);
-    opt = hvk_adamw_new(ctx, params, run->lr, run->beta1 ? run->beta1 : 0.9, run->beta2 ? run->beta2 : 0.999, run->eps ? run->eps : 1e-8,
-                        run->weight_decay);
-    if (!opt) return hvk__fail("out of memory creating the optimizer");
+    if (dir) snprintf(ckpt, sizeof ckpt, "%s/checkpoint.hvts", dir);
+    if (!(opt = hvk__adamw(ctx, params, run))) return hvk__fail("optimizer: %s", hv_last_error());
     if (run->resume && ckpt[0]) {
         FILE *f = fopen(ckpt, "rb");
         if (f) {
+            hv_train_info info;
             fclose(f);
-            if (hvk_ckpt_resume(ckpt, ctx, params, opt, &step)) {
-                hvk_adamw_free(opt);
-                return -1;
+            if (hv_train_state_load(ckpt, ctx, params, opt, &info)) {
+                hv_optim_free(opt);
+                return hvk__fail("--resume: %s", hv_last_error());
             }
+            step = info.step;
             if (!run->quiet) printf("[%s] resumed from %s at step %lld\n", run->prog, ckpt, (long long)step);
         } else if (!run->quiet) {
             printf("[%s] --resume: no %s yet, starting from scratch\n", run->prog, ckpt);
         }
     }
     start = step;
-    if (hvk__log_open(&lg, run->output_dir, start > 0)) {
-        hvk_adamw_free(opt);
-        return -1;
-    }
+    memset(&lg, 0, sizeof lg); /* log.csv is opened after the first good step: a run that fails at
+                                  once (bad data, bad model) leaves the output folder as it was */
     if (step >= run->iters) goto finish;
     memset(&ld, 0, sizeof ld);
     ld.dataset = data;
@@ -926,7 +724,7 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     ld.drop_last = 1;
     ld.workers = run->workers;
     ld.seed = run->seed;
-    ld.start_batch = step;
+    ld.start_batch = step; /* a resumed run continues the same stream of batches */
     if (!(loader = hvd_loader_new(ctx, &ld))) {
         rc = hvk__fail("%s", hvd_last_error());
         goto finish;
@@ -940,21 +738,27 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
             break;
         }
         loss = loss_fn(model, x, y);
+        hv_optim_zero_grad(opt);
         if (!loss || hv_backward(loss)) {
             rc = hvk__fail("step %lld: %s", (long long)step + 1, hv_last_error());
             break;
         }
         loss_v = hv_item(loss);
-        if (!isfinite(loss_v)) {
+        if (hv_check_finite(loss, params, NULL)) {
             res->stopped_nan = 1;
-            rc = hvk__fail("step %lld: the loss is %g; stopped without saving%s%s", (long long)step + 1, loss_v,
-                           ckpt[0] && step > start ? ", the last good checkpoint is " : "", ckpt[0] && step > start ? ckpt : "");
+            rc = hvk__fail("step %lld: %s; stopped before the update%s%s", (long long)step + 1, hv_last_error(),
+                           ckpt[0] && step > start ? ", the last good checkpoint is " : " (nothing saved)",
+                           ckpt[0] && step > start ? ckpt : "");
             break;
         }
-        hvk_adamw_step(opt);
+        hv_optim_step(opt);
         hv_step_end(ctx);
         step++;
         seen_since += n;
+        if (step == start + 1 && hvk__log_open(&lg, dir, start > 0)) {
+            rc = -1;
+            break;
+        }
         {
             double now = hvk_now();
             if (now - t_last > 0.5 || step == run->iters) {
@@ -966,22 +770,21 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
             if (print_freq && (step % print_freq == 0 || step == run->iters || step == start + 1))
                 hvk__progress(run->prog, step, run->iters, hvd_loader_epoch(loader), loss_v, run->lr, ips, now - t0);
         }
-        if (ckpt[0] && run->save_every > 0 && step % run->save_every == 0 && step < run->iters &&
-            hvk_ckpt_save(ckpt, ctx, params, opt, step)) {
+        if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters && hvk_save_run(dir, ctx, params, opt, step)) {
             rc = -1;
             break;
         }
     }
     res->seconds = hvk_now() - t0;
     res->images_per_s = res->seconds > 0 ? (double)(step - start) * run->batch_size / res->seconds : 0;
-    if (rc == 0 && ckpt[0] && hvk_ckpt_save(ckpt, ctx, params, opt, step)) rc = -1;
+    if (rc == 0 && dir && hvk_save_run(dir, ctx, params, opt, step)) rc = -1;
 finish:
     hv_step_end(ctx);
     res->steps = step;
     res->final_loss = loss_v;
     hvd_loader_free(loader);
-    hvk__log_close(&lg, run->output_dir, title);
-    hvk_adamw_free(opt);
+    hvk__log_close(&lg, dir, title);
+    hv_optim_free(opt);
     return rc;
 }
 
@@ -1135,7 +938,7 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
     const char *names[2] = {"head.1.weight", "head.1.bias"};
     hv_tensor *ts[2];
     hv_param_list pl;
-    hvk_adamw *opt = NULL;
+    hv_optim *opt = NULL;
     double t0 = hvk_now(), hit1 = 0, hit5 = 0, loss_v = NAN;
     memset(res, 0, sizeof *res);
     ts[0] = w;
@@ -1149,8 +952,8 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
     }
     hv_set_trainable(w, 1);
     hv_set_trainable(b, 1);
-    if (!(opt = hvk_adamw_new(ctx, &pl, run->lr, run->beta1 ? run->beta1 : 0.9, run->beta2 ? run->beta2 : 0.999, 1e-8, run->weight_decay))) {
-        rc = hvk__fail("out of memory");
+    if (!(opt = hvk__adamw(ctx, &pl, run))) {
+        rc = hvk__fail("optimizer: %s", hv_last_error());
         goto done;
     }
     for (e = 0; e < epochs && rc == 0; e++) {
@@ -1162,6 +965,7 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
                 hv_data_i32(yb)[k] = labels[perm[i + k]];
             }
             loss = hv_cross_entropy(hv_linear(hv_batch_norm(xb, NULL, NULL, rm, rv, 1, 0.1f, 1e-6f), w, b), yb);
+            hv_optim_zero_grad(opt);
             if (!loss || hv_backward(loss)) {
                 rc = hvk__fail("probe: %s", hv_last_error());
                 break;
@@ -1172,7 +976,7 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
                 res->stopped_nan = 1;
                 break;
             }
-            hvk_adamw_step(opt);
+            hv_optim_step(opt);
             hv_step_end(ctx);
             step++;
         }
@@ -1206,7 +1010,7 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
     res->seconds = hvk_now() - t0;
 done:
     hv_step_end(ctx);
-    hvk_adamw_free(opt);
+    hv_optim_free(opt);
     free(perm);
     hv_tensor_free(w);
     hv_tensor_free(b);

@@ -10,8 +10,9 @@
                   --decoder-num-heads 4 --data-path train-images-idx3-ubyte.gz \
                   --data-fraction 0.1 --norm-mean 0.286 --norm-std 0.353 --output-dir runs/fm
 
-   Writes <output-dir>/checkpoint.safetensors (weights under their PyTorch names + optimizer
-   state), log.csv (step, epoch, loss, lr, images/s, elapsed) and loss.svg. */
+   Writes <output-dir>/checkpoint.hvts (the resumable train state: weights, AdamW moments, RNG,
+   step), model.safetensors (the weights under their PyTorch names: what finetune and
+   extract_features read), log.csv (step, epoch, loss, lr, images/s, elapsed) and loss.svg. */
 #define _POSIX_C_SOURCE 200809L
 #include "humanvit.h"
 #define HV_DATA_IMPLEMENTATION
@@ -58,7 +59,7 @@ int main(int argc, char **argv) {
         {"--iters", NULL, HVK_INT, &iters, "optimizer steps (the upstream runs are an infinite stream)"},
         {"--epochs", NULL, HVK_INT, &epochs, "passes over the data (when --iters is 0)"},
         {"--output-dir", "--output_dir", HVK_STR, &output_dir, "where checkpoint, log.csv and loss.svg go (required)"},
-        {"--resume", NULL, HVK_BOOL, &resume, "continue from <output-dir>/checkpoint.safetensors"},
+        {"--resume", NULL, HVK_BOOL, &resume, "continue from <output-dir>/checkpoint.hvts"},
         {"--save-every", "--save_freq", HVK_INT, &save_every, "checkpoint every N steps (and at the end)"},
         {"--print-freq", "--print_freq", HVK_INT, &print_freq, "progress line every N steps"},
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of initialisation, masks and augmentation"},
@@ -162,7 +163,7 @@ int main(int argc, char **argv) {
     r = hvk_mae_pretrain(ctx, mae, data, &tf, &run, &res);
     if (r) fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
     else
-        printf("[%s] done: %lld steps, final loss %.4f, %.0f img/s; wrote %s/checkpoint.safetensors, log.csv, loss.svg\n", PROG,
+        printf("[%s] done: %lld steps, final loss %.4f, %.0f img/s; wrote %s/checkpoint.hvts, model.safetensors, log.csv, loss.svg\n", PROG,
                (long long)res.steps, res.final_loss, res.images_per_s, output_dir);
     hvd_dataset_free(data);
     hvd_dataset_free(all);
