@@ -22,7 +22,7 @@
 
 static int fail(const char *msg) {
     fprintf(stderr, "%s: %s\n", PROG, msg);
-    return 1;
+    exit(1);
 }
 
 /* "<base without .npy><suffix>" */
@@ -71,22 +71,22 @@ int main(int argc, char **argv) {
 
     r = hvk_parse_flags(PROG, "CLS features of a folder of images to .npy.", argc, argv, flags, (int)(sizeof flags / sizeof flags[0]));
     if (r) return r == 1 ? 0 : 2;
-    if (hvk_check_backend(PROG, backend)) return 2;
+    if (hvk_check_backend(PROG, backend)) exit(2);
     if (!data_path || !output) {
         fprintf(stderr, "%s: --data-path and --output are required (see --help)\n", PROG);
-        return 2;
+        exit(2);
     }
     if (!weights_arg && !allow_random) {
         fprintf(stderr, "%s: give --weights (or --random-init for an untrained baseline)\n", PROG);
-        return 2;
+        exit(2);
     }
     if (batch < 1 || threads < 0 || workers < 0 || resize < 0) {
         fprintf(stderr, "%s: --batch-size must be >= 1, counts non-negative\n", PROG);
-        return 2;
+        exit(2);
     }
     if (hvk_vit_desc_from(&mo, &vd)) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
-        return 2;
+        exit(2);
     }
     weights[0] = 0;
     if (weights_arg) {
@@ -98,9 +98,9 @@ int main(int argc, char **argv) {
             hv_model_id id;
             if (hv_model_id_parse(weights_arg, &id) != 0) {
                 fprintf(stderr, "%s: --weights %s: no such file, and not a model id (%s)\n", PROG, weights_arg, hv_last_error());
-                return 1;
+                exit(1);
             }
-            if (hv_model_resolve(weights_arg, 0, models_dir, weights, sizeof weights) != 0) return fail(hv_last_error());
+            if (hv_model_resolve(weights_arg, 0, models_dir, weights, sizeof weights) != 0) fail(hv_last_error());
         }
     }
     { /* the output's folder must exist before the (long) extraction starts */
@@ -111,23 +111,23 @@ int main(int argc, char **argv) {
         if (!dir[0]) snprintf(dir, sizeof dir, "/");
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
             fprintf(stderr, "%s: --output %s: %s is not an existing folder\n", PROG, output, dir);
-            return 1;
+            exit(1);
         }
     }
-    if (!(ds = hvk_open_dataset(data_path, NULL))) return fail(hvk_last_error());
+    if (!(ds = hvk_open_dataset(data_path, NULL))) fail(hvk_last_error());
     ctx = hv_init(&(hv_init_desc){.threads = threads});
     if (!ctx || !(vit = hv_vit_new(ctx, &vd))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
-        return 2;
+        exit(2);
     }
     if (weights[0]) {
         int copied, missing;
         char names[400];
-        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(hvk_last_error());
+        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) fail(hvk_last_error());
         if (copied == 0 || missing > 0) {
             fprintf(stderr, "%s: %s does not hold this model's trunk (%d tensors matched, missing: %s); check --model and the sizes\n", PROG,
                     weights, copied, names);
-            return 1;
+            exit(1);
         }
     }
     hvk_geometry(hv_vit_params(vit), &img, &patch, &chans, &dim, &depth);
@@ -136,14 +136,14 @@ int main(int argc, char **argv) {
     tf.channels = chans;
     if ((norm_mean && hvk_parse_floats3(norm_mean, tf.mean)) || (norm_std && hvk_parse_floats3(norm_std, tf.std))) {
         fprintf(stderr, "%s: --norm-mean/--norm-std take 1 or 3 comma-separated numbers\n", PROG);
-        return 2;
+        exit(2);
     }
     n = hvd_dataset_size(ds);
     printf("[%s] %lld images from %s; model img %d patch %d dim %d depth %d; weights %s\n", PROG, (long long)n, data_path, img, patch, dim,
            depth, weights[0] ? weights : "(random init)");
-    if (!(feat = hvk_features(ctx, vit, ds, &tf, batch, workers, PROG))) return fail(hvk_last_error());
+    if (!(feat = hvk_features(ctx, vit, ds, &tf, batch, workers, PROG))) fail(hvk_last_error());
     labels = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
-    if (!labels) return fail("out of memory");
+    if (!labels) fail("out of memory");
     for (i = 0; i < n; i++) labels[i] = hvd_dataset_label(ds, i);
     r = hvk_npy_save_f32(ctx, output, feat, n, dim);
     sibling(output, ".labels.npy", path, sizeof path);

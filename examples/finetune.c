@@ -32,7 +32,7 @@
 
 static int fail(const char *what, const char *msg) {
     fprintf(stderr, "%s: %s%s%s\n", PROG, what ? what : "", what ? ": " : "", msg);
-    return 1;
+    exit(1);
 }
 
 int main(int argc, char **argv) {
@@ -92,20 +92,20 @@ int main(int argc, char **argv) {
     r = hvk_parse_flags(PROG, "Few-shot finetuning (all weights) or linear probe (--freeze-trunk) of a ViT; top-1/top-5 on --val-path.",
                         argc, argv, flags, nflags);
     if (r) return r == 1 ? 0 : 2;
-    if (hvk_check_backend(PROG, backend)) return 2;
+    if (hvk_check_backend(PROG, backend)) exit(2);
     if (!data_path || !output_dir) {
         fprintf(stderr, "%s: --data-path and --output-dir are required (see --help)\n", PROG);
-        return 2;
+        exit(2);
     }
     if (batch < 2 || lr <= 0 || wd < 0 || !(frac > 0 && frac <= 1) || threads < 0 || workers < 0 || epochs < 0 || iters < 0 ||
         classes < 0 || save_every < 0 || print_freq < 0 || scale_min <= 0 || scale_min > 1 || eval_resize < 0) {
         fprintf(stderr, "%s: out of range: need --batch-size >= 2, --lr > 0, --weight-decay >= 0, 0 < --frac-retained <= 1, "
                         "0 < --scale-min <= 1, non-negative counts\n", PROG);
-        return 2;
+        exit(2);
     }
     if (hvk_vit_desc_from(&mo, &vd)) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
-        return 2;
+        exit(2);
     }
     /* the pretrained file: a path, else a published model id */
     weights[0] = 0;
@@ -118,37 +118,37 @@ int main(int argc, char **argv) {
             hv_model_id id;
             if (hv_model_id_parse(pretrained, &id) != 0) {
                 fprintf(stderr, "%s: --finetune %s: no such file, and not a model id (%s)\n", PROG, pretrained, hv_last_error());
-                return 1;
+                exit(1);
             }
-            if (hv_model_resolve(pretrained, 0, models_dir, weights, sizeof weights) != 0) return fail("--finetune", hv_last_error());
+            if (hv_model_resolve(pretrained, 0, models_dir, weights, sizeof weights) != 0) fail("--finetune", hv_last_error());
         }
     }
     /* data */
-    if (!(all = hvk_open_dataset(data_path, NULL))) return fail(NULL, hvk_last_error());
-    if (hvd_dataset_label(all, 0) < 0) return fail(data_path, "has no labels (IDX: put the labels-idx1 file beside the images)");
-    if (!(train = hvd_dataset_fraction(all, frac, (uint64_t)subset_seed))) return fail("--frac-retained", hvd_last_error());
-    if (val_path && !(val = hvk_open_dataset(val_path, NULL))) return fail(NULL, hvk_last_error());
-    if (val && hvd_dataset_label(val, 0) < 0) return fail(val_path, "has no labels");
+    if (!(all = hvk_open_dataset(data_path, NULL))) fail(NULL, hvk_last_error());
+    if (hvd_dataset_label(all, 0) < 0) fail(data_path, "has no labels (IDX: put the labels-idx1 file beside the images)");
+    if (!(train = hvd_dataset_fraction(all, frac, (uint64_t)subset_seed))) fail("--frac-retained", hvd_last_error());
+    if (val_path && !(val = hvk_open_dataset(val_path, NULL))) fail(NULL, hvk_last_error());
+    if (val && hvd_dataset_label(val, 0) < 0) fail(val_path, "has no labels");
     if (!classes) classes = hvd_dataset_classes(all);
-    if (classes < 2) return fail(data_path, "fewer than 2 classes");
+    if (classes < 2) fail(data_path, "fewer than 2 classes");
     if (hvd_dataset_size(train) < batch) {
         fprintf(stderr, "%s: %lld retained images are fewer than one batch of %d; lower --batch-size\n", PROG,
                 (long long)hvd_dataset_size(train), batch);
-        return 2;
+        exit(2);
     }
     vd.num_classes = classes;
     ctx = hv_init(&(hv_init_desc){.seed = (uint64_t)seed, .threads = threads});
-    if (!ctx) return fail(NULL, hv_last_error());
+    if (!ctx) fail(NULL, hv_last_error());
     if (!(vit = hv_vit_new(ctx, &vd))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
-        return 2;
+        exit(2);
     }
     hvk_geometry(hv_vit_params(vit), &img, &patch, &chans, &dim, &depth);
     if (weights[0]) {
         int copied, missing;
         char names[400];
-        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) return fail(NULL, hvk_last_error());
-        if (copied == 0) return fail(weights, "no tensor of this model in the file (another architecture? check --model and the sizes)");
+        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) fail(NULL, hvk_last_error());
+        if (copied == 0) fail(weights, "no tensor of this model in the file (another architecture? check --model and the sizes)");
         printf("[%s] loaded %d tensors from %s; %d not in the file (new): %s\n", PROG, copied, weights, missing, missing ? names : "-");
     }
     /* transforms */
@@ -162,21 +162,21 @@ int main(int argc, char **argv) {
     tf.channels = vtf.channels = chans;
     if ((norm_mean && hvk_parse_floats3(norm_mean, tf.mean)) || (norm_std && hvk_parse_floats3(norm_std, tf.std))) {
         fprintf(stderr, "%s: --norm-mean/--norm-std take 1 or 3 comma-separated numbers\n", PROG);
-        return 2;
+        exit(2);
     }
     memcpy(vtf.mean, tf.mean, sizeof tf.mean);
     memcpy(vtf.std, tf.std, sizeof tf.std);
     if (!iters) iters = (int)((int64_t)epochs * (hvd_dataset_size(train) / batch));
     if (iters <= 0) {
         fprintf(stderr, "%s: nothing to do: give --epochs or --iters\n", PROG);
-        return 2;
+        exit(2);
     }
     printf("[%s] %s: %lld of %lld labelled images (frac-retained %g), %d classes; val %s (%lld); model img %d patch %d dim %d "
            "depth %d; %s; AdamW lr %g wd %g; batch %d; %d steps; %d thread(s)\n",
            PROG, data_path, (long long)hvd_dataset_size(train), (long long)hvd_dataset_size(all), frac, classes, val_path ? val_path : "-",
            (long long)hvd_dataset_size(val), img, patch, dim, depth, freeze ? "linear probe (trunk frozen)" : "all weights trained", lr,
            wd, batch, iters, hv_get_threads(ctx));
-    if (hvk_mkdirs(output_dir)) return fail(NULL, hvk_last_error());
+    if (hvk_mkdirs(output_dir)) fail(NULL, hvk_last_error());
     memset(&run, 0, sizeof run);
     run.prog = PROG;
     run.output_dir = output_dir;

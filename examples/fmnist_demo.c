@@ -168,8 +168,8 @@ static void write_outputs(const settings *s, const model_result *m, int64_t trai
         hvk_series ser[6];
         hvk_plot p;
         static const char *colors[3] = {"#1f77b4", "#d62728", "#2ca02c"};
-        static const char *names[3] = {"linear probe", "few-shot ~1% labels", "few-shot 2% labels"};
-        static const char *bnames[3] = {"  (dashed: no pretraining)", NULL, NULL};
+        static const char *names[3] = {"linear probe", "finetuned, ~1% labels", "finetuned, 2% labels"};
+        static const char *bnames[3] = {"dashed: no pretraining", NULL, NULL};
         memset(ser, 0, sizeof ser);
         memset(&p, 0, sizeof p);
         for (k = 0; k < NFRAC; k++) {
@@ -275,20 +275,20 @@ int main(int argc, char **argv) {
     s.seed = seed;
     s.workers = workers;
     if (quick) {
-        s.pre_steps = 16;
+        s.pre_steps = 60;
         s.pre_batch = 64;
         s.probe_images = 1000;
         s.probe_epochs = 20;
         s.test_images = 500;
-        s.ft_steps = 10;
+        s.ft_steps = 40;
         s.ft_batch = 20;
     } else {
-        s.pre_steps = 300;
+        s.pre_steps = 500;
         s.pre_batch = 256;
         s.probe_images = 10000;
         s.probe_epochs = 30;
         s.test_images = 10000;
-        s.ft_steps = 150;
+        s.ft_steps = 250;
         s.ft_batch = 64;
     }
     if (pre_steps) s.pre_steps = pre_steps;

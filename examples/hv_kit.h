@@ -75,7 +75,7 @@ typedef struct hvk_plot {
     const char *title, *xlabel, *ylabel;
     int logx;                /* log10 x axis */
     double ymin, ymax;       /* both 0: from the data */
-    int width, height;       /* [720 x 440] */
+    int width, height;       /* [860 x 440]; the legend takes the right 210 pixels */
 } hvk_plot;
 /* an SVG line chart (axes, ticks, grid, polylines, legend), written atomically */
 int hvk_svg_plot(const char *path, const hvk_plot *plot, const hvk_series *series, int nseries);
@@ -437,10 +437,12 @@ static void hvk__xml(FILE *f, const char *s) {
 
 int hvk_svg_plot(const char *path, const hvk_plot *p, const hvk_series *s, int ns) {
     static const char *palette[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf", "#7f7f7f"};
-    int W = p->width ? p->width : 720, H = p->height ? p->height : 440, L = 72, R = 24, T = 40, B = 56, i, k;
+    int W = p->width ? p->width : 860, H = p->height ? p->height : 440, L = 72, R = 24, T = 40, B = 56, i, k, named = 0;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY, step, t;
     char tmp[1100];
     FILE *f;
+    for (i = 0; i < ns; i++) named += s[i].name != NULL;
+    if (named) R = 210; /* the legend sits right of the plot, clear of the data */
     for (i = 0; i < ns; i++)
         for (k = 0; k < s[i].n; k++) {
             double x = s[i].x[k], y = s[i].y[k], lo = s[i].ylo ? s[i].ylo[k] : y, hi = s[i].yhi ? s[i].yhi[k] : y;
@@ -523,10 +525,10 @@ int hvk_svg_plot(const char *path, const hvk_plot *p, const hvk_series *s, int n
         }
         /* legend entry */
         if (s[i].name) {
-            int ly = T + 8 + 18 * i;
-            fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", L + 12, ly, L + 36, ly, col,
+            int ly = T + 8 + 18 * i, lx = W - R + 14;
+            fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n", lx, ly, lx + 24, ly, col,
                     s[i].dashed ? " stroke-dasharray=\"6 4\"" : "");
-            fprintf(f, "<text x=\"%d\" y=\"%d\">", L + 42, ly + 4);
+            fprintf(f, "<text x=\"%d\" y=\"%d\">", lx + 30, ly + 4);
             hvk__xml(f, s[i].name);
             fprintf(f, "</text>\n");
         }

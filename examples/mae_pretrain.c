@@ -78,21 +78,21 @@ int main(int argc, char **argv) {
 
     r = hvk_parse_flags(PROG, "Masked-autoencoder pretraining (humanlike-vits recipe by default).", argc, argv, flags, nflags);
     if (r) return r == 1 ? 0 : 2;
-    if (hvk_check_backend(PROG, backend)) return 2;
+    if (hvk_check_backend(PROG, backend)) exit(2);
     if (!data_path || !output_dir) {
         fprintf(stderr, "%s: --data-path and --output-dir are required (see --help)\n", PROG);
-        return 2;
+        exit(2);
     }
     if (batch < 2 || lr <= 0 || wd < 0 || mask_ratio <= 0 || mask_ratio >= 1 || !(fraction > 0 && fraction <= 1) || threads < 0 ||
         workers < 0 || iters < 0 || epochs < 0 || save_every < 0 || print_freq < 0 || scale_min <= 0 || scale_min > 1) {
         fprintf(stderr, "%s: out of range: need --batch-size >= 2, --lr > 0, --weight-decay >= 0, 0 < --mask-ratio < 1, "
                         "0 < --data-fraction <= 1, 0 < --scale-min <= 1, non-negative counts\n", PROG);
-        return 2;
+        exit(2);
     }
     memset(&md, 0, sizeof md);
     if (hvk_vit_desc_from(&mo, &md.encoder)) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
-        return 2;
+        exit(2);
     }
     md.decoder_embed_dim = dec_dim;
     md.decoder_depth = dec_depth;
@@ -103,24 +103,24 @@ int main(int argc, char **argv) {
     ctx = hv_init(&(hv_init_desc){.seed = (uint64_t)seed, .threads = threads});
     if (!ctx) {
         fprintf(stderr, "%s: %s\n", PROG, hv_last_error());
-        return 1;
+        exit(1);
     }
     if (!(mae = hv_mae_new(ctx, &md))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
         hv_shutdown(ctx);
-        return 2;
+        exit(2);
     }
     if (!(all = hvk_open_dataset(data_path, NULL))) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
         hv_shutdown(ctx);
-        return 1;
+        exit(1);
     }
     data = hvd_dataset_fraction(all, fraction, (uint64_t)subset_seed);
     tf = hvd_transform_mae_pretrain(0);
     tf.scale_min = (float)scale_min;
     if ((norm_mean && hvk_parse_floats3(norm_mean, tf.mean)) || (norm_std && hvk_parse_floats3(norm_std, tf.std))) {
         fprintf(stderr, "%s: --norm-mean/--norm-std take 1 or 3 comma-separated numbers\n", PROG);
-        return 2;
+        exit(2);
     }
     {
         const hv_param_list *pl = hv_mae_params(mae);
@@ -134,7 +134,7 @@ int main(int argc, char **argv) {
         if (!iters) iters = (int)(epochs > 0 ? (int64_t)epochs * (hvd_dataset_size(data) / batch) : 0);
         if (iters <= 0) {
             fprintf(stderr, "%s: give --iters N (or --epochs E with at least one full batch of data)\n", PROG);
-            return 2;
+            exit(2);
         }
         printf("[%s] data %s: %lld of %lld images (fraction %g); model img %d patch %d dim %d depth %d heads %d (0: the preset's), decoder %d/%d/%d, "
                "%lld parameters; mask %.2f; AdamW lr %g betas (%g, %g) wd %g; batch %d; %d steps; %d thread(s), %d loader worker(s)\n",
@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
     }
     if (hvk_mkdirs(output_dir)) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
-        return 1;
+        exit(1);
     }
     memset(&run, 0, sizeof run);
     run.prog = PROG;
