@@ -42,7 +42,9 @@ verbs:
                  python3 -c 'import torch' works, vs PyTorch; args go to it, e.g. --quick)
   neon           cross-compile test_core and test_gemm for aarch64 (NEON kernels) and run them
                  under qemu-user; skipped, saying so, without aarch64-linux-gnu-gcc/qemu-aarch64
-  demo [args]    build and run build/hello_mlp, passing args through
+  demo [args]    the main job: MAE pretraining on 1/10/100% of Fashion-MNIST, then linear
+                 probe and few-shot finetuning (build/fmnist_demo; --quick: ~1 minute,
+                 --help: its flags); installs dataset-fashion-mnist when it can
   shaders        compile kernels_vulkan/*.comp to SPIR-V into kernels_vulkan/hv_shaders.h
                  (needs glslangValidator: apt-get install glslang-tools)
   clean          remove build/, build-asan/ and build-neon/
@@ -112,7 +114,7 @@ configure() {
     fi
     CFLAGS="$CFLAGS ${EXTRA_CFLAGS:-}"
     CFLAGS=${CFLAGS% }
-    LDLIBS="-lm"
+    LDLIBS="-lm -lpthread" # pthreads: the data loader of examples/hv_data.h
     LIB=$OUT/humanvit.o
     LIB_VK=$OUT/humanvit_vk.o
 
@@ -331,7 +333,7 @@ build_tests() {
                 continue
             fi
         fi
-        build_prog "$src" "$OUT/tests/$name" tests/*.h || BUILD_FAILED+=("$name")
+        build_prog "$src" "$OUT/tests/$name" tests/*.h examples/*.h || BUILD_FAILED+=("$name")
     done
 }
 
@@ -429,6 +431,15 @@ run_tests() {
         run_one "$name" "$OUT/tests/$name"
     done
     if [ -n "$DISPATCH_TEST" ]; then run_one test_gemm_dispatch "$DISPATCH_TEST"; fi
+    # tests/test_*.sh drive the built programs (the trainers' command lines, the quick demo);
+    # they find them in $HV_BUILD_DIR and learn the build kind from $HV_MODE
+    if [ "${#EMULATOR[@]}" -eq 0 ]; then
+        for src in tests/test_*.sh; do
+            name=$(basename "$src" .sh)
+            matches_filter "$name" || continue
+            HV_BUILD_DIR=$OUT HV_MODE=$MODE run_one "$name" "$src"
+        done
+    fi
 }
 
 # ---- run-time ISA choice for portable x86-64 binaries (kernels_cpu/) ----------------------------
@@ -673,14 +684,35 @@ shaders)
     gen_shaders
     ;;
 demo)
-    [ -f examples/hello_mlp.c ] || die "examples/hello_mlp.c does not exist yet"
     configure build normal
     build_lib || die "humanvit.o did not build"
-    build_lib_vulkan || die "humanvit_vk.o did not build"
-    lib=$LIB
-    if [ -e "$LIB_VK" ]; then lib=$LIB_VK; fi
-    PROG_LIB=$lib build_prog examples/hello_mlp.c build/hello_mlp examples/*.h || die "examples/hello_mlp.c did not build"
-    exec build/hello_mlp "$@"
+    build_prog examples/fmnist_demo.c build/fmnist_demo examples/*.h || die "examples/fmnist_demo.c did not build"
+    demo_quick=0 demo_data=0
+    for a in "$@"; do
+        case $a in --quick) demo_quick=1 ;; --data-dir | --data-dir=*) demo_data=1 ;; esac
+    done
+    # The full demo wants the whole Fashion-MNIST (Debian: dataset-fashion-mnist). Install it when
+    # that can be done without a question (root, or sudo without a password); otherwise say how,
+    # and the demo falls back to the small subset committed in examples/data/fmnist-mini/.
+    if [ "$demo_quick" = 0 ] && [ "$demo_data" = 0 ] && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+        sudo=""
+        if [ "$(id -u)" -ne 0 ]; then
+            if have sudo && sudo -n true 2>/dev/null; then sudo="sudo -n"; else sudo="none"; fi
+        fi
+        if [ "$sudo" != none ] && have apt-get; then
+            echo "build.sh: installing the Fashion-MNIST data set (apt-get install dataset-fashion-mnist)"
+            export DEBIAN_FRONTEND=noninteractive
+            $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+                { $sudo apt-get update -q >/dev/null 2>&1 && $sudo apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } ||
+                echo "build.sh: could not install dataset-fashion-mnist; the demo uses the embedded subset"
+        else
+            echo "build.sh: the full Fashion-MNIST is not installed; for it run: sudo apt-get install dataset-fashion-mnist"
+        fi
+    fi
+    # OpenMP's idle threads spin by default: on a busy machine that makes 2 threads several
+    # times slower than 1. Passive waiting costs little on an idle one.
+    export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+    exec build/fmnist_demo "$@"
     ;;
 clean)
     rm -rf build build-asan build-neon
