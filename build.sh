@@ -379,9 +379,10 @@ describe_rc() {
 
 EMULATOR=() # runs the test binaries of a cross build (the neon verb)
 
-# run_one NAME BIN: run one test binary and add its "N passed, M failed" line to the totals.
+# run_one NAME BIN [LOG]: run one test binary (or script) and add its "N passed, M failed" line to
+# the totals; the output is kept in LOG (default BIN.log).
 run_one() {
-    local name=$1 bin=$2 log rc summary p f
+    local name=$1 bin=$2 log=${3:-$2.log} rc summary p f
     local runner=() envs=()
     if [ -f "tests/$name.c" ] && needs_vulkan "tests/$name.c" && [ "$HAVE_VULKAN_HEADERS" -eq 0 ]; then
         echo "SKIP $name (built without Vulkan headers)"
@@ -403,7 +404,6 @@ run_one() {
     # runtime refuses to start behind stdbuf's LD_PRELOAD (tests should line-buffer themselves).
     if [ "$MODE" = normal ] && have stdbuf; then runner+=(stdbuf -oL -eL); fi
     echo "== $name"
-    log=$bin.log
     set +e
     "${runner[@]}" "${envs[@]}" "${EMULATOR[@]}" "$bin" </dev/null 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
@@ -437,7 +437,8 @@ run_tests() {
         for src in tests/test_*.sh; do
             name=$(basename "$src" .sh)
             matches_filter "$name" || continue
-            HV_BUILD_DIR=$OUT HV_MODE=$MODE run_one "$name" "$src"
+            mkdir -p "$OUT/tests"
+            HV_BUILD_DIR=$OUT HV_MODE=$MODE run_one "$name" "$src" "$OUT/tests/$name.log"
         done
     fi
 }

@@ -318,7 +318,8 @@ int main(int argc, char **argv) {
                         "/usr/share/datasets/fashion-mnist)\n", PROG, train_img);
         return 1;
     }
-    if (!(train = hvk_open_dataset(train_img, NULL)) || !(test = hvk_open_dataset(test_img, NULL))) die("data", hvk_last_error());
+    if (!(train = hvk_open_dataset(train_img, NULL))) die("data", hvk_last_error());
+    if (!(test = hvk_open_dataset(test_img, NULL))) die("data", hvk_last_error());
     if (hvd_dataset_label(train, 0) < 0 || hvd_dataset_label(test, 0) < 0) die(data_dir, "the labels-idx1 files are missing");
     if (s.probe_images > hvd_dataset_size(train)) s.probe_images = (int)hvd_dataset_size(train);
     if (s.test_images > hvd_dataset_size(test)) s.test_images = (int)hvd_dataset_size(test);

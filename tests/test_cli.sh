@@ -107,6 +107,11 @@ expect "finetune --freeze-trunk" 0 "linear probe" "$B/finetune" "${TINY[@]}" "${
 expect "extract_features writes .npy" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$P/model.safetensors" --data-path "$TEST" --resize 28 --output "$T/feats.npy" --threads 1
 if [ -s "$T/feats.npy" ] && [ -s "$T/feats.labels.npy" ] && [ "$(head -c 6 "$T/feats.npy" | tail -c 5)" = "NUMPY" ]; then ok "features and labels .npy"; else bad "features and labels .npy" "missing or not .npy"; fi
 
+# a loss that turns NaN: the run stops before the update, the last good checkpoint (step 1) stays
+N="$T/nan"
+expect "mae_pretrain stops on NaN" 1 "loss is (nan|NaN|inf).*stopped before the update.*last good checkpoint" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$N" --iters 8 --batch-size 16 --threads 1 --lr 1e30 --save-every 1
+expect "the last good checkpoint resumes" 0 "resumed from .*at step 1" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$N" --iters 1 --batch-size 16 --threads 1 --resume
+
 # the quick demo end to end
 D="$T/demo"
 start=$SECONDS
