@@ -662,6 +662,11 @@ bench)
         ckpt_memory)
             continue # needs a checkpoint file: see its usage line
             ;;
+        loader)
+            echo "== loader (data pipeline images/s; compare with the model steps' images/s)"
+            build/bench/loader || status=1
+            continue
+            ;;
         esac
         echo "== $name"
         extra=()
