@@ -3216,26 +3216,28 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
 /* HV-SECTION cpu-simd BEGIN */
 /* ---- SIMD SGEMM: packed, cache-blocked, register-tiled -----------------------------------------
    The scalar hv__cpu_gemm above stays the reference (and the path of builds without SIMD). The
-   fast path is the classic BLIS/GotoBLAS loop nest, written once and compiled per ISA:
+   fast path is the GotoBLAS/BLIS loop nest, written once and compiled per ISA:
 
-     for jc in N by NC:                         B block  (KC x NC) packed, lives in L2/L3
-       for pc in K by KC:                       (the K blocks run in order: fixed sum order)
-         pack B(pc:+KC, jc:+NC) into NR-wide column panels, k-major
-         for ic in M by MC:                     A block  (MC x KC) packed, lives in L2
-           pack alpha * A(ic:+MC, pc:+KC) into MR-high row panels, k-major
-           for jr in NC by NR:                  B micro-panel (KC x NR) stays in L1 ...
-             for ir in MC by MR:                ... while the A micro-panels stream past it
-               micro-kernel: an MR x NR tile of C held in registers, KC rank-1 updates
+     for jc in N by NC:                          one phase: NC columns by (up to) all of K
+       for pg in K by a phase:
+         pack op(B)(pg.., jc..) as KC blocks of NR-wide column panels (k-major)    L3/L2
+         for each item (ic: a block of <= MC rows of C, and a slice of the NC columns):
+           for pc in the phase by KC:            (the K blocks run in order: fixed sum order)
+             pack alpha * op(A)(ic.., pc..) into MR-high row panels (k-major)     L2
+             for jr by NR:                       the B micro-panel (KC x NR) stays in L1 ...
+               for ir by MR:                     ... while the A micro-panels stream past it
+                 micro-kernel: an MR x NR tile of C in registers, KC rank-1 updates
 
    Packing absorbs the four transpose cases, alpha and the leading dimensions, so the micro-kernel
    sees one layout. Edge tiles (m or n not a multiple of MR/NR) run the same micro-kernel on a
    zero-padded panel into a small tile buffer that is copied in and out: every element of C gets
-   the same operations wherever it sits, which is what makes the threading deterministic.
+   the same operations wherever it sits.
 
-   Threads (OpenMP): C is cut into rectangles (whole MR x NR tiles), each computed from start to end
-   by one thread with its own packing buffers; a batch of independent C matrices is split by matrix
-   instead. An element's sum runs over k in one fixed order (KC blocks, then k inside the block)
-   whatever the cut, so 1 and N threads give the same bits.
+   Threads (OpenMP): one parallel region per call. The threads pack a phase's B together, then
+   take items dynamically (a thread that the OS preempts does not hold the others up); one
+   barrier per phase. A batch of independent C matrices (attention) is split by whole matrix
+   instead. Each element of C is summed by one thread in one fixed order (KC blocks in order, k in
+   order inside the micro-kernel) whoever takes its item, so 1 and N threads give the same bits.
 
    Workspace: packing buffers come from the context (ctx->gemm_ws), grown once to the largest need
    and reused, so a steady training loop allocates nothing here.
@@ -3246,7 +3248,7 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
    kernels_cpu/hv_cpu_avx2.c (each defines HUMANVIT_KERNELS_AVX512 / HUMANVIT_KERNELS_AVX2 and
    HUMANVIT_STATIC, includes this header, and is compiled with that ISA's flags): the best one the
    CPU supports is picked once, at hv_init (cpuid via __builtin_cpu_supports, gcc and clang).
-   hv_cpu_isa() names the choice. */
+   hv_cpu_isa() names the choice. Speed and its measurement: bench/bench.c, bench/RESULTS.md. */
 
 /* one ISA's entry point: C (+)= as in hv__gemm_args with `nthreads` threads at most. Needs `ws` of
    at least the returned number of floats; when ws_floats is smaller it does nothing and returns
@@ -3281,9 +3283,11 @@ typedef size_t (*hv__sgemm_fn)(const hv__gemm_args *g, int nthreads, float *ws, 
 #include <arm_neon.h>
 #endif
 
-/* Blocking. MR x NR is the register tile; KC x NR floats of B (one micro-panel) must sit in L1
-   next to the streaming A, MC x KC of A in L2, KC x NC of B in L2/L3. Chosen by measurement on the
-   machine in bench/RESULTS.md; they are sizes, not correctness parameters. */
+/* Blocking. MR x NR is the register tile; KC x NR floats of B (one micro-panel) should sit in L1
+   next to the streaming A, MC x KC of A in L2, the phase's B in L2/L3. Sizes, not correctness
+   parameters: AVX-512 ones chosen by measurement on a Zen 5 core (bench/RESULTS.md: 8 x 32 beat
+   6, 12 and 14 rows, and tied with 8 x 48), the others from the usual L1/L2 arithmetic. The AVX-512
+   ones can be overridden with -D for tuning runs. */
 #if defined(HV__SIMD_AVX512)
 #ifndef HV__MR
 #define HV__MR 8

@@ -10,6 +10,9 @@
    --threads LIST  comma-separated thread counts (default: 1 and all the machine's cores)
    --quick         fewer cases and runs (a smoke test)
 
+   With one thread the table also gives CPU-time figures (this thread's CPU time, torch's
+   likewise): on a machine shared with other busy processes the wall clock mostly measures them.
+
    Peak: a register-only loop of independent FMAs (16 accumulators of the widest vector the
    compiler may use), per core and with every thread at once; the best of several tries.
    GEMM: C = op(A) op(B), beta 0, through the backend's gemm (the kernel hv_matmul uses); median of
@@ -27,6 +30,13 @@
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+/* CPU time of the calling thread: with one thread it excludes the time other processes held the
+   core, so on a shared machine it is the steadier measure (it still sees their cache traffic) */
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
@@ -82,21 +92,28 @@ static double fma_loop(int64_t iters) {
     return 2.0 * 16 * PEAK_LANES * (double)iters;
 }
 
-/* GFLOP/s of `threads` threads running the loop at once (best of 5 tries of ~0.2 s) */
-static double fma_peak(int threads) {
+/* GFLOP/s of `threads` threads running the loop at once (best of 5 tries of ~0.2 s); *cpu gets
+   the single-thread figure by CPU time */
+static double fma_peak(int threads, double *cpu) {
     double best = 0;
     int t;
     int64_t iters = 4000000;
+    *cpu = 0;
     for (t = 0; t < 5; t++) {
-        double flops = 0, t0 = now_s(), g;
+        double flops = 0, t0 = now_s(), c0 = cpu_s(), g;
+        if (threads == 1) {
+            flops = fma_loop(iters);
+            g = flops / (cpu_s() - c0) * 1e-9;
+            if (g > *cpu) *cpu = g;
+        } else {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : flops)
 #endif
-        flops += fma_loop(iters);
+            flops += fma_loop(iters);
+        }
         g = flops / (now_s() - t0) * 1e-9;
         if (g > best) best = g;
     }
-    (void)threads;
     return best;
 }
 
@@ -148,7 +165,7 @@ static void shape_str(const bcase *c, char *buf, size_t n) {
 static struct {
     char name[64];
     int threads;
-    double ms;
+    double ms, cpu_ms;
 } torch_rows[MAX_TORCH];
 static int ntorch;
 
@@ -187,14 +204,19 @@ static void load_torch(const char *path) {
         if (!json_num(line, "threads", &th) || !json_num(line, "torch_ms", &ms)) continue;
         torch_rows[ntorch].threads = (int)th;
         torch_rows[ntorch].ms = ms;
+        if (!json_num(line, "torch_cpu_ms", &torch_rows[ntorch].cpu_ms)) torch_rows[ntorch].cpu_ms = 0;
         ntorch++;
     }
     fclose(f);
 }
-static double torch_ms(const char *name, int threads) {
+static double torch_ms(const char *name, int threads, double *cpu_ms) {
     int i;
+    *cpu_ms = 0;
     for (i = 0; i < ntorch; i++)
-        if (torch_rows[i].threads == threads && !strcmp(torch_rows[i].name, name)) return torch_rows[i].ms;
+        if (torch_rows[i].threads == threads && !strcmp(torch_rows[i].name, name)) {
+            *cpu_ms = torch_rows[i].cpu_ms;
+            return torch_rows[i].ms;
+        }
     return 0;
 }
 
@@ -217,13 +239,19 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* median ms of `runs` GEMMs (after one warm-up that also grows the packing buffers) */
-static double time_case(hv_ctx *ctx, const bcase *c, int runs) {
+static double median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* median ms of `runs` GEMMs (after one warm-up that also grows the packing buffers); *cpu_ms the
+   median CPU time of the calling thread (meaningful with one thread) */
+static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     int64_t sa = c->m * c->k, sb = c->k * c->n, sc = c->m * c->n, i;
     float *A = (float *)malloc(sizeof(float) * (size_t)(sa * c->batch));
     float *B = (float *)malloc(sizeof(float) * (size_t)(sb * c->batch));
     float *C = (float *)malloc(sizeof(float) * (size_t)(sc * c->batch));
-    double t[64], med;
+    double t[64], tc[64], med;
     hv__gemm_args g;
     int r;
     if (!A || !B || !C) {
@@ -254,12 +282,13 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs) {
     if (runs > 64) runs = 64;
     ctx->be->gemm(ctx, &g);
     for (r = 0; r < runs; r++) {
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         ctx->be->gemm(ctx, &g);
         t[r] = (now_s() - t0) * 1e3;
+        tc[r] = (cpu_s() - c0) * 1e3;
     }
-    qsort(t, (size_t)runs, sizeof(double), cmp_double);
-    med = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    med = median(t, runs);
+    *cpu_ms = median(tc, runs);
     free(A);
     free(B);
     free(C);
@@ -317,29 +346,39 @@ int main(int argc, char **argv) {
            runs, load_avg());
     for (i = 0; i < nthr; i++) {
         int t = thr[i], c;
-        double peak = fma_peak(t);
-        printf("\nthreads %d: FMA peak %.1f GFLOP/s (register-only loop, best of 5)\n", t, peak);
-        printf("%-16s %-24s %9s %9s %7s %9s %8s\n", "bench", "shape (MxNxK)", "ms", "GFLOP/s", "%peak", "torch ms", "speedup");
+        double cpu_peak, peak = fma_peak(t, &cpu_peak);
+        printf("\nthreads %d: FMA peak %.1f GFLOP/s (register-only loop, best of 5)", t, peak);
+        if (t == 1) printf("; by CPU time %.1f", cpu_peak);
+        printf("\n%-16s %-24s %9s %9s %7s %9s %8s", "bench", "shape (MxNxK)", "ms", "GFLOP/s", "%peak", "torch ms", "speedup");
+        if (t == 1) printf(" | CPU time: %7s %8s", "%peak", "speedup");
+        printf("\n");
         hv_set_threads(ctx, t);
         for (c = 0; c < NCASES; c++) {
             const bcase *bc = &cases[c];
-            double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms;
+            double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms, cms, tcms;
             char shape[64];
             int r = runs;
             if (quick && !bc->quick) continue;
             if (flops > 1e11 && r > 5) r = 5; /* 4096^3: a second and a half per run on one core */
             shape_str(bc, shape, sizeof shape);
-            ms = time_case(ctx, bc, r);
+            ms = time_case(ctx, bc, r, &cms);
             gf = flops / (ms * 1e-3) * 1e-9;
-            tms = torch_ms(bc->name, t);
+            tms = torch_ms(bc->name, t, &tcms);
             printf("%-16s %-24s %9.3f %9.1f %6.1f%%", bc->name, shape, ms, gf, 100.0 * gf / peak);
-            if (tms > 0) printf(" %9.3f %7.2fx\n", tms, tms / ms);
-            else printf(" %9s %8s\n", "-", "-");
+            if (tms > 0) printf(" %9.3f %7.2fx", tms, tms / ms);
+            else printf(" %9s %8s", "-", "-");
+            if (t == 1) {
+                printf(" |           %6.1f%%", 100.0 * flops / (cms * 1e-3) * 1e-9 / cpu_peak);
+                if (tcms > 0) printf(" %7.2fx", tcms / cms);
+            }
+            printf("\n");
             fflush(stdout);
             if (json) {
                 fprintf(json, "{\"bench\": \"%s\", \"shape\": \"%s\", \"threads\": %d, \"ms\": %.4f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"isa\": \"%s\"",
                         bc->name, shape, t, ms, gf, peak, hv_cpu_isa(ctx));
                 if (tms > 0) fprintf(json, ", \"torch_ms\": %.4f, \"speedup\": %.3f", tms, tms / ms);
+                if (t == 1) fprintf(json, ", \"cpu_ms\": %.4f, \"cpu_peak_gflops\": %.2f", cms, cpu_peak);
+                if (t == 1 && tcms > 0) fprintf(json, ", \"torch_cpu_ms\": %.4f, \"cpu_speedup\": %.3f", tcms, tcms / cms);
                 fprintf(json, "}\n");
             }
         }

@@ -10,7 +10,9 @@ The cases come from bench.c (--list), so the two sides cannot drift apart. A tra
 a transposed view (.mT), which torch hands to BLAS as a transpose flag, as humanvit packs it; the
 output is preallocated (out=), so no allocation is timed. Arguments bench.c takes that this
 script does not (--json FILE) are ignored, so ./build.sh bench can pass the same ones to both.
-One JSON line per case and thread count: {"bench", "threads", "torch_ms", "torch_gflops", ...}.
+One JSON line per case and thread count: {"bench", "threads", "torch_ms", "torch_gflops", ...};
+with one thread also "torch_cpu_ms", the median CPU time of this thread (BLAS runs in it), which
+other processes on a shared machine disturb less than the wall clock.
 """
 import argparse
 import json
@@ -31,12 +33,13 @@ def time_case(c, runs):
     b = b.mT if c["tb"] else b
     out = torch.empty(lead + (m, n))
     torch.matmul(a, b, out=out)  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         torch.matmul(a, b, out=out)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+        cpu.append(time.thread_time() - c0)
+    return statistics.median(times) * 1e3, statistics.median(cpu) * 1e3
 
 
 def main():
@@ -64,9 +67,11 @@ def main():
                     continue
                 flops = 2.0 * c["m"] * c["n"] * c["k"] * c["batch"]
                 r = min(runs, 5) if flops > 1e11 else runs  # as bench.c
-                ms = time_case(c, r)
+                ms, cpu_ms = time_case(c, r)
                 row = {"bench": c["bench"], "threads": t, "torch_ms": round(ms, 4),
                        "torch_gflops": round(flops / (ms * 1e-3) * 1e-9, 2), "torch": torch.__version__}
+                if t == 1:  # one thread: BLAS runs in this thread, so its CPU time is the GEMM's
+                    row["torch_cpu_ms"] = round(cpu_ms, 4)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
                 print(f"  torch {c['bench']:<16} threads {t}: {ms:9.3f} ms", file=sys.stderr)
