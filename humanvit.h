@@ -4843,6 +4843,23 @@ HV__INLINE hv__vf hv__vgelu_d(hv__vf x) {
     return hv__vfma(hv__vmul(x, hv__vset(0.39894228040143268f)), phi, hv__vmul(hv__vset(0.5f), hv__vadd(hv__vset(1.0f), e)));
 }
 
+/* a span of n floats as whole vectors, then one partial vector: the body sees the lane count W (a
+   constant VN in the main loop, so hv__vldw / hv__vstw compile to plain loads and stores there) */
+#define HV__SPAN(j, n, W, ...)                                                                     \
+    for (j = 0; j + HV__VN <= (n); j += HV__VN) {                                                  \
+        const int64_t W = HV__VN;                                                                  \
+        __VA_ARGS__                                                                                \
+    }                                                                                              \
+    if (j < (n)) {                                                                                 \
+        const int64_t W = (n) - j;                                                                 \
+        __VA_ARGS__                                                                                \
+    }
+HV__INLINE hv__vf hv__vldw(const float *p, int64_t w) { return w >= HV__VN ? hv__vld(p) : hv__vldn(p, w); }
+HV__INLINE void hv__vstw(float *p, hv__vf v, int64_t w) {
+    if (w >= HV__VN) hv__vst(p, v);
+    else hv__vstn(p, v, w);
+}
+
 /* ---- micro-kernel of the fused attention ----------------------------------------------------
    C (R rows x NV vectors, row stride ldc) = (acc ? C : 0) + sum over k < K of A[k] B[k], with
    A k-major (A[k * lda + r], one broadcast per row) and B row-major (B[k * ldb + c]). Every
@@ -5607,33 +5624,39 @@ static float hv__max_f(const float *p, int64_t n) {
     }
     return hv__vhmax(nan) > 0 ? NAN : hv__vhmax(m);
 }
-/* column sums of a (rows x ld) matrix over columns [c0, c0 + nc), nc <= 4 VN: out[c] (+)= sum over
-   rows in order of f(row, column). Runs of HV__RUN rows in float, each run added in double. The
-   kind: 0 plain sum, 1 sum of g * (x - mean[row]) * rstd[row] (layer norm weight gradient) */
-static void hv__col_sums(const float *p, const float *x, const float *mean, const float *rstd, int64_t rows, int64_t ld, int64_t c0,
-                         int64_t nc, double *out) {
-    int64_t r0, r, v, nv = (nc + HV__VN - 1) / HV__VN;
-    for (v = 0; v < nc; v++) out[v] = 0;
-    for (r0 = 0; r0 < rows; r0 += HV__RUN) {
-        int64_t e = r0 + HV__RUN < rows ? r0 + HV__RUN : rows;
-        hv__vf acc[4];
-        float tmp[4 * HV__VN];
-        for (v = 0; v < nv; v++) acc[v] = hv__vzero();
-        for (r = r0; r < e; r++) {
-            const float *pr = p + r * ld + c0;
-            for (v = 0; v < nv; v++) {
-                int64_t left = nc - v * HV__VN;
-                hv__vf g = left >= HV__VN ? hv__vld(pr + v * HV__VN) : hv__vldn(pr + v * HV__VN, left);
-                if (x) {
-                    const float *xr = x + r * ld + c0 + v * HV__VN;
-                    hv__vf xv = left >= HV__VN ? hv__vld(xr) : hv__vldn(xr, left);
-                    g = hv__vmul(g, hv__vmul(hv__vsub(xv, hv__vset(mean[r])), hv__vset(rstd[r])));
-                }
-                acc[v] = hv__vadd(acc[v], g);
-            }
+/* Sums over rows (bias and norm-weight gradients) in blocks of HV__RBLK rows: each block adds
+   its rows in order into float partial sums (a block per work item, any thread), then each
+   column adds the blocks' partials in order in double. The rows are read once, in memory order,
+   and no sum depends on the thread count. */
+#define HV__RBLK 64
+/* part[c] = sum over rows [r0, r1) of p[r][c] for c < D; part_xh[c] (when x) of p (x - mean) rstd */
+static void hv__block_col_sums(const float *p, const float *x, const float *mean, const float *rstd, int64_t r0, int64_t r1, int64_t D,
+                               float *part, float *part_xh) {
+    int64_t r, j;
+    memset(part, 0, sizeof(float) * (size_t)D);
+    if (x) memset(part_xh, 0, sizeof(float) * (size_t)D);
+    for (r = r0; r < r1; r++) {
+        const float *pr = p + r * D;
+        if (x) {
+            const float *xr = x + r * D;
+            const hv__vf mv = hv__vset(mean[r]), rv = hv__vset(rstd[r]);
+            HV__SPAN(j, D, W, {
+                hv__vf g = hv__vldw(pr + j, W);
+                hv__vstw(part + j, hv__vadd(hv__vldw(part + j, W), g), W);
+                hv__vstw(part_xh + j, hv__vfma(g, hv__vmul(hv__vsub(hv__vldw(xr + j, W), mv), rv), hv__vldw(part_xh + j, W)), W);
+            })
+        } else {
+            HV__SPAN(j, D, W, { hv__vstw(part + j, hv__vadd(hv__vldw(part + j, W), hv__vldw(pr + j, W)), W); })
         }
-        for (v = 0; v < nv; v++) hv__vst(tmp + v * HV__VN, acc[v]);
-        for (v = 0; v < nc; v++) out[v] += (double)tmp[v];
+    }
+}
+/* out[c] (+)= the nblk partials (nblk x D) of column c, added in order in double */
+static void hv__add_partials(float *out, int accumulate, const float *part, int64_t nblk, int64_t D) {
+    int64_t c, k;
+    for (c = 0; c < D; c++) {
+        double s = 0;
+        for (k = 0; k < nblk; k++) s += (double)part[k * D + c];
+        out[c] = accumulate ? out[c] + (float)s : (float)s;
     }
 }
 
@@ -5718,12 +5741,17 @@ static void hv__fast_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const h
             float *gxr = pgx + r * n;
             const hv__vf s = hv__vset((float)(is_log ? hv__sum_f(gr, n) : hv__sum_prod(gr, yr, n)));
             int64_t j;
-            for (j = 0; j < n; j += HV__VN) {
-                int64_t w = n - j < HV__VN ? n - j : HV__VN;
-                hv__vf yv = hv__vldn(yr + j, w), gv = hv__vldn(gr + j, w), d;
-                /* log: gx += gy - softmax sum(gy); else gx += y (gy - sum(gy y)) */
-                d = is_log ? hv__vsub(gv, hv__vmul(hv__vexp(yv), s)) : hv__vmul(yv, hv__vsub(gv, s));
-                hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, w), d), w);
+            /* log: gx += gy - softmax sum(gy); else gx += y (gy - sum(gy y)) */
+            if (is_log) {
+                HV__SPAN(j, n, W, {
+                    hv__vf d = hv__vsub(hv__vldw(gr + j, W), hv__vmul(hv__vexp(hv__vldw(yr + j, W)), s));
+                    hv__vstw(gxr + j, hv__vadd(hv__vldw(gxr + j, W), d), W);
+                })
+            } else {
+                HV__SPAN(j, n, W, {
+                    hv__vf d = hv__vmul(hv__vldw(yr + j, W), hv__vsub(hv__vldw(gr + j, W), s));
+                    hv__vstw(gxr + j, hv__vadd(hv__vldw(gxr + j, W), d), W);
+                })
             }
         }
     } else {
@@ -5773,65 +5801,59 @@ static void hv__fast_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_t
         ps[r] = rs;
     }
 }
+/* gx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w, row by row; the weight and bias
+   gradients from the same pass over the rows (blocks of HV__RBLK rows, see hv__block_col_sums) */
+static void hv__ln_bwd_row(float *gxr, const float *xr, const float *gr, const float *pw, float mu, float rs, int64_t D) {
+    const hv__vf mv = hv__vset(mu), rv = hv__vset(rs);
+    hv__vf sg = hv__vzero(), sgx = hv__vzero(), msg, msgx;
+    double dsg = 0, dsgx = 0;
+    int64_t j, run = 0;
+    HV__SPAN(j, D, W, {
+        hv__vf g = hv__vldw(gr + j, W), xh = hv__vmul(hv__vsub(hv__vldw(xr + j, W), mv), rv);
+        if (pw) g = hv__vmul(g, hv__vldw(pw + j, W));
+        sg = hv__vadd(sg, g);
+        sgx = hv__vfma(g, xh, sgx); /* lanes past D: g = 0 */
+        if ((run += HV__VN) >= HV__RUN) {
+            dsg += (double)hv__vhsum(sg);
+            dsgx += (double)hv__vhsum(sgx);
+            sg = sgx = hv__vzero();
+            run = 0;
+        }
+    })
+    dsg += (double)hv__vhsum(sg);
+    dsgx += (double)hv__vhsum(sgx);
+    msg = hv__vset((float)(dsg / (double)D));
+    msgx = hv__vset((float)(dsgx / (double)D));
+    HV__SPAN(j, D, W, {
+        hv__vf g = hv__vldw(gr + j, W), xh = hv__vmul(hv__vsub(hv__vldw(xr + j, W), mv), rv);
+        if (pw) g = hv__vmul(g, hv__vldw(pw + j, W));
+        hv__vstw(gxr + j, hv__vadd(hv__vldw(gxr + j, W), hv__vmul(rv, hv__vsub(hv__vsub(g, msg), hv__vmul(xh, msgx)))), W);
+    })
+}
 static void hv__fast_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
                                     const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
-    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, r, blk;
+    const int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D, nblk = (rows + HV__RBLK - 1) / HV__RBLK;
     const float *px = (const float *)x->data, *pw = w ? (const float *)w->data : NULL, *pm = (const float *)mean->data;
     const float *ps = (const float *)rstd->data, *pg = (const float *)gy->data;
-    if (gx) {
-        float *pgx = (float *)gx->data;
-        /* gx = rstd (g - mean(g) - xhat mean(g xhat)) with g = gy w: one row per thread */
-        HV__PARALLEL_FOR(ctx, rows * D)
-        for (r = 0; r < rows; r++) {
-            const float *xr = px + r * D, *gr = pg + r * D;
-            float *gxr = pgx + r * D;
-            const hv__vf mv = hv__vset(pm[r]), rv = hv__vset(ps[r]);
-            hv__vf sg = hv__vzero(), sgx = hv__vzero();
-            double dsg = 0, dsgx = 0;
-            int64_t j, run = 0;
-            for (j = 0; j < D; j += HV__VN) {
-                int64_t n = D - j < HV__VN ? D - j : HV__VN;
-                hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv);
-                if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
-                sg = hv__vadd(sg, g);
-                sgx = hv__vfma(g, xh, sgx); /* lanes past D: g = 0 */
-                if ((run += HV__VN) >= HV__RUN || j + HV__VN >= D) {
-                    dsg += (double)hv__vhsum(sg);
-                    dsgx += (double)hv__vhsum(sgx);
-                    sg = sgx = hv__vzero();
-                    run = 0;
-                }
-            }
-            {
-                const hv__vf msg = hv__vset((float)(dsg / (double)D)), msgx = hv__vset((float)(dsgx / (double)D));
-                for (j = 0; j < D; j += HV__VN) {
-                    int64_t n = D - j < HV__VN ? D - j : HV__VN;
-                    hv__vf g = hv__vldn(gr + j, n), xh = hv__vmul(hv__vsub(hv__vldn(xr + j, n), mv), rv), d;
-                    if (pw) g = hv__vmul(g, hv__vldn(pw + j, n));
-                    d = hv__vmul(rv, hv__vsub(hv__vsub(g, msg), hv__vmul(xh, msgx)));
-                    hv__vstn(gxr + j, hv__vadd(hv__vldn(gxr + j, n), d), n);
-                }
-            }
-        }
+    float *pgx = gx ? (float *)gx->data : NULL, *part = NULL;
+    int64_t blk;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    if ((gw || gb) && !(part = hv__scratch(ctx, 2 * nblk * D))) { /* (nblk, D) sums of gy, then of gy xhat */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_layer_norm_bwd(ctx, gx, gw, gb, x, w, mean, rstd, gy);
+        return;
     }
-    if (gw || gb) {
-        const int64_t cb = 4 * HV__VN, nblk = (D + cb - 1) / cb;
-        float *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
-        HV__PARALLEL_FOR(ctx, rows * D)
-        for (blk = 0; blk < nblk; blk++) { /* sums over rows: a block of columns per thread, rows in order */
-            const int64_t c0 = blk * cb, nc = D - c0 < cb ? D - c0 : cb;
-            double s[4 * HV__VN];
-            int64_t c;
-            if (pgw) {
-                hv__col_sums(pg, px, pm, ps, rows, D, c0, nc, s);
-                for (c = 0; c < nc; c++) pgw[c0 + c] += (float)s[c];
-            }
-            if (pgb) {
-                hv__col_sums(pg, NULL, NULL, NULL, rows, D, c0, nc, s);
-                for (c = 0; c < nc; c++) pgb[c0 + c] += (float)s[c];
-            }
-        }
+    HV__PARALLEL_FOR(ctx, rows * D)
+    for (blk = 0; blk < nblk; blk++) {
+        const int64_t r0 = blk * HV__RBLK, r1 = r0 + HV__RBLK < rows ? r0 + HV__RBLK : rows;
+        int64_t r;
+        if (pgx)
+            for (r = r0; r < r1; r++) hv__ln_bwd_row(pgx + r * D, px + r * D, pg + r * D, pw, pm[r], ps[r], D);
+        if (part) hv__block_col_sums(pg, gw ? px : NULL, pm, ps, r0, r1, D, part + blk * D, part + (nblk + blk) * D);
     }
+    if (gb) hv__add_partials((float *)gb->data, 1, part, nblk, D);
+    if (gw) hv__add_partials((float *)gw->data, 1, part + nblk * D, nblk, D);
+    hv__arena_rewind(&ctx->arena, mark);
 }
 
 /* ---- elementwise: contiguous spans as vectors, everything else by the reference row walk -----
@@ -5844,52 +5866,47 @@ static int hv__flat(const hv_tensor *t) { return hv_is_contiguous(t); }
 /* o[j] = op(x[j]) for j < n (both stride 1); the ops the reference computes with libm's tanhf and
    logf keep them (lane by lane) */
 static void hv__unary_span(int op, float alpha, float *o, const float *x, int64_t n) {
-    int64_t j = 0, w;
+    int64_t j;
     const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
-    if (op == HV__TANH || op == HV__LOG) {
-        for (; j < n; j++) o[j] = hv__unary_f(op, alpha, x[j]);
-        return;
+#define HV__U(expr) HV__SPAN(j, n, W, { hv__vf v = hv__vldw(x + j, W); hv__vstw(o + j, (expr), W); })
+    switch (op) {
+    case HV__EXP: HV__U(hv__vexp(v)); break;
+    case HV__SQRT: HV__U(hv__vsqrt(v)); break;
+    case HV__SIGMOID: HV__U(hv__vdiv(one, hv__vadd(one, hv__vexp(hv__vsub(zero, v))))); break;
+    case HV__RELU: HV__U(hv__vsel_gt(v, zero, v, zero)); break; /* NaN -> 0, as x > 0 ? x : 0 */
+    case HV__LEAKY_RELU: HV__U(hv__vsel_gt(v, zero, v, hv__vmul(a, v))); break;
+    case HV__GELU: HV__U(hv__vgelu(v)); break;
+    case HV__SCALE: HV__U(hv__vmul(a, v)); break;
+    case HV__ADD_SCALAR: HV__U(hv__vadd(v, a)); break;
+    default:
+        for (j = 0; j < n; j++) o[j] = hv__unary_f(op, alpha, x[j]);
     }
-    for (; j < n; j += HV__VN) {
-        hv__vf v, r;
-        w = n - j < HV__VN ? n - j : HV__VN;
-        v = hv__vldn(x + j, w);
-        switch (op) {
-        case HV__EXP: r = hv__vexp(v); break;
-        case HV__SQRT: r = hv__vsqrt(v); break;
-        case HV__SIGMOID: r = hv__vdiv(one, hv__vadd(one, hv__vexp(hv__vsub(zero, v)))); break;
-        case HV__RELU: r = hv__vsel_gt(v, zero, v, zero); break; /* NaN -> 0, as x > 0 ? x : 0 */
-        case HV__LEAKY_RELU: r = hv__vsel_gt(v, zero, v, hv__vmul(a, v)); break;
-        case HV__GELU: r = hv__vgelu(v); break;
-        case HV__SCALE: r = hv__vmul(a, v); break;
-        default: r = hv__vadd(v, a); break; /* HV__ADD_SCALAR */
-        }
-        hv__vstn(o + j, r, w);
-    }
+#undef HV__U
 }
 /* g[j] += gy[j] * d op(x[j]) / dx, from x and y = op(x) */
 static void hv__unary_bwd_span(int op, float alpha, float *g, const float *x, const float *y, const float *gy, int64_t n) {
-    int64_t j, w;
+    int64_t j;
     const hv__vf a = hv__vset(alpha), zero = hv__vzero(), one = hv__vset(1.0f);
-    for (j = 0; j < n; j += HV__VN) {
-        hv__vf xv, yv, d;
-        w = n - j < HV__VN ? n - j : HV__VN;
-        xv = hv__vldn(x + j, w);
-        yv = hv__vldn(y + j, w);
-        switch (op) {
-        case HV__EXP: d = yv; break;
-        case HV__LOG: d = hv__vdiv(one, xv); break;
-        case HV__SQRT: d = hv__vdiv(hv__vset(0.5f), yv); break;
-        case HV__TANH: d = hv__vsub(one, hv__vmul(yv, yv)); break;
-        case HV__SIGMOID: d = hv__vmul(yv, hv__vsub(one, yv)); break;
-        case HV__RELU: d = hv__vsel_gt(xv, zero, one, zero); break;
-        case HV__LEAKY_RELU: d = hv__vsel_gt(xv, zero, one, a); break;
-        case HV__GELU: d = hv__vgelu_d(xv); break;
-        case HV__SCALE: d = a; break;
-        default: d = one; break;
-        }
-        hv__vstn(g + j, hv__vfma(hv__vldn(gy + j, w), d, hv__vldn(g + j, w)), w);
+#define HV__UB(expr)                                                                               \
+    HV__SPAN(j, n, W, {                                                                            \
+        hv__vf xv = hv__vldw(x + j, W), yv = hv__vldw(y + j, W);                                   \
+        hv__vstw(g + j, hv__vfma(hv__vldw(gy + j, W), (expr), hv__vldw(g + j, W)), W);             \
+        (void)xv;                                                                                  \
+        (void)yv;                                                                                  \
+    })
+    switch (op) {
+    case HV__EXP: HV__UB(yv); break;
+    case HV__LOG: HV__UB(hv__vdiv(one, xv)); break;
+    case HV__SQRT: HV__UB(hv__vdiv(hv__vset(0.5f), yv)); break;
+    case HV__TANH: HV__UB(hv__vsub(one, hv__vmul(yv, yv))); break;
+    case HV__SIGMOID: HV__UB(hv__vmul(yv, hv__vsub(one, yv))); break;
+    case HV__RELU: HV__UB(hv__vsel_gt(xv, zero, one, zero)); break;
+    case HV__LEAKY_RELU: HV__UB(hv__vsel_gt(xv, zero, one, a)); break;
+    case HV__GELU: HV__UB(hv__vgelu_d(xv)); break;
+    case HV__SCALE: HV__UB(a); break;
+    default: HV__UB(one); break;
     }
+#undef HV__UB
 }
 static void hv__fast_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
     int64_t n = hv_numel(out), c;
@@ -5923,20 +5940,19 @@ static void hv__fast_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, 
 
 /* o[j] = a[j sa] (op) b[j sb] with sa, sb in {0, 1} */
 static void hv__binary_span(int op, float *o, const float *a, int64_t sa, const float *b, int64_t sb, int64_t n) {
-    int64_t j, w;
-    for (j = 0; j < n; j += HV__VN) {
-        hv__vf av, bv, r;
-        w = n - j < HV__VN ? n - j : HV__VN;
-        av = sa ? hv__vldn(a + j, w) : hv__vset(a[0]);
-        bv = sb ? hv__vldn(b + j, w) : hv__vset(b[0]);
-        switch (op) {
-        case HV__ADD: r = hv__vadd(av, bv); break;
-        case HV__SUB: r = hv__vsub(av, bv); break;
-        case HV__MUL: r = hv__vmul(av, bv); break;
-        default: r = hv__vdiv(av, bv); break;
-        }
-        hv__vstn(o + j, r, w);
+    int64_t j;
+#define HV__B(vop)                                                                                 \
+    HV__SPAN(j, n, W, {                                                                            \
+        hv__vf av = sa ? hv__vldw(a + j, W) : hv__vset(a[0]), bv = sb ? hv__vldw(b + j, W) : hv__vset(b[0]); \
+        hv__vstw(o + j, vop(av, bv), W);                                                           \
+    })
+    switch (op) {
+    case HV__ADD: HV__B(hv__vadd); break;
+    case HV__SUB: HV__B(hv__vsub); break;
+    case HV__MUL: HV__B(hv__vmul); break;
+    default: HV__B(hv__vdiv); break;
     }
+#undef HV__B
 }
 static void hv__fast_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
     int64_t n = hv_numel(out), sa = hv__row_stride(a), sb = hv__row_stride(b), c, r;
@@ -6016,29 +6032,34 @@ static void hv__fast_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor
         len = hv_numel(x) / rows;
         HV__PARALLEL_FOR(ctx, rows * len)
         for (r = 0; r < rows; r++) po[r] = op == HV__RED_SUM ? (float)hv__sum_f(px + r * len, len) : hv__max_f(px + r * len, len);
-    } else { /* out (len) from x (rows, len): column blocks */
-        const int64_t cb = 4 * HV__VN;
-        int64_t nblk;
+    } else { /* out (len) from x (rows, len): blocks of rows, then the blocks in order per column */
         len = hv_numel(out);
         rows = hv_numel(x) / len;
-        nblk = (len + cb - 1) / cb;
-        HV__PARALLEL_FOR(ctx, rows * len)
-        for (r = 0; r < nblk; r++) {
-            const int64_t c0 = r * cb, nc = len - c0 < cb ? len - c0 : cb;
-            int64_t c, q;
-            if (op == HV__RED_SUM) {
-                double s[4 * HV__VN];
-                hv__col_sums(px, NULL, NULL, NULL, rows, len, c0, nc, s);
-                for (c = 0; c < nc; c++) po[c0 + c] = (float)s[c];
-            } else {
-                for (c = 0; c < nc; c++) { /* max down the column: first value, then NaN wins as in the reference */
-                    float m = px[c0 + c];
-                    for (q = 1; q < rows; q++) {
-                        float v = px[q * len + c0 + c];
-                        if (v > m || v != v) m = v;
-                    }
-                    po[c0 + c] = m;
+        if (op == HV__RED_SUM) {
+            const int64_t nblk = (rows + HV__RBLK - 1) / HV__RBLK;
+            hv__arena_mark mark = hv__arena_save(&ctx->arena);
+            float *part = hv__scratch(ctx, nblk * len);
+            if (!part) {
+                hv__arena_rewind(&ctx->arena, mark);
+                hv__cpu_reduce(ctx, op, out, x);
+                return;
+            }
+            HV__PARALLEL_FOR(ctx, rows * len)
+            for (r = 0; r < nblk; r++)
+                hv__block_col_sums(px, NULL, NULL, NULL, r * HV__RBLK, (r + 1) * HV__RBLK < rows ? (r + 1) * HV__RBLK : rows, len,
+                                   part + r * len, NULL);
+            hv__add_partials(po, 0, part, nblk, len);
+            hv__arena_rewind(&ctx->arena, mark);
+        } else {
+            HV__PARALLEL_FOR(ctx, rows * len)
+            for (r = 0; r < len; r++) { /* max down the column: first value, then NaN wins as in the reference */
+                float m = px[r];
+                int64_t q;
+                for (q = 1; q < rows; q++) {
+                    float v = px[q * len + r];
+                    if (v > m || v != v) m = v;
                 }
+                po[r] = m;
             }
         }
     }

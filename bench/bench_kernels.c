@@ -108,6 +108,58 @@ static void conv_bwd_weight(bench *b, int fast) {
     (fast ? hv__fast_conv2d_bwd_weight : hv__cpu_conv2d_bwd_weight)(ctx, b->t[6], b->t[7], b->t[0], b->t[4], b->g);
 }
 
+/* ---- row kernels at ViT-S shapes: p = rows, width ------------------------------------------- */
+static void rows_setup(bench *b) {
+    const int64_t R = b->p[0], D = b->p[1];
+    int64_t sh[2];
+    b->t[0] = randn(HV_SHAPE(R, D), 1);  /* x */
+    b->t[1] = randn(HV_SHAPE(D), 1);     /* w, or a bias */
+    b->t[2] = randn(HV_SHAPE(D), 1);     /* b */
+    b->t[3] = zeros(HV_SHAPE(R, D));     /* y */
+    b->t[4] = zeros(HV_SHAPE(R));        /* mean */
+    b->t[5] = zeros(HV_SHAPE(R));        /* rstd */
+    b->t[6] = randn(HV_SHAPE(R, D), 1);  /* gy */
+    b->t[7] = zeros(HV_SHAPE(R, D));     /* gx */
+    b->t[8] = zeros(HV_SHAPE(D));        /* gw */
+    b->t[9] = zeros(HV_SHAPE(D));        /* gb */
+    b->t[10] = zeros(HV_SHAPE(1, D));    /* a column sum */
+    sh[0] = R;
+    sh[1] = D;
+    b->v[0] = hv__expand(b->t[1], 2, sh); /* the bias broadcast over rows */
+    hv__cpu_layer_norm(ctx, b->t[3], b->t[4], b->t[5], b->t[0], b->t[1], b->t[2], 1e-6f);
+}
+static void ln_fwd(bench *b, int fast) {
+    (fast ? hv__fast_layer_norm : hv__cpu_layer_norm)(ctx, b->t[3], b->t[4], b->t[5], b->t[0], b->t[1], b->t[2], 1e-6f);
+}
+static void ln_bwd(bench *b, int fast) {
+    (fast ? hv__fast_layer_norm_bwd : hv__cpu_layer_norm_bwd)(ctx, b->t[7], b->t[8], b->t[9], b->t[0], b->t[1], b->t[4], b->t[5], b->t[6]);
+}
+static void gelu_fwd(bench *b, int fast) { (fast ? hv__fast_unary : hv__cpu_unary)(ctx, HV__GELU, 0, b->t[3], b->t[0]); }
+static void gelu_bwd(bench *b, int fast) { (fast ? hv__fast_unary_bwd : hv__cpu_unary_bwd)(ctx, HV__GELU, 0, b->t[7], b->t[0], b->t[3], b->t[6]); }
+static void bias_add(bench *b, int fast) { (fast ? hv__fast_binary : hv__cpu_binary)(ctx, HV__ADD, b->t[3], b->t[0], b->v[0]); }
+static void bias_grad(bench *b, int fast) { (fast ? hv__fast_reduce : hv__cpu_reduce)(ctx, HV__RED_SUM, b->t[10], b->t[6]); }
+static void softmax_fwd(bench *b, int fast) { (fast ? hv__fast_softmax : hv__cpu_softmax)(ctx, 0, b->t[3], b->t[0], b->p[0], b->p[1], 1); }
+static void softmax_bwd(bench *b, int fast) {
+    (fast ? hv__fast_softmax_bwd : hv__cpu_softmax_bwd)(ctx, 0, b->t[7], b->t[3], b->t[6], b->p[0], b->p[1], 1);
+}
+static void ce_setup(bench *b) {
+    int64_t i;
+    rows_setup(b);
+    b->t[11] = hv_tensor_new(ctx, HV_I32, HV_SHAPE(b->p[0]));
+    for (i = 0; i < b->p[0]; i++) hv_data_i32(b->t[11])[i] = (int32_t)(i * 7 % b->p[1]);
+    b->v[1] = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1)); /* loss */
+    b->v[2] = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(b->p[0], 2)); /* lse */
+    hv_data(b->v[1])[0] = 1;
+    hv__cpu_cross_entropy(ctx, b->v[1], b->v[2], b->t[4], b->t[0], b->t[11]);
+}
+static void ce_fwd(bench *b, int fast) { (fast ? hv__fast_cross_entropy : hv__cpu_cross_entropy)(ctx, b->v[1], b->v[2], b->t[4], b->t[0], b->t[11]); }
+static void ce_bwd(bench *b, int fast) { (fast ? hv__fast_cross_entropy_bwd : hv__cpu_cross_entropy_bwd)(ctx, b->t[7], b->t[0], b->t[11], b->v[2], b->v[1]); }
+static void mse_fwd(bench *b, int fast) { (fast ? hv__fast_diff_loss : hv__cpu_diff_loss)(ctx, HV__LOSS_MSE, b->t[4], b->t[0], b->t[6]); }
+static void mse_bwd(bench *b, int fast) {
+    hv_data(b->t[5])[0] = 1;
+    (fast ? hv__fast_diff_loss_bwd : hv__cpu_diff_loss_bwd)(ctx, HV__LOSS_MSE, b->t[7], NULL, b->t[0], b->t[6], b->t[5]);
+}
+
 /* ---- the table -------------------------------------------------------------------------------- */
 
 typedef struct torch_row {
@@ -172,6 +224,18 @@ int main(int argc, char **argv) {
     ADD("conv_fwd_" tag, shp, conv_setup, conv_fwd, __VA_ARGS__);                                  \
     ADD("conv_bwdx_" tag, shp, conv_setup, conv_bwd_data, __VA_ARGS__);                           \
     ADD("conv_bwdw_" tag, shp, conv_setup, conv_bwd_weight, __VA_ARGS__)
+    ADD("layernorm_fwd", "2056 x 384 (B8 N257 D384)", rows_setup, ln_fwd, 2056, 384);
+    ADD("layernorm_bwd", "2056 x 384, dx dw db", rows_setup, ln_bwd, 2056, 384);
+    ADD("gelu_fwd", "2056 x 1536 (MLP)", rows_setup, gelu_fwd, 2056, 1536);
+    ADD("gelu_bwd", "2056 x 1536", rows_setup, gelu_bwd, 2056, 1536);
+    ADD("bias_add", "2056 x 1536 + 1536", rows_setup, bias_add, 2056, 1536);
+    ADD("bias_grad", "sum 2056 x 1536 over rows", rows_setup, bias_grad, 2056, 1536);
+    ADD("softmax_fwd", "12336 x 257 (B8 H6 N257)", rows_setup, softmax_fwd, 12336, 257);
+    ADD("softmax_bwd", "12336 x 257", rows_setup, softmax_bwd, 12336, 257);
+    ADD("xent_fwd", "256 x 1000", ce_setup, ce_fwd, 256, 1000);
+    ADD("xent_bwd", "256 x 1000", ce_setup, ce_bwd, 256, 1000);
+    ADD("mse_fwd", "1568 x 768 (MAE B8 196 p)", rows_setup, mse_fwd, 1568, 768);
+    ADD("mse_bwd", "1568 x 768", rows_setup, mse_bwd, 1568, 768);
     CONV3("patch16", "8x3x224 -> 384 k16 s16", 8, 3, 224, 224, 384, 16, 16, 0, 1);
     CONV3("1x1", "8x256x56 -> 128 k1", 8, 256, 56, 56, 128, 1, 1, 0, 1);
     CONV3("3x3g32", "8x128x56 -> 128 k3 g32", 8, 128, 56, 56, 128, 3, 1, 1, 32);

@@ -49,6 +49,56 @@ def conv(N, cin, H, W, cout, k, s, p, g):
     return fwd, grad_fn(y, (x,), gy), grad_fn(y, (w, b), gy)
 
 
+def row_kernels(r):
+    R, D, Fh = 2056, 384, 1536
+
+    def ln():
+        x = torch.randn(R, D, requires_grad=True)
+        w = torch.randn(D, requires_grad=True)
+        b = torch.randn(D, requires_grad=True)
+        f = lambda: F.layer_norm(x, (D,), w, b, 1e-6)
+        y = f()
+        return f, grad_fn(y, (x, w, b), torch.randn_like(y))
+
+    def gelu():
+        x = torch.randn(R, Fh, requires_grad=True)
+        f = lambda: F.gelu(x)
+        y = f()
+        return f, grad_fn(y, (x,), torch.randn_like(y))
+
+    def bias():
+        x = torch.randn(R, Fh)
+        b = torch.randn(Fh)
+        g = torch.randn(R, Fh)
+        return (lambda: x + b), (lambda: g.sum(0))
+
+    def softmax():
+        x = torch.randn(12336, 257, requires_grad=True)
+        f = lambda: torch.softmax(x, -1)
+        y = f()
+        return f, grad_fn(y, (x,), torch.randn_like(y))
+
+    def xent():
+        x = torch.randn(256, 1000, requires_grad=True)
+        lab = torch.arange(256) * 7 % 1000
+        f = lambda: F.cross_entropy(x, lab)
+        y = f()
+        return f, grad_fn(y, (x,), torch.ones_like(y))
+
+    def mse():
+        a = torch.randn(1568, 768, requires_grad=True)
+        b = torch.randn(1568, 768)
+        f = lambda: F.mse_loss(a, b)
+        y = f()
+        return f, grad_fn(y, (a,), torch.ones_like(y))
+
+    for name, make in (("layernorm", ln), ("gelu", gelu), ("softmax", softmax), ("xent", xent), ("mse", mse)):
+        r[name + "_fwd"] = (lambda m: lambda: m()[0])(make)
+        r[name + "_bwd"] = (lambda m: lambda: m()[1])(make)
+    r["bias_add"] = lambda: bias()[0]
+    r["bias_grad"] = lambda: bias()[1]
+
+
 def rows():
     """(name, factory returning {'fwd': fn} / {'bwd': fn}) in bench_kernels' names"""
     r = {}
@@ -62,6 +112,7 @@ def rows():
 
     att("vits", 8, 257, 6, 64)
     att("vith476", 1, 1157, 16, 80)
+    row_kernels(r)
 
     def cv(tag, *shape):
         for i, kind in enumerate(("fwd", "bwdx", "bwdw")):
