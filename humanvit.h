@@ -8813,6 +8813,33 @@ static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
     return hv_add(x, hv__linear_fwd(&b->fc2, hv_gelu(hv__linear_fwd(&b->fc1, hv__norm_fwd(&b->norm2, x)))));
 }
 
+/* A block in no-grad mode (inference) on the CPU: the block's temporaries are released as soon as
+   it is done, so a forward pass holds one block's activations, not all of them. The output is
+   moved down to where the block's first allocation was (memmove: the regions may overlap) and
+   the arena rewound to just after it. With a tape, everything must live until the backward. */
+static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
+    hv_ctx *ctx;
+    hv__arena_mark mark;
+    hv_tensor *y, *z;
+    void *ydata;
+    size_t bytes;
+    if (!x) return NULL;
+    ctx = x->ctx;
+    if (ctx->grad_enabled || ctx->be != hv__cpu_backend()) return hv__block_fwd(b, x);
+    mark = hv__arena_save(&ctx->arena);
+    y = hv__block_fwd(b, x);
+    if (!y || !hv_is_contiguous(y)) return y;
+    ydata = y->data;
+    bytes = (size_t)hv_numel(y) * sizeof(float);
+    hv__arena_rewind(&ctx->arena, mark);
+    z = hv__header(ctx, HV_F32, y->ndim, y->shape, 0); /* y's header is below its data: read above */
+    if (!z) return NULL;
+    z->data = hv__arena_alloc(&ctx->arena, bytes);
+    if (!z->data) return NULL;
+    memmove(z->data, ydata, bytes);
+    return z;
+}
+
 /* ---- patches -------------------------------------------------------------------------------- */
 
 /* (B, C, gh*p, gw*p) -> (B, gh*gw, per-patch vector) with the vector in (channel, row, column)
@@ -9232,7 +9259,7 @@ static hv_tensor *hv__vit_trunk(hv_vit *v, hv_tensor *x, int apply_norm) {
     parts[0] = cls;
     parts[1] = x;
     x = hv_concat(parts, 2, 1);
-    for (i = 0; i < v->d.depth; i++) x = hv__block_fwd(&v->blocks[i], x);
+    for (i = 0; i < v->d.depth; i++) x = hv__block_fwd_compact(&v->blocks[i], x);
     return apply_norm ? hv__norm_fwd(&v->norm, x) : x;
 }
 HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images) {
@@ -9442,7 +9469,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     parts[0] = hv_slice(dec, 1, 0, 1, 1);
     parts[1] = x;
     x = hv_add(hv_concat(parts, 2, 1), mae->dec_pos);            /* (B, 1 + L, Dd) */
-    for (i = 0; i < mae->d.decoder_depth; i++) x = hv__block_fwd(&mae->dec_blocks[i], x);
+    for (i = 0; i < mae->d.decoder_depth; i++) x = hv__block_fwd_compact(&mae->dec_blocks[i], x);
     x = hv__linear_fwd(&mae->dec_pred, hv__norm_fwd(&mae->dec_norm, x));
     HV__CHECK_IN(x);
     pred = hv_slice(x, 1, 1, 1 + L, 1);                          /* (B, L, p*p*C) */
