@@ -9,16 +9,22 @@
    and compile with   cc -O2 -march=native [-fopenmp] file.c -lm
    Every other file includes "humanvit.h" as a normal header.
 
-   TABLE OF CONTENTS (search for the "====" banners)
-       1. Usage, options, step by step
-       2. Public API: types and context, tensors, autodiff, ops, errors
-       3. Implementation: allocator and arena
+   TABLE OF CONTENTS (search for the "==== N." banners)
+       1. Usage, options, step by step (this comment)
+       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids),
+          training (optimizers, schedules, clipping, train state), images and .npy,
+          checkpoints (state dicts, safetensors, .pth, loading into models), errors
+       3. Implementation: errors, allocator and arena
        4. Implementation: tensor core
        5. Implementation: autodiff tape
        6. Implementation: op definitions (forward and backward, backend-agnostic)
-       7. Implementation: CPU backend (scalar reference kernels; 7b: the fast SIMD kernels in use)
-       8. Implementation: checkpoint formats (safetensors, PyTorch .pth)
-       9. Implementation: layers and models (transformer block, ViT, MAE)
+       7. Implementation: CPU backend (scalar reference kernels, then SIMD: the GEMM and the fast
+          kernels of the other ops, "CPU BACKEND: fast kernels")
+       7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
+       8. Implementation: layers and models (transformer block, ViT, MAE, model ids)
+       9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
+      10. Implementation: optimizers, schedules, training state
+      11. Implementation: images (PNG, JPEG, PPM decoding, PIL-compatible resize, .npy)
 
    OPTIONS (define before including the implementation)
        HUMANVIT_STATIC          all public functions become static (HVDEF = static)
@@ -26,13 +32,28 @@
        HV_ASSERT(x)             internal invariants only (default: assert); user mistakes never assert
        _OPENMP                  (set by -fopenmp) kernels run multi-threaded; results are
                                 bit-identical for any thread count (see DETERMINISM)
-       HUMANVIT_REFERENCE_KERNELS  the CPU backend runs its scalar reference kernels instead of the
-                                SIMD ones (section 7b): slow, for debugging and benchmarks
+       SIMD                     chosen by the compiler's own macros: -march=native (or -mavx512f,
+                                -mavx2 -mfma; aarch64 has NEON) gives the packed AVX-512 / AVX2 /
+                                NEON SGEMM and the fast kernels of the other ops (attention,
+                                norms, elementwise...); without them the scalar reference
+                                kernels run. hv_cpu_isa(ctx) says which GEMM is in use.
+       HUMANVIT_CPU_DISPATCH    portable x86-64 binaries: build the implementation without
+                                -march=native and link kernels_cpu/hv_cpu_avx512.c (compiled with
+                                -mavx512f -mavx512bw -mavx512vl -mfma) and kernels_cpu/hv_cpu_avx2.c
+                                (-mavx2 -mfma); hv_init picks the best the CPU runs (cpuid, gcc or
+                                clang). Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
+                                HUMANVIT_STATIC and include this header: the kernel code is here.
+       HUMANVIT_VULKAN          compile in the Vulkan backend (see VULKAN); needs the Vulkan
+                                headers and kernels_vulkan/hv_shaders.h next to this file
+       HUMANVIT_REFERENCE_KERNELS  the CPU backend runs its scalar reference kernels for the ops
+                                other than the GEMM instead of the fast ones ("CPU BACKEND: fast
+                                kernels"): slow, for debugging and benchmarks
 
    WHAT IT DOES NOT DO
-       No implicit device moves, no dynamic shapes inside a step beyond what you pass, no
-       background threads of its own. Tensors are f32 (i32 for indices); bf16/f16 storage has
-       room in hv_dtype but is not implemented yet.
+       No implicit device moves, no background threads of its own, no Python. Tensors are f32
+       (i32 for indices); bf16/f16 storage has room in hv_dtype but is not implemented yet.
+       Checkpoints are read (safetensors, torch.save zip files) and written (safetensors), never
+       executed: the pickle reader builds tensors and dicts only.
 
    MEMORY
        Two lifetimes. Tensors you create with the constructors (hv_tensor_new, hv_zeros, hv_randn,
@@ -59,22 +80,49 @@
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
        output elements only, never split a reduction, so 1 thread and N threads give the same bits.
 
-   STEP BY STEP
-       hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });
-       hv_tensor *w = hv_randn(ctx, HV_SHAPE(10, 784), 0.0f, 0.01f);  hv_set_trainable(w, 1);
-       hv_tensor *x = hv_tensor_new(ctx, HV_F32, HV_SHAPE(64, 784));   // input buffer
-       hv_tensor *y = hv_tensor_new(ctx, HV_I32, HV_SHAPE(64));        // labels
-       for (step ...) {
-           hv_tensor_copy_from(x, batch_images, sizeof batch_images);
-           hv_tensor_copy_from(y, batch_labels, sizeof batch_labels);
-           hv_tensor *loss = hv_cross_entropy(hv_linear(x, w, NULL), y);
+   VULKAN
+       With HUMANVIT_VULKAN defined (in the implementation file), hv_init(&(hv_init_desc){
+       .backend = HV_BACKEND_VULKAN }) makes a context whose tensors live in GPU memory and whose
+       ops run as compute shaders (the .comp files of kernels_vulkan/, compiled into hv_shaders.h there,
+       committed: no shader compiler needed to use it). Nothing to link: the Vulkan loader is opened
+       at run time; without one, or without a device, hv_init returns NULL and says why (CPU
+       contexts are unaffected). The device: hv_init_desc.device or $HUMANVIT_VULKAN_DEVICE, an
+       index or part of a name; default the first discrete GPU, then integrated, virtual, CPU
+       (Mesa's lavapipe). A context has one backend. Tensors move only explicitly:
+       hv_tensor_to(t, other_ctx) copies across; an op given tensors of two backends fails with an
+       error. Data goes in and out with hv_tensor_copy_from/copy_to (and hv_item); hv_data()
+       returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
+       the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
+       read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
+       device sums in float, in another order). Work on tensors over the device's
+       maxStorageBufferRange (lavapipe: 128 MiB) is split (elementwise, GEMM, reductions; attention
+       over batch and heads; norms, softmax, losses and indexing over rows; conv and pools over
+       images); what cannot be split (one softmax row, batch-norm statistics, the MSE/L1 sum)
+       fails with an error. Not yet: f16/bf16, asynchronous double buffering.
+       Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
+       HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
+
+   STEP BY STEP (an MAE pretraining loop; examples/ has complete programs)
+       hv_ctx *ctx = hv_init(&(hv_init_desc){ .seed = 1 });            // CPU, all cores
+       hv_mae *mae = hv_mae_new(ctx, &(hv_mae_desc){ .encoder = { .preset = HV_VIT_S14 },
+                                                      .mask_ratio = 0.8f });
+       hv_optim *opt = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){
+                                        .lr = 3e-4f, .beta2 = 0.95f });  // AdamW
+       hv_tensor *images = hv_tensor_new(ctx, HV_F32, HV_SHAPE(32, 3, 224, 224)); // input buffer
+       for (int it = 0; it < iters; it++) {
+           hv_tensor_copy_from(images, batch, sizeof(float) * 32 * 3 * 224 * 224);
+           hv_tensor *loss = hv_mae_forward(mae, images, NULL, NULL, NULL); // records the tape
            if (!loss) { fprintf(stderr, "%s\n", hv_last_error()); break; }
-           hv_zero_grad(w);
-           hv_backward(loss);
-           ... update w from hv_grad(w) (optimizers arrive with the training toolkit) ...
-           hv_step_end(ctx);             // frees every activation of this step
+           hv_optim_zero_grad(opt);
+           hv_backward(loss);                       // gradients of every trainable parameter
+           hv_optim_step(opt);
+           hv_step_end(ctx);                        // frees this step's activations
+           if (it % 1000 == 0) hv_train_state_save("run.hvts", ctx, hv_mae_params(mae), opt, &info);
        }
-       hv_shutdown(ctx);
+       // finetuning: hv_vit_new(ctx, &(hv_vit_desc){ .preset = HV_VIT_S14, .num_classes = 1000 }),
+       // hv_params_load_file(hv_vit_params(vit), "mae.safetensors", NULL, &res) (a .pth works too),
+       // then hv_cross_entropy(hv_vit_forward(vit, images, 1), labels) in the same loop.
+       hv_optim_free(opt); hv_mae_free(mae); hv_shutdown(ctx);
 
    HV_SHAPE(...) uses a C99 compound literal; from C++ write hv_shape_of(n, dims) instead.
 */
@@ -112,7 +160,7 @@ typedef enum hv_dtype {
 
 typedef enum hv_backend_kind {
     HV_BACKEND_CPU = 0,
-    HV_BACKEND_VULKAN = 1, /* reserved: not compiled in yet */
+    HV_BACKEND_VULKAN = 1, /* compiled in with HUMANVIT_VULKAN (see VULKAN below) */
     HV_BACKEND_CUDA = 2    /* reserved: not compiled in yet */
 } hv_backend_kind;
 
@@ -121,14 +169,21 @@ typedef struct hv_init_desc {
     uint64_t seed;           /* default 0 (a valid seed) */
     int threads;             /* 0: all the machine's cores (OpenMP builds), else exactly this */
     size_t arena_bytes;      /* first arena chunk; 0: 16 MiB. It grows as needed. */
+    const char *device;      /* Vulkan: device index ("1") or name substring ("llvmpipe"); NULL:
+                                $HUMANVIT_VULKAN_DEVICE, else the first discrete GPU, then
+                                integrated, virtual, CPU (lavapipe) */
 } hv_init_desc;
 
 HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
 HVDEF void hv_shutdown(hv_ctx *ctx);              /* frees every tensor the context made */
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx);
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx); /* "cpu", or the Vulkan device's name */
+HVDEF void hv_sync(hv_ctx *ctx); /* submit queued device work and wait for it; no-op on CPU */
 HVDEF uint64_t hv_alloc_count(void);              /* calls to HV_MALLOC/HV_REALLOC so far */
 
 /* ---- deterministic RNG ---------------------------------------------------------------------- */
@@ -175,11 +230,18 @@ HVDEF int64_t hv_dim(const hv_tensor *t, int axis); /* negative axes count from 
 HVDEF hv_shape hv_tensor_shape(const hv_tensor *t);
 HVDEF int64_t hv_numel(const hv_tensor *t);
 HVDEF int hv_is_contiguous(const hv_tensor *t);
-HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes) */
-HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 */
+HVDEF float *hv_data(hv_tensor *t);       /* CPU f32 data of element 0 (NULL for other dtypes and
+                                             for tensors in device memory: use copy_to/copy_from) */
+HVDEF int32_t *hv_data_i32(hv_tensor *t); /* CPU i32 data of element 0 (NULL likewise) */
 HVDEF float hv_item(const hv_tensor *t);  /* value of a one-element tensor (NAN on error) */
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name);
 HVDEF const char *hv_tensor_name(const hv_tensor *t);
+/* moving between backends is explicit: a new persistent tensor in ctx (any backend) with t's
+   dtype, shape and values; no gradient history. Tensors of different contexts never meet in an op. */
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx);
+/* dst = src in place (any strides, same context, dtype and shape); not recorded on the tape:
+   for parameter updates and optimizer state. 0 or -1 */
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src);
 
 /* views and layout (differentiable). A view shares storage with its source. */
 HVDEF hv_tensor *hv_reshape(hv_tensor *x, hv_shape shape); /* one dim may be -1 */
@@ -367,11 +429,332 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
 HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
 
+/* HV-SECTION api-train BEGIN */
+/* ---- training: optimizers, parameter groups, LR schedules, clipping, train state ------------ */
+/* A training step with the toolkit (the order of FMAE engine_pretrain.py):
+
+       hv_optim *opt = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){
+           .type = HV_OPTIM_ADAMW, .lr = 1.5e-4f, .beta2 = 0.95f, .weight_decay = 0.05f,
+           .decay_rule = HV_DECAY_SKIP_1D });
+       hv_schedule_desc sched = { .type = HV_SCHED_COSINE, .lr = 1.5e-4f, .warmup = 40, .total = 800 };
+       for (it = start; it < iters; it++) {
+           hv_optim_set_lr(opt, hv_lr_at(&sched, (double)it / iters_per_epoch)); // per iteration
+           hv_tensor *loss = hv_mae_forward(mae, images, NULL, NULL, NULL);
+           hv_optim_zero_grad(opt);
+           hv_backward(loss);
+           if (hv_check_finite(loss, hv_mae_params(mae), NULL)) break;   // keep the last good state
+           hv_clip_grad_norm(hv_mae_params(mae), 1.0f);                    // optional
+           hv_optim_step(opt);
+           hv_step_end(ctx);
+           if (it % 10000 == 0) hv_train_state_save("run/state.hvts", ctx, hv_mae_params(mae), opt, &info);
+       }
+
+   OPTIMIZERS follow PyTorch's update formulas (single-tensor code paths, float32 state):
+       AdamW  w *= 1 - lr wd; m += (1-b1)(g - m); v = b2 v + (1-b2) g^2;
+              w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)      (torch.optim.AdamW)
+       Adam   the same without the decoupled decay, g += wd w first           (torch.optim.Adam)
+       SGD    g += wd w; buf = g at the first step, else momentum buf + (1-dampening) g;
+              g = nesterov ? g + momentum buf : buf (momentum > 0); w -= lr g (torch.optim.SGD)
+       LARS   for ndim > 1: g += wd w, g *= trust ||w|| / ||g|| (1 when either norm is 0);
+              mu = momentum mu + g; w -= lr mu                      (official MAE util/lars.py)
+   with lr = the optimizer's lr times the parameter's lr_scale and wd the parameter's weight
+   decay. The step count t is per parameter, as in PyTorch. A parameter is updated only when it
+   was trainable when the optimizer was made, is still trainable, and has a gradient (hv_grad not
+   NULL); tensors that are not trainable (BatchNorm running statistics, fixed sin-cos tables) are
+   never touched. The state (moments, momentum buffers) is allocated once by hv_optim_new; a step
+   allocates nothing. Elementwise updates run in parallel; norms are summed in double in a fixed
+   order, so results are bit-identical for any thread count. The optimizer keeps pointers to the
+   parameters and their names: free it before the model, and before hv_shutdown. */
+
+typedef enum hv_optim_type {
+    HV_OPTIM_ADAMW = 0, /* decoupled weight decay, bias-corrected moments (torch.optim.AdamW) */
+    HV_OPTIM_ADAM = 1,  /* weight decay as L2 added to the gradient (torch.optim.Adam) */
+    HV_OPTIM_SGD = 2,   /* momentum, dampening, Nesterov, L2 weight decay (torch.optim.SGD) */
+    HV_OPTIM_LARS = 3   /* SGD momentum with a layer-wise trust ratio (official MAE util/lars.py) */
+} hv_optim_type;
+
+/* which parameters get weight decay (the others get 0), upstream's parameter groups */
+typedef enum hv_decay_rule {
+    HV_DECAY_ALL = 0, /* every parameter: PyTorch's single group; the humanlike-vits finetuning */
+    /* none on ndim <= 1, names ending in ".bias", "pos_embed", "cls_token", "mask_token" or
+       "dist_token": FMAE util/lr_decay.py param_groups_lrd (finetuning), timm with no_weight_decay() */
+    HV_DECAY_SKIP_1D_AND_TOKENS = 1,
+    /* none on ndim <= 1 and ".bias" only: timm add_weight_decay with an empty skip list, as FMAE
+       main_pretrain.py calls it (cls_token and mask_token are decayed there) */
+    HV_DECAY_SKIP_1D = 2
+} hv_decay_rule;
+
+/* zero fields take the default in brackets */
+typedef struct hv_optim_desc {
+    hv_optim_type type;      /* [AdamW] */
+    float lr;                /* [1e-3]; hv_optim_set_lr changes it (schedules) */
+    float beta1, beta2;      /* Adam(W) [0.9, 0.999] */
+    float eps;               /* Adam(W) [1e-8] */
+    float weight_decay;      /* [0]. AdamW: decoupled; Adam, SGD: L2; LARS: only on ndim > 1 */
+    float momentum;          /* SGD [0 = none], LARS [0.9] */
+    float dampening;         /* SGD [0] */
+    int nesterov;            /* SGD: Nesterov momentum (needs momentum > 0, dampening 0) */
+    float trust_coefficient; /* LARS [0.001] */
+    hv_decay_rule decay_rule; /* [HV_DECAY_ALL] */
+    /* layer-wise lr decay for ViT names (FMAE param_groups_lrd): lr_scale =
+       layer_decay^(num_layers + 1 - hv_vit_layer_id(name, num_layers)). 0 or 1: off */
+    float layer_decay;
+    int num_layers;          /* the ViT depth (len(model.blocks)); 0: 1 + the largest i of "blocks.i." */
+} hv_optim_desc;
+
+typedef struct hv_optim hv_optim;
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc);
+HVDEF void hv_optim_free(hv_optim *opt);
+HVDEF int hv_optim_step(hv_optim *opt);         /* 0, or -1 (NULL opt) */
+HVDEF void hv_optim_zero_grad(hv_optim *opt);   /* zeros the gradients of the optimized parameters */
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr);
+HVDEF float hv_optim_get_lr(const hv_optim *opt);
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt); /* the resolved settings */
+/* the parameter at index i of the list: its lr_scale and weight decay. 0, or -1 when the optimizer
+   does not update it (not trainable at creation, or i out of range) */
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay);
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay);
+/* the state of parameter i: AdamW/Adam slot 0 exp_avg, slot 1 exp_avg_sq; SGD (momentum > 0) and
+   LARS slot 0 the momentum buffer. NULL when there is none. */
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot);
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i); /* updates done to parameter i */
+/* FMAE get_layer_id_for_vit: 0 for cls_token, pos_embed and patch_embed.*, i + 1 for blocks.i.*,
+   num_layers + 1 for everything else (norm, fc_norm, head) */
+HVDEF int hv_vit_layer_id(const char *name, int num_layers);
+
+/* LR SCHEDULES: a pure function of t, in any unit (epochs with a fraction for per-iteration
+   updates, as FMAE calls adjust_learning_rate(data_iter_step / len(loader) + epoch), or iterations).
+   Every type warms up linearly, lr * t / warmup, for t < warmup (warmup 0: none). Then
+     HV_SCHED_CONSTANT  lr                                (humanlike-vits: no schedule at all)
+     HV_SCHED_COSINE    min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi (t - warmup) / (total - warmup)))
+                        (FMAE util/lr_sched.py), min_lr from t >= total on
+     HV_SCHED_STEP      lr * gamma^(number of milestones <= t) (torch MultiStepLR stepped per epoch:
+                        "are we there yet" finetuning: milestones 25, 45, gamma 0.2) */
+typedef enum hv_schedule_type { HV_SCHED_CONSTANT = 0, HV_SCHED_COSINE = 1, HV_SCHED_STEP = 2 } hv_schedule_type;
+#define HV_MAX_MILESTONES 16
+typedef struct hv_schedule_desc {
+    hv_schedule_type type;
+    float lr;       /* the base (peak) learning rate */
+    float min_lr;   /* cosine: the floor [0] */
+    double warmup;  /* warm-up length [0] */
+    double total;   /* cosine: where it reaches min_lr */
+    float gamma;    /* step: the factor [0.1] */
+    int num_milestones;
+    double milestones[HV_MAX_MILESTONES];
+} hv_schedule_desc;
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t); /* NAN (and an error) on a bad desc */
+
+/* torch.nn.utils.clip_grad_norm_(norm_type=2): the 2-norm of all the gradients together (of the
+   trainable parameters that have one), summed in double in a fixed order; when it exceeds
+   max_norm every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm (before
+   clipping). max_norm <= 0: only measures. A NaN or Inf norm is returned as is and nothing is
+   scaled. -1 (and an error) on bad arguments. */
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm);
+/* 0 when the loss (one element, or NULL: not checked) and every gradient of params (NULL: none
+   checked) are finite; else -1, hv_last_error() names the loss or the parameter, the count of bad
+   values and the first one, and *bad (may be NULL) is -1 for the loss or the parameter's index.
+   A trainer stops there and keeps its last good state file. */
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad);
+
+/* TRAIN STATE: everything a run needs to continue bit for bit: every tensor of params (trainable
+   or not: BatchNorm statistics too), the optimizer's state and per-parameter step counts, the
+   context's RNG (MAE masking draws from it), and the caller's step, data position and metadata.
+   The optimizer's hyper-parameters are not restored: they come from the hv_optim_desc you create
+   it with, so a resumed run may change them (humanlike-vits lowered S/14's lr for its last 21k
+   iterations).
+   save writes <path>.tmp in the same folder, flushes it to the disk (fsync on POSIX), renames it
+   over path and fsyncs the folder, so a crash or a failed write leaves the previous file whole;
+   on any error the temp file is removed. On Windows the target is removed before the rename
+   (not atomic there). Two writers of one path at once are not supported (they share the temp
+   name). opt may be NULL (no optimizer state), info may be NULL (zeros).
+   load reads the file twice: a first pass checks all of it (format, version, checksum, every
+   name, dtype and shape against params, matched by name in any order, the optimizer's type and
+   which parameters it updates) and changes nothing unless all of it is valid; the second copies.
+   No second copy of the state is held in memory. A file with optimizer state loads with opt NULL
+   (the tensors, RNG and info only); a file without it into an optimizer is an error.
+   Both return 0, or -1 with hv_last_error() naming the file and what is wrong.
+
+   FILE FORMAT (.hvts, version 1). Every integer and element little-endian.
+       magic      8 bytes   "HVTRAIN\0"
+       version    u32       1
+       flags      u32       bit 0: optimizer state present
+       step       i64       hv_train_info.step
+       rng        4 x u64   the context's xoshiro256** state
+       user       8 x i64   hv_train_info.user
+       meta_len   u32       < HV_TRAIN_META_MAX, then meta_len bytes of text (no NUL)
+       optim      u32       hv_optim_type, 0xFFFFFFFF without optimizer state
+       count      u32       tensor records that follow, one per entry of params
+       count times:
+           name_len u32 1..255, name bytes (unique)
+           dtype    u32 hv_dtype (0 f32, 1 i32)
+           ndim     u32 0..HV_MAX_DIMS, dims ndim x i64
+           steps    i64 the parameter's optimizer step count, -1 when not optimized
+           nslots   u32 optimizer state tensors of this parameter (0..2)
+           data     numel x 4 bytes, then nslots x numel x 4 bytes of state (f32)
+       checksum   u64       hv64 of every byte before it: four FNV-1a-64 lanes over the 32-byte
+                            blocks (lane j takes the little-endian u64 at offset 8j), the tail
+                            bytes FNV-1a into lane 0, then h = lane0; h = (h ^ lane j) * P for
+                            j = 1..3; h = (h ^ total length) * P. Lanes start at the FNV offset
+                            basis xor j, P = 0x100000001b3. */
+#define HV_TRAIN_USER_INTS 8
+#define HV_TRAIN_META_MAX 4096
+typedef struct hv_train_info {
+    int64_t step;                     /* iterations done: resume from here */
+    int64_t user[HV_TRAIN_USER_INTS]; /* data position: epoch, sample in epoch, shard, seed ... */
+    char meta[HV_TRAIN_META_MAX];     /* NUL-terminated text: the run's arguments, a note */
+} hv_train_info;
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info);
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt,
+                              hv_train_info *info);
+/* HV-SECTION api-train END */
+
 /* HV-SECTION api-images BEGIN */
+/* ---- images and .npy arrays (section 10) ------------------------------------------------------
+   Decoders for PNG, baseline JPEG and PPM/PGM, written here from the specifications and safe on
+   untrusted input: every read is bounds-checked, a truncated or corrupt file is an error (never a
+   crash), and images larger than HV_IMAGE_MAX_SIDE per side or HV_IMAGE_MAX_PIXELS in all are
+   refused before anything is allocated. The format is told by the magic bytes, not the name.
+
+   What a decoded hv_image holds: 8-bit samples, rows top to bottom, channels interleaved.
+   channels = 1 for gray sources (PNG gray and gray+alpha, PGM, gray JPEG) and 3 for colour ones
+   (PNG RGB, RGBA and palette, PPM, YCbCr/RGB JPEG). Alpha is dropped, as PIL's .convert('RGB')
+   and .convert('L') drop it (no compositing). Gray stays gray: hv_image_to_tensor replicates it.
+     PNG: bit depths 1/2/4/8/16 of every colour type, palette (indices past the PLTE are black),
+       Adam7 interlacing, all filters. Samples of fewer than 8 bits are scaled to 0..255
+       (v * 255 / (2^depth - 1)); 16-bit samples keep their high byte (as Pillow does for 16-bit
+       RGB/RGBA/gray+alpha, and libpng's strip_16; Pillow opens 16-bit gray as mode I;16, whose
+       .convert('L'/'RGB') clips to 255 instead, almost all white: we do not copy that). tRNS and gamma/colour chunks are ignored. Chunk CRCs and the zlib Adler-32
+       are checked: a mismatch is an error. Unknown ancillary chunks are skipped, unknown critical
+       chunks are an error.
+     JPEG: baseline and extended sequential Huffman (SOF0/SOF1), 8-bit, 1 or 3 components, any
+       sampling factors that divide the largest (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1), interleaved
+       or not, restart markers. Decoded as libjpeg-turbo does by default (what Pillow uses):
+       the accurate integer IDCT (jidctint), "fancy" triangle-filter chroma upsampling, and its
+       fixed-point YCbCr->RGB. On the test images the result equals Pillow's decode bit for bit
+       (tests/test_images.c holds that, with a tolerance of 1 level in case a libjpeg build
+       differs). Progressive, lossless, arithmetic-coded, 12-bit and CMYK JPEGs are refused with
+       an error that says so.
+     PPM/PGM/PBM: P1-P6 (ASCII and binary), comments; maxval 255 is kept, any other maxval
+       (1..65535) is scaled to 8 bits as round(v * 255 / maxval), as Pillow does. */
+#ifndef HV_IMAGE_MAX_SIDE
+#define HV_IMAGE_MAX_SIDE 16384 /* pixels per side; override before including the header */
+#endif
+#ifndef HV_IMAGE_MAX_PIXELS
+#define HV_IMAGE_MAX_PIXELS (1 << 26) /* width * height (64 Mpixel) */
+#endif
+
+typedef struct hv_image {
+    int width, height, channels; /* channels: 1 (gray) or 3 (RGB) from the decoders; 1..4 allowed */
+    uint8_t *pixels;             /* height rows of width * channels bytes, no padding */
+} hv_image;
+
+/* 0 or -1 (hv_last_error names the file and the problem). On error *out is zeroed. */
+HVDEF int hv_image_load(const char *path, hv_image *out);
+HVDEF int hv_image_load_memory(const void *buf, size_t len, hv_image *out);
+HVDEF int hv_image_alloc(hv_image *out, int width, int height, int channels); /* zeroed pixels */
+HVDEF void hv_image_free(hv_image *img); /* frees the pixels, zeroes the struct; NULL is fine */
+/* binary PGM (P5) for 1 channel, PPM (P6) for 3; written to a temporary file then renamed */
+HVDEF int hv_image_save_ppm(const char *path, const hv_image *img);
+
+/* Resampling filters, numbered as PIL.Image.Resampling. */
+enum { HV_RESIZE_LANCZOS = 1, HV_RESIZE_BILINEAR = 2, HV_RESIZE_BICUBIC = 3, HV_RESIZE_BOX = 4, HV_RESIZE_HAMMING = 5 };
+/* PIL's Image.resize: separable convolution, the filter's support widened by the downscale
+   factor (antialiasing), coefficients in 22-bit fixed point, each pass rounded to 8 bits; bicubic
+   is Keys' cubic with a = -0.5. The pass order is Pillow 13's: horizontal first, except when the
+   height shrinks by more than twice as many pixels as the width (older Pillow always went
+   horizontal first; the two orders can differ by 1 level, and for the eval transform only on
+   images more than twice as tall as wide). The same bytes as Pillow 13 on the test images.
+   Channels are filtered independently (no alpha premultiplication). */
+HVDEF int hv_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out);
+/* torchvision CenterCrop: offsets int(round((in - out) / 2.0)) (round half to even); an image
+   smaller than the crop is padded with zeros first, as torchvision does */
+HVDEF int hv_image_center_crop(const hv_image *in, int width, int height, hv_image *out);
+/* ToTensor + Normalize: out (3, H, W) f32 = (p / 255 - mean[c]) / std[c], in float arithmetic
+   as torch does. Gray (1 or 2 channels) is replicated to RGB as PIL's .convert('RGB'); a 4th
+   channel is dropped. mean NULL means 0, std NULL means 1. */
+HVDEF int hv_image_to_tensor(const hv_image *img, const float mean[3], const float std[3], float *out);
+/* The upstream evaluation transform (humanlike-vits test_model.py): Resize(size + 32, BICUBIC)
+   of the shorter side (long side int(size' * long / short)), CenterCrop(size), ToTensor,
+   Normalize(ImageNet mean .485 .456 .406, std .229 .224 .225). out: (3, size, size) f32. */
+HVDEF int hv_image_eval_transform(const hv_image *in, int size, float *out);
+
+/* .npy arrays. save: f32 as '<f4', i32 as '<i4', C order, format 1.0 with numpy's own header
+   padding (the same bytes as np.save); any strided view is written densely. The file is written
+   under a temporary name and renamed, so an existing file is never left half-written. */
+HVDEF int hv_npy_save(const char *path, const hv_tensor *t);
+/* load: '<f4' and '<f8' become f32, '<i4' and '<i8' become i32 (an i8 value outside int32 is an
+   error); C order only, up to HV_MAX_DIMS axes. A new persistent tensor, or NULL. */
+HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path);
 /* HV-SECTION api-images END */
 
 /* HV-SECTION api-checkpoints BEGIN */
+/* ---- checkpoints: state dicts, safetensors, PyTorch .pth ------------------------------------ */
+
+/* A state dict is an ordered list of (name, tensor) entries with unique names, as PyTorch's.
+   OWNERSHIP: hv_state_dict_add *borrows* the tensor (your model's parameters stay yours); the
+   loaders below create persistent tensors that the dict *owns* and hv_state_dict_free frees.
+   hv_state_dict_take hands one owned tensor over to you. Free every state dict before
+   hv_shutdown of its context (hv_shutdown frees all tensors, owned ones included). */
+typedef struct hv_state_dict hv_state_dict;
+
+HVDEF hv_state_dict *hv_state_dict_new(hv_ctx *ctx);
+HVDEF void hv_state_dict_free(hv_state_dict *sd); /* frees the tensors it owns; NULL is fine */
+HVDEF int hv_state_dict_add(hv_state_dict *sd, const char *name, hv_tensor *t); /* borrowed; 0, or
+                                                   -1 for a NULL argument or a name already there */
+HVDEF int hv_state_dict_count(const hv_state_dict *sd);
+HVDEF const char *hv_state_dict_name(const hv_state_dict *sd, int i);  /* NULL when out of range */
+HVDEF hv_tensor *hv_state_dict_at(const hv_state_dict *sd, int i);     /* NULL when out of range */
+HVDEF hv_tensor *hv_state_dict_get(const hv_state_dict *sd, const char *name); /* NULL: no entry */
+HVDEF hv_tensor *hv_state_dict_take(hv_state_dict *sd, const char *name); /* you own it now */
+/* copies the entry `name` into dst (same shape and dtype, any strides); 0 or -1 */
+HVDEF int hv_state_dict_copy_to(const hv_state_dict *sd, const char *name, hv_tensor *dst);
+
+/* Loading. Every loader returns a new state dict or NULL with hv_last_error() naming the file
+   and what is wrong with it; truncated, corrupt or hostile files are errors, never crashes.
+   Tensors come out f32 (from F32/F16/BF16/F64) or i32 (from I64/I32/I16/I8/U8/BOOL/U16/U32/U64,
+   an error when a value does not fit in int32), contiguous, whatever their layout in the file.
+   Memory: one tensor is read at a time straight into its final buffer; the weights are never
+   held twice. */
+
+/* safetensors (8-byte little-endian header length, JSON header, data). Entries in header order. */
+HVDEF hv_state_dict *hv_safetensors_load(hv_ctx *ctx, const char *path);
+HVDEF hv_state_dict *hv_safetensors_load_memory(hv_ctx *ctx, const void *data, size_t size);
+/* writes F32 (f32 tensors) and I32 (i32 tensors) in insertion order, __metadata__ {"format":
+   "pt"}; through "<path>.hvtmp" renamed over path, so an existing file is never half-written */
+HVDEF int hv_safetensors_save(const hv_state_dict *sd, const char *path); /* 0 or -1 */
+
+/* PyTorch torch.save files (the zip format of PyTorch >= 1.6: .pth, .pt, .tar, .ckpt). entry
+   names the top-level key that holds the weights: "model" for the humanlike-vits files,
+   "model_state_dict" for the temporal-classification ones; NULL picks the first of "model",
+   "model_state_dict", "state_dict" that holds a dict, else the top level itself (a file written
+   by torch.save(model.state_dict())). Only the tensors of that dict are loaded (optimizer state,
+   args and the rest are parsed and skipped); a leading "module." (DataParallel) is stripped
+   from every name. Pickles run on a restricted interpreter that builds tensors, dicts and lists
+   and never calls Python code: every other class is an opaque placeholder. */
+HVDEF hv_state_dict *hv_torch_load(hv_ctx *ctx, const char *path, const char *entry);
+HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t size, const char *entry);
+/* either format, told apart by the file's first bytes (entry applies to .pth files) */
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry);
 /* HV-SECTION api-checkpoints END */
+
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+/* what a load matched, as PyTorch's load_state_dict(strict=False) reports it */
+typedef struct hv_load_result {
+    int loaded;                     /* parameters filled from the checkpoint */
+    int missing_count;              /* parameters the checkpoint lacks (left as they were) */
+    int unexpected_count;           /* checkpoint entries no parameter asked for */
+    char **missing, **unexpected;   /* their names; free with hv_load_result_free */
+} hv_load_result;
+HVDEF void hv_load_result_free(hv_load_result *res);
+/* copies every entry of sd whose name a parameter has; a shape mismatch is an error naming the
+   key and both shapes (nothing is copied then). res may be NULL. 0 or -1 */
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res);
+/* the same from a .pth or .safetensors file (entry as hv_torch_load; NULL picks it) */
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res);
+/* a state dict that borrows the parameters (for hv_safetensors_save); free it with hv_state_dict_free */
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params);
 
 /* ---- errors --------------------------------------------------------------------------------- */
 HVDEF const char *hv_last_error(void); /* "" when none */
@@ -499,6 +882,15 @@ static void *hv__arena_alloc(hv__arena *a, size_t n) {
     c->used += n;
     return hv__chunk_base(c) + c->used - n;
 }
+/* gives back the bytes of p when it is the newest allocation (LIFO scratch); else they stay
+   until the reset */
+static void hv__arena_pop(hv__arena *a, void *p) {
+    hv__chunk *c = a->head;
+    if (c && (char *)p >= hv__chunk_base(c) && (char *)p < hv__chunk_base(c) + c->used) {
+        size_t off = (size_t)((char *)p - hv__chunk_base(c));
+        if (off < c->used) c->used = off; /* p and everything after it (there is nothing after it in LIFO use) */
+    }
+}
 static size_t hv__arena_used(const hv__arena *a) {
     size_t s = 0;
     const hv__chunk *c;
@@ -563,8 +955,11 @@ struct hv_tensor {
     int ndim;
     int64_t shape[HV_MAX_DIMS];
     int64_t stride[HV_MAX_DIMS]; /* in elements; 0 on broadcast axes */
-    void *data;                  /* element 0 of this view (CPU backend) */
+    void *data;                  /* element 0 of this view: a host pointer, or for device
+                                    storage (buf set) the backend's device address */
     void *alloc;                 /* owned allocation of a persistent tensor, else NULL */
+    void *buf;                   /* device storage holding data (backend-specific); NULL: data is
+                                    host memory, as on the CPU backend. Views share it. */
     hv_tensor *grad;
     unsigned persistent : 1, trainable : 1, requires_grad : 1;
     /* autodiff: how this tensor was made (valid while it is on the tape) */
@@ -599,8 +994,29 @@ enum { HV__ADD, HV__SUB, HV__MUL, HV__DIV };
 enum { HV__EXP, HV__LOG, HV__SQRT, HV__TANH, HV__SIGMOID, HV__RELU, HV__LEAKY_RELU, HV__GELU, HV__SCALE, HV__ADD_SCALAR };
 enum { HV__RED_SUM, HV__RED_MAX };
 
+/* one AdamW update of a parameter (PyTorch semantics, decoupled weight decay); bias
+   corrections bc1 = 1 - beta1^step and bc2 = 1 - beta2^step are computed by the caller */
+typedef struct hv__adamw_args {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+} hv__adamw_args;
+
 struct hv__backend {
     const char *name;
+    /* storage. NULL on the CPU, whose memory is HV_MALLOC's and the arena's; a device backend
+       returns device addresses (see hv_tensor.data) and sets *buf. Memory comes back zeroed.
+       persistent 0: the step's pool, released all at once by step_end. NULL when out of memory
+       (the error is set). */
+    void *(*mem_alloc)(hv_ctx *ctx, size_t bytes, int persistent, void **buf);
+    void (*mem_free)(hv_ctx *ctx, void *data, size_t bytes);
+    /* contiguous device tensor <-> dense host bytes (numel * element size). 0 or -1 */
+    int (*write)(hv_ctx *ctx, hv_tensor *dst, const void *host);
+    int (*read)(hv_ctx *ctx, void *host, const hv_tensor *src);
+    void (*sync)(hv_ctx *ctx);     /* submit queued work and wait */
+    void (*step_end)(hv_ctx *ctx); /* after the tape and arena reset: release the step's pool */
+    void (*shutdown)(hv_ctx *ctx);
+    const char *(*device_name)(const hv_ctx *ctx);
+    /* optimizer updates: p, m, v and g contiguous, same shape; m and v updated in place */
+    void (*adamw)(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a);
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
@@ -697,15 +1113,23 @@ struct hv__backend {
 
 struct hv_ctx {
     const hv__backend *be;
+    hv_backend_kind kind;
+    void *dev; /* the backend's device state (Vulkan: instance, device, pools); NULL on the CPU */
+    int kernel_failed; /* a device kernel could not run (error set): the op fails in hv__record */
     int threads;
     int grad_enabled;
     uint64_t rng[4];
     hv__arena arena;
     hv_tensor *tape;     /* newest recorded tensor */
     hv_tensor *persist;  /* newest persistent tensor */
+    float *gemm_ws;      /* SIMD GEMM packing buffers: grown once, reused (cpu-simd section) */
+    size_t gemm_ws_floats;
 };
 
 static const hv__backend *hv__cpu_backend(void);
+#ifdef HUMANVIT_VULKAN
+static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc); /* section 7b; 0 or -1 */
+#endif
 
 #ifdef _OPENMP
 static int hv__nthreads(const hv_ctx *ctx, int64_t work) {
@@ -720,18 +1144,37 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc) {
     hv_ctx *ctx;
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
+#ifdef HUMANVIT_VULKAN
+    if (d.backend != HV_BACKEND_CPU && d.backend != HV_BACKEND_VULKAN)
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (HV_BACKEND_CPU and HV_BACKEND_VULKAN are)", (int)d.backend);
+#else
     if (d.backend != HV_BACKEND_CPU)
-        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available)", (int)d.backend);
+        return (hv_ctx *)hv__fail("hv_init", "backend %d is not compiled in (only HV_BACKEND_CPU is available; define HUMANVIT_VULKAN "
+                                  "for HV_BACKEND_VULKAN)", (int)d.backend);
+#endif
     if (d.threads < 0) return (hv_ctx *)hv__fail("hv_init", "threads must be >= 0, got %d", d.threads);
     ctx = (hv_ctx *)hv__malloc(sizeof *ctx);
     if (!ctx) return (hv_ctx *)hv__fail("hv_init", "out of memory");
     memset(ctx, 0, sizeof *ctx);
     ctx->be = hv__cpu_backend();
+    ctx->kind = HV_BACKEND_CPU;
     ctx->grad_enabled = 1;
     ctx->arena.first_size = d.arena_bytes ? d.arena_bytes : ((size_t)16 << 20);
     hv_set_threads(ctx, d.threads);
     hv_rng_seed(ctx, d.seed);
+#ifdef HUMANVIT_VULKAN
+    /* the device backend: kernels on the GPU, host work (RNG, index checks) stays on this CPU */
+    if (d.backend == HV_BACKEND_VULKAN && hv__vk_init(ctx, &d)) {
+        hv__free(ctx);
+        return NULL; /* hv__vk_init said why */
+    }
+#endif
     return ctx;
+}
+HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx) { return ctx->kind; }
+HVDEF const char *hv_ctx_device_name(const hv_ctx *ctx) { return ctx->be->device_name ? ctx->be->device_name(ctx) : "cpu"; }
+HVDEF void hv_sync(hv_ctx *ctx) {
+    if (ctx && ctx->be->sync) ctx->be->sync(ctx);
 }
 
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads) {
@@ -749,7 +1192,9 @@ static void hv__tensor_release(hv_tensor *t);
 HVDEF void hv_shutdown(hv_ctx *ctx) {
     if (!ctx) return;
     while (ctx->persist) hv_tensor_free(ctx->persist);
+    if (ctx->be->shutdown) ctx->be->shutdown(ctx); /* device memory, pipelines, the device */
     hv__arena_free(&ctx->arena);
+    hv__free(ctx->gemm_ws);
     hv__free(ctx);
 }
 
@@ -759,7 +1204,9 @@ HVDEF void hv_step_end(hv_ctx *ctx) {
     for (t = ctx->persist; t; t = t->plist_prev)
         if (t->grad && !t->grad->persistent) t->grad = NULL;
     ctx->tape = NULL;
+    ctx->kernel_failed = 0;
     hv__arena_reset(&ctx->arena);
+    if (ctx->be->step_end) ctx->be->step_end(ctx); /* device: finish the step's work, reset its pool */
 }
 HVDEF size_t hv_arena_used(const hv_ctx *ctx) { return hv__arena_used(&ctx->arena); }
 
@@ -894,6 +1341,15 @@ static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *s
     size_t bytes;
     if (!t) return NULL;
     bytes = (size_t)hv__numel_shape(ndim, shape) * hv__dtype_size(dt);
+    if (ctx->be->mem_alloc) { /* device storage (zeroed by the backend); the header stays on the host */
+        t->data = ctx->be->mem_alloc(ctx, bytes, persistent, &t->buf);
+        if (persistent) t->alloc = t->data;
+        if (!t->data) {
+            if (persistent) hv_tensor_free(t);
+            return NULL; /* the backend named the failure */
+        }
+        return t;
+    }
     if (persistent) {
         t->alloc = hv__malloc(bytes);
         t->data = t->alloc;
@@ -918,15 +1374,46 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
     if (!v) return NULL;
     for (i = 0; i < ndim; i++) v->stride[i] = stride[i];
     v->data = (char *)x->data + offset * (int64_t)hv__dtype_size(x->dtype);
+    v->buf = x->buf;
     return v;
+}
+
+/* Host access to the elements of a contiguous tensor, for the few places where the library
+   itself computes on the host (initialisers, index checks, MAE masking): on the CPU backend the
+   data itself; for device storage a host copy in the arena, downloaded when `read`, uploaded
+   by hv__host_end when `write`. NULL when out of memory (error set). */
+static void *hv__host_begin(hv_tensor *t, int read) {
+    size_t bytes;
+    void *p;
+    if (!t->buf) return t->data;
+    bytes = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
+    p = hv__arena_alloc(&t->ctx->arena, bytes ? bytes : 1);
+    if (!p) return hv__fail("hv_tensor", "out of memory for a %zu-byte host copy of %s", bytes, hv__desc("tensor", t));
+    if (read && t->ctx->be->read(t->ctx, p, t)) return NULL;
+    return p;
+}
+static int hv__host_end(hv_tensor *t, void *p, int write) {
+    int r = 0;
+    if (!t->buf || !p) return p ? 0 : -1;
+    if (write) r = t->ctx->be->write(t->ctx, t, p);
+    hv__arena_pop(&t->ctx->arena, p);
+    return r;
 }
 
 static void hv__tensor_release(hv_tensor *t) {
     hv_ctx *ctx = t->ctx;
-    if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
-    else ctx->persist = t->plist_prev;
-    if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
-    hv__free(t->alloc);
+    /* a parameter's persistent gradient is not on the list (hv__grad_buf takes it off): unlinking
+       it would cut the list at its head and leak every other persistent tensor */
+    if (t->plist_next || t->plist_prev || ctx->persist == t) {
+        if (t->plist_next) t->plist_next->plist_prev = t->plist_prev;
+        else ctx->persist = t->plist_prev;
+        if (t->plist_prev) t->plist_prev->plist_next = t->plist_next;
+    }
+    if (t->buf) {
+        if (t->alloc) ctx->be->mem_free(ctx, t->alloc, (size_t)hv_numel(t) * hv__dtype_size(t->dtype));
+    } else {
+        hv__free(t->alloc);
+    }
     hv__free(t);
 }
 HVDEF void hv_tensor_free(hv_tensor *t) {
@@ -961,8 +1448,9 @@ HVDEF hv_tensor *hv_randn(hv_ctx *ctx, hv_shape s, float mean, float std) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = mean + std * hv_rng_normal(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
@@ -971,13 +1459,14 @@ HVDEF hv_tensor *hv_uniform(hv_ctx *ctx, hv_shape s, float lo, float hi) {
     float *p;
     if (!t) return NULL;
     n = hv_numel(t);
-    p = (float *)t->data;
+    if (!(p = (float *)hv__host_begin(t, 0))) return hv_tensor_free(t), (hv_tensor *)NULL;
     for (i = 0; i < n; i++) p[i] = lo + (hi - lo) * hv_rng_uniform(ctx);
+    if (hv__host_end(t, p, 1)) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 HVDEF hv_tensor *hv_tensor_from(hv_ctx *ctx, hv_shape s, const float *values) {
     hv_tensor *t = hv_tensor_new(ctx, HV_F32, s);
-    if (t) memcpy(t->data, values, sizeof(float) * (size_t)hv_numel(t));
+    if (t && hv_tensor_copy_from(t, values, sizeof(float) * (size_t)hv_numel(t))) return hv_tensor_free(t), (hv_tensor *)NULL;
     return t;
 }
 
@@ -989,6 +1478,7 @@ HVDEF int hv_tensor_copy_from(hv_tensor *t, const void *host, size_t bytes) {
         return hv__fail("hv_tensor_copy_from", "%s holds %zu bytes but %zu were given", hv__desc("tensor", t), want, bytes), -1;
     if (!hv_is_contiguous(t))
         return hv__fail("hv_tensor_copy_from", "%s is a strided view; copy into a contiguous tensor", hv__desc("tensor", t)), -1;
+    if (t->buf) return t->ctx->be->write(t->ctx, t, host); /* device: through a staging buffer */
     memcpy(t->data, host, bytes);
     return 0;
 }
@@ -999,6 +1489,15 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
     want = (size_t)hv_numel(t) * hv__dtype_size(t->dtype);
     if (bytes != want)
         return hv__fail("hv_tensor_copy_to", "%s holds %zu bytes but the buffer has %zu", hv__desc("tensor", t), want, bytes), -1;
+    if (t->buf) { /* device: a strided view is made contiguous on the device first, then downloaded */
+        hv_tensor *c = (hv_tensor *)t;
+        if (!hv_is_contiguous(t)) {
+            if (!(c = hv__alloc(t->ctx, t->dtype, t->ndim, t->shape, 0))) return -1;
+            t->ctx->be->copy(t->ctx, c, t, 0);
+            if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
+        }
+        return t->ctx->be->read(t->ctx, host, c);
+    }
     /* a contiguous header over the host buffer, filled by the backend's strided copy */
     tmp = *t;
     hv__set_contiguous_strides(&tmp);
@@ -1009,6 +1508,7 @@ HVDEF int hv_tensor_copy_to(const hv_tensor *t, void *host, size_t bytes) {
 HVDEF int hv_tensor_fill(hv_tensor *t, float value) {
     if (!t) return hv__fail("hv_tensor_fill", "tensor is NULL"), -1;
     t->ctx->be->fill(t->ctx, t, value);
+    if (t->ctx->kernel_failed) return t->ctx->kernel_failed = 0, -1;
     return 0;
 }
 HVDEF void hv_tensor_print(const hv_tensor *t, const char *label) {
@@ -1055,8 +1555,13 @@ HVDEF int hv_is_contiguous(const hv_tensor *t) {
     }
     return 1;
 }
-HVDEF float *hv_data(hv_tensor *t) { return (t && t->dtype == HV_F32) ? (float *)t->data : NULL; }
-HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (t && t->dtype == HV_I32) ? (int32_t *)t->data : NULL; }
+static void *hv__host_data(hv_tensor *t, hv_dtype dt, const char *op) {
+    if (!t || t->dtype != dt) return NULL;
+    if (t->buf) return hv__fail(op, "%s lives in %s device memory: use hv_tensor_copy_to/copy_from", hv__desc("tensor", t), t->ctx->be->name);
+    return t->data;
+}
+HVDEF float *hv_data(hv_tensor *t) { return (float *)hv__host_data(t, HV_F32, "hv_data"); }
+HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (int32_t *)hv__host_data(t, HV_I32, "hv_data_i32"); }
 HVDEF float hv_item(const hv_tensor *t) {
     float v;
     if (!t || hv_numel(t) != 1 || t->dtype != HV_F32) {
@@ -1073,6 +1578,34 @@ HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
     t->name[i] = 0; /* long names are cut, not refused: they only label messages */
 }
 HVDEF const char *hv_tensor_name(const hv_tensor *t) { return t ? t->name : ""; }
+
+HVDEF hv_tensor *hv_tensor_to(hv_tensor *t, hv_ctx *ctx) {
+    hv_tensor *out;
+    void *p;
+    if (!t || !ctx) return (hv_tensor *)hv__fail("hv_tensor_to", "%s is NULL", t ? "ctx" : "tensor");
+    if (!(out = hv__alloc(ctx, t->dtype, t->ndim, t->shape, 1))) return NULL;
+    /* through host memory: a download from t's device (if any), an upload to ctx's (if any) */
+    if (!(p = hv__host_begin(out, 0)) || hv_tensor_copy_to(t, p, (size_t)hv_numel(t) * hv__dtype_size(t->dtype)) ||
+        hv__host_end(out, p, 1)) {
+        hv_tensor_free(out);
+        return NULL;
+    }
+    memcpy(out->name, t->name, sizeof out->name);
+    return out;
+}
+HVDEF int hv_tensor_assign(hv_tensor *dst, const hv_tensor *src) {
+    int i, same;
+    if (!dst || !src) return hv__fail("hv_tensor_assign", "%s is NULL", dst ? "src" : "dst"), -1;
+    same = dst->ndim == src->ndim && dst->dtype == src->dtype;
+    for (i = 0; same && i < dst->ndim; i++) same = dst->shape[i] == src->shape[i];
+    if (!same) return hv__fail("hv_tensor_assign", "%s and %s differ in shape or dtype", hv__desc("dst", dst), hv__desc("src", src)), -1;
+    if (dst->ctx != src->ctx)
+        return hv__fail("hv_tensor_assign", "%s (%s) and %s (%s) belong to different contexts: move one with hv_tensor_to",
+                        hv__desc("dst", dst), dst->ctx->be->name, hv__desc("src", src), src->ctx->be->name), -1;
+    dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    if (dst->ctx->kernel_failed) return dst->ctx->kernel_failed = 0, -1;
+    return 0;
+}
 
 /* ==== 5. AUTODIFF TAPE ========================================================================= */
 
@@ -1097,6 +1630,10 @@ HVDEF int hv_set_grad_enabled(hv_ctx *ctx, int enabled) {
 static hv_tensor *hv__record(hv_tensor *out, const char *op, hv__bwd_fn bwd, int nin, hv_tensor *const *in) {
     int i, any = 0;
     if (!out) return NULL;
+    if (out->ctx->kernel_failed) { /* a device backend could not run a kernel of this op */
+        out->ctx->kernel_failed = 0;
+        return NULL;
+    }
     out->op = op;
     if (!out->ctx->grad_enabled) return out;
     for (i = 0; i < nin; i++) any |= (in[i] && in[i]->requires_grad);
@@ -1153,6 +1690,10 @@ HVDEF int hv_backward(hv_tensor *loss) {
     for (t = ctx->tape; t; t = t->tape_prev)
         if (t->grad && t->backward) t->backward(t);
     ctx->tape = NULL; /* consumed: the next backward starts a new graph */
+    if (ctx->kernel_failed) { /* a device kernel could not run: the error names it */
+        ctx->kernel_failed = 0;
+        return -1;
+    }
     return 0;
 }
 
@@ -1189,7 +1730,11 @@ static int hv__check_f32(const hv_tensor *t, const char *op, const char *role) {
 }
 static int hv__same_ctx(const hv_tensor *a, const hv_tensor *b, const char *op) {
     if (a->ctx != b->ctx) {
-        hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
+        if (a->ctx->be != b->ctx->be) /* mixing backends is never implicit */
+            hv__fail(op, "%s lives on %s and %s on %s: move one with hv_tensor_to", hv__desc("a", a), a->ctx->be->name,
+                     hv__desc("b", b), b->ctx->be->name);
+        else
+            hv__fail(op, "%s and %s belong to different contexts", hv__desc("a", a), hv__desc("b", b));
         return -1;
     }
     return 0;
@@ -1800,9 +2345,11 @@ static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n
 }
 /* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
    value and the tensor the values index (target) */
-static int hv__check_index_range(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
-    const int32_t *p = (const int32_t *)idx->data;
+static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
+    /* on a device backend the indices are downloaded (a sync): small, and checked before use */
+    const int32_t *p = (const int32_t *)hv__host_begin(idx, 1);
     int64_t i, m = hv_numel(idx);
+    if (!p) return -1;
     for (i = 0; i < m; i++)
         if (p[i] < 0 || p[i] >= n) {
             char pos[HV_MAX_DIMS * 24];
@@ -1815,9 +2362,10 @@ static int hv__check_index_range(const char *op, const char *role, const hv_tens
             pos[0] = 0;
             for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
             hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
+            hv__host_end(idx, (void *)p, 0);
             return -1;
         }
-    return 0;
+    return hv__host_end(idx, (void *)p, 0);
 }
 static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
     if (t->dtype != HV_I32) {
@@ -2670,6 +3218,664 @@ static void hv__cpu_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *
     }
 }
 
+/* HV-SECTION cpu-simd BEGIN */
+/* ---- SIMD SGEMM: packed, cache-blocked, register-tiled -----------------------------------------
+   The scalar hv__cpu_gemm above stays the reference (and the path of builds without SIMD). The
+   fast path is the GotoBLAS/BLIS loop nest, written once and compiled per ISA:
+
+     for jc in N by NC:                          one phase: NC columns by (up to) all of K
+       for pg in K by a phase:
+         pack op(B)(pg.., jc..) as KC blocks of NR-wide column panels (k-major)    L3/L2
+         for each item (ic: a block of <= MC rows of C, and a slice of the NC columns):
+           for pc in the phase by KC:            (the K blocks run in order: fixed sum order)
+             pack alpha * op(A)(ic.., pc..) into MR-high row panels (k-major)     L2
+             for jr by NR:                       the B micro-panel (KC x NR) stays in L1 ...
+               for ir by MR:                     ... while the A micro-panels stream past it
+                 micro-kernel: an MR x NR tile of C in registers, KC rank-1 updates
+
+   Packing absorbs the four transpose cases, alpha and the leading dimensions, so the micro-kernel
+   sees one layout. Edge tiles (m or n not a multiple of MR/NR) run the same micro-kernel on a
+   zero-padded panel into a small tile buffer that is copied in and out: every element of C gets
+   the same operations wherever it sits.
+
+   Threads (OpenMP): one parallel region per call. The threads pack a phase's B together, then
+   take items dynamically (a thread that the OS preempts does not hold the others up); one
+   barrier per phase. A batch of independent C matrices (attention) is split by whole matrix
+   instead. Each element of C is summed by one thread in one fixed order (KC blocks in order, k in
+   order inside the micro-kernel) whoever takes its item, so 1 and N threads give the same bits.
+
+   Workspace: packing buffers come from the context (ctx->gemm_ws), grown once to the largest need
+   and reused, so a steady training loop allocates nothing here.
+
+   ISA choice. Single-header build: by the compiler's macros (__AVX512F__; __AVX2__ and __FMA__;
+   __ARM_NEON on aarch64), else the scalar reference. Portable x86-64 binaries: compile the
+   implementation with HUMANVIT_CPU_DISPATCH and link kernels_cpu/hv_cpu_avx512.c and
+   kernels_cpu/hv_cpu_avx2.c (each defines HUMANVIT_KERNELS_AVX512 / HUMANVIT_KERNELS_AVX2 and
+   HUMANVIT_STATIC, includes this header, and is compiled with that ISA's flags): the best one the
+   CPU supports is picked once, at hv_init (cpuid via __builtin_cpu_supports, gcc and clang).
+   hv_cpu_isa() names the choice. Speed and its measurement: bench/bench.c, bench/RESULTS.md. */
+
+/* one ISA's entry point: C (+)= as in hv__gemm_args with `nthreads` threads at most. Needs `ws` of
+   at least the returned number of floats; when ws_floats is smaller it does nothing and returns
+   the need, so the caller can grow the buffer and call again. */
+typedef size_t (*hv__sgemm_fn)(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+
+#if defined(HUMANVIT_KERNELS_AVX512)
+#if !defined(__AVX512F__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx512.c must be compiled with -mavx512f -mavx512bw -mavx512vl -mfma"
+#endif
+#define HV__SIMD_AVX512 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx512
+#elif defined(HUMANVIT_KERNELS_AVX2)
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "kernels_cpu/hv_cpu_avx2.c must be compiled with -mavx2 -mfma"
+#endif
+#define HV__SIMD_AVX2 1
+#define HV__SGEMM_ENTRY hv__sgemm_avx2
+#elif defined(HUMANVIT_CPU_DISPATCH) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define HV__SGEMM_DISPATCH 1 /* no kernel in this translation unit: kernels_cpu/ brings them */
+#elif defined(__AVX512F__) && defined(__FMA__)
+#define HV__SIMD_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define HV__SIMD_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define HV__SIMD_NEON 1
+#endif
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+#include <immintrin.h>
+#elif defined(HV__SIMD_NEON)
+#include <arm_neon.h>
+#endif
+
+/* Blocking. MR x NR is the register tile; KC x NR floats of B (one micro-panel) should sit in L1
+   next to the streaming A, MC x KC of A in L2, the phase's B in L2/L3. Sizes, not correctness
+   parameters: AVX-512 ones chosen by measurement on a Zen 5 core (bench/RESULTS.md: 8 x 32 beat
+   6, 12 and 14 rows, and tied with 8 x 48), the others from the usual L1/L2 arithmetic. The AVX-512
+   ones can be overridden with -D for tuning runs. */
+#if defined(HV__SIMD_AVX512)
+#ifndef HV__MR
+#define HV__MR 8
+#endif
+#define HV__NR 32
+#ifndef HV__MC
+#define HV__MC 96
+#endif
+#ifndef HV__KC
+#define HV__KC 384
+#endif
+#ifndef HV__NC
+#define HV__NC 2048
+#endif
+#elif defined(HV__SIMD_AVX2)
+#define HV__MR 6
+#define HV__NR 16
+#define HV__MC 144
+#define HV__KC 256
+#define HV__NC 2048
+#elif defined(HV__SIMD_NEON)
+#define HV__MR 8
+#define HV__NR 8
+#define HV__MC 128
+#define HV__KC 256
+#define HV__NC 2048
+#endif
+
+#ifdef HV__MR
+#ifdef HV__SGEMM_ENTRY /* a kernels_cpu/ translation unit: the entry point is what it exports */
+#define HV__SGEMM_LINKAGE
+#ifdef __cplusplus
+extern "C" size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#else
+size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#endif
+#else
+#define HV__SGEMM_ENTRY hv__sgemm_native
+#define HV__SGEMM_LINKAGE static
+#endif
+
+/* ---- micro-kernels: C[MR x NR] (ldc) = acc + (load_c ? beta * C : 0), acc = sum_p a[p] b[p]^T.
+   a: MR floats per k (k-major panel), b: NR floats per k. beta is 1 after the first K block. ---- */
+#if defined(HV__SIMD_AVX512)
+#if HV__MR == 6
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#elif HV__MR == 8
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif HV__MR == 12
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#elif HV__MR == 14
+#define HV__K_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#endif
+#define HV__K_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m512 av = _mm512_set1_ps(a[i]);                                                      \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm512_fmadd_ps(_mm512_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm512_fmadd_ps(_mm512_loadu_ps(cr + 16), vbeta, c##i##1);               \
+        }                                                                                      \
+        _mm512_storeu_ps(cr, c##i##0);                                                         \
+        _mm512_storeu_ps(cr + 16, c##i##1);                                                    \
+    }
+/* C's rows are fetched while the k loop runs: C is stored once per KC block and, for large
+   problems, has left the caches since */
+#define HV__K_PF(i)                                                                            \
+    _mm_prefetch((const char *)(c + (i) * ldc), _MM_HINT_T0);                                  \
+    _mm_prefetch((const char *)(c + (i) * ldc + 31), _MM_HINT_T0);
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m512 vbeta = _mm512_set1_ps(beta);
+    int64_t p;
+    HV__K_ROWS(HV__K_PF)
+    HV__K_ROWS(HV__K_DECL)
+    for (p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        HV__K_ROWS(HV__K_FMA)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_ROWS(HV__K_STORE)
+}
+#elif defined(HV__SIMD_AVX2)
+#define HV__K_DECL(i) __m256 c##i##0 = _mm256_setzero_ps(), c##i##1 = _mm256_setzero_ps();
+#define HV__K_FMA(i)                                                                           \
+    {                                                                                          \
+        __m256 av = _mm256_broadcast_ss(a + (i));                                              \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                            \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                            \
+    }
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = _mm256_fmadd_ps(_mm256_loadu_ps(cr), vbeta, c##i##0);                    \
+            c##i##1 = _mm256_fmadd_ps(_mm256_loadu_ps(cr + 8), vbeta, c##i##1);                \
+        }                                                                                      \
+        _mm256_storeu_ps(cr, c##i##0);                                                         \
+        _mm256_storeu_ps(cr + 8, c##i##1);                                                     \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    __m256 vbeta = _mm256_set1_ps(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5)
+    for (p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        HV__K_FMA(0) HV__K_FMA(1) HV__K_FMA(2) HV__K_FMA(3) HV__K_FMA(4) HV__K_FMA(5)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5)
+}
+#elif defined(HV__SIMD_NEON)
+/* 8 x 8: 16 accumulators; each k loads 2 vectors of A and 2 of B and uses A's lanes */
+#define HV__K_DECL(i) float32x4_t c##i##0 = vdupq_n_f32(0.0f), c##i##1 = vdupq_n_f32(0.0f);
+#define HV__K_FMA(i, av, lane)                                                                 \
+    c##i##0 = vfmaq_laneq_f32(c##i##0, b0, av, lane);                                          \
+    c##i##1 = vfmaq_laneq_f32(c##i##1, b1, av, lane);
+#define HV__K_STORE(i)                                                                         \
+    {                                                                                          \
+        float *cr = c + (i) * ldc;                                                             \
+        if (load_c) {                                                                          \
+            c##i##0 = vfmaq_f32(c##i##0, vld1q_f32(cr), vbeta);                                \
+            c##i##1 = vfmaq_f32(c##i##1, vld1q_f32(cr + 4), vbeta);                            \
+        }                                                                                      \
+        vst1q_f32(cr, c##i##0);                                                                \
+        vst1q_f32(cr + 4, c##i##1);                                                            \
+    }
+static void hv__sgemm_ukr(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int load_c, float beta) {
+    float32x4_t vbeta = vdupq_n_f32(beta);
+    int64_t p;
+    HV__K_DECL(0) HV__K_DECL(1) HV__K_DECL(2) HV__K_DECL(3) HV__K_DECL(4) HV__K_DECL(5) HV__K_DECL(6) HV__K_DECL(7)
+    for (p = 0; p < kc; p++) {
+        float32x4_t a0 = vld1q_f32(a), a1 = vld1q_f32(a + 4), b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
+        HV__K_FMA(0, a0, 0) HV__K_FMA(1, a0, 1) HV__K_FMA(2, a0, 2) HV__K_FMA(3, a0, 3)
+        HV__K_FMA(4, a1, 0) HV__K_FMA(5, a1, 1) HV__K_FMA(6, a1, 2) HV__K_FMA(7, a1, 3)
+        a += HV__MR;
+        b += HV__NR;
+    }
+    HV__K_STORE(0) HV__K_STORE(1) HV__K_STORE(2) HV__K_STORE(3) HV__K_STORE(4) HV__K_STORE(5) HV__K_STORE(6) HV__K_STORE(7)
+}
+#endif
+
+/* ---- packing ---------------------------------------------------------------------------------
+   Two of the four cases are plain copies (A^T, B: MR or NR contiguous values per k). The other
+   two (A, B^T: the forward pass of every linear layer) are transposes, done 8 x 8 at a time in
+   registers on x86; a scalar strided loop there costs 15-20% of a skinny GEMM. */
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows, c < cols (the general, scalar case) */
+static void hv__pack_tr_scalar(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t r, c;
+    for (r = 0; r < rows; r++)
+        for (c = 0; c < cols; c++) d[c * ldd + r] = alpha * s[r * lds + c];
+}
+
+#if defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows (1..8), c < cols (a multiple of 8): 8 x 8
+   blocks transposed in registers (named variables: an array would be spilled to the stack). Rows
+   past `rows` read as 0; only `rows` values per column are stored. */
+#define HV__TR_LOAD(i)                                                                         \
+    __m256 r##i = _mm256_setzero_ps();                                                         \
+    if ((i) < rows) {                                                                          \
+        _mm_prefetch((const char *)(s + ((i) + 8) * lds + c), _MM_HINT_T0);                   \
+        r##i = _mm256_mul_ps(_mm256_loadu_ps(s + (i) * lds + c), va);                          \
+    }
+static void hv__pack_tr8(const float *s, int64_t lds, int rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    __m256 va = _mm256_set1_ps(alpha);
+    __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    int64_t c;
+    for (c = 0; c < cols; c += 8) {
+        float *o = d + c * ldd;
+        __m256 t0, t1, t2, t3, t4, t5, t6, t7, u0, u1, u2, u3, u4, u5, u6, u7;
+        HV__TR_LOAD(0) HV__TR_LOAD(1) HV__TR_LOAD(2) HV__TR_LOAD(3) HV__TR_LOAD(4) HV__TR_LOAD(5) HV__TR_LOAD(6) HV__TR_LOAD(7)
+        t0 = _mm256_unpacklo_ps(r0, r1);
+        t1 = _mm256_unpackhi_ps(r0, r1);
+        t2 = _mm256_unpacklo_ps(r2, r3);
+        t3 = _mm256_unpackhi_ps(r2, r3);
+        t4 = _mm256_unpacklo_ps(r4, r5);
+        t5 = _mm256_unpackhi_ps(r4, r5);
+        t6 = _mm256_unpacklo_ps(r6, r7);
+        t7 = _mm256_unpackhi_ps(r6, r7);
+        u0 = _mm256_shuffle_ps(t0, t2, 0x44);
+        u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        u2 = _mm256_shuffle_ps(t1, t3, 0x44);
+        u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        u4 = _mm256_shuffle_ps(t4, t6, 0x44);
+        u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        u6 = _mm256_shuffle_ps(t5, t7, 0x44);
+        u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        r0 = _mm256_permute2f128_ps(u0, u4, 0x20);
+        r1 = _mm256_permute2f128_ps(u1, u5, 0x20);
+        r2 = _mm256_permute2f128_ps(u2, u6, 0x20);
+        r3 = _mm256_permute2f128_ps(u3, u7, 0x20);
+        r4 = _mm256_permute2f128_ps(u0, u4, 0x31);
+        r5 = _mm256_permute2f128_ps(u1, u5, 0x31);
+        r6 = _mm256_permute2f128_ps(u2, u6, 0x31);
+        r7 = _mm256_permute2f128_ps(u3, u7, 0x31);
+        if (rows == 8) {
+            _mm256_storeu_ps(o, r0);
+            _mm256_storeu_ps(o + ldd, r1);
+            _mm256_storeu_ps(o + 2 * ldd, r2);
+            _mm256_storeu_ps(o + 3 * ldd, r3);
+            _mm256_storeu_ps(o + 4 * ldd, r4);
+            _mm256_storeu_ps(o + 5 * ldd, r5);
+            _mm256_storeu_ps(o + 6 * ldd, r6);
+            _mm256_storeu_ps(o + 7 * ldd, r7);
+        } else {
+            _mm256_maskstore_ps(o, mask, r0);
+            _mm256_maskstore_ps(o + ldd, mask, r1);
+            _mm256_maskstore_ps(o + 2 * ldd, mask, r2);
+            _mm256_maskstore_ps(o + 3 * ldd, mask, r3);
+            _mm256_maskstore_ps(o + 4 * ldd, mask, r4);
+            _mm256_maskstore_ps(o + 5 * ldd, mask, r5);
+            _mm256_maskstore_ps(o + 6 * ldd, mask, r6);
+            _mm256_maskstore_ps(o + 7 * ldd, mask, r7);
+        }
+    }
+}
+#define HV__HAVE_TR8 1
+#endif
+
+/* d[c * ldd + r] = alpha * s[r * lds + c] for r < rows (<= 8 on the fast path), c < cols */
+static void hv__pack_tr(const float *s, int64_t lds, int64_t rows, int64_t cols, float *d, int64_t ldd, float alpha) {
+    int64_t c = 0;
+#ifdef HV__HAVE_TR8
+    if (rows <= 8) {
+        c = cols / 8 * 8;
+        hv__pack_tr8(s, lds, (int)rows, c, d, ldd, alpha);
+    }
+#endif
+    hv__pack_tr_scalar(s + c, lds, rows, cols - c, d + c * ldd, ldd, alpha);
+}
+
+/* Panels are kc * MR (kc * NR) floats plus a 64-byte gap: without it, panels a multiple of 4 KiB
+   apart map to one L1 set, and dealing a stored row across many panels thrashes it. */
+#define HV__PANEL_PAD 16
+static int64_t hv__pa_stride(int64_t kc) { return kc * HV__MR + HV__PANEL_PAD; }
+static int64_t hv__pb_stride(int64_t kc) { return kc * HV__NR + HV__PANEL_PAD; }
+
+/* alpha * op(A)(i0 : i0+mc, p0 : p0+kc) -> MR-row panels, panel[p * MR + i]; rows past mc are 0 */
+static void hv__sgemm_pack_a(const hv__gemm_args *g, const float *A, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float *dst) {
+    int64_t ip, i, p, lda = g->lda, ps = hv__pa_stride(kc), full = mc / HV__MR * HV__MR;
+    float alpha = g->alpha;
+    if (g->trans_a) { /* A stored (k, m): each stored row is read once and dealt, MR values a panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = A + (p0 + p) * lda + i0;
+            float *d = dst + p * HV__MR;
+            for (ip = 0; ip < full; ip += HV__MR, d += ps) {
+#if (defined(HV__SIMD_AVX512) || defined(HV__SIMD_AVX2)) && HV__MR % 8 == 0
+                for (i = 0; i < HV__MR; i += 8) _mm256_storeu_ps(d + i, _mm256_mul_ps(_mm256_loadu_ps(s + ip + i), _mm256_set1_ps(alpha)));
+#else
+                for (i = 0; i < HV__MR; i++) d[i] = alpha * s[ip + i];
+#endif
+            }
+            if (full < mc) {
+                for (i = 0; i < mc - full; i++) d[i] = alpha * s[full + i];
+                for (; i < HV__MR; i++) d[i] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (ip = 0; ip < mc; ip += HV__MR, dst += ps) { /* A stored (m, k): transposes */
+        int64_t mr = mc - ip < HV__MR ? mc - ip : HV__MR;
+        for (i = 0; i < mr; i += 8)
+            hv__pack_tr(A + (i0 + ip + i) * lda + p0, lda, mr - i < 8 ? mr - i : 8, kc, dst + i, HV__MR, alpha);
+        for (i = mr; i < HV__MR; i++)
+            for (p = 0; p < kc; p++) dst[p * HV__MR + i] = 0.0f;
+    }
+}
+
+/* op(B)(p0 : p0+kc, j0 : j0+nc) -> NR-column panels, panel[p * NR + j]; columns past nc are 0 */
+static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float *dst) {
+    int64_t jp, j, p, ldb = g->ldb, ps = hv__pb_stride(kc), full = nc / HV__NR * HV__NR;
+    if (!g->trans_b) { /* B stored (k, n): each stored row is read once and dealt, NR values a panel */
+        for (p = 0; p < kc; p++) {
+            const float *s = B + (p0 + p) * ldb + j0;
+            float *d = dst + p * HV__NR;
+            for (jp = 0; jp < full; jp += HV__NR, d += ps) memcpy(d, s + jp, sizeof(float) * HV__NR);
+            if (full < nc) {
+                for (j = 0; j < nc - full; j++) d[j] = s[full + j];
+                for (; j < HV__NR; j++) d[j] = 0.0f;
+            }
+        }
+        return;
+    }
+    for (jp = 0; jp < nc; jp += HV__NR, dst += ps) { /* B stored (n, k): transposes */
+        int64_t nr = nc - jp < HV__NR ? nc - jp : HV__NR;
+        for (j = 0; j < nr; j += 8)
+            hv__pack_tr(B + (j0 + jp + j) * ldb + p0, ldb, nr - j < 8 ? nr - j : 8, kc, dst + j, HV__NR, 1.0f);
+        for (j = nr; j < HV__NR; j++)
+            for (p = 0; p < kc; p++) dst[p * HV__NR + j] = 0.0f;
+    }
+}
+
+/* ---- the blocked driver ---------------------------------------------------------------------- */
+
+#ifdef _OPENMP
+#define HV__OMP(x) _Pragma(#x)
+#else
+#define HV__OMP(x)
+#endif
+
+/* workspace, in floats: packed-B blocks (one shared, or one per thread when threads take whole
+   matrices) and per thread a slot: a packed-A block and an edge tile; all 64-byte aligned */
+#define HV__SGEMM_SLOT_FLOATS ((size_t)HV__MC * HV__KC + (size_t)(HV__MC / HV__MR) * HV__PANEL_PAD + (size_t)HV__MR * HV__NR + 32)
+static float *hv__sgemm_align(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
+static int hv__sgemm_tid(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* one matrix of a batch: the operands with the batch offsets applied */
+typedef struct hv__sgemm_mat {
+    const hv__gemm_args *g;
+    const float *a, *b;
+    float *c;
+} hv__sgemm_mat;
+
+/* The packed B of one phase: the KC blocks of rows pg : pg+kp of op(B), columns jc : jc+nc. Block q
+   (rows pg + q*KC ...) starts at q * npanel * pb_stride(KC). */
+typedef struct hv__sgemm_phase {
+    int64_t jc, nc, npanel, pg, kp;
+    float *pb;
+} hv__sgemm_phase;
+static float *hv__sgemm_phase_block(const hv__sgemm_phase *ph, int64_t q) { return ph->pb + q * ph->npanel * hv__pb_stride(HV__KC); }
+
+/* rows ic : ic+mc of C, columns jc+j0 : jc+j1: the phase's KC blocks in order, each one packing
+   this row block of A into the slot and running the micro-kernels over it. The C block stays in
+   L2 from one KC block to the next. */
+static void hv__sgemm_item(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t ic, int64_t mc, int64_t j0, int64_t j1, float *slot) {
+    const hv__gemm_args *g = x->g;
+    float *pa = hv__sgemm_align(slot), *tile = hv__sgemm_align(pa + (size_t)(HV__MC / HV__MR) * hv__pa_stride(HV__KC));
+    int64_t jr, ir, ldc = g->ldc, q, pc;
+    for (q = 0, pc = ph->pg; pc < ph->pg + ph->kp; q++, pc += HV__KC) {
+        int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+        int load_c = pc > 0 || g->beta != 0.0f;
+        float beta = pc > 0 ? 1.0f : g->beta;
+        const float *pb = hv__sgemm_phase_block(ph, q);
+        hv__sgemm_pack_a(g, x->a, ic, mc, pc, kc, pa);
+        for (jr = j0; jr < j1; jr += HV__NR) { /* the B micro-panel stays in L1 over the ir loop */
+            int64_t nr = j1 - jr < HV__NR ? j1 - jr : HV__NR;
+            const float *bp = pb + jr / HV__NR * hv__pb_stride(kc);
+            for (ir = 0; ir < mc; ir += HV__MR) {
+                int64_t mr = mc - ir < HV__MR ? mc - ir : HV__MR, i;
+                float *c = x->c + (ic + ir) * ldc + ph->jc + jr;
+                if (mr == HV__MR && nr == HV__NR) {
+                    hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, c, ldc, load_c, beta);
+                    continue;
+                }
+                /* edge tile: the same kernel on a copy, so every element sees the same arithmetic */
+                if (load_c) {
+                    memset(tile, 0, sizeof(float) * HV__MR * HV__NR);
+                    for (i = 0; i < mr; i++) memcpy(tile + i * HV__NR, c + i * ldc, sizeof(float) * (size_t)nr);
+                }
+                hv__sgemm_ukr(kc, pa + ir / HV__MR * hv__pa_stride(kc), bp, tile, HV__NR, load_c, beta);
+                for (i = 0; i < mr; i++) memcpy(c + i * ldc, tile + i * HV__NR, sizeof(float) * (size_t)nr);
+            }
+        }
+    }
+}
+
+/* packs slice t of `parts` of the phase's B: whole panels of every KC block */
+static void hv__sgemm_pack_phase(const hv__sgemm_mat *x, const hv__sgemm_phase *ph, int64_t t, int64_t parts) {
+    int64_t q = t / parts, s = t % parts, pc = ph->pg + q * HV__KC;
+    int64_t kc = ph->pg + ph->kp - pc < HV__KC ? ph->pg + ph->kp - pc : HV__KC;
+    int64_t p0 = ph->npanel * s / parts * HV__NR, p1 = ph->npanel * (s + 1) / parts * HV__NR;
+    if (p1 > ph->nc) p1 = ph->nc;
+    if (p0 < p1) hv__sgemm_pack_b(x->g, x->b, pc, kc, ph->jc + p0, p1 - p0, hv__sgemm_phase_block(ph, q) + p0 / HV__NR * hv__pb_stride(kc));
+}
+
+/* C = beta * C: the products with nothing to add (k == 0, or alpha == 0: A and B unread, as BLAS) */
+static void hv__sgemm_scale(const hv__sgemm_mat *x) {
+    const hv__gemm_args *g = x->g;
+    int64_t i, j;
+    for (i = 0; i < g->m; i++) {
+        float *c = x->c + i * g->ldc;
+        if (g->beta == 0.0f) memset(c, 0, sizeof(float) * (size_t)g->n);
+        else
+            for (j = 0; j < g->n; j++) c[j] *= g->beta;
+    }
+}
+
+/* rows of op(B) one phase packs: all of K when the packed block fits HV__SGEMM_B_BUDGET floats */
+#define HV__SGEMM_B_BUDGET ((int64_t)2 << 20)
+static int64_t hv__sgemm_phase_rows(int64_t k, int64_t n) {
+    int64_t npanel = ((n < HV__NC ? n : HV__NC) + HV__NR - 1) / HV__NR, blocks = HV__SGEMM_B_BUDGET / (npanel * hv__pb_stride(HV__KC));
+    if (blocks < 1) blocks = 1;
+    return k < blocks * HV__KC ? k : blocks * HV__KC;
+}
+
+/* One whole matrix. coop: called by every thread of a parallel region (nth threads). Per phase
+   (NC columns by up to all of K) they pack the shared B together, then take (row block, column
+   slice) items dynamically, each packing its A into slots + its thread number; one barrier per
+   phase. Else one thread alone, with its own B and slot. Either way every element of C is summed
+   in the same order (KC blocks in order, k in order inside), whoever computes it. */
+static void hv__sgemm_matrix(const hv__sgemm_mat *x, int coop, int nth, float *pb, float *slots) {
+    const hv__gemm_args *g = x->g;
+    int64_t nic, m = g->m, n = g->n, k = g->k, mt = (m + HV__MR - 1) / HV__MR, kmax = hv__sgemm_phase_rows(k, n);
+    int64_t want = coop ? 4 * (int64_t)nth : 1; /* items per phase: enough to balance threads */
+    hv__sgemm_phase ph;
+    ph.pb = hv__sgemm_align(pb);
+    if (k == 0 || g->alpha == 0.0f) {
+        if (coop) {
+            HV__OMP(omp single)
+            { hv__sgemm_scale(x); }
+        } else {
+            hv__sgemm_scale(x);
+        }
+        return;
+    }
+    /* row blocks: an even split of the MR-high tile rows, at most MC rows each; in parallel at
+       least 4 per thread (down to 4 tile rows each) and a multiple of the thread count */
+    nic = (mt + HV__MC / HV__MR - 1) / (HV__MC / HV__MR);
+    if (nic < want) nic = want < mt / 4 ? want : (mt / 4 > nic ? mt / 4 : nic);
+    if (coop) nic = (nic + nth - 1) / nth * nth;
+    if (nic > mt) nic = mt;
+    for (ph.jc = 0; ph.jc < n; ph.jc += HV__NC) {
+        int64_t nsplit = nic >= want ? 1 : (want + nic - 1) / nic, nitem, it, nq;
+        ph.nc = n - ph.jc < HV__NC ? n - ph.jc : HV__NC;
+        ph.npanel = (ph.nc + HV__NR - 1) / HV__NR;
+        if (nsplit > ph.npanel) nsplit = ph.npanel;
+        nitem = nic * nsplit;
+        for (ph.pg = 0; ph.pg < k; ph.pg += kmax) {
+            ph.kp = k - ph.pg < kmax ? k - ph.pg : kmax;
+            nq = (ph.kp + HV__KC - 1) / HV__KC;
+            if (!coop) {
+                for (it = 0; it < nq; it++) hv__sgemm_pack_phase(x, &ph, it, 1);
+                for (it = 0; it < nic; it++) {
+                    int64_t i0 = mt * it / nic * HV__MR, i1 = mt * (it + 1) / nic * HV__MR;
+                    hv__sgemm_item(x, &ph, i0, (i1 < m ? i1 : m) - i0, 0, ph.nc, slots);
+                }
+                continue;
+            }
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nq * nth; it++) hv__sgemm_pack_phase(x, &ph, it, nth); /* ends in a barrier */
+            HV__OMP(omp for schedule(dynamic, 1))
+            for (it = 0; it < nitem; it++) {
+                int64_t r = it / nsplit, s = it % nsplit;
+                int64_t i0 = mt * r / nic * HV__MR, i1 = mt * (r + 1) / nic * HV__MR;
+                int64_t j0 = ph.npanel * s / nsplit * HV__NR, j1 = ph.npanel * (s + 1) / nsplit * HV__NR;
+                if (j1 > ph.nc) j1 = ph.nc;
+                if (i1 > m) i1 = m;
+                if (j0 < j1 && i0 < i1) hv__sgemm_item(x, &ph, i0, i1 - i0, j0, j1, slots + HV__SGEMM_SLOT_FLOATS * (size_t)hv__sgemm_tid());
+            }
+        }
+    }
+}
+
+static hv__sgemm_mat hv__sgemm_mat_at(const hv__gemm_args *g, int64_t bi) {
+    hv__sgemm_mat x;
+    x.g = g;
+    x.a = g->a + bi * g->batch_stride_a;
+    x.b = g->b + bi * g->batch_stride_b;
+    x.c = g->c + bi * g->batch_stride_c;
+    return x;
+}
+
+HV__SGEMM_LINKAGE size_t HV__SGEMM_ENTRY(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats) {
+    int64_t nb = g->n < HV__NC ? g->n : HV__NC, kb = g->k > 0 ? hv__sgemm_phase_rows(g->k, g->n) : 1, work, bi, span;
+    size_t bfl, need;
+    int by_matrix;
+    if (nb < 1) nb = 1;
+    /* the packed B of the largest phase: full KC blocks, then the last one (no later phase is larger) */
+    bfl = (size_t)((nb + HV__NR - 1) / HV__NR) * (size_t)((kb - 1) / HV__KC * hv__pb_stride(HV__KC) + hv__pb_stride(kb - (kb - 1) / HV__KC * HV__KC)) + 16;
+    if (nthreads < 1) nthreads = 1;
+    /* threads only where each gets a worthwhile share: a parallel region costs microseconds */
+    work = g->m * g->n * (g->k > 0 ? g->k : 1) * (g->batch > 0 ? g->batch : 1);
+    if ((int64_t)nthreads > 1 + work / ((int64_t)1 << 21)) nthreads = (int)(1 + work / ((int64_t)1 << 21));
+    /* independent C matrices (batched attention products): whole matrices per thread */
+    span = (g->m - 1) * g->ldc + g->n;
+    by_matrix = nthreads > 1 && g->batch >= nthreads && (g->batch_stride_c >= span || g->batch_stride_c <= -span);
+    need = by_matrix ? (size_t)nthreads * (bfl + HV__SGEMM_SLOT_FLOATS) : bfl + (size_t)nthreads * HV__SGEMM_SLOT_FLOATS;
+    if (!ws || ws_floats < need) return need;
+    if (g->m <= 0 || g->n <= 0 || g->batch <= 0) return need;
+    if (nthreads == 1) {
+        for (bi = 0; bi < g->batch; bi++) { /* in order: the matrices may share C and accumulate */
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            hv__sgemm_matrix(&x, 0, 1, ws, ws + bfl);
+        }
+    } else if (by_matrix) {
+        HV__OMP(omp parallel for schedule(dynamic, 1) num_threads(nthreads))
+        for (bi = 0; bi < g->batch; bi++) {
+            hv__sgemm_mat x = hv__sgemm_mat_at(g, bi);
+            float *mine = ws + (bfl + HV__SGEMM_SLOT_FLOATS) * (size_t)hv__sgemm_tid();
+            hv__sgemm_matrix(&x, 0, 1, mine, mine + bfl);
+        }
+    } else {
+        HV__OMP(omp parallel num_threads(nthreads))
+        {
+#ifdef _OPENMP
+            int nth = omp_get_num_threads(); /* 1 when nested in a caller's parallel region */
+#else
+            int nth = 1;
+#endif
+            int64_t b2;
+            for (b2 = 0; b2 < g->batch; b2++) {
+                hv__sgemm_mat x = hv__sgemm_mat_at(g, b2);
+                hv__sgemm_matrix(&x, 1, nth, ws, ws + bfl);
+            }
+        }
+    }
+    return need;
+}
+#endif /* HV__MR */
+
+/* ---- choosing the kernel, once ---------------------------------------------------------------- */
+#ifdef HV__SGEMM_DISPATCH
+#ifdef __cplusplus
+extern "C" {
+#endif
+size_t hv__sgemm_avx512(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+size_t hv__sgemm_avx2(const hv__gemm_args *g, int nthreads, float *ws, size_t ws_floats);
+#ifdef __cplusplus
+}
+#endif
+#endif
+
+static hv__sgemm_fn hv__sgemm_cur;              /* NULL: the scalar reference */
+static const char *hv__sgemm_cur_isa = "scalar";
+
+static void hv__sgemm_choose(void) {
+#if defined(HV__SGEMM_DISPATCH)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx512;
+        hv__sgemm_cur_isa = "avx512";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        hv__sgemm_cur = hv__sgemm_avx2;
+        hv__sgemm_cur_isa = "avx2";
+    }
+#elif defined(HV__SIMD_AVX512)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx512";
+#elif defined(HV__SIMD_AVX2)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "avx2";
+#elif defined(HV__SIMD_NEON)
+    hv__sgemm_cur = HV__SGEMM_ENTRY;
+    hv__sgemm_cur_isa = "neon";
+#endif
+}
+
+/* runs g with `fn` (or the reference when NULL), growing the context's workspace when needed */
+static void hv__sgemm_run(hv_ctx *ctx, hv__sgemm_fn fn, const hv__gemm_args *g) {
+    size_t need;
+    if (fn) {
+        need = fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+        if (need <= ctx->gemm_ws_floats) return;
+        hv__free(ctx->gemm_ws);
+        ctx->gemm_ws_floats = 0;
+        ctx->gemm_ws = (float *)hv__malloc(need * sizeof(float));
+        if (ctx->gemm_ws) {
+            ctx->gemm_ws_floats = need;
+            fn(g, ctx->threads, ctx->gemm_ws, ctx->gemm_ws_floats);
+            return;
+        }
+    }
+    hv__cpu_gemm(ctx, g); /* no SIMD kernel, or no memory for one: the reference is always right */
+}
+static void hv__cpu_gemm_simd(hv_ctx *ctx, const hv__gemm_args *g) { hv__sgemm_run(ctx, hv__sgemm_cur, g); }
+
+/* the backend's gemm: the chosen kernel (called when the CPU table is filled, at hv_init) */
+static void (*hv__cpu_gemm_pick(void))(hv_ctx *, const hv__gemm_args *) {
+    hv__sgemm_choose();
+    return hv__sgemm_cur ? hv__cpu_gemm_simd : hv__cpu_gemm;
+}
+
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx) {
+    (void)ctx;
+    return hv__sgemm_cur_isa;
+}
+/* HV-SECTION cpu-simd END */
+
 /* HV-SECTION cpu-nn-kernels BEGIN */
 /* Precision: dot products accumulate in float, as the GEMM does; the statistics of a
    normalisation (sums of exponentials, mean, variance) and the sums of a loss in double. */
@@ -3343,7 +4549,7 @@ static void hv__cpu_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv
 /* HV-SECTION cpu-conv-kernels END */
 
 /* HV-SECTION cpu-fast BEGIN */
-/* ==== 7b. CPU BACKEND: fast kernels (SIMD, tiled, fused) =======================================
+/* ==== 7. CPU BACKEND: fast kernels (SIMD, tiled, fused) ========================================
    The kernels the CPU backend table actually uses for the hot ops; the scalar kernels above stay
    as the reference they are tested against (tests/test_fast.c, fast vs reference on random and
    odd shapes, with the tolerance of each kernel written next to its test).
@@ -5051,9 +6257,11 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm_running = hv__cpu_batch_norm_running;
         /* conv */ be.batch_norm = hv__cpu_batch_norm;
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
+        /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
         /* HV-SECTION cpu-fast-table BEGIN */
-        if (!hv__reference_kernels) { /* the fast kernels of section 7b replace the references */
+        if (!hv__reference_kernels) { /* the fast kernels ("CPU BACKEND: fast kernels") replace the
+                                         references */
             be.attention = hv__fast_attention;
             be.attention_bwd = hv__fast_attention_bwd;
             be.conv2d = hv__fast_conv2d;
@@ -5081,7 +6289,2362 @@ static const hv__backend *hv__cpu_backend(void) {
     return &be;
 }
 
-/* ==== 9. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
+/* ==== VULKAN GLUE ==== */
+/* HV-SECTION vulkan BEGIN */
+/* ==== 7b. VULKAN BACKEND (HUMANVIT_VULKAN) =====================================================
+   The kernels are GLSL compute shaders in kernels_vulkan/ (.comp), compiled to SPIR-V by
+   `./build.sh shaders` into kernels_vulkan/hv_shaders.h (committed). This section drives them.
+
+   Loader. libvulkan is opened at run time (dlopen / LoadLibrary), so a program never needs
+   -lvulkan and a machine without a loader or a device gets a NULL hv_init with a clear error.
+   $HUMANVIT_VULKAN_LOADER names another loader library.
+
+   Device. hv_init_desc.device, else $HUMANVIT_VULKAN_DEVICE: an index into the device list or
+   a case-insensitive part of the name. Default: the first discrete GPU, then integrated, virtual,
+   CPU (lavapipe). The queue is the first family with compute.
+
+   Memory. A tensor's data is a *device address*: 0xF << 60 | block id << 36 | byte offset, never
+   dereferenced on the host (the address is non-canonical: a stray host access faults at once).
+   Pointer arithmetic on it (views, GEMM batch offsets) works as on host pointers, and the kernels
+   turn it back into (VkBuffer, offset). Blocks are device-local VkBuffers: persistent tensors are
+   sub-allocated first-fit from 64 MiB blocks; arena tensors come from a per-step pool of blocks,
+   bump-allocated and reset by hv_step_end (after a step that needed several blocks they become
+   one, so a steady training loop allocates nothing). Uploads and downloads go through a
+   host-visible staging buffer.
+
+   Commands. Every kernel call records a dispatch into one command buffer: parameters go to a
+   host-visible ring (binding 0 of every kernel), tensors are bound as storage-buffer windows of
+   at most maxStorageBufferRange (work on a larger tensor is split: elementwise kernels and GEMM
+   split their index space; others refuse with an error). A barrier is recorded only when a
+   dispatch touches a range that an earlier dispatch of the same barrier interval wrote (or writes
+   one it read). The batch is submitted, once, when the host needs data (hv_tensor_copy_to,
+   hv_item, index checks, hv_sync), at hv_step_end, or when the parameter ring fills up.
+   Pipelines are made on first use, through a VkPipelineCache. */
+#ifdef HUMANVIT_VULKAN
+
+#define VK_NO_PROTOTYPES
+#include <vulkan/vulkan.h>
+#include "kernels_vulkan/hv_shaders.h"
+#if defined(_WIN32)
+#include <windows.h>
+#define HV__VK_LIBNAME "vulkan-1.dll"
+#elif defined(__APPLE__)
+#include <dlfcn.h>
+#define HV__VK_LIBNAME "libvulkan.1.dylib"
+#else
+#include <dlfcn.h>
+#define HV__VK_LIBNAME "libvulkan.so.1"
+#endif
+
+#define HV__VK_INSTANCE_FNS(X)                                                                     \
+    X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties)            \
+    X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties)             \
+    X(vkCreateDevice) X(vkGetDeviceProcAddr)
+#define HV__VK_DEVICE_FNS(X)                                                                       \
+    X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkCreateBuffer) X(vkDestroyBuffer)                    \
+    X(vkGetBufferMemoryRequirements) X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory)     \
+    X(vkMapMemory) X(vkUnmapMemory) X(vkCreateShaderModule) X(vkDestroyShaderModule)               \
+    X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) X(vkCreatePipelineLayout)       \
+    X(vkDestroyPipelineLayout) X(vkCreatePipelineCache) X(vkDestroyPipelineCache)                  \
+    X(vkCreateComputePipelines) X(vkDestroyPipeline) X(vkCreateDescriptorPool)                     \
+    X(vkDestroyDescriptorPool) X(vkResetDescriptorPool) X(vkAllocateDescriptorSets)                \
+    X(vkUpdateDescriptorSets) X(vkCreateCommandPool) X(vkDestroyCommandPool)                       \
+    X(vkAllocateCommandBuffers) X(vkBeginCommandBuffer) X(vkEndCommandBuffer)                      \
+    X(vkResetCommandBuffer) X(vkCmdBindPipeline) X(vkCmdBindDescriptorSets) X(vkCmdDispatch)       \
+    X(vkCmdPipelineBarrier) X(vkCmdCopyBuffer) X(vkCmdFillBuffer) X(vkCreateFence)                 \
+    X(vkDestroyFence) X(vkResetFences) X(vkWaitForFences) X(vkQueueSubmit) X(vkDeviceWaitIdle)
+
+#define HV__VK_MAX_ARGS 8         /* tensor bindings of one kernel */
+#define HV__VK_MAX_PARAMS 56      /* ints of one dispatch's parameter block, offsets included */
+#define HV__VK_SETS_PER_POOL 256
+#define HV__VK_BLOCK (64ull << 20) /* persistent blocks */
+#define HV__VK_ADDR_TAG 0xF000000000000000ull
+#define HV__VK_OFF_BITS 36
+#define HV__VK_MAX_HAZARDS 64
+
+typedef struct hv__vk_block {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    uint64_t size, used; /* used: the pool's bump pointer */
+    uint32_t id;
+    int persistent;
+    uint64_t *free_off, *free_len; /* persistent: free ranges sorted by offset */
+    int nfree, cap_free;
+} hv__vk_block;
+
+/* a host-visible buffer, mapped for the context's life */
+typedef struct hv__vk_hostbuf {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    char *map;
+    uint64_t size, used;
+} hv__vk_hostbuf;
+
+/* a tensor argument of a dispatch: its block, the byte offset of element 0 and the bytes it
+   spans from there */
+typedef struct hv__vk_arg {
+    hv__vk_block *blk;
+    uint64_t off, bytes;
+    int write;
+} hv__vk_arg;
+
+typedef struct hv__vk_range {
+    uint32_t id;
+    int write;
+    uint64_t lo, hi;
+} hv__vk_range;
+
+typedef struct hv__vk_download {
+    uint64_t stage_off, bytes;
+    char *host;
+} hv__vk_pending;
+
+typedef struct hv__vk {
+#define HV__VK_DECL(f) PFN_##f f;
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    PFN_vkCreateInstance vkCreateInstance;
+    HV__VK_INSTANCE_FNS(HV__VK_DECL)
+    HV__VK_DEVICE_FNS(HV__VK_DECL)
+#undef HV__VK_DECL
+    VkInstance inst;
+    VkPhysicalDevice phys;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t qfam, mt_device, mt_host;
+    VkPhysicalDeviceProperties props;
+    uint64_t max_range, align, max_alloc;
+    /* memory */
+    hv__vk_block **blocks; /* by id; NULL slots are free */
+    uint32_t nblocks;
+    hv__vk_block **pool; /* the step's blocks, newest last */
+    int npool;
+    uint64_t pool_first;
+    hv__vk_hostbuf stage, params;
+    uint32_t param_slot;
+    /* commands */
+    VkCommandPool cpool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    int recording;
+    VkDescriptorPool *dpools;
+    int ndpools, cur_dpool, dpool_used;
+    VkDescriptorSetLayout set_layout[HV__VK_MAX_ARGS + 2];
+    VkPipelineLayout pipe_layout[HV__VK_MAX_ARGS + 2];
+    VkPipeline pipes[HV__VKS_COUNT];
+    VkPipelineCache pcache;
+    hv__vk_range hazards[HV__VK_MAX_HAZARDS];
+    int nhazards;
+    hv__vk_pending *downloads;
+    int ndownloads, cap_downloads;
+    /* counters, for tests and curiosity */
+    uint64_t n_submits, n_dispatches, n_barriers, n_block_allocs;
+    int lost; /* the device failed: every later call is refused */
+} hv__vk;
+
+static void *hv__vk_lib;
+
+#define HV__VK(ctx) ((hv__vk *)(ctx)->dev)
+
+static const char *hv__vk_result_str(VkResult r) {
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER (no Vulkan driver/ICD found)";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VkResult error";
+    }
+}
+static int hv__vk_fail(const char *what, VkResult r) {
+    hv__fail("hv_vulkan", "%s failed: %s (%d)", what, hv__vk_result_str(r), (int)r);
+    return -1;
+}
+
+/* ---- loader --------------------------------------------------------------------------------- */
+
+static PFN_vkVoidFunction hv__vk_sym(void *lib, const char *name) {
+    PFN_vkVoidFunction f = NULL;
+#if defined(_WIN32)
+    FARPROC p = GetProcAddress((HMODULE)lib, name);
+    memcpy(&f, &p, sizeof f);
+#else
+    void *p = dlsym(lib, name);
+    memcpy(&f, &p, sizeof f); /* object to function pointer without a pedantic cast */
+#endif
+    return f;
+}
+static void *hv__vk_dlopen(const char *path) {
+#if defined(_WIN32)
+    return (void *)LoadLibraryA(path);
+#else
+    return dlopen(path, RTLD_NOW | RTLD_LOCAL);
+#endif
+}
+/* the loader stays loaded for the process's life (drivers may keep threads and atexit hooks) */
+static int hv__vk_load(hv__vk *vk) {
+    const char *path = getenv("HUMANVIT_VULKAN_LOADER");
+    void *lib;
+    PFN_vkVoidFunction f;
+    if (path && *path) {
+        lib = hv__vk_dlopen(path); /* another loader: opened each time, never cached */
+    } else {
+        path = HV__VK_LIBNAME;
+        if (!hv__vk_lib) hv__vk_lib = hv__vk_dlopen(path);
+        lib = hv__vk_lib;
+    }
+    if (!lib) {
+        hv__fail("hv_init", "no Vulkan loader: cannot open %s (install one, e.g. apt-get install libvulkan1 mesa-vulkan-drivers; "
+                 "or set HUMANVIT_VULKAN_LOADER)", path);
+        return -1;
+    }
+    f = hv__vk_sym(lib, "vkGetInstanceProcAddr");
+    if (!f) return hv__fail("hv_init", "%s has no vkGetInstanceProcAddr: not a Vulkan loader", path), -1;
+    memcpy(&vk->vkGetInstanceProcAddr, &f, sizeof f);
+    vk->vkCreateInstance = (PFN_vkCreateInstance)vk->vkGetInstanceProcAddr(NULL, "vkCreateInstance");
+    if (!vk->vkCreateInstance) return hv__fail("hv_init", "the Vulkan loader %s has no vkCreateInstance", path), -1;
+    return 0;
+}
+
+/* ---- instance and device -------------------------------------------------------------------- */
+
+static int hv__vk_type_rank(VkPhysicalDeviceType t) {
+    switch (t) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: return 0;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: return 1;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: return 2;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: return 3;
+    default: return 4;
+    }
+}
+static const char *hv__vk_type_name(VkPhysicalDeviceType t) {
+    static const char *names[] = {"discrete GPU", "integrated GPU", "virtual GPU", "CPU", "other"};
+    return names[hv__vk_type_rank(t)];
+}
+static int hv__vk_icontains(const char *hay, const char *needle) {
+    size_t i, j, n = strlen(needle);
+    for (i = 0; hay[i]; i++) {
+        for (j = 0; j < n && hay[i + j]; j++) {
+            char a = hay[i + j], b = needle[j];
+            if (a >= 'A' && a <= 'Z') a = (char)(a - 'A' + 'a');
+            if (b >= 'A' && b <= 'Z') b = (char)(b - 'A' + 'a');
+            if (a != b) break;
+        }
+        if (j == n) return 1;
+    }
+    return n == 0;
+}
+/* the compute queue family of a device, or -1 */
+static int hv__vk_compute_family(hv__vk *vk, VkPhysicalDevice pd) {
+    VkQueueFamilyProperties fam[16];
+    uint32_t n = 16, i;
+    vk->vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, fam);
+    for (i = 0; i < n; i++)
+        if (fam[i].queueFlags & VK_QUEUE_COMPUTE_BIT) return (int)i;
+    return -1;
+}
+static int hv__vk_pick_device(hv__vk *vk, const char *want) {
+    VkPhysicalDevice devs[32];
+    VkPhysicalDeviceProperties props[32];
+    uint32_t n = 32, i;
+    int best = -1, is_index = want && *want;
+    char list[1024];
+    size_t len = 0;
+    VkResult r = vk->vkEnumeratePhysicalDevices(vk->inst, &n, devs);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) return hv__vk_fail("vkEnumeratePhysicalDevices", r);
+    if (n == 0) return hv__fail("hv_init", "Vulkan found no device (no driver installed? for a CPU device: apt-get install mesa-vulkan-drivers)"), -1;
+    list[0] = 0;
+    for (i = 0; i < n; i++) {
+        vk->vkGetPhysicalDeviceProperties(devs[i], &props[i]);
+        if (len < sizeof list)
+            len += (size_t)snprintf(list + len, sizeof list - len, "\n  %u: %s (%s)", i, props[i].deviceName,
+                                    hv__vk_type_name(props[i].deviceType));
+    }
+    for (i = 0; is_index && want[i]; i++)
+        if (want[i] < '0' || want[i] > '9') is_index = 0;
+    if (is_index) {
+        unsigned long k = strtoul(want, NULL, 10);
+        if (k >= n) return hv__fail("hv_init", "Vulkan device %s does not exist; devices:%s", want, list), -1;
+        best = (int)k;
+    } else {
+        for (i = 0; i < n; i++) {
+            if (want && *want && !hv__vk_icontains(props[i].deviceName, want)) continue;
+            if (hv__vk_compute_family(vk, devs[i]) < 0) continue;
+            if (best < 0 || hv__vk_type_rank(props[i].deviceType) < hv__vk_type_rank(props[best].deviceType)) best = (int)i;
+        }
+        if (best < 0)
+            return hv__fail("hv_init", "no Vulkan device %s%s%s; devices:%s", want && *want ? "matches '" : "has a compute queue",
+                            want && *want ? want : "", want && *want ? "'" : "", list), -1;
+    }
+    if (hv__vk_compute_family(vk, devs[best]) < 0)
+        return hv__fail("hv_init", "Vulkan device %d (%s) has no compute queue", best, props[best].deviceName), -1;
+    vk->phys = devs[best];
+    vk->props = props[best];
+    vk->qfam = (uint32_t)hv__vk_compute_family(vk, devs[best]);
+    return 0;
+}
+static int hv__vk_memtype(hv__vk *vk, uint32_t bits, VkMemoryPropertyFlags want, VkMemoryPropertyFlags nice) {
+    VkPhysicalDeviceMemoryProperties mp;
+    uint32_t i;
+    int found = -1;
+    vk->vkGetPhysicalDeviceMemoryProperties(vk->phys, &mp);
+    for (i = 0; i < mp.memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = mp.memoryTypes[i].propertyFlags;
+        if (!(bits & (1u << i)) || (f & want) != want) continue;
+        if ((f & nice) == nice) return (int)i;
+        if (found < 0) found = (int)i;
+    }
+    return found;
+}
+/* a buffer with its own memory; host-visible ones are mapped */
+static int hv__vk_buffer(hv__vk *vk, uint64_t size, int host, VkBuffer *buf, VkDeviceMemory *mem, void **map) {
+    VkBufferCreateInfo bi;
+    VkMemoryRequirements req;
+    VkMemoryAllocateInfo ai;
+    VkResult r;
+    int mt;
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO;
+    bi.size = size;
+    bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    if ((r = vk->vkCreateBuffer(vk->dev, &bi, NULL, buf)) != VK_SUCCESS) return hv__vk_fail("vkCreateBuffer", r);
+    vk->vkGetBufferMemoryRequirements(vk->dev, *buf, &req);
+    mt = host ? hv__vk_memtype(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                               VK_MEMORY_PROPERTY_HOST_CACHED_BIT)
+              : hv__vk_memtype(vk, req.memoryTypeBits, 0, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    memset(&ai, 0, sizeof ai);
+    ai.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO;
+    ai.allocationSize = req.size;
+    ai.memoryTypeIndex = (uint32_t)mt;
+    if (mt < 0 || (r = vk->vkAllocateMemory(vk->dev, &ai, NULL, mem)) != VK_SUCCESS) {
+        vk->vkDestroyBuffer(vk->dev, *buf, NULL);
+        *buf = VK_NULL_HANDLE;
+        if (mt < 0) return hv__fail("hv_vulkan", "no suitable memory type for a %s buffer", host ? "host-visible" : "device"), -1;
+        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+            return hv__fail("hv_vulkan", "out of device memory allocating %llu bytes on %s (%s)", (unsigned long long)size,
+                            vk->props.deviceName, hv__vk_result_str(r)), -1;
+        return hv__vk_fail("vkAllocateMemory", r);
+    }
+    vk->vkBindBufferMemory(vk->dev, *buf, *mem, 0);
+    if (host && (r = vk->vkMapMemory(vk->dev, *mem, 0, VK_WHOLE_SIZE, 0, map)) != VK_SUCCESS) {
+        vk->vkDestroyBuffer(vk->dev, *buf, NULL);
+        vk->vkFreeMemory(vk->dev, *mem, NULL);
+        *buf = VK_NULL_HANDLE;
+        return hv__vk_fail("vkMapMemory", r);
+    }
+    return 0;
+}
+static int hv__vk_hostbuf_init(hv__vk *vk, hv__vk_hostbuf *hb, uint64_t size) {
+    void *map = NULL;
+    memset(hb, 0, sizeof *hb);
+    if (hv__vk_buffer(vk, size, 1, &hb->buf, &hb->mem, &map)) return -1;
+    hb->map = (char *)map;
+    hb->size = size;
+    return 0;
+}
+static void hv__vk_hostbuf_free(hv__vk *vk, hv__vk_hostbuf *hb) {
+    if (!hb->buf) return;
+    vk->vkUnmapMemory(vk->dev, hb->mem);
+    vk->vkDestroyBuffer(vk->dev, hb->buf, NULL);
+    vk->vkFreeMemory(vk->dev, hb->mem, NULL);
+    hb->buf = VK_NULL_HANDLE;
+}
+
+/* ---- device memory: blocks, addresses, the persistent allocator and the step pool ----------- */
+
+static void *hv__vk_addr(const hv__vk_block *b, uint64_t off) {
+    return (void *)(uintptr_t)(HV__VK_ADDR_TAG | ((uint64_t)b->id << HV__VK_OFF_BITS) | off);
+}
+/* the block and byte offset of a device address */
+static hv__vk_block *hv__vk_resolve(hv__vk *vk, const void *p, uint64_t *off) {
+    uint64_t a = (uint64_t)(uintptr_t)p;
+    uint32_t id = (uint32_t)((a & ~HV__VK_ADDR_TAG) >> HV__VK_OFF_BITS);
+    *off = a & ((1ull << HV__VK_OFF_BITS) - 1);
+    return id < vk->nblocks ? vk->blocks[id] : NULL;
+}
+static void hv__vk_block_destroy(hv__vk *vk, hv__vk_block *b) {
+    if (!b) return;
+    vk->blocks[b->id] = NULL;
+    vk->vkDestroyBuffer(vk->dev, b->buf, NULL);
+    vk->vkFreeMemory(vk->dev, b->mem, NULL);
+    hv__free(b->free_off);
+    hv__free(b->free_len);
+    hv__free(b);
+}
+static hv__vk_block *hv__vk_block_new(hv__vk *vk, uint64_t size, int persistent) {
+    hv__vk_block *b;
+    uint32_t id;
+    if (size > vk->max_alloc)
+        return (hv__vk_block *)hv__fail("hv_vulkan", "%llu bytes exceed the largest allocation of %s (%llu bytes)", (unsigned long long)size,
+                                        vk->props.deviceName, (unsigned long long)vk->max_alloc);
+    for (id = 0; id < vk->nblocks && vk->blocks[id]; id++) {
+    }
+    if (id == vk->nblocks) {
+        uint32_t cap = vk->nblocks ? vk->nblocks * 2 : 16;
+        hv__vk_block **nb = (hv__vk_block **)HV_REALLOC(vk->blocks, sizeof *nb * cap);
+        hv__alloc_calls++;
+        if (!nb) return (hv__vk_block *)hv__fail("hv_vulkan", "out of host memory");
+        memset(nb + vk->nblocks, 0, sizeof *nb * (cap - vk->nblocks));
+        vk->blocks = nb;
+        vk->nblocks = cap;
+    }
+    if (id >= (1u << 24)) return (hv__vk_block *)hv__fail("hv_vulkan", "too many device blocks");
+    b = (hv__vk_block *)hv__malloc(sizeof *b);
+    if (!b) return (hv__vk_block *)hv__fail("hv_vulkan", "out of host memory");
+    memset(b, 0, sizeof *b);
+    if (hv__vk_buffer(vk, size, 0, &b->buf, &b->mem, NULL)) {
+        hv__free(b);
+        return NULL;
+    }
+    b->size = size;
+    b->id = id;
+    b->persistent = persistent;
+    vk->blocks[id] = b;
+    vk->n_block_allocs++;
+    return b;
+}
+/* persistent blocks: sorted free ranges, first fit, merged on free */
+static int hv__vk_free_insert(hv__vk_block *b, int at, uint64_t off, uint64_t len) {
+    if (b->nfree == b->cap_free) {
+        int cap = b->cap_free ? b->cap_free * 2 : 16;
+        uint64_t *o = (uint64_t *)hv__malloc(sizeof *o * (size_t)cap), *l = (uint64_t *)hv__malloc(sizeof *l * (size_t)cap);
+        if (!o || !l) {
+            hv__free(o);
+            hv__free(l);
+            return -1;
+        }
+        if (b->nfree) {
+            memcpy(o, b->free_off, sizeof *o * (size_t)b->nfree);
+            memcpy(l, b->free_len, sizeof *l * (size_t)b->nfree);
+        }
+        hv__free(b->free_off);
+        hv__free(b->free_len);
+        b->free_off = o;
+        b->free_len = l;
+        b->cap_free = cap;
+    }
+    memmove(b->free_off + at + 1, b->free_off + at, sizeof(uint64_t) * (size_t)(b->nfree - at));
+    memmove(b->free_len + at + 1, b->free_len + at, sizeof(uint64_t) * (size_t)(b->nfree - at));
+    b->free_off[at] = off;
+    b->free_len[at] = len;
+    b->nfree++;
+    return 0;
+}
+static void hv__vk_free_remove(hv__vk_block *b, int at) {
+    memmove(b->free_off + at, b->free_off + at + 1, sizeof(uint64_t) * (size_t)(b->nfree - at - 1));
+    memmove(b->free_len + at, b->free_len + at + 1, sizeof(uint64_t) * (size_t)(b->nfree - at - 1));
+    b->nfree--;
+}
+#define HV__VK_GRAIN 256 /* sub-allocation granularity (also a safe storage-buffer offset alignment) */
+static uint64_t hv__vk_round(uint64_t n, uint64_t a) { return (n + a - 1) / a * a; }
+
+static int hv__vk_fill_zero(hv__vk *vk, hv__vk_block *b, uint64_t off, uint64_t bytes);
+
+static void *hv__vk_mem_alloc(hv_ctx *ctx, size_t bytes, int persistent, void **buf) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t n = hv__vk_round(bytes ? bytes : 4, HV__VK_GRAIN), off = 0;
+    hv__vk_block *b = NULL;
+    uint32_t i;
+    int j;
+    if (vk->lost) return hv__fail("hv_vulkan", "the device was lost earlier; create a new context");
+    if (persistent) {
+        for (i = 0; i < vk->nblocks && !b; i++) {
+            hv__vk_block *c = vk->blocks[i];
+            if (!c || !c->persistent) continue;
+            for (j = 0; j < c->nfree; j++)
+                if (c->free_len[j] >= n) {
+                    b = c;
+                    off = c->free_off[j];
+                    c->free_off[j] += n;
+                    c->free_len[j] -= n;
+                    if (!c->free_len[j]) hv__vk_free_remove(c, j);
+                    break;
+                }
+        }
+        if (!b) {
+            uint64_t size = n > HV__VK_BLOCK ? n : HV__VK_BLOCK;
+            if (size > vk->max_alloc && n <= vk->max_alloc) size = n;
+            if (!(b = hv__vk_block_new(vk, size, 1))) return NULL;
+            if (size > n && hv__vk_free_insert(b, 0, n, size - n)) return hv__fail("hv_vulkan", "out of host memory");
+            off = 0;
+        }
+    } else {
+        b = vk->npool ? vk->pool[vk->npool - 1] : NULL;
+        if (!b || b->used + n > b->size) {
+            uint64_t want = vk->pool_first;
+            hv__vk_block **np;
+            if (b && b->size * 2 > want) want = b->size * 2;
+            if (want < n) want = n;
+            if (want > vk->max_alloc) want = n > vk->max_alloc ? n : vk->max_alloc;
+            if (!(b = hv__vk_block_new(vk, want, 0))) return NULL;
+            np = (hv__vk_block **)HV_REALLOC(vk->pool, sizeof *np * (size_t)(vk->npool + 1));
+            hv__alloc_calls++;
+            if (!np) {
+                hv__vk_block_destroy(vk, b);
+                return hv__fail("hv_vulkan", "out of host memory");
+            }
+            vk->pool = np;
+            vk->pool[vk->npool++] = b;
+        }
+        off = b->used;
+        b->used += n;
+    }
+    if (hv__vk_fill_zero(vk, b, off, hv__vk_round(bytes ? bytes : 4, 4))) return NULL;
+    *buf = b;
+    return hv__vk_addr(b, off);
+}
+static void hv__vk_mem_free(hv_ctx *ctx, void *data, size_t bytes) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off, len = hv__vk_round(bytes ? bytes : 4, HV__VK_GRAIN);
+    hv__vk_block *b = hv__vk_resolve(vk, data, &off);
+    int at;
+    if (!b || !b->persistent) return;
+    /* the range goes back into the sorted free list, merged with its neighbours. Work still
+       queued that reads it stays ordered before any reuse: the same command stream, with barriers. */
+    for (at = 0; at < b->nfree && b->free_off[at] < off; at++) {
+    }
+    if (at > 0 && b->free_off[at - 1] + b->free_len[at - 1] == off) {
+        b->free_len[at - 1] += len;
+        if (at < b->nfree && off + len == b->free_off[at]) {
+            b->free_len[at - 1] += b->free_len[at];
+            hv__vk_free_remove(b, at);
+        }
+    } else if (at < b->nfree && off + len == b->free_off[at]) {
+        b->free_off[at] = off;
+        b->free_len[at] += len;
+    } else {
+        hv__vk_free_insert(b, at, off, len); /* on failure the range is lost until shutdown */
+    }
+}
+
+/* ---- command batching ----------------------------------------------------------------------- */
+
+static void hv__vk_full_barrier(hv__vk *vk) {
+    VkMemoryBarrier mb;
+    memset(&mb, 0, sizeof mb);
+    mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    vk->vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    vk->nhazards = 0;
+    vk->n_barriers++;
+}
+static int hv__vk_begin(hv__vk *vk) {
+    VkCommandBufferBeginInfo bi;
+    VkResult r;
+    if (vk->recording) return 0;
+    if (vk->lost) return hv__fail("hv_vulkan", "the device was lost earlier; create a new context"), -1;
+    memset(&bi, 0, sizeof bi);
+    bi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO;
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    if ((r = vk->vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return hv__vk_fail("vkBeginCommandBuffer", r);
+    vk->recording = 1;
+    hv__vk_full_barrier(vk); /* the previous batch's writes become visible to this one */
+    return 0;
+}
+/* records that the next command accesses these ranges; a barrier first when one of them meets
+   an earlier access of this barrier interval and either of the two writes */
+static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
+    int i, j, conflict = 0;
+    for (i = 0; i < n && !conflict; i++)
+        for (j = 0; j < vk->nhazards; j++) {
+            const hv__vk_range *h = &vk->hazards[j];
+            if (h->id == args[i].blk->id && (h->write || args[i].write) && args[i].off < h->hi && h->lo < args[i].off + args[i].bytes) {
+                conflict = 1;
+                break;
+            }
+        }
+    if (conflict || vk->nhazards + n > HV__VK_MAX_HAZARDS) hv__vk_full_barrier(vk);
+    for (i = 0; i < n; i++) {
+        hv__vk_range *h = &vk->hazards[vk->nhazards++];
+        h->id = args[i].blk->id;
+        h->write = args[i].write;
+        h->lo = args[i].off;
+        h->hi = args[i].off + args[i].bytes;
+    }
+}
+/* submit the batch and wait for it; then the rings are empty and downloads have landed */
+static int hv__vk_flush(hv__vk *vk) {
+    VkSubmitInfo si;
+    VkResult r;
+    int i;
+    if (!vk->recording) return vk->lost ? -1 : 0;
+    if (vk->ndownloads) { /* device writes of the copies become visible to the host */
+        VkMemoryBarrier mb;
+        memset(&mb, 0, sizeof mb);
+        mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
+        mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+        mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+        vk->vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
+    }
+    vk->recording = 0;
+    if ((r = vk->vkEndCommandBuffer(vk->cmd)) != VK_SUCCESS) goto lost;
+    memset(&si, 0, sizeof si);
+    si.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO;
+    si.commandBufferCount = 1;
+    si.pCommandBuffers = &vk->cmd;
+    if ((r = vk->vkQueueSubmit(vk->queue, 1, &si, vk->fence)) != VK_SUCCESS) goto lost;
+    if ((r = vk->vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, UINT64_MAX)) != VK_SUCCESS) goto lost;
+    vk->vkResetFences(vk->dev, 1, &vk->fence);
+    vk->vkResetCommandBuffer(vk->cmd, 0);
+    vk->n_submits++;
+    for (i = 0; i < vk->ndownloads; i++)
+        memcpy(vk->downloads[i].host, vk->stage.map + vk->downloads[i].stage_off, (size_t)vk->downloads[i].bytes);
+    vk->ndownloads = 0;
+    for (i = 0; i <= vk->cur_dpool && i < vk->ndpools; i++) vk->vkResetDescriptorPool(vk->dev, vk->dpools[i], 0);
+    vk->cur_dpool = 0;
+    vk->dpool_used = 0;
+    vk->stage.used = 0;
+    vk->params.used = 0;
+    vk->nhazards = 0;
+    return 0;
+lost:
+    vk->lost = 1;
+    vk->ndownloads = 0;
+    return hv__vk_fail("submitting work", r);
+}
+
+/* ---- pipelines ------------------------------------------------------------------------------ */
+
+static VkPipeline hv__vk_pipeline(hv__vk *vk, int shader, int nargs) {
+    VkShaderModuleCreateInfo mi;
+    VkComputePipelineCreateInfo ci;
+    VkShaderModule mod;
+    VkResult r;
+    if (vk->pipes[shader]) return vk->pipes[shader];
+    if (!vk->set_layout[nargs]) {
+        VkDescriptorSetLayoutBinding b[HV__VK_MAX_ARGS + 1];
+        VkDescriptorSetLayoutCreateInfo li;
+        VkPipelineLayoutCreateInfo pi;
+        int i;
+        memset(b, 0, sizeof b);
+        for (i = 0; i <= nargs; i++) {
+            b[i].binding = (uint32_t)i;
+            b[i].descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+            b[i].descriptorCount = 1;
+            b[i].stageFlags = VK_SHADER_STAGE_COMPUTE_BIT;
+        }
+        memset(&li, 0, sizeof li);
+        li.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO;
+        li.bindingCount = (uint32_t)nargs + 1;
+        li.pBindings = b;
+        if ((r = vk->vkCreateDescriptorSetLayout(vk->dev, &li, NULL, &vk->set_layout[nargs])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreateDescriptorSetLayout", r), (VkPipeline)VK_NULL_HANDLE;
+        memset(&pi, 0, sizeof pi);
+        pi.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO;
+        pi.setLayoutCount = 1;
+        pi.pSetLayouts = &vk->set_layout[nargs];
+        if ((r = vk->vkCreatePipelineLayout(vk->dev, &pi, NULL, &vk->pipe_layout[nargs])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreatePipelineLayout", r), (VkPipeline)VK_NULL_HANDLE;
+    }
+    memset(&mi, 0, sizeof mi);
+    mi.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO;
+    mi.codeSize = hv__vk_shaders[shader].words * 4;
+    mi.pCode = hv__vk_shaders[shader].code;
+    if ((r = vk->vkCreateShaderModule(vk->dev, &mi, NULL, &mod)) != VK_SUCCESS)
+        return hv__vk_fail("vkCreateShaderModule", r), (VkPipeline)VK_NULL_HANDLE;
+    memset(&ci, 0, sizeof ci);
+    ci.sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO;
+    ci.stage.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO;
+    ci.stage.stage = VK_SHADER_STAGE_COMPUTE_BIT;
+    ci.stage.module = mod;
+    ci.stage.pName = "main";
+    ci.layout = vk->pipe_layout[nargs];
+    r = vk->vkCreateComputePipelines(vk->dev, vk->pcache, 1, &ci, NULL, &vk->pipes[shader]);
+    vk->vkDestroyShaderModule(vk->dev, mod, NULL);
+    if (r != VK_SUCCESS) {
+        vk->pipes[shader] = VK_NULL_HANDLE;
+        hv__fail("hv_vulkan", "cannot create the pipeline of kernel '%s': %s", hv__vk_shaders[shader].name, hv__vk_result_str(r));
+        return VK_NULL_HANDLE;
+    }
+    return vk->pipes[shader];
+}
+static VkDescriptorSet hv__vk_descriptor_set(hv__vk *vk, int nargs) {
+    VkDescriptorSetAllocateInfo ai;
+    VkDescriptorSet set = VK_NULL_HANDLE;
+    VkResult r;
+    if (vk->dpool_used == HV__VK_SETS_PER_POOL) {
+        vk->cur_dpool++;
+        vk->dpool_used = 0;
+    }
+    if (vk->cur_dpool == vk->ndpools) { /* grows to the high-water mark of a batch, then stays */
+        VkDescriptorPoolSize ps;
+        VkDescriptorPoolCreateInfo pi;
+        VkDescriptorPool *np = (VkDescriptorPool *)HV_REALLOC(vk->dpools, sizeof *np * (size_t)(vk->ndpools + 1));
+        hv__alloc_calls++;
+        if (!np) return hv__fail("hv_vulkan", "out of host memory"), (VkDescriptorSet)VK_NULL_HANDLE;
+        vk->dpools = np;
+        ps.type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+        ps.descriptorCount = HV__VK_SETS_PER_POOL * (HV__VK_MAX_ARGS + 1);
+        memset(&pi, 0, sizeof pi);
+        pi.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO;
+        pi.maxSets = HV__VK_SETS_PER_POOL;
+        pi.poolSizeCount = 1;
+        pi.pPoolSizes = &ps;
+        if ((r = vk->vkCreateDescriptorPool(vk->dev, &pi, NULL, &vk->dpools[vk->ndpools])) != VK_SUCCESS)
+            return hv__vk_fail("vkCreateDescriptorPool", r), (VkDescriptorSet)VK_NULL_HANDLE;
+        vk->ndpools++;
+    }
+    memset(&ai, 0, sizeof ai);
+    ai.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO;
+    ai.descriptorPool = vk->dpools[vk->cur_dpool];
+    ai.descriptorSetCount = 1;
+    ai.pSetLayouts = &vk->set_layout[nargs];
+    if ((r = vk->vkAllocateDescriptorSets(vk->dev, &ai, &set)) != VK_SUCCESS)
+        return hv__vk_fail("vkAllocateDescriptorSets", r), (VkDescriptorSet)VK_NULL_HANDLE;
+    vk->dpool_used++;
+    return set;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------- */
+
+/* the storage-buffer window of an argument: [win, win + range) holds its span, win aligned */
+static int hv__vk_window(hv__vk *vk, const hv__vk_arg *a, uint64_t *win, uint64_t *range) {
+    uint64_t end = a->off + (a->bytes ? a->bytes : 4);
+    *win = a->off / vk->align * vk->align;
+    *range = hv__vk_round(end - *win, 4);
+    if (*win + *range > a->blk->size) *range = a->blk->size - *win;
+    return *range <= vk->max_range ? 0 : -1;
+}
+static int hv__vk_fits(hv__vk *vk, const hv__vk_arg *a) {
+    uint64_t w, r;
+    return hv__vk_window(vk, a, &w, &r) == 0;
+}
+/* 1-D work of n items in groups of `local`, laid over a 2-D grid (65535 groups per axis) */
+static void hv__vk_grid(uint64_t n, uint32_t local, uint32_t *gx, uint32_t *gy) {
+    uint64_t groups = (n + local - 1) / local;
+    if (groups == 0) groups = 1;
+    *gx = (uint32_t)(groups < 65535 ? groups : 65535);
+    *gy = (uint32_t)((groups + *gx - 1) / *gx);
+}
+/* records one kernel: binding 0 the parameters (each argument's element offset in its window,
+   then `params`), bindings 1.. the arguments. -1 (error set) when it cannot. */
+static int hv__vk_dispatch(hv__vk *vk, int shader, const hv__vk_arg *args, int nargs, const int32_t *params, int nparams, uint32_t gx,
+                           uint32_t gy, uint32_t gz) {
+    VkDescriptorBufferInfo bi[HV__VK_MAX_ARGS + 1];
+    VkWriteDescriptorSet wr;
+    VkDescriptorSet set;
+    VkPipeline pipe;
+    int32_t *p;
+    int i;
+    HV_ASSERT(nargs <= HV__VK_MAX_ARGS && nargs + nparams <= HV__VK_MAX_PARAMS);
+    if (gx == 0 || gy == 0 || gz == 0) return 0;
+    if (vk->params.used + vk->param_slot > vk->params.size && hv__vk_flush(vk)) return -1;
+    if (hv__vk_begin(vk)) return -1;
+    if (!(pipe = hv__vk_pipeline(vk, shader, nargs))) return -1;
+    p = (int32_t *)(vk->params.map + vk->params.used);
+    bi[0].buffer = vk->params.buf;
+    bi[0].offset = vk->params.used;
+    bi[0].range = vk->param_slot;
+    for (i = 0; i < nargs; i++) {
+        uint64_t win, range;
+        if (hv__vk_window(vk, &args[i], &win, &range))
+            return hv__fail("hv_vulkan", "kernel '%s': argument %d spans %llu bytes, more than maxStorageBufferRange (%llu) of %s",
+                            hv__vk_shaders[shader].name, i, (unsigned long long)args[i].bytes, (unsigned long long)vk->max_range,
+                            vk->props.deviceName), -1;
+        bi[i + 1].buffer = args[i].blk->buf;
+        bi[i + 1].offset = win;
+        bi[i + 1].range = range;
+        p[i] = (int32_t)((args[i].off - win) / 4);
+    }
+    for (i = 0; i < nparams; i++) p[nargs + i] = params[i];
+    if (!(set = hv__vk_descriptor_set(vk, nargs))) return -1;
+    vk->params.used += vk->param_slot;
+    memset(&wr, 0, sizeof wr);
+    wr.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
+    wr.dstSet = set;
+    wr.descriptorCount = (uint32_t)nargs + 1;
+    wr.descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+    wr.pBufferInfo = bi;
+    vk->vkUpdateDescriptorSets(vk->dev, 1, &wr, 0, NULL);
+    hv__vk_hazard(vk, args, nargs);
+    vk->vkCmdBindPipeline(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe);
+    vk->vkCmdBindDescriptorSets(vk->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->pipe_layout[nargs], 0, 1, &set, 0, NULL);
+    vk->vkCmdDispatch(vk->cmd, gx, gy, gz);
+    vk->n_dispatches++;
+    return 0;
+}
+
+/* ---- transfers ------------------------------------------------------------------------------ */
+
+static int hv__vk_fill_zero(hv__vk *vk, hv__vk_block *b, uint64_t off, uint64_t bytes) {
+    hv__vk_arg a;
+    if (hv__vk_begin(vk)) return -1;
+    a.blk = b;
+    a.off = off;
+    a.bytes = bytes;
+    a.write = 1;
+    hv__vk_hazard(vk, &a, 1);
+    vk->vkCmdFillBuffer(vk->cmd, b->buf, off, bytes, 0);
+    return 0;
+}
+/* room for n bytes in the staging buffer (flushing the batch when full); its offset or -1 */
+static int64_t hv__vk_stage(hv__vk *vk, uint64_t n) {
+    uint64_t at = hv__vk_round(vk->stage.used, 16);
+    if (at + n > vk->stage.size) {
+        if (hv__vk_flush(vk)) return -1;
+        at = 0;
+    }
+    if (hv__vk_begin(vk)) return -1;
+    vk->stage.used = at + n;
+    return (int64_t)at;
+}
+static int hv__vk_upload(hv__vk *vk, hv__vk_block *b, uint64_t off, const void *host, uint64_t bytes) {
+    while (bytes) {
+        uint64_t n = bytes < vk->stage.size ? bytes : vk->stage.size;
+        int64_t at = hv__vk_stage(vk, n);
+        VkBufferCopy bc;
+        hv__vk_arg a;
+        if (at < 0) return -1;
+        memcpy(vk->stage.map + at, host, (size_t)n);
+        a.blk = b;
+        a.off = off;
+        a.bytes = n;
+        a.write = 1;
+        hv__vk_hazard(vk, &a, 1);
+        bc.srcOffset = (uint64_t)at;
+        bc.dstOffset = off;
+        bc.size = n;
+        vk->vkCmdCopyBuffer(vk->cmd, vk->stage.buf, b->buf, 1, &bc);
+        host = (const char *)host + n;
+        off += n;
+        bytes -= n;
+    }
+    return 0;
+}
+static int hv__vk_download(hv__vk *vk, void *host, hv__vk_block *b, uint64_t off, uint64_t bytes) {
+    while (bytes) {
+        uint64_t n = bytes < vk->stage.size ? bytes : vk->stage.size;
+        int64_t at = hv__vk_stage(vk, n);
+        VkBufferCopy bc;
+        hv__vk_arg a;
+        if (at < 0) return -1;
+        if (vk->ndownloads == vk->cap_downloads) {
+            int cap = vk->cap_downloads ? vk->cap_downloads * 2 : 8;
+            hv__vk_pending *nd = (hv__vk_pending *)HV_REALLOC(vk->downloads, sizeof *nd * (size_t)cap);
+            hv__alloc_calls++;
+            if (!nd) return hv__fail("hv_vulkan", "out of host memory"), -1;
+            vk->downloads = nd;
+            vk->cap_downloads = cap;
+        }
+        a.blk = b;
+        a.off = off;
+        a.bytes = n;
+        a.write = 0;
+        hv__vk_hazard(vk, &a, 1);
+        bc.srcOffset = off;
+        bc.dstOffset = (uint64_t)at;
+        bc.size = n;
+        vk->vkCmdCopyBuffer(vk->cmd, b->buf, vk->stage.buf, 1, &bc);
+        vk->downloads[vk->ndownloads].stage_off = (uint64_t)at;
+        vk->downloads[vk->ndownloads].bytes = n;
+        vk->downloads[vk->ndownloads].host = (char *)host;
+        vk->ndownloads++;
+        if (hv__vk_flush(vk)) return -1;
+        host = (char *)host + n;
+        off += n;
+        bytes -= n;
+    }
+    return 0;
+}
+
+/* ---- tensors as kernel arguments ------------------------------------------------------------ */
+
+/* elements from element 0 to the last element of a view, inclusive (0 when empty) */
+static uint64_t hv__vk_span(const hv_tensor *t) {
+    uint64_t s = 1;
+    int i;
+    for (i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) return 0;
+        s += (uint64_t)(t->shape[i] - 1) * (uint64_t)t->stride[i];
+    }
+    return s;
+}
+static hv__vk_arg hv__vk_targ(hv__vk *vk, const hv_tensor *t, int write) {
+    hv__vk_arg a;
+    a.blk = hv__vk_resolve(vk, t->data, &a.off);
+    a.bytes = 4 * hv__vk_span(t);
+    a.write = write;
+    return a;
+}
+/* the arguments of a kernel that binds whole tensors (NULL ones are replaced by the first, which
+   the kernel then ignores); -1 and an error naming the kernel when one is over the range limit */
+static int hv__vk_targs(hv__vk *vk, const char *op, hv__vk_arg *a, const hv_tensor *const *ts, const int *write, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        const hv_tensor *t = ts[i] ? ts[i] : ts[0];
+        a[i] = hv__vk_targ(vk, t, ts[i] ? write[i] : 0);
+        if (!a[i].blk) return hv__fail(op, "argument %d is not in this context's device memory", i), -1;
+        if (!hv__vk_fits(vk, &a[i]))
+            return hv__fail(op, "%s spans %llu bytes, more than maxStorageBufferRange (%llu) of %s, and this kernel cannot split it",
+                            hv__desc("tensor", t), (unsigned long long)a[i].bytes, (unsigned long long)vk->max_range, vk->props.deviceName), -1;
+    }
+    return 0;
+}
+static int32_t hv__vk_f2i(float f) {
+    int32_t i;
+    memcpy(&i, &f, 4);
+    return i;
+}
+
+static int hv__vk_write(hv_ctx *ctx, hv_tensor *dst, const void *host) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off;
+    hv__vk_block *b = hv__vk_resolve(vk, dst->data, &off);
+    return hv__vk_upload(vk, b, off, host, (uint64_t)hv_numel(dst) * hv__dtype_size(dst->dtype));
+}
+static int hv__vk_read(hv_ctx *ctx, void *host, const hv_tensor *src) {
+    hv__vk *vk = HV__VK(ctx);
+    uint64_t off;
+    hv__vk_block *b = hv__vk_resolve(vk, src->data, &off);
+    return hv__vk_download(vk, host, b, off, (uint64_t)hv_numel(src) * hv__dtype_size(src->dtype));
+}
+
+/* ---- elementwise kernels over strided tensors ----------------------------------------------- */
+
+/* up to 4 tensors of one shape: size-1 axes dropped, runs that are contiguous in every tensor
+   merged, so most calls become 1-D */
+typedef struct hv__vk_ew {
+    int nt, nd;
+    int64_t shape[HV_MAX_DIMS], stride[4][HV_MAX_DIMS];
+    hv__vk_arg arg[4];
+} hv__vk_ew;
+static int hv__vk_ew_init(hv__vk *vk, hv__vk_ew *e, const hv_tensor *const *ts, int nt, int nwrite) {
+    const hv_tensor *s = ts[0];
+    int d, t;
+    e->nt = nt;
+    e->nd = 0;
+    for (d = 0; d < s->ndim; d++) {
+        if (s->shape[d] == 1) continue;
+        if (e->nd > 0) {
+            int merge = 1;
+            for (t = 0; t < nt; t++) merge &= ts[t]->stride[d] * s->shape[d] == e->stride[t][e->nd - 1];
+            if (merge) {
+                e->shape[e->nd - 1] *= s->shape[d];
+                for (t = 0; t < nt; t++) e->stride[t][e->nd - 1] = ts[t]->stride[d];
+                continue;
+            }
+        }
+        e->shape[e->nd] = s->shape[d];
+        for (t = 0; t < nt; t++) e->stride[t][e->nd] = ts[t]->stride[d];
+        e->nd++;
+    }
+    for (t = 0; t < nt; t++) {
+        e->arg[t].blk = hv__vk_resolve(vk, ts[t]->data, &e->arg[t].off);
+        e->arg[t].write = t < nwrite;
+        if (!e->arg[t].blk) return hv__fail("hv_vulkan", "a tensor is not in this context's device memory"), -1;
+    }
+    return 0;
+}
+/* dispatches the kernel over e, halving the outermost axis while a tensor's window is too big */
+static int hv__vk_ew_run(hv__vk *vk, int shader, hv__vk_ew *e, const int32_t *extra, int nextra) {
+    int32_t p[HV__VK_MAX_PARAMS];
+    int64_t n = 1;
+    int t, d, fits = 1, np;
+    uint32_t gx, gy;
+    for (d = 0; d < e->nd; d++) n *= e->shape[d];
+    if (n == 0) return 0;
+    for (t = 0; t < e->nt; t++) {
+        uint64_t span = 1;
+        for (d = 0; d < e->nd; d++) span += (uint64_t)(e->shape[d] - 1) * (uint64_t)e->stride[t][d];
+        e->arg[t].bytes = 4 * span;
+        fits &= hv__vk_fits(vk, &e->arg[t]);
+    }
+    if (!fits) {
+        hv__vk_ew half = *e;
+        int64_t h;
+        if (e->nd == 0) return hv__fail("hv_vulkan", "one element does not fit the storage-buffer range"), -1;
+        if (e->shape[0] == 1) { /* drop the axis */
+            memmove(half.shape, half.shape + 1, sizeof(int64_t) * (size_t)(half.nd - 1));
+            for (t = 0; t < e->nt; t++) memmove(half.stride[t], half.stride[t] + 1, sizeof(int64_t) * (size_t)(half.nd - 1));
+            half.nd--;
+            return hv__vk_ew_run(vk, shader, &half, extra, nextra);
+        }
+        h = e->shape[0] / 2;
+        half.shape[0] = h;
+        if (hv__vk_ew_run(vk, shader, &half, extra, nextra)) return -1;
+        half.shape[0] = e->shape[0] - h;
+        for (t = 0; t < e->nt; t++) half.arg[t].off += (uint64_t)(h * e->stride[t][0]) * 4;
+        return hv__vk_ew_run(vk, shader, &half, extra, nextra);
+    }
+    p[0] = (int32_t)n;
+    p[1] = e->nd;
+    for (d = 0; d < HV_MAX_DIMS; d++) p[2 + d] = d < e->nd ? (int32_t)e->shape[d] : 1;
+    for (t = 0; t < e->nt; t++)
+        for (d = 0; d < HV_MAX_DIMS; d++) p[8 + 6 * t + d] = d < e->nd ? (int32_t)e->stride[t][d] : 0;
+    np = 8 + 6 * e->nt;
+    for (d = 0; d < nextra; d++) p[np++] = extra[d];
+    hv__vk_grid((uint64_t)n, 256, &gx, &gy);
+    return hv__vk_dispatch(vk, shader, e->arg, e->nt, p, np, gx, gy, 1);
+}
+static void hv__vk_ew_call(hv_ctx *ctx, int shader, const hv_tensor *const *ts, int nt, int nwrite, const int32_t *extra, int nextra) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_ew e;
+    if (hv__vk_ew_init(vk, &e, ts, nt, nwrite) || hv__vk_ew_run(vk, shader, &e, extra, nextra)) ctx->kernel_failed = 1;
+}
+
+static void hv__vk_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate) {
+    const hv_tensor *ts[2];
+    int32_t acc = accumulate;
+    ts[0] = dst;
+    ts[1] = src;
+    hv__vk_ew_call(ctx, HV__VKS_COPY, ts, 2, 1, &acc, 1);
+}
+static void hv__vk_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
+    const hv_tensor *ts[1];
+    int32_t bits = hv__vk_f2i(value);
+    ts[0] = dst;
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, &bits, 1);
+}
+static void hv__vk_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
+    const hv_tensor *ts[3];
+    int32_t o = op;
+    ts[0] = out;
+    ts[1] = a;
+    ts[2] = b;
+    hv__vk_ew_call(ctx, HV__VKS_BINARY, ts, 3, 1, &o, 1);
+}
+static void hv__vk_unary(hv_ctx *ctx, int op, float alpha, hv_tensor *out, const hv_tensor *x) {
+    const hv_tensor *ts[2];
+    int32_t p[2];
+    ts[0] = out;
+    ts[1] = x;
+    p[0] = op;
+    p[1] = hv__vk_f2i(alpha);
+    hv__vk_ew_call(ctx, HV__VKS_UNARY, ts, 2, 1, p, 2);
+}
+static void hv__vk_unary_bwd(hv_ctx *ctx, int op, float alpha, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y,
+                             const hv_tensor *gy) {
+    const hv_tensor *ts[4];
+    int32_t p[2];
+    ts[0] = gx;
+    ts[1] = x;
+    ts[2] = y;
+    ts[3] = gy;
+    p[0] = op;
+    p[1] = hv__vk_f2i(alpha);
+    hv__vk_ew_call(ctx, HV__VKS_UNARY_BWD, ts, 4, 1, p, 2);
+}
+
+/* ---- GEMM ----------------------------------------------------------------------------------- */
+
+/* one GEMM whose operands may be too large to bind: split k (accumulating), m or n in halves
+   along the dimension that is outermost in the storage of the operand that does not fit */
+static int hv__vk_gemm_run(hv__vk *vk, hv__gemm_args g) {
+    hv__vk_arg a[3];
+    int32_t p[13];
+    uint64_t sa, sb, sc;
+    if (g.m == 0 || g.n == 0) return 0;
+    sa = g.k == 0 ? 1 : (uint64_t)(g.trans_a ? (g.k - 1) * g.lda + g.m : (g.m - 1) * g.lda + g.k);
+    sb = g.k == 0 ? 1 : (uint64_t)(g.trans_b ? (g.n - 1) * g.ldb + g.k : (g.k - 1) * g.ldb + g.n);
+    sc = (uint64_t)((g.m - 1) * g.ldc + g.n);
+    a[0].blk = hv__vk_resolve(vk, g.a, &a[0].off);
+    a[1].blk = hv__vk_resolve(vk, g.b, &a[1].off);
+    a[2].blk = hv__vk_resolve(vk, g.c, &a[2].off);
+    if (!a[0].blk || !a[1].blk || !a[2].blk) return hv__fail("hv_vulkan", "gemm: an operand is not in device memory"), -1;
+    a[0].bytes = 4 * (sa + (uint64_t)((g.batch - 1) * g.batch_stride_a));
+    a[1].bytes = 4 * (sb + (uint64_t)((g.batch - 1) * g.batch_stride_b));
+    a[2].bytes = 4 * (sc + (uint64_t)((g.batch - 1) * g.batch_stride_c));
+    a[0].write = a[1].write = 0;
+    a[2].write = 1;
+    if (!hv__vk_fits(vk, &a[0]) || !hv__vk_fits(vk, &a[1]) || !hv__vk_fits(vk, &a[2]) || g.batch > 65535) {
+        hv__gemm_args h = g, t = g;
+        int dim; /* 0 m, 1 n, 2 k */
+        if (g.batch > 1) { /* one matrix at a time first */
+            int64_t i;
+            h.batch = 1;
+            for (i = 0; i < g.batch; i++) {
+                h.a = g.a + i * g.batch_stride_a;
+                h.b = g.b + i * g.batch_stride_b;
+                h.c = g.c + i * g.batch_stride_c;
+                if (hv__vk_gemm_run(vk, h)) return -1;
+            }
+            return 0;
+        }
+        if (!hv__vk_fits(vk, &a[2])) dim = g.m > 1 ? 0 : 1;
+        else if (!hv__vk_fits(vk, &a[0])) dim = g.trans_a ? (g.k > 1 ? 2 : 0) : (g.m > 1 ? 0 : 2);
+        else dim = g.trans_b ? (g.n > 1 ? 1 : 2) : (g.k > 1 ? 2 : 1);
+        if ((dim == 0 && g.m < 2) || (dim == 1 && g.n < 2) || (dim == 2 && g.k < 2))
+            return hv__fail("hv_vulkan", "gemm: one row does not fit the storage-buffer range"), -1;
+        if (dim == 0) {
+            h.m = g.m / 2;
+            t.m = g.m - h.m;
+            t.a = g.a + (g.trans_a ? h.m : h.m * g.lda);
+            t.c = g.c + h.m * g.ldc;
+        } else if (dim == 1) {
+            h.n = g.n / 2;
+            t.n = g.n - h.n;
+            t.b = g.b + (g.trans_b ? h.n * g.ldb : h.n);
+            t.c = g.c + h.n;
+        } else {
+            h.k = g.k / 2;
+            t.k = g.k - h.k;
+            t.a = g.a + (g.trans_a ? h.k * g.lda : h.k);
+            t.b = g.b + (g.trans_b ? h.k : h.k * g.ldb);
+            t.beta = 1.0f; /* the second half adds to the first */
+        }
+        return hv__vk_gemm_run(vk, h) || hv__vk_gemm_run(vk, t) ? -1 : 0;
+    }
+    p[0] = (int32_t)g.m;
+    p[1] = (int32_t)g.n;
+    p[2] = (int32_t)g.k;
+    p[3] = (int32_t)g.lda;
+    p[4] = (int32_t)g.ldb;
+    p[5] = (int32_t)g.ldc;
+    p[6] = (int32_t)g.batch_stride_a;
+    p[7] = (int32_t)g.batch_stride_b;
+    p[8] = (int32_t)g.batch_stride_c;
+    p[9] = g.trans_a;
+    p[10] = g.trans_b;
+    p[11] = hv__vk_f2i(g.alpha);
+    p[12] = hv__vk_f2i(g.beta);
+    return hv__vk_dispatch(vk, HV__VKS_GEMM, a, 3, p, 13, (uint32_t)((g.n + 63) / 64), (uint32_t)((g.m + 63) / 64), (uint32_t)g.batch);
+}
+static void hv__vk_gemm(hv_ctx *ctx, const hv__gemm_args *g) {
+    if (hv__vk_gemm_run(HV__VK(ctx), *g)) ctx->kernel_failed = 1;
+}
+
+/* ---- reductions ----------------------------------------------------------------------------- */
+
+/* a kernel over whole tensors: the arguments from the tensors (NULL: a placeholder the kernel
+   does not touch), then one dispatch; errors stay in hv_last_error */
+static int hv__vk_run(hv_ctx *ctx, const char *op, int shader, const hv_tensor *const *ts, const int *write, int n, const int32_t *p,
+                      int np, uint64_t items, uint32_t local, int per_group) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a[HV__VK_MAX_ARGS];
+    uint32_t gx, gy;
+    if (hv__vk_targs(vk, op, a, ts, write, n)) return ctx->kernel_failed = 1, -1;
+    if (items == 0) return 0;
+    hv__vk_grid(per_group ? items * local : items, local, &gx, &gy);
+    if (hv__vk_dispatch(vk, shader, a, n, p, np, gx, gy, 1)) return ctx->kernel_failed = 1, -1;
+    return 0;
+}
+static int32_t hv__vk_i32(int64_t v) { return (int32_t)v; }
+
+static void hv__vk_reduce_one(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    const hv_tensor *ts[2];
+    int32_t p[30];
+    int w[2] = {1, 0}, d;
+    int64_t nout = hv_numel(out), count = 1;
+    memset(p, 0, sizeof p);
+    p[4] = x->ndim;
+    for (d = 0; d < x->ndim; d++) {
+        p[5 + d] = hv__vk_i32(out->shape[d]);
+        p[11 + d] = out->shape[d] == x->shape[d] ? hv__vk_i32(x->stride[d]) : 0;
+        if (out->shape[d] == 1 && x->shape[d] != 1) {
+            p[18 + p[17]] = hv__vk_i32(x->shape[d]);
+            p[24 + p[17]] = hv__vk_i32(x->stride[d]);
+            p[17]++;
+            count *= x->shape[d];
+        }
+    }
+    p[0] = hv__vk_i32(nout);
+    p[1] = hv__vk_i32(count);
+    p[2] = op == HV__RED_MAX;
+    p[3] = count >= 64; /* long reductions: a workgroup each, summed by a tree */
+    ts[0] = out;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_vulkan reduce", HV__VKS_REDUCE, ts, w, 2, p, 30, (uint64_t)nout, 64, p[3]);
+}
+/* a view of t: extent n along axis d from index i0 */
+static hv_tensor hv__vk_cut(const hv_tensor *t, int d, int64_t i0, int64_t n) {
+    hv_tensor v = *t;
+    v.data = (char *)t->data + i0 * t->stride[d] * (int64_t)hv__dtype_size(t->dtype);
+    v.shape[d] = n;
+    return v;
+}
+#define HV__VK_BIN_MAX 4 /* binary.comp's internal op: NaN-propagating max */
+/* reductions whose input is over the storage-buffer range: halve the axis that spans most; a
+   kept axis splits the outputs, a reduced one gives two partial results combined elementwise */
+static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a = hv__vk_targ(vk, x, 0);
+    int d, best = -1;
+    int64_t h;
+    if (!a.blk || hv__vk_fits(vk, &a) || hv_numel(x) <= 1) {
+        hv__vk_reduce_one(ctx, op, out, x);
+        return;
+    }
+    for (d = 0; d < x->ndim; d++)
+        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+    h = x->shape[best] / 2;
+    if (out->shape[best] == x->shape[best]) {
+        hv_tensor o1 = hv__vk_cut(out, best, 0, h), o2 = hv__vk_cut(out, best, h, x->shape[best] - h);
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv__vk_reduce(ctx, op, &o1, &x1);
+        hv__vk_reduce(ctx, op, &o2, &x2);
+    } else {
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, x->shape[best] - h);
+        hv_tensor *r1 = hv__new_like(out), *r2 = r1 ? hv__new_like(out) : NULL;
+        if (!r2) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        hv__vk_reduce(ctx, op, r1, &x1);
+        hv__vk_reduce(ctx, op, r2, &x2);
+        hv__vk_binary(ctx, op == HV__RED_MAX ? HV__VK_BIN_MAX : HV__ADD, out, r1, r2);
+    }
+}
+static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
+    const hv_tensor *ts[4];
+    int32_t p[40];
+    int w[4] = {1, 0, 0, 0}, d;
+    int64_t count = 1;
+    memset(p, 0, sizeof p);
+    p[2] = x->ndim;
+    for (d = 0; d < x->ndim; d++) {
+        int kept = y->shape[d] == x->shape[d];
+        p[3 + d] = hv__vk_i32(y->shape[d]);
+        p[9 + d] = kept ? hv__vk_i32(x->stride[d]) : 0;
+        p[15 + d] = kept ? hv__vk_i32(gx->stride[d]) : 0;
+        if (y->shape[d] == 1 && x->shape[d] != 1) {
+            p[22 + p[21]] = hv__vk_i32(x->shape[d]);
+            p[28 + p[21]] = hv__vk_i32(x->stride[d]);
+            p[34 + p[21]] = hv__vk_i32(gx->stride[d]);
+            p[21]++;
+            count *= x->shape[d];
+        }
+    }
+    p[0] = hv__vk_i32(hv_numel(y));
+    p[1] = hv__vk_i32(count);
+    ts[0] = gx;
+    ts[1] = x;
+    ts[2] = y;
+    ts[3] = gy;
+    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 4, p, 40, (uint64_t)hv_numel(y), 64, 0);
+}
+
+/* ---- softmax and layer norm ----------------------------------------------------------------- */
+
+static void hv__vk_softmax_one(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    const hv_tensor *ts[2];
+    int w[2] = {1, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(inner);
+    p[3] = is_log;
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_softmax", HV__VKS_SOFTMAX, ts, w, 2, p, 4, (uint64_t)(outer * inner), 64, 1);
+}
+static void hv__vk_softmax_bwd_one(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                               int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(inner);
+    p[3] = is_log;
+    ts[0] = gx;
+    ts[1] = y;
+    ts[2] = gy;
+    hv__vk_run(ctx, "hv_softmax backward", HV__VKS_SOFTMAX_BWD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 64, 1);
+}
+static void hv__vk_layer_norm_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                              const hv_tensor *b, float eps) {
+    const hv_tensor *ts[6];
+    int wr[6] = {1, 1, 1, 0, 0, 0};
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    int32_t p[5];
+    p[0] = hv__vk_i32(rows);
+    p[1] = hv__vk_i32(D);
+    p[2] = hv__vk_f2i(eps);
+    p[3] = w != NULL;
+    p[4] = b != NULL;
+    ts[0] = y;
+    ts[1] = mean;
+    ts[2] = rstd;
+    ts[3] = x;
+    ts[4] = w;
+    ts[5] = b;
+    hv__vk_run(ctx, "hv_layer_norm", HV__VKS_LAYER_NORM, ts, wr, 6, p, 5, (uint64_t)rows, 64, 1);
+}
+static void hv__vk_layer_norm_bwd_one(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                  const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    const hv_tensor *ts[6];
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    int32_t p[4];
+    if (gx) {
+        int wr[6] = {1, 0, 0, 0, 0, 0};
+        p[0] = hv__vk_i32(rows);
+        p[1] = hv__vk_i32(D);
+        p[2] = w != NULL;
+        ts[0] = gx;
+        ts[1] = x;
+        ts[2] = w;
+        ts[3] = mean;
+        ts[4] = rstd;
+        ts[5] = gy;
+        hv__vk_run(ctx, "hv_layer_norm backward", HV__VKS_LAYER_NORM_BWD, ts, wr, 6, p, 3, (uint64_t)rows, 64, 1);
+    }
+    if (gw || gb) {
+        int wr[6] = {1, 1, 0, 0, 0, 0};
+        p[0] = hv__vk_i32(rows);
+        p[1] = hv__vk_i32(D);
+        p[2] = gw != NULL;
+        p[3] = gb != NULL;
+        ts[0] = gw ? gw : gb;
+        ts[1] = gb ? gb : gw;
+        ts[2] = x;
+        ts[3] = mean;
+        ts[4] = rstd;
+        ts[5] = gy;
+        hv__vk_run(ctx, "hv_layer_norm backward", HV__VKS_LAYER_NORM_BWD_W, ts, wr, 6, p, 4, (uint64_t)D, 64, 1);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+static int hv__vk_attn_strides(int32_t *p, const hv_tensor *t) {
+    int i;
+    for (i = 0; i < 4; i++) p[i] = t ? hv__vk_i32(t->stride[i]) : 0;
+    return 4;
+}
+static void hv__vk_attention_one(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                             float scale) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, 0}, n = 0;
+    int32_t p[22];
+    if (q->shape[3] > 256) {
+        hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
+        return;
+    }
+    p[n++] = hv__vk_i32(q->shape[0]);
+    p[n++] = hv__vk_i32(q->shape[1]);
+    p[n++] = hv__vk_i32(q->shape[2]);
+    p[n++] = hv__vk_i32(k->shape[2]);
+    p[n++] = hv__vk_i32(q->shape[3]);
+    p[n++] = hv__vk_f2i(scale);
+    n += hv__vk_attn_strides(p + n, q);
+    n += hv__vk_attn_strides(p + n, k);
+    n += hv__vk_attn_strides(p + n, v);
+    n += hv__vk_attn_strides(p + n, o);
+    ts[0] = o;
+    ts[1] = lse;
+    ts[2] = q;
+    ts[3] = k;
+    ts[4] = v;
+    hv__vk_run(ctx, "hv_attention", HV__VKS_ATTENTION, ts, w, 5, p, n, (uint64_t)(q->shape[0] * q->shape[1] * q->shape[2]), 64, 1);
+}
+static void hv__vk_attention_bwd_one(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                 const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                 float scale) {
+    const hv_tensor *ts[8];
+    int32_t p[32];
+    int n = 0;
+    int64_t B = q->shape[0], H = q->shape[1];
+    if (q->shape[3] > 256) {
+        hv__fail("hv_attention", "the Vulkan kernel handles head dimensions up to 256, not %lld", (long long)q->shape[3]);
+        ctx->kernel_failed = 1;
+        return;
+    }
+    { /* query side: delta for every row, and gq */
+        int w[8] = {1, 1, 0, 0, 0, 0, 0, 0};
+        p[n++] = hv__vk_i32(B);
+        p[n++] = hv__vk_i32(H);
+        p[n++] = hv__vk_i32(q->shape[2]);
+        p[n++] = hv__vk_i32(k->shape[2]);
+        p[n++] = hv__vk_i32(q->shape[3]);
+        p[n++] = hv__vk_f2i(scale);
+        p[n++] = gq != NULL;
+        n += hv__vk_attn_strides(p + n, q);
+        n += hv__vk_attn_strides(p + n, k);
+        n += hv__vk_attn_strides(p + n, v);
+        n += hv__vk_attn_strides(p + n, o);
+        n += hv__vk_attn_strides(p + n, go);
+        n += hv__vk_attn_strides(p + n, gq ? gq : delta);
+        ts[0] = gq ? gq : delta;
+        ts[1] = delta;
+        ts[2] = q;
+        ts[3] = k;
+        ts[4] = v;
+        ts[5] = o;
+        ts[6] = lse;
+        ts[7] = go;
+        if (!gq) w[0] = 0;
+        if (hv__vk_run(ctx, "hv_attention backward", HV__VKS_ATTENTION_BWD_Q, ts, w, 8, p, n, (uint64_t)(B * H * q->shape[2]), 64, 1))
+            return;
+    }
+    if (gk || gv) {
+        int w[8] = {1, 1, 0, 0, 0, 0, 0, 0};
+        n = 0;
+        p[n++] = hv__vk_i32(B);
+        p[n++] = hv__vk_i32(H);
+        p[n++] = hv__vk_i32(q->shape[2]);
+        p[n++] = hv__vk_i32(k->shape[2]);
+        p[n++] = hv__vk_i32(q->shape[3]);
+        p[n++] = hv__vk_f2i(scale);
+        p[n++] = gk != NULL;
+        p[n++] = gv != NULL;
+        n += hv__vk_attn_strides(p + n, q);
+        n += hv__vk_attn_strides(p + n, k);
+        n += hv__vk_attn_strides(p + n, v);
+        n += hv__vk_attn_strides(p + n, go);
+        n += hv__vk_attn_strides(p + n, gk ? gk : gv);
+        n += hv__vk_attn_strides(p + n, gv ? gv : gk);
+        ts[0] = gk ? gk : gv;
+        ts[1] = gv ? gv : gk;
+        ts[2] = q;
+        ts[3] = k;
+        ts[4] = v;
+        ts[5] = go;
+        ts[6] = lse;
+        ts[7] = delta;
+        hv__vk_run(ctx, "hv_attention backward", HV__VKS_ATTENTION_BWD_KV, ts, w, 8, p, n, (uint64_t)(B * H * k->shape[2]), 64, 1);
+    }
+}
+
+/* ---- gather, scatter, losses ---------------------------------------------------------------- */
+
+static void hv__vk_gather_one(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                          int64_t n, int64_t k, int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[5];
+    p[0] = hv__vk_i32(outer * k * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(k);
+    p[3] = hv__vk_i32(inner);
+    p[4] = accumulate;
+    ts[0] = dst;
+    ts[1] = src;
+    ts[2] = idx;
+    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 3, p, 5, (uint64_t)(outer * k * inner), 256, 0);
+}
+static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(outer * inner);
+    p[1] = hv__vk_i32(n);
+    p[2] = hv__vk_i32(k);
+    p[3] = hv__vk_i32(inner);
+    ts[0] = dst;
+    ts[1] = src;
+    ts[2] = idx;
+    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 256, 0);
+}
+/* out[0] = scale * sum of the contiguous x */
+static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, float scale) {
+    const hv_tensor *ts[2];
+    int w[2] = {1, 0};
+    int32_t p[2];
+    p[0] = hv__vk_i32(hv_numel(x));
+    p[1] = hv__vk_f2i(scale);
+    ts[0] = out;
+    ts[1] = x;
+    return hv__vk_run(ctx, "hv_vulkan sum", HV__VKS_SUM_SCALAR, ts, w, 2, p, 2, 1, 256, 1);
+}
+static void hv__vk_cross_entropy_rows(hv_ctx *ctx, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits, const hv_tensor *labels) {
+    const hv_tensor *ts[4];
+    int w[4] = {1, 1, 0, 0};
+    int32_t p[2];
+    int64_t N = logits->shape[0];
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(logits->shape[1]);
+    ts[0] = lse;
+    ts[1] = row_loss;
+    ts[2] = logits;
+    ts[3] = labels;
+    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1);
+}
+static void hv__vk_cross_entropy_bwd_one(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss, int64_t total) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 0, 0, 0, 0};
+    int32_t p[3];
+    p[0] = hv__vk_i32(logits->shape[0]);
+    p[1] = hv__vk_i32(logits->shape[1]);
+    p[2] = hv__vk_i32(total);
+    ts[0] = glogits;
+    ts[1] = logits;
+    ts[2] = labels;
+    ts[3] = lse;
+    ts[4] = gloss;
+    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 3, (uint64_t)hv_numel(logits), 256, 0);
+}
+/* top-k accuracy returns a count to the host anyway: the logits come down and the CPU kernel
+   counts (not a training hot path) */
+static int64_t hv__vk_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k) {
+    hv_tensor hl = *logits, hy = *labels;
+    int64_t r;
+    hl.buf = hy.buf = NULL;
+    hl.data = hv__host_begin((hv_tensor *)logits, 1);
+    hy.data = hl.data ? hv__host_begin((hv_tensor *)labels, 1) : NULL;
+    if (!hy.data) return 0;
+    r = hv__cpu_topk_correct(ctx, &hl, &hy, k);
+    hv__host_end((hv_tensor *)labels, hy.data, 0);
+    hv__host_end((hv_tensor *)logits, hl.data, 0);
+    return r;
+}
+static void hv__vk_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 0, 0};
+    int64_t n = hv_numel(a), groups = (n + 255) / 256;
+    int32_t p[2];
+    hv_tensor *partial;
+    if (groups > 1024) groups = 1024; /* grid-stride beyond: at most 1024 partial sums */
+    if (!(partial = hv__new(ctx, 1, &groups))) return;
+    p[0] = hv__vk_i32(n);
+    p[1] = mode;
+    ts[0] = partial;
+    ts[1] = a;
+    ts[2] = b;
+    if (hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, ts, w, 3, p, 2, (uint64_t)groups, 256, 1) == 0)
+        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)n));
+}
+static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                 const hv_tensor *gloss) {
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, 0};
+    int32_t p[4];
+    p[0] = hv__vk_i32(hv_numel(a));
+    p[1] = mode;
+    p[2] = ga != NULL;
+    p[3] = gb != NULL;
+    ts[0] = ga ? ga : gb;
+    ts[1] = gb ? gb : ga;
+    ts[2] = a;
+    ts[3] = b;
+    ts[4] = gloss;
+    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 4, (uint64_t)hv_numel(a), 256, 0);
+}
+static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+    const hv_tensor *ts[4];
+    int32_t p[8];
+    {
+        int w[4] = {1, 1, 1, 0};
+        p[0] = hv__vk_i32(hv_numel(pt));
+        p[1] = hv__vk_f2i(a->lr);
+        p[2] = hv__vk_f2i(a->beta1);
+        p[3] = hv__vk_f2i(a->beta2);
+        p[4] = hv__vk_f2i(a->eps);
+        p[5] = hv__vk_f2i(a->weight_decay);
+        p[6] = hv__vk_f2i(a->bc1);
+        p[7] = hv__vk_f2i(a->bc2);
+        ts[0] = pt;
+        ts[1] = m;
+        ts[2] = v;
+        ts[3] = g;
+        hv__vk_run(ctx, "hv_adamw", HV__VKS_ADAMW, ts, w, 4, p, 8, (uint64_t)hv_numel(pt), 256, 0);
+    }
+}
+
+
+/* ---- splitting work over the storage-buffer range ------------------------------------------- */
+
+/* Kernels whose work is independent along a leading axis (the batch and heads of attention, the
+   rows of a norm, the images of a conv) run in parts when a tensor is over the storage-buffer
+   range: the tensors flagged in `cut` are halved along axis 0 (or, with axes 2, along axis 1 once
+   axis 0 is down to one: attention's heads), which they all share, the others passed whole, until
+   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. */
+#define HV__VK_SPLIT_MAX 10
+typedef void (*hv__vk_part_fn)(hv_ctx *ctx, hv_tensor *const *t, const void *user);
+static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, int n, unsigned cut, int axes, const void *user) {
+    hv__vk *vk = HV__VK(ctx);
+    hv_tensor parts[2][HV__VK_SPLIT_MAX], *tp[2][HV__VK_SPLIT_MAX];
+    int i, k, axis, lead = -1, fits = 1;
+    int64_t ext, h;
+    for (i = 0; i < n; i++)
+        if (t[i]) {
+            hv__vk_arg a = hv__vk_targ(vk, t[i], 0);
+            if (a.blk && !hv__vk_fits(vk, &a)) fits = 0;
+            if (lead < 0 && ((cut >> i) & 1)) lead = i;
+        }
+    if (fits || lead < 0) { /* fits, or cannot be cut: the kernel runs or names the problem */
+        fn(ctx, t, user);
+        return;
+    }
+    for (axis = 0; axis < axes && axis < t[lead]->ndim && t[lead]->shape[axis] < 2; axis++) {
+    }
+    if (axis >= axes || axis >= t[lead]->ndim) {
+        fn(ctx, t, user);
+        return;
+    }
+    ext = t[lead]->shape[axis];
+    h = ext / 2;
+    for (i = 0; i < n; i++) {
+        if (t[i] && ((cut >> i) & 1)) {
+            parts[0][i] = hv__vk_cut(t[i], axis, 0, h);
+            parts[1][i] = hv__vk_cut(t[i], axis, h, ext - h);
+            tp[0][i] = &parts[0][i];
+            tp[1][i] = &parts[1][i];
+        } else {
+            tp[0][i] = tp[1][i] = t[i];
+        }
+    }
+    for (k = 0; k < 2; k++) hv__vk_split(ctx, fn, tp[k], n, cut, axes, user);
+}
+/* a contiguous tensor's header seen with another shape (same data) */
+static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    hv_tensor v = *t;
+    v.ndim = ndim;
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    hv__set_contiguous_strides(&v);
+    return v;
+}
+#define HV__VK_PTR(v) ((v).data ? &(v) : (hv_tensor *)NULL)
+static hv_tensor hv__vk_none(void) {
+    hv_tensor v;
+    memset(&v, 0, sizeof v);
+    return v;
+}
+
+static void hv__vk_softmax_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_one(ctx, *(const int *)u, t[0], t[1], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x, int64_t outer, int64_t n, int64_t inner) {
+    hv_tensor v[2], *t[2];
+    v[0] = hv__vk_as(y, 3, outer, n, inner);
+    v[1] = hv__vk_as(x, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
+}
+static void hv__vk_softmax_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_softmax_bwd_one(ctx, *(const int *)u, t[0], t[1], t[2], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy, int64_t outer, int64_t n,
+                               int64_t inner) {
+    hv_tensor v[3], *t[3];
+    v[0] = hv__vk_as(gx, 3, outer, n, inner);
+    v[1] = hv__vk_as(y, 3, outer, n, inner);
+    v[2] = hv__vk_as(gy, 3, outer, n, inner);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
+}
+static void hv__vk_layer_norm_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_layer_norm_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], *(const float *)u);
+}
+static void hv__vk_layer_norm(hv_ctx *ctx, hv_tensor *y, hv_tensor *mean, hv_tensor *rstd, const hv_tensor *x, const hv_tensor *w,
+                              const hv_tensor *b, float eps) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[4], *t[6];
+    v[0] = hv__vk_as(y, 2, rows, D, 0);
+    v[1] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[2] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[3] = hv__vk_as(x, 2, rows, D, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    t[3] = &v[3];
+    t[4] = (hv_tensor *)w;
+    t[5] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_layer_norm_part, t, 6, 15, 1, &eps);
+}
+static void hv__vk_layer_norm_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_layer_norm_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]);
+}
+static void hv__vk_layer_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *w,
+                                  const hv_tensor *mean, const hv_tensor *rstd, const hv_tensor *gy) {
+    int64_t D = x->shape[x->ndim - 1], rows = hv_numel(x) / D;
+    hv_tensor v[5], *t[8];
+    v[0] = gx ? hv__vk_as(gx, 2, rows, D, 0) : hv__vk_none();
+    v[1] = hv__vk_as(x, 2, rows, D, 0);
+    v[2] = hv__vk_as(mean, 1, rows, 0, 0);
+    v[3] = hv__vk_as(rstd, 1, rows, 0, 0);
+    v[4] = hv__vk_as(gy, 2, rows, D, 0);
+    t[0] = HV__VK_PTR(v[0]);
+    t[1] = gw;
+    t[2] = gb;
+    t[3] = &v[1];
+    t[4] = (hv_tensor *)w;
+    t[5] = &v[2];
+    t[6] = &v[3];
+    t[7] = &v[4];
+    hv__vk_split(ctx, hv__vk_layer_norm_bwd_part, t, 8, 1u | 8u | 32u | 64u | 128u, 1, NULL);
+}
+static void hv__vk_attention_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const float *)u);
+}
+static void hv__vk_attention(hv_ctx *ctx, hv_tensor *o, hv_tensor *lse, const hv_tensor *q, const hv_tensor *k, const hv_tensor *v,
+                             float scale) {
+    hv_tensor *t[5];
+    t[0] = o;
+    t[1] = lse;
+    t[2] = (hv_tensor *)q;
+    t[3] = (hv_tensor *)k;
+    t[4] = (hv_tensor *)v;
+    hv__vk_split(ctx, hv__vk_attention_part, t, 5, 31, 2, &scale);
+}
+static void hv__vk_attention_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_attention_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], *(const float *)u);
+}
+static void hv__vk_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
+                                 const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
+                                 float scale) {
+    hv_tensor *t[10];
+    t[0] = gq;
+    t[1] = gk;
+    t[2] = gv;
+    t[3] = delta;
+    t[4] = (hv_tensor *)q;
+    t[5] = (hv_tensor *)k;
+    t[6] = (hv_tensor *)v;
+    t[7] = (hv_tensor *)o;
+    t[8] = (hv_tensor *)lse;
+    t[9] = (hv_tensor *)go;
+    hv__vk_split(ctx, hv__vk_attention_bwd_part, t, 10, 1023, 2, &scale);
+}
+typedef struct hv__vk_index_user {
+    int accumulate;
+    int64_t n; /* gather: rows of src; scatter: rows of dst */
+} hv__vk_index_user;
+static void hv__vk_gather_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    const hv__vk_index_user *iu = (const hv__vk_index_user *)u;
+    hv__vk_gather_one(ctx, iu->accumulate, t[0], t[1], t[2], t[0]->shape[0], iu->n, t[0]->shape[1], t[0]->shape[2]);
+}
+static void hv__vk_gather(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
+                          int64_t n, int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = accumulate;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, k, inner);
+    v[1] = hv__vk_as(src, 3, outer, n, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_gather_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_scatter_add_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_scatter_add_one(ctx, t[0], t[1], t[2], t[0]->shape[0], ((const hv__vk_index_user *)u)->n, t[1]->shape[1], t[1]->shape[2]);
+}
+static void hv__vk_scatter_add(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
+                               int64_t k, int64_t inner) {
+    hv_tensor v[3], *t[3];
+    hv__vk_index_user iu;
+    iu.accumulate = 1;
+    iu.n = n;
+    v[0] = hv__vk_as(dst, 3, outer, n, inner);
+    v[1] = hv__vk_as(src, 3, outer, k, inner);
+    v[2] = hv__vk_as(idx, 2, outer, k, 0);
+    t[0] = &v[0];
+    t[1] = &v[1];
+    t[2] = &v[2];
+    hv__vk_split(ctx, hv__vk_scatter_add_part, t, 3, 7, 1, &iu);
+}
+static void hv__vk_cross_entropy_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_cross_entropy_rows(ctx, t[0], t[1], t[2], t[3]);
+}
+static void hv__vk_cross_entropy(hv_ctx *ctx, hv_tensor *loss, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits,
+                                 const hv_tensor *labels) {
+    hv_tensor *t[4];
+    t[0] = lse;
+    t[1] = row_loss;
+    t[2] = (hv_tensor *)logits;
+    t[3] = (hv_tensor *)labels;
+    hv__vk_split(ctx, hv__vk_cross_entropy_part, t, 4, 15, 1, NULL);
+    if (!ctx->kernel_failed) hv__vk_sum_scalar(ctx, loss, row_loss, (float)(1.0 / (double)logits->shape[0]));
+}
+static void hv__vk_cross_entropy_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_cross_entropy_bwd_one(ctx, t[0], t[1], t[2], t[3], t[4], *(const int64_t *)u);
+}
+static void hv__vk_cross_entropy_bwd(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
+                                     const hv_tensor *lse, const hv_tensor *gloss) {
+    hv_tensor *t[5];
+    t[0] = glogits;
+    t[1] = (hv_tensor *)logits;
+    t[2] = (hv_tensor *)labels;
+    t[3] = (hv_tensor *)lse;
+    t[4] = (hv_tensor *)gloss;
+    hv__vk_split(ctx, hv__vk_cross_entropy_bwd_part, t, 5, 15, 1, &logits->shape[0]);
+}
+
+/* ---- convolution, pooling, resize, batch norm ----------------------------------------------- */
+
+static int hv__vk_conv_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, const hv_tensor *w, const int64_t *g) {
+    /* p[1..16] as conv.glsl lists them */
+    p[1] = hv__vk_i32(x->shape[0]);
+    p[2] = hv__vk_i32(x->shape[1]);
+    p[3] = hv__vk_i32(x->shape[2]);
+    p[4] = hv__vk_i32(x->shape[3]);
+    p[5] = hv__vk_i32(y->shape[1]);
+    p[6] = hv__vk_i32(y->shape[2]);
+    p[7] = hv__vk_i32(y->shape[3]);
+    p[8] = hv__vk_i32(w->shape[2]);
+    p[9] = hv__vk_i32(w->shape[3]);
+    p[10] = hv__vk_i32(g[HV__CG_SH]);
+    p[11] = hv__vk_i32(g[HV__CG_SW]);
+    p[12] = hv__vk_i32(g[HV__CG_PH]);
+    p[13] = hv__vk_i32(g[HV__CG_PW]);
+    p[14] = hv__vk_i32(g[HV__CG_DH]);
+    p[15] = hv__vk_i32(g[HV__CG_DW]);
+    p[16] = hv__vk_i32(g[HV__CG_GROUPS]);
+    return 17;
+}
+static void hv__vk_conv2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 0, 0, 0};
+    int32_t p[18];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_conv_geom(p, x, y, w, g);
+    p[17] = b != NULL;
+    ts[0] = y;
+    ts[1] = x;
+    ts[2] = w;
+    ts[3] = b;
+    hv__vk_run(ctx, "hv_conv2d", HV__VKS_CONV2D, ts, wr, 4, p, 18, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_conv2d_bwd_data_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 0, 0};
+    int32_t p[17];
+    p[0] = hv__vk_i32(hv_numel(gx));
+    hv__vk_conv_geom(p, gx, gy, w, g);
+    ts[0] = gx;
+    ts[1] = gy;
+    ts[2] = w;
+    hv__vk_run(ctx, "hv_conv2d backward", HV__VKS_CONV2D_BWD_DATA, ts, wr, 3, p, 17, (uint64_t)hv_numel(gx), 256, 0);
+}
+static void hv__vk_conv2d_bwd_weight_one(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                     const int64_t *g) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 1, 0, 0};
+    int32_t p[18];
+    hv_tensor wshape; /* only its kernel extents are read */
+    int64_t nw = gw ? hv_numel(gw) : 0;
+    memset(&wshape, 0, sizeof wshape);
+    wshape.ndim = 4;
+    if (gw) memcpy(wshape.shape, gw->shape, sizeof wshape.shape);
+    else { /* the kernel extents from the output size: any consistent value works without gw */
+        wshape.shape[2] = wshape.shape[3] = 1;
+    }
+    p[0] = hv__vk_i32(nw);
+    hv__vk_conv_geom(p, x, gy, &wshape, g);
+    p[17] = gb != NULL;
+    ts[0] = gw ? gw : gb;
+    ts[1] = gb ? gb : gw;
+    ts[2] = x;
+    ts[3] = gy;
+    hv__vk_run(ctx, "hv_conv2d backward", HV__VKS_CONV2D_BWD_WEIGHT, ts, wr, 4, p, 18, (uint64_t)(nw + (gb ? gy->shape[1] : 0)), 64, 1);
+}
+static void hv__vk_pool_geom(int32_t *p, const hv_tensor *x, const hv_tensor *y, const int64_t *g) {
+    int i;
+    p[1] = hv__vk_i32(x->shape[2]);
+    p[2] = hv__vk_i32(x->shape[3]);
+    p[3] = hv__vk_i32(y->shape[2]);
+    p[4] = hv__vk_i32(y->shape[3]);
+    for (i = 0; i < 7; i++) p[5 + i] = g ? hv__vk_i32(g[i]) : 0; /* KH KW SH SW PH PW EXCL: the order of HV__PG_* */
+}
+static void hv__vk_max_pool2d_one(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 1, 0};
+    int32_t p[13];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_pool_geom(p, x, y, g);
+    p[12] = argmax != NULL;
+    ts[0] = y;
+    ts[1] = argmax;
+    ts[2] = x;
+    if (!argmax) wr[1] = 0;
+    hv__vk_run(ctx, "hv_max_pool2d", HV__VKS_MAX_POOL2D, ts, wr, 3, p, 13, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_max_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 0, 0};
+    int32_t p[3];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    p[1] = hv__vk_i32(gx->shape[2] * gx->shape[3]);
+    p[2] = hv__vk_i32(gy->shape[2] * gy->shape[3]);
+    ts[0] = gx;
+    ts[1] = gy;
+    ts[2] = argmax;
+    hv__vk_run(ctx, "hv_max_pool2d backward", HV__VKS_MAX_POOL2D_BWD, ts, wr, 3, p, 3, (uint64_t)planes, 64, 0);
+}
+static void hv__vk_avg_pool2d_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[12];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_pool_geom(p, x, y, g);
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_avg_pool2d", HV__VKS_AVG_POOL2D, ts, wr, 2, p, 12, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_avg_pool2d_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[12];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    hv__vk_pool_geom(p, gx, gy, g);
+    ts[0] = gx;
+    ts[1] = gy;
+    hv__vk_run(ctx, "hv_avg_pool2d backward", HV__VKS_AVG_POOL2D_BWD, ts, wr, 2, p, 12, (uint64_t)planes, 64, 0);
+}
+/* the source-index scale of one axis, in float exactly as hv__linear_src computes it */
+static float hv__vk_resize_scale(int64_t in, int64_t out, int align_corners) {
+    if (align_corners) return out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+    return (float)in / (float)out;
+}
+static void hv__vk_resize_params(int32_t *p, const hv_tensor *x, const hv_tensor *y, int ac) {
+    p[1] = hv__vk_i32(x->shape[2]);
+    p[2] = hv__vk_i32(x->shape[3]);
+    p[3] = hv__vk_i32(y->shape[2]);
+    p[4] = hv__vk_i32(y->shape[3]);
+    p[5] = ac;
+    p[6] = hv__vk_f2i(hv__vk_resize_scale(x->shape[2], y->shape[2], ac));
+    p[7] = hv__vk_f2i(hv__vk_resize_scale(x->shape[3], y->shape[3], ac));
+}
+static void hv__vk_resize_bilinear_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[8];
+    p[0] = hv__vk_i32(hv_numel(y));
+    hv__vk_resize_params(p, x, y, align_corners);
+    ts[0] = y;
+    ts[1] = x;
+    hv__vk_run(ctx, "hv_resize_bilinear", HV__VKS_RESIZE_BILINEAR, ts, wr, 2, p, 8, (uint64_t)hv_numel(y), 256, 0);
+}
+static void hv__vk_resize_bilinear_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    const hv_tensor *ts[2];
+    int wr[2] = {1, 0};
+    int32_t p[8];
+    int64_t planes = gy->shape[0] * gy->shape[1];
+    p[0] = hv__vk_i32(planes);
+    hv__vk_resize_params(p, gx, gy, align_corners);
+    ts[0] = gx;
+    ts[1] = gy;
+    hv__vk_run(ctx, "hv_resize_bilinear backward", HV__VKS_RESIZE_BILINEAR_BWD, ts, wr, 2, p, 8, (uint64_t)planes, 64, 0);
+}
+/* the conv family splits over the images of the batch */
+static void hv__vk_conv2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_conv2d_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u); }
+static void hv__vk_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    t[2] = (hv_tensor *)w;
+    t[3] = (hv_tensor *)b;
+    hv__vk_split(ctx, hv__vk_conv2d_part, t, 4, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_data_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_data_one(ctx, t[0], t[1], t[2], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)w;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_data_part, t, 3, 3, 1, g);
+}
+static void hv__vk_conv2d_bwd_weight_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_conv2d_bwd_weight_one(ctx, t[0], t[1], t[2], t[3], (const int64_t *)u);
+}
+static void hv__vk_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[4];
+    t[0] = gw;
+    t[1] = gb;
+    t[2] = (hv_tensor *)x;
+    t[3] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_conv2d_bwd_weight_part, t, 4, 12, 1, g);
+}
+static void hv__vk_max_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_max_pool2d_one(ctx, t[0], t[1], t[2], (const int64_t *)u); }
+static void hv__vk_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[3];
+    t[0] = y;
+    t[1] = argmax;
+    t[2] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_max_pool2d_part, t, 3, 7, 1, g);
+}
+static void hv__vk_max_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    (void)u;
+    hv__vk_max_pool2d_bwd_one(ctx, t[0], t[1], t[2]);
+}
+static void hv__vk_max_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *argmax) {
+    hv_tensor *t[3];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    t[2] = (hv_tensor *)argmax;
+    hv__vk_split(ctx, hv__vk_max_pool2d_bwd_part, t, 3, 7, 1, NULL);
+}
+static void hv__vk_avg_pool2d_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_avg_pool2d_one(ctx, t[0], t[1], (const int64_t *)u); }
+static void hv__vk_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_part, t, 2, 3, 1, g);
+}
+static void hv__vk_avg_pool2d_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_avg_pool2d_bwd_one(ctx, t[0], t[1], (const int64_t *)u);
+}
+static void hv__vk_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_avg_pool2d_bwd_part, t, 2, 3, 1, g);
+}
+static void hv__vk_resize_bilinear_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = y;
+    t[1] = (hv_tensor *)x;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_part, t, 2, 3, 1, &align_corners);
+}
+static void hv__vk_resize_bilinear_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_resize_bilinear_bwd_one(ctx, t[0], t[1], *(const int *)u);
+}
+static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    hv_tensor *t[2];
+    t[0] = gx;
+    t[1] = (hv_tensor *)gy;
+    hv__vk_split(ctx, hv__vk_resize_bilinear_bwd_part, t, 2, 3, 1, &align_corners);
+}
+static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    const hv_tensor *ts[3];
+    int wr[3] = {1, 1, 0};
+    int32_t p[3];
+    int64_t N, C, S;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    ts[0] = mean;
+    ts[1] = var;
+    ts[2] = x;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 3, (uint64_t)C, 64, 1);
+}
+static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean, const hv_tensor *var,
+                                      float momentum, float unbias) {
+    const hv_tensor *ts[4];
+    int wr[4] = {1, 1, 0, 0};
+    int32_t p[5];
+    p[0] = hv__vk_i32(mean->shape[0]);
+    p[1] = hv__vk_i32(run_mean->stride[0]);
+    p[2] = hv__vk_i32(run_var->stride[0]);
+    p[3] = hv__vk_f2i(momentum);
+    p[4] = hv__vk_f2i(unbias);
+    ts[0] = run_mean;
+    ts[1] = run_var;
+    ts[2] = mean;
+    ts[3] = var;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_RUNNING, ts, wr, 4, p, 5, (uint64_t)mean->shape[0], 64, 0);
+}
+static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                              const hv_tensor *w, const hv_tensor *b, float eps) {
+    const hv_tensor *ts[6];
+    int wr[6] = {1, 0, 0, 0, 0, 0};
+    int32_t p[6];
+    int64_t N, C, S;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(hv_numel(x));
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    p[3] = hv__vk_f2i(eps);
+    p[4] = w != NULL;
+    p[5] = b != NULL;
+    ts[0] = y;
+    ts[1] = x;
+    ts[2] = mean;
+    ts[3] = var;
+    ts[4] = w;
+    ts[5] = b;
+    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM, ts, wr, 6, p, 6, (uint64_t)hv_numel(x), 256, 0);
+}
+static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    const hv_tensor *ts[8];
+    int wr[8] = {1, 1, 1, 0, 0, 0, 0, 0};
+    int32_t p[9];
+    int64_t N, C, S;
+    const hv_tensor *any = gx ? gx : gw ? gw : gb;
+    hv__bn_dims(x, &N, &C, &S);
+    p[0] = hv__vk_i32(N);
+    p[1] = hv__vk_i32(C);
+    p[2] = hv__vk_i32(S);
+    p[3] = hv__vk_f2i(eps);
+    p[4] = batch_stats;
+    p[5] = gx != NULL;
+    p[6] = gw != NULL;
+    p[7] = gb != NULL;
+    p[8] = w != NULL;
+    ts[0] = gx ? gx : any;
+    ts[1] = gw ? gw : any;
+    ts[2] = gb ? gb : any;
+    ts[3] = x;
+    ts[4] = gy;
+    ts[5] = mean;
+    ts[6] = var;
+    ts[7] = w ? w : mean;
+    wr[0] = gx != NULL;
+    wr[1] = gw != NULL;
+    wr[2] = gb != NULL;
+    hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 9, (uint64_t)C, 64, 1);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void hv__vk_sync(hv_ctx *ctx) { hv__vk_flush(HV__VK(ctx)); }
+static void hv__vk_step_end(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    int i;
+    hv__vk_flush(vk); /* the pool's memory is free once the step's work is done */
+    if (vk->npool > 1) { /* one block of the step's total from now on, as the host arena does */
+        uint64_t total = 0;
+        for (i = 0; i < vk->npool; i++) total += vk->pool[i]->size;
+        if (total <= vk->max_alloc) {
+            hv__vk_block *b;
+            for (i = 0; i < vk->npool; i++) hv__vk_block_destroy(vk, vk->pool[i]);
+            vk->npool = 0;
+            if ((b = hv__vk_block_new(vk, total, 0)) != NULL) vk->pool[vk->npool++] = b;
+        }
+    }
+    for (i = 0; i < vk->npool; i++) vk->pool[i]->used = 0;
+}
+static const char *hv__vk_device_name(const hv_ctx *ctx) { return HV__VK(ctx)->props.deviceName; }
+static void hv__vk_destroy(hv__vk *vk) {
+    uint32_t i;
+    int k;
+    if (vk->dev && !vk->vkDeviceWaitIdle) { /* device functions never loaded */
+        PFN_vkDestroyDevice destroy = (PFN_vkDestroyDevice)vk->vkGetDeviceProcAddr(vk->dev, "vkDestroyDevice");
+        if (destroy) destroy(vk->dev, NULL);
+        vk->dev = VK_NULL_HANDLE;
+    }
+    if (vk->dev) {
+        vk->vkDeviceWaitIdle(vk->dev);
+        for (i = 0; i < vk->nblocks; i++) hv__vk_block_destroy(vk, vk->blocks[i]);
+        hv__vk_hostbuf_free(vk, &vk->stage);
+        hv__vk_hostbuf_free(vk, &vk->params);
+        for (k = 0; k < HV__VKS_COUNT; k++)
+            if (vk->pipes[k]) vk->vkDestroyPipeline(vk->dev, vk->pipes[k], NULL);
+        for (k = 0; k < HV__VK_MAX_ARGS + 2; k++) {
+            if (vk->pipe_layout[k]) vk->vkDestroyPipelineLayout(vk->dev, vk->pipe_layout[k], NULL);
+            if (vk->set_layout[k]) vk->vkDestroyDescriptorSetLayout(vk->dev, vk->set_layout[k], NULL);
+        }
+        for (k = 0; k < vk->ndpools; k++) vk->vkDestroyDescriptorPool(vk->dev, vk->dpools[k], NULL);
+        if (vk->pcache) vk->vkDestroyPipelineCache(vk->dev, vk->pcache, NULL);
+        if (vk->fence) vk->vkDestroyFence(vk->dev, vk->fence, NULL);
+        if (vk->cpool) vk->vkDestroyCommandPool(vk->dev, vk->cpool, NULL);
+        vk->vkDestroyDevice(vk->dev, NULL);
+    }
+    if (vk->inst && vk->vkDestroyInstance) vk->vkDestroyInstance(vk->inst, NULL);
+    hv__free(vk->blocks);
+    hv__free(vk->pool);
+    hv__free(vk->dpools);
+    hv__free(vk->downloads);
+    hv__free(vk);
+}
+static void hv__vk_shutdown(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    if (!vk) return;
+    hv__vk_flush(vk);
+    hv__vk_destroy(vk);
+    ctx->dev = NULL;
+}
+
+static const hv__backend *hv__vk_backend(void);
+
+/* a size in bytes from the environment (tests shrink the device's limits with these) */
+static uint64_t hv__vk_env_bytes(const char *name, uint64_t dflt) {
+    const char *v = getenv(name);
+    unsigned long long n;
+    char *end;
+    if (!v || !*v) return dflt;
+    n = strtoull(v, &end, 10);
+    return (*end || n == 0 || n > dflt) ? dflt : (uint64_t)n;
+}
+
+static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc) {
+    hv__vk *vk;
+    VkApplicationInfo app;
+    VkInstanceCreateInfo ici;
+    VkDeviceQueueCreateInfo qci;
+    VkDeviceCreateInfo dci;
+    VkCommandPoolCreateInfo cpi;
+    VkCommandBufferAllocateInfo cbi;
+    VkFenceCreateInfo fci;
+    VkPipelineCacheCreateInfo pci;
+    VkResult r;
+    float prio = 1.0f;
+    uint32_t api = VK_API_VERSION_1_0;
+    const char *want = desc->device && *desc->device ? desc->device : getenv("HUMANVIT_VULKAN_DEVICE");
+    PFN_vkEnumerateInstanceVersion enum_version;
+    if (sizeof(void *) < 8) return hv__fail("hv_init", "the Vulkan backend needs a 64-bit build (device addresses are 64-bit)"), -1;
+    vk = (hv__vk *)hv__malloc(sizeof *vk);
+    if (!vk) return hv__fail("hv_init", "out of memory"), -1;
+    memset(vk, 0, sizeof *vk);
+    if (hv__vk_load(vk)) goto fail;
+    enum_version = (PFN_vkEnumerateInstanceVersion)vk->vkGetInstanceProcAddr(NULL, "vkEnumerateInstanceVersion");
+    if (enum_version && enum_version(&api) != VK_SUCCESS) api = VK_API_VERSION_1_0;
+    if (api > VK_API_VERSION_1_1) api = VK_API_VERSION_1_1;
+    memset(&app, 0, sizeof app);
+    app.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO;
+    app.pApplicationName = "humanvit";
+    app.pEngineName = "humanvit";
+    app.apiVersion = api;
+    memset(&ici, 0, sizeof ici);
+    ici.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO;
+    ici.pApplicationInfo = &app;
+    if ((r = vk->vkCreateInstance(&ici, NULL, &vk->inst)) != VK_SUCCESS) {
+        hv__fail("hv_init", "cannot create a Vulkan instance: %s (no Vulkan driver installed? for a CPU device: apt-get install "
+                 "mesa-vulkan-drivers)", hv__vk_result_str(r));
+        goto fail;
+    }
+#define HV__VK_LOAD_I(f)                                                                           \
+    if (!(vk->f = (PFN_##f)vk->vkGetInstanceProcAddr(vk->inst, #f))) {                             \
+        hv__fail("hv_init", "the Vulkan loader lacks " #f);                                        \
+        goto fail;                                                                                 \
+    }
+    HV__VK_INSTANCE_FNS(HV__VK_LOAD_I)
+#undef HV__VK_LOAD_I
+    if (hv__vk_pick_device(vk, want)) goto fail;
+    memset(&qci, 0, sizeof qci);
+    qci.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO;
+    qci.queueFamilyIndex = vk->qfam;
+    qci.queueCount = 1;
+    qci.pQueuePriorities = &prio;
+    memset(&dci, 0, sizeof dci);
+    dci.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO;
+    dci.queueCreateInfoCount = 1;
+    dci.pQueueCreateInfos = &qci;
+    if ((r = vk->vkCreateDevice(vk->phys, &dci, NULL, &vk->dev)) != VK_SUCCESS) {
+        hv__fail("hv_init", "cannot create the Vulkan device %s: %s", vk->props.deviceName, hv__vk_result_str(r));
+        vk->dev = VK_NULL_HANDLE;
+        goto fail;
+    }
+#define HV__VK_LOAD_D(f)                                                                           \
+    if (!(vk->f = (PFN_##f)vk->vkGetDeviceProcAddr(vk->dev, #f))) {                                \
+        hv__fail("hv_init", "the Vulkan device %s lacks " #f, vk->props.deviceName);               \
+        goto fail;                                                                                 \
+    }
+    HV__VK_DEVICE_FNS(HV__VK_LOAD_D)
+#undef HV__VK_LOAD_D
+    vk->vkGetDeviceQueue(vk->dev, vk->qfam, 0, &vk->queue);
+    vk->max_range = hv__vk_env_bytes("HUMANVIT_VULKAN_MAX_RANGE", vk->props.limits.maxStorageBufferRange);
+    vk->align = vk->props.limits.minStorageBufferOffsetAlignment < 4 ? 4 : vk->props.limits.minStorageBufferOffsetAlignment;
+    vk->max_alloc = (uint64_t)1 << 30; /* Vulkan 1.0 promises nothing; 1 GiB is safe everywhere */
+    if (api >= VK_API_VERSION_1_1 && vk->props.apiVersion >= VK_API_VERSION_1_1) {
+        PFN_vkGetPhysicalDeviceProperties2 props2 =
+            (PFN_vkGetPhysicalDeviceProperties2)vk->vkGetInstanceProcAddr(vk->inst, "vkGetPhysicalDeviceProperties2");
+        if (props2) {
+            VkPhysicalDeviceMaintenance3Properties m3;
+            VkPhysicalDeviceProperties2 p2;
+            memset(&m3, 0, sizeof m3);
+            memset(&p2, 0, sizeof p2);
+            m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES;
+            p2.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2;
+            p2.pNext = &m3;
+            props2(vk->phys, &p2);
+            if (m3.maxMemoryAllocationSize) vk->max_alloc = m3.maxMemoryAllocationSize;
+        }
+    }
+    vk->max_alloc = hv__vk_env_bytes("HUMANVIT_VULKAN_MAX_ALLOC", vk->max_alloc);
+    vk->pool_first = desc->arena_bytes ? desc->arena_bytes : ((uint64_t)16 << 20);
+    if (vk->pool_first > vk->max_alloc) vk->pool_first = vk->max_alloc;
+    vk->param_slot = (uint32_t)hv__vk_round(HV__VK_MAX_PARAMS * 4, vk->align > 256 ? vk->align : 256);
+    memset(&cpi, 0, sizeof cpi);
+    cpi.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO;
+    cpi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
+    cpi.queueFamilyIndex = vk->qfam;
+    if ((r = vk->vkCreateCommandPool(vk->dev, &cpi, NULL, &vk->cpool)) != VK_SUCCESS) {
+        hv__vk_fail("vkCreateCommandPool", r);
+        goto fail;
+    }
+    memset(&cbi, 0, sizeof cbi);
+    cbi.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO;
+    cbi.commandPool = vk->cpool;
+    cbi.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cbi.commandBufferCount = 1;
+    if ((r = vk->vkAllocateCommandBuffers(vk->dev, &cbi, &vk->cmd)) != VK_SUCCESS) {
+        hv__vk_fail("vkAllocateCommandBuffers", r);
+        goto fail;
+    }
+    memset(&fci, 0, sizeof fci);
+    fci.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO;
+    if ((r = vk->vkCreateFence(vk->dev, &fci, NULL, &vk->fence)) != VK_SUCCESS) {
+        hv__vk_fail("vkCreateFence", r);
+        goto fail;
+    }
+    memset(&pci, 0, sizeof pci);
+    pci.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO;
+    if ((r = vk->vkCreatePipelineCache(vk->dev, &pci, NULL, &vk->pcache)) != VK_SUCCESS) vk->pcache = VK_NULL_HANDLE;
+    if (hv__vk_hostbuf_init(vk, &vk->stage, hv__vk_env_bytes("HUMANVIT_VULKAN_STAGING", (uint64_t)16 << 20)) ||
+        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096))
+        goto fail;
+    ctx->dev = vk;
+    ctx->be = hv__vk_backend();
+    ctx->kind = HV_BACKEND_VULKAN;
+    return 0;
+fail:
+    hv__vk_destroy(vk);
+    return -1;
+}
+
+static const hv__backend *hv__vk_backend(void) {
+    static hv__backend be;
+    if (!be.name) {
+        be.mem_alloc = hv__vk_mem_alloc;
+        be.mem_free = hv__vk_mem_free;
+        be.write = hv__vk_write;
+        be.read = hv__vk_read;
+        be.sync = hv__vk_sync;
+        be.step_end = hv__vk_step_end;
+        be.shutdown = hv__vk_shutdown;
+        be.device_name = hv__vk_device_name;
+        be.copy = hv__vk_copy;
+        be.fill = hv__vk_fill;
+        be.gemm = hv__vk_gemm;
+        be.binary = hv__vk_binary;
+        be.unary = hv__vk_unary;
+        be.unary_bwd = hv__vk_unary_bwd;
+        be.reduce = hv__vk_reduce;
+        be.reduce_max_bwd = hv__vk_reduce_max_bwd;
+        be.softmax = hv__vk_softmax;
+        be.softmax_bwd = hv__vk_softmax_bwd;
+        be.layer_norm = hv__vk_layer_norm;
+        be.layer_norm_bwd = hv__vk_layer_norm_bwd;
+        be.attention = hv__vk_attention;
+        be.attention_bwd = hv__vk_attention_bwd;
+        be.gather = hv__vk_gather;
+        be.scatter_add = hv__vk_scatter_add;
+        be.cross_entropy = hv__vk_cross_entropy;
+        be.cross_entropy_bwd = hv__vk_cross_entropy_bwd;
+        be.topk_correct = hv__vk_topk_correct;
+        be.diff_loss = hv__vk_diff_loss;
+        be.diff_loss_bwd = hv__vk_diff_loss_bwd;
+        be.conv2d = hv__vk_conv2d;
+        be.conv2d_bwd_data = hv__vk_conv2d_bwd_data;
+        be.conv2d_bwd_weight = hv__vk_conv2d_bwd_weight;
+        be.max_pool2d = hv__vk_max_pool2d;
+        be.max_pool2d_bwd = hv__vk_max_pool2d_bwd;
+        be.avg_pool2d = hv__vk_avg_pool2d;
+        be.avg_pool2d_bwd = hv__vk_avg_pool2d_bwd;
+        be.resize_bilinear = hv__vk_resize_bilinear;
+        be.resize_bilinear_bwd = hv__vk_resize_bilinear_bwd;
+        be.batch_norm_stats = hv__vk_batch_norm_stats;
+        be.batch_norm_running = hv__vk_batch_norm_running;
+        be.batch_norm = hv__vk_batch_norm;
+        be.batch_norm_bwd = hv__vk_batch_norm_bwd;
+        be.adamw = hv__vk_adamw;
+        be.name = "vulkan";
+    }
+    return &be;
+}
+
+#endif /* HUMANVIT_VULKAN */
+/* HV-SECTION vulkan END */
+
+/* ==== 8. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
 
 /* ---- named parameter lists ------------------------------------------------------------------ */
 
@@ -5155,15 +8718,20 @@ static hv_tensor *hv__param2(hv__plist *pl, hv_ctx *ctx, const char *prefix, con
 }
 
 /* xavier_uniform over a weight seen as (fan_out, fan_in), as the MAE initialisation */
-static void hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
-    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)w->data;
+/* initialisers draw on the host from the context's stream (same values on every backend) */
+static int hv__xavier_uniform(hv_tensor *w, int64_t fan_out, int64_t fan_in) {
+    float a = sqrtf(6.0f / (float)(fan_in + fan_out)), *p = (float *)hv__host_begin(w, 0);
     int64_t i, n = hv_numel(w);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = a * (2.0f * hv_rng_uniform(w->ctx) - 1.0f);
+    return hv__host_end(w, p, 1);
 }
-static void hv__normal_fill(hv_tensor *t, float std) {
-    float *p = (float *)t->data;
+static int hv__normal_fill(hv_tensor *t, float std) {
+    float *p = (float *)hv__host_begin(t, 0);
     int64_t i, n = hv_numel(t);
+    if (!p) return -1;
     for (i = 0; i < n; i++) p[i] = std * hv_rng_normal(t->ctx);
+    return hv__host_end(t, p, 1);
 }
 
 /* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
@@ -5178,8 +8746,7 @@ static int hv__linear_init(hv__linear *l, hv__plist *pl, hv_ctx *ctx, const char
     snprintf(name, sizeof name, "%s.bias", prefix);
     l->b = l->w ? hv__param1(pl, ctx, "", name, out, 1) : NULL;
     if (!l->b) return -1;
-    hv__xavier_uniform(l->w, out, in);
-    return 0;
+    return hv__xavier_uniform(l->w, out, in);
 }
 typedef struct hv__norm {
     hv_tensor *w, *b;
@@ -5252,6 +8819,33 @@ static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
     return hv_add(x, hv__linear_fwd(&b->fc2, hv_gelu(hv__linear_fwd(&b->fc1, hv__norm_fwd(&b->norm2, x)))));
 }
 
+/* A block in no-grad mode (inference) on the CPU: the block's temporaries are released as soon as
+   it is done, so a forward pass holds one block's activations, not all of them. The output is
+   moved down to where the block's first allocation was (memmove: the regions may overlap) and
+   the arena rewound to just after it. With a tape, everything must live until the backward. */
+static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
+    hv_ctx *ctx;
+    hv__arena_mark mark;
+    hv_tensor *y, *z;
+    void *ydata;
+    size_t bytes;
+    if (!x) return NULL;
+    ctx = x->ctx;
+    if (ctx->grad_enabled || ctx->be != hv__cpu_backend()) return hv__block_fwd(b, x);
+    mark = hv__arena_save(&ctx->arena);
+    y = hv__block_fwd(b, x);
+    if (!y || !hv_is_contiguous(y)) return y;
+    ydata = y->data;
+    bytes = (size_t)hv_numel(y) * sizeof(float);
+    hv__arena_rewind(&ctx->arena, mark);
+    z = hv__header(ctx, HV_F32, y->ndim, y->shape, 0); /* y's header is below its data: read above */
+    if (!z) return NULL;
+    z->data = hv__arena_alloc(&ctx->arena, bytes);
+    if (!z->data) return NULL;
+    memmove(z->data, ydata, bytes);
+    return z;
+}
+
 /* ---- patches -------------------------------------------------------------------------------- */
 
 /* (B, C, gh*p, gw*p) -> (B, gh*gw, per-patch vector) with the vector in (channel, row, column)
@@ -5314,7 +8908,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
     if (!out || out->dtype != HV_F32 || dim % 4 || grid <= 0 || hv_numel(out) != (L + 1) * dim || !hv_is_contiguous(out))
         return hv__fail("hv_sincos_pos_embed", "%s must be contiguous f32 with (1 + %d*%d) * %d elements and dim a multiple of 4",
                         hv__desc("out", out), grid, grid, dim), -1;
-    p = (float *)out->data;
+    if (!(p = (float *)hv__host_begin(out, 0))) return -1;
     memset(p, 0, sizeof(float) * (size_t)dim); /* the CLS row */
     for (m = 0; m < L; m++) {
         /* upstream: meshgrid(w, h) puts the column index first; each half is [sin(pos w), cos(pos w)] */
@@ -5329,7 +8923,7 @@ HVDEF int hv_sincos_pos_embed(hv_tensor *out, int grid, int dim) {
                 p[(m + 1) * dim + half * (dim / 2) + quarter + k] = (float)cos(a);
             }
     }
-    return 0;
+    return hv__host_end(out, p, 1);
 }
 
 /* PyTorch's cubic convolution weights (A = -0.75) for a fractional offset t in [0, 1) */
@@ -5365,8 +8959,12 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
     s3[2] = D;
     out = hv__alloc(pos->ctx, HV_F32, 3, s3, 1);
     if (!out) return NULL;
-    src = (const float *)pos->data;
-    dst = (float *)out->data;
+    src = (const float *)hv__host_begin(pos, 1);
+    dst = src ? (float *)hv__host_begin(out, 0) : NULL;
+    if (!dst) {
+        hv_tensor_free(out);
+        return NULL;
+    }
     memcpy(dst, src, sizeof(float) * (size_t)D); /* CLS row kept */
     for (oy = 0; oy < new_grid; oy++)
         for (ox = 0; ox < new_grid; ox++) {
@@ -5390,6 +8988,11 @@ HVDEF hv_tensor *hv_pos_embed_interpolate(hv_tensor *pos, int new_grid) {
                 dst[(1 + oy * new_grid + ox) * D + c] = (float)acc;
             }
         }
+    if (hv__host_end(out, dst, 1)) {
+        hv_tensor_free(out);
+        out = NULL;
+    }
+    hv__host_end(pos, (void *)src, 0);
     return out;
 }
 
@@ -5576,12 +9179,14 @@ static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
     s[3] = d->patch_size;
     if (!(v->patch_w = hv__param(&v->params, ctx, "", "patch_embed.proj.weight", 4, s, 1))) return -1;
     if (!(v->patch_b = hv__param1(&v->params, ctx, "", "patch_embed.proj.bias", D, 1))) return -1;
-    hv__normal_fill(v->cls_token, 0.02f);
-    hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D);
-    hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size);
+    if (hv__normal_fill(v->cls_token, 0.02f) || hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D) ||
+        hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size))
+        return -1;
     {   /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
-        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)v->patch_b->data;
+        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)hv__host_begin(v->patch_b, 0);
+        if (!pb) return -1;
         for (i = 0; i < D; i++) pb[i] = bound * (2.0f * hv_rng_uniform(ctx) - 1.0f);
+        if (hv__host_end(v->patch_b, pb, 1)) return -1;
     }
     v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
     if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
@@ -5616,7 +9221,7 @@ HVDEF hv_vit *hv_vit_new(hv_ctx *ctx, const hv_vit_desc *desc) {
         v->head_count->dtype = HV_I32; /* same 4 bytes, zeroed */
         hv_tensor_fill(v->head_var, 1.0f);
         if (hv__linear_init(&v->head, &v->params, ctx, "head.1", D, v->d.num_classes)) goto fail;
-        hv__normal_fill(v->head.w, 0.01f);
+        if (hv__normal_fill(v->head.w, 0.01f)) goto fail;
     }
     return v;
 fail:
@@ -5660,7 +9265,7 @@ static hv_tensor *hv__vit_trunk(hv_vit *v, hv_tensor *x, int apply_norm) {
     parts[0] = cls;
     parts[1] = x;
     x = hv_concat(parts, 2, 1);
-    for (i = 0; i < v->d.depth; i++) x = hv__block_fwd(&v->blocks[i], x);
+    for (i = 0; i < v->d.depth; i++) x = hv__block_fwd_compact(&v->blocks[i], x);
     return apply_norm ? hv__norm_fwd(&v->norm, x) : x;
 }
 HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images) {
@@ -5684,7 +9289,12 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) hv_data_i32(vit->head_count)[0] += 1;
+        if (bn && training) { /* on a device backend: a 4-byte download and upload */
+            int32_t *count = (int32_t *)hv__host_begin(vit->head_count, 1);
+            if (!count) return NULL;
+            count[0] += 1;
+            if (hv__host_end(vit->head_count, count, 1)) return NULL;
+        }
         return hv__linear_fwd(&vit->head, bn);
     }
 }
@@ -5752,8 +9362,7 @@ HVDEF hv_mae *hv_mae_new(hv_ctx *ctx, const hv_mae_desc *desc) {
     if (hv__linear_init(&m->dec_embed, &m->dec_params, ctx, "decoder_embed", d->encoder.embed_dim, Dd)) goto fail;
     s[1] = 1 + L;
     if (!(m->dec_pos = hv__param(&m->dec_params, ctx, "", "decoder_pos_embed", 3, s, 0))) goto fail;
-    hv__normal_fill(m->mask_token, 0.02f);
-    hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd);
+    if (hv__normal_fill(m->mask_token, 0.02f) || hv_sincos_pos_embed(m->dec_pos, (int)g, (int)Dd)) goto fail;
     m->dec_blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->decoder_depth ? d->decoder_depth : 1));
     if (!m->dec_blocks) goto fail;
     for (i = 0; i < d->decoder_depth; i++) {
@@ -5809,7 +9418,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     const hv_vit_desc *e;
     int64_t B, L, K, Dd, s2[2], s3[3];
     hv_tensor *x, *ids_keep, *ids_restore, *mask, *shuffle, *dec, *parts[2], *pred, *target, *loss;
-    int i, last = -1;
+    int i, last = -1, drawn = 0;
     if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
     ctx = mae->ctx;
     e = &mae->enc.d;
@@ -5826,9 +9435,8 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
             return (hv_tensor *)hv__fail("hv_mae_forward", "%s must be f32 (%lld, %lld)", hv__desc("noise", noise), (long long)B, (long long)L);
         noise = hv_contiguous(noise);
     } else {
-        int64_t j;
         noise = hv_tensor_temp(ctx, HV_F32, hv_shape_of(2, s2));
-        for (j = 0; noise && j < B * L; j++) ((float *)noise->data)[j] = hv_rng_uniform(ctx);
+        drawn = 1;
     }
     ids_restore = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     shuffle = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
@@ -5836,8 +9444,23 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     s2[1] = K;
     ids_keep = hv_tensor_temp(ctx, HV_I32, hv_shape_of(2, s2));
     if (!noise || !ids_restore || !shuffle || !mask || !ids_keep) return NULL;
-    hv__mae_masking((const float *)noise->data, B, L, K, (int32_t *)ids_keep->data, (int32_t *)ids_restore->data, (float *)mask->data,
-                    (int32_t *)shuffle->data);
+    {   /* the masking runs on the host (an argsort); on a device backend the given noise comes
+           down and the indices and the mask go up */
+        float *nz = (float *)hv__host_begin(noise, !drawn);
+        void *pk, *pr, *pm, *ps;
+        int64_t j;
+        if (!nz) return NULL;
+        for (j = 0; drawn && j < B * L; j++) nz[j] = hv_rng_uniform(ctx);
+        pk = hv__host_begin(ids_keep, 0);
+        pr = pk ? hv__host_begin(ids_restore, 0) : NULL;
+        pm = pr ? hv__host_begin(mask, 0) : NULL;
+        ps = pm ? hv__host_begin(shuffle, 0) : NULL;
+        if (!ps) return NULL;
+        hv__mae_masking(nz, B, L, K, (int32_t *)pk, (int32_t *)pr, (float *)pm, (int32_t *)ps);
+        if (hv__host_end(shuffle, ps, 1) || hv__host_end(mask, pm, 1) || hv__host_end(ids_restore, pr, 1) || hv__host_end(ids_keep, pk, 1))
+            return NULL;
+        hv__host_end(noise, nz, 0);
+    }
 
     /* encoder on the kept patches */
     x = hv__vit_trunk(&mae->enc, hv_gather(x, 1, ids_keep), 1); /* (B, 1 + K, D) */
@@ -5852,7 +9475,7 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     parts[0] = hv_slice(dec, 1, 0, 1, 1);
     parts[1] = x;
     x = hv_add(hv_concat(parts, 2, 1), mae->dec_pos);            /* (B, 1 + L, Dd) */
-    for (i = 0; i < mae->d.decoder_depth; i++) x = hv__block_fwd(&mae->dec_blocks[i], x);
+    for (i = 0; i < mae->d.decoder_depth; i++) x = hv__block_fwd_compact(&mae->dec_blocks[i], x);
     x = hv__linear_fwd(&mae->dec_pred, hv__norm_fwd(&mae->dec_norm, x));
     HV__CHECK_IN(x);
     pred = hv_slice(x, 1, 1, 1 + L, 1);                          /* (B, L, p*p*C) */
@@ -5872,12 +9495,5331 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
     return loss;
 }
 
-/* ==== 8. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
+/* ==== 9. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */
+/* Checkpoint files are untrusted input: every length, offset and count read from a file is
+   checked against the bytes that are really there before it is used, arithmetic on them is
+   overflow-checked, nothing recurses on file structure without a depth limit, and every problem
+   is an error naming the file, never an abort. The parsers work on an hv__src (a FILE or a
+   memory buffer) so that the fuzz targets in tests/fuzz/ drive exactly the code users run.
+
+   Layout of this section: byte helpers and element types; sources; state dicts; the zip reader;
+   the pickle interpreter; tensor materialisation; torch.save files; safetensors. */
+#include <errno.h>
+#include <limits.h>
+
+#define HV__PK_MAX_OBJECTS ((size_t)1 << 22)       /* pickle objects per file (~0.5 GiB) */
+#define HV__PK_MAX_DIMS 8                          /* dims kept per pickled tensor */
+#define HV__PK_MAX_BYTES ((uint64_t)1 << 30)       /* data.pkl size */
+#define HV__PK_MAX_CALL_DEPTH 8                    /* nested _rebuild_from_type_v2 */
+#define HV__ZIP_MAX_CD ((uint64_t)1 << 30)         /* central directory size */
+#define HV__ST_MAX_HEADER ((uint64_t)100000000)    /* safetensors' own limit on the header */
+#define HV__JSON_MAX_DEPTH 64
+#define HV__EXPAND_SLACK ((uint64_t)64 << 20)      /* stride-0 views may grow this much */
+#define HV__CHUNK_ELEMS 65536                      /* conversion chunk, elements */
+
+/* ---- bytes, checked arithmetic, element types -------------------------------------------------- */
+
+static uint16_t hv__rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t hv__rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t hv__rd64(const unsigned char *p) { return (uint64_t)hv__rd32(p) | ((uint64_t)hv__rd32(p + 4) << 32); }
+static void hv__wr64(unsigned char *p, uint64_t v) {
+    int k;
+    for (k = 0; k < 8; k++) p[k] = (unsigned char)(v >> (8 * k));
+}
+static int hv__host_le(void) {
+    const uint16_t one = 1;
+    unsigned char c;
+    memcpy(&c, &one, 1);
+    return c == 1;
+}
+/* *r = a * b or a + b; 0, or -1 on overflow */
+static int hv__mul64(uint64_t a, uint64_t b, uint64_t *r) {
+    if (a && b > UINT64_MAX / a) return -1;
+    *r = a * b;
+    return 0;
+}
+static int hv__add64(uint64_t a, uint64_t b, uint64_t *r) {
+    if (b > UINT64_MAX - a) return -1;
+    *r = a + b;
+    return 0;
+}
+/* grows an array of es-byte elements to hold want; returns the (maybe moved) array, or NULL
+   when the size overflows or memory runs out (the old array is then still valid) */
+static void *hv__grow(void *arr, size_t *cap, size_t want, size_t es) {
+    size_t nc = *cap ? *cap : 8;
+    void *p;
+    if (want <= *cap) return arr;
+    while (nc < want) {
+        if (nc > SIZE_MAX / 2 / es) return NULL;
+        nc *= 2;
+    }
+    hv__alloc_calls++;
+    p = HV_REALLOC(arr, nc * es);
+    if (!p) return NULL;
+    *cap = nc;
+    return p;
+}
+
+/* element types found in files; loaded as f32 (floats) or i32 (integers) */
+enum { HV__E_F32, HV__E_F16, HV__E_BF16, HV__E_F64, HV__E_I64, HV__E_I32, HV__E_I16, HV__E_I8, HV__E_U8,
+       HV__E_BOOL, HV__E_U16, HV__E_U32, HV__E_U64, HV__E_COUNT };
+typedef struct hv__etype {
+    const char *st;      /* safetensors dtype */
+    const char *storage; /* torch legacy storage class (torch.FloatStorage ...), or NULL */
+    const char *torch;   /* torch dtype attribute (torch.float32 ...) */
+    int size, is_int;
+} hv__etype;
+static const hv__etype hv__etypes[HV__E_COUNT] = {
+    {"F32", "FloatStorage", "float32", 4, 0},   {"F16", "HalfStorage", "float16", 2, 0},
+    {"BF16", "BFloat16Storage", "bfloat16", 2, 0}, {"F64", "DoubleStorage", "float64", 8, 0},
+    {"I64", "LongStorage", "int64", 8, 1},      {"I32", "IntStorage", "int32", 4, 1},
+    {"I16", "ShortStorage", "int16", 2, 1},     {"I8", "CharStorage", "int8", 1, 1},
+    {"U8", "ByteStorage", "uint8", 1, 1},       {"BOOL", "BoolStorage", "bool", 1, 1},
+    {"U16", NULL, "uint16", 2, 1},              {"U32", NULL, "uint32", 4, 1},
+    {"U64", NULL, "uint64", 8, 1}};
+/* which: 0 safetensors name, 1 storage class, 2 torch dtype. -1 when unknown */
+static int hv__etype_find(int which, const char *s, size_t n) {
+    int k;
+    for (k = 0; k < HV__E_COUNT; k++) {
+        const char *name = which == 0 ? hv__etypes[k].st : which == 1 ? hv__etypes[k].storage : hv__etypes[k].torch;
+        if (name && strlen(name) == n && memcmp(name, s, n) == 0) return k;
+    }
+    return -1;
+}
+
+static float hv__f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31u, man = h & 1023u, bits;
+    float f;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: value man * 2^-24, renormalised */
+            exp = 127 - 15 + 1;
+            while (!(man & 1024u)) {
+                man <<= 1;
+                exp--;
+            }
+            bits = sign | (exp << 23) | ((man & 1023u) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13); /* inf, NaN with its payload */
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* n packed little-endian elements of type et -> f32 (float types) or i32 (integer types) in
+   dst. 0, or -1 with why filled when an integer does not fit in int32. first: index of src[0]
+   within the tensor, for the message. */
+static int hv__convert(int et, const unsigned char *src, size_t n, void *dst, size_t first, char *why, size_t whylen) {
+    float *f = (float *)dst;
+    int32_t *o = (int32_t *)dst;
+    size_t i;
+    switch (et) {
+    case HV__E_F32:
+        if (hv__host_le()) {
+            memcpy(dst, src, 4 * n);
+        } else {
+            for (i = 0; i < n; i++) {
+                uint32_t u = hv__rd32(src + 4 * i);
+                memcpy(f + i, &u, 4);
+            }
+        }
+        return 0;
+    case HV__E_F16:
+        for (i = 0; i < n; i++) f[i] = hv__f16_to_f32(hv__rd16(src + 2 * i));
+        return 0;
+    case HV__E_BF16:
+        for (i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)hv__rd16(src + 2 * i) << 16;
+            memcpy(f + i, &u, 4);
+        }
+        return 0;
+    case HV__E_F64:
+        for (i = 0; i < n; i++) {
+            uint64_t u = hv__rd64(src + 8 * i);
+            double d;
+            memcpy(&d, &u, 8);
+            f[i] = (float)d;
+        }
+        return 0;
+    case HV__E_I32:
+        for (i = 0; i < n; i++) o[i] = (int32_t)hv__rd32(src + 4 * i);
+        return 0;
+    case HV__E_I16:
+        for (i = 0; i < n; i++) o[i] = (int16_t)hv__rd16(src + 2 * i);
+        return 0;
+    case HV__E_I8:
+        for (i = 0; i < n; i++) o[i] = (int8_t)src[i];
+        return 0;
+    case HV__E_U8:
+    case HV__E_BOOL:
+        for (i = 0; i < n; i++) o[i] = src[i];
+        return 0;
+    case HV__E_U16:
+        for (i = 0; i < n; i++) o[i] = hv__rd16(src + 2 * i);
+        return 0;
+    case HV__E_I64:
+    case HV__E_U32:
+    case HV__E_U64:
+        for (i = 0; i < n; i++) {
+            uint64_t u = et == HV__E_U32 ? hv__rd32(src + 4 * i) : hv__rd64(src + 8 * i);
+            int fits = et == HV__E_I64 ? (u <= 0x7fffffffu || u >= (uint64_t)0xffffffff80000000u) : u <= 0x7fffffffu;
+            if (!fits) {
+                if (et == HV__E_I64) snprintf(why, whylen, "element %zu = %lld does not fit in int32", first + i, (long long)(int64_t)u);
+                else snprintf(why, whylen, "element %zu = %llu does not fit in int32", first + i, (unsigned long long)u);
+                return -1;
+            }
+            o[i] = (int32_t)(uint32_t)u;
+        }
+        return 0;
+    default:
+        snprintf(why, whylen, "unknown element type");
+        return -1;
+    }
+}
+
+/* ---- sources: a file or a memory buffer ---------------------------------------------------- */
+
+typedef struct hv__src {
+    FILE *f;
+    const unsigned char *mem;
+    uint64_t size;
+    const char *name; /* the path, or "<memory>" */
+    const char *op;   /* the public call, for messages */
+    /* optional: each loaded tensor goes to sink first. It returns 1 to keep the tensor in the
+       state dict, 0 when it took what it needed (the loader frees the tensor at once: loading
+       into a model this way never holds the weights twice), -1 to stop with its error */
+    int (*sink)(void *user, const char *name, hv_tensor *t);
+    void *sink_user;
+} hv__src;
+/* hands t to the source's sink; 1 keep, 0 consumed (t freed), -1 failed (t freed) */
+static int hv__src_sink(const hv__src *src, const char *name, size_t nlen, hv_tensor *t) {
+    char buf[256];
+    int rc;
+    if (!src->sink) return 1;
+    snprintf(buf, sizeof buf, "%.*s", (int)(nlen < 255 ? nlen : 255), name);
+    rc = src->sink(src->sink_user, buf, t);
+    if (rc <= 0) hv_tensor_free(t);
+    return rc;
+}
+
+/* "op: 'file': message"; returns NULL */
+static void *hv__src_fail(const hv__src *s, const char *fmt, ...) {
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return hv__fail(s->op, "'%s': %s", s->name, msg);
+}
+
+static int hv__seek(FILE *f, uint64_t off) {
+#if defined(_WIN32)
+    return off > (uint64_t)INT64_MAX ? -1 : _fseeki64(f, (__int64)off, SEEK_SET);
+#else
+    return off > (uint64_t)LONG_MAX ? -1 : fseek(f, (long)off, SEEK_SET); /* long is 64-bit on LP64 */
+#endif
+}
+
+/* reads n bytes at off; what names the structure for the message */
+static int hv__src_read(const hv__src *s, uint64_t off, void *buf, size_t n, const char *what) {
+    if (off > s->size || (uint64_t)n > s->size - off) {
+        hv__src_fail(s, "truncated: %s needs %llu bytes at offset %llu, but the file has %llu bytes", what,
+                     (unsigned long long)n, (unsigned long long)off, (unsigned long long)s->size);
+        return -1;
+    }
+    if (n == 0) return 0;
+    if (s->mem) {
+        memcpy(buf, s->mem + off, n);
+        return 0;
+    }
+    if (hv__seek(s->f, off) != 0 || fread(buf, 1, n, s->f) != n) {
+        hv__src_fail(s, "read error for %s (%llu bytes at offset %llu)", what, (unsigned long long)n, (unsigned long long)off);
+        return -1;
+    }
+    return 0;
+}
+
+static int hv__src_open(hv__src *s, const char *op, const char *path) {
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->name = path ? path : "(null)";
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    s->f = fopen(path, "rb");
+    if (!s->f) return hv__src_fail(s, "cannot open: %s", strerror(errno)), -1;
+    {
+#if defined(_WIN32)
+        __int64 end = _fseeki64(s->f, 0, SEEK_END) == 0 ? _ftelli64(s->f) : -1;
+#else
+        long end = fseek(s->f, 0, SEEK_END) == 0 ? ftell(s->f) : -1;
+#endif
+        if (end < 0) {
+            fclose(s->f);
+            s->f = NULL;
+            return hv__src_fail(s, "cannot tell the file's size (not a regular file?)"), -1;
+        }
+        s->size = (uint64_t)end;
+    }
+    return 0;
+}
+static void hv__src_memory(hv__src *s, const char *op, const void *data, size_t size) {
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->name = "<memory>";
+    s->mem = (const unsigned char *)data;
+    s->size = data ? size : 0;
+}
+static void hv__src_close(hv__src *s) {
+    if (s->f) fclose(s->f);
+    s->f = NULL;
+}
+
+/* ---- state dicts ----------------------------------------------------------------------------- */
+
+typedef struct hv__sd_entry {
+    char *name;
+    size_t nlen;
+    hv_tensor *t;
+    int owned;
+} hv__sd_entry;
+
+struct hv_state_dict {
+    hv_ctx *ctx;
+    hv__sd_entry *e;
+    size_t n, cap;
+    int *slot;    /* open-addressing hash of names: entry index + 1, 0 = empty */
+    size_t nslot; /* a power of two, > 2 n */
+};
+
+static uint64_t hv__hash(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+static size_t hv__sd_slot(const hv_state_dict *sd, const char *name, size_t n) {
+    size_t mask = sd->nslot - 1, h = (size_t)hv__hash(name, n) & mask;
+    while (sd->slot[h]) {
+        const hv__sd_entry *e = &sd->e[sd->slot[h] - 1];
+        if (e->nlen == n && memcmp(e->name, name, n) == 0) break;
+        h = (h + 1) & mask;
+    }
+    return h;
+}
+static int hv__sd_find(const hv_state_dict *sd, const char *name, size_t n) {
+    size_t h;
+    if (!sd->nslot) return -1;
+    h = hv__sd_slot(sd, name, n);
+    return sd->slot[h] - 1;
+}
+
+/* adds (name, t); an existing name is an error, or (replace) gets the new tensor in its place,
+   as a Python dict assignment does. owned: the dict frees t. */
+static int hv__sd_put(hv_state_dict *sd, const char *op, const char *name, size_t n, hv_tensor *t, int owned, int replace) {
+    int i = hv__sd_find(sd, name, n);
+    hv__sd_entry *e;
+    if (i >= 0) {
+        e = &sd->e[i];
+        if (!replace) return hv__fail(op, "the state dict already has an entry '%s'", e->name), -1;
+        if (e->owned && e->t != t) hv_tensor_free(e->t);
+        e->t = t;
+        e->owned = owned;
+        return 0;
+    }
+    if (sd->n >= (size_t)INT_MAX - 1) return hv__fail(op, "too many entries"), -1;
+    if ((sd->n + 1) * 2 >= sd->nslot) { /* rehash into twice the slots */
+        size_t ns = sd->nslot ? sd->nslot * 2 : 64, k;
+        int *slot = (int *)hv__malloc(ns * sizeof(int));
+        int *old = sd->slot;
+        if (!slot) return hv__fail(op, "out of memory"), -1;
+        memset(slot, 0, ns * sizeof(int));
+        sd->slot = slot;
+        sd->nslot = ns;
+        for (k = 0; k < sd->n; k++) sd->slot[hv__sd_slot(sd, sd->e[k].name, sd->e[k].nlen)] = (int)k + 1;
+        hv__free(old);
+    }
+    if (sd->n == sd->cap) {
+        void *p = hv__grow(sd->e, &sd->cap, sd->n + 1, sizeof *sd->e);
+        if (!p) return hv__fail(op, "out of memory"), -1;
+        sd->e = (hv__sd_entry *)p;
+    }
+    e = &sd->e[sd->n];
+    e->name = (char *)hv__malloc(n + 1);
+    if (!e->name) return hv__fail(op, "out of memory"), -1;
+    memcpy(e->name, name, n);
+    e->name[n] = 0;
+    e->nlen = n;
+    e->t = t;
+    e->owned = owned;
+    if (owned) hv_tensor_set_name(t, e->name);
+    sd->slot[hv__sd_slot(sd, name, n)] = (int)sd->n + 1;
+    sd->n++;
+    return 0;
+}
+
+HVDEF hv_state_dict *hv_state_dict_new(hv_ctx *ctx) {
+    hv_state_dict *sd;
+    if (!ctx) return (hv_state_dict *)hv__fail("hv_state_dict_new", "ctx is NULL");
+    sd = (hv_state_dict *)hv__malloc(sizeof *sd);
+    if (!sd) return (hv_state_dict *)hv__fail("hv_state_dict_new", "out of memory");
+    memset(sd, 0, sizeof *sd);
+    sd->ctx = ctx;
+    return sd;
+}
+HVDEF void hv_state_dict_free(hv_state_dict *sd) {
+    size_t i;
+    if (!sd) return;
+    for (i = 0; i < sd->n; i++) {
+        if (sd->e[i].owned) hv_tensor_free(sd->e[i].t);
+        hv__free(sd->e[i].name);
+    }
+    hv__free(sd->e);
+    hv__free(sd->slot);
+    hv__free(sd);
+}
+HVDEF int hv_state_dict_add(hv_state_dict *sd, const char *name, hv_tensor *t) {
+    if (!sd || !name || !t) return hv__fail("hv_state_dict_add", "%s is NULL", !sd ? "sd" : !name ? "name" : "tensor"), -1;
+    return hv__sd_put(sd, "hv_state_dict_add", name, strlen(name), t, 0, 0);
+}
+HVDEF int hv_state_dict_count(const hv_state_dict *sd) { return sd ? (int)sd->n : 0; }
+HVDEF const char *hv_state_dict_name(const hv_state_dict *sd, int i) {
+    return (sd && i >= 0 && (size_t)i < sd->n) ? sd->e[i].name : NULL;
+}
+HVDEF hv_tensor *hv_state_dict_at(const hv_state_dict *sd, int i) {
+    return (sd && i >= 0 && (size_t)i < sd->n) ? sd->e[i].t : NULL;
+}
+static int hv__sd_lookup(const hv_state_dict *sd, const char *name, const char *op) {
+    int i;
+    if (!sd || !name) return hv__fail(op, "%s is NULL", !sd ? "sd" : "name"), -1;
+    i = hv__sd_find(sd, name, strlen(name));
+    if (i < 0) hv__fail(op, "no entry '%s' in the state dict (%d entries)", name, (int)sd->n);
+    return i;
+}
+HVDEF hv_tensor *hv_state_dict_get(const hv_state_dict *sd, const char *name) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_get");
+    return i < 0 ? NULL : sd->e[i].t;
+}
+HVDEF hv_tensor *hv_state_dict_take(hv_state_dict *sd, const char *name) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_take");
+    if (i < 0) return NULL;
+    sd->e[i].owned = 0;
+    return sd->e[i].t;
+}
+HVDEF int hv_state_dict_copy_to(const hv_state_dict *sd, const char *name, hv_tensor *dst) {
+    int i = hv__sd_lookup(sd, name, "hv_state_dict_copy_to"), k;
+    hv_tensor *src;
+    if (i < 0) return -1;
+    src = sd->e[i].t;
+    if (!dst) return hv__fail("hv_state_dict_copy_to", "destination for '%s' is NULL", name), -1;
+    if (src->dtype != dst->dtype || src->ndim != dst->ndim)
+        return hv__fail("hv_state_dict_copy_to", "'%s' is %s %s but the destination is %s %s", name,
+                        src->dtype == HV_I32 ? "i32" : "f32", hv__shape_str(src), dst->dtype == HV_I32 ? "i32" : "f32",
+                        hv__shape_str(dst)), -1;
+    for (k = 0; k < src->ndim; k++)
+        if (src->shape[k] != dst->shape[k])
+            return hv__fail("hv_state_dict_copy_to", "'%s' has shape %s but the destination has %s", name,
+                            hv__shape_str(src), hv__shape_str(dst)), -1;
+    dst->ctx->be->copy(dst->ctx, dst, src, 0);
+    return 0;
+}
+
+/* ---- the zip reader (torch.save's container) -------------------------------------------------
+   Reads the central directory (classic or zip64) once; entry data is located through its local
+   header on demand. Only STORED entries can be read: torch.save never compresses. */
+
+typedef struct hv__zent {
+    const char *name; /* into hv__zip.cd, not NUL-terminated */
+    size_t nlen;
+    uint64_t csize, usize, lho; /* compressed and real size, local header offset */
+    int method, flags;
+} hv__zent;
+
+typedef struct hv__zip {
+    const hv__src *src;
+    unsigned char *cd; /* the central directory */
+    hv__zent *e;       /* sorted by name */
+    size_t n;
+} hv__zip;
+
+static int hv__zent_cmp(const void *a, const void *b) {
+    const hv__zent *x = (const hv__zent *)a, *y = (const hv__zent *)b;
+    size_t n = x->nlen < y->nlen ? x->nlen : y->nlen;
+    int c = n ? memcmp(x->name, y->name, n) : 0;
+    if (c) return c;
+    return x->nlen < y->nlen ? -1 : x->nlen > y->nlen ? 1 : 0;
+}
+
+static void hv__zip_close(hv__zip *z) {
+    hv__free(z->cd);
+    hv__free(z->e);
+    z->cd = NULL;
+    z->e = NULL;
+    z->n = 0;
+}
+
+/* fills the zip64 values of one central-directory entry from its extra field (id 1): each of
+   usize, csize, lho is there only when its 32-bit field holds 0xFFFFFFFF, in that order */
+static int hv__zip_extra(const hv__zip *z, hv__zent *e, const unsigned char *x, size_t xlen) {
+    size_t at = 0;
+    while (xlen - at >= 4) {
+        unsigned id = hv__rd16(x + at), sz = hv__rd16(x + at + 2);
+        const unsigned char *q = x + at + 4;
+        size_t left = sz;
+        if (sz > xlen - at - 4) {
+            hv__src_fail(z->src, "zip entry '%.*s': extra field runs past its header", (int)e->nlen, e->name);
+            return -1;
+        }
+        if (id == 1) {
+            uint64_t *fields[3];
+            int k;
+            fields[0] = &e->usize;
+            fields[1] = &e->csize;
+            fields[2] = &e->lho;
+            for (k = 0; k < 3; k++) {
+                if (*fields[k] != 0xffffffffu) continue;
+                if (left < 8) {
+                    hv__src_fail(z->src, "zip entry '%.*s': zip64 extra field is too short", (int)e->nlen, e->name);
+                    return -1;
+                }
+                *fields[k] = hv__rd64(q);
+                q += 8;
+                left -= 8;
+            }
+        }
+        at += 4 + (size_t)sz;
+    }
+    return 0;
+}
+
+static int hv__zip_open(hv__zip *z, const hv__src *src) {
+    unsigned char *tail;
+    unsigned char loc[20], rec[56];
+    uint64_t size = src->size, tlen, toff, n_total, cd_size, cd_off, end, p;
+    size_t i, found = (size_t)-1, k;
+    int zip64 = 0;
+    memset(z, 0, sizeof *z);
+    z->src = src;
+    if (size < 22) return hv__src_fail(src, "not a zip archive: %llu bytes is too short", (unsigned long long)size), -1;
+    /* the end-of-central-directory record: 22 bytes + up to 65535 of comment, at the end */
+    tlen = size < 22 + 65535 ? size : 22 + 65535;
+    toff = size - tlen;
+    tail = (unsigned char *)hv__malloc((size_t)tlen);
+    if (!tail) return hv__src_fail(src, "out of memory"), -1;
+    if (hv__src_read(src, toff, tail, (size_t)tlen, "the zip end record") != 0) {
+        hv__free(tail);
+        return -1;
+    }
+    for (i = (size_t)tlen - 22 + 1; i-- > 0;)
+        if (hv__rd32(tail + i) == 0x06054b50u && i + 22 + hv__rd16(tail + i + 20) <= tlen) {
+            found = i;
+            break;
+        }
+    if (found == (size_t)-1) {
+        hv__free(tail);
+        return hv__src_fail(src, "not a zip archive (no end-of-central-directory record)"), -1;
+    }
+    n_total = hv__rd16(tail + found + 10);
+    cd_size = hv__rd32(tail + found + 12);
+    cd_off = hv__rd32(tail + found + 16);
+    if (hv__rd16(tail + found + 4) != 0 && hv__rd16(tail + found + 4) != 0xffff) {
+        hv__free(tail);
+        return hv__src_fail(src, "multi-disk zip archives are not supported"), -1;
+    }
+    hv__free(tail);
+    /* zip64: a locator right before the record points at the zip64 end record */
+    if (toff + found >= 20) {
+        if (hv__src_read(src, toff + found - 20, loc, 20, "the zip64 locator") != 0) return -1;
+        if (hv__rd32(loc) == 0x07064b50u) {
+            uint64_t z64 = hv__rd64(loc + 8);
+            if (hv__src_read(src, z64, rec, 56, "the zip64 end record") != 0) return -1;
+            if (hv__rd32(rec) != 0x06064b50u) return hv__src_fail(src, "corrupt zip64 end record (bad signature)"), -1;
+            n_total = hv__rd64(rec + 32);
+            cd_size = hv__rd64(rec + 40);
+            cd_off = hv__rd64(rec + 48);
+            zip64 = 1;
+        }
+    }
+    if (hv__add64(cd_off, cd_size, &end) != 0 || end > size)
+        return hv__src_fail(src, "corrupt zip: the central directory (%llu bytes at %llu) runs past the end (%llu bytes)%s",
+                            (unsigned long long)cd_size, (unsigned long long)cd_off, (unsigned long long)size,
+                            zip64 ? "" : " or a zip64 record is missing"), -1;
+    if (cd_size > HV__ZIP_MAX_CD) return hv__src_fail(src, "zip central directory of %llu bytes is too large", (unsigned long long)cd_size), -1;
+    if (n_total > cd_size / 46)
+        return hv__src_fail(src, "corrupt zip: %llu entries cannot fit in a %llu-byte central directory", (unsigned long long)n_total,
+                            (unsigned long long)cd_size), -1;
+    z->cd = (unsigned char *)hv__malloc((size_t)cd_size);
+    z->e = (hv__zent *)hv__malloc(sizeof(hv__zent) * (size_t)(n_total ? n_total : 1));
+    if (!z->cd || !z->e) {
+        hv__zip_close(z);
+        return hv__src_fail(src, "out of memory for the zip directory"), -1;
+    }
+    if (hv__src_read(src, cd_off, z->cd, (size_t)cd_size, "the zip central directory") != 0) {
+        hv__zip_close(z);
+        return -1;
+    }
+    for (p = 0, k = 0; k < (size_t)n_total; k++) {
+        const unsigned char *h = z->cd + p;
+        hv__zent *e = &z->e[k];
+        size_t nl, xl, cl;
+        if (cd_size - p < 46 || hv__rd32(h) != 0x02014b50u) {
+            hv__zip_close(z);
+            return hv__src_fail(src, "corrupt zip: central directory entry %zu is damaged", k), -1;
+        }
+        nl = hv__rd16(h + 28);
+        xl = hv__rd16(h + 30);
+        cl = hv__rd16(h + 32);
+        if (cd_size - p - 46 < (uint64_t)nl + xl + cl) {
+            hv__zip_close(z);
+            return hv__src_fail(src, "corrupt zip: central directory entry %zu runs past the directory", k), -1;
+        }
+        e->flags = hv__rd16(h + 8);
+        e->method = hv__rd16(h + 10);
+        e->csize = hv__rd32(h + 20);
+        e->usize = hv__rd32(h + 24);
+        e->lho = hv__rd32(h + 42);
+        e->name = (const char *)h + 46;
+        e->nlen = nl;
+        if (hv__zip_extra(z, e, h + 46 + nl, xl) != 0) {
+            hv__zip_close(z);
+            return -1;
+        }
+        p += 46 + (uint64_t)nl + xl + cl;
+    }
+    z->n = (size_t)n_total;
+    qsort(z->e, z->n, sizeof *z->e, hv__zent_cmp);
+    return 0;
+}
+
+static const hv__zent *hv__zip_find(const hv__zip *z, const char *name, size_t nlen) {
+    hv__zent key;
+    memset(&key, 0, sizeof key);
+    key.name = name;
+    key.nlen = nlen;
+    if (!z->n) return NULL;
+    return (const hv__zent *)bsearch(&key, z->e, z->n, sizeof *z->e, hv__zent_cmp);
+}
+
+/* where an entry's bytes start; checks that it is stored and lies inside the file */
+static int hv__zip_data(const hv__zip *z, const hv__zent *e, uint64_t *off) {
+    unsigned char h[30];
+    uint64_t start;
+    if (e->flags & 1) return hv__src_fail(z->src, "zip entry '%.*s' is encrypted", (int)e->nlen, e->name), -1;
+    if (e->method != 0)
+        return hv__src_fail(z->src,
+                            "zip entry '%.*s' is compressed (method %d); torch.save writes uncompressed entries, so "
+                            "this archive was re-zipped: load and torch.save it again, or re-zip without compression (zip -0)",
+                            (int)e->nlen, e->name, e->method), -1;
+    if (e->csize != e->usize)
+        return hv__src_fail(z->src, "corrupt zip entry '%.*s': stored, but sizes differ (%llu vs %llu)", (int)e->nlen, e->name,
+                            (unsigned long long)e->csize, (unsigned long long)e->usize), -1;
+    if (hv__src_read(z->src, e->lho, h, 30, "a zip local header") != 0) return -1;
+    if (hv__rd32(h) != 0x04034b50u)
+        return hv__src_fail(z->src, "corrupt zip: bad local header of entry '%.*s'", (int)e->nlen, e->name), -1;
+    start = e->lho + 30 + hv__rd16(h + 26) + hv__rd16(h + 28); /* lho + 30 <= size: it was just read */
+    if (start > z->src->size || e->usize > z->src->size - start)
+        return hv__src_fail(z->src, "truncated: zip entry '%.*s' (%llu bytes at offset %llu) runs past the end of the file (%llu bytes)",
+                            (int)e->nlen, e->name, (unsigned long long)e->usize, (unsigned long long)start,
+                            (unsigned long long)z->src->size), -1;
+    *off = start;
+    return 0;
+}
+
+/* ---- the pickle interpreter ------------------------------------------------------------------
+   Runs the opcodes of pickle protocols 2-5 that torch.save emits (and the rest of the binary
+   ones), building plain values. It never imports or calls anything: a GLOBAL is just a name.
+   Calls (REDUCE, NEWOBJ, OBJ, INST) of these names are understood:
+     collections.OrderedDict, builtins.dict      -> a dict
+     torch._utils._rebuild_tensor{,_v2,_v3}      -> a tensor descriptor (storage, offset, size, stride)
+     torch._utils._rebuild_parameter{,_with_state}, torch._tensor._rebuild_from_type_v2 -> the tensor
+   and every other call yields an opaque object (argparse.Namespace, numpy scalars, torch.Size,
+   torch.device ...) that BUILD, SETITEM and APPEND accept and ignore. Persistent ids
+   ('storage', torch.XStorage, key, location, numel) become storage references; no data is read
+   here. The machine keeps no recursion: nesting depth costs heap, bounded by the object limit. */
+
+enum { HV__PV_NONE, HV__PV_BOOL, HV__PV_INT, HV__PV_FLOAT, HV__PV_STR, HV__PV_BYTES, HV__PV_TUPLE, HV__PV_LIST,
+       HV__PV_DICT, HV__PV_SET, HV__PV_GLOBAL, HV__PV_OBJ, HV__PV_STORAGE, HV__PV_TENSOR };
+
+typedef struct hv__pv hv__pv;
+typedef struct hv__ptensor {
+    hv__pv *storage;
+    int ndim; /* > HV__PK_MAX_DIMS: too many, the dims are not kept */
+    int64_t offset, size[HV__PK_MAX_DIMS], stride[HV__PK_MAX_DIMS];
+} hv__ptensor;
+struct hv__pv {
+    int kind;
+    int big;           /* INT: wider than 64 bits (value not kept) */
+    int et;            /* STORAGE, TENSOR: element type, -1 unknown */
+    int64_t i;         /* INT, BOOL; STORAGE: declared element count */
+    double f;          /* FLOAT */
+    const char *s, *s2; /* STR/BYTES: bytes; GLOBAL: module, name; STORAGE: key, class name */
+    size_t slen, s2len;
+    hv__pv **items;    /* TUPLE/LIST/SET: elements; DICT: key0, value0, key1, value1 ... */
+    size_t n, cap;
+    hv__pv *cls;       /* OBJ: what made it; TENSOR: the dtype (v3) */
+    hv__ptensor *tensor;
+    hv__pv *all_next;  /* every object, for freeing */
+};
+
+typedef struct hv__pickle {
+    const unsigned char *buf;
+    size_t len, pos, opstart;
+    hv__pv **stack;
+    size_t sp, scap;
+    size_t *marks;
+    size_t nmarks, mcap;
+    hv__pv **memo;
+    size_t memocap, memo_hi, memo_count;
+    hv__pv *all;
+    size_t nobj;
+    const hv__src *src; /* names the file in messages */
+} hv__pickle;
+
+static void *hv__pk_fail(hv__pickle *P, const char *fmt, ...) {
+    char msg[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return hv__src_fail(P->src, "data.pkl, byte %zu: %s", P->opstart, msg);
+}
+
+static void hv__pickle_free(hv__pickle *P) {
+    hv__pv *v = P->all;
+    while (v) {
+        hv__pv *next = v->all_next;
+        hv__free(v->items);
+        hv__free(v->tensor);
+        hv__free(v);
+        v = next;
+    }
+    hv__free(P->stack);
+    hv__free(P->marks);
+    hv__free(P->memo);
+    memset(P, 0, sizeof *P);
+}
+
+static hv__pv *hv__pv_new(hv__pickle *P, int kind) {
+    hv__pv *v;
+    if (P->nobj >= HV__PK_MAX_OBJECTS) return (hv__pv *)hv__pk_fail(P, "more than %lu objects", (unsigned long)HV__PK_MAX_OBJECTS);
+    v = (hv__pv *)hv__malloc(sizeof *v);
+    if (!v) return (hv__pv *)hv__pk_fail(P, "out of memory");
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    v->et = -1;
+    v->all_next = P->all;
+    P->all = v;
+    P->nobj++;
+    return v;
+}
+static int hv__pv_append(hv__pickle *P, hv__pv *c, hv__pv *x) {
+    if (c->n == c->cap) {
+        void *p = hv__grow(c->items, &c->cap, c->n + 1, sizeof *c->items);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        c->items = (hv__pv **)p;
+    }
+    c->items[c->n++] = x;
+    return 0;
+}
+static int hv__pk_push(hv__pickle *P, hv__pv *v) {
+    if (!v) return -1;
+    if (P->sp == P->scap) {
+        void *p = hv__grow(P->stack, &P->scap, P->sp + 1, sizeof *P->stack);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        P->stack = (hv__pv **)p;
+    }
+    P->stack[P->sp++] = v;
+    return 0;
+}
+static size_t hv__pk_floor(const hv__pickle *P) { return P->nmarks ? P->marks[P->nmarks - 1] : 0; }
+static hv__pv *hv__pk_pop(hv__pickle *P) {
+    if (P->sp <= hv__pk_floor(P)) return (hv__pv *)hv__pk_fail(P, "stack underflow (opcode 0x%02x)", P->buf[P->opstart]);
+    return P->stack[--P->sp];
+}
+static hv__pv *hv__pk_top(hv__pickle *P) {
+    if (P->sp <= hv__pk_floor(P)) return (hv__pv *)hv__pk_fail(P, "stack underflow (opcode 0x%02x)", P->buf[P->opstart]);
+    return P->stack[P->sp - 1];
+}
+/* pops to the last MARK: the items are stack[*start .. sp) */
+static int hv__pk_pop_mark(hv__pickle *P, size_t *start) {
+    if (!P->nmarks) return hv__pk_fail(P, "no MARK for opcode 0x%02x", P->buf[P->opstart]), -1;
+    *start = P->marks[--P->nmarks];
+    return 0;
+}
+/* a container of the given kind holding stack[start .. sp), which it replaces */
+static hv__pv *hv__pk_collect(hv__pickle *P, int kind, size_t start) {
+    hv__pv *c = hv__pv_new(P, kind);
+    size_t k;
+    if (!c) return NULL;
+    if (P->sp > start) {
+        c->items = (hv__pv **)hv__malloc(sizeof(hv__pv *) * (P->sp - start));
+        if (!c->items) return (hv__pv *)hv__pk_fail(P, "out of memory");
+        c->cap = P->sp - start;
+        for (k = start; k < P->sp; k++) c->items[c->n++] = P->stack[k];
+    }
+    P->sp = start;
+    return c;
+}
+static int hv__pk_need(hv__pickle *P, uint64_t n) {
+    if ((uint64_t)(P->len - P->pos) < n)
+        return hv__pk_fail(P, "truncated: opcode 0x%02x needs %llu more bytes, %zu are left", P->buf[P->opstart],
+                           (unsigned long long)n, P->len - P->pos), -1;
+    return 0;
+}
+static hv__pv *hv__pk_string(hv__pickle *P, int kind, uint64_t n) {
+    hv__pv *v;
+    if (hv__pk_need(P, n) != 0) return NULL;
+    v = hv__pv_new(P, kind);
+    if (!v) return NULL;
+    v->s = (const char *)P->buf + P->pos;
+    v->slen = (size_t)n;
+    P->pos += (size_t)n;
+    return v;
+}
+/* LONG1/LONG4 payload: n bytes of little-endian two's complement */
+static hv__pv *hv__pk_long(hv__pickle *P, uint64_t n) {
+    const unsigned char *b;
+    hv__pv *v;
+    uint64_t u = 0;
+    size_t k, m;
+    if (hv__pk_need(P, n) != 0) return NULL;
+    v = hv__pv_new(P, HV__PV_INT);
+    if (!v) return NULL;
+    b = P->buf + P->pos;
+    m = n < 8 ? (size_t)n : 8;
+    for (k = 0; k < m; k++) u |= (uint64_t)b[k] << (8 * k);
+    if (m && m < 8 && (b[m - 1] & 0x80)) u |= ~(uint64_t)0 << (8 * m); /* sign-extend */
+    for (k = 8; k < n; k++) /* longer: fits only if the rest is sign extension */
+        if (b[k] != ((u >> 63) ? 0xff : 0x00)) v->big = 1;
+    v->i = (int64_t)u;
+    P->pos += (size_t)n;
+    return v;
+}
+/* GLOBAL and INST read "module\nname\n" */
+static int hv__pk_line(hv__pickle *P, const char **s, size_t *n) {
+    const unsigned char *b = P->buf + P->pos;
+    const unsigned char *nl = (const unsigned char *)memchr(b, '\n', P->len - P->pos);
+    if (!nl) return hv__pk_fail(P, "truncated: a GLOBAL name has no end of line"), -1;
+    *s = (const char *)b;
+    *n = (size_t)(nl - b);
+    P->pos += *n + 1;
+    return 0;
+}
+static hv__pv *hv__pk_global(hv__pickle *P, const char *m, size_t mn, const char *nm, size_t nn) {
+    hv__pv *g = hv__pv_new(P, HV__PV_GLOBAL);
+    if (!g) return NULL;
+    g->s = m;
+    g->slen = mn;
+    g->s2 = nm;
+    g->s2len = nn;
+    return g;
+}
+
+static int hv__pv_str_is(const hv__pv *v, const char *s) {
+    return v && v->kind == HV__PV_STR && v->slen == strlen(s) && memcmp(v->s, s, v->slen) == 0;
+}
+static int hv__pv_global_is(const hv__pv *g, const char *module, const char *name) {
+    return g && g->kind == HV__PV_GLOBAL && g->slen == strlen(module) && memcmp(g->s, module, g->slen) == 0 &&
+           g->s2len == strlen(name) && memcmp(g->s2, name, g->s2len) == 0;
+}
+static int hv__pv_torch_module(const hv__pv *g) { /* "torch", "torch.cuda" ... */
+    return g && g->kind == HV__PV_GLOBAL && g->slen >= 5 && memcmp(g->s, "torch", 5) == 0 && (g->slen == 5 || g->s[5] == '.');
+}
+
+/* persistent_load: ('storage', torch.XStorage, key, location, numel) */
+static hv__pv *hv__pk_persistent(hv__pickle *P, hv__pv *pid) {
+    hv__pv *st, *type, *key, *numel;
+    if (pid->kind != HV__PV_TUPLE || pid->n < 1 || !hv__pv_str_is(pid->items[0], "storage"))
+        return hv__pv_new(P, HV__PV_OBJ); /* something else: opaque */
+    if (pid->n < 5) return (hv__pv *)hv__pk_fail(P, "storage reference has %zu fields, not 5", pid->n);
+    type = pid->items[1];
+    key = pid->items[2];
+    numel = pid->items[4];
+    if (type->kind != HV__PV_GLOBAL || key->kind != HV__PV_STR || numel->kind != HV__PV_INT || numel->big || numel->i < 0)
+        return (hv__pv *)hv__pk_fail(P, "malformed storage reference (type, key or size)");
+    st = hv__pv_new(P, HV__PV_STORAGE);
+    if (!st) return NULL;
+    st->s = key->s;
+    st->slen = key->slen;
+    st->s2 = type->s2;
+    st->s2len = type->s2len;
+    st->i = numel->i;
+    if (hv__pv_torch_module(type)) {
+        if (type->s2len == 14 && memcmp(type->s2, "UntypedStorage", 14) == 0) st->et = HV__E_U8;
+        else st->et = hv__etype_find(1, type->s2, type->s2len);
+    }
+    return st;
+}
+
+/* _rebuild_tensor(storage, offset, size, stride), _v2 (..., requires_grad, hooks[, metadata]),
+   _v3 (..., requires_grad, hooks, dtype[, metadata]) */
+static hv__pv *hv__pk_tensor(hv__pickle *P, const hv__pv *args, int v3) {
+    const hv__pv *st, *off, *size, *stride;
+    hv__pv *t;
+    size_t k;
+    if (args->n < (v3 ? 7u : 4u)) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor with %zu arguments", args->n);
+    st = args->items[0];
+    off = args->items[1];
+    size = args->items[2];
+    stride = args->items[3];
+    if (st->kind != HV__PV_STORAGE) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: the first argument is not a storage");
+    if (off->kind != HV__PV_INT || off->big || off->i < 0)
+        return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: bad storage offset");
+    if ((size->kind != HV__PV_TUPLE && size->kind != HV__PV_OBJ) || stride->kind != HV__PV_TUPLE ||
+        (size->kind == HV__PV_TUPLE && size->n != stride->n))
+        return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size and stride are not tuples of one length");
+    if (size->kind == HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size is not a tuple");
+    t = hv__pv_new(P, HV__PV_TENSOR);
+    if (!t) return NULL;
+    t->tensor = (hv__ptensor *)hv__malloc(sizeof *t->tensor);
+    if (!t->tensor) return (hv__pv *)hv__pk_fail(P, "out of memory");
+    memset(t->tensor, 0, sizeof *t->tensor);
+    t->tensor->storage = (hv__pv *)st;
+    t->tensor->offset = off->i;
+    t->tensor->ndim = size->n > HV__PK_MAX_DIMS ? HV__PK_MAX_DIMS + 1 : (int)size->n;
+    for (k = 0; k < size->n && k < HV__PK_MAX_DIMS; k++) {
+        const hv__pv *a = size->items[k], *b = stride->items[k];
+        if (a->kind != HV__PV_INT || b->kind != HV__PV_INT || a->big || b->big || a->i < 0 || b->i < 0)
+            return (hv__pv *)hv__pk_fail(P, "_rebuild_tensor: size or stride %zu is not a non-negative integer", k);
+        t->tensor->size[k] = a->i;
+        t->tensor->stride[k] = b->i;
+    }
+    t->et = st->et;
+    if (v3) {
+        const hv__pv *dt = args->items[6];
+        t->cls = (hv__pv *)dt;
+        t->et = hv__pv_torch_module(dt) ? hv__etype_find(2, dt->s2, dt->s2len) : -1;
+    }
+    return t;
+}
+
+/* calls fn(*args) for the callables we understand; anything else makes an opaque object */
+static hv__pv *hv__pk_call(hv__pickle *P, hv__pv *fn, hv__pv *args, int depth) {
+    hv__pv *o;
+    if (args->kind != HV__PV_TUPLE) return (hv__pv *)hv__pk_fail(P, "call arguments are not a tuple");
+    if (fn->kind == HV__PV_GLOBAL) {
+        if (hv__pv_global_is(fn, "collections", "OrderedDict") || hv__pv_global_is(fn, "builtins", "dict") ||
+            hv__pv_global_is(fn, "__builtin__", "dict")) {
+            hv__pv *d = hv__pv_new(P, HV__PV_DICT), *src;
+            size_t k;
+            if (!d) return NULL;
+            src = args->n ? args->items[0] : NULL;
+            if (src && src->kind == HV__PV_DICT) {
+                for (k = 0; k < src->n; k++)
+                    if (hv__pv_append(P, d, src->items[k]) != 0) return NULL;
+            } else if (src && (src->kind == HV__PV_LIST || src->kind == HV__PV_TUPLE)) {
+                for (k = 0; k < src->n; k++) {
+                    const hv__pv *pair = src->items[k];
+                    if ((pair->kind == HV__PV_TUPLE || pair->kind == HV__PV_LIST) && pair->n == 2)
+                        if (hv__pv_append(P, d, pair->items[0]) != 0 || hv__pv_append(P, d, pair->items[1]) != 0) return NULL;
+                }
+            }
+            return d;
+        }
+        if (hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor_v2") || hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor"))
+            return hv__pk_tensor(P, args, 0);
+        if (hv__pv_global_is(fn, "torch._utils", "_rebuild_tensor_v3")) return hv__pk_tensor(P, args, 1);
+        if ((hv__pv_global_is(fn, "torch._utils", "_rebuild_parameter") ||
+             hv__pv_global_is(fn, "torch._utils", "_rebuild_parameter_with_state")) &&
+            args->n >= 1 && args->items[0]->kind == HV__PV_TENSOR)
+            return args->items[0];
+        if (hv__pv_global_is(fn, "torch._tensor", "_rebuild_from_type_v2") && args->n >= 3 &&
+            args->items[2]->kind == HV__PV_TUPLE) {
+            if (depth >= HV__PK_MAX_CALL_DEPTH) return (hv__pv *)hv__pk_fail(P, "_rebuild_from_type_v2 nested too deeply");
+            return hv__pk_call(P, args->items[0], args->items[2], depth + 1);
+        }
+    }
+    o = hv__pv_new(P, HV__PV_OBJ);
+    if (o) o->cls = fn;
+    return o;
+}
+
+static int hv__pk_memo_put(hv__pickle *P, uint64_t idx) {
+    hv__pv *v = hv__pk_top(P);
+    if (!v) return -1;
+    /* picklers number memo entries 0, 1, 2 ...; allow gaps, but not absurd ones */
+    if (idx > (uint64_t)P->memo_hi + 65536) return hv__pk_fail(P, "memo index %llu is out of sequence", (unsigned long long)idx), -1;
+    if (idx >= P->memocap) {
+        size_t old = P->memocap;
+        void *p = hv__grow(P->memo, &P->memocap, (size_t)idx + 1, sizeof *P->memo);
+        if (!p) return hv__pk_fail(P, "out of memory"), -1;
+        P->memo = (hv__pv **)p;
+        memset(P->memo + old, 0, (P->memocap - old) * sizeof *P->memo);
+    }
+    if (!P->memo[idx]) P->memo_count++;
+    P->memo[idx] = v;
+    if (idx + 1 > P->memo_hi) P->memo_hi = (size_t)idx + 1;
+    return 0;
+}
+static int hv__pk_memo_get(hv__pickle *P, uint64_t idx) {
+    if (idx >= P->memocap || !P->memo[idx]) return hv__pk_fail(P, "memo index %llu was never set", (unsigned long long)idx), -1;
+    return hv__pk_push(P, P->memo[idx]);
+}
+
+/* items stack[start .. sp) into the container below the mark (APPENDS, SETITEMS, ADDITEMS) */
+static int hv__pk_fill(hv__pickle *P, int kind, size_t start) {
+    hv__pv *c;
+    size_t k;
+    if (start <= hv__pk_floor(P) || start == 0) return hv__pk_fail(P, "stack underflow (no container below the MARK)"), -1;
+    c = P->stack[start - 1];
+    if (kind == HV__PV_DICT && ((P->sp - start) & 1)) return hv__pk_fail(P, "SETITEMS with an odd number of items"), -1;
+    if (c->kind == kind) {
+        for (k = start; k < P->sp; k++)
+            if (hv__pv_append(P, c, P->stack[k]) != 0) return -1;
+    } else if (c->kind != HV__PV_OBJ) { /* opaque objects take anything; the rest is a corrupt pickle */
+        return hv__pk_fail(P, "opcode 0x%02x on a value that is not a %s", P->buf[P->opstart],
+                           kind == HV__PV_DICT ? "dict" : kind == HV__PV_LIST ? "list" : "set"), -1;
+    }
+    P->sp = start;
+    return 0;
+}
+
+/* runs a pickle; returns its result (owned by P, freed by hv__pickle_free) or NULL with the
+   error set. P must be zeroed with P->src set. */
+static hv__pv *hv__pickle_run(hv__pickle *P, const unsigned char *buf, size_t len) {
+    P->buf = buf;
+    P->len = len;
+    P->pos = 0;
+    while (P->pos < P->len) {
+        unsigned char op = buf[P->pos];
+        hv__pv *a, *b, *c;
+        size_t start;
+        uint64_t n;
+        int rc = 0;
+        P->opstart = P->pos++;
+        switch (op) {
+        case 0x80: /* PROTO */
+            if (hv__pk_need(P, 1) != 0) return NULL;
+            if (buf[P->pos] > 5) return (hv__pv *)hv__pk_fail(P, "pickle protocol %d is not supported", buf[P->pos]);
+            P->pos++;
+            break;
+        case 0x95: /* FRAME: a length we do not need */
+            if (hv__pk_need(P, 8) != 0) return NULL;
+            P->pos += 8;
+            break;
+        case '.': /* STOP */
+            return hv__pk_pop(P);
+        case '(': /* MARK */
+            if (P->nmarks == P->mcap) {
+                void *p = hv__grow(P->marks, &P->mcap, P->nmarks + 1, sizeof *P->marks);
+                if (!p) return (hv__pv *)hv__pk_fail(P, "out of memory");
+                P->marks = (size_t *)p;
+            }
+            P->marks[P->nmarks++] = P->sp;
+            break;
+        case '0': /* POP */
+            if (P->sp > hv__pk_floor(P)) P->sp--;
+            else if (P->nmarks) P->nmarks--;
+            else return (hv__pv *)hv__pk_fail(P, "stack underflow (POP)");
+            break;
+        case '1': /* POP_MARK */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            P->sp = start;
+            break;
+        case '2': /* DUP */
+            a = hv__pk_top(P);
+            rc = a ? hv__pk_push(P, a) : -1;
+            break;
+        case 'N':
+            rc = hv__pk_push(P, hv__pv_new(P, HV__PV_NONE));
+            break;
+        case 0x88: /* NEWTRUE */
+        case 0x89: /* NEWFALSE */
+            a = hv__pv_new(P, HV__PV_BOOL);
+            if (a) a->i = op == 0x88;
+            rc = hv__pk_push(P, a);
+            break;
+        case 'J': /* BININT */
+        case 'K': /* BININT1 */
+        case 'M': /* BININT2 */
+            n = op == 'J' ? 4 : op == 'K' ? 1 : 2;
+            if (hv__pk_need(P, n) != 0) return NULL;
+            a = hv__pv_new(P, HV__PV_INT);
+            if (a) a->i = op == 'J' ? (int64_t)(int32_t)hv__rd32(buf + P->pos) : op == 'K' ? buf[P->pos] : hv__rd16(buf + P->pos);
+            P->pos += (size_t)n;
+            rc = hv__pk_push(P, a);
+            break;
+        case 0x8a: /* LONG1 */
+        case 0x8b: /* LONG4 */
+            if (hv__pk_need(P, op == 0x8a ? 1 : 4) != 0) return NULL;
+            if (op == 0x8a) {
+                n = buf[P->pos];
+                P->pos += 1;
+            } else {
+                int32_t s = (int32_t)hv__rd32(buf + P->pos);
+                if (s < 0) return (hv__pv *)hv__pk_fail(P, "LONG4 with a negative length");
+                n = (uint64_t)s;
+                P->pos += 4;
+            }
+            rc = hv__pk_push(P, hv__pk_long(P, n));
+            break;
+        case 'G': { /* BINFLOAT: big-endian double */
+            uint64_t u = 0;
+            int k;
+            if (hv__pk_need(P, 8) != 0) return NULL;
+            for (k = 0; k < 8; k++) u = (u << 8) | buf[P->pos + k];
+            P->pos += 8;
+            a = hv__pv_new(P, HV__PV_FLOAT);
+            if (a) memcpy(&a->f, &u, 8);
+            rc = hv__pk_push(P, a);
+            break;
+        }
+        case 'X':  /* BINUNICODE */
+        case 'B':  /* BINBYTES */
+        case 'T':  /* BINSTRING */
+        case 0x8c: /* SHORT_BINUNICODE */
+        case 'C':  /* SHORT_BINBYTES */
+        case 'U':  /* SHORT_BINSTRING */
+        case 0x8d: /* BINUNICODE8 */
+        case 0x8e: /* BINBYTES8 */
+        case 0x96: /* BYTEARRAY8 */ {
+            int w = (op == 0x8c || op == 'C' || op == 'U') ? 1 : (op == 0x8d || op == 0x8e || op == 0x96) ? 8 : 4;
+            if (hv__pk_need(P, (uint64_t)w) != 0) return NULL;
+            n = w == 1 ? buf[P->pos] : w == 4 ? hv__rd32(buf + P->pos) : hv__rd64(buf + P->pos);
+            if (op == 'T' && (n & 0x80000000u)) return (hv__pv *)hv__pk_fail(P, "BINSTRING with a negative length");
+            P->pos += (size_t)w;
+            rc = hv__pk_push(P, hv__pk_string(P, (op == 'B' || op == 'C' || op == 0x8e || op == 0x96) ? HV__PV_BYTES : HV__PV_STR, n));
+            break;
+        }
+        case '}': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_DICT)); break;
+        case ']': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_LIST)); break;
+        case ')': rc = hv__pk_push(P, hv__pv_new(P, HV__PV_TUPLE)); break;
+        case 0x8f: rc = hv__pk_push(P, hv__pv_new(P, HV__PV_SET)); break; /* EMPTY_SET */
+        case 'd': /* DICT */
+        case 'l': /* LIST */
+        case 't': /* TUPLE */
+        case 0x91: /* FROZENSET */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            if (op == 'd' && ((P->sp - start) & 1)) return (hv__pv *)hv__pk_fail(P, "DICT with an odd number of items");
+            rc = hv__pk_push(P, hv__pk_collect(P, op == 'd' ? HV__PV_DICT : op == 'l' ? HV__PV_LIST : op == 't' ? HV__PV_TUPLE : HV__PV_SET, start));
+            break;
+        case 0x85: /* TUPLE1 */
+        case 0x86: /* TUPLE2 */
+        case 0x87: /* TUPLE3 */
+            n = (uint64_t)(op - 0x84);
+            if (P->sp - hv__pk_floor(P) < n) return (hv__pv *)hv__pk_fail(P, "stack underflow (TUPLE%d)", (int)n);
+            rc = hv__pk_push(P, hv__pk_collect(P, HV__PV_TUPLE, P->sp - (size_t)n));
+            break;
+        case 'a': /* APPEND */
+            if (!(b = hv__pk_pop(P)) || !(c = hv__pk_top(P))) return NULL;
+            if (c->kind == HV__PV_LIST) rc = hv__pv_append(P, c, b);
+            else if (c->kind != HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "APPEND to a value that is not a list");
+            break;
+        case 's': /* SETITEM */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P)) || !(c = hv__pk_top(P))) return NULL;
+            if (c->kind == HV__PV_DICT) rc = (hv__pv_append(P, c, a) != 0 || hv__pv_append(P, c, b) != 0) ? -1 : 0;
+            else if (c->kind != HV__PV_OBJ) return (hv__pv *)hv__pk_fail(P, "SETITEM on a value that is not a dict");
+            break;
+        case 'e': /* APPENDS */
+        case 'u': /* SETITEMS */
+        case 0x90: /* ADDITEMS */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            rc = hv__pk_fill(P, op == 'e' ? HV__PV_LIST : op == 'u' ? HV__PV_DICT : HV__PV_SET, start);
+            break;
+        case 'q': /* BINPUT */
+        case 'r': /* LONG_BINPUT */
+            if (hv__pk_need(P, op == 'q' ? 1 : 4) != 0) return NULL;
+            n = op == 'q' ? buf[P->pos] : hv__rd32(buf + P->pos);
+            P->pos += op == 'q' ? 1 : 4;
+            rc = hv__pk_memo_put(P, n);
+            break;
+        case 0x94: /* MEMOIZE */
+            rc = hv__pk_memo_put(P, P->memo_count);
+            break;
+        case 'h': /* BINGET */
+        case 'j': /* LONG_BINGET */
+            if (hv__pk_need(P, op == 'h' ? 1 : 4) != 0) return NULL;
+            n = op == 'h' ? buf[P->pos] : hv__rd32(buf + P->pos);
+            P->pos += op == 'h' ? 1 : 4;
+            rc = hv__pk_memo_get(P, n);
+            break;
+        case 'c': /* GLOBAL */
+        case 'i': { /* INST: GLOBAL then a call with the items since the MARK */
+            const char *m, *nm;
+            size_t mn, nn;
+            if (hv__pk_line(P, &m, &mn) != 0 || hv__pk_line(P, &nm, &nn) != 0) return NULL;
+            a = hv__pk_global(P, m, mn, nm, nn);
+            if (!a) return NULL;
+            if (op == 'c') {
+                rc = hv__pk_push(P, a);
+            } else {
+                if (hv__pk_pop_mark(P, &start) != 0 || !(b = hv__pk_collect(P, HV__PV_TUPLE, start))) return NULL;
+                rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            }
+            break;
+        }
+        case 0x93: /* STACK_GLOBAL */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            if (a->kind != HV__PV_STR || b->kind != HV__PV_STR) return (hv__pv *)hv__pk_fail(P, "STACK_GLOBAL needs two strings");
+            rc = hv__pk_push(P, hv__pk_global(P, a->s, a->slen, b->s, b->slen));
+            break;
+        case 'R': /* REDUCE */
+        case 0x81: /* NEWOBJ */
+            if (!(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 0x92: /* NEWOBJ_EX: cls, args, kwargs */
+            if (!hv__pk_pop(P) || !(b = hv__pk_pop(P)) || !(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 'o': /* OBJ: MARK cls args... */
+            if (hv__pk_pop_mark(P, &start) != 0) return NULL;
+            if (P->sp == start) return (hv__pv *)hv__pk_fail(P, "OBJ without a class");
+            a = P->stack[start];
+            if (!(b = hv__pk_collect(P, HV__PV_TUPLE, start + 1))) return NULL;
+            P->sp = start;
+            rc = hv__pk_push(P, hv__pk_call(P, a, b, 0));
+            break;
+        case 'b': /* BUILD: state is set on the object; we keep nothing of it */
+            if (!hv__pk_pop(P) || !hv__pk_top(P)) return NULL;
+            break;
+        case 'Q': /* BINPERSID */
+            if (!(a = hv__pk_pop(P))) return NULL;
+            rc = hv__pk_push(P, hv__pk_persistent(P, a));
+            break;
+        default:
+            if (op >= 0x20 && op < 0x7f)
+                return (hv__pv *)hv__pk_fail(P, "unsupported pickle opcode '%c' (0x%02x): not a torch.save pickle", op, op);
+            return (hv__pv *)hv__pk_fail(P, "unsupported pickle opcode 0x%02x: not a torch.save pickle", op);
+        }
+        if (rc != 0) return NULL;
+    }
+    P->opstart = P->pos;
+    return (hv__pv *)hv__pk_fail(P, "truncated: the pickle ends without a STOP opcode");
+}
+
+/* ---- tensor materialisation -------------------------------------------------------------------
+   One tensor from a storage of storage_bytes bytes at file offset base: element (i0, i1, ...) is
+   at storage element offset + sum(ik * stride[k]), of type et. The result is a new persistent
+   contiguous f32 or i32 tensor. Contiguous data streams through a small conversion buffer (or
+   straight into the tensor for f32); strided views read the span they cover once. */
+static hv_tensor *hv__ckpt_tensor(hv_ctx *ctx, const hv__src *src, const char *name, int et, int ndim, const int64_t *shape,
+                                  const int64_t *stride, int64_t offset, uint64_t base, uint64_t storage_bytes) {
+    const hv__etype *ty;
+    uint64_t numel = 1, maxidx, es, need, out_bytes, limit;
+    int64_t dims[HV_MAX_DIMS];
+    int k, contiguous = 1;
+    hv_tensor *t;
+    unsigned char *tmp = NULL, *gath = NULL;
+    char why[160];
+    if (et < 0 || et >= HV__E_COUNT) return (hv_tensor *)hv__src_fail(src, "tensor '%s' has an unsupported element type", name);
+    ty = &hv__etypes[et];
+    es = (uint64_t)ty->size;
+    if (ndim > HV_MAX_DIMS)
+        return (hv_tensor *)hv__src_fail(src, "tensor '%s' has %d dimensions; humanvit tensors have at most %d", name, ndim, HV_MAX_DIMS);
+    maxidx = (uint64_t)offset;
+    for (k = ndim - 1; k >= 0; k--) {
+        uint64_t reach;
+        if (shape[k] < 0 || stride[k] < 0) return (hv_tensor *)hv__src_fail(src, "tensor '%s' has a negative size or stride", name);
+        if (hv__mul64(numel, (uint64_t)shape[k], &numel) != 0 || numel > ((uint64_t)1 << 60))
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s': the product of its sizes overflows", name);
+        if (shape[k] > 0 && (hv__mul64((uint64_t)shape[k] - 1, (uint64_t)stride[k], &reach) != 0 || hv__add64(maxidx, reach, &maxidx) != 0))
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s': its strides overflow", name);
+        dims[k] = shape[k];
+    }
+    for (k = ndim - 1, need = 1; k >= 0; k--) { /* row-major strides (size-1 axes do not matter) */
+        if (shape[k] != 1 && (uint64_t)stride[k] != need) contiguous = 0;
+        need *= (uint64_t)shape[k];
+    }
+    if (numel > 0) { /* the last element read must lie inside the storage */
+        if (hv__add64(maxidx, 1, &need) != 0 || hv__mul64(need, es, &need) != 0 || need > storage_bytes)
+            return (hv_tensor *)hv__src_fail(src, "tensor '%s' reaches past the end of its storage (element %llu of a %llu-byte %s storage)",
+                                             name, (unsigned long long)maxidx, (unsigned long long)storage_bytes, ty->st);
+    }
+    /* expanded (stride-0) views may describe more elements than the file holds; allow them
+       HV__EXPAND_SLACK beyond 4 bytes per stored byte, so a hostile file cannot ask for terabytes */
+    out_bytes = numel * 4;
+    if (hv__mul64(storage_bytes, 4, &limit) != 0 || hv__add64(limit, HV__EXPAND_SLACK, &limit) != 0) limit = UINT64_MAX;
+    if (out_bytes > limit || out_bytes > (uint64_t)(SIZE_MAX / 2))
+        return (hv_tensor *)hv__src_fail(src, "tensor '%s' would need %llu bytes, far more than its %llu-byte storage", name,
+                                         (unsigned long long)out_bytes, (unsigned long long)storage_bytes);
+    t = hv_tensor_new(ctx, ty->is_int ? HV_I32 : HV_F32, hv_shape_of(ndim, dims));
+    if (!t) return (hv_tensor *)hv__src_fail(src, "tensor '%s': %s", name, hv_last_error());
+    if (numel == 0) return t;
+    if (contiguous) {
+        uint64_t at = base + (uint64_t)offset * es, done = 0; /* in range: checked above */
+        if (et == HV__E_F32 && hv__host_le()) {
+            if (hv__src_read(src, at, t->data, (size_t)(numel * 4), "tensor data") != 0) goto fail;
+        } else {
+            size_t chunk = (size_t)(numel < HV__CHUNK_ELEMS ? numel : HV__CHUNK_ELEMS);
+            tmp = (unsigned char *)hv__malloc(chunk * (size_t)es);
+            if (!tmp) goto oom;
+            while (done < numel) {
+                size_t m = (size_t)(numel - done < chunk ? numel - done : chunk);
+                if (hv__src_read(src, at + done * es, tmp, m * (size_t)es, "tensor data") != 0) goto fail;
+                if (hv__convert(et, tmp, m, (char *)t->data + done * 4, (size_t)done, why, sizeof why) != 0) goto bad;
+                done += m;
+            }
+        }
+    } else {
+        /* read the covered span once, gather the elements in row-major order, convert */
+        uint64_t span = (maxidx - (uint64_t)offset + 1) * es, i;
+        int64_t idx[HV_MAX_DIMS];
+        uint64_t rel = 0;
+        if (span > (uint64_t)(SIZE_MAX / 2)) goto oom;
+        tmp = (unsigned char *)hv__malloc((size_t)span);
+        gath = (unsigned char *)hv__malloc((size_t)(numel * es));
+        if (!tmp || !gath) goto oom;
+        if (hv__src_read(src, base + (uint64_t)offset * es, tmp, (size_t)span, "tensor data") != 0) goto fail;
+        memset(idx, 0, sizeof idx);
+        for (i = 0; i < numel; i++) {
+            memcpy(gath + i * es, tmp + rel * es, (size_t)es);
+            for (k = ndim - 1; k >= 0; k--) { /* odometer */
+                if (++idx[k] < shape[k]) {
+                    rel += (uint64_t)stride[k];
+                    break;
+                }
+                rel -= (uint64_t)stride[k] * (uint64_t)(shape[k] - 1);
+                idx[k] = 0;
+            }
+        }
+        if (hv__convert(et, gath, (size_t)numel, t->data, 0, why, sizeof why) != 0) goto bad;
+    }
+    hv__free(tmp);
+    hv__free(gath);
+    return t;
+bad:
+    hv__src_fail(src, "tensor '%s' (%s): %s", name, ty->st, why);
+    goto fail;
+oom:
+    hv__src_fail(src, "out of memory reading tensor '%s'", name);
+fail:
+    hv__free(tmp);
+    hv__free(gath);
+    hv_tensor_free(t);
+    return NULL;
+}
+
+/* ---- torch.save files ---------------------------------------------------------------------- */
+
+/* the value of the last pair whose key is the string key */
+static const hv__pv *hv__pk_dict_get(const hv__pv *d, const char *key) {
+    const hv__pv *v = NULL;
+    size_t k;
+    for (k = 0; k + 1 < d->n; k += 2)
+        if (hv__pv_str_is(d->items[k], key)) v = d->items[k + 1];
+    return v;
+}
+/* "'model', 'optimizer', ..." for messages */
+static const char *hv__pk_keys(const hv__pv *d) {
+    static HV__TLS char buf[256];
+    size_t k, at = 0;
+    buf[0] = 0;
+    for (k = 0; k + 1 < d->n && at + 40 < sizeof buf; k += 2) {
+        const hv__pv *key = d->items[k];
+        if (key->kind == HV__PV_STR)
+            at += (size_t)snprintf(buf + at, sizeof buf - at, "%s'%.*s'", at ? ", " : "", (int)(key->slen < 32 ? key->slen : 32), key->s);
+    }
+    if (k + 1 < d->n) snprintf(buf + at, sizeof buf - at, ", ...");
+    return buf;
+}
+static const char *hv__pv_kind_name(const hv__pv *v) {
+    static const char *names[] = {"None", "bool", "int", "float", "str", "bytes", "tuple", "list",
+                                  "dict", "set", "global", "object", "storage", "tensor"};
+    return names[v->kind];
+}
+
+/* the dict that holds the weights (see hv_torch_load); NULL with the error set */
+static const hv__pv *hv__pk_select(const hv__src *src, const hv__pv *root, const char *entry, const char **chosen) {
+    static const char *autos[3] = {"model", "model_state_dict", "state_dict"};
+    const hv__pv *v;
+    int k;
+    *chosen = "the top level";
+    if (entry) {
+        if (root->kind != HV__PV_DICT)
+            return (const hv__pv *)hv__src_fail(src, "the checkpoint is a %s, not a dict, so it has no entry '%s'", hv__pv_kind_name(root), entry);
+        v = hv__pk_dict_get(root, entry);
+        if (!v) return (const hv__pv *)hv__src_fail(src, "no entry '%s' (top-level keys: %s)", entry, hv__pk_keys(root));
+        if (v->kind != HV__PV_DICT) return (const hv__pv *)hv__src_fail(src, "entry '%s' is a %s, not a dict of tensors", entry, hv__pv_kind_name(v));
+        *chosen = entry;
+        return v;
+    }
+    if (root->kind != HV__PV_DICT)
+        return (const hv__pv *)hv__src_fail(src, "the checkpoint is a %s, not a dict of tensors", hv__pv_kind_name(root));
+    for (k = 0; k < 3; k++) {
+        v = hv__pk_dict_get(root, autos[k]);
+        if (v && v->kind == HV__PV_DICT) {
+            *chosen = autos[k];
+            return v;
+        }
+    }
+    return root;
+}
+
+static hv_state_dict *hv__torch_load_src(hv_ctx *ctx, const hv__src *src, const char *entry) {
+    hv__zip z;
+    hv__pickle P;
+    unsigned char head[2] = {0, 0}, *pkl = NULL;
+    const hv__zent *e = NULL;
+    const hv__pv *root, *dict;
+    hv_state_dict *sd = NULL;
+    char *ename = NULL;
+    const char *chosen;
+    size_t k, plen = 0, ntensors = 0;
+    uint64_t off;
+    memset(&P, 0, sizeof P);
+    memset(&z, 0, sizeof z);
+    P.src = src;
+    if (!ctx) return (hv_state_dict *)hv__src_fail(src, "ctx is NULL");
+    if (src->size >= 2 && hv__src_read(src, 0, head, 2, "the magic number") != 0) return NULL;
+    if (head[0] == 0x80 && head[1] <= 5)
+        return (hv_state_dict *)hv__src_fail(src, "legacy (non-zip) torch.save format, written by PyTorch < 1.6 or with "
+                                                  "_use_new_zipfile_serialization=False; load it in PyTorch and torch.save it again");
+    if (hv__zip_open(&z, src) != 0) return NULL;
+    /* the archive's records live under one folder ("archive/", "<name>/"): find <folder>/data.pkl */
+    for (k = 0; k < z.n; k++) {
+        const hv__zent *c = &z.e[k];
+        if (c->nlen >= 8 && memcmp(c->name + c->nlen - 8, "data.pkl", 8) == 0) {
+            const char *slash = (const char *)memchr(c->name, '/', c->nlen - 8);
+            if (c->nlen == 8 || (slash && (size_t)(slash - c->name) == c->nlen - 9)) {
+                e = c;
+                break;
+            }
+        }
+    }
+    if (!e) {
+        hv__src_fail(src, "no data.pkl record: a zip archive, but not one written by torch.save");
+        goto done;
+    }
+    plen = e->nlen - 8; /* the folder prefix, with its slash */
+    if (hv__zip_data(&z, e, &off) != 0) goto done;
+    if (e->usize > HV__PK_MAX_BYTES) {
+        hv__src_fail(src, "data.pkl of %llu bytes is too large", (unsigned long long)e->usize);
+        goto done;
+    }
+    pkl = (unsigned char *)hv__malloc((size_t)e->usize);
+    if (!pkl) {
+        hv__src_fail(src, "out of memory for data.pkl");
+        goto done;
+    }
+    if (hv__src_read(src, off, pkl, (size_t)e->usize, "data.pkl") != 0) goto done;
+    { /* byteorder (PyTorch >= 1.10): storages are little-endian unless it says "big" */
+        char bo[16];
+        const hv__zent *b;
+        ename = (char *)hv__malloc(plen + 5 + 24 + 1);
+        if (!ename) {
+            hv__src_fail(src, "out of memory");
+            goto done;
+        }
+        memcpy(ename, e->name, plen);
+        memcpy(ename + plen, "byteorder", 9);
+        b = hv__zip_find(&z, ename, plen + 9);
+        if (b && b->usize >= 3 && b->usize < sizeof bo) {
+            if (hv__zip_data(&z, b, &off) != 0 || hv__src_read(src, off, bo, (size_t)b->usize, "byteorder") != 0) goto done;
+            if (memcmp(bo, "big", 3) == 0) {
+                hv__src_fail(src, "the storages are big-endian (byteorder = big); only little-endian checkpoints are supported");
+                goto done;
+            }
+        }
+        hv__free(ename);
+        ename = NULL;
+    }
+    root = hv__pickle_run(&P, pkl, (size_t)e->usize);
+    if (!root) goto done;
+    dict = hv__pk_select(src, root, entry, &chosen);
+    if (!dict) goto done;
+    sd = hv_state_dict_new(ctx);
+    if (!sd) goto done;
+    for (k = 0; k + 1 < dict->n; k += 2) {
+        const hv__pv *key = dict->items[k], *val = dict->items[k + 1], *st;
+        const hv__ptensor *pt;
+        const char *name;
+        size_t nlen;
+        char namebuf[256];
+        hv_tensor *t;
+        uint64_t sbytes;
+        if (key->kind != HV__PV_STR || val->kind != HV__PV_TENSOR) continue; /* not a tensor entry */
+        name = key->s;
+        nlen = key->slen;
+        if (nlen >= 7 && memcmp(name, "module.", 7) == 0) { /* DataParallel / DDP */
+            name += 7;
+            nlen -= 7;
+        }
+        if (memchr(name, 0, nlen)) {
+            hv__src_fail(src, "a tensor name contains a NUL byte");
+            goto fail;
+        }
+        snprintf(namebuf, sizeof namebuf, "%.*s", (int)(nlen < 200 ? nlen : 200), name);
+        pt = val->tensor;
+        st = pt->storage;
+        if (st->et < 0 || val->et < 0) {
+            hv__src_fail(src, "tensor '%s': storage type torch.%.*s%s is not supported", namebuf, (int)(st->s2len < 64 ? st->s2len : 64), st->s2,
+                         val->et < 0 && st->et >= 0 ? " with this dtype" : "");
+            goto fail;
+        }
+        if (pt->ndim > HV_MAX_DIMS) {
+            hv__src_fail(src, "tensor '%s' has more than %d dimensions", namebuf, HV_MAX_DIMS);
+            goto fail;
+        }
+        ename = (char *)hv__malloc(plen + 5 + st->slen + 1);
+        if (!ename) {
+            hv__src_fail(src, "out of memory");
+            goto fail;
+        }
+        memcpy(ename, e->name, plen);
+        memcpy(ename + plen, "data/", 5);
+        memcpy(ename + plen + 5, st->s, st->slen);
+        {
+            const hv__zent *se = hv__zip_find(&z, ename, plen + 5 + st->slen);
+            if (!se) {
+                hv__src_fail(src, "tensor '%s': its storage record '%.*s' is missing", namebuf, (int)(plen + 5 + (st->slen < 64 ? st->slen : 64)), ename);
+                goto fail;
+            }
+            if (hv__zip_data(&z, se, &off) != 0) goto fail;
+            if (hv__mul64((uint64_t)st->i, (uint64_t)hv__etypes[st->et].size, &sbytes) != 0 || sbytes > se->usize) {
+                hv__src_fail(src, "tensor '%s': storage '%.*s' declares %lld elements but holds %llu bytes", namebuf,
+                             (int)(st->slen < 64 ? st->slen : 64), st->s, (long long)st->i, (unsigned long long)se->usize);
+                goto fail;
+            }
+        }
+        hv__free(ename);
+        ename = NULL;
+        t = hv__ckpt_tensor(ctx, src, namebuf, val->et, pt->ndim, pt->size, pt->stride, pt->offset, off, sbytes);
+        if (!t) goto fail;
+        switch (hv__src_sink(src, name, nlen, t)) {
+        case -1: goto fail;
+        case 0: ntensors++; continue;
+        default: break;
+        }
+        if (hv__sd_put(sd, src->op, name, nlen, t, 1, 1) != 0) {
+            hv_tensor_free(t);
+            goto fail;
+        }
+        ntensors++;
+    }
+    if (!ntensors) {
+        hv__src_fail(src, "no tensors in %s%s%s (its keys: %s)", entry || dict != root ? "entry '" : "", chosen,
+                     entry || dict != root ? "'" : "", hv__pk_keys(dict));
+        goto fail;
+    }
+    goto done;
+fail:
+    hv_state_dict_free(sd);
+    sd = NULL;
+done:
+    hv__free(ename);
+    hv__free(pkl);
+    hv__pickle_free(&P);
+    hv__zip_close(&z);
+    return sd;
+}
+
+/* ---- safetensors ------------------------------------------------------------------------------
+   8-byte little-endian header length N, N bytes of JSON {name: {"dtype", "shape",
+   "data_offsets": [begin, end]}, "__metadata__": {...}}, then the data; offsets are relative to
+   the byte after the header. */
+
+typedef struct hv__st_ent {
+    char *name;
+    size_t nlen;
+    int et, ndim;
+    int64_t shape[HV_MAX_DIMS];
+    uint64_t begin, end;
+} hv__st_ent;
+typedef struct hv__st_hdr {
+    hv__st_ent *e;
+    size_t n, cap;
+} hv__st_hdr;
+static void hv__st_hdr_free(hv__st_hdr *h) {
+    size_t k;
+    for (k = 0; k < h->n; k++) hv__free(h->e[k].name);
+    hv__free(h->e);
+    memset(h, 0, sizeof *h);
+}
+
+typedef struct hv__json {
+    const unsigned char *p, *start, *end;
+    const hv__src *src;
+} hv__json;
+
+static int hv__js_fail(hv__json *J, const char *what) {
+    hv__src_fail(J->src, "bad safetensors header at byte %zu: %s", (size_t)(J->p - J->start), what);
+    return -1;
+}
+static void hv__js_ws(hv__json *J) {
+    while (J->p < J->end && (*J->p == ' ' || *J->p == '\t' || *J->p == '\n' || *J->p == '\r')) J->p++;
+}
+static int hv__js_char(hv__json *J, char c) { /* consumes c after whitespace; 0 when it was there */
+    hv__js_ws(J);
+    if (J->p < J->end && *J->p == (unsigned char)c) {
+        J->p++;
+        return 0;
+    }
+    return -1;
+}
+static int hv__js_hex4(hv__json *J, unsigned *v) {
+    int k;
+    *v = 0;
+    if (J->end - J->p < 4) return hv__js_fail(J, "truncated \\u escape");
+    for (k = 0; k < 4; k++) {
+        unsigned char c = *J->p++;
+        unsigned d = (c >= '0' && c <= '9') ? (unsigned)(c - '0') : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
+                   : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10) : 16u;
+        if (d > 15) return hv__js_fail(J, "bad \\u escape");
+        *v = *v * 16 + d;
+    }
+    return 0;
+}
+/* a JSON string, decoded into a new NUL-terminated buffer (*out, caller frees; NULL when
+   out is NULL: skip only) */
+static int hv__js_string(hv__json *J, char **out, size_t *outlen) {
+    const unsigned char *q;
+    char *s = NULL;
+    size_t n = 0;
+    if (out) *out = NULL;
+    if (hv__js_char(J, '"') != 0) return hv__js_fail(J, "expected a string");
+    for (q = J->p; q < J->end && *q != '"'; q++)
+        if (*q == '\\') q++;
+    if (q >= J->end) return hv__js_fail(J, "unterminated string");
+    if (out) { /* decoded length <= raw length */
+        s = (char *)hv__malloc((size_t)(q - J->p) + 1);
+        if (!s) return hv__js_fail(J, "out of memory");
+    }
+    while (*J->p != '"') {
+        unsigned char c = *J->p++;
+        unsigned cp;
+        if (c < 0x20) {
+            hv__free(s);
+            return hv__js_fail(J, "control character in a string");
+        }
+        if (c != '\\') {
+            if (s) s[n++] = (char)c;
+            continue;
+        }
+        c = *J->p++; /* inside the string: the scan above saw the closing quote after it */
+        switch (c) {
+        case '"': case '\\': case '/': cp = c; break;
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (hv__js_hex4(J, &cp) != 0) {
+                hv__free(s);
+                return -1;
+            }
+            if (cp >= 0xd800 && cp < 0xdc00) { /* a surrogate pair */
+                unsigned lo;
+                if (J->end - J->p < 6 || J->p[0] != '\\' || J->p[1] != 'u') {
+                    hv__free(s);
+                    return hv__js_fail(J, "unpaired surrogate");
+                }
+                J->p += 2;
+                if (hv__js_hex4(J, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff) {
+                    hv__free(s);
+                    return lo < 0xdc00 || lo > 0xdfff ? hv__js_fail(J, "unpaired surrogate") : -1;
+                }
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                hv__free(s);
+                return hv__js_fail(J, "unpaired surrogate");
+            }
+            break;
+        default:
+            hv__free(s);
+            return hv__js_fail(J, "bad escape");
+        }
+        if (J->p > q) { /* an escape may not run past the closing quote the scan found */
+            hv__free(s);
+            return hv__js_fail(J, "bad escape at the end of a string");
+        }
+        if (s) { /* UTF-8; at most 4 bytes from at least 2 raw ones (6 for 4) */
+            if (cp < 0x80) s[n++] = (char)cp;
+            else if (cp < 0x800) {
+                s[n++] = (char)(0xc0 | (cp >> 6));
+                s[n++] = (char)(0x80 | (cp & 63));
+            } else if (cp < 0x10000) {
+                s[n++] = (char)(0xe0 | (cp >> 12));
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+                s[n++] = (char)(0x80 | (cp & 63));
+            } else {
+                s[n++] = (char)(0xf0 | (cp >> 18));
+                s[n++] = (char)(0x80 | ((cp >> 12) & 63));
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+                s[n++] = (char)(0x80 | (cp & 63));
+            }
+        }
+    }
+    J->p++; /* the closing quote */
+    if (s) {
+        s[n] = 0;
+        *out = s;
+        if (outlen) *outlen = n;
+    }
+    return 0;
+}
+static int hv__js_uint(hv__json *J, uint64_t *v) {
+    int digits = 0;
+    hv__js_ws(J);
+    *v = 0;
+    while (J->p < J->end && *J->p >= '0' && *J->p <= '9') {
+        unsigned d = (unsigned)(*J->p++ - '0');
+        if (*v > (UINT64_MAX - d) / 10) return hv__js_fail(J, "number too large");
+        *v = *v * 10 + d;
+        digits++;
+    }
+    if (!digits) return hv__js_fail(J, "expected a non-negative integer");
+    if (J->p < J->end && (*J->p == '.' || *J->p == 'e' || *J->p == 'E')) return hv__js_fail(J, "expected an integer");
+    return 0;
+}
+/* skips any JSON value, nested at most HV__JSON_MAX_DEPTH deep */
+static int hv__js_skip(hv__json *J, int depth) {
+    hv__js_ws(J);
+    if (J->p >= J->end) return hv__js_fail(J, "truncated");
+    if (depth > HV__JSON_MAX_DEPTH) return hv__js_fail(J, "nested too deeply");
+    switch (*J->p) {
+    case '"': return hv__js_string(J, NULL, NULL);
+    case '{':
+    case '[': {
+        char close = *J->p == '{' ? '}' : ']';
+        int obj = close == '}';
+        J->p++;
+        if (hv__js_char(J, close) == 0) return 0;
+        for (;;) {
+            if (obj && (hv__js_string(J, NULL, NULL) != 0 || (hv__js_char(J, ':') != 0 && hv__js_fail(J, "expected ':'")))) return -1;
+            if (hv__js_skip(J, depth + 1) != 0) return -1;
+            if (hv__js_char(J, ',') == 0) continue;
+            if (hv__js_char(J, close) == 0) return 0;
+            return hv__js_fail(J, obj ? "expected ',' or '}'" : "expected ',' or ']'");
+        }
+    }
+    default: { /* number, true, false, null */
+        const unsigned char *s = J->p;
+        while (J->p < J->end && ((*J->p >= '0' && *J->p <= '9') || *J->p == '-' || *J->p == '+' || *J->p == '.' ||
+                                 *J->p == 'e' || *J->p == 'E' || (*J->p >= 'a' && *J->p <= 'z')))
+            J->p++;
+        if (J->p == s) return hv__js_fail(J, "unexpected character");
+        return 0;
+    }
+    }
+}
+
+/* parses the JSON header; data_len: bytes after the header, which every tensor must lie in */
+static int hv__safetensors_parse_header(const unsigned char *json, size_t len, uint64_t data_len, hv__st_hdr *h, const hv__src *src) {
+    hv__json J;
+    memset(h, 0, sizeof *h);
+    J.p = J.start = json;
+    J.end = json + len;
+    J.src = src;
+    if (hv__js_char(&J, '{') != 0) return hv__js_fail(&J, "expected '{'");
+    if (hv__js_char(&J, '}') == 0) goto end;
+    for (;;) {
+        char *name = NULL;
+        size_t nlen = 0;
+        hv__st_ent *e;
+        int seen = 0; /* bits: 1 dtype, 2 shape, 4 data_offsets */
+        uint64_t bytes;
+        if (hv__js_string(&J, &name, &nlen) != 0) goto fail;
+        if (hv__js_char(&J, ':') != 0) {
+            hv__free(name);
+            hv__js_fail(&J, "expected ':'");
+            goto fail;
+        }
+        if (strcmp(name, "__metadata__") == 0 && nlen == 12) {
+            hv__free(name);
+            if (hv__js_skip(&J, 1) != 0) goto fail;
+            goto next;
+        }
+        if (h->n == h->cap) {
+            void *p = hv__grow(h->e, &h->cap, h->n + 1, sizeof *h->e);
+            if (!p) {
+                hv__free(name);
+                hv__js_fail(&J, "out of memory");
+                goto fail;
+            }
+            h->e = (hv__st_ent *)p;
+        }
+        e = &h->e[h->n++];
+        memset(e, 0, sizeof *e);
+        e->name = name;
+        e->nlen = nlen;
+        e->et = -1;
+        if (hv__js_char(&J, '{') != 0) {
+            hv__js_fail(&J, "expected '{' after a tensor name");
+            goto fail;
+        }
+        if (hv__js_char(&J, '}') != 0)
+            for (;;) {
+                char *key = NULL;
+                if (hv__js_string(&J, &key, NULL) != 0) goto fail;
+                if (hv__js_char(&J, ':') != 0) {
+                    hv__free(key);
+                    hv__js_fail(&J, "expected ':'");
+                    goto fail;
+                }
+                if (strcmp(key, "dtype") == 0) {
+                    char *dt = NULL;
+                    size_t dlen = 0;
+                    hv__free(key);
+                    if (hv__js_string(&J, &dt, &dlen) != 0) goto fail;
+                    e->et = hv__etype_find(0, dt, dlen);
+                    if (e->et < 0) {
+                        hv__src_fail(src, "tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16, F64 and integer types are)", name, dt);
+                        hv__free(dt);
+                        goto fail;
+                    }
+                    hv__free(dt);
+                    seen |= 1;
+                } else if (strcmp(key, "shape") == 0 || strcmp(key, "data_offsets") == 0) {
+                    int is_shape = key[0] == 's', cnt = 0;
+                    uint64_t v[HV_MAX_DIMS];
+                    hv__free(key);
+                    if (hv__js_char(&J, '[') != 0) {
+                        hv__js_fail(&J, "expected '['");
+                        goto fail;
+                    }
+                    if (hv__js_char(&J, ']') != 0)
+                        for (;;) {
+                            if (cnt == (is_shape ? HV_MAX_DIMS : 2)) {
+                                if (is_shape) hv__src_fail(src, "tensor '%s' has more than %d dimensions", name, HV_MAX_DIMS);
+                                else hv__js_fail(&J, "data_offsets must hold two numbers");
+                                goto fail;
+                            }
+                            if (hv__js_uint(&J, &v[cnt]) != 0) goto fail;
+                            cnt++;
+                            if (hv__js_char(&J, ',') == 0) continue;
+                            if (hv__js_char(&J, ']') == 0) break;
+                            hv__js_fail(&J, "expected ',' or ']'");
+                            goto fail;
+                        }
+                    if (is_shape) {
+                        int k;
+                        for (k = 0; k < cnt; k++) {
+                            if (v[k] > (uint64_t)INT64_MAX) {
+                                hv__js_fail(&J, "dimension too large");
+                                goto fail;
+                            }
+                            e->shape[k] = (int64_t)v[k];
+                        }
+                        e->ndim = cnt;
+                        seen |= 2;
+                    } else {
+                        if (cnt != 2) {
+                            hv__js_fail(&J, "data_offsets must hold two numbers");
+                            goto fail;
+                        }
+                        e->begin = v[0];
+                        e->end = v[1];
+                        seen |= 4;
+                    }
+                } else {
+                    hv__free(key);
+                    if (hv__js_skip(&J, 2) != 0) goto fail;
+                }
+                if (hv__js_char(&J, ',') == 0) continue;
+                if (hv__js_char(&J, '}') == 0) break;
+                hv__js_fail(&J, "expected ',' or '}'");
+                goto fail;
+            }
+        if (seen != 7) {
+            hv__src_fail(src, "tensor '%s' lacks %s", name, !(seen & 1) ? "a dtype" : !(seen & 2) ? "a shape" : "data_offsets");
+            goto fail;
+        }
+        { /* the byte range must be inside the data and exactly as long as the shape says */
+            int k;
+            bytes = (uint64_t)hv__etypes[e->et].size;
+            for (k = 0; k < e->ndim; k++)
+                if (hv__mul64(bytes, (uint64_t)e->shape[k], &bytes) != 0) {
+                    hv__src_fail(src, "tensor '%s': the product of its shape overflows", name);
+                    goto fail;
+                }
+            if (e->begin > e->end || e->end > data_len) {
+                hv__src_fail(src, "tensor '%s': data_offsets [%llu, %llu] lie outside the %llu data bytes", name,
+                             (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)data_len);
+                goto fail;
+            }
+            if (e->end - e->begin != bytes) {
+                hv__src_fail(src, "tensor '%s': data_offsets span %llu bytes but its %s shape needs %llu", name,
+                             (unsigned long long)(e->end - e->begin), hv__etypes[e->et].st, (unsigned long long)bytes);
+                goto fail;
+            }
+        }
+    next:
+        if (hv__js_char(&J, ',') == 0) continue;
+        if (hv__js_char(&J, '}') == 0) break;
+        hv__js_fail(&J, "expected ',' or '}'");
+        goto fail;
+    }
+end:
+    hv__js_ws(&J);
+    if (J.p != J.end) {
+        hv__js_fail(&J, "trailing bytes after the JSON object");
+        goto fail;
+    }
+    return 0;
+fail:
+    hv__st_hdr_free(h);
+    return -1;
+}
+
+static hv_state_dict *hv__safetensors_load_src(hv_ctx *ctx, const hv__src *src) {
+    unsigned char lenbuf[8], *json = NULL;
+    uint64_t hlen, data_len;
+    hv__st_hdr h;
+    hv_state_dict *sd = NULL;
+    size_t k;
+    int64_t stride[HV_MAX_DIMS];
+    memset(&h, 0, sizeof h);
+    if (!ctx) return (hv_state_dict *)hv__src_fail(src, "ctx is NULL");
+    if (src->size < 8)
+        return (hv_state_dict *)hv__src_fail(src, "not a safetensors file: %llu bytes is shorter than the 8-byte header length", (unsigned long long)src->size);
+    if (hv__src_read(src, 0, lenbuf, 8, "the header length") != 0) return NULL;
+    hlen = hv__rd64(lenbuf);
+    if (hlen > src->size - 8)
+        return (hv_state_dict *)hv__src_fail(src, "not a safetensors file, or truncated: header length %llu exceeds the file (%llu bytes)",
+                                             (unsigned long long)hlen, (unsigned long long)src->size);
+    if (hlen > HV__ST_MAX_HEADER)
+        return (hv_state_dict *)hv__src_fail(src, "header length %llu is over the safetensors limit of %llu", (unsigned long long)hlen,
+                                             (unsigned long long)HV__ST_MAX_HEADER);
+    data_len = src->size - 8 - hlen;
+    json = (unsigned char *)hv__malloc((size_t)hlen + 1);
+    if (!json) return (hv_state_dict *)hv__src_fail(src, "out of memory for the header");
+    if (hv__src_read(src, 8, json, (size_t)hlen, "the JSON header") != 0) goto done;
+    if (hv__safetensors_parse_header(json, (size_t)hlen, data_len, &h, src) != 0) goto done;
+    sd = hv_state_dict_new(ctx);
+    if (!sd) goto done;
+    for (k = 0; k < h.n; k++) {
+        const hv__st_ent *e = &h.e[k];
+        hv_tensor *t;
+        int d;
+        int64_t s = 1;
+        for (d = e->ndim - 1; d >= 0; d--) {
+            stride[d] = s;
+            s *= e->shape[d]; /* cannot overflow: bytes = product was checked */
+        }
+        if (memchr(e->name, 0, e->nlen)) {
+            hv__src_fail(src, "a tensor name contains a NUL byte");
+            goto fail;
+        }
+        t = hv__ckpt_tensor(ctx, src, e->name, e->et, e->ndim, e->shape, stride, 0, 8 + hlen + e->begin, e->end - e->begin);
+        if (!t) goto fail;
+        switch (hv__src_sink(src, e->name, e->nlen, t)) {
+        case -1: goto fail;
+        case 0: continue;
+        default: break;
+        }
+        if (hv__sd_put(sd, src->op, e->name, e->nlen, t, 1, 0) != 0) {
+            hv_tensor_free(t);
+            hv__src_fail(src, "tensor '%s' appears twice in the header", e->name);
+            goto fail;
+        }
+    }
+    goto done;
+fail:
+    hv_state_dict_free(sd);
+    sd = NULL;
+done:
+    hv__free(json);
+    hv__st_hdr_free(&h);
+    return sd;
+}
+
+/* ---- writing safetensors ------------------------------------------------------------------- */
+
+typedef struct hv__sbuf {
+    char *p;
+    size_t n, cap;
+    int oom;
+} hv__sbuf;
+static void hv__sbuf_put(hv__sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        void *p = hv__grow(b->p, &b->cap, b->n + n + 1, 1);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = (char *)p;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void hv__sbuf_str(hv__sbuf *b, const char *s) { hv__sbuf_put(b, s, strlen(s)); }
+static void hv__sbuf_json(hv__sbuf *b, const char *s) { /* a JSON string literal */
+    hv__sbuf_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            hv__sbuf_put(b, esc, 2);
+        } else if (c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            hv__sbuf_put(b, esc, 6);
+        } else {
+            hv__sbuf_put(b, (const char *)&c, 1);
+        }
+    }
+    hv__sbuf_put(b, "\"", 1);
+}
+
+HVDEF int hv_safetensors_save(const hv_state_dict *sd, const char *path) {
+    static const char *op = "hv_safetensors_save";
+    hv__sbuf hdr;
+    char num[64], *tmpname = NULL;
+    unsigned char lenbuf[8], *buf = NULL;
+    uint64_t at = 0;
+    size_t k, bufcap = 0;
+    FILE *f = NULL;
+    int ok = 0, d;
+    memset(&hdr, 0, sizeof hdr);
+    if (!sd || !path) return hv__fail(op, "%s is NULL", !sd ? "sd" : "path"), -1;
+    hv__sbuf_str(&hdr, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (k = 0; k < sd->n; k++) {
+        const hv_tensor *t = sd->e[k].t;
+        uint64_t bytes = (uint64_t)hv_numel(t) * 4;
+        if (t->dtype != HV_F32 && t->dtype != HV_I32) {
+            hv__fail(op, "'%s': tensor '%s' is neither f32 nor i32", path, sd->e[k].name);
+            goto done;
+        }
+        hv__sbuf_put(&hdr, ",", 1);
+        hv__sbuf_json(&hdr, sd->e[k].name);
+        hv__sbuf_str(&hdr, t->dtype == HV_F32 ? ":{\"dtype\":\"F32\",\"shape\":[" : ":{\"dtype\":\"I32\",\"shape\":[");
+        for (d = 0; d < t->ndim; d++) {
+            snprintf(num, sizeof num, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+            hv__sbuf_str(&hdr, num);
+        }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)at, (unsigned long long)(at + bytes));
+        hv__sbuf_str(&hdr, num);
+        at += bytes;
+    }
+    hv__sbuf_put(&hdr, "}", 1);
+    while (!hdr.oom && (8 + hdr.n) % 8) hv__sbuf_put(&hdr, " ", 1); /* the data starts 8-byte aligned */
+    if (hdr.oom) {
+        hv__fail(op, "'%s': out of memory for the header", path);
+        goto done;
+    }
+    tmpname = (char *)hv__malloc(strlen(path) + 7);
+    if (!tmpname) {
+        hv__fail(op, "'%s': out of memory", path);
+        goto done;
+    }
+    snprintf(tmpname, strlen(path) + 7, "%s.hvtmp", path);
+    f = fopen(tmpname, "wb");
+    if (!f) {
+        hv__fail(op, "cannot create '%s': %s", tmpname, strerror(errno));
+        goto done;
+    }
+    hv__wr64(lenbuf, (uint64_t)hdr.n);
+    if (fwrite(lenbuf, 1, 8, f) != 8 || fwrite(hdr.p, 1, hdr.n, f) != hdr.n) goto write_error;
+    for (k = 0; k < sd->n; k++) {
+        const hv_tensor *t = sd->e[k].t;
+        size_t n = (size_t)hv_numel(t), i;
+        if (hv_is_contiguous(t) && hv__host_le()) {
+            if (n && fwrite(t->data, 4, n, f) != n) goto write_error;
+            continue;
+        }
+        if (n * 4 > bufcap) { /* strided (or big-endian host): through a dense copy */
+            hv__free(buf);
+            bufcap = n * 4;
+            buf = (unsigned char *)hv__malloc(bufcap);
+            if (!buf) {
+                hv__fail(op, "'%s': out of memory", path);
+                goto fail;
+            }
+        }
+        hv_tensor_copy_to(t, buf, n * 4);
+        if (!hv__host_le())
+            for (i = 0; i < n; i++) {
+                unsigned char *q = buf + 4 * i, x = q[0], y = q[1];
+                q[0] = q[3];
+                q[1] = q[2];
+                q[2] = y;
+                q[3] = x;
+            }
+        if (n && fwrite(buf, 4, n, f) != n) goto write_error;
+    }
+    if (fflush(f) != 0) goto write_error;
+    if (fclose(f) != 0) {
+        f = NULL;
+        goto write_error;
+    }
+    f = NULL;
+    if (rename(tmpname, path) != 0) {
+#if defined(_WIN32)
+        remove(path); /* Windows' rename does not replace: the only non-atomic moment */
+        if (rename(tmpname, path) == 0) {
+            ok = 1;
+            goto done;
+        }
+#endif
+        hv__fail(op, "cannot rename '%s' to '%s': %s", tmpname, path, strerror(errno));
+        goto fail;
+    }
+    ok = 1;
+    goto done;
+write_error:
+    hv__fail(op, "writing '%s' failed: %s", tmpname, strerror(errno));
+fail:
+    if (f) fclose(f);
+    f = NULL;
+    remove(tmpname);
+done:
+    hv__free(hdr.p);
+    hv__free(buf);
+    hv__free(tmpname);
+    return ok ? 0 : -1;
+}
+
+/* ---- public loaders ---------------------------------------------------------------------------- */
+
+HVDEF hv_state_dict *hv_safetensors_load(hv_ctx *ctx, const char *path) {
+    hv__src s;
+    hv_state_dict *sd;
+    if (hv__src_open(&s, "hv_safetensors_load", path) != 0) return NULL;
+    sd = hv__safetensors_load_src(ctx, &s);
+    hv__src_close(&s);
+    return sd;
+}
+HVDEF hv_state_dict *hv_safetensors_load_memory(hv_ctx *ctx, const void *data, size_t size) {
+    hv__src s;
+    hv__src_memory(&s, "hv_safetensors_load_memory", data, size);
+    return hv__safetensors_load_src(ctx, &s);
+}
+HVDEF hv_state_dict *hv_torch_load(hv_ctx *ctx, const char *path, const char *entry) {
+    hv__src s;
+    hv_state_dict *sd;
+    if (hv__src_open(&s, "hv_torch_load", path) != 0) return NULL;
+    sd = hv__torch_load_src(ctx, &s, entry);
+    hv__src_close(&s);
+    return sd;
+}
+HVDEF hv_state_dict *hv_torch_load_memory(hv_ctx *ctx, const void *data, size_t size, const char *entry) {
+    hv__src s;
+    hv__src_memory(&s, "hv_torch_load_memory", data, size);
+    return hv__torch_load_src(ctx, &s, entry);
+}
+static hv_state_dict *hv__ckpt_load_sink(hv_ctx *ctx, const char *op, const char *path, const char *entry,
+                                         int (*sink)(void *, const char *, hv_tensor *), void *user) {
+    hv__src s;
+    hv_state_dict *sd;
+    unsigned char head[2] = {0, 0};
+    if (hv__src_open(&s, op, path) != 0) return NULL;
+    s.sink = sink;
+    s.sink_user = user;
+    if (s.size >= 2 && hv__src_read(&s, 0, head, 2, "the magic number") != 0) {
+        hv__src_close(&s);
+        return NULL;
+    }
+    /* zip ("PK") or a legacy pickle (0x80): torch.save; anything else: safetensors */
+    if ((head[0] == 'P' && head[1] == 'K') || head[0] == 0x80) sd = hv__torch_load_src(ctx, &s, entry);
+    else sd = hv__safetensors_load_src(ctx, &s);
+    hv__src_close(&s);
+    return sd;
+}
+HVDEF hv_state_dict *hv_ckpt_load(hv_ctx *ctx, const char *path, const char *entry) {
+    return hv__ckpt_load_sink(ctx, "hv_ckpt_load", path, entry, NULL, NULL);
+}
 /* HV-SECTION checkpoints END */
 
-/* ==== 10. IMAGES: decoding, resizing, .npy ==================================================== */
+/* ---- loading checkpoints into models -------------------------------------------------------- */
+
+static char *hv__strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = (char *)hv__malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+static int hv__names_push(char ***list, int *count, const char *name) {
+    char **grown = (char **)hv__malloc(sizeof(char *) * (size_t)(*count + 1));
+    if (!grown) return -1;
+    if (*count) memcpy(grown, *list, sizeof(char *) * (size_t)*count);
+    hv__free(*list);
+    *list = grown;
+    if (!(grown[*count] = hv__strdup(name))) return -1;
+    (*count)++;
+    return 0;
+}
+HVDEF void hv_load_result_free(hv_load_result *res) {
+    int i;
+    if (!res) return;
+    for (i = 0; i < res->missing_count; i++) hv__free(res->missing[i]);
+    for (i = 0; i < res->unexpected_count; i++) hv__free(res->unexpected[i]);
+    hv__free(res->missing);
+    hv__free(res->unexpected);
+    memset(res, 0, sizeof *res);
+}
+static int hv__param_index(const hv_param_list *params, const char *name) {
+    int i;
+    for (i = 0; i < params->count; i++)
+        if (!strcmp(params->names[i], name)) return i;
+    return -1;
+}
+static int hv__same_shape(const hv_tensor *a, const hv_tensor *b) {
+    int i;
+    if (a->ndim != b->ndim) return 0;
+    for (i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res) {
+    hv_load_result local;
+    int i, n;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!params || !sd) return hv__fail("hv_params_load", "params or state dict is NULL"), -1;
+    n = hv_state_dict_count(sd);
+    /* check every shape first, so that a mismatch leaves the model untouched */
+    for (i = 0; i < n; i++) {
+        int p = hv__param_index(params, hv_state_dict_name(sd, i));
+        hv_tensor *src = hv_state_dict_at(sd, i);
+        if (p >= 0 && (!hv__same_shape(src, params->tensors[p]) || src->dtype != params->tensors[p]->dtype)) {
+            hv__fail("hv_params_load", "'%s': checkpoint %s%s, model %s%s", params->names[p], hv__shape_str(src),
+                     src->dtype == HV_I32 ? " i32" : "", hv__shape_str(params->tensors[p]), params->tensors[p]->dtype == HV_I32 ? " i32" : "");
+            return -1;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        const char *name = hv_state_dict_name(sd, i);
+        int p = hv__param_index(params, name);
+        if (p < 0) {
+            if (hv__names_push(&res->unexpected, &res->unexpected_count, name)) goto oom;
+            continue;
+        }
+        params->tensors[p]->ctx->be->copy(params->tensors[p]->ctx, params->tensors[p], hv_state_dict_at(sd, i), 0);
+        res->loaded++;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!hv_state_dict_get(sd, params->names[i]) && hv__names_push(&res->missing, &res->missing_count, params->names[i])) goto oom;
+    if (res == &local) hv_load_result_free(&local);
+    return 0;
+oom:
+    hv_load_result_free(res);
+    return hv__fail("hv_params_load", "out of memory"), -1;
+}
+/* the streaming loader's sink: each checkpoint tensor is copied into its parameter and freed */
+typedef struct hv__load_sink {
+    const hv_param_list *params;
+    hv_load_result *res;
+    unsigned char *seen; /* per parameter */
+} hv__load_sink;
+static int hv__load_sink_fn(void *user, const char *name, hv_tensor *t) {
+    hv__load_sink *ls = (hv__load_sink *)user;
+    int p = hv__param_index(ls->params, name);
+    hv_tensor *dst;
+    if (p < 0) return hv__names_push(&ls->res->unexpected, &ls->res->unexpected_count, name) ? -1 : 0;
+    dst = ls->params->tensors[p];
+    if (!hv__same_shape(t, dst) || t->dtype != dst->dtype) {
+        hv__fail("hv_params_load_file", "'%s': checkpoint %s%s, model %s%s", name, hv__shape_str(t), t->dtype == HV_I32 ? " i32" : "",
+                 hv__shape_str(dst), dst->dtype == HV_I32 ? " i32" : "");
+        return -1;
+    }
+    dst->ctx->be->copy(dst->ctx, dst, t, 0);
+    if (!ls->seen[p]) ls->res->loaded++;
+    ls->seen[p] = 1;
+    return 0;
+}
+HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res) {
+    hv_load_result local;
+    hv__load_sink ls;
+    hv_state_dict *rest;
+    int i, rc = 0;
+    if (!res) res = &local;
+    memset(res, 0, sizeof *res);
+    if (!params || !params->count) return hv__fail("hv_params_load_file", "no parameters to load into"), -1;
+    ls.params = params;
+    ls.res = res;
+    ls.seen = (unsigned char *)hv__malloc((size_t)params->count);
+    if (!ls.seen) return hv__fail("hv_params_load_file", "out of memory"), -1;
+    memset(ls.seen, 0, (size_t)params->count);
+    /* every tensor goes through the sink and is freed at once, so the weights are never held
+       twice; on an error (a shape mismatch too) the parameters loaded before it keep their values */
+    rest = hv__ckpt_load_sink(params->tensors[0]->ctx, "hv_params_load_file", path, entry, hv__load_sink_fn, &ls);
+    if (!rest) rc = -1;
+    hv_state_dict_free(rest);
+    for (i = 0; rc == 0 && i < params->count; i++)
+        if (!ls.seen[i] && hv__names_push(&res->missing, &res->missing_count, params->names[i])) {
+            hv__fail("hv_params_load_file", "out of memory");
+            rc = -1;
+        }
+    hv__free(ls.seen);
+    if (rc || res == &local) hv_load_result_free(res);
+    return rc;
+}
+HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params) {
+    hv_state_dict *sd = hv_state_dict_new(ctx);
+    int i;
+    for (i = 0; sd && params && i < params->count; i++)
+        if (hv_state_dict_add(sd, params->names[i], params->tensors[i])) {
+            hv_state_dict_free(sd);
+            return NULL;
+        }
+    return sd;
+}
+
+
+/* ==== 10. OPTIMIZERS, SCHEDULES, TRAINING STATE ================================================ */
+/* HV-SECTION train BEGIN */
+
+#include <errno.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
+#include <unistd.h>
+#define HV__POSIX_IO 1
+#elif defined(_WIN32)
+#include <io.h>
+#endif
+
+/* ---- deterministic reductions over a float array -------------------------------------------- */
+
+/* A reduction is cut into at most HV__NCHUNK chunks whose bounds depend on n only; chunks run in
+   parallel and their partial results are combined in chunk order, so any thread count gives the
+   same bits. */
+#define HV__NCHUNK 64
+static int64_t hv__chunk_len(int64_t n) {
+    int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
+    return c < 16384 ? 16384 : c;
+}
+/* sum of (x[i] + a y[i])^2 in double, the term formed in float (y NULL: sum of x[i]^2) */
+static double hv__sumsq(hv_ctx *ctx, const float *x, const float *y, float a, int64_t n) {
+    double part[HV__NCHUNK], s = 0;
+    int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
+        float u0, u1, u2, u3;
+        for (; i + 4 <= e; i += 4) {
+            u0 = x[i];
+            u1 = x[i + 1];
+            u2 = x[i + 2];
+            u3 = x[i + 3];
+            if (y) {
+                u0 += a * y[i];
+                u1 += a * y[i + 1];
+                u2 += a * y[i + 2];
+                u3 += a * y[i + 3];
+            }
+            a0 += (double)u0 * u0;
+            a1 += (double)u1 * u1;
+            a2 += (double)u2 * u2;
+            a3 += (double)u3 * u3;
+        }
+        for (; i < e; i++) {
+            u0 = y ? x[i] + a * y[i] : x[i];
+            a0 += (double)u0 * u0;
+        }
+        part[c] = (a0 + a1) + (a2 + a3);
+    }
+    for (c = 0; c < nc; c++) s += part[c];
+    return s;
+}
+/* how many of x are NaN or Inf; *first the index of the first one (-1 when none) */
+static int64_t hv__count_nonfinite(hv_ctx *ctx, const float *x, int64_t n, int64_t *first) {
+    int64_t cnt[HV__NCHUNK], fst[HV__NCHUNK], len = hv__chunk_len(n), nc = (n + len - 1) / len, c, total = 0;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i, e = (c + 1) * len < n ? (c + 1) * len : n, k = 0, f = -1;
+        for (i = c * len; i < e; i++)
+            if (!isfinite(x[i])) {
+                if (f < 0) f = i;
+                k++;
+            }
+        cnt[c] = k;
+        fst[c] = f;
+    }
+    *first = -1;
+    for (c = 0; c < nc; c++) {
+        if (*first < 0 && fst[c] >= 0) *first = fst[c];
+        total += cnt[c];
+    }
+    return total;
+}
+
+/* ---- parameter groups ----------------------------------------------------------------------- */
+
+static int hv__ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+HVDEF int hv_vit_layer_id(const char *name, int num_layers) {
+    if (!name) return num_layers + 1;
+    if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed") || !strncmp(name, "patch_embed", 11)) return 0;
+    if (!strncmp(name, "blocks.", 7) && name[7] >= '0' && name[7] <= '9') return atoi(name + 7) + 1;
+    return num_layers + 1;
+}
+
+/* weight decay of one parameter under a rule */
+static float hv__group_wd(const char *name, const hv_tensor *t, hv_decay_rule rule, float wd) {
+    if (rule == HV_DECAY_ALL) return wd;
+    if (t->ndim <= 1 || hv__ends_with(name, ".bias")) return 0.0f;
+    if (rule == HV_DECAY_SKIP_1D_AND_TOKENS &&
+        (hv__ends_with(name, "pos_embed") || hv__ends_with(name, "cls_token") || hv__ends_with(name, "mask_token") ||
+         hv__ends_with(name, "dist_token")))
+        return 0.0f;
+    return wd;
+}
+
+/* ---- optimizers ----------------------------------------------------------------------------- */
+
+typedef struct hv__opt_param {
+    hv_tensor *t;         /* borrowed from the parameter list */
+    int active;           /* trainable when the optimizer was made: has state, gets updates */
+    float lr_scale, wd;
+    int64_t steps;        /* updates done (PyTorch's per-parameter state['step']) */
+    hv_tensor *state[2];  /* see hv_optim_state */
+} hv__opt_param;
+
+struct hv_optim {
+    hv_ctx *ctx;
+    hv_optim_desc d; /* resolved */
+    double lr;
+    int count, nslots;
+    hv__opt_param *p;
+};
+
+static const char *hv__optim_name(int type) {
+    static const char *names[] = {"AdamW", "Adam", "SGD", "LARS"};
+    return type >= 0 && type < 4 ? names[type] : "unknown";
+}
+
+HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_optim_desc *desc) {
+    static const char *slot_names[2][2] = {{".exp_avg", ".exp_avg_sq"}, {".momentum_buffer", ""}};
+    hv_optim *o;
+    hv_optim_desc d;
+    int i, s;
+    if (!ctx) return (hv_optim *)hv__fail("hv_optim_new", "ctx is NULL");
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return (hv_optim *)hv__fail("hv_optim_new", "params is NULL or has no tensors/names arrays");
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if ((int)d.type < 0 || (int)d.type > HV_OPTIM_LARS)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown optimizer type %d", (int)d.type);
+    if (d.lr == 0) d.lr = 1e-3f;
+    if (d.beta1 == 0) d.beta1 = 0.9f;
+    if (d.beta2 == 0) d.beta2 = 0.999f;
+    if (d.eps == 0) d.eps = 1e-8f;
+    if (d.type == HV_OPTIM_LARS && d.momentum == 0) d.momentum = 0.9f;
+    if (d.trust_coefficient == 0) d.trust_coefficient = 1e-3f;
+    if (!(d.lr > 0) || !(d.beta1 >= 0 && d.beta1 < 1) || !(d.beta2 >= 0 && d.beta2 < 1) || !(d.eps > 0) || !(d.weight_decay >= 0) ||
+        !(d.momentum >= 0) || !(d.dampening >= 0 && d.dampening <= 1) || !(d.trust_coefficient > 0) || !(d.layer_decay >= 0) ||
+        d.num_layers < 0)
+        return (hv_optim *)hv__fail("hv_optim_new",
+                                    "bad settings: lr %g, betas (%g, %g), eps %g, weight_decay %g, momentum %g, dampening %g, trust %g, "
+                                    "layer_decay %g, num_layers %d (lr, eps, trust > 0; betas in [0, 1); the rest >= 0)",
+                                    (double)d.lr, (double)d.beta1, (double)d.beta2, (double)d.eps, (double)d.weight_decay,
+                                    (double)d.momentum, (double)d.dampening, (double)d.trust_coefficient, (double)d.layer_decay,
+                                    d.num_layers);
+    if (d.nesterov && (d.type != HV_OPTIM_SGD || d.momentum <= 0 || d.dampening != 0))
+        return (hv_optim *)hv__fail("hv_optim_new", "Nesterov momentum needs SGD with momentum > 0 and dampening 0");
+    if ((int)d.decay_rule < 0 || (int)d.decay_rule > HV_DECAY_SKIP_1D)
+        return (hv_optim *)hv__fail("hv_optim_new", "unknown decay_rule %d", (int)d.decay_rule);
+    if (d.layer_decay == 1.0f) d.layer_decay = 0; /* the same thing: off */
+    if (d.layer_decay > 0 && d.num_layers == 0)
+        for (i = 0; i < params->count; i++) {
+            int id = params->names[i] ? hv_vit_layer_id(params->names[i], 1 << 20) : 0;
+            if (id > 0 && id <= (1 << 20) && id > d.num_layers) d.num_layers = id; /* blocks.i -> i + 1 */
+        }
+    o = (hv_optim *)hv__malloc(sizeof *o);
+    if (!o) return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    memset(o, 0, sizeof *o);
+    o->ctx = ctx;
+    o->d = d;
+    o->lr = d.lr;
+    o->count = params->count;
+    o->nslots = d.type <= HV_OPTIM_ADAM ? 2 : (d.type == HV_OPTIM_LARS || d.momentum > 0) ? 1 : 0;
+    o->p = (hv__opt_param *)hv__malloc(sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    if (!o->p) {
+        hv__free(o);
+        return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
+    }
+    memset(o->p, 0, sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    for (i = 0; i < o->count; i++) {
+        hv__opt_param *P = &o->p[i];
+        hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i] ? params->names[i] : "";
+        P->t = t;
+        if (!t) {
+            hv__fail("hv_optim_new", "parameter %d ('%s') is NULL", i, name);
+            goto fail;
+        }
+        if (!t->trainable) continue; /* buffers: running statistics, frozen tables */
+        if (t->ctx != ctx || t->dtype != HV_F32 || !t->persistent || !hv_is_contiguous(t)) {
+            hv__fail("hv_optim_new", "trainable %s must be a persistent contiguous f32 tensor of this context", hv__desc(name, t));
+            goto fail;
+        }
+        P->active = 1;
+        P->lr_scale = d.layer_decay > 0 ? (float)pow((double)d.layer_decay, (double)(d.num_layers + 1 - hv_vit_layer_id(name, d.num_layers)))
+                                        : 1.0f;
+        P->wd = hv__group_wd(name, t, d.decay_rule, d.weight_decay);
+        for (s = 0; s < o->nslots; s++) {
+            char full[128];
+            P->state[s] = hv__alloc(ctx, HV_F32, t->ndim, t->shape, 1);
+            if (!P->state[s]) goto fail;
+            snprintf(full, sizeof full, "%s%s", name, slot_names[d.type <= HV_OPTIM_ADAM ? 0 : 1][s]);
+            hv_tensor_set_name(P->state[s], full);
+        }
+    }
+    return o;
+fail:
+    hv_optim_free(o);
+    return NULL;
+}
+
+HVDEF void hv_optim_free(hv_optim *opt) {
+    int i, s;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        for (s = 0; s < 2; s++) hv_tensor_free(opt->p[i].state[s]);
+    hv__free(opt->p);
+    hv__free(opt);
+}
+
+HVDEF void hv_optim_set_lr(hv_optim *opt, float lr) {
+    if (opt) opt->lr = lr;
+}
+HVDEF float hv_optim_get_lr(const hv_optim *opt) { return opt ? (float)opt->lr : NAN; }
+HVDEF hv_optim_desc hv_optim_config(const hv_optim *opt) { return opt->d; }
+HVDEF int hv_optim_param_group(const hv_optim *opt, int i, float *lr_scale, float *weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active) return -1;
+    if (lr_scale) *lr_scale = opt->p[i].lr_scale;
+    if (weight_decay) *weight_decay = opt->p[i].wd;
+    return 0;
+}
+HVDEF int hv_optim_set_param_group(hv_optim *opt, int i, float lr_scale, float weight_decay) {
+    if (!opt || i < 0 || i >= opt->count || !opt->p[i].active)
+        return hv__fail("hv_optim_set_param_group", "parameter %d is not updated by this optimizer", i), -1;
+    if (!(lr_scale >= 0) || !(weight_decay >= 0))
+        return hv__fail("hv_optim_set_param_group", "lr_scale %g and weight_decay %g must be >= 0", (double)lr_scale, (double)weight_decay), -1;
+    opt->p[i].lr_scale = lr_scale;
+    opt->p[i].wd = weight_decay;
+    return 0;
+}
+HVDEF hv_tensor *hv_optim_state(hv_optim *opt, int i, int slot) {
+    if (!opt || i < 0 || i >= opt->count || slot < 0 || slot >= opt->nslots) return NULL;
+    return opt->p[i].state[slot];
+}
+HVDEF int64_t hv_optim_param_steps(const hv_optim *opt, int i) {
+    return (opt && i >= 0 && i < opt->count) ? opt->p[i].steps : 0;
+}
+HVDEF void hv_optim_zero_grad(hv_optim *opt) {
+    int i;
+    if (!opt) return;
+    for (i = 0; i < opt->count; i++)
+        if (opt->p[i].active) hv_zero_grad(opt->p[i].t);
+}
+
+/* Adam(W) on one parameter. The float expressions follow PyTorch's single-tensor kernels:
+   lerp for the first moment, mul + addcmul for the second, addcdiv for the update. */
+static void hv__adam_update(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, float decay, float l2, float b1c,
+                            float b2, float b2c, float bc2_sqrt, float eps, float neg_step) {
+    int64_t i;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float gi = g[i] + l2 * w[i];  /* Adam: grad.add(param, alpha=wd); AdamW: l2 = 0 */
+        float wi = w[i] * decay;      /* AdamW: param.mul_(1 - lr wd); Adam: decay = 1 */
+        float mi = m[i] + b1c * (gi - m[i]);
+        float vi = v[i] * b2 + b2c * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi + neg_step * mi / denom;
+    }
+}
+
+HVDEF int hv_optim_step(hv_optim *opt) {
+    int i;
+    const hv_optim_desc *d;
+    if (!opt) return hv__fail("hv_optim_step", "optimizer is NULL"), -1;
+    d = &opt->d;
+    for (i = 0; i < opt->count; i++) {
+        hv__opt_param *P = &opt->p[i];
+        hv_tensor *t = P->t;
+        hv_ctx *ctx = opt->ctx;
+        float *w, *g;
+        double lr = opt->lr * (double)P->lr_scale;
+        int64_t n, k;
+        if (!P->active || !t->trainable || !t->grad) continue;
+        n = hv_numel(t);
+        w = (float *)t->data;
+        g = (float *)t->grad->data;
+        P->steps++;
+        if (d->type == HV_OPTIM_ADAMW || d->type == HV_OPTIM_ADAM) {
+            double step = (double)P->steps;
+            double bc1 = 1.0 - pow((double)d->beta1, step), bc2 = 1.0 - pow((double)d->beta2, step);
+            int adamw = d->type == HV_OPTIM_ADAMW;
+            hv__adam_update(ctx, w, g, (float *)P->state[0]->data, (float *)P->state[1]->data, n,
+                            adamw ? (float)(1.0 - lr * P->wd) : 1.0f, adamw ? 0.0f : P->wd, (float)(1.0 - d->beta1), d->beta2,
+                            (float)(1.0 - d->beta2), (float)sqrt(bc2), d->eps, (float)-(lr / bc1));
+        } else if (d->type == HV_OPTIM_SGD) {
+            float wd = P->wd, mom = d->momentum, damp = (float)(1.0 - d->dampening), neg_lr = (float)-lr;
+            float *buf = opt->nslots ? (float *)P->state[0]->data : NULL;
+            int first = P->steps == 1, nesterov = d->nesterov;
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float gk = g[k] + wd * w[k];
+                if (buf) {
+                    float b = first ? gk : buf[k] * mom + damp * gk; /* torch: the buffer starts as a copy of g */
+                    buf[k] = b;
+                    gk = nesterov ? gk + mom * b : b;
+                }
+                w[k] = w[k] + neg_lr * gk;
+            }
+        } else { /* LARS */
+            float q = 1.0f, wd = t->ndim > 1 ? P->wd : 0.0f, mom = d->momentum, neg_lr = (float)-lr;
+            float *mu = (float *)P->state[0]->data;
+            if (t->ndim > 1) {
+                /* trust ratio from ||w|| and ||g + wd w|| */
+                double pn = sqrt(hv__sumsq(ctx, w, NULL, 0, n)), un = sqrt(hv__sumsq(ctx, g, w, wd, n));
+                if (pn > 0 && un > 0) q = (float)((double)d->trust_coefficient * pn / un);
+            }
+            HV__PARALLEL_FOR(ctx, n)
+            for (k = 0; k < n; k++) {
+                float u = (g[k] + wd * w[k]) * q;
+                float m = mu[k] * mom + u;
+                mu[k] = m;
+                w[k] = w[k] + neg_lr * m;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- learning-rate schedules ---------------------------------------------------------------- */
+
+HVDEF float hv_lr_at(const hv_schedule_desc *s, double t) {
+    double lr, w;
+    int i;
+    if (!s) return hv__fail("hv_lr_at", "schedule is NULL"), NAN;
+    lr = s->lr;
+    w = s->warmup;
+    if ((int)s->type < 0 || (int)s->type > HV_SCHED_STEP || !(w >= 0) || s->num_milestones < 0 || s->num_milestones > HV_MAX_MILESTONES)
+        return hv__fail("hv_lr_at", "bad schedule: type %d, warmup %g, %d milestones (at most %d)", (int)s->type, w, s->num_milestones,
+                        HV_MAX_MILESTONES), NAN;
+    if (w > 0 && t < w) return (float)(lr * (t > 0 ? t : 0) / w);
+    if (s->type == HV_SCHED_COSINE) {
+        if (!(s->total > w)) return hv__fail("hv_lr_at", "cosine schedule: total %g must exceed warmup %g", s->total, w), NAN;
+        if (t >= s->total) return s->min_lr;
+        return (float)(s->min_lr + (lr - s->min_lr) * 0.5 * (1.0 + cos(3.14159265358979323846 * (t - w) / (s->total - w))));
+    }
+    if (s->type == HV_SCHED_STEP) {
+        double gamma = s->gamma != 0 ? s->gamma : 0.1;
+        for (i = 0; i < s->num_milestones; i++)
+            if (s->milestones[i] <= t) lr *= gamma; /* as MultiStepLR: one factor per milestone passed */
+    }
+    return (float)lr;
+}
+
+/* ---- gradient clipping and non-finite checks ------------------------------------------------ */
+
+static int hv__has_grad(const hv_tensor *t) { return t && t->trainable && t->grad && t->grad->dtype == HV_F32; }
+
+HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm) {
+    double ss = 0, norm;
+    int i;
+    if (!params || params->count < 0 || (params->count > 0 && !params->tensors))
+        return hv__fail("hv_clip_grad_norm", "params is NULL or has no tensors"), -1.0;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, NULL, 0, hv_numel(t));
+    }
+    norm = sqrt(ss);
+    if (max_norm > 0 && isfinite(norm)) {
+        double coef = (double)max_norm / (norm + 1e-6);
+        if (coef < 1.0) {
+            float c = (float)coef;
+            for (i = 0; i < params->count; i++) {
+                hv_tensor *t = params->tensors[i];
+                float *g;
+                int64_t n, k;
+                if (!hv__has_grad(t)) continue;
+                g = (float *)t->grad->data;
+                n = hv_numel(t);
+                HV__PARALLEL_FOR(t->ctx, n)
+                for (k = 0; k < n; k++) g[k] *= c;
+            }
+        }
+    }
+    return norm;
+}
+
+HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad) {
+    int i;
+    if (bad) *bad = 0;
+    if (loss) {
+        float v;
+        if (hv_numel(loss) != 1 || loss->dtype != HV_F32)
+            return hv__fail("hv_check_finite", "%s must be one f32 element", hv__desc("loss", loss)), -1;
+        v = hv_item(loss);
+        if (!isfinite(v)) {
+            if (bad) *bad = -1;
+            return hv__fail("hv_check_finite", "the loss is %s", isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"), -1;
+        }
+    }
+    if (!params) return 0;
+    if (params->count > 0 && !params->tensors) return hv__fail("hv_check_finite", "params has no tensors"), -1;
+    for (i = 0; i < params->count; i++) {
+        hv_tensor *t = params->tensors[i];
+        int64_t first, cnt;
+        float v;
+        if (!hv__has_grad(t)) continue;
+        cnt = hv__count_nonfinite(t->ctx, (const float *)t->grad->data, hv_numel(t), &first);
+        if (!cnt) continue;
+        if (bad) *bad = i;
+        v = ((const float *)t->grad->data)[first];
+        return hv__fail("hv_check_finite", "the gradient of %s has %lld non-finite values (the first at flat index %lld is %s)",
+                        (params->names && params->names[i]) ? hv__desc(params->names[i], t) : hv__desc("parameter", t),
+                        (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
+               -1;
+    }
+    return 0;
+}
+
+/* ---- train state files ---------------------------------------------------------------------- */
+
+#define HV__TS_VERSION 1u
+#define HV__TS_MAX_NAME 255u
+#define HV__TS_NO_OPTIM 0xFFFFFFFFu
+#define HV__FNV_BASIS 0xcbf29ce484222325ULL
+#define HV__FNV_PRIME 0x100000001b3ULL
+static const char hv__ts_magic[8] = {'H', 'V', 'T', 'R', 'A', 'I', 'N', 0};
+
+static int hv__little_endian(void) {
+    const uint32_t one = 1;
+    unsigned char b;
+    memcpy(&b, &one, 1);
+    return b == 1;
+}
+static uint64_t hv__get_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+static void hv__put_le64(unsigned char *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void hv__swap4(unsigned char *p, size_t count) {
+    size_t i;
+    for (i = 0; i < count; i++, p += 4) {
+        unsigned char a = p[0], b = p[1];
+        p[0] = p[3];
+        p[1] = p[2];
+        p[2] = b;
+        p[3] = a;
+    }
+}
+
+/* hv64, the file checksum (see FILE FORMAT in the API): four FNV-1a-64 lanes over 32-byte blocks */
+typedef struct hv__cksum {
+    uint64_t lane[4], total;
+    unsigned char tail[32];
+    size_t ntail;
+} hv__cksum;
+static void hv__cksum_init(hv__cksum *h) {
+    int j;
+    for (j = 0; j < 4; j++) h->lane[j] = HV__FNV_BASIS ^ (uint64_t)j;
+    h->total = 0;
+    h->ntail = 0;
+}
+static void hv__cksum_block(hv__cksum *h, const unsigned char *b) {
+    h->lane[0] = (h->lane[0] ^ hv__get_le64(b)) * HV__FNV_PRIME;
+    h->lane[1] = (h->lane[1] ^ hv__get_le64(b + 8)) * HV__FNV_PRIME;
+    h->lane[2] = (h->lane[2] ^ hv__get_le64(b + 16)) * HV__FNV_PRIME;
+    h->lane[3] = (h->lane[3] ^ hv__get_le64(b + 24)) * HV__FNV_PRIME;
+}
+static void hv__cksum_update(hv__cksum *h, const void *data, size_t n) {
+    const unsigned char *p = (const unsigned char *)data;
+    h->total += n;
+    if (h->ntail) {
+        size_t take = 32 - h->ntail < n ? 32 - h->ntail : n;
+        memcpy(h->tail + h->ntail, p, take);
+        h->ntail += take;
+        p += take;
+        n -= take;
+        if (h->ntail < 32) return;
+        hv__cksum_block(h, h->tail);
+        h->ntail = 0;
+    }
+    for (; n >= 32; n -= 32, p += 32) hv__cksum_block(h, p);
+    memcpy(h->tail, p, n);
+    h->ntail = n;
+}
+static uint64_t hv__cksum_final(const hv__cksum *h) {
+    uint64_t l0 = h->lane[0], r;
+    size_t i;
+    int j;
+    for (i = 0; i < h->ntail; i++) l0 = (l0 ^ h->tail[i]) * HV__FNV_PRIME;
+    r = l0;
+    for (j = 1; j < 4; j++) r = (r ^ h->lane[j]) * HV__FNV_PRIME;
+    return (r ^ h->total) * HV__FNV_PRIME;
+}
+
+/* writer: every byte goes through the checksum; err sticks */
+typedef struct hv__tsw {
+    FILE *f;
+    hv__cksum h;
+    int err;
+} hv__tsw;
+static void hv__tsw_bytes(hv__tsw *w, const void *p, size_t n) {
+    if (w->err || !n) return;
+    hv__cksum_update(&w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n) w->err = errno ? errno : EIO;
+}
+static void hv__tsw_u32(hv__tsw *w, uint32_t v) {
+    unsigned char b[4];
+    int i;
+    for (i = 0; i < 4; i++) b[i] = (unsigned char)(v >> (8 * i));
+    hv__tsw_bytes(w, b, 4);
+}
+static void hv__tsw_u64(hv__tsw *w, uint64_t v) {
+    unsigned char b[8];
+    hv__put_le64(b, v);
+    hv__tsw_bytes(w, b, 8);
+}
+/* count 4-byte elements, little-endian in the file */
+static void hv__tsw_words(hv__tsw *w, const void *p, int64_t count) {
+    const unsigned char *src = (const unsigned char *)p;
+    if (hv__little_endian()) {
+        hv__tsw_bytes(w, src, (size_t)count * 4);
+        return;
+    }
+    while (count > 0 && !w->err) {
+        unsigned char buf[4096];
+        size_t k = count > 1024 ? 1024 : (size_t)count;
+        memcpy(buf, src, k * 4);
+        hv__swap4(buf, k);
+        hv__tsw_bytes(w, buf, k * 4);
+        src += k * 4;
+        count -= (int64_t)k;
+    }
+}
+
+/* reader: every byte but the final checksum goes through the hash */
+typedef struct hv__tsr {
+    FILE *f;
+    hv__cksum h;
+} hv__tsr;
+static int hv__tsr_bytes(hv__tsr *r, void *p, size_t n) {
+    if (!n) return 0;
+    if (fread(p, 1, n, r->f) != n) return -1;
+    hv__cksum_update(&r->h, p, n);
+    return 0;
+}
+static int hv__tsr_u32(hv__tsr *r, uint32_t *v) {
+    unsigned char b[4];
+    if (hv__tsr_bytes(r, b, 4)) return -1;
+    *v = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+    return 0;
+}
+static int hv__tsr_u64(hv__tsr *r, uint64_t *v) {
+    unsigned char b[8];
+    if (hv__tsr_bytes(r, b, 8)) return -1;
+    *v = hv__get_le64(b);
+    return 0;
+}
+/* count 4-byte elements into dst (host order), or skipped when dst is NULL */
+static int hv__tsr_words(hv__tsr *r, void *dst, int64_t count) {
+    unsigned char buf[16384];
+    if (dst) {
+        if (hv__tsr_bytes(r, dst, (size_t)count * 4)) return -1;
+        if (!hv__little_endian()) hv__swap4((unsigned char *)dst, (size_t)count);
+        return 0;
+    }
+    while (count > 0) {
+        size_t k = count > (int64_t)(sizeof buf / 4) ? sizeof buf / 4 : (size_t)count;
+        if (hv__tsr_bytes(r, buf, k * 4)) return -1;
+        count -= (int64_t)k;
+    }
+    return 0;
+}
+/* after a problem: reads the rest of the file and tells whether its checksum holds (1), or the
+   file is corrupt or truncated (0) */
+static int hv__tsr_rest_intact(hv__tsr *r) {
+    unsigned char buf[8 + 16384];
+    size_t have = 0, n;
+    while ((n = fread(buf + have, 1, sizeof buf - have, r->f)) > 0) {
+        have += n;
+        if (have > 8) {
+            hv__cksum_update(&r->h, buf, have - 8);
+            memmove(buf, buf + have - 8, 8);
+            have = 8;
+        }
+    }
+    return have == 8 && hv__get_le64(buf) == hv__cksum_final(&r->h);
+}
+
+/* checks the arguments shared by save and load; 0 or -1 (error set) */
+static int hv__ts_check_args(const char *op, const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt) {
+    int i, j;
+    if (!path || !*path) return hv__fail(op, "path is NULL or empty"), -1;
+    if (!ctx) return hv__fail(op, "%s: ctx is NULL", path), -1;
+    if (!params || params->count < 0 || (params->count > 0 && (!params->tensors || !params->names)))
+        return hv__fail(op, "%s: params is NULL or has no tensors/names arrays", path), -1;
+    for (i = 0; i < params->count; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const char *name = params->names[i];
+        if (!name || !*name || strlen(name) > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: parameter %d has no name or one longer than %u bytes", path, i, HV__TS_MAX_NAME), -1;
+        if (!t || (t->dtype != HV_F32 && t->dtype != HV_I32) || !t->data || !hv_is_contiguous(t))
+            return hv__fail(op, "%s: parameter '%s' must be a contiguous f32 or i32 tensor", path, name), -1;
+        if (t->ctx != ctx) return hv__fail(op, "%s: parameter '%s' belongs to another context", path, name), -1;
+        for (j = 0; j < i; j++)
+            if (!strcmp(params->names[j], name)) return hv__fail(op, "%s: parameter name '%s' appears twice", path, name), -1;
+    }
+    if (opt) {
+        if (opt->count != params->count) return hv__fail(op, "%s: the optimizer was made for a different parameter list", path), -1;
+        for (i = 0; i < params->count; i++)
+            if (opt->p[i].t != params->tensors[i])
+                return hv__fail(op, "%s: the optimizer was made for a different parameter list (entry %d, '%s')", path, i, params->names[i]),
+                       -1;
+    }
+    return 0;
+}
+
+static char *hv__tmp_path(const char *path) {
+    size_t n = strlen(path);
+    char *tmp = (char *)hv__malloc(n + 5);
+    if (tmp) {
+        memcpy(tmp, path, n);
+        memcpy(tmp + n, ".tmp", 5);
+    }
+    return tmp;
+}
+
+/* flushes a closed file's data to the disk (best effort where the platform has no fsync) */
+static int hv__fsync_path(const char *path, int is_dir) {
+#ifdef HV__POSIX_IO
+    int fd = open(path, is_dir ? O_RDONLY : O_WRONLY), rc;
+    if (fd < 0) return is_dir ? 0 : -1; /* some systems cannot open a folder: nothing more to do */
+    rc = fsync(fd);
+    close(fd);
+    return is_dir ? 0 : rc;
+#else
+    (void)path;
+    (void)is_dir;
+    return 0;
+#endif
+}
+
+HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt,
+                              const hv_train_info *info) {
+    static const char *op = "hv_train_state_save";
+    hv__tsw w;
+    char *tmp;
+    size_t meta_len = 0;
+    const char *why = NULL;
+    int i, s, e = 0;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    if (info) {
+        const char *nul = (const char *)memchr(info->meta, 0, HV_TRAIN_META_MAX);
+        if (!nul) return hv__fail(op, "%s: info->meta is not NUL-terminated within %d bytes", path, HV_TRAIN_META_MAX), -1;
+        meta_len = (size_t)(nul - info->meta);
+    }
+    tmp = hv__tmp_path(path);
+    if (!tmp) return hv__fail(op, "%s: out of memory", path), -1;
+    memset(&w, 0, sizeof w);
+    hv__cksum_init(&w.h);
+    errno = 0;
+    w.f = fopen(tmp, "wb");
+    if (!w.f) {
+        e = errno;
+        hv__fail(op, "%s: cannot create the temporary file %s: %s", path, tmp, e ? strerror(e) : "unknown error");
+        hv__free(tmp);
+        return -1;
+    }
+    hv__tsw_bytes(&w, hv__ts_magic, 8);
+    hv__tsw_u32(&w, HV__TS_VERSION);
+    hv__tsw_u32(&w, opt ? 1u : 0u);
+    hv__tsw_u64(&w, (uint64_t)(info ? info->step : 0));
+    for (i = 0; i < 4; i++) hv__tsw_u64(&w, ctx->rng[i]);
+    for (i = 0; i < HV_TRAIN_USER_INTS; i++) hv__tsw_u64(&w, (uint64_t)(info ? info->user[i] : 0));
+    hv__tsw_u32(&w, (uint32_t)meta_len);
+    if (meta_len) hv__tsw_bytes(&w, info->meta, meta_len);
+    hv__tsw_u32(&w, opt ? (uint32_t)opt->d.type : HV__TS_NO_OPTIM);
+    hv__tsw_u32(&w, (uint32_t)params->count);
+    for (i = 0; i < params->count && !w.err; i++) {
+        const hv_tensor *t = params->tensors[i];
+        const hv__opt_param *P = opt ? &opt->p[i] : NULL;
+        int nslots = (P && P->active) ? opt->nslots : 0;
+        int64_t n = hv_numel(t);
+        size_t len = strlen(params->names[i]);
+        hv__tsw_u32(&w, (uint32_t)len);
+        hv__tsw_bytes(&w, params->names[i], len);
+        hv__tsw_u32(&w, (uint32_t)t->dtype);
+        hv__tsw_u32(&w, (uint32_t)t->ndim);
+        for (s = 0; s < t->ndim; s++) hv__tsw_u64(&w, (uint64_t)t->shape[s]);
+        hv__tsw_u64(&w, (uint64_t)((P && P->active) ? P->steps : -1));
+        hv__tsw_u32(&w, (uint32_t)nslots);
+        hv__tsw_words(&w, t->data, n);
+        for (s = 0; s < nslots; s++) hv__tsw_words(&w, P->state[s]->data, n);
+    }
+    if (!w.err) {
+        unsigned char b[8];
+        hv__put_le64(b, hv__cksum_final(&w.h));
+        if (fwrite(b, 1, 8, w.f) != 8) w.err = errno ? errno : EIO;
+    }
+    if (!w.err && fflush(w.f) != 0) w.err = errno ? errno : EIO;
+#ifdef _WIN32
+    if (!w.err && _commit(_fileno(w.f)) != 0) w.err = errno ? errno : EIO;
+#endif
+    if (w.err) why = "writing";
+    if (fclose(w.f) != 0 && !why) {
+        w.err = errno ? errno : EIO;
+        why = "closing";
+    }
+    if (!why && hv__fsync_path(tmp, 0) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "syncing";
+    }
+#ifdef _WIN32
+    if (!why) remove(path); /* Windows' rename does not replace: not atomic there */
+#endif
+    if (!why && rename(tmp, path) != 0) {
+        w.err = errno ? errno : EIO;
+        why = "renaming it over the target";
+    }
+    if (why) {
+        remove(tmp);
+        hv__fail(op, "%s: failed %s the temporary file %s: %s (the previous %s, if any, is unchanged)", path, why, tmp,
+                 strerror(w.err), path);
+        hv__free(tmp);
+        return -1;
+    }
+    hv__free(tmp);
+    {   /* make the rename itself durable: fsync the folder */
+        char dir[1024];
+        const char *slash = strrchr(path, '/');
+        size_t n = slash ? (size_t)(slash - path) : 0;
+        if (!slash) memcpy(dir, ".", 2);
+        else if (n == 0) memcpy(dir, "/", 2);
+        else if (n < sizeof dir) {
+            memcpy(dir, path, n);
+            dir[n] = 0;
+        } else dir[0] = 0;
+        if (dir[0]) hv__fsync_path(dir, 1);
+    }
+    return 0;
+}
+
+/* One pass over a state file. apply 0: validate only (nothing changes); apply 1: copy the data
+   into params and the optimizer. The header fields are returned for the caller to apply last.
+   0, or -1 with the error set (message prefixed by the path), -2 when it is not a state file. */
+typedef struct hv__ts_header {
+    uint32_t flags, optim;
+    int64_t step, user[HV_TRAIN_USER_INTS];
+    uint64_t rng[4];
+    char meta[HV_TRAIN_META_MAX];
+} hv__ts_header;
+
+static int hv__ts_pass(hv__tsr *r, const char *path, const hv_param_list *params, hv_optim *opt, hv__ts_header *hd, unsigned char *seen,
+                       int apply) {
+    static const char *op = "hv_train_state_load";
+    unsigned char magic[8], sum[8];
+    uint32_t version, len, count, u, i, nd, nslots;
+    uint64_t v;
+    char name[HV__TS_MAX_NAME + 1], where[HV__TS_MAX_NAME + 32];
+    int j, idx;
+    memcpy(where, "the header", 11);
+    memset(seen, 0, (size_t)(params->count ? params->count : 1));
+    if (hv__tsr_bytes(r, magic, 8) || memcmp(magic, hv__ts_magic, 8))
+        return hv__fail(op, "%s: not a humanvit train state file (no \"HVTRAIN\" magic)", path), -2;
+    if (hv__tsr_u32(r, &version)) goto truncated;
+    if (version != HV__TS_VERSION)
+        return hv__fail(op, "%s: format version %u; this library reads version %u", path, version, HV__TS_VERSION), -1;
+    if (hv__tsr_u32(r, &hd->flags) || hv__tsr_u64(r, &v)) goto truncated;
+    hd->step = (int64_t)v;
+    if (hd->flags & ~1u) return hv__fail(op, "%s: unknown flags 0x%x in the header", path, hd->flags), -1;
+    for (j = 0; j < 4; j++)
+        if (hv__tsr_u64(r, &hd->rng[j])) goto truncated;
+    for (j = 0; j < HV_TRAIN_USER_INTS; j++) {
+        if (hv__tsr_u64(r, &v)) goto truncated;
+        hd->user[j] = (int64_t)v;
+    }
+    if (hv__tsr_u32(r, &len)) goto truncated;
+    if (len >= HV_TRAIN_META_MAX) return hv__fail(op, "%s: metadata length %u is not below %d", path, len, HV_TRAIN_META_MAX), -1;
+    if (hv__tsr_bytes(r, hd->meta, len)) goto truncated;
+    hd->meta[len] = 0;
+    if (hv__tsr_u32(r, &hd->optim) || hv__tsr_u32(r, &count)) goto truncated;
+    if (hd->flags & 1u) {
+        if (hd->optim > (uint32_t)HV_OPTIM_LARS) return hv__fail(op, "%s: unknown optimizer type %u", path, hd->optim), -1;
+        if (opt && hd->optim != (uint32_t)opt->d.type)
+            return hv__fail(op, "%s: the file holds %s state but the optimizer is %s", path, hv__optim_name((int)hd->optim),
+                            hv__optim_name((int)opt->d.type)), -1;
+    } else {
+        if (hd->optim != HV__TS_NO_OPTIM) return hv__fail(op, "%s: optimizer type %u without the optimizer flag", path, hd->optim), -1;
+        if (opt) return hv__fail(op, "%s: the file has no optimizer state (saved without an optimizer)", path), -1;
+    }
+    if (count != (uint32_t)params->count)
+        return hv__fail(op, "%s: the file has %u tensors, params has %d", path, count, params->count), -1;
+    for (i = 0; i < count; i++) {
+        hv_tensor *t;
+        hv__opt_param *P = NULL;
+        int64_t dims[HV_MAX_DIMS], n = 1, steps;
+        uint32_t dtype;
+        int expect_slots;
+        snprintf(where, sizeof where, "tensor record %u", i);
+        if (hv__tsr_u32(r, &len)) goto truncated;
+        if (len < 1 || len > HV__TS_MAX_NAME)
+            return hv__fail(op, "%s: tensor record %u: name length %u is outside 1..%u", path, i, len, HV__TS_MAX_NAME), -1;
+        if (hv__tsr_bytes(r, name, len)) goto truncated;
+        name[len] = 0;
+        if (strlen(name) != len) return hv__fail(op, "%s: tensor record %u: the name holds a NUL byte", path, i), -1;
+        snprintf(where, sizeof where, "tensor '%s'", name);
+        for (idx = 0; idx < params->count && strcmp(params->names[idx], name); idx++) {
+        }
+        if (idx == params->count) return hv__fail(op, "%s: tensor '%s' is in the file but not in params", path, name), -1;
+        if (seen[idx]) return hv__fail(op, "%s: tensor '%s' appears twice", path, name), -1;
+        seen[idx] = 1;
+        t = params->tensors[idx];
+        if (hv__tsr_u32(r, &dtype) || hv__tsr_u32(r, &nd)) goto truncated;
+        if (dtype != (uint32_t)t->dtype)
+            return hv__fail(op, "%s: tensor '%s' has dtype %u in the file, %d in params", path, name, dtype, (int)t->dtype), -1;
+        if (nd > HV_MAX_DIMS) return hv__fail(op, "%s: tensor '%s' has %u dims (at most %d)", path, name, nd, HV_MAX_DIMS), -1;
+        for (u = 0; u < nd; u++) {
+            if (hv__tsr_u64(r, &v)) goto truncated;
+            dims[u] = (int64_t)v;
+        }
+        if ((int)nd != t->ndim || memcmp(dims, t->shape, sizeof(int64_t) * nd)) {
+            char fs[96];
+            int k = 0;
+            k += snprintf(fs + k, sizeof fs - (size_t)k, "(");
+            for (u = 0; u < nd && k < 80; u++) k += snprintf(fs + k, sizeof fs - (size_t)k, u ? ", %lld" : "%lld", (long long)dims[u]);
+            snprintf(fs + k, sizeof fs - (size_t)k, ")");
+            return hv__fail(op, "%s: tensor '%s' has shape %s in the file, %s in params", path, name, fs, hv__shape_str(t)), -1;
+        }
+        n = hv_numel(t);
+        if (hv__tsr_u64(r, &v) || hv__tsr_u32(r, &nslots)) goto truncated;
+        steps = (int64_t)v;
+        if (steps < -1 || nslots > 2 || (steps < 0 && nslots) || (!(hd->flags & 1u) && (steps != -1 || nslots)))
+            return hv__fail(op, "%s: tensor '%s': bad optimizer fields (steps %lld, %u state tensors)", path, name, (long long)steps, nslots),
+                   -1;
+        if (opt) {
+            P = &opt->p[idx];
+            expect_slots = P->active ? opt->nslots : 0;
+            if ((steps >= 0) != (P->active != 0))
+                return hv__fail(op, "%s: tensor '%s' is %s in the file but %s by the optimizer (trainable flags differ)", path, name,
+                                steps >= 0 ? "optimized" : "not optimized", P->active ? "optimized" : "not optimized"), -1;
+            if ((int)nslots != expect_slots)
+                return hv__fail(op, "%s: tensor '%s' has %u optimizer state tensors in the file, the %s optimizer keeps %d", path, name,
+                                nslots, hv__optim_name(opt->d.type), expect_slots), -1;
+        }
+        if (hv__tsr_words(r, apply ? t->data : NULL, n)) goto truncated;
+        for (u = 0; u < nslots; u++)
+            if (hv__tsr_words(r, (apply && P) ? P->state[u]->data : NULL, n)) goto truncated;
+        if (apply && P && P->active) P->steps = steps;
+    }
+    /* the checksum, then the end of the file */
+    memcpy(where, "the checksum", 13);
+    if (fread(sum, 1, 8, r->f) != 8) goto truncated;
+    if (hv__get_le64(sum) != hv__cksum_final(&r->h))
+        return hv__fail(op, "%s: checksum mismatch: the file is corrupt", path), -1;
+    if (fgetc(r->f) != EOF) return hv__fail(op, "%s: stray bytes after the checksum", path), -1;
+    return 0;
+truncated:
+    return hv__fail(op, "%s: the file is truncated (it ends inside %s)", path, where), -1;
+}
+
+/* an error message without its "op: path: " prefix */
+static const char *hv__ts_reason(const char *msg, const char *op, const char *path) {
+    size_t a = strlen(op), b = strlen(path);
+    if (!strncmp(msg, op, a) && !strncmp(msg + a, ": ", 2) && !strncmp(msg + a + 2, path, b) && !strncmp(msg + a + 2 + b, ": ", 2))
+        return msg + a + b + 4;
+    return msg;
+}
+
+HVDEF int hv_train_state_load(const char *path, hv_ctx *ctx, const hv_param_list *params, hv_optim *opt, hv_train_info *info) {
+    static const char *op = "hv_train_state_load";
+    hv__tsr r;
+    hv__ts_header *hd;
+    unsigned char *seen;
+    int rc = -1, i;
+    if (hv__ts_check_args(op, path, ctx, params, opt)) return -1;
+    hd = (hv__ts_header *)hv__malloc(sizeof *hd);
+    seen = (unsigned char *)hv__malloc((size_t)(params->count ? params->count : 1));
+    if (!hd || !seen) {
+        hv__free(hd);
+        hv__free(seen);
+        return hv__fail(op, "%s: out of memory", path), -1;
+    }
+    memset(hd, 0, sizeof *hd);
+    errno = 0;
+    r.f = fopen(path, "rb");
+    if (!r.f) {
+        int e = errno;
+        hv__fail(op, "%s: cannot open: %s", path, e ? strerror(e) : "unknown error");
+        goto done;
+    }
+    /* pass 1 validates everything; nothing is modified unless it succeeds */
+    hv__cksum_init(&r.h);
+    if ((i = hv__ts_pass(&r, path, params, opt, hd, seen, 0)) != 0) {
+        /* a structural complaint about a file whose checksum fails is corruption, not a mismatch */
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        if (i == -1 && !hv__tsr_rest_intact(&r) && !strstr(first, "checksum"))
+            hv__fail(op, "%s: the file is corrupt or truncated (checksum mismatch); reading it gave: %s", path,
+                     hv__ts_reason(first, op, path));
+        goto done;
+    }
+    for (i = 0; i < params->count; i++)
+        if (!seen[i]) { /* unreachable with count == params->count and unique names; kept as a guard */
+            hv__fail(op, "%s: parameter '%s' is missing from the file", path, params->names[i]);
+            goto done;
+        }
+    /* pass 2 copies */
+    if (fseek(r.f, 0, SEEK_SET) != 0) {
+        hv__fail(op, "%s: cannot seek back to the start", path);
+        goto done;
+    }
+    hv__cksum_init(&r.h);
+    if (hv__ts_pass(&r, path, params, opt, hd, seen, 1)) {
+        char first[sizeof hv__err];
+        memcpy(first, hv__err, sizeof first);
+        hv__fail(op, "%s: the file changed while it was loaded; the parameters are now partly overwritten (%s)", path,
+                 hv__ts_reason(first, op, path));
+        goto done;
+    }
+    hv_rng_set_state(ctx, hd->rng);
+    if (info) {
+        info->step = hd->step;
+        memcpy(info->user, hd->user, sizeof info->user);
+        memcpy(info->meta, hd->meta, sizeof info->meta);
+    }
+    rc = 0;
+done:
+    if (r.f) fclose(r.f);
+    hv__free(hd);
+    hv__free(seen);
+    return rc;
+}
+
+/* HV-SECTION train END */
+
+/* ==== 11. IMAGES: decoding, resizing, .npy ==================================================== */
 /* HV-SECTION images BEGIN */
+#include <errno.h>
+
+/* Everything below reads untrusted bytes. The rules: every index is checked against the buffer
+   before use, sizes are computed in 64 bits after the dimensions passed the limits, nothing is
+   allocated from a header's word before the file proves it holds enough data, and each error
+   names the file (the path, or "<memory>") and what was wrong with it. */
+
+typedef struct hv__imgsrc {
+    const char *op;   /* the public call, for the error prefix */
+    const char *name; /* the path or "<memory>" */
+} hv__imgsrc;
+
+static int hv__img_err(const hv__imgsrc *s, const char *fmt, ...) {
+    char msg[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    hv__fail(s->op, "%s: %s", s->name, msg);
+    return -1;
+}
+
+static uint32_t hv__be32(const uint8_t *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+static unsigned hv__be16(const uint8_t *p) { return ((unsigned)p[0] << 8) | (unsigned)p[1]; }
+static int hv__host_is_le(void) {
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
+static void hv__bswap_inplace(uint8_t *p, size_t count, int width) {
+    size_t i;
+    int j;
+    for (i = 0; i < count; i++, p += width)
+        for (j = 0; j < width / 2; j++) {
+            uint8_t t = p[j];
+            p[j] = p[width - 1 - j];
+            p[width - 1 - j] = t;
+        }
+}
+
+#define HV__MAX_FILE_BYTES ((size_t)1 << 31) /* images and .npy headers read whole: 2 GiB at most */
+
+/* the whole file into a new buffer; errors name the path and the system's reason */
+static int hv__read_file(const char *op, const char *path, uint8_t **data, size_t *len) {
+    FILE *f;
+    long size;
+    uint8_t *buf;
+    size_t got;
+    *data = NULL;
+    *len = 0;
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    f = fopen(path, "rb");
+    if (!f) return hv__fail(op, "cannot open '%s': %s", path, strerror(errno)), -1;
+    if (fgetc(f) == EOF && ferror(f)) { /* a directory opens, but does not read */
+        int e = errno;
+        fclose(f);
+        return hv__fail(op, "cannot read '%s': %s", path, strerror(e)), -1;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return hv__fail(op, "cannot read '%s': it is not a regular file", path), -1;
+    }
+    if ((unsigned long)size > HV__MAX_FILE_BYTES) {
+        fclose(f);
+        return hv__fail(op, "'%s' is %ld bytes, more than the %zu this reader accepts", path, size, HV__MAX_FILE_BYTES), -1;
+    }
+    buf = (uint8_t *)hv__malloc((size_t)size);
+    if (!buf) {
+        fclose(f);
+        return hv__fail(op, "out of memory reading '%s' (%ld bytes)", path, size), -1;
+    }
+    got = fread(buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        hv__free(buf);
+        return hv__fail(op, "cannot read '%s': read %zu of %ld bytes", path, got, size), -1;
+    }
+    *data = buf;
+    *len = got;
+    return 0;
+}
+
+/* Writes parts[0..n) to path + ".hvtmp", then renames it over path: readers never see a
+   half-written file, and an old file survives a failed write. */
+static int hv__write_atomic(const char *op, const char *path, const void *const *parts, const size_t *sizes, int n) {
+    size_t plen;
+    char *tmp;
+    FILE *f;
+    int i, ok = 1;
+    if (!path) return hv__fail(op, "path is NULL"), -1;
+    plen = strlen(path);
+    tmp = (char *)hv__malloc(plen + 8);
+    if (!tmp) return hv__fail(op, "out of memory"), -1;
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".hvtmp", 7);
+    f = fopen(tmp, "wb");
+    if (!f) {
+        hv__fail(op, "cannot create '%s': %s", tmp, strerror(errno));
+        hv__free(tmp);
+        return -1;
+    }
+    for (i = 0; i < n && ok; i++)
+        if (sizes[i] && fwrite(parts[i], 1, sizes[i], f) != sizes[i]) ok = 0;
+    if (fclose(f) != 0) ok = 0;
+    if (!ok) {
+        hv__fail(op, "cannot write '%s': %s", tmp, strerror(errno));
+        remove(tmp);
+        hv__free(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+#ifdef _WIN32
+        remove(path); /* Windows' rename does not replace an existing file */
+        if (rename(tmp, path) == 0) {
+            hv__free(tmp);
+            return 0;
+        }
+#endif
+        hv__fail(op, "cannot rename '%s' to '%s': %s", tmp, path, strerror(errno));
+        remove(tmp);
+        hv__free(tmp);
+        return -1;
+    }
+    hv__free(tmp);
+    return 0;
+}
+
+/* ---- hv_image basics ------------------------------------------------------------------------ */
+
+static int hv__img_check_size(const hv__imgsrc *s, int64_t w, int64_t h) {
+    if (w < 1 || h < 1) return hv__img_err(s, "image size %lldx%lld is empty", (long long)w, (long long)h);
+    if (w > HV_IMAGE_MAX_SIDE || h > HV_IMAGE_MAX_SIDE || w * h > (int64_t)HV_IMAGE_MAX_PIXELS)
+        return hv__img_err(s, "image size %lldx%lld is over the limit (%d per side, %lld pixels; define HV_IMAGE_MAX_SIDE / "
+                              "HV_IMAGE_MAX_PIXELS before including humanvit.h to change it)",
+                           (long long)w, (long long)h, (int)HV_IMAGE_MAX_SIDE, (long long)HV_IMAGE_MAX_PIXELS);
+    return 0;
+}
+
+static int hv__img_make(const hv__imgsrc *s, hv_image *img, int w, int h, int c) {
+    size_t n = (size_t)w * (size_t)h * (size_t)c;
+    img->pixels = (uint8_t *)hv__malloc(n);
+    if (!img->pixels) return hv__img_err(s, "out of memory for a %dx%dx%d image", w, h, c);
+    img->width = w;
+    img->height = h;
+    img->channels = c;
+    return 0;
+}
+
+HVDEF void hv_image_free(hv_image *img) {
+    if (!img) return;
+    hv__free(img->pixels);
+    memset(img, 0, sizeof *img);
+}
+
+HVDEF int hv_image_alloc(hv_image *out, int width, int height, int channels) {
+    hv__imgsrc s;
+    s.op = "hv_image_alloc";
+    s.name = "image";
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (channels < 1 || channels > 4) return hv__fail(s.op, "channels must be 1..4, got %d", channels), -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    if (hv__img_make(&s, out, width, height, channels) != 0) return -1;
+    memset(out->pixels, 0, (size_t)width * (size_t)height * (size_t)channels);
+    return 0;
+}
+
+/* a user's image: non-NULL, sane sizes, pixels present */
+static int hv__img_check_arg(const char *op, const char *role, const hv_image *img) {
+    if (!img) return hv__fail(op, "%s is NULL", role), -1;
+    if (!img->pixels || img->width < 1 || img->height < 1 || img->channels < 1 || img->channels > 4)
+        return hv__fail(op, "%s is not a valid image (%dx%d, %d channels, pixels %s)", role, img->width, img->height, img->channels,
+                        img->pixels ? "set" : "NULL"),
+               -1;
+    return 0;
+}
+
+/* ---- PPM / PGM / PBM (netpbm P1..P6) --------------------------------------------------------- */
+
+typedef struct hv__pnm {
+    const uint8_t *p;
+    size_t len, pos;
+} hv__pnm;
+
+static int hv__pnm_space(int ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f'; }
+
+/* skips whitespace and '#' comments (which run to the end of the line) */
+static void hv__pnm_skip(hv__pnm *r) {
+    while (r->pos < r->len) {
+        int ch = r->p[r->pos];
+        if (ch == '#') {
+            while (r->pos < r->len && r->p[r->pos] != '\n' && r->p[r->pos] != '\r') r->pos++;
+        } else if (hv__pnm_space(ch)) {
+            r->pos++;
+        } else {
+            break;
+        }
+    }
+}
+
+/* a decimal number; -1: none there (end of data or another character), -2: too large */
+static long hv__pnm_uint(hv__pnm *r) {
+    long v = 0;
+    size_t start;
+    hv__pnm_skip(r);
+    start = r->pos;
+    while (r->pos < r->len && r->p[r->pos] >= '0' && r->p[r->pos] <= '9') {
+        v = v * 10 + (r->p[r->pos++] - '0');
+        if (v > 1000000000L) return -2;
+    }
+    return r->pos == start ? -1 : v;
+}
+
+/* maxval 255 is kept; any other is scaled to 0..255 with rounding, as Pillow does */
+static uint8_t hv__pnm_scale(unsigned v, unsigned maxval) {
+    if (maxval == 255) return (uint8_t)v;
+    return (uint8_t)((v * 510u + maxval) / (2u * maxval));
+}
+
+static int hv__pnm_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    hv__pnm r;
+    int kind = p[1] - '0', ch, binary;
+    long w, h, maxval = 1;
+    size_t npix, nsamp, i, need;
+    r.p = p;
+    r.len = len;
+    r.pos = 2;
+    w = hv__pnm_uint(&r);
+    h = w >= 0 ? hv__pnm_uint(&r) : -1;
+    if (kind != 1 && kind != 4 && h >= 0) maxval = hv__pnm_uint(&r);
+    if (w == -2 || h == -2) return hv__img_err(s, "P%d header: width or height is absurdly large", kind);
+    if (w < 0 || h < 0 || maxval < 0) {
+        if (r.pos >= len) return hv__img_err(s, "P%d header is truncated", kind);
+        return hv__img_err(s, "P%d header: expected a number at byte %zu", kind, r.pos);
+    }
+    if (maxval < 1 || maxval > 65535) return hv__img_err(s, "P%d maxval %ld is outside 1..65535", kind, maxval);
+    if (hv__img_check_size(s, w, h) != 0) return -1;
+    ch = (kind == 3 || kind == 6) ? 3 : 1;
+    binary = kind >= 4;
+    npix = (size_t)w * (size_t)h;
+    nsamp = npix * (size_t)ch;
+    if (binary) {
+        /* exactly one whitespace byte ends the header */
+        if (r.pos >= len) return hv__img_err(s, "P%d file ends after its header (no pixel data)", kind);
+        if (!hv__pnm_space(r.p[r.pos])) return hv__img_err(s, "P%d header: no whitespace after the last number", kind);
+        r.pos++;
+        need = kind == 4 ? (size_t)((w + 7) / 8) * (size_t)h : nsamp * (maxval > 255 ? 2u : 1u);
+    } else {
+        need = kind == 1 ? npix : nsamp * 2 - 1; /* ASCII: at least a digit and a separator each */
+    }
+    if (len - r.pos < need)
+        return hv__img_err(s, "truncated: %ldx%ld P%d pixel data needs %s%zu bytes, the file has %zu", w, h, kind, binary ? "" : "at least ",
+                           need, len - r.pos);
+    if (hv__img_make(s, out, (int)w, (int)h, ch) != 0) return -1;
+    if (kind == 4) {
+        size_t rowbytes = (size_t)((w + 7) / 8), y, x;
+        for (y = 0; y < (size_t)h; y++)
+            for (x = 0; x < (size_t)w; x++)
+                out->pixels[y * (size_t)w + x] = (r.p[r.pos + y * rowbytes + x / 8] >> (7 - x % 8)) & 1 ? 0 : 255;
+    } else if (binary) {
+        const uint8_t *d = r.p + r.pos;
+        for (i = 0; i < nsamp; i++) {
+            unsigned v = maxval > 255 ? hv__be16(d + 2 * i) : d[i];
+            if (v > (unsigned)maxval) v = (unsigned)maxval;
+            out->pixels[i] = hv__pnm_scale(v, (unsigned)maxval);
+        }
+    } else if (kind == 1) {
+        for (i = 0; i < npix; i++) {
+            hv__pnm_skip(&r);
+            if (r.pos >= len) goto truncated;
+            if (r.p[r.pos] != '0' && r.p[r.pos] != '1') goto bad;
+            out->pixels[i] = r.p[r.pos++] == '1' ? 0 : 255;
+        }
+    } else {
+        for (i = 0; i < nsamp; i++) {
+            long v = hv__pnm_uint(&r);
+            if (v == -1 && r.pos >= len) goto truncated;
+            if (v < 0) goto bad;
+            if (v > maxval) {
+                hv_image_free(out);
+                return hv__img_err(s, "P%d sample %zu is %ld, above maxval %ld", kind, i, v, maxval);
+            }
+            out->pixels[i] = hv__pnm_scale((unsigned)v, (unsigned)maxval);
+        }
+    }
+    return 0;
+truncated:
+    hv_image_free(out);
+    return hv__img_err(s, "truncated: P%d pixel data ends early", kind);
+bad:
+    hv_image_free(out);
+    return hv__img_err(s, "P%d pixel data: unexpected character at byte %zu", kind, r.pos);
+}
+
+HVDEF int hv_image_save_ppm(const char *path, const hv_image *img) {
+    char hdr[64];
+    const void *parts[2];
+    size_t sizes[2];
+    if (hv__img_check_arg("hv_image_save_ppm", "image", img) != 0) return -1;
+    if (img->channels != 1 && img->channels != 3)
+        return hv__fail("hv_image_save_ppm", "%s: PGM/PPM hold 1 or 3 channels, the image has %d", path ? path : "(null)", img->channels), -1;
+    sizes[0] = (size_t)snprintf(hdr, sizeof hdr, "P%c\n%d %d\n255\n", img->channels == 1 ? '5' : '6', img->width, img->height);
+    parts[0] = hdr;
+    parts[1] = img->pixels;
+    sizes[1] = (size_t)img->width * (size_t)img->height * (size_t)img->channels;
+    return hv__write_atomic("hv_image_save_ppm", path, parts, sizes, 2);
+}
+
+/* ---- zlib inflate (RFC 1950/1951): stored, fixed and dynamic Huffman blocks ------------------- */
+
+/* A canonical Huffman code: codes of up to 9 bits resolve in one lookup of `fast` (entry =
+   length << 9 | symbol, 0 = longer code); longer ones walk count/symbol as zlib's puff does. */
+typedef struct hv__zhuff {
+    uint16_t fast[512];
+    uint16_t count[16];
+    uint16_t symbol[288];
+} hv__zhuff;
+
+typedef struct hv__inflater {
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    uint64_t bits; /* LSB first */
+    int nbits;
+    int padbits;   /* zero bits fed after the input ran out; consuming any of them = truncated */
+    uint8_t *out;
+    size_t out_len, out_pos;
+} hv__inflater;
+
+static void hv__z_refill(hv__inflater *z) {
+    while (z->nbits <= 56) {
+        uint64_t b = 0;
+        if (z->in_pos < z->in_len)
+            b = z->in[z->in_pos++];
+        else
+            z->padbits += 8;
+        z->bits |= b << z->nbits;
+        z->nbits += 8;
+    }
+}
+static unsigned hv__z_bits(hv__inflater *z, int n) {
+    unsigned v;
+    if (n == 0) return 0;
+    if (z->nbits < n) hv__z_refill(z);
+    v = (unsigned)(z->bits & ((1u << n) - 1));
+    z->bits >>= n;
+    z->nbits -= n;
+    return v;
+}
+static int hv__z_overrun(const hv__inflater *z) { return z->nbits < z->padbits; }
+
+static int hv__zhuff_build(hv__zhuff *h, const uint8_t *lens, int n) {
+    int offs[16], len, sym, left = 1, code = 0, k = 0, i, j;
+    memset(h->count, 0, sizeof h->count);
+    memset(h->fast, 0, sizeof h->fast);
+    for (sym = 0; sym < n; sym++) h->count[lens[sym]]++;
+    h->count[0] = 0;
+    for (len = 1; len < 16; len++) {
+        left = left * 2 - h->count[len];
+        if (left < 0) return -1; /* over-subscribed; incomplete codes are fine (unused codes fail) */
+    }
+    offs[1] = 0;
+    for (len = 1; len < 15; len++) offs[len + 1] = offs[len] + h->count[len];
+    for (sym = 0; sym < n; sym++)
+        if (lens[sym]) h->symbol[offs[lens[sym]]++] = (uint16_t)sym;
+    for (len = 1; len <= 15; len++) {
+        for (i = 0; i < h->count[len]; i++, k++, code++) {
+            if (len <= 9) {
+                int rev = 0, c = code;
+                for (j = 0; j < len; j++, c >>= 1) rev = (rev << 1) | (c & 1);
+                for (j = rev; j < 512; j += 1 << len) h->fast[j] = (uint16_t)((len << 9) | h->symbol[k]);
+            }
+        }
+        code <<= 1;
+    }
+    return 0;
+}
+
+/* the next symbol, or -1 for a code that is not in the table */
+static int hv__zhuff_decode(hv__inflater *z, const hv__zhuff *h) {
+    int e, len, code = 0, first = 0, index = 0, count;
+    if (z->nbits < 16) hv__z_refill(z);
+    e = h->fast[z->bits & 511];
+    if (e) {
+        z->bits >>= e >> 9;
+        z->nbits -= e >> 9;
+        return e & 511;
+    }
+    for (len = 1; len <= 15; len++) {
+        code |= (int)(z->bits & 1);
+        z->bits >>= 1;
+        z->nbits--;
+        count = h->count[len];
+        if (code - count < first) return h->symbol[index + (code - first)];
+        index += count;
+        first = (first + count) << 1;
+        code <<= 1;
+    }
+    return -1;
+}
+
+static const uint16_t hv__z_lbase[29] = {3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227, 258};
+static const uint8_t hv__z_lextra[29] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0};
+static const uint16_t hv__z_dbase[30] = {1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577};
+static const uint8_t hv__z_dextra[30] = {0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13};
+
+/* Inflates a zlib stream into exactly out_len bytes (the size the PNG header implies). Too
+   little or too much data, a bad code, a distance before the start, a wrong Adler-32: errors. */
+static int hv__inflate(const hv__imgsrc *s, const uint8_t *in, size_t in_len, uint8_t *out, size_t out_len) {
+    hv__inflater z;
+    hv__zhuff *lit, *dist;
+    int final = 0, rc = -1;
+    uint32_t a1 = 1, a2 = 0, want;
+    size_t i;
+    if (in_len < 2) return hv__img_err(s, "truncated zlib stream");
+    if ((in[0] & 15) != 8 || (in[0] >> 4) > 7 || ((unsigned)in[0] * 256 + in[1]) % 31 != 0)
+        return hv__img_err(s, "bad zlib header (%02x %02x)", in[0], in[1]);
+    if (in[1] & 32) return hv__img_err(s, "zlib stream asks for a preset dictionary (not allowed in PNG)");
+    lit = (hv__zhuff *)hv__malloc(2 * sizeof(hv__zhuff));
+    if (!lit) return hv__img_err(s, "out of memory");
+    dist = lit + 1;
+    memset(&z, 0, sizeof z);
+    z.in = in + 2;
+    z.in_len = in_len - 2;
+    z.out = out;
+    z.out_len = out_len;
+    while (!final) {
+        unsigned type;
+        final = (int)hv__z_bits(&z, 1);
+        type = hv__z_bits(&z, 2);
+        if (hv__z_overrun(&z)) goto truncated;
+        if (type == 0) { /* stored */
+            unsigned n, nn;
+            hv__z_bits(&z, z.nbits & 7);
+            n = hv__z_bits(&z, 16);
+            nn = hv__z_bits(&z, 16);
+            if (hv__z_overrun(&z)) goto truncated;
+            if ((n ^ 0xFFFFu) != nn) {
+                hv__img_err(s, "corrupt deflate data: stored block length check fails");
+                goto done;
+            }
+            if (n > z.out_len - z.out_pos) goto too_much;
+            while (n && z.nbits >= 8) { /* whole bytes still in the bit buffer, then the input */
+                z.out[z.out_pos++] = (uint8_t)hv__z_bits(&z, 8);
+                n--;
+            }
+            if (hv__z_overrun(&z)) goto truncated;
+            if (n > z.in_len - z.in_pos) goto truncated;
+            memcpy(z.out + z.out_pos, z.in + z.in_pos, n);
+            z.out_pos += n;
+            z.in_pos += n;
+            continue;
+        } else if (type == 1) { /* fixed codes */
+            uint8_t lens[320];
+            for (i = 0; i < 144; i++) lens[i] = 8;
+            for (; i < 256; i++) lens[i] = 9;
+            for (; i < 280; i++) lens[i] = 7;
+            for (; i < 288; i++) lens[i] = 8;
+            for (; i < 318; i++) lens[i] = 5;
+            hv__zhuff_build(lit, lens, 288);
+            hv__zhuff_build(dist, lens + 288, 30);
+        } else if (type == 2) { /* dynamic codes */
+            static const uint8_t order[19] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+            uint8_t lens[320];
+            unsigned hlit = hv__z_bits(&z, 5) + 257, hdist = hv__z_bits(&z, 5) + 1, hclen = hv__z_bits(&z, 4) + 4, n = 0;
+            if (hlit > 286 || hdist > 30) {
+                hv__img_err(s, "corrupt deflate data: %u literal/length or %u distance codes", hlit, hdist);
+                goto done;
+            }
+            memset(lens, 0, sizeof lens);
+            for (i = 0; i < hclen; i++) lens[order[i]] = (uint8_t)hv__z_bits(&z, 3);
+            if (hv__z_overrun(&z)) goto truncated;
+            if (hv__zhuff_build(lit, lens, 19) != 0) goto bad_code;
+            while (n < hlit + hdist) {
+                int sym = hv__zhuff_decode(&z, lit);
+                unsigned rep, val;
+                if (sym < 0) goto bad_code;
+                if (sym < 16) {
+                    lens[n++] = (uint8_t)sym;
+                    continue;
+                }
+                if (sym == 16) {
+                    if (n == 0) goto bad_code;
+                    val = lens[n - 1];
+                    rep = 3 + hv__z_bits(&z, 2);
+                } else if (sym == 17) {
+                    val = 0;
+                    rep = 3 + hv__z_bits(&z, 3);
+                } else {
+                    val = 0;
+                    rep = 11 + hv__z_bits(&z, 7);
+                }
+                if (n + rep > hlit + hdist) goto bad_code;
+                while (rep--) lens[n++] = (uint8_t)val;
+            }
+            if (hv__z_overrun(&z)) goto truncated;
+            if (lens[256] == 0) goto bad_code; /* no end-of-block code */
+            if (hv__zhuff_build(lit, lens, (int)hlit) != 0 || hv__zhuff_build(dist, lens + hlit, (int)hdist) != 0) goto bad_code;
+        } else {
+            hv__img_err(s, "corrupt deflate data: block type 3");
+            goto done;
+        }
+        for (;;) { /* the block's symbols */
+            int sym = hv__zhuff_decode(&z, lit);
+            if (sym < 0) goto bad_code;
+            if (hv__z_overrun(&z)) goto truncated;
+            if (sym < 256) {
+                if (z.out_pos >= z.out_len) goto too_much;
+                z.out[z.out_pos++] = (uint8_t)sym;
+            } else if (sym == 256) {
+                break;
+            } else {
+                unsigned len, d;
+                int ds;
+                sym -= 257;
+                if (sym >= 29) goto bad_code;
+                len = hv__z_lbase[sym] + hv__z_bits(&z, hv__z_lextra[sym]);
+                ds = hv__zhuff_decode(&z, dist);
+                if (ds < 0 || ds >= 30) goto bad_code;
+                d = hv__z_dbase[ds] + hv__z_bits(&z, hv__z_dextra[ds]);
+                if (hv__z_overrun(&z)) goto truncated;
+                if (d > z.out_pos) {
+                    hv__img_err(s, "corrupt deflate data: distance %u reaches before the start", d);
+                    goto done;
+                }
+                if (len > z.out_len - z.out_pos) goto too_much;
+                {
+                    uint8_t *o = z.out + z.out_pos;
+                    const uint8_t *from = o - d;
+                    unsigned k;
+                    for (k = 0; k < len; k++) o[k] = from[k];
+                }
+                z.out_pos += len;
+            }
+        }
+    }
+    if (z.out_pos != z.out_len) {
+        hv__img_err(s, "image data ends early: %zu of %zu bytes", z.out_pos, z.out_len);
+        goto done;
+    }
+    hv__z_bits(&z, z.nbits & 7);
+    want = hv__z_bits(&z, 8) << 24;
+    want |= hv__z_bits(&z, 8) << 16;
+    want |= hv__z_bits(&z, 8) << 8;
+    want |= hv__z_bits(&z, 8);
+    if (hv__z_overrun(&z)) goto truncated;
+    for (i = 0; i < out_len;) { /* Adler-32 in runs of 5552 (no overflow before the modulo) */
+        size_t end = i + 5552 < out_len ? i + 5552 : out_len;
+        for (; i < end; i++) {
+            a1 += out[i];
+            a2 += a1;
+        }
+        a1 %= 65521;
+        a2 %= 65521;
+    }
+    if (((a2 << 16) | a1) != want) {
+        hv__img_err(s, "zlib Adler-32 mismatch (corrupt image data)");
+        goto done;
+    }
+    rc = 0;
+    goto done;
+truncated:
+    hv__img_err(s, "truncated: the compressed image data ends early");
+    goto done;
+too_much:
+    hv__img_err(s, "corrupt image data: decompresses to more than the %zu bytes the header implies", out_len);
+    goto done;
+bad_code:
+    hv__img_err(s, "corrupt deflate data: invalid Huffman code");
+done:
+    hv__free(lit);
+    return rc;
+}
+
+/* ---- PNG -------------------------------------------------------------------------------------- */
+
+static const uint8_t hv__adam7[7][4] = {{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}};
+
+/* pixels of a pass: the whole image, or Adam7 pass p (0 when the pass is empty) */
+static void hv__png_pass_size(int interlace, int p, int w, int h, int *pw, int *ph) {
+    if (!interlace) {
+        *pw = w;
+        *ph = h;
+        return;
+    }
+    *pw = w > hv__adam7[p][0] ? (w - hv__adam7[p][0] + hv__adam7[p][2] - 1) / hv__adam7[p][2] : 0;
+    *ph = h > hv__adam7[p][1] ? (h - hv__adam7[p][1] + hv__adam7[p][3] - 1) / hv__adam7[p][3] : 0;
+}
+
+static int hv__paeth(int a, int b, int c) {
+    int p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c);
+    if (pa <= pb && pa <= pc) return a;
+    return pb <= pc ? b : c;
+}
+
+/* undoes one scanline's filter in place; prev is the unfiltered previous line (zeros for the first) */
+static int hv__png_unfilter(uint8_t *row, const uint8_t *prev, size_t n, size_t bpp, int type) {
+    size_t i;
+    switch (type) {
+    case 0:
+        break;
+    case 1:
+        for (i = bpp; i < n; i++) row[i] = (uint8_t)(row[i] + row[i - bpp]);
+        break;
+    case 2:
+        for (i = 0; i < n; i++) row[i] = (uint8_t)(row[i] + prev[i]);
+        break;
+    case 3:
+        for (i = 0; i < bpp && i < n; i++) row[i] = (uint8_t)(row[i] + (prev[i] >> 1));
+        for (; i < n; i++) row[i] = (uint8_t)(row[i] + ((row[i - bpp] + prev[i]) >> 1));
+        break;
+    case 4:
+        for (i = 0; i < bpp && i < n; i++) row[i] = (uint8_t)(row[i] + prev[i]);
+        for (; i < n; i++) row[i] = (uint8_t)(row[i] + hv__paeth(row[i - bpp], prev[i], prev[i - bpp]));
+        break;
+    default:
+        return -1;
+    }
+    return 0;
+}
+
+/* sample i of an unfiltered scanline, reduced to 8 bits the PNG way: high byte of 16-bit samples,
+   low depths kept as they are (the caller scales gray) */
+static unsigned hv__png_sample(const uint8_t *row, size_t i, int depth) {
+    size_t bit;
+    if (depth == 8) return row[i];
+    if (depth == 16) return row[2 * i];
+    bit = i * (size_t)depth;
+    return (unsigned)(row[bit >> 3] >> (8 - depth - (int)(bit & 7))) & ((1u << depth) - 1);
+}
+
+static int hv__png_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    uint32_t crc_table[256];
+    uint8_t palette[256 * 3];
+    int npal = 0, have_ihdr = 0, have_iend = 0, w = 0, h = 0, depth = 0, ctype = 0, interlace = 0, nsamp = 0, pass, ch;
+    size_t pos = 8, idat_total = 0, raw_size = 0, idat_at;
+    uint8_t *idat = NULL, *raw = NULL, *zero = NULL;
+    int rc = -1;
+    uint32_t i;
+
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        int k;
+        for (k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+    /* pass 1: walk the chunks, check CRCs, read IHDR and PLTE, add up the IDAT bytes */
+    while (!have_iend) {
+        uint32_t clen, crc = 0xFFFFFFFFu, k;
+        const uint8_t *type, *data;
+        if (len - pos < 12) return hv__img_err(s, "truncated: the file ends before the IEND chunk");
+        clen = hv__be32(p + pos);
+        type = p + pos + 4;
+        data = p + pos + 8;
+        if (clen > 0x7FFFFFFFu || clen > len - pos - 12)
+            return hv__img_err(s, "truncated: chunk '%.4s' of %u bytes runs past the end of the file", (const char *)type, clen);
+        for (k = 0; k < clen + 4; k++) crc = crc_table[(crc ^ type[k]) & 255] ^ (crc >> 8);
+        if ((crc ^ 0xFFFFFFFFu) != hv__be32(data + clen)) return hv__img_err(s, "CRC mismatch in chunk '%.4s' (corrupt file)", (const char *)type);
+        if (!have_ihdr && memcmp(type, "IHDR", 4) != 0) return hv__img_err(s, "the first chunk is '%.4s', not IHDR", (const char *)type);
+        if (memcmp(type, "IHDR", 4) == 0) {
+            int ok;
+            if (have_ihdr) return hv__img_err(s, "two IHDR chunks");
+            if (clen != 13) return hv__img_err(s, "IHDR chunk has %u bytes, not 13", clen);
+            have_ihdr = 1;
+            if (hv__be32(data) > 0x7FFFFFFFu || hv__be32(data + 4) > 0x7FFFFFFFu)
+                return hv__img_err(s, "image size %ux%u is over the limit", hv__be32(data), hv__be32(data + 4));
+            w = (int)hv__be32(data);
+            h = (int)hv__be32(data + 4);
+            depth = data[8];
+            ctype = data[9];
+            interlace = data[12];
+            switch (ctype) {
+            case 0: ok = depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16; nsamp = 1; break;
+            case 2: ok = depth == 8 || depth == 16; nsamp = 3; break;
+            case 3: ok = depth == 1 || depth == 2 || depth == 4 || depth == 8; nsamp = 1; break;
+            case 4: ok = depth == 8 || depth == 16; nsamp = 2; break;
+            case 6: ok = depth == 8 || depth == 16; nsamp = 4; break;
+            default: return hv__img_err(s, "unknown PNG colour type %d", ctype);
+            }
+            if (!ok) return hv__img_err(s, "bit depth %d is not allowed for PNG colour type %d", depth, ctype);
+            if (data[10] != 0 || data[11] != 0) return hv__img_err(s, "unknown PNG compression or filter method (%d, %d)", data[10], data[11]);
+            if (interlace > 1) return hv__img_err(s, "unknown PNG interlace method %d", interlace);
+            if (hv__img_check_size(s, w, h) != 0) return -1;
+        } else if (memcmp(type, "PLTE", 4) == 0) {
+            if (clen % 3 != 0 || clen == 0 || clen > 768) return hv__img_err(s, "PLTE chunk of %u bytes", clen);
+            if (ctype == 3) {
+                if (idat_total) return hv__img_err(s, "PLTE chunk after the image data");
+                npal = (int)(clen / 3);
+                memcpy(palette, data, clen);
+            }
+        } else if (memcmp(type, "IDAT", 4) == 0) {
+            if (ctype == 3 && npal == 0) return hv__img_err(s, "palette image without a PLTE chunk before its data");
+            idat_total += clen;
+        } else if (memcmp(type, "IEND", 4) == 0) {
+            have_iend = 1;
+        } else if (!(type[0] & 0x20)) {
+            return hv__img_err(s, "unknown critical chunk '%.4s'", (const char *)type);
+        }
+        pos += 12 + (size_t)clen;
+    }
+    if (idat_total == 0) return hv__img_err(s, "no image data (IDAT chunk)");
+
+    /* the size of the filtered scanlines, and a plausibility check before allocating it:
+       deflate expands at most 1032:1, so a tiny file cannot claim a giant image */
+    for (pass = 0; pass < (interlace ? 7 : 1); pass++) {
+        int pw, ph;
+        hv__png_pass_size(interlace, pass, w, h, &pw, &ph);
+        if (pw && ph) raw_size += (size_t)ph * (1 + ((size_t)pw * (size_t)(nsamp * depth) + 7) / 8);
+    }
+    if (raw_size / 1032 > idat_total + 64)
+        return hv__img_err(s, "truncated or corrupt: %zu bytes of compressed data cannot hold a %dx%d image", idat_total, w, h);
+
+    idat = (uint8_t *)hv__malloc(idat_total);
+    raw = (uint8_t *)hv__malloc(raw_size);
+    zero = (uint8_t *)hv__malloc(((size_t)w * (size_t)(nsamp * depth) + 7) / 8 + 1);
+    if (!idat || !raw || !zero) {
+        hv__img_err(s, "out of memory for a %dx%d image", w, h);
+        goto done;
+    }
+    memset(zero, 0, ((size_t)w * (size_t)(nsamp * depth) + 7) / 8 + 1);
+    /* pass 2: gather the IDAT payloads (the chunks were validated above) */
+    for (pos = 8, idat_at = 0;;) {
+        uint32_t clen = hv__be32(p + pos);
+        if (memcmp(p + pos + 4, "IDAT", 4) == 0) {
+            memcpy(idat + idat_at, p + pos + 8, clen);
+            idat_at += clen;
+        }
+        if (memcmp(p + pos + 4, "IEND", 4) == 0) break;
+        pos += 12 + (size_t)clen;
+    }
+    if (hv__inflate(s, idat, idat_total, raw, raw_size) != 0) goto done;
+
+    ch = (ctype == 0 || ctype == 4) ? 1 : 3;
+    if (hv__img_make(s, out, w, h, ch) != 0) goto done;
+    {
+        size_t bpp = (size_t)(nsamp * depth + 7) / 8, at = 0;
+        unsigned scale = ctype == 0 && depth < 8 ? 255u / ((1u << depth) - 1) : 1u;
+        for (pass = 0; pass < (interlace ? 7 : 1); pass++) {
+            int pw, ph, y, x, x0 = 0, y0 = 0, dx = 1, dy = 1;
+            size_t rowbytes;
+            const uint8_t *prev = zero;
+            hv__png_pass_size(interlace, pass, w, h, &pw, &ph);
+            if (!pw || !ph) continue;
+            if (interlace) {
+                x0 = hv__adam7[pass][0];
+                y0 = hv__adam7[pass][1];
+                dx = hv__adam7[pass][2];
+                dy = hv__adam7[pass][3];
+            }
+            rowbytes = ((size_t)pw * (size_t)(nsamp * depth) + 7) / 8;
+            for (y = 0; y < ph; y++) {
+                uint8_t *row = raw + at + 1;
+                uint8_t *o = out->pixels + ((size_t)(y0 + y * dy) * (size_t)w + (size_t)x0) * (size_t)ch;
+                size_t ostep = (size_t)dx * (size_t)ch;
+                if (hv__png_unfilter(row, prev, rowbytes, bpp, raw[at]) != 0) {
+                    hv_image_free(out);
+                    hv__img_err(s, "corrupt image data: scanline filter type %d", raw[at]);
+                    goto done;
+                }
+                if (depth == 8 && dx == 1 && (ctype == 0 || ctype == 2)) { /* the common case: a plain copy */
+                    memcpy(o, row, (size_t)pw * (size_t)ch);
+                    x = pw;
+                } else if (depth == 8 && dx == 1 && (ctype == 4 || ctype == 6)) { /* drop alpha */
+                    const uint8_t *q = row;
+                    for (x = 0; x < pw; x++, o += ch, q += nsamp) {
+                        o[0] = q[0];
+                        if (ch == 3) {
+                            o[1] = q[1];
+                            o[2] = q[2];
+                        }
+                    }
+                } else {
+                    x = 0;
+                }
+                for (; x < pw; x++, o += ostep) {
+                    size_t xi = (size_t)x;
+                    switch (ctype) {
+                    case 0: o[0] = (uint8_t)(hv__png_sample(row, xi, depth) * scale); break;
+                    case 4: o[0] = (uint8_t)hv__png_sample(row, 2 * xi, depth); break;
+                    case 3: {
+                        unsigned k = hv__png_sample(row, xi, depth);
+                        if ((int)k < npal) {
+                            o[0] = palette[3 * k];
+                            o[1] = palette[3 * k + 1];
+                            o[2] = palette[3 * k + 2];
+                        } else {
+                            o[0] = o[1] = o[2] = 0; /* index past the palette: black */
+                        }
+                        break;
+                    }
+                    default: { /* RGB, RGBA */
+                        size_t b = xi * (size_t)nsamp;
+                        o[0] = (uint8_t)hv__png_sample(row, b, depth);
+                        o[1] = (uint8_t)hv__png_sample(row, b + 1, depth);
+                        o[2] = (uint8_t)hv__png_sample(row, b + 2, depth);
+                        break;
+                    }
+                    }
+                }
+                prev = row;
+                at += 1 + rowbytes;
+            }
+        }
+    }
+    rc = 0;
+done:
+    hv__free(idat);
+    hv__free(raw);
+    hv__free(zero);
+    return rc;
+}
+
+/* ---- baseline JPEG (ITU T.81 sequential Huffman, 8-bit) ---------------------------------------
+   Decodes the way libjpeg-turbo does by default, which is what Pillow (and so the upstream
+   evaluation) uses: jidctint's accurate integer IDCT, libjpeg's range limiting, "fancy"
+   (triangle) upsampling of h2v1 / h2v2 / h1v2 chroma with its rounding biases and edge rules,
+   and the fixed-point YCbCr->RGB tables of jdcolor.c. Coefficients are kept as 16-bit as
+   libjpeg's JCOEF; arithmetic on corrupt data is done in wider or unsigned types (no UB). */
+
+typedef struct hv__jhuff {
+    uint8_t fast_len[512]; /* codes of up to 9 bits: one lookup (0: longer code) */
+    uint8_t fast_sym[512];
+    int32_t maxcode[18]; /* per length, -1 when none */
+    int32_t valoff[18];
+    uint8_t vals[256];
+    int nvals, present;
+} hv__jhuff;
+
+typedef struct hv__jcomp {
+    int id, h, v, tq, td, ta;
+    int dw, dh;     /* samples of this component: ceil(W * h / hmax) x ceil(H * v / vmax) */
+    int bw, bh;     /* blocks in the padded plane: MCUs across * h, MCUs down * v */
+    size_t stride;  /* bw * 8 */
+    uint8_t *plane; /* bh * 8 rows */
+    uint32_t dc;    /* DC predictor (unsigned: corrupt streams may overflow it) */
+    int coded;
+} hv__jcomp;
+
+typedef struct hv__jpeg {
+    const hv__imgsrc *s;
+    const uint8_t *p;
+    size_t len, pos;
+    uint32_t bits; /* MSB first */
+    int nbits;
+    int marker;   /* the entropy data reached a marker: zeros follow, as libjpeg does */
+    int eofpad;   /* zero bits fed past the end of the file; consuming them = truncated */
+    uint16_t qt[4][64]; /* natural order */
+    int qt_present[4];
+    hv__jhuff dc[4], ac[4];
+    hv__jcomp comp[3];
+    int ncomp, width, height, hmax, vmax, mcux, mcuy, restart;
+    int jfif, adobe, adobe_transform, frame;
+} hv__jpeg;
+
+/* zigzag index -> natural index; 16 extra entries absorb a corrupt run past 63, as libjpeg's */
+static const uint8_t hv__jzz[80] = {0,  1,  8,  16, 9,  2,  3,  10, 17, 24, 32, 25, 18, 11, 4,  5,  12, 19, 26, 33,
+                                    40, 48, 41, 34, 27, 20, 13, 6,  7,  14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36,
+                                    29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54,
+                                    47, 55, 62, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63, 63};
+
+static int hv__jhuff_build(hv__jhuff *t, const uint8_t *counts, const uint8_t *vals, int nvals) {
+    int l, i, k = 0;
+    int32_t code = 0;
+    memset(t->fast_len, 0, sizeof t->fast_len);
+    for (l = 1; l <= 16; l++) {
+        int n = counts[l - 1];
+        if (code + n >= ((int32_t)1 << l)) return -1; /* over-subscribed, or uses the reserved all-ones code */
+        t->valoff[l] = k - code;
+        for (i = 0; i < n; i++, k++, code++) {
+            if (l <= 9) {
+                int j, first = (int)(code << (9 - l));
+                for (j = 0; j < (1 << (9 - l)); j++) {
+                    t->fast_len[first + j] = (uint8_t)l;
+                    t->fast_sym[first + j] = vals[k];
+                }
+            }
+        }
+        t->maxcode[l] = n ? code - 1 : -1;
+        code <<= 1;
+    }
+    memcpy(t->vals, vals, (size_t)nvals);
+    t->nvals = nvals;
+    t->present = 1;
+    return 0;
+}
+
+static void hv__j_fill(hv__jpeg *d) {
+    while (d->nbits <= 24) {
+        uint32_t b = 0;
+        if (!d->marker) {
+            if (d->pos >= d->len) {
+                d->eofpad += 8;
+            } else if (d->p[d->pos] != 0xFF) {
+                b = d->p[d->pos++];
+            } else if (d->pos + 1 >= d->len) {
+                d->pos = d->len; /* a lone 0xFF at the very end */
+                d->eofpad += 8;
+            } else if (d->p[d->pos + 1] == 0x00) { /* stuffed 0xFF */
+                b = 0xFF;
+                d->pos += 2;
+            } else {
+                d->marker = 1; /* leave pos on the marker */
+            }
+        }
+        d->bits |= b << (24 - d->nbits);
+        d->nbits += 8;
+    }
+}
+static unsigned hv__j_bits(hv__jpeg *d, int n) {
+    unsigned v;
+    if (n == 0) return 0;
+    if (d->nbits < n) hv__j_fill(d);
+    v = (unsigned)(d->bits >> (32 - n));
+    d->bits <<= n;
+    d->nbits -= n;
+    return v;
+}
+/* F.12 EXTEND: n bits as a signed magnitude category */
+static int hv__j_extend(hv__jpeg *d, int n) {
+    int v;
+    if (n == 0) return 0;
+    v = (int)hv__j_bits(d, n);
+    return v < (1 << (n - 1)) ? v - (1 << n) + 1 : v;
+}
+static int hv__j_huff(hv__jpeg *d, const hv__jhuff *t) {
+    int l, idx;
+    if (d->nbits < 16) hv__j_fill(d);
+    idx = (int)(d->bits >> 23);
+    l = t->fast_len[idx];
+    if (l) {
+        d->bits <<= l;
+        d->nbits -= l;
+        return t->fast_sym[idx];
+    }
+    for (l = 10; l <= 16; l++) {
+        int32_t code = (int32_t)(d->bits >> (32 - l));
+        if (code <= t->maxcode[l]) {
+            int32_t k = t->valoff[l] + code;
+            if (k < 0 || k >= t->nvals) return -1;
+            d->bits <<= l;
+            d->nbits -= l;
+            return t->vals[k];
+        }
+    }
+    return -1;
+}
+
+static uint8_t hv__j_limit(int64_t x) { /* libjpeg's post-IDCT range limit: x & 1023, then clamp x + 128 */
+    int v = (int)((uint64_t)x & 1023);
+    if (v >= 512) v -= 1024;
+    v += 128;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* jidctint.c's jpeg_idct_islow: the accurate integer IDCT (Loeffler-Ligtenberg-Moschytz with
+   13-bit constants, 2 extra bits between the passes). in: dequantized coefficients. */
+static void hv__j_idct(const int32_t *in, uint8_t *out, size_t stride) {
+#define HV__FIX_0_298631336 2446
+#define HV__FIX_0_390180644 3196
+#define HV__FIX_0_541196100 4433
+#define HV__FIX_0_765366865 6270
+#define HV__FIX_0_899976223 7373
+#define HV__FIX_1_175875602 9633
+#define HV__FIX_1_501321110 12299
+#define HV__FIX_1_847759065 15137
+#define HV__FIX_1_961570560 16069
+#define HV__FIX_2_053119869 16819
+#define HV__FIX_2_562915447 20995
+#define HV__FIX_3_072711026 25172
+#define HV__DESCALE(x, n) (((x) + ((int64_t)1 << ((n)-1))) >> (n))
+    int64_t ws[64];
+    int i;
+    for (i = 0; i < 8; i++) { /* columns */
+        const int32_t *c = in + i;
+        int64_t z1, z2, z3, z4, z5, t0, t1, t2, t3, t10, t11, t12, t13;
+        if (!c[8] && !c[16] && !c[24] && !c[32] && !c[40] && !c[48] && !c[56]) {
+            int64_t dcval = (int64_t)c[0] * 4;
+            int k;
+            for (k = 0; k < 8; k++) ws[i + 8 * k] = dcval;
+            continue;
+        }
+        z2 = c[16];
+        z3 = c[48];
+        z1 = (z2 + z3) * HV__FIX_0_541196100;
+        t2 = z1 + z3 * -HV__FIX_1_847759065;
+        t3 = z1 + z2 * HV__FIX_0_765366865;
+        z2 = c[0];
+        z3 = c[32];
+        t0 = (z2 + z3) * 8192;
+        t1 = (z2 - z3) * 8192;
+        t10 = t0 + t3;
+        t13 = t0 - t3;
+        t11 = t1 + t2;
+        t12 = t1 - t2;
+        t0 = c[56];
+        t1 = c[40];
+        t2 = c[24];
+        t3 = c[8];
+        z1 = t0 + t3;
+        z2 = t1 + t2;
+        z3 = t0 + t2;
+        z4 = t1 + t3;
+        z5 = (z3 + z4) * HV__FIX_1_175875602;
+        t0 = t0 * HV__FIX_0_298631336;
+        t1 = t1 * HV__FIX_2_053119869;
+        t2 = t2 * HV__FIX_3_072711026;
+        t3 = t3 * HV__FIX_1_501321110;
+        z1 = z1 * -HV__FIX_0_899976223;
+        z2 = z2 * -HV__FIX_2_562915447;
+        z3 = z3 * -HV__FIX_1_961570560;
+        z4 = z4 * -HV__FIX_0_390180644;
+        z3 += z5;
+        z4 += z5;
+        t0 += z1 + z3;
+        t1 += z2 + z4;
+        t2 += z2 + z3;
+        t3 += z1 + z4;
+        /* libjpeg keeps the workspace in int: the same values for every valid stream */
+        ws[i + 0] = (int32_t)HV__DESCALE(t10 + t3, 11);
+        ws[i + 56] = (int32_t)HV__DESCALE(t10 - t3, 11);
+        ws[i + 8] = (int32_t)HV__DESCALE(t11 + t2, 11);
+        ws[i + 48] = (int32_t)HV__DESCALE(t11 - t2, 11);
+        ws[i + 16] = (int32_t)HV__DESCALE(t12 + t1, 11);
+        ws[i + 40] = (int32_t)HV__DESCALE(t12 - t1, 11);
+        ws[i + 24] = (int32_t)HV__DESCALE(t13 + t0, 11);
+        ws[i + 32] = (int32_t)HV__DESCALE(t13 - t0, 11);
+    }
+    for (i = 0; i < 8; i++, out += stride) { /* rows */
+        const int64_t *r = ws + 8 * i;
+        int64_t z1, z2, z3, z4, z5, t0, t1, t2, t3, t10, t11, t12, t13;
+        if (!r[1] && !r[2] && !r[3] && !r[4] && !r[5] && !r[6] && !r[7]) {
+            uint8_t v = hv__j_limit(HV__DESCALE(r[0], 5));
+            memset(out, v, 8);
+            continue;
+        }
+        z2 = r[2];
+        z3 = r[6];
+        z1 = (z2 + z3) * HV__FIX_0_541196100;
+        t2 = z1 + z3 * -HV__FIX_1_847759065;
+        t3 = z1 + z2 * HV__FIX_0_765366865;
+        t0 = (r[0] + r[4]) * 8192;
+        t1 = (r[0] - r[4]) * 8192;
+        t10 = t0 + t3;
+        t13 = t0 - t3;
+        t11 = t1 + t2;
+        t12 = t1 - t2;
+        t0 = r[7];
+        t1 = r[5];
+        t2 = r[3];
+        t3 = r[1];
+        z1 = t0 + t3;
+        z2 = t1 + t2;
+        z3 = t0 + t2;
+        z4 = t1 + t3;
+        z5 = (z3 + z4) * HV__FIX_1_175875602;
+        t0 = t0 * HV__FIX_0_298631336;
+        t1 = t1 * HV__FIX_2_053119869;
+        t2 = t2 * HV__FIX_3_072711026;
+        t3 = t3 * HV__FIX_1_501321110;
+        z1 = z1 * -HV__FIX_0_899976223;
+        z2 = z2 * -HV__FIX_2_562915447;
+        z3 = z3 * -HV__FIX_1_961570560;
+        z4 = z4 * -HV__FIX_0_390180644;
+        z3 += z5;
+        z4 += z5;
+        t0 += z1 + z3;
+        t1 += z2 + z4;
+        t2 += z2 + z3;
+        t3 += z1 + z4;
+        out[0] = hv__j_limit(HV__DESCALE(t10 + t3, 18));
+        out[7] = hv__j_limit(HV__DESCALE(t10 - t3, 18));
+        out[1] = hv__j_limit(HV__DESCALE(t11 + t2, 18));
+        out[6] = hv__j_limit(HV__DESCALE(t11 - t2, 18));
+        out[2] = hv__j_limit(HV__DESCALE(t12 + t1, 18));
+        out[5] = hv__j_limit(HV__DESCALE(t12 - t1, 18));
+        out[3] = hv__j_limit(HV__DESCALE(t13 + t0, 18));
+        out[4] = hv__j_limit(HV__DESCALE(t13 - t0, 18));
+    }
+#undef HV__DESCALE
+}
+
+/* one 8x8 block of component c into its plane at block (bx, by) */
+static int hv__j_block(hv__jpeg *d, hv__jcomp *c, int bx, int by) {
+    int16_t coef[64];
+    int32_t deq[64];
+    const uint16_t *q = d->qt[c->tq];
+    int s, k, i;
+    memset(coef, 0, sizeof coef);
+    s = hv__j_huff(d, &d->dc[c->td]);
+    if (s < 0 || s > 15) return hv__img_err(d->s, "corrupt JPEG data: bad Huffman code");
+    c->dc += (uint32_t)hv__j_extend(d, s);
+    {
+        int32_t t = (int32_t)(c->dc & 0xFFFF); /* JCOEF is 16 bits */
+        coef[0] = (int16_t)(t >= 32768 ? t - 65536 : t);
+    }
+    for (k = 1; k < 64; k++) {
+        int rs = hv__j_huff(d, &d->ac[c->ta]), r;
+        if (rs < 0) return hv__img_err(d->s, "corrupt JPEG data: bad Huffman code");
+        r = rs >> 4;
+        s = rs & 15;
+        if (s) {
+            k += r;
+            coef[hv__jzz[k]] = (int16_t)hv__j_extend(d, s);
+        } else {
+            if (r != 15) break; /* end of block */
+            k += 15;
+        }
+    }
+    for (i = 0; i < 64; i++) deq[i] = (int32_t)coef[i] * (int32_t)q[i];
+    hv__j_idct(deq, c->plane + (size_t)by * 8 * c->stride + (size_t)bx * 8, c->stride);
+    return 0;
+}
+
+/* after `restart` MCUs: drop the bit buffer, step over the RSTn marker, reset the predictors */
+static void hv__j_restart(hv__jpeg *d) {
+    int i;
+    d->bits = 0;
+    d->nbits = 0;
+    d->eofpad = 0;
+    if (!d->marker) { /* the marker may still be ahead (after 1-padding bits already consumed) */
+        if (d->pos + 1 < d->len && d->p[d->pos] == 0xFF && d->p[d->pos + 1] != 0) d->marker = 1;
+    }
+    if (d->marker) {
+        size_t at = d->pos;
+        while (at < d->len && d->p[at] == 0xFF) at++;
+        if (at < d->len && d->p[at] >= 0xD0 && d->p[at] <= 0xD7) { /* RSTn: step over it */
+            d->pos = at + 1;
+            d->marker = 0;
+        } /* another marker: leave it; the rest of the scan decodes from zeros, as libjpeg does */
+    }
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc = 0;
+}
+
+static int hv__j_scan(hv__jpeg *d, hv__jcomp **sc, int ns) {
+    int mx, my, i, hh, vv, nx, ny;
+    long togo = d->restart;
+    d->bits = 0;
+    d->nbits = 0;
+    d->marker = 0;
+    d->eofpad = 0;
+    for (i = 0; i < d->ncomp; i++) d->comp[i].dc = 0;
+    if (ns == 1) { /* non-interleaved: one block per MCU, only the component's own blocks */
+        nx = (sc[0]->dw + 7) / 8;
+        ny = (sc[0]->dh + 7) / 8;
+    } else {
+        nx = d->mcux;
+        ny = d->mcuy;
+    }
+    for (my = 0; my < ny; my++)
+        for (mx = 0; mx < nx; mx++) {
+            if (d->restart && togo-- == 0) {
+                hv__j_restart(d);
+                togo = d->restart - 1;
+            }
+            if (ns == 1) {
+                if (hv__j_block(d, sc[0], mx, my) != 0) return -1;
+            } else {
+                for (i = 0; i < ns; i++)
+                    for (vv = 0; vv < sc[i]->v; vv++)
+                        for (hh = 0; hh < sc[i]->h; hh++)
+                            if (hv__j_block(d, sc[i], mx * sc[i]->h + hh, my * sc[i]->v + vv) != 0) return -1;
+            }
+            if (d->nbits < d->eofpad) return hv__img_err(d->s, "truncated: the file ends inside the image data");
+        }
+    for (i = 0; i < ns; i++) sc[i]->coded = 1;
+    d->bits = 0;
+    d->nbits = 0;
+    return 0;
+}
+
+static int hv__j_sof(hv__jpeg *d, const uint8_t *seg, size_t n) {
+    int i, j;
+    size_t min_bits = 0, planes = 0;
+    if (d->frame) return hv__img_err(d->s, "two frame headers (SOF)");
+    if (n < 6) return hv__img_err(d->s, "SOF segment too short");
+    if (seg[0] != 8) return hv__img_err(d->s, "%d-bit JPEG is not supported (8-bit only)", seg[0]);
+    d->height = (int)hv__be16(seg + 1);
+    d->width = (int)hv__be16(seg + 3);
+    d->ncomp = seg[5];
+    if (d->height == 0) return hv__img_err(d->s, "JPEG with its height in a DNL marker is not supported");
+    if (d->ncomp == 4) return hv__img_err(d->s, "CMYK/YCCK JPEG is not supported (1 or 3 components)");
+    if (d->ncomp != 1 && d->ncomp != 3) return hv__img_err(d->s, "JPEG with %d components is not supported (1 or 3)", d->ncomp);
+    if (n != 6 + 3 * (size_t)d->ncomp) return hv__img_err(d->s, "SOF segment has %zu bytes for %d components", n, d->ncomp);
+    if (hv__img_check_size(d->s, d->width, d->height) != 0) return -1;
+    d->hmax = d->vmax = 1;
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        c->id = seg[6 + 3 * i];
+        c->h = seg[7 + 3 * i] >> 4;
+        c->v = seg[7 + 3 * i] & 15;
+        c->tq = seg[8 + 3 * i];
+        if (c->h < 1 || c->h > 4 || c->v < 1 || c->v > 4) return hv__img_err(d->s, "bad sampling factors %dx%d", c->h, c->v);
+        if (c->tq > 3) return hv__img_err(d->s, "bad quantization table number %d", c->tq);
+        for (j = 0; j < i; j++)
+            if (d->comp[j].id == c->id) return hv__img_err(d->s, "two components with id %d", c->id);
+        if (c->h > d->hmax) d->hmax = c->h;
+        if (c->v > d->vmax) d->vmax = c->v;
+    }
+    d->mcux = (d->width + 8 * d->hmax - 1) / (8 * d->hmax);
+    d->mcuy = (d->height + 8 * d->vmax - 1) / (8 * d->vmax);
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        c->dw = (d->width * c->h + d->hmax - 1) / d->hmax;
+        c->dh = (d->height * c->v + d->vmax - 1) / d->vmax;
+        c->bw = d->mcux * c->h;
+        c->bh = d->mcuy * c->v;
+        c->stride = (size_t)c->bw * 8;
+        min_bits += 2 * (size_t)((c->dw + 7) / 8) * (size_t)((c->dh + 7) / 8);
+        planes += c->stride * (size_t)c->bh * 8;
+    }
+    /* every block takes at least 2 bits (a DC and an end-of-block code): a short file cannot
+       claim a giant image and make us allocate for it */
+    if (min_bits / 8 > d->len - d->pos + 64)
+        return hv__img_err(d->s, "truncated or corrupt: %zu bytes cannot hold a %dx%d JPEG", d->len - d->pos, d->width, d->height);
+    for (i = 0; i < d->ncomp; i++) {
+        hv__jcomp *c = &d->comp[i];
+        size_t bytes = c->stride * (size_t)c->bh * 8;
+        c->plane = (uint8_t *)hv__malloc(bytes);
+        if (!c->plane) return hv__img_err(d->s, "out of memory for a %dx%d JPEG (%zu bytes)", d->width, d->height, planes);
+        memset(c->plane, 0, bytes);
+    }
+    d->frame = 1;
+    return 0;
+}
+
+static int hv__j_sos(hv__jpeg *d, const uint8_t *seg, size_t n) {
+    hv__jcomp *sc[4];
+    int ns, i, j, blocks = 0;
+    if (!d->frame) return hv__img_err(d->s, "scan (SOS) before the frame header (SOF)");
+    if (n < 1) return hv__img_err(d->s, "SOS segment too short");
+    ns = seg[0];
+    if (ns < 1 || ns > d->ncomp || n != 4 + 2 * (size_t)ns) return hv__img_err(d->s, "bad SOS segment (%d components, %zu bytes)", ns, n);
+    for (i = 0; i < ns; i++) {
+        int id = seg[1 + 2 * i], tables = seg[2 + 2 * i];
+        sc[i] = NULL;
+        for (j = 0; j < d->ncomp; j++)
+            if (d->comp[j].id == id) sc[i] = &d->comp[j];
+        if (!sc[i]) return hv__img_err(d->s, "scan names component %d, which the frame does not have", id);
+        for (j = 0; j < i; j++)
+            if (sc[j] == sc[i]) return hv__img_err(d->s, "scan names component %d twice", id);
+        sc[i]->td = tables >> 4;
+        sc[i]->ta = tables & 15;
+        if (sc[i]->td > 3 || sc[i]->ta > 3) return hv__img_err(d->s, "bad Huffman table number in the scan header");
+        if (!d->dc[sc[i]->td].present || !d->ac[sc[i]->ta].present)
+            return hv__img_err(d->s, "scan uses a Huffman table that was not defined");
+        if (sc[i]->coded) return hv__img_err(d->s, "component %d appears in two scans (not a sequential JPEG)", id);
+        if (!d->qt_present[sc[i]->tq]) return hv__img_err(d->s, "component %d uses quantization table %d, which was not defined", id, sc[i]->tq);
+        blocks += sc[i]->h * sc[i]->v;
+    }
+    if (ns > 1 && blocks > 10) return hv__img_err(d->s, "an MCU of %d blocks (the limit is 10)", blocks);
+    return hv__j_scan(d, sc, ns);
+}
+
+/* chroma upsampling exactly as libjpeg-turbo's jdsample.c picks and does it */
+static int hv__j_upsample(hv__jpeg *d, const hv__jcomp *c, uint8_t *out /* W x H */) {
+    int W = d->width, H = d->height, x, y;
+    const uint8_t *pl = c->plane;
+    size_t st = c->stride;
+    if (c->h * 2 == d->hmax && c->v == d->vmax && c->dw > 2) { /* h2v1 fancy */
+        for (y = 0; y < H; y++) {
+            const uint8_t *in = pl + (size_t)y * st;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            for (x = 0; x < W; x++) {
+                int i = x >> 1;
+                if (!(x & 1))
+                    o[x] = (uint8_t)(i == 0 ? in[0] : (in[i] * 3 + in[i - 1] + 1) >> 2);
+                else
+                    o[x] = (uint8_t)(i == c->dw - 1 ? in[i] : (in[i] * 3 + in[i + 1] + 2) >> 2);
+            }
+        }
+    } else if (c->h == d->hmax && c->v * 2 == d->vmax) { /* h1v2 fancy */
+        for (y = 0; y < H; y++) {
+            int r = y >> 1, r1 = (y & 1) ? r + 1 : r - 1, bias = (y & 1) ? 2 : 1;
+            const uint8_t *in0, *in1;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            if (r1 < 0) r1 = 0;
+            if (r1 > c->dh - 1) r1 = c->dh - 1;
+            in0 = pl + (size_t)r * st;
+            in1 = pl + (size_t)r1 * st;
+            for (x = 0; x < W; x++) o[x] = (uint8_t)((in0[x] * 3 + in1[x] + bias) >> 2);
+        }
+    } else if (c->h * 2 == d->hmax && c->v * 2 == d->vmax && c->dw > 2) { /* h2v2 fancy */
+        for (y = 0; y < H; y++) {
+            int r = y >> 1, r1 = (y & 1) ? r + 1 : r - 1;
+            const uint8_t *in0, *in1;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            if (r1 < 0) r1 = 0; /* libjpeg replicates the first and last rows */
+            if (r1 > c->dh - 1) r1 = c->dh - 1;
+            in0 = pl + (size_t)r * st;
+            in1 = pl + (size_t)r1 * st;
+            for (x = 0; x < W; x++) {
+                int i = x >> 1, cs = in0[i] * 3 + in1[i];
+                if (!(x & 1))
+                    o[x] = (uint8_t)(i == 0 ? (cs * 4 + 8) >> 4 : (cs * 3 + in0[i - 1] * 3 + in1[i - 1] + 8) >> 4);
+                else
+                    o[x] = (uint8_t)(i == c->dw - 1 ? (cs * 4 + 7) >> 4 : (cs * 3 + in0[i + 1] * 3 + in1[i + 1] + 7) >> 4);
+            }
+        }
+    } else if (d->hmax % c->h == 0 && d->vmax % c->v == 0) { /* box (int_upsample, and 2x when too narrow) */
+        int fx = d->hmax / c->h, fy = d->vmax / c->v;
+        for (y = 0; y < H; y++) {
+            const uint8_t *in = pl + (size_t)(y / fy) * st;
+            uint8_t *o = out + (size_t)y * (size_t)W;
+            for (x = 0; x < W; x++) o[x] = in[x / fx];
+        }
+    } else {
+        return hv__img_err(d->s, "sampling factors %dx%d of a %dx%d frame are not supported", c->h, c->v, d->hmax, d->vmax);
+    }
+    return 0;
+}
+
+static int hv__j_output(hv__jpeg *d, hv_image *out) {
+    int W = d->width, H = d->height, x, y, i, rgb;
+    uint8_t *up[3] = {NULL, NULL, NULL};
+    const uint8_t *src[3];
+    size_t st[3];
+    int rc = -1;
+    if (d->ncomp == 1) {
+        if (hv__img_make(d->s, out, W, H, 1) != 0) return -1;
+        for (y = 0; y < H; y++) memcpy(out->pixels + (size_t)y * (size_t)W, d->comp[0].plane + (size_t)y * d->comp[0].stride, (size_t)W);
+        return 0;
+    }
+    for (i = 0; i < 3; i++) {
+        const hv__jcomp *c = &d->comp[i];
+        if (c->h == d->hmax && c->v == d->vmax) {
+            src[i] = c->plane;
+            st[i] = c->stride;
+            continue;
+        }
+        up[i] = (uint8_t *)hv__malloc((size_t)W * (size_t)H);
+        if (!up[i]) {
+            hv__img_err(d->s, "out of memory");
+            goto done;
+        }
+        if (hv__j_upsample(d, c, up[i]) != 0) goto done;
+        src[i] = up[i];
+        st[i] = (size_t)W;
+    }
+    /* jdcolor.c: JFIF means YCbCr; Adobe says with its transform flag; else ids 'R','G','B' mean RGB */
+    if (d->jfif)
+        rgb = 0;
+    else if (d->adobe)
+        rgb = d->adobe_transform == 0;
+    else
+        rgb = d->comp[0].id == 'R' && d->comp[1].id == 'G' && d->comp[2].id == 'B';
+    if (hv__img_make(d->s, out, W, H, 3) != 0) goto done;
+    {
+        int cr_r[256], cb_b[256];
+        int32_t cr_g[256], cb_g[256];
+        for (i = 0; i < 256; i++) { /* FIX(x) = x * 65536 + 0.5; ONE_HALF = 32768 */
+            int32_t xi = i - 128;
+            cr_r[i] = (int)((91881 * xi + 32768) >> 16);
+            cb_b[i] = (int)((116130 * xi + 32768) >> 16);
+            cr_g[i] = -46802 * xi;
+            cb_g[i] = -22554 * xi + 32768;
+        }
+        for (y = 0; y < H; y++) {
+            const uint8_t *p0 = src[0] + (size_t)y * st[0], *p1 = src[1] + (size_t)y * st[1], *p2 = src[2] + (size_t)y * st[2];
+            uint8_t *o = out->pixels + (size_t)y * (size_t)W * 3;
+            if (rgb) {
+                for (x = 0; x < W; x++, o += 3) {
+                    o[0] = p0[x];
+                    o[1] = p1[x];
+                    o[2] = p2[x];
+                }
+                continue;
+            }
+            for (x = 0; x < W; x++, o += 3) {
+                int Y = p0[x], cb = p1[x], cr = p2[x], r, g, b;
+                r = Y + cr_r[cr];
+                g = Y + (int)((cb_g[cb] + cr_g[cr]) >> 16);
+                b = Y + cb_b[cb];
+                o[0] = (uint8_t)(r < 0 ? 0 : r > 255 ? 255 : r);
+                o[1] = (uint8_t)(g < 0 ? 0 : g > 255 ? 255 : g);
+                o[2] = (uint8_t)(b < 0 ? 0 : b > 255 ? 255 : b);
+            }
+        }
+    }
+    rc = 0;
+done:
+    for (i = 0; i < 3; i++) hv__free(up[i]);
+    return rc;
+}
+
+static int hv__jpeg_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    hv__jpeg *d;
+    int rc = -1, i, done = 0;
+    d = (hv__jpeg *)hv__malloc(sizeof *d);
+    if (!d) return hv__img_err(s, "out of memory");
+    memset(d, 0, sizeof *d);
+    d->s = s;
+    d->p = p;
+    d->len = len;
+    d->pos = 2; /* after SOI */
+    while (!done) {
+        unsigned m;
+        size_t L;
+        const uint8_t *seg;
+        if (d->pos < d->len && d->p[d->pos] != 0xFF) { /* garbage between segments: libjpeg skips it */
+            d->pos++;
+            continue;
+        }
+        while (d->pos < d->len && d->p[d->pos] == 0xFF) d->pos++;
+        if (d->pos >= d->len) {
+            if (d->frame && d->comp[0].coded) break; /* no EOI, but the image is there */
+            hv__img_err(s, "truncated: the file ends before the image data");
+            goto fail;
+        }
+        m = d->p[d->pos++];
+        if (m == 0xD9) break; /* EOI */
+        if (m == 0xD8 || m == 0x01 || m == 0x00 || (m >= 0xD0 && m <= 0xD7)) continue; /* no length */
+        if (d->len - d->pos < 2) {
+            hv__img_err(s, "truncated: marker %02X has no length", m);
+            goto fail;
+        }
+        L = hv__be16(d->p + d->pos);
+        if (L < 2 || L > d->len - d->pos) {
+            hv__img_err(s, "truncated: segment %02X of %zu bytes runs past the end of the file", m, L);
+            goto fail;
+        }
+        seg = d->p + d->pos + 2;
+        L -= 2;
+        d->pos += 2 + L;
+        switch (m) {
+        case 0xC0:
+        case 0xC1:
+            if (hv__j_sof(d, seg, L) != 0) goto fail;
+            break;
+        case 0xC2:
+        case 0xC6:
+        case 0xCA:
+        case 0xCE:
+            hv__img_err(s, "progressive JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC3:
+        case 0xC7:
+        case 0xCB:
+        case 0xCF:
+            hv__img_err(s, "lossless JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC5:
+        case 0xC9:
+        case 0xCD:
+            hv__img_err(s, "%s JPEG not supported (baseline/sequential only)", m == 0xC5 ? "hierarchical" : "arithmetic-coded");
+            goto fail;
+        case 0xCC:
+            hv__img_err(s, "arithmetic-coded JPEG not supported (baseline/sequential only)");
+            goto fail;
+        case 0xC4: { /* DHT */
+            size_t at = 0;
+            while (at < L) {
+                int tc, th, total = 0, k;
+                if (L - at < 17) goto bad_dht;
+                tc = seg[at] >> 4;
+                th = seg[at] & 15;
+                if (tc > 1 || th > 3) goto bad_dht;
+                for (k = 0; k < 16; k++) total += seg[at + 1 + k];
+                if (total > 256 || L - at - 17 < (size_t)total) goto bad_dht;
+                if (hv__jhuff_build(tc ? &d->ac[th] : &d->dc[th], seg + at + 1, seg + at + 17, total) != 0) goto bad_dht;
+                at += 17 + (size_t)total;
+            }
+            break;
+        bad_dht:
+            hv__img_err(s, "corrupt Huffman table (DHT)");
+            goto fail;
+        }
+        case 0xDB: { /* DQT */
+            size_t at = 0;
+            while (at < L) {
+                int pq = seg[at] >> 4, tq = seg[at] & 15, k;
+                if (pq > 1 || tq > 3 || L - at - 1 < (size_t)(64 << pq)) {
+                    hv__img_err(s, "corrupt quantization table (DQT)");
+                    goto fail;
+                }
+                for (k = 0; k < 64; k++) d->qt[tq][hv__jzz[k]] = (uint16_t)(pq ? hv__be16(seg + at + 1 + 2 * k) : seg[at + 1 + k]);
+                d->qt_present[tq] = 1;
+                at += 1 + (size_t)(64 << pq);
+            }
+            break;
+        }
+        case 0xDD: /* DRI */
+            if (L < 2) {
+                hv__img_err(s, "corrupt restart interval (DRI)");
+                goto fail;
+            }
+            d->restart = (int)hv__be16(seg);
+            break;
+        case 0xDA: /* SOS: the entropy-coded data follows the header */
+            if (hv__j_sos(d, seg, L) != 0) goto fail;
+            break; /* d->pos is now at (or before) the next marker */
+        case 0xE0:
+            if (L >= 14 && memcmp(seg, "JFIF\0", 5) == 0) d->jfif = 1; /* libjpeg's test */
+            break;
+        case 0xEE:
+            if (L >= 12 && memcmp(seg, "Adobe", 5) == 0) {
+                d->adobe = 1;
+                d->adobe_transform = seg[11];
+            }
+            break;
+        default: /* APPn, COM, DNL, ...: skipped */
+            break;
+        }
+    }
+    if (!d->frame) {
+        hv__img_err(s, "no frame header (SOF): not a complete JPEG");
+        goto fail;
+    }
+    for (i = 0; i < d->ncomp; i++)
+        if (!d->comp[i].coded) {
+            hv__img_err(s, "truncated: component %d has no image data", d->comp[i].id);
+            goto fail;
+        }
+    rc = hv__j_output(d, out);
+fail:
+    for (i = 0; i < 3; i++) hv__free(d->comp[i].plane);
+    hv__free(d);
+    return rc;
+}
+
+/* ---- loading: the format from the magic bytes ------------------------------------------------- */
+
+static int hv__img_decode(const hv__imgsrc *s, const uint8_t *p, size_t len, hv_image *out) {
+    static const uint8_t png_magic[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+    if (len >= 8 && memcmp(p, png_magic, 8) == 0) return hv__png_decode(s, p, len, out);
+    if (len >= 3 && p[0] == 0xFF && p[1] == 0xD8 && p[2] == 0xFF) return hv__jpeg_decode(s, p, len, out);
+    if (len >= 2 && p[0] == 'P' && p[1] >= '1' && p[1] <= '6') return hv__pnm_decode(s, p, len, out);
+    if (len == 0) return hv__img_err(s, "empty file");
+    if (len >= 4 && p[0] == 0x89 && p[1] == 'P' && p[2] == 'N' && p[3] == 'G') return hv__img_err(s, "damaged PNG signature");
+    return hv__img_err(s, "unknown image format (first bytes %02x %02x %02x %02x; PNG, JPEG and PPM/PGM are supported)", p[0],
+                       len > 1 ? p[1] : 0, len > 2 ? p[2] : 0, len > 3 ? p[3] : 0);
+}
+
+HVDEF int hv_image_load_memory(const void *buf, size_t len, hv_image *out) {
+    hv__imgsrc s;
+    s.op = "hv_image_load_memory";
+    s.name = "<memory>";
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (!buf && len) return hv__fail(s.op, "buf is NULL"), -1;
+    if (hv__img_decode(&s, (const uint8_t *)buf, buf ? len : 0, out) != 0) {
+        hv_image_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+HVDEF int hv_image_load(const char *path, hv_image *out) {
+    hv__imgsrc s;
+    uint8_t *data;
+    size_t len;
+    int rc;
+    s.op = "hv_image_load";
+    s.name = path;
+    if (!out) return hv__fail(s.op, "out is NULL"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__read_file(s.op, path, &data, &len) != 0) return -1;
+    rc = hv__img_decode(&s, data, len, out);
+    hv__free(data);
+    if (rc != 0) hv_image_free(out);
+    return rc;
+}
+
+/* ---- resizing as PIL's Image.resize (libImaging/Resample.c) ----------------------------------- */
+
+#define HV__PI 3.14159265358979323846
+
+static double hv__filter_eval(int filter, double x) {
+    switch (filter) {
+    case HV_RESIZE_BOX:
+        return x > -0.5 && x <= 0.5 ? 1.0 : 0.0;
+    case HV_RESIZE_BILINEAR:
+        if (x < 0.0) x = -x;
+        return x < 1.0 ? 1.0 - x : 0.0;
+    case HV_RESIZE_HAMMING:
+        if (x < 0.0) x = -x;
+        if (x == 0.0) return 1.0;
+        if (x >= 1.0) return 0.0;
+        x = x * HV__PI;
+        return sin(x) / x * ((double)0.54f + (double)0.46f * cos(x)); /* PIL writes the constants as floats */
+    case HV_RESIZE_BICUBIC: /* Keys' cubic, a = -0.5 */
+        if (x < 0.0) x = -x;
+        if (x < 1.0) return ((-0.5 + 2.0) * x - (-0.5 + 3.0)) * x * x + 1;
+        if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * -0.5;
+        return 0.0;
+    default: /* LANCZOS: sinc(x) sinc(x / 3) on [-3, 3) */
+        if (-3.0 <= x && x < 3.0) {
+            double a = x == 0.0 ? 1.0 : sin(x * HV__PI) / (x * HV__PI), b = x / 3;
+            return a * (b == 0.0 ? 1.0 : sin(b * HV__PI) / (b * HV__PI));
+        }
+        return 0.0;
+    }
+}
+static double hv__filter_support(int filter) {
+    switch (filter) {
+    case HV_RESIZE_BOX: return 0.5;
+    case HV_RESIZE_BILINEAR:
+    case HV_RESIZE_HAMMING: return 1.0;
+    case HV_RESIZE_BICUBIC: return 2.0;
+    default: return 3.0;
+    }
+}
+
+/* The taps of one axis: for output i, input [bounds[2i], bounds[2i] + bounds[2i+1]) weighted by
+   kk[i * ksize + ...] in 22-bit fixed point. Same arithmetic as PIL's precompute_coeffs and
+   normalize_coeffs_8bpc, so the same rounding. */
+static int hv__resample_taps(int in_size, int out_size, int filter, int *ksize_out, int **bounds_out, int32_t **kk_out) {
+    double support, scale, filterscale, center, ww, ss, *w;
+    int ksize, xx, x, xmin, xmax, *bounds;
+    int32_t *kk;
+    filterscale = scale = (double)in_size / out_size;
+    if (filterscale < 1.0) filterscale = 1.0;
+    support = hv__filter_support(filter) * filterscale;
+    ksize = (int)ceil(support) * 2 + 1;
+    w = (double *)hv__malloc(sizeof(double) * (size_t)ksize);
+    bounds = (int *)hv__malloc(sizeof(int) * 2 * (size_t)out_size);
+    kk = (int32_t *)hv__malloc(sizeof(int32_t) * (size_t)ksize * (size_t)out_size);
+    if (!w || !bounds || !kk) {
+        hv__free(w);
+        hv__free(bounds);
+        hv__free(kk);
+        return -1;
+    }
+    for (xx = 0; xx < out_size; xx++) {
+        center = (xx + 0.5) * scale;
+        ww = 0.0;
+        ss = 1.0 / filterscale;
+        xmin = (int)(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        xmax = (int)(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        if (xmax < 0) xmax = 0;
+        if (xmax > ksize) xmax = ksize;
+        for (x = 0; x < xmax; x++) {
+            w[x] = hv__filter_eval(filter, (x + xmin - center + 0.5) * ss);
+            ww += w[x];
+        }
+        for (x = 0; x < ksize; x++) {
+            double k = x < xmax ? (ww != 0.0 ? w[x] / ww : w[x]) : 0.0;
+            kk[(size_t)xx * (size_t)ksize + (size_t)x] = k < 0 ? (int32_t)(-0.5 + k * (1 << 22)) : (int32_t)(0.5 + k * (1 << 22));
+        }
+        bounds[2 * xx] = xmin;
+        bounds[2 * xx + 1] = xmax;
+    }
+    hv__free(w);
+    *ksize_out = ksize;
+    *bounds_out = bounds;
+    *kk_out = kk;
+    return 0;
+}
+
+static uint8_t hv__clip8(int32_t v) { /* v >> 22, clamped (PIL's clip8) */
+    if (v < 0) return 0;
+    v >>= 22;
+    return (uint8_t)(v > 255 ? 255 : v);
+}
+
+/* one horizontal pass: rows [row0, row0 + rows) of in (in_w wide) -> out (out_w wide) */
+static void hv__resample_h(const uint8_t *in, int in_w, int C, int row0, int rows, uint8_t *out, int out_w, const int *b, const int32_t *kk,
+                           int ks) {
+    int y, x, c, k;
+    for (y = 0; y < rows; y++) {
+        const uint8_t *row = in + (size_t)(y + row0) * (size_t)in_w * (size_t)C;
+        uint8_t *o = out + (size_t)y * (size_t)out_w * (size_t)C;
+        for (x = 0; x < out_w; x++) {
+            const int32_t *kw = kk + (size_t)x * (size_t)ks;
+            const uint8_t *r = row + (size_t)b[2 * x] * (size_t)C;
+            for (c = 0; c < C; c++) {
+                int32_t acc = 1 << 21;
+                for (k = 0; k < b[2 * x + 1]; k++) acc += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
+                o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc);
+            }
+        }
+    }
+}
+/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide) */
+static void hv__resample_v(const uint8_t *in, int w, int C, int shift, uint8_t *out, int out_h, const int *b, const int32_t *kk, int ks) {
+    size_t rowlen = (size_t)w * (size_t)C, i;
+    int y, k;
+    for (y = 0; y < out_h; y++) {
+        const int32_t *kw = kk + (size_t)y * (size_t)ks;
+        const uint8_t *col = in + (size_t)(b[2 * y] - shift) * rowlen;
+        uint8_t *o = out + (size_t)y * rowlen;
+        for (i = 0; i < rowlen; i++) {
+            int32_t acc = 1 << 21;
+            for (k = 0; k < b[2 * y + 1]; k++) acc += col[(size_t)k * rowlen + i] * kw[k];
+            o[i] = hv__clip8(acc);
+        }
+    }
+}
+
+HVDEF int hv_image_resize(const hv_image *in, int width, int height, int filter, hv_image *out) {
+    const char *op = "hv_image_resize";
+    int kx = 0, ky = 0, *bx = NULL, *by = NULL, need_h, need_v, h_first, y0, y1, rc = -1, C;
+    int32_t *wx = NULL, *wy = NULL;
+    hv_image tmp;
+    hv__imgsrc s;
+    s.op = op;
+    s.name = "output";
+    memset(&tmp, 0, sizeof tmp);
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (out == in) return hv__fail(op, "out must not be the input image"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__img_check_arg(op, "in", in) != 0) return -1;
+    if (filter < HV_RESIZE_LANCZOS || filter > HV_RESIZE_HAMMING)
+        return hv__fail(op, "unknown filter %d (HV_RESIZE_BICUBIC, _BILINEAR, _LANCZOS, _BOX or _HAMMING)", filter), -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    C = in->channels;
+    need_h = width != in->width;
+    need_v = height != in->height;
+    if (!need_h && !need_v) { /* PIL returns a copy */
+        if (hv__img_make(&s, out, width, height, C) != 0) return -1;
+        memcpy(out->pixels, in->pixels, (size_t)width * (size_t)height * (size_t)C);
+        return 0;
+    }
+    /* Pillow 13 runs the vertical pass first when the height shrinks by more than twice as many
+       pixels as the width (older Pillow always went horizontal first; the orders can differ by
+       one level through the 8-bit intermediate) */
+    h_first = !(in->height - height > 0 && in->height - height > (in->width - width) * 2);
+    if (hv__resample_taps(in->width, width, filter, &kx, &bx, &wx) != 0 || hv__resample_taps(in->height, height, filter, &ky, &by, &wy) != 0) {
+        hv__fail(op, "out of memory");
+        goto done;
+    }
+    if (h_first) {
+        y0 = 0;
+        y1 = in->height;
+        if (need_h) { /* only the rows the vertical pass will read */
+            y0 = by[0];
+            y1 = by[2 * (height - 1)] + by[2 * (height - 1) + 1];
+            if (hv__img_make(&s, need_v ? &tmp : out, width, y1 - y0, C) != 0) goto done;
+            hv__resample_h(in->pixels, in->width, C, y0, y1 - y0, need_v ? tmp.pixels : out->pixels, width, bx, wx, kx);
+        }
+        if (need_v) {
+            const hv_image *src = need_h ? &tmp : in;
+            if (hv__img_make(&s, out, width, height, C) != 0) goto done;
+            hv__resample_v(src->pixels, width, C, y0, out->pixels, height, by, wy, ky);
+        }
+    } else { /* need_v holds here */
+        if (hv__img_make(&s, need_h ? &tmp : out, in->width, height, C) != 0) goto done;
+        hv__resample_v(in->pixels, in->width, C, 0, need_h ? tmp.pixels : out->pixels, height, by, wy, ky);
+        if (need_h) {
+            if (hv__img_make(&s, out, width, height, C) != 0) goto done;
+            hv__resample_h(tmp.pixels, in->width, C, 0, height, out->pixels, width, bx, wx, kx);
+        }
+    }
+    rc = 0;
+done:
+    if (rc != 0) hv_image_free(out);
+    hv_image_free(&tmp);
+    hv__free(bx);
+    hv__free(by);
+    hv__free(wx);
+    hv__free(wy);
+    return rc;
+}
+
+/* Python's round() of d / 2 for d >= 0: half to even */
+static int hv__half_round_even(int d) {
+    int k = d / 2;
+    if (d % 2 == 0) return k;
+    return (k % 2 == 0) ? k : k + 1;
+}
+
+HVDEF int hv_image_center_crop(const hv_image *in, int width, int height, hv_image *out) {
+    const char *op = "hv_image_center_crop";
+    int left, top, y, x, C;
+    hv__imgsrc s;
+    s.op = op;
+    s.name = "output";
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (out == in) return hv__fail(op, "out must not be the input image"), -1;
+    memset(out, 0, sizeof *out);
+    if (hv__img_check_arg(op, "in", in) != 0) return -1;
+    if (hv__img_check_size(&s, width, height) != 0) return -1;
+    C = in->channels;
+    /* torchvision pads (left = (crop - w) // 2) when the crop is larger, which is a negative offset */
+    left = width > in->width ? -((width - in->width) / 2) : hv__half_round_even(in->width - width);
+    top = height > in->height ? -((height - in->height) / 2) : hv__half_round_even(in->height - height);
+    if (hv__img_make(&s, out, width, height, C) != 0) return -1;
+    for (y = 0; y < height; y++) {
+        int sy = y + top;
+        uint8_t *o = out->pixels + (size_t)y * (size_t)width * (size_t)C;
+        if (sy < 0 || sy >= in->height) {
+            memset(o, 0, (size_t)width * (size_t)C);
+            continue;
+        }
+        for (x = 0; x < width; x++) {
+            int sx = x + left;
+            if (sx < 0 || sx >= in->width)
+                memset(o + (size_t)x * (size_t)C, 0, (size_t)C);
+            else
+                memcpy(o + (size_t)x * (size_t)C, in->pixels + ((size_t)sy * (size_t)in->width + (size_t)sx) * (size_t)C, (size_t)C);
+        }
+    }
+    return 0;
+}
+
+HVDEF int hv_image_to_tensor(const hv_image *img, const float mean[3], const float std[3], float *out) {
+    const char *op = "hv_image_to_tensor";
+    size_t n, i;
+    int c;
+    if (hv__img_check_arg(op, "image", img) != 0) return -1;
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (std)
+        for (c = 0; c < 3; c++)
+            if (!(std[c] != 0.0f)) return hv__fail(op, "std[%d] is %g", c, (double)std[c]), -1;
+    n = (size_t)img->width * (size_t)img->height;
+    for (c = 0; c < 3; c++) {
+        float m = mean ? mean[c] : 0.0f, sd = std ? std[c] : 1.0f;
+        int sc = img->channels >= 3 ? c : 0; /* gray -> RGB by replication, alpha dropped */
+        const uint8_t *p = img->pixels + sc;
+        float *o = out + (size_t)c * n;
+        size_t step = (size_t)img->channels;
+        for (i = 0; i < n; i++) {
+            float v = (float)p[i * step] / 255.0f; /* ToTensor: float division by 255 */
+            o[i] = (v - m) / sd;                    /* Normalize: sub_(mean).div_(std) */
+        }
+    }
+    return 0;
+}
+
+HVDEF int hv_image_eval_transform(const hv_image *in, int size, float *out) {
+    static const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    const char *op = "hv_image_eval_transform";
+    hv_image resized, crop;
+    const hv_image *r = in;
+    int w, h, nw, nh, shortside, longside, target, rc;
+    if (hv__img_check_arg(op, "image", in) != 0) return -1;
+    if (!out) return hv__fail(op, "out is NULL"), -1;
+    if (size < 1 || size > HV_IMAGE_MAX_SIDE - 32) return hv__fail(op, "size %d is outside 1..%d", size, HV_IMAGE_MAX_SIDE - 32), -1;
+    memset(&resized, 0, sizeof resized);
+    w = in->width;
+    h = in->height;
+    target = size + 32;
+    /* torchvision _compute_resized_output_size: the long side is int(target * long / short) */
+    shortside = w <= h ? w : h;
+    longside = w <= h ? h : w;
+    {
+        double l = (double)((int64_t)target * longside) / (double)shortside;
+        if (l > (double)HV_IMAGE_MAX_SIDE) return hv__fail(op, "a %dx%d image resized to %d on its short side is too long", w, h, target), -1;
+        if (w <= h) {
+            nw = target;
+            nh = (int)l;
+        } else {
+            nw = (int)l;
+            nh = target;
+        }
+    }
+    if (nw != w || nh != h) {
+        if (hv_image_resize(in, nw, nh, HV_RESIZE_BICUBIC, &resized) != 0) return -1;
+        r = &resized;
+    }
+    rc = hv_image_center_crop(r, size, size, &crop);
+    hv_image_free(&resized);
+    if (rc != 0) return -1;
+    rc = hv_image_to_tensor(&crop, mean, std, out);
+    hv_image_free(&crop);
+    return rc;
+}
+
+/* ---- .npy (NumPy format 1.0 / 2.0 / 3.0) ------------------------------------------------------ */
+
+typedef struct hv__npyhdr {
+    int kind; /* 0 '<f4', 1 '<f8', 2 '<i4', 3 '<i8' */
+    int ndim;
+    int64_t dims[HV_MAX_DIMS];
+} hv__npyhdr;
+
+static void hv__npy_ws(const char *h, size_t n, size_t *i) {
+    while (*i < n && (h[*i] == ' ' || h[*i] == '\t' || h[*i] == '\n' || h[*i] == '\r')) (*i)++;
+}
+/* a quoted Python string into buf (at most cap - 1 characters) */
+static int hv__npy_str(const char *h, size_t n, size_t *i, char *buf, size_t cap) {
+    char q;
+    size_t k = 0;
+    hv__npy_ws(h, n, i);
+    if (*i >= n || (h[*i] != '\'' && h[*i] != '"')) return -1;
+    q = h[(*i)++];
+    while (*i < n && h[*i] != q) {
+        if (k + 1 >= cap) return -1;
+        buf[k++] = h[(*i)++];
+    }
+    if (*i >= n) return -1;
+    (*i)++;
+    buf[k] = 0;
+    return 0;
+}
+
+/* parses numpy's header dict: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), } */
+static int hv__npy_parse_header(const hv__imgsrc *s, const char *h, size_t n, hv__npyhdr *out) {
+    size_t i = 0;
+    int seen = 0;
+    char key[32], val[32];
+    memset(out, 0, sizeof *out);
+    hv__npy_ws(h, n, &i);
+    if (i >= n || h[i++] != '{') return hv__img_err(s, "corrupt .npy header (no dict)");
+    for (;;) {
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == '}') break;
+        if (hv__npy_str(h, n, &i, key, sizeof key) != 0) return hv__img_err(s, "corrupt .npy header (bad key)");
+        hv__npy_ws(h, n, &i);
+        if (i >= n || h[i++] != ':') return hv__img_err(s, "corrupt .npy header (no ':' after '%s')", key);
+        hv__npy_ws(h, n, &i);
+        if (strcmp(key, "descr") == 0) {
+            if (hv__npy_str(h, n, &i, val, sizeof val) != 0) return hv__img_err(s, "corrupt .npy header (descr is not a simple string)");
+            if (strcmp(val, "<f4") == 0)
+                out->kind = 0;
+            else if (strcmp(val, "<f8") == 0)
+                out->kind = 1;
+            else if (strcmp(val, "<i4") == 0)
+                out->kind = 2;
+            else if (strcmp(val, "<i8") == 0)
+                out->kind = 3;
+            else
+                return hv__img_err(s, "dtype '%s' is not supported ('<f4', '<f8', '<i4' and '<i8' are)", val);
+            seen |= 1;
+        } else if (strcmp(key, "fortran_order") == 0) {
+            if (n - i >= 5 && memcmp(h + i, "False", 5) == 0) {
+                i += 5;
+            } else if (n - i >= 4 && memcmp(h + i, "True", 4) == 0) {
+                return hv__img_err(s, "fortran_order True is not supported (save a C-ordered array: np.ascontiguousarray)");
+            } else {
+                return hv__img_err(s, "corrupt .npy header (fortran_order)");
+            }
+            seen |= 2;
+        } else if (strcmp(key, "shape") == 0) {
+            if (i >= n || h[i++] != '(') return hv__img_err(s, "corrupt .npy header (shape is not a tuple)");
+            for (;;) {
+                int64_t v = 0;
+                size_t start;
+                hv__npy_ws(h, n, &i);
+                if (i < n && h[i] == ')') {
+                    i++;
+                    break;
+                }
+                start = i;
+                while (i < n && h[i] >= '0' && h[i] <= '9') {
+                    v = v * 10 + (h[i++] - '0');
+                    if (v > ((int64_t)1 << 48)) return hv__img_err(s, "shape entry is absurdly large");
+                }
+                if (i == start) return hv__img_err(s, "corrupt .npy header (shape entry)");
+                if (i < n && h[i] == 'L') i++; /* Python 2 longs */
+                if (out->ndim >= HV_MAX_DIMS) return hv__img_err(s, "array has more than %d axes", HV_MAX_DIMS);
+                out->dims[out->ndim++] = v;
+                hv__npy_ws(h, n, &i);
+                if (i < n && h[i] == ',') i++;
+                else if (!(i < n && h[i] == ')')) return hv__img_err(s, "corrupt .npy header (shape)");
+            }
+            seen |= 4;
+        } else {
+            return hv__img_err(s, "corrupt .npy header (unknown key '%s')", key);
+        }
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == ',') {
+            i++;
+            continue;
+        }
+        hv__npy_ws(h, n, &i);
+        if (i < n && h[i] == '}') break;
+        return hv__img_err(s, "corrupt .npy header (expected ',' or '}')");
+    }
+    if (seen != 7) return hv__img_err(s, "corrupt .npy header (descr, fortran_order or shape missing)");
+    return 0;
+}
+
+HVDEF hv_tensor *hv_npy_load(hv_ctx *ctx, const char *path) {
+    hv__imgsrc s;
+    FILE *f;
+    uint8_t pre[12];
+    char *hdr = NULL;
+    size_t hlen, pre_len, numel = 1, esize, i, got;
+    hv__npyhdr H;
+    hv_tensor *t = NULL;
+    int k;
+    s.op = "hv_npy_load";
+    s.name = path;
+    if (!ctx) return (hv_tensor *)hv__fail(s.op, "ctx is NULL");
+    if (!path) return (hv_tensor *)hv__fail(s.op, "path is NULL");
+    f = fopen(path, "rb");
+    if (!f) return (hv_tensor *)hv__fail(s.op, "cannot open '%s': %s", path, strerror(errno));
+    memset(pre, 0, sizeof pre);
+    got = fread(pre, 1, 10, f);
+    if (got != 10 && ferror(f)) {
+        hv__fail(s.op, "cannot read '%s': %s", path, strerror(errno));
+        goto fail;
+    }
+    if (got < 6 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+        hv__img_err(&s, "not a .npy file (no \\x93NUMPY magic)");
+        goto fail;
+    }
+    if (got != 10) goto truncated;
+    if (pre[6] == 1) {
+        hlen = (size_t)pre[8] | ((size_t)pre[9] << 8);
+        pre_len = 10;
+    } else if (pre[6] == 2 || pre[6] == 3) {
+        if (fread(pre + 10, 1, 2, f) != 2) goto truncated;
+        hlen = (size_t)pre[8] | ((size_t)pre[9] << 8) | ((size_t)pre[10] << 16) | ((size_t)pre[11] << 24);
+        pre_len = 12;
+    } else {
+        hv__img_err(&s, ".npy format version %d.%d is not supported", pre[6], pre[7]);
+        goto fail;
+    }
+    (void)pre_len;
+    if (hlen > (1u << 20)) {
+        hv__img_err(&s, "corrupt .npy header (%zu bytes long)", hlen);
+        goto fail;
+    }
+    hdr = (char *)hv__malloc(hlen + 1);
+    if (!hdr) {
+        hv__img_err(&s, "out of memory");
+        goto fail;
+    }
+    if (fread(hdr, 1, hlen, f) != hlen) goto truncated;
+    if (hv__npy_parse_header(&s, hdr, hlen, &H) != 0) goto fail;
+    for (k = 0; k < H.ndim; k++) {
+        if (H.dims[k] && numel > ((size_t)1 << 40) / (size_t)H.dims[k]) {
+            hv__img_err(&s, "array is absurdly large");
+            goto fail;
+        }
+        numel *= (size_t)H.dims[k];
+    }
+    esize = (H.kind == 1 || H.kind == 3) ? 8 : 4;
+    {
+        /* check the file holds the data before allocating a tensor for it */
+        long here = ftell(f), end;
+        if (here < 0 || fseek(f, 0, SEEK_END) != 0 || (end = ftell(f)) < 0 || fseek(f, here, SEEK_SET) != 0) {
+            hv__img_err(&s, "cannot seek in the file");
+            goto fail;
+        }
+        if ((size_t)(end - here) / esize < numel) {
+            hv__img_err(&s, "truncated: %zu elements need %zu bytes of data, the file has %ld", numel, numel * esize, end - here);
+            goto fail;
+        }
+    }
+    t = hv_tensor_new(ctx, H.kind >= 2 ? HV_I32 : HV_F32, hv_shape_of(H.ndim, H.dims));
+    if (!t) goto fail;
+    if (esize == 4) {
+        uint8_t *dst = H.kind == 0 ? (uint8_t *)hv_data(t) : (uint8_t *)hv_data_i32(t);
+        if (numel && fread(dst, 4, numel, f) != numel) goto truncated;
+        if (!hv__host_is_le()) hv__bswap_inplace(dst, numel, 4);
+    } else {
+        uint8_t buf[8 * 512];
+        for (i = 0; i < numel;) {
+            size_t m = numel - i < 512 ? numel - i : 512, j;
+            if (fread(buf, 8, m, f) != m) goto truncated;
+            for (j = 0; j < m; j++, i++) {
+                uint64_t u = 0;
+                int b;
+                for (b = 7; b >= 0; b--) u = (u << 8) | buf[8 * j + (size_t)b];
+                if (H.kind == 1) {
+                    double dv;
+                    memcpy(&dv, &u, 8);
+                    hv_data(t)[i] = (float)dv;
+                } else {
+                    int64_t v;
+                    memcpy(&v, &u, 8);
+                    if (v < INT32_MIN || v > INT32_MAX) {
+                        hv__img_err(&s, "int64 element %zu is %lld, outside int32", i, (long long)v);
+                        goto fail;
+                    }
+                    hv_data_i32(t)[i] = (int32_t)v;
+                }
+            }
+        }
+    }
+    fclose(f);
+    hv__free(hdr);
+    return t;
+truncated:
+    hv__img_err(&s, "truncated .npy file");
+fail:
+    fclose(f);
+    hv__free(hdr);
+    if (t) hv_tensor_free(t);
+    return NULL;
+}
+
+HVDEF int hv_npy_save(const char *path, const hv_tensor *t) {
+    const char *op = "hv_npy_save";
+    char dict[256], hdr[320];
+    size_t n, hlen, pad, bytes;
+    int64_t numel;
+    int k, digits;
+    void *data;
+    const void *parts[2];
+    size_t sizes[2];
+    int rc;
+    if (!t) return hv__fail(op, "%s: tensor is NULL", path ? path : "(null)"), -1;
+    if (t->dtype != HV_F32 && t->dtype != HV_I32) return hv__fail(op, "%s: only f32 and i32 tensors can be saved", path ? path : "(null)"), -1;
+    n = (size_t)snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", t->dtype == HV_F32 ? "<f4" : "<i4");
+    for (k = 0; k < t->ndim; k++) n += (size_t)snprintf(dict + n, sizeof dict - n, k ? ", %lld" : "%lld", (long long)t->shape[k]);
+    n += (size_t)snprintf(dict + n, sizeof dict - n, "%s), }", t->ndim == 1 ? "," : "");
+    /* numpy leaves room to grow the first axis in place: 21 - len(repr(shape[0])) spaces */
+    if (t->ndim > 0) {
+        char d0[32];
+        digits = snprintf(d0, sizeof d0, "%lld", (long long)t->shape[0]);
+        for (k = digits; k < 21; k++) dict[n++] = ' ';
+    }
+    hlen = n + 1;
+    pad = 64 - (10 + hlen) % 64; /* numpy pads 1..64 bytes, never 0 */
+    memcpy(hdr, "\x93NUMPY\x01\x00", 8);
+    hdr[8] = (char)((n + pad + 1) & 255);
+    hdr[9] = (char)((n + pad + 1) >> 8);
+    memcpy(hdr + 10, dict, n);
+    memset(hdr + 10 + n, ' ', pad);
+    hdr[10 + n + pad] = '\n';
+    numel = hv_numel(t);
+    bytes = (size_t)numel * 4;
+    data = hv__malloc(bytes);
+    if (!data) return hv__fail(op, "%s: out of memory", path ? path : "(null)"), -1;
+    if (hv_tensor_copy_to(t, data, bytes) != 0) {
+        hv__free(data);
+        return -1;
+    }
+    if (!hv__host_is_le()) hv__bswap_inplace((uint8_t *)data, (size_t)numel, 4);
+    parts[0] = hdr;
+    sizes[0] = 10 + n + pad + 1;
+    parts[1] = data;
+    sizes[1] = bytes;
+    rc = hv__write_atomic(op, path, parts, sizes, 2);
+    hv__free(data);
+    return rc;
+}
 /* HV-SECTION images END */
 
 #endif /* HUMANVIT_IMPLEMENTATION_DONE */

@@ -1,7 +1,8 @@
 /* bench_kernels.c - the CPU kernels other than GEMM, at ViT-S/14 and ResNeXt shapes: the scalar
-   reference kernel, the fast kernel of humanvit.h section 7b, and (when python3 can import
-   torch) the same work in PyTorch on the same machine with the same thread count, run by
-   bench/torch_kernels.py in this same run (before and after our rows; the faster of the two).
+   reference kernel, the fast kernel of humanvit.h ("CPU BACKEND: fast kernels"), and (when
+   python3 can import torch) the same work in PyTorch on the same machine with the same thread
+   count, run by bench/torch_kernels.py in this same run (before and after our rows; the faster
+   of the two).
 
        ./build.sh bench                       (builds and runs every bench program)
        build/bench/bench_kernels [--threads N] [--reps N] [--cpu] [--no-torch] [--no-ref] [filter]

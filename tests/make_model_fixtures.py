@@ -11,6 +11,7 @@ Writes into tests/fixtures/models/:
                           loss for every trainable parameter
   vit_tiny_ft.pth         a tiny finetuned ViT: {'model': ...} with the BatchNorm1d+Linear head
   vit_tiny_ft_io.safetensors  images, eval logits, CLS features, train-mode logits and grads
+  vit_tiny_gp.pth, vit_tiny_gp_io.safetensors  a global-pool ViT (mean of patches, fc_norm): features, grads
   tables.safetensors      sin-cos tables and a bicubic pos-embed interpolation
 
 usage: python3 tests/make_model_fixtures.py            (the committed fixtures)
@@ -211,14 +212,18 @@ class MAE(nn.Module):
 class ViT(nn.Module):
     """models_vit.VisionTransformer with global_pool=False and the finetuning head of humanlike-vits"""
 
-    def __init__(self, img, patch, chans, dim, depth, heads, num_classes):
+    def __init__(self, img, patch, chans, dim, depth, heads, num_classes, global_pool=False):
         super().__init__()
+        self.global_pool = global_pool
         self.patch_embed = PatchEmbed(img, patch, chans, dim)
         L = self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, L + 1, dim))
         self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        if global_pool:  # models_vit.py: fc_norm after the mean of the patch tokens, no final norm
+            self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, num_classes)) if num_classes else nn.Identity()
 
     def forward_features(self, x):
@@ -228,6 +233,8 @@ class ViT(nn.Module):
         x = x + self.pos_embed
         for blk in self.blocks:
             x = blk(x)
+        if self.global_pool:
+            return self.fc_norm(x[:, 1:, :].mean(dim=1))
         return self.norm(x)[:, 0]
 
     def forward(self, x):
@@ -289,6 +296,23 @@ def make_vit():
     save_file(io, os.path.join(OUT, "vit_tiny_ft_io.safetensors"))
 
 
+def make_vit_global_pool():
+    torch.manual_seed(9)
+    model = ViT(img=28, patch=7, chans=3, dim=32, depth=1, heads=4, num_classes=0, global_pool=True)
+    with torch.no_grad():
+        model.pos_embed.normal_(0, 0.1)
+        model.fc_norm.weight.normal_(1, 0.1)
+    imgs = torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(10))
+    feats = model(imgs)
+    r = torch.randn(feats.shape, generator=torch.Generator().manual_seed(11))
+    (feats * r).sum().backward()
+    io = {"images": f32(imgs), "features": f32(feats), "r": f32(r)}
+    for k, p in model.named_parameters():
+        io["grad." + k] = f32(p.grad)
+    torch.save({"model": model.state_dict()}, os.path.join(OUT, "vit_tiny_gp.pth"))
+    save_file(io, os.path.join(OUT, "vit_tiny_gp_io.safetensors"))
+
+
 def make_tables():
     t = {"sincos_g7_d64": torch.from_numpy(sincos_2d(64, 7)).float(), "sincos_g16_d384": torch.from_numpy(sincos_2d(384, 16)).float()}
     pos = torch.randn(1, 1 + 25, 8, generator=torch.Generator().manual_seed(6))
@@ -324,5 +348,6 @@ if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     make_mae()
     make_vit()
+    make_vit_global_pool()
     make_tables()
     print("wrote", sorted(os.listdir(OUT)))

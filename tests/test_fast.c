@@ -1,6 +1,6 @@
-/* test_fast.c - the fast CPU kernels (humanvit.h section 7b: SIMD, tiled, fused) against the
-   scalar reference kernels they replace, on random shapes including odd sizes, and 1 thread
-   against 2 threads bit for bit.
+/* test_fast.c - the fast CPU kernels (humanvit.h, "CPU BACKEND: fast kernels": SIMD, tiled,
+   fused) against the scalar reference kernels they replace, on random shapes including odd
+   sizes, and 1 thread against 2 threads bit for bit.
 
    This file defines HUMANVIT_IMPLEMENTATION itself, so it sees the static kernels and calls both
    versions of each directly with the same inputs. Errors are max |fast - ref| / max |ref| over a

@@ -1,0 +1,391 @@
+/* bench.c - SGEMM speed against the machine's own FMA peak and, where PyTorch is installed, against
+   torch.matmul on the same shapes, threads and machine (bench/torch_compare.py measures those).
+
+       ./build.sh bench                      (builds build/bench/bench, runs torch, then this)
+       build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list]
+
+   --list          print the cases as JSON lines (what torch_compare.py reads) and exit
+   --torch FILE    JSON lines from torch_compare.py: adds torch_ms and speedup (torch_ms / ms)
+   --json FILE     one JSON object per line and case: bench, shape, threads, ms, gflops, ...
+   --threads LIST  comma-separated thread counts (default: 1 and all the machine's cores)
+   --quick         fewer cases and runs (a smoke test)
+
+   With one thread the table also gives CPU-time figures (this thread's CPU time, torch's
+   likewise): on a machine shared with other busy processes the wall clock mostly measures them.
+
+   Peak: a register-only loop of independent FMAs (16 accumulators of the widest vector the
+   compiler may use), per core and with every thread at once; the best of 20 tries.
+   GEMM: C = op(A) op(B), beta 0, through the backend's gemm (the kernel hv_matmul uses); median of
+   N runs after one warm-up. Shapes are M x N x K; NN/NT/TN say which operand is stored transposed.
+   ViT-S/16 at batch 8: M = 8 * 257 = 2056 tokens, width 384, MLP 1536, qkv 1152, 6 heads of 64. */
+#define HUMANVIT_IMPLEMENTATION
+#include "humanvit.h"
+#include <time.h>
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+/* CPU time of the calling thread: with one thread it excludes the time other processes held the
+   core, so on a shared machine it is the steadier measure (it still sees their cache traffic) */
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- FMA peak ------------------------------------------------------------------------------- */
+
+/* `iters` rounds of 16 independent FMAs on the widest vector; returns the flops done. Sixteen
+   named accumulators (an array would live in memory) hide the FMA latency on any core; the inputs
+   come through volatile so the compiler can neither fold nor drop the chains. */
+static volatile float peak_x = 0.999f, peak_y = 0.0001f;
+static volatile float peak_sink;
+#define PEAK_16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#if defined(__AVX512F__)
+typedef __m512 pvec;
+#define PEAK_LANES 16
+#define PEAK_SET(v) _mm512_set1_ps(v)
+#define PEAK_FMA(a, x, y) _mm512_fmadd_ps(a, x, y)
+#define PEAK_ADD(a, b) _mm512_add_ps(a, b)
+static float peak_lane0(pvec v) { return _mm512_cvtss_f32(v); }
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 pvec;
+#define PEAK_LANES 8
+#define PEAK_SET(v) _mm256_set1_ps(v)
+#define PEAK_FMA(a, x, y) _mm256_fmadd_ps(a, x, y)
+#define PEAK_ADD(a, b) _mm256_add_ps(a, b)
+static float peak_lane0(pvec v) { return _mm256_cvtss_f32(v); }
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+typedef float32x4_t pvec;
+#define PEAK_LANES 4
+#define PEAK_SET(v) vdupq_n_f32(v)
+#define PEAK_FMA(a, x, y) vfmaq_f32(y, a, x)
+#define PEAK_ADD(a, b) vaddq_f32(a, b)
+static float peak_lane0(pvec v) { return vgetq_lane_f32(v, 0); }
+#else
+typedef float pvec;
+#define PEAK_LANES 1
+#define PEAK_SET(v) (v)
+#define PEAK_FMA(a, x, y) ((a) * (x) + (y))
+#define PEAK_ADD(a, b) ((a) + (b))
+static float peak_lane0(pvec v) { return v; }
+#endif
+static double fma_loop(int64_t iters) {
+    pvec x = PEAK_SET(peak_x), y = PEAK_SET(peak_y);
+    int64_t it;
+#define PEAK_DECL(i) pvec a##i = PEAK_SET((float)(i));
+#define PEAK_STEP(i) a##i = PEAK_FMA(a##i, x, y);
+#define PEAK_SUM(i) a0 = PEAK_ADD(a0, a##i);
+    PEAK_16(PEAK_DECL)
+    for (it = 0; it < iters; it++) {
+        PEAK_16(PEAK_STEP)
+    }
+    PEAK_16(PEAK_SUM)
+    peak_sink = peak_lane0(a0);
+    return 2.0 * 16 * PEAK_LANES * (double)iters;
+}
+
+/* GFLOP/s of `threads` threads running the loop at once: the best of 20 tries of ~50 ms, as the
+   peak is what the machine can do, and on a shared machine a short quiet moment is likelier than
+   a long one; *cpu gets the single-thread figure by CPU time */
+static double fma_peak(int threads, double *cpu) {
+    double best = 0;
+    int t;
+    int64_t iters = 1000000;
+    *cpu = 0;
+    for (t = 0; t < 20; t++) {
+        double flops = 0, t0 = now_s(), c0 = cpu_s(), g;
+        if (threads == 1) {
+            flops = fma_loop(iters);
+            g = flops / (cpu_s() - c0) * 1e-9;
+            if (g > *cpu) *cpu = g;
+        } else {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+#endif
+            flops += fma_loop(iters);
+        }
+        g = flops / (now_s() - t0) * 1e-9;
+        if (g > best) best = g;
+    }
+    return best;
+}
+
+/* ---- cases ---------------------------------------------------------------------------------- */
+
+typedef struct bcase {
+    const char *name;
+    int ta, tb;
+    int64_t m, n, k, batch;
+    int quick; /* part of --quick */
+} bcase;
+
+static const bcase cases[] = {
+    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1},
+    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1},
+    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0},
+    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0},
+    /* forward: y = x W^T, W stored (out, in) */
+    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1},
+    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0},
+    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0},
+    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1},
+    /* backward, input gradient: dX = dY W */
+    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0},
+    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0},
+    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1},
+    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0},
+    /* backward, weight gradient: dW = dY^T X (a sum over the 2056 tokens) */
+    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0},
+    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0},
+    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1},
+    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0},
+    /* attention products, batch 8 x 6 heads: S = Q K^T, O = P V */
+    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0},
+    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0},
+};
+#define NCASES ((int)(sizeof cases / sizeof cases[0]))
+
+static const char *op_name(const bcase *c) { return c->ta ? (c->tb ? "TT" : "TN") : (c->tb ? "NT" : "NN"); }
+static void shape_str(const bcase *c, char *buf, size_t n) {
+    if (c->batch > 1)
+        snprintf(buf, n, "%lldx(%lldx%lldx%lld) %s", (long long)c->batch, (long long)c->m, (long long)c->n, (long long)c->k, op_name(c));
+    else snprintf(buf, n, "%lldx%lldx%lld %s", (long long)c->m, (long long)c->n, (long long)c->k, op_name(c));
+}
+
+/* ---- torch numbers: JSON lines {"bench": ..., "threads": T, "torch_ms": X, ...} ------------- */
+
+#define MAX_TORCH 256
+static struct {
+    char name[64];
+    int threads;
+    double ms, cpu_ms;
+} torch_rows[MAX_TORCH];
+static int ntorch;
+
+/* the number after "key": in a JSON line (enough for the flat lines torch_compare.py writes) */
+static int json_num(const char *line, const char *key, double *out) {
+    char pat[80];
+    const char *p;
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    p = strstr(line, pat);
+    if (!p) return 0;
+    return sscanf(p + strlen(pat), " %lf", out) == 1;
+}
+static int json_str(const char *line, const char *key, char *out, size_t n) {
+    char pat[80];
+    const char *p, *e;
+    snprintf(pat, sizeof pat, "\"%s\": \"", key);
+    p = strstr(line, pat);
+    if (!p) return 0;
+    p += strlen(pat);
+    e = strchr(p, '"');
+    if (!e || (size_t)(e - p) >= n) return 0;
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = 0;
+    return 1;
+}
+static void load_torch(const char *path) {
+    char line[1024];
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "bench: cannot read %s; no torch column\n", path);
+        return;
+    }
+    while (ntorch < MAX_TORCH && fgets(line, sizeof line, f)) {
+        double th, ms;
+        if (!json_str(line, "bench", torch_rows[ntorch].name, sizeof torch_rows[ntorch].name)) continue;
+        if (!json_num(line, "threads", &th) || !json_num(line, "torch_ms", &ms)) continue;
+        torch_rows[ntorch].threads = (int)th;
+        torch_rows[ntorch].ms = ms;
+        if (!json_num(line, "torch_cpu_ms", &torch_rows[ntorch].cpu_ms)) torch_rows[ntorch].cpu_ms = 0;
+        ntorch++;
+    }
+    fclose(f);
+}
+static double torch_ms(const char *name, int threads, double *cpu_ms) {
+    int i;
+    *cpu_ms = 0;
+    for (i = 0; i < ntorch; i++)
+        if (torch_rows[i].threads == threads && !strcmp(torch_rows[i].name, name)) {
+            *cpu_ms = torch_rows[i].cpu_ms;
+            return torch_rows[i].ms;
+        }
+    return 0;
+}
+
+/* ---- timing --------------------------------------------------------------------------------- */
+
+/* the 1-minute load average (Linux), printed with the results: on a shared machine other
+   processes take cores and cache, and every number here with them */
+static double load_avg(void) {
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1) l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *t, int n) {
+    qsort(t, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+/* median ms of `runs` GEMMs (after one warm-up that also grows the packing buffers); *cpu_ms the
+   median CPU time of the calling thread (meaningful with one thread) */
+static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
+    int64_t sa = c->m * c->k, sb = c->k * c->n, sc = c->m * c->n, i;
+    float *A = (float *)malloc(sizeof(float) * (size_t)(sa * c->batch));
+    float *B = (float *)malloc(sizeof(float) * (size_t)(sb * c->batch));
+    float *C = (float *)malloc(sizeof(float) * (size_t)(sc * c->batch));
+    double t[64], tc[64], med;
+    hv__gemm_args g;
+    int r;
+    if (!A || !B || !C) {
+        fprintf(stderr, "bench: out of memory for %s\n", c->name);
+        exit(1);
+    }
+    for (i = 0; i < sa * c->batch; i++) A[i] = hv_rng_uniform(ctx) - 0.5f;
+    for (i = 0; i < sb * c->batch; i++) B[i] = hv_rng_uniform(ctx) - 0.5f;
+    memset(C, 0, sizeof(float) * (size_t)(sc * c->batch));
+    memset(&g, 0, sizeof g);
+    g.trans_a = c->ta;
+    g.trans_b = c->tb;
+    g.m = c->m;
+    g.n = c->n;
+    g.k = c->k;
+    g.batch = c->batch;
+    g.alpha = 1.0f;
+    g.beta = 0.0f;
+    g.a = A;
+    g.lda = c->ta ? c->m : c->k;
+    g.batch_stride_a = sa;
+    g.b = B;
+    g.ldb = c->tb ? c->k : c->n;
+    g.batch_stride_b = sb;
+    g.c = C;
+    g.ldc = c->n;
+    g.batch_stride_c = sc;
+    if (runs > 64) runs = 64;
+    ctx->be->gemm(ctx, &g);
+    for (r = 0; r < runs; r++) {
+        double t0 = now_s(), c0 = cpu_s();
+        ctx->be->gemm(ctx, &g);
+        t[r] = (now_s() - t0) * 1e3;
+        tc[r] = (cpu_s() - c0) * 1e3;
+    }
+    med = median(t, runs);
+    *cpu_ms = median(tc, runs);
+    free(A);
+    free(B);
+    free(C);
+    return med;
+}
+
+int main(int argc, char **argv) {
+    const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL;
+    int quick = 0, runs = 0, i, nthr = 0, thr[8], all;
+    FILE *json = NULL;
+    hv_ctx *ctx;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--torch") && i + 1 < argc) torch_path = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--list")) {
+            for (i = 0; i < NCASES; i++)
+                printf("{\"bench\": \"%s\", \"m\": %lld, \"n\": %lld, \"k\": %lld, \"batch\": %lld, \"ta\": %d, \"tb\": %d, \"quick\": %d}\n",
+                       cases[i].name, (long long)cases[i].m, (long long)cases[i].n, (long long)cases[i].k, (long long)cases[i].batch,
+                       cases[i].ta, cases[i].tb, cases[i].quick);
+            return 0;
+        } else {
+            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list]\n", argv[0]);
+            return 2;
+        }
+    }
+    ctx = hv_init(NULL);
+    if (!ctx) {
+        fprintf(stderr, "bench: %s\n", hv_last_error());
+        return 1;
+    }
+    all = hv_get_threads(ctx);
+    if (threads_arg) {
+        const char *p = threads_arg;
+        while (*p && nthr < 8) {
+            thr[nthr] = atoi(p);
+            if (thr[nthr] > 0) nthr++;
+            p = strchr(p, ',');
+            if (!p) break;
+            p++;
+        }
+    } else {
+        thr[nthr++] = 1;
+        if (all > 1) thr[nthr++] = all;
+    }
+    if (runs <= 0) runs = quick ? 3 : 11;
+    if (torch_path) load_torch(torch_path);
+    if (json_path && !(json = fopen(json_path, "w"))) {
+        fprintf(stderr, "bench: cannot write %s\n", json_path);
+        return 1;
+    }
+    printf("humanvit SGEMM benchmark: kernel %s, %d core(s) available, median of %d runs, load average %.2f\n", hv_cpu_isa(ctx), all,
+           runs, load_avg());
+    for (i = 0; i < nthr; i++) {
+        int t = thr[i], c;
+        double cpu_peak, peak = fma_peak(t, &cpu_peak);
+        printf("\nthreads %d: FMA peak %.1f GFLOP/s (register-only loop, best of 20)", t, peak);
+        if (t == 1) printf("; by CPU time %.1f", cpu_peak);
+        printf("\n%-16s %-24s %9s %9s %7s %9s %8s", "bench", "shape (MxNxK)", "ms", "GFLOP/s", "%peak", "torch ms", "speedup");
+        if (t == 1) printf(" | CPU time: %7s %8s", "%peak", "speedup");
+        printf("\n");
+        hv_set_threads(ctx, t);
+        for (c = 0; c < NCASES; c++) {
+            const bcase *bc = &cases[c];
+            double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms, cms, tcms;
+            char shape[64];
+            int r = runs;
+            if (quick && !bc->quick) continue;
+            if (flops > 1e11 && r > 5) r = 5; /* 4096^3: a second and a half per run on one core */
+            shape_str(bc, shape, sizeof shape);
+            ms = time_case(ctx, bc, r, &cms);
+            gf = flops / (ms * 1e-3) * 1e-9;
+            tms = torch_ms(bc->name, t, &tcms);
+            printf("%-16s %-24s %9.3f %9.1f %6.1f%%", bc->name, shape, ms, gf, 100.0 * gf / peak);
+            if (tms > 0) printf(" %9.3f %7.2fx", tms, tms / ms);
+            else printf(" %9s %8s", "-", "-");
+            if (t == 1) {
+                printf(" |           %6.1f%%", 100.0 * flops / (cms * 1e-3) * 1e-9 / cpu_peak);
+                if (tcms > 0) printf(" %7.2fx", tcms / cms);
+            }
+            printf("\n");
+            fflush(stdout);
+            if (json) {
+                fprintf(json, "{\"bench\": \"%s\", \"shape\": \"%s\", \"threads\": %d, \"ms\": %.4f, \"gflops\": %.2f, \"peak_gflops\": %.2f, \"isa\": \"%s\"",
+                        bc->name, shape, t, ms, gf, peak, hv_cpu_isa(ctx));
+                if (tms > 0) fprintf(json, ", \"torch_ms\": %.4f, \"speedup\": %.3f", tms, tms / ms);
+                if (t == 1) fprintf(json, ", \"cpu_ms\": %.4f, \"cpu_peak_gflops\": %.2f", cms, cpu_peak);
+                if (t == 1 && tcms > 0) fprintf(json, ", \"torch_cpu_ms\": %.4f, \"cpu_speedup\": %.3f", tcms, tcms / cms);
+                fprintf(json, "}\n");
+            }
+        }
+    }
+    printf("\nload average at the end: %.2f (more than a few tenths: other processes shared the cores)\n", load_avg());
+    if (json) fclose(json);
+    hv_shutdown(ctx);
+    return 0;
+}

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# test_cli.sh - the programs in examples/ as a user meets them: --help, bad flags, a missing data
+# set, an unreadable image, a model that does not fit the weights: each must exit non-zero with a
+# clear message and leave the output folder as it was. Then small real runs: mae_pretrain ->
+# finetune (and --resume) -> extract_features, and the quick demo end to end with sanity bounds.
+# Run by ./build.sh test (and asan, where the long runs are skipped); the last line is the usual
+# "N passed, M failed".
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+B=${HV_BUILD_DIR:-build}
+MODE=${HV_MODE:-normal}
+MINI=examples/data/fmnist-mini
+export OMP_WAIT_POLICY=passive
+passed=0
+failed=0
+T=$(mktemp -d /tmp/hv_test_cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+
+ok() { passed=$((passed + 1)); echo "PASS $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1: $2"; }
+
+# expect NAME RC PATTERN CMD...: CMD exits with RC and its stderr+stdout contain PATTERN (grep -E)
+expect() {
+    local name=$1 want=$2 pat=$3 rc out
+    shift 3
+    out=$("$@" 2>&1)
+    rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        bad "$name" "exit $rc, wanted $want; output: $(echo "$out" | tail -n 3)"
+    elif ! grep -qE -- "$pat" <<<"$out"; then
+        bad "$name" "output lacks /$pat/: $(echo "$out" | tail -n 3)"
+    else
+        ok "$name"
+    fi
+}
+
+# a folder's listing with sizes and times, to prove a failed run touched nothing
+snapshot() { (cd "$1" && find . -type f -exec stat -c '%n %s %Y' {} + | sort); }
+
+TINY=(--model custom --img-size 28 --patch-size 7 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1)
+TINY_DEC=(--decoder-embed-dim 32 --decoder-depth 1 --decoder-num-heads 2)
+FM=(--norm-mean 0.286 --norm-std 0.353)
+TRAIN=$MINI/train-images-idx3-ubyte.gz
+TEST=$MINI/t10k-images-idx3-ubyte.gz
+
+for prog in mae_pretrain finetune extract_features fmnist_demo; do
+    if [ ! -x "$B/$prog" ]; then
+        bad "$prog" "$B/$prog was not built"
+        continue
+    fi
+    expect "$prog --help" 0 "usage: $prog" "$B/$prog" --help
+    expect "$prog unknown flag" 2 "unknown flag '--no-such-flag'" "$B/$prog" --no-such-flag 3
+    expect "$prog not a number" 2 "is not a number" "$B/$prog" --threads many
+    expect "$prog --backend vulkan" 2 "not compiled in" "$B/$prog" --backend vulkan
+    expect "$prog --backend cuda" 2 "not compiled in" "$B/$prog" --backend=cuda
+done
+expect "mae_pretrain value missing" 2 "needs a value" "$B/mae_pretrain" --lr
+expect "mae_pretrain bad range" 2 "mask-ratio" "$B/mae_pretrain" --data-path "$TRAIN" --output-dir "$T/x" --mask_ratio 1.5
+expect "finetune no data" 2 "required" "$B/finetune" --output-dir "$T/x"
+expect "fmnist_demo positional" 2 "unexpected argument" "$B/fmnist_demo" quick
+
+# a missing data set: a clear message naming it, and an existing output folder left as it was
+mkdir -p "$T/out"
+echo "previous run" >"$T/out/log.csv"
+echo "weights" >"$T/out/model.safetensors"
+before=$(snapshot "$T/out")
+expect "mae_pretrain missing data" 1 "/no/such/data.*No such file" "$B/mae_pretrain" "${TINY[@]}" --data-path /no/such/data --output-dir "$T/out" --iters 2
+expect "finetune missing data" 1 "/no/such/data" "$B/finetune" "${TINY[@]}" --data-path /no/such/data --output-dir "$T/out" --iters 2
+expect "finetune missing val" 1 "/no/such/val" "$B/finetune" "${TINY[@]}" --data-path "$TRAIN" --val-path /no/such/val --output-dir "$T/out" --iters 2
+expect "extract_features missing data" 1 "/no/such/data" "$B/extract_features" "${TINY[@]}" --random-init --data-path /no/such/data --output "$T/out/f.npy"
+expect "extract_features missing folder" 1 "not an existing folder" "$B/extract_features" "${TINY[@]}" --random-init --data-path "$TEST" --output "$T/nowhere/f.npy"
+expect "fmnist_demo missing data" 1 "not found" "$B/fmnist_demo" --data-dir /no/such/dir --output-dir "$T/out"
+expect "finetune missing weights" 1 "no such file" "$B/finetune" "${TINY[@]}" --finetune /no/such/weights.safetensors --data-path "$TRAIN" --output-dir "$T/out"
+
+# an image folder with an unreadable image: the error names the file
+mkdir -p "$T/folder/a" "$T/folder/b"
+printf 'P5\n28 28\n255\n' >"$T/folder/a/ok.pgm"
+head -c 784 /dev/zero >>"$T/folder/a/ok.pgm"
+cp "$T/folder/a/ok.pgm" "$T/folder/b/ok.pgm"
+printf '\x89PNG\r\n\x1a\nthis is not a png' >"$T/folder/b/broken.png"
+expect "mae_pretrain unreadable image" 1 "broken.png" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" --data-path "$T/folder" --output-dir "$T/out" --iters 2 --batch-size 3 --workers 0
+expect "finetune unreadable image" 1 "broken.png" "$B/finetune" "${TINY[@]}" --data-path "$T/folder" --output-dir "$T/out" --iters 2 --batch-size 3
+expect "extract_features unreadable image" 1 "broken.png" "$B/extract_features" "${TINY[@]}" --random-init --data-path "$T/folder" --output "$T/out/f.npy"
+after=$(snapshot "$T/out")
+if [ "$before" = "$after" ]; then ok "failed runs leave the output folder untouched"; else bad "failed runs leave the output folder untouched" "$(diff <(echo "$before") <(echo "$after") | head -5)"; fi
+
+if [ "$MODE" != normal ]; then
+    echo "(the training runs and the quick demo are skipped in the $MODE build)"
+    echo "$passed passed, $failed failed"
+    exit 0
+fi
+
+# small real runs: pretrain, resume, finetune from it, probe, features
+P="$T/pre"
+expect "mae_pretrain runs" 0 "done: 6 steps" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$P" --iters 6 --batch-size 32 --threads 1 --save-every 3
+for f in checkpoint.hvts model.safetensors log.csv loss.svg; do
+    if [ -s "$P/$f" ]; then ok "mae_pretrain wrote $f"; else bad "mae_pretrain wrote $f" "missing"; fi
+done
+if [ "$(wc -l <"$P/log.csv")" -eq 7 ]; then ok "log.csv has a row per step"; else bad "log.csv has a row per step" "$(wc -l <"$P/log.csv") lines"; fi
+if grep -q '<polyline' "$P/loss.svg" && grep -q '</svg>' "$P/loss.svg"; then ok "loss.svg is a plot"; else bad "loss.svg is a plot" "no polyline"; fi
+expect "mae_pretrain --resume" 0 "resumed from .*at step 6" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$P" --iters 9 --batch-size 32 --threads 1 --resume
+expect "mae_pretrain resume of another model" 1 "resume" "$B/mae_pretrain" --model custom --img-size 28 --patch-size 7 --embed-dim 64 --depth 2 --num-heads 2 --in-chans 1 "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$P" --iters 12 --batch-size 32 --resume
+expect "finetune from the MAE" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 4 --eval-resize 28 --output-dir "$T/ft" --threads 1
+expect "finetune refuses a train state" 1 "model.safetensors beside it" "$B/finetune" "${TINY[@]}" --finetune "$P/checkpoint.hvts" --data-path "$TRAIN" --output-dir "$T/ft2"
+expect "finetune wrong architecture" 1 "pos_embed.*checkpoint .*model" "$B/finetune" --model custom --img-size 28 --patch-size 4 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 --finetune "$P/model.safetensors" --data-path "$TRAIN" --output-dir "$T/ft2"
+expect "finetune --freeze-trunk" 0 "linear probe" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --freeze-trunk --data-path "$TRAIN" --val-path "$TEST" --batch-size 50 --iters 3 --eval-resize 28 --output-dir "$T/lp" --threads 1
+expect "extract_features writes .npy" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$P/model.safetensors" --data-path "$TEST" --resize 28 --output "$T/feats.npy" --threads 1
+if [ -s "$T/feats.npy" ] && [ -s "$T/feats.labels.npy" ] && [ "$(head -c 6 "$T/feats.npy" | tail -c 5)" = "NUMPY" ]; then ok "features and labels .npy"; else bad "features and labels .npy" "missing or not .npy"; fi
+
+# a loss that turns NaN: the run stops before the update, the last good checkpoint (step 1) stays
+N="$T/nan"
+expect "mae_pretrain stops on NaN" 1 "loss is (nan|NaN|inf).*stopped before the update.*last good checkpoint" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$N" --iters 8 --batch-size 16 --threads 1 --lr 1e30 --save-every 1
+expect "the last good checkpoint resumes" 0 "resumed from .*at step 1" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$N" --iters 1 --batch-size 16 --threads 1 --resume
+
+# the quick demo end to end
+D="$T/demo"
+start=$SECONDS
+out=$("$B/fmnist_demo" --quick --output-dir "$D" 2>&1)
+rc=$?
+echo "$out" | tail -n 8
+echo "(quick demo: $((SECONDS - start)) s)"
+if [ "$rc" -eq 0 ]; then ok "quick demo exits 0"; else bad "quick demo exits 0" "exit $rc"; fi
+for f in results.md results.csv accuracy.svg pretrain_0.01/loss.svg pretrain_1/model.safetensors finetune_mae100pct_labels2pct/log.csv; do
+    if [ -s "$D/$f" ]; then ok "quick demo wrote $f"; else bad "quick demo wrote $f" "missing"; fi
+done
+if [ -f "$D/results.csv" ]; then
+    # every model reported; every accuracy above chance (10%) with margin; pretrained rows present
+    verdict=$(awk -F, 'NR > 1 { n++; if ($5 < 20 || $7 < 13 || $9 < 13) low = low " " $1 ":" $5 "/" $7 "/" $9; if ($3 > 0) pre++ }
+        END { if (n != 4) print "rows " n; else if (pre != 3) print "pretrained rows " pre; else if (low != "") print "near chance:" low; else print "ok" }' "$D/results.csv")
+    if [ "$verdict" = ok ]; then ok "quick demo accuracies above chance, 3 pretrained + baseline"; else bad "quick demo accuracies" "$verdict"; fi
+fi
+if grep -q '<polyline' "$D/accuracy.svg" 2>/dev/null && grep -q 'log scale' "$D/accuracy.svg"; then ok "accuracy.svg is a plot"; else bad "accuracy.svg is a plot" "no polyline"; fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
