@@ -43,6 +43,8 @@
                                 HUMANVIT_STATIC and include this header: the kernel code is here.
        HUMANVIT_VULKAN          compile in the Vulkan backend (see VULKAN); needs the Vulkan
                                 headers and kernels_vulkan/hv_shaders.h next to this file
+       HUMANVIT_REFERENCE_KERNELS  the CPU backend runs its scalar reference kernels instead of the
+                                SIMD ones (section 7b): slow, for debugging and benchmarks
 
    WHAT IT DOES NOT DO
        No implicit device moves, no background threads of its own, no Python. Tensors are f32
@@ -5552,7 +5554,7 @@ static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
    A long float sum in a fixed order: VN lanes of float partial sums over runs of HV__RUN
    elements, each run's total added to a double. Close to the reference's double sums (relative
    error ~1e-7 for data of one sign) at the speed of float vectors. */
-#define HV__RUN 256
+#define HV__RUN (16 * HV__VN) /* 16 terms per lane: 256 floats with AVX-512, 16 in the scalar build */
 static double hv__sum_f(const float *p, int64_t n) {
     double total = 0;
     int64_t r, j;

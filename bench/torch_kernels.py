@@ -2,7 +2,7 @@
 shapes on the same CPU with the same thread count. Prints one line per kernel, "name median_ms",
 which bench_kernels reads (run it alone to see the numbers).
 
-    python3 bench/torch_kernels.py [--threads N] [--reps N] [filter]
+    python3 bench/torch_kernels.py [--threads N] [--reps N] [--cpu] [filter]
 
 Each row times what PyTorch runs for the op (forward, or backward via autograd.grad with the
 forward outside the timed region), median over --reps runs after one warm-up.
@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 
-def median_ms(fn, reps):
+def median_ms(fn, reps, clock=time.perf_counter):
     fn()
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        ts.append((time.perf_counter() - t0) * 1e3)
+        ts.append((clock() - t0) * 1e3)
     ts.sort()
     return ts[len(ts) // 2]
 
@@ -129,18 +129,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--cpu", action="store_true", help="the calling thread's CPU time instead of the wall clock (use with --threads 1)")
     ap.add_argument("filter", nargs="?", default="")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    with torch.no_grad():
-        pass
     for name, make in rows().items():
         if a.filter and a.filter not in name:
             continue
         fn = make()
-        print(f"{name} {median_ms(fn, a.reps):.4f}", flush=True)
+        clock = time.thread_time if a.cpu else time.perf_counter
+        print(f"{name} {median_ms(fn, a.reps, clock):.4f}", flush=True)
 
 
 if __name__ == "__main__":
