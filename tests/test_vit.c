@@ -26,6 +26,20 @@ static double err_vs(hv_tensor *got, hv_state_dict *ref, const char *name, doubl
     return e;
 }
 
+/* the tiny ViT of the fixtures: 28 px, patch 7, width 32, 4 heads */
+static hv_vit_desc tiny_vit_desc(int depth, int num_classes, int global_pool) {
+    hv_vit_desc d;
+    memset(&d, 0, sizeof d);
+    d.img_size = 28;
+    d.patch_size = 7;
+    d.embed_dim = 32;
+    d.depth = depth;
+    d.num_heads = 4;
+    d.num_classes = num_classes;
+    d.global_pool = global_pool;
+    return d;
+}
+
 static hv_mae_desc tiny_mae_desc(void) {
     hv_mae_desc d;
     memset(&d, 0, sizeof d);
@@ -118,13 +132,7 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
     hv_tensor *logits, *feat;
     double gscale = 0, worst = 0;
     int i;
-    memset(&d, 0, sizeof d);
-    d.img_size = 28;
-    d.patch_size = 7;
-    d.embed_dim = 32;
-    d.depth = 2;
-    d.num_heads = 4;
-    d.num_classes = 5;
+    d = tiny_vit_desc(2, 5, 0);
     vit = hv_vit_new(ctx, &d);
     CHECK_NOTNULL(vit);
     CHECK_NOTNULL(io);
@@ -195,13 +203,7 @@ static void test_vit_global_pool_matches_pytorch(hv_ctx *ctx) {
     hv_load_result res;
     hv_tensor *feat;
     int i;
-    memset(&d, 0, sizeof d);
-    d.img_size = 28;
-    d.patch_size = 7;
-    d.embed_dim = 32;
-    d.depth = 1;
-    d.num_heads = 4;
-    d.global_pool = 1;
+    d = tiny_vit_desc(1, 0, 1);
     vit = hv_vit_new(ctx, &d);
     CHECK_NOTNULL(vit);
     CHECK_NOTNULL(io);
@@ -229,12 +231,7 @@ static void test_load_errors(hv_ctx *ctx) {
     hv_vit *vit;
     hv_state_dict *sd;
     hv_tensor *bad;
-    memset(&d, 0, sizeof d);
-    d.img_size = 28;
-    d.patch_size = 7;
-    d.embed_dim = 32;
-    d.depth = 2;
-    d.num_heads = 4;
+    d = tiny_vit_desc(2, 0, 0);
     vit = hv_vit_new(ctx, &d);
     sd = hv_state_dict_new(ctx);
     bad = hv_zeros(ctx, HV_SHAPE(1, 17, 16));
@@ -252,12 +249,7 @@ static void test_load_errors(hv_ctx *ctx) {
     {
         hv_vit_desc s;
         hv_vit *v;
-        memset(&s, 0, sizeof s);
-        s.img_size = 28;
-        s.patch_size = 7;
-        s.embed_dim = 32;
-        s.depth = 1;
-        s.num_heads = 4;
+        s = tiny_vit_desc(1, 0, 0);
         v = hv_vit_new(ctx, &s);
         CHECK_ERROR(hv_vit_forward(v, hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1, 3, 32, 32)), 0), "hv_vit_forward", "(1, 3, 32, 32)", "28");
         hv_vit_free(v);
