@@ -340,7 +340,7 @@ HVDEF hv_tensor *hv_mse_loss(hv_tensor *a, hv_tensor *b);
 HVDEF hv_tensor *hv_l1_loss(hv_tensor *a, hv_tensor *b);
 /* sum(x * mask) / sum(mask), the mask counted at x's shape: mask broadcasts to x (a (B, N, 1)
    mask on (B, N, D) counts D per entry, so masked_mean(ones, m) == 1) and gets no gradient; a
-   mask that sums to 0 is an error */
+   mask that sums to 0 is an error (on a device backend, which does not wait for the sum: NaN) */
 HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask);
 
 /* ---- models: ViT and MAE (timm / official-MAE layout and parameter names) ------------------- */
@@ -2693,6 +2693,11 @@ HVDEF hv_tensor *hv_masked_mean(hv_tensor *x, hv_tensor *mask) {
     msum = hv_sum(mask, 0, NULL, 0);
     hv_set_grad_enabled(x->ctx, prev);
     if (!msum) return NULL;
+    if (msum->buf) { /* a device: no wait for the count. The division runs there too; an all-zero
+                        mask gives a NaN loss (hv_check_finite reports it) instead of this error */
+        double per = hv_numel(mask) ? (double)hv_numel(x) / (double)hv_numel(mask) : 1.0;
+        return hv_div(hv_sum(hv_mul(x, hv_detach(mask)), 0, NULL, 0), hv_scale(msum, (float)per));
+    }
     den = (double)hv_item(msum);
     if (hv_numel(mask)) den *= (double)hv_numel(x) / (double)hv_numel(mask); /* each mask value covers this many x values */
     if (!(den != 0))
