@@ -841,8 +841,9 @@ static void hv__free(void *p) {
 }
 
 /* The arena: a list of chunks handed out by bumping a pointer. hv_step_end resets it; when a
-   step needed more than one chunk, the reset replaces them by one chunk of the total size, so
-   from the next step on everything fits in one chunk and no malloc happens. */
+   step needed more than one chunk, the reset replaces them by one chunk of the largest total the
+   step held at once, so from the next step on everything fits in one chunk and no malloc
+   happens. */
 typedef struct hv__chunk {
     struct hv__chunk *next;
     size_t size, used;
@@ -853,6 +854,7 @@ typedef struct hv__chunk {
 typedef struct hv__arena {
     hv__chunk *head; /* current chunk first */
     size_t first_size;
+    size_t held, peak; /* bytes of the chunks held now, and the most held at once this step */
 } hv__arena;
 
 static hv__chunk *hv__chunk_new(size_t size) {
@@ -878,6 +880,8 @@ static void *hv__arena_alloc(hv__arena *a, size_t n) {
         if (!c) return NULL;
         c->next = a->head;
         a->head = c;
+        a->held += want;
+        if (a->held > a->peak) a->peak = a->held;
     }
     c->used += n;
     return hv__chunk_base(c) + c->used - n;
@@ -899,23 +903,23 @@ static size_t hv__arena_used(const hv__arena *a) {
 }
 static void hv__arena_reset(hv__arena *a) {
     hv__chunk *c = a->head, *next;
-    size_t total = 0;
+    size_t total = a->peak > a->held ? a->peak : a->held;
     if (!c) return;
-    if (!c->next) {
+    if (!c->next && c->size >= total) {
         c->used = 0;
         return;
     }
     for (; c; c = next) {
         next = c->next;
-        total += c->size;
         hv__free(c);
     }
     a->head = hv__chunk_new(total);
+    a->held = a->peak = a->head ? total : 0;
 }
 /* Scratch inside a kernel: take buffers after a mark, give them back with the rewind before
    returning (the arena is not touched in between by anyone else: kernels allocate before their
-   parallel loops). A chunk added for the scratch alone is emptied, and hv__arena_reset still
-   counts its size, so the next step's single chunk has room for the scratch too. */
+   parallel loops). A chunk added for the scratch alone is freed, and hv__arena_reset still
+   counts its size (the peak), so the next step's single chunk has room for the scratch too. */
 typedef struct hv__arena_mark {
     hv__chunk *head;
     size_t used;
@@ -927,11 +931,15 @@ static hv__arena_mark hv__arena_save(const hv__arena *a) {
     return m;
 }
 static void hv__arena_rewind(hv__arena *a, hv__arena_mark m) {
-    if (a->head == m.head) {
-        if (m.head) m.head->used = m.used;
-    } else if (a->head) {
-        a->head->used = 0;
+    /* chunks added after the mark hold nothing live: free them (the reset remembers the peak),
+       so that their pages do not stay resident next to the chunk the mark is in */
+    while (a->head != m.head) {
+        hv__chunk *c = a->head;
+        a->head = c->next;
+        a->held -= c->size;
+        hv__free(c);
     }
+    if (m.head) m.head->used = m.used;
 }
 static void hv__arena_free(hv__arena *a) {
     hv__chunk *c, *next;
@@ -940,6 +948,7 @@ static void hv__arena_free(hv__arena *a) {
         hv__free(c);
     }
     a->head = NULL;
+    a->held = a->peak = 0;
 }
 
 /* ==== 4. TENSOR CORE =========================================================================== */
@@ -947,7 +956,7 @@ static void hv__arena_free(hv__arena *a) {
 typedef struct hv__backend hv__backend;
 typedef void (*hv__bwd_fn)(hv_tensor *out);
 
-#define HV__MAX_IN 4
+#define HV__MAX_IN 5
 
 struct hv_tensor {
     hv_ctx *ctx;
@@ -960,8 +969,13 @@ struct hv_tensor {
     void *alloc;                 /* owned allocation of a persistent tensor, else NULL */
     void *buf;                   /* device storage holding data (backend-specific); NULL: data is
                                     host memory, as on the CPU backend. Views share it. */
+    struct hv__store *store;     /* the arena block holding data when it can be released before
+                                    hv_step_end (host arena tensors and their views), else NULL */
     hv_tensor *grad;
     unsigned persistent : 1, trainable : 1, requires_grad : 1;
+    unsigned internal : 1;       /* made inside a model's forward and not handed to the caller:
+                                    its values may be released once its backward has run */
+    unsigned holds_store : 1;    /* counted in store->refs: its allocator, or a view an op returned */
     /* autodiff: how this tensor was made (valid while it is on the tape) */
     hv__bwd_fn backward;
     const char *op;
@@ -1139,6 +1153,10 @@ struct hv_ctx {
     hv__arena arena;
     hv_tensor *tape;     /* newest recorded tensor */
     hv_tensor *persist;  /* newest persistent tensor */
+    struct hv__store *free_stores; /* arena blocks released during this step, for reuse */
+    int internal_depth;  /* > 0 inside a model forward: new tensors are marked internal */
+    int arena_rewinding; /* inside a window that ends in hv__arena_rewind: releases would put
+                            blocks it discards on the free list, so they are dropped */
     float *gemm_ws;      /* SIMD GEMM packing buffers: grown once, reused (cpu-simd section) */
     size_t gemm_ws_floats;
 };
@@ -1222,6 +1240,8 @@ HVDEF void hv_step_end(hv_ctx *ctx) {
         if (t->grad && !t->grad->persistent) t->grad = NULL;
     ctx->tape = NULL;
     ctx->kernel_failed = 0;
+    ctx->free_stores = NULL; /* they live in the arena */
+    ctx->internal_depth = 0;
     hv__arena_reset(&ctx->arena);
     if (ctx->be->step_end) ctx->be->step_end(ctx); /* device: finish the step's work, reset its pool */
 }
@@ -1345,6 +1365,7 @@ static hv_tensor *hv__header(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *
     for (i = 0; i < ndim; i++) t->shape[i] = shape[i];
     hv__set_contiguous_strides(t);
     t->persistent = persistent ? 1 : 0;
+    t->internal = !persistent && ctx->internal_depth > 0;
     if (persistent) {
         t->plist_prev = ctx->persist;
         if (ctx->persist) ctx->persist->plist_next = t;
@@ -1352,8 +1373,67 @@ static hv_tensor *hv__header(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *
     }
     return t;
 }
-/* a contiguous tensor with zeroed storage, persistent or in the arena */
-static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *shape, int persistent) {
+/* ---- releasable arena storage ---------------------------------------------------------------
+   A training step's backward gives memory back before hv_step_end: once a tensor's backward has
+   run, its gradient is dead, and so are its values when it is internal to a model's forward
+   (nobody outside holds it; its consumers' backwards ran earlier in the walk). Released blocks go
+   on a free list that hv__alloc searches first, so the gradients of the backward reuse the
+   activations' memory and a step peaks at about its activations, not activations plus gradients.
+   A block is counted: the tensor that allocated it and every view of it hold one reference. */
+typedef struct hv__store {
+    void *base;
+    size_t bytes;
+    int refs;
+    struct hv__store *next_free;
+} hv__store;
+
+/* `bytes` of arena memory, a released block when one fits without wasting more than a quarter */
+static void *hv__store_take(hv_ctx *ctx, size_t bytes, hv__store **out) {
+    hv__store **pp, **best = NULL, *s;
+    for (pp = &ctx->free_stores; *pp; pp = &(*pp)->next_free)
+        if ((*pp)->bytes >= bytes && (*pp)->bytes - bytes <= bytes / 4 && (!best || (*pp)->bytes < (*best)->bytes)) best = pp;
+    if (best) {
+        s = *best;
+        *best = s->next_free;
+    } else {
+        s = (hv__store *)hv__arena_alloc(&ctx->arena, sizeof *s);
+        if (!s || !(s->base = hv__arena_alloc(&ctx->arena, bytes))) return NULL;
+        s->bytes = bytes;
+    }
+    s->refs = 1;
+    s->next_free = NULL;
+    *out = s;
+    return s->base;
+}
+static void hv__store_release(hv_ctx *ctx, hv__store *s) {
+    if (s && --s->refs == 0 && !ctx->arena_rewinding) {
+        s->next_free = ctx->free_stores;
+        ctx->free_stores = s;
+    }
+}
+/* gives back the storage of a temporary that an op or a backward made and no longer reads */
+static void hv__release_temp(hv_tensor *t) {
+    if (t && t->holds_store) {
+        hv__store_release(t->ctx, t->store);
+        t->holds_store = 0;
+        t->store = NULL;
+        t->data = NULL;
+    }
+}
+/* called by hv_backward right after t's backward (see above); persistent tensors keep theirs */
+static void hv__release_after_backward(hv_tensor *t) {
+    if (t->persistent) return;
+    if (t->grad && !t->grad->persistent) {
+        hv__release_temp(t->grad);
+        t->grad = NULL;
+    }
+    if (t->internal) hv__release_temp(t); /* data NULL: a stray later read faults, not reads reused memory */
+}
+
+/* a contiguous tensor, persistent or in the arena; its storage zeroed unless `uninit` (an op
+   output that its kernel overwrites whole: zeroing it would cost a pass over memory for nothing;
+   device backends zero always) */
+static hv_tensor *hv__alloc_ex(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *shape, int persistent, int uninit) {
     hv_tensor *t = hv__header(ctx, dt, ndim, shape, persistent);
     size_t bytes;
     if (!t) return NULL;
@@ -1371,18 +1451,24 @@ static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *s
         t->alloc = hv__malloc(bytes);
         t->data = t->alloc;
     } else {
-        t->data = hv__arena_alloc(&ctx->arena, bytes);
+        t->data = hv__store_take(ctx, bytes, &t->store);
+        t->holds_store = 1;
     }
     if (!t->data) {
         if (persistent) hv_tensor_free(t);
         return (hv_tensor *)hv__fail("hv_tensor", "out of memory for %zu bytes", bytes);
     }
-    memset(t->data, 0, bytes);
+    if (!uninit) memset(t->data, 0, bytes);
     return t;
+}
+static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *shape, int persistent) {
+    return hv__alloc_ex(ctx, dt, ndim, shape, persistent, 0);
 }
 /* the usual case inside ops: an arena f32 tensor shaped like a shape array */
 static hv_tensor *hv__new(hv_ctx *ctx, int ndim, const int64_t *shape) { return hv__alloc(ctx, HV_F32, ndim, shape, 0); }
 static hv_tensor *hv__new_like(const hv_tensor *t) { return hv__new(t->ctx, t->ndim, t->shape); }
+/* an arena f32 op output that the op's kernel writes in full (not zeroed) */
+static hv_tensor *hv__new_out(hv_ctx *ctx, int ndim, const int64_t *shape) { return hv__alloc_ex(ctx, HV_F32, ndim, shape, 0, 1); }
 
 /* a view header sharing x's storage (arena; the storage must outlive it) */
 static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
@@ -1392,6 +1478,17 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
     for (i = 0; i < ndim; i++) v->stride[i] = stride[i];
     v->data = (char *)x->data + offset * (int64_t)hv__dtype_size(x->dtype);
     v->buf = x->buf;
+    v->store = x->store; /* a temporary view inside an op: no reference (see hv__view_kept) */
+    return v;
+}
+
+/* a view that an op returns (reshape, permute, slice, select, detach) may outlive its base's
+   backward, so it holds a reference to the storage */
+static hv_tensor *hv__view_kept(hv_tensor *v) {
+    if (v && v->store) {
+        v->store->refs++;
+        v->holds_store = 1;
+    }
     return v;
 }
 
@@ -1704,8 +1801,10 @@ HVDEF int hv_backward(hv_tensor *loss) {
     ctx->be->fill(ctx, seed, 1.0f);
     /* the tape is in creation order, a topological order: walking it backwards visits every
        tensor after all the tensors that consumed it */
-    for (t = ctx->tape; t; t = t->tape_prev)
+    for (t = ctx->tape; t; t = t->tape_prev) {
         if (t->grad && t->backward) t->backward(t);
+        hv__release_after_backward(t);
+    }
     ctx->tape = NULL; /* consumed: the next backward starts a new graph */
     if (ctx->kernel_failed) { /* a device kernel could not run: the error names it */
         ctx->kernel_failed = 0;
@@ -1717,7 +1816,7 @@ HVDEF int hv_backward(hv_tensor *loss) {
 HVDEF hv_tensor *hv_detach(hv_tensor *x) {
     hv_tensor *v;
     if (!x) return NULL;
-    v = hv__view(x, x->ndim, x->shape, x->stride, 0);
+    v = hv__view_kept(hv__view(x, x->ndim, x->shape, x->stride, 0));
     return v;
 }
 
@@ -1763,7 +1862,7 @@ static void hv__contiguous_bwd(hv_tensor *out) { hv__grad_add(out->in[0], out->g
 HVDEF hv_tensor *hv_copy(hv_tensor *x) {
     hv_tensor *y;
     HV__CHECK_IN(x);
-    y = hv__alloc(x->ctx, x->dtype, x->ndim, x->shape, 0);
+    y = hv__alloc_ex(x->ctx, x->dtype, x->ndim, x->shape, 0, 1);
     if (!y) return NULL;
     x->ctx->be->copy(x->ctx, y, x, 0);
     return HV__RECORD1(y, "copy", hv__contiguous_bwd, x);
@@ -1803,7 +1902,7 @@ HVDEF hv_tensor *hv_reshape(hv_tensor *x, hv_shape s) {
     }
     x = hv_contiguous(x);
     if (!x) return NULL;
-    v = hv__view(x, s.ndim, s.d, s.d, 0);
+    v = hv__view_kept(hv__view(x, s.ndim, s.d, s.d, 0));
     if (!v) return NULL;
     hv__set_contiguous_strides(v);
     return HV__RECORD1(v, "reshape", hv__reshape_bwd, x);
@@ -1834,7 +1933,7 @@ HVDEF hv_tensor *hv_permute(hv_tensor *x, const int *perm) {
         shape[i] = x->shape[perm[i]];
         stride[i] = x->stride[perm[i]];
     }
-    v = hv__view(x, x->ndim, shape, stride, 0);
+    v = hv__view_kept(hv__view(x, x->ndim, shape, stride, 0));
     if (!v) return NULL;
     for (i = 0; i < x->ndim; i++) v->ip[i] = perm[i];
     return HV__RECORD1(v, "permute", hv__permute_bwd, x);
@@ -1882,7 +1981,7 @@ HVDEF hv_tensor *hv_slice(hv_tensor *x, int axis, int64_t start, int64_t end, in
         return (hv_tensor *)hv__fail("hv_slice", "range [%lld, %lld) is invalid for axis %d of %s", (long long)start, (long long)end, a,
                                      hv__desc("x", x));
     count = (end - start + step - 1) / step;
-    v = hv__slice_view(x, a, start, count, step);
+    v = hv__view_kept(hv__slice_view(x, a, start, count, step));
     if (!v) return NULL;
     v->ip[0] = a;
     v->ip[1] = start;
@@ -1915,7 +2014,7 @@ HVDEF hv_tensor *hv_select(hv_tensor *x, int axis, int64_t index) {
     if (index < 0) index += x->shape[a];
     if (index < 0 || index >= x->shape[a])
         return (hv_tensor *)hv__fail("hv_select", "index %lld is out of range for axis %d of %s", (long long)index, a, hv__desc("x", x));
-    v = hv__select_view(x, a, index);
+    v = hv__view_kept(hv__select_view(x, a, index));
     if (!v) return NULL;
     v->ip[0] = a;
     v->ip[1] = index;
@@ -2050,7 +2149,7 @@ static hv_tensor *hv__binary_raw(int op, hv_tensor *a, hv_tensor *b, const char 
     int ndim;
     hv_tensor *out, *ea, *eb;
     if (hv__broadcast(a, b, &ndim, shape, name)) return NULL;
-    out = hv__new(a->ctx, ndim, shape);
+    out = hv__new_out(a->ctx, ndim, shape);
     ea = out ? hv__expand(a, ndim, shape) : NULL;
     eb = ea ? hv__expand(b, ndim, shape) : NULL;
     if (!eb) return NULL;
@@ -2109,7 +2208,7 @@ static hv_tensor *hv__unary(int op, float alpha, hv_tensor *x, const char *name)
     hv_tensor *out;
     HV__CHECK_IN(x);
     if (hv__check_f32(x, name, "x")) return NULL;
-    out = hv__new_like(x);
+    out = hv__new_out(x->ctx, x->ndim, x->shape);
     if (!out) return NULL;
     x->ctx->be->unary(x->ctx, op, alpha, out, x);
     out->ip[0] = op;
@@ -2312,7 +2411,7 @@ HVDEF hv_tensor *hv_matmul(hv_tensor *a, hv_tensor *b, int trans_a, int trans_b)
     if (!a || !b) return NULL;
     shape[nb] = m;
     shape[nb + 1] = n;
-    out = hv__new(a->ctx, nb + 2, shape);
+    out = hv__new_out(a->ctx, nb + 2, shape);
     if (!out) return NULL;
     if (b->ndim == 2 && !trans_a) hv__gemm_batched(a->ctx, 0, trans_b, hv__fold_rows(a), b, hv__fold_rows(out), 0, NULL, 0.0f);
     else hv__gemm_batched(a->ctx, trans_a, trans_b, a, b, out, nb, shape, 0.0f);
@@ -2322,8 +2421,101 @@ HVDEF hv_tensor *hv_matmul(hv_tensor *a, hv_tensor *b, int trans_a, int trans_b)
     in[1] = b;
     return hv__record(out, "matmul", hv__matmul_bwd, 2, in);
 }
+/* ---- fused linear layers ------------------------------------------------------------------- */
+
+/* x (..., in) contiguous, w (out, in), b (out) or NULL: y = x W^T + b, the bias written first and
+   the GEMM accumulating onto it. No tape. */
+static hv_tensor *hv__linear_raw(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
+    int64_t shape[HV_MAX_DIMS];
+    hv_tensor *out, *bias;
+    int i;
+    for (i = 0; i < x->ndim - 1; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = w->shape[0];
+    out = hv__new_out(x->ctx, x->ndim, shape);
+    if (!out) return NULL;
+    if (b) {
+        if (!(bias = hv__expand(b, out->ndim, out->shape))) return NULL;
+        x->ctx->be->copy(x->ctx, out, bias, 0);
+    }
+    hv__gemm_batched(x->ctx, 0, 1, hv__fold_rows(x), w, hv__fold_rows(out), 0, NULL, b ? 1.0f : 0.0f);
+    return out;
+}
+/* the gradients of y = x W^T + b given gy: gx += gy W (when gx is given), and W's and b's
+   gradient buffers when they want one */
+static void hv__linear_grads(hv_tensor *x, hv_tensor *w, hv_tensor *b, hv_tensor *gy, hv_tensor *gx) {
+    hv_ctx *ctx = gy->ctx;
+    if (gx) hv__gemm_batched(ctx, 0, 0, hv__fold_rows(gy), w, hv__fold_rows(gx), 0, NULL, 1.0f);
+    if (hv__needs_grad(w)) {
+        hv_tensor *gw = hv__grad_buf(w);
+        if (gw) hv__gemm_batched(ctx, 1, 0, hv__fold_rows(gy), hv__fold_rows(x), gw, 0, NULL, 1.0f);
+    }
+    if (hv__needs_grad(b)) hv__grad_add(b, hv__sum_to(gy, b));
+}
+static int hv__linear_check(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
+    return hv__check_f32(x, "hv_linear", "x") || hv__check_f32(w, "hv_linear", "weight") || hv__same_ctx(x, w, "hv_linear") ||
+           (b && (hv__check_f32(b, "hv_linear", "bias") || hv__same_ctx(x, b, "hv_linear")));
+}
+
+/* y = x W^T + b as one op, so a layer keeps one (rows, out) activation instead of the product
+   and the sum (half the memory of a ViT block's linear layers in training) */
+static void hv__linear_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0];
+    hv__linear_grads(x, out->in[1], out->in[2], out->grad, hv__needs_grad(x) ? hv__grad_buf(x) : NULL);
+}
+static hv_tensor *hv__linear_bias(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
+    hv_tensor *out, *in[3];
+    if (hv__linear_check(x, w, b)) return NULL;
+    x = hv_contiguous(x);
+    w = hv_contiguous(w);
+    if (!x || !w || !(out = hv__linear_raw(x, w, b))) return NULL;
+    in[0] = x;
+    in[1] = w;
+    in[2] = b;
+    return hv__record(out, "linear", hv__linear_bwd, 3, in);
+}
+
+/* A transformer block's MLP, fc2(gelu(fc1(x))), as one op that keeps only fc1's output h: the
+   backward recomputes gelu(h) for fc2's weight gradient instead of storing it. That saves 4 x D
+   floats per token and block in training, for one extra GELU per block in the backward. */
+static void hv__mlp_bwd(hv_tensor *out) {
+    hv_tensor *x = out->in[0], *h = out->saved[0], *y, *gy, *gh;
+    hv_ctx *ctx = out->ctx;
+    y = hv__new_out(ctx, h->ndim, h->shape);
+    gy = y ? hv__new_like(h) : NULL;
+    if (!gy) return;
+    ctx->be->unary(ctx, HV__GELU, 0.0f, y, h);
+    hv__linear_grads(y, out->in[3], out->in[4], out->grad, gy); /* fc2 */
+    hv__release_temp(y);
+    gh = hv__new_like(h);
+    if (!gh) return;
+    ctx->be->unary_bwd(ctx, HV__GELU, 0.0f, gh, h, h, gy); /* GELU's derivative reads x only */
+    hv__release_temp(gy);
+    hv__linear_grads(x, out->in[1], out->in[2], gh, hv__needs_grad(x) ? hv__grad_buf(x) : NULL); /* fc1 */
+    hv__release_temp(gh);
+    if (out->internal) hv__release_temp(h);
+}
+static hv_tensor *hv__mlp(hv_tensor *x, hv_tensor *w1, hv_tensor *b1, hv_tensor *w2, hv_tensor *b2) {
+    hv_tensor *h, *y, *out, *in[5];
+    HV__CHECK_IN(x);
+    if (hv__linear_check(x, w1, b1) || hv__linear_check(x, w2, b2)) return NULL;
+    if (x->ndim < 1 || w1->ndim != 2 || w2->ndim != 2 || x->shape[x->ndim - 1] != w1->shape[1] || w2->shape[1] != w1->shape[0])
+        return (hv_tensor *)hv__fail("hv_mlp", "%s does not fit fc1 %s and fc2 %s", hv__desc("x", x), hv__desc("weight", w1),
+                                     hv__desc("weight", w2));
+    x = hv_contiguous(x);
+    if (!x || !(h = hv__linear_raw(x, w1, b1)) || !(y = hv__new_out(h->ctx, h->ndim, h->shape))) return NULL;
+    x->ctx->be->unary(x->ctx, HV__GELU, 0.0f, y, h);
+    out = hv__linear_raw(y, w2, b2);
+    hv__release_temp(y);
+    if (!out) return NULL;
+    out->saved[0] = h;
+    in[0] = x;
+    in[1] = w1;
+    in[2] = b1;
+    in[3] = w2;
+    in[4] = b2;
+    return hv__record(out, "mlp", hv__mlp_bwd, 5, in);
+}
 HVDEF hv_tensor *hv_linear(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
-    hv_tensor *y;
     HV__CHECK_IN(x);
     HV__CHECK_IN(w);
     if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
@@ -2337,8 +2529,8 @@ HVDEF hv_tensor *hv_linear(hv_tensor *x, hv_tensor *w, hv_tensor *b) {
         row[1] = x->shape[0];
         return hv_reshape(hv_linear(hv_reshape(x, hv_shape_of(2, row)), w, b), hv_shape_of(1, &w->shape[0]));
     }
-    y = hv_matmul(x, w, 0, 1);
-    return b ? hv_add(y, b) : y;
+    if (!b) return hv_matmul(x, w, 0, 1);
+    return hv__linear_bias(x, w, b);
 }
 
 /* ---- ops of the neural-network layers: normalisation, attention, indexing, losses ----------- */
@@ -2406,7 +2598,7 @@ static hv_tensor *hv__softmax(hv_tensor *x, int axis, int is_log, const char *na
     HV__CHECK_IN(x);
     if (hv__check_f32(x, name, "x") || hv__norm_axis(x, axis, &a, name)) return NULL;
     x = hv_contiguous(x); /* the kernel walks x as (outer, n, inner) */
-    if (!x || !(y = hv__new_like(x))) return NULL;
+    if (!x || !(y = hv__new_out(x->ctx, x->ndim, x->shape))) return NULL;
     hv__split_axis(x, a, &outer, &n, &inner);
     x->ctx->be->softmax(x->ctx, is_log, y, x, outer, n, inner);
     y->ip[0] = is_log;
@@ -2451,7 +2643,7 @@ HVDEF hv_tensor *hv_layer_norm(hv_tensor *x, hv_tensor *weight, hv_tensor *bias,
     x = hv_contiguous(x);
     if (!x || (weight && !(weight = hv_contiguous(weight))) || (bias && !(bias = hv_contiguous(bias)))) return NULL;
     rows = hv_numel(x) / D;
-    y = hv__new_like(x);
+    y = hv__new_out(x->ctx, x->ndim, x->shape);
     mean = y ? hv__new(x->ctx, 1, &rows) : NULL;
     rstd = mean ? hv__new(x->ctx, 1, &rows) : NULL;
     if (!rstd) return NULL;
@@ -2494,7 +2686,7 @@ HVDEF hv_tensor *hv_attention(hv_tensor *q, hv_tensor *k, hv_tensor *v, float sc
     if (k->shape[2] == 0 || q->shape[3] == 0)
         return (hv_tensor *)hv__fail("hv_attention", "needs at least one key and d > 0; got %s, %s", hv__desc("q", q), hv__desc("k", k));
     if (!(scale > 0)) scale = (float)(1.0 / sqrt((double)q->shape[3]));
-    o = hv__new(q->ctx, 4, q->shape);     /* (B, H, Nq, d) */
+    o = hv__new_out(q->ctx, 4, q->shape); /* (B, H, Nq, d) */
     lse = o ? hv__new(q->ctx, 3, q->shape) : NULL; /* (B, H, Nq) */
     if (!lse) return NULL;
     q->ctx->be->attention(q->ctx, o, lse, q, k, v, scale);
@@ -9067,7 +9259,7 @@ static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
     s3[2] = D;
     a = hv_reshape(hv_permute(a, perm_out), hv_shape_of(3, s3));
     x = hv_add(x, hv__linear_fwd(&b->proj, a));
-    return hv_add(x, hv__linear_fwd(&b->fc2, hv_gelu(hv__linear_fwd(&b->fc1, hv__norm_fwd(&b->norm2, x)))));
+    return hv_add(x, hv__mlp(hv__norm_fwd(&b->norm2, x), b->fc1.w, b->fc1.b, b->fc2.w, b->fc2.b));
 }
 
 /* A block in no-grad mode (inference) on the CPU: the block's temporaries are released as soon as
@@ -9078,22 +9270,34 @@ static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
     hv_ctx *ctx;
     hv__arena_mark mark;
     hv_tensor *y, *z;
-    void *ydata;
+    void *ydata, *held = NULL;
     size_t bytes;
+    int64_t shape[HV_MAX_DIMS];
+    int ndim;
     if (!x) return NULL;
     ctx = x->ctx;
     if (ctx->grad_enabled || ctx->be != hv__cpu_backend()) return hv__block_fwd(b, x);
     mark = hv__arena_save(&ctx->arena);
+    ctx->arena_rewinding++;
     y = hv__block_fwd(b, x);
+    ctx->arena_rewinding--;
     if (!y || !hv_is_contiguous(y)) return y;
     ydata = y->data;
     bytes = (size_t)hv_numel(y) * sizeof(float);
+    ndim = y->ndim;
+    memcpy(shape, y->shape, sizeof shape);
+    if (ctx->arena.head != mark.head) {
+        /* the arena grew inside the block (first steps only) and the rewind frees the new chunk
+           that y is in: y waits in a heap copy */
+        if (!(held = hv__malloc(bytes))) return (hv_tensor *)hv__fail("hv_vit_forward", "out of memory for %zu bytes", bytes);
+        memcpy(held, ydata, bytes);
+        ydata = held;
+    }
     hv__arena_rewind(&ctx->arena, mark);
-    z = hv__header(ctx, HV_F32, y->ndim, y->shape, 0); /* y's header is below its data: read above */
-    if (!z) return NULL;
-    z->data = hv__arena_alloc(&ctx->arena, bytes);
-    if (!z->data) return NULL;
-    memmove(z->data, ydata, bytes);
+    z = hv__header(ctx, HV_F32, ndim, shape, 0);
+    if (z && !(z->data = hv__arena_alloc(&ctx->arena, bytes))) z = (hv_tensor *)hv__fail("hv_vit_forward", "out of memory for %zu bytes", bytes);
+    if (z) memmove(z->data, ydata, bytes);
+    hv__free(held);
     return z;
 }
 
@@ -9519,15 +9723,29 @@ static hv_tensor *hv__vit_trunk(hv_vit *v, hv_tensor *x, int apply_norm) {
     for (i = 0; i < v->d.depth; i++) x = hv__block_fwd_compact(&v->blocks[i], x);
     return apply_norm ? hv__norm_fwd(&v->norm, x) : x;
 }
+/* A model forward marks the tensors it makes internal (hv__store: the backward may release
+   them), except those it hands to the caller. */
+static void hv__model_enter(hv_ctx *ctx) { ctx->internal_depth++; }
+static hv_tensor *hv__model_leave(hv_ctx *ctx, hv_tensor *result) {
+    ctx->internal_depth--;
+    if (result) result->internal = 0;
+    return result;
+}
+static hv_tensor *hv__vit_forward(hv_vit *vit, hv_tensor *images, int training);
 HVDEF hv_tensor *hv_vit_forward_tokens(hv_vit *vit, hv_tensor *images) {
     if (!vit) return (hv_tensor *)hv__fail("hv_vit_forward_tokens", "vit is NULL");
     if (vit->d.global_pool) return (hv_tensor *)hv__fail("hv_vit_forward_tokens", "a global-pool ViT has no final token norm");
-    return hv__vit_trunk(vit, hv__vit_embed(vit, images, "hv_vit_forward_tokens"), 1);
+    hv__model_enter(vit->ctx);
+    return hv__model_leave(vit->ctx, hv__vit_trunk(vit, hv__vit_embed(vit, images, "hv_vit_forward_tokens"), 1));
 }
 HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
+    if (!vit) return (hv_tensor *)hv__fail("hv_vit_forward", "vit is NULL");
+    hv__model_enter(vit->ctx);
+    return hv__model_leave(vit->ctx, hv__vit_forward(vit, images, training));
+}
+static hv_tensor *hv__vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     hv_tensor *x, *feat;
     int axis1 = 1;
-    if (!vit) return (hv_tensor *)hv__fail("hv_vit_forward", "vit is NULL");
     x = hv__vit_trunk(vit, hv__vit_embed(vit, images, "hv_vit_forward"), !vit->d.global_pool);
     HV__CHECK_IN(x);
     if (vit->d.global_pool) feat = hv__norm_fwd(&vit->norm, hv_mean(hv_slice(x, 1, 1, x->shape[1], 1), 1, &axis1, 0));
@@ -9664,13 +9882,24 @@ static void hv__mae_masking(const float *noise, int64_t B, int64_t L, int64_t ke
     }
 }
 
+static hv_tensor *hv__mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise, hv_tensor **pred_out, hv_tensor **mask_out);
 HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise, hv_tensor **pred_out, hv_tensor **mask_out) {
+    hv_tensor *pred = NULL, *mask = NULL, *loss;
+    if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
+    hv__model_enter(mae->ctx);
+    loss = hv__mae_forward(mae, images, noise, &pred, &mask);
+    if (pred) pred->internal = 0;
+    if (mask) mask->internal = 0;
+    if (pred_out) *pred_out = pred;
+    if (mask_out) *mask_out = mask;
+    return hv__model_leave(mae->ctx, loss);
+}
+static hv_tensor *hv__mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise, hv_tensor **pred_out, hv_tensor **mask_out) {
     hv_ctx *ctx;
     const hv_vit_desc *e;
     int64_t B, L, K, Dd, s2[2], s3[3];
     hv_tensor *x, *ids_keep, *ids_restore, *mask, *shuffle, *dec, *parts[2], *pred, *target, *loss;
     int i, last = -1, drawn = 0;
-    if (!mae) return (hv_tensor *)hv__fail("hv_mae_forward", "mae is NULL");
     ctx = mae->ctx;
     e = &mae->enc.d;
     x = hv__vit_embed(&mae->enc, images, "hv_mae_forward"); /* (B, L, D) */

@@ -107,6 +107,9 @@ static void test_mae_matches_pytorch(hv_ctx *ctx) {
         if (e > worst) worst = e;
         CHECK(e <= 1e-3, "%s: %g", key, e);
     }
+    /* the backward releases the model's internal activations; what it handed out stays */
+    CHECK(err_vs(pred, io, "pred", 1e-6) < 1e-4, "pred after the backward: %g", err_vs(pred, io, "pred", 1e-6));
+    CHECK(err_vs(mask, io, "mask", 1e-6) == 0, "mask differs after the backward");
     printf("  MAE tiny: loss %.7g, worst parameter-gradient error %.2g\n", hv_item(loss), worst);
     hv_step_end(ctx);
     /* norm_pix_loss on the same weights and mask */
@@ -311,12 +314,45 @@ static void test_vits14_real_size(hv_ctx *ctx) {
     hv_vit_free(vit);
 }
 
+/* The backward gives the memory of dead gradients and of the model's internal activations back
+   for reuse (hv__store in humanvit.h): a training step then needs little arena beyond its forward.
+   Without the reuse the backward adds about as much again as the forward (1.4x here). */
+static void test_training_memory(hv_ctx *ctx) {
+    hv_vit_desc d = tiny_vit_desc(4, 5, 0);
+    hv_vit *vit = hv_vit_new(ctx, &d);
+    hv_tensor *images = hv_randn(ctx, HV_SHAPE(16, 3, 28, 28), 0, 1), *labels = hv_tensor_new(ctx, HV_I32, HV_SHAPE(16));
+    float before[16 * 5], after[16 * 5];
+    size_t fwd[2] = {0, 0}, bwd[2] = {0, 0};
+    int i, step;
+    CHECK_NOTNULL(vit);
+    CHECK_NOTNULL(labels);
+    if (!vit || !labels) return;
+    for (i = 0; i < 16; i++) hv_data_i32(labels)[i] = i % 5;
+    for (step = 0; step < 2; step++) {
+        hv_tensor *logits = hv_vit_forward(vit, images, 1), *loss = hv_cross_entropy(logits, labels);
+        CHECK_NOTNULL(loss);
+        if (!loss) break;
+        fwd[step] = hv_arena_used(ctx);
+        hv_tensor_copy_to(logits, before, sizeof before);
+        CHECK(hv_backward(loss) == 0, "%s", hv_last_error());
+        bwd[step] = hv_arena_used(ctx);
+        hv_tensor_copy_to(logits, after, sizeof after); /* handed out: still readable */
+        CHECK(memcmp(before, after, sizeof before) == 0, "the logits changed during the backward");
+        hv_step_end(ctx);
+    }
+    printf("  arena: %.0f KiB after the forward, %.0f KiB after the backward\n", fwd[1] / 1024.0, bwd[1] / 1024.0);
+    CHECK(bwd[1] - fwd[1] < fwd[1] / 3, "the backward grew the arena from %zu to %zu bytes", fwd[1], bwd[1]);
+    CHECK(fwd[0] == fwd[1] && bwd[0] == bwd[1], "steps differ: %zu/%zu then %zu/%zu bytes", fwd[0], bwd[0], fwd[1], bwd[1]);
+    hv_vit_free(vit);
+}
+
 int main(void) {
     hv_ctx *ctx = hv_init(NULL);
     TL_RUN(ctx, test_sincos_and_interpolation);
     TL_RUN(ctx, test_mae_matches_pytorch);
     TL_RUN(ctx, test_vit_finetuned_matches_pytorch);
     TL_RUN(ctx, test_vit_global_pool_matches_pytorch);
+    TL_RUN(ctx, test_training_memory);
     TL_RUN(ctx, test_load_errors);
     TL_RUN(ctx, test_model_ids);
     TL_RUN(ctx, test_vits14_real_size);
