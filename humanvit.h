@@ -3635,9 +3635,10 @@ static void hv__sgemm_pack_b(const hv__gemm_args *g, const float *B, int64_t p0,
    to nearest even), so the transposes exist once.
    The bf16 instructions are compiled with a target attribute, not the translation unit's flags, so
    kernels_cpu/hv_cpu_avx512.c still runs on AVX-512 CPUs without them; cpuid decides at hv_init.
-   Accuracy: rounding an operand costs a relative 2^-9, a product at most ~2^-8, so
-   |C - C_f32| <= ~2^-8 * |alpha| * sum_k |a_ik b_kj|; on random data the measured worst is near
-   2^-10 of that sum (tests/test_bf16.c states and checks the bound, README.md the numbers). */
+   Accuracy: rounding an operand to bf16 (8 significant bits) costs a relative 2^-8 at most, a
+   product 2^-7, so |C - C_exact| <= (1.01 * 2^-7 + (k + 4) * 2^-23) * |alpha| * sum_k |a_ik b_kj|.
+   A single product can reach that; over hundreds of products the errors mostly cancel (measured
+   2^-10 of the sum; tests/test_bf16.c checks both, README.md states the numbers). */
 #ifdef HV__BF16
 
 /* in place: np panels (ps floats apart) of kc rows of w floats (w <= 16 or a multiple of 16) ->
