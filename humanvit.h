@@ -46,7 +46,7 @@
        HUMANVIT_GEMM_PRECISION  (environment, or hv_init_desc.gemm_precision = HV_GEMM_BF16, or
                                 hv_set_gemm_precision) "bf16": the CPU GEMM (matmul, linear, conv,
                                 forward and backward) rounds its operands to bf16 and sums the
-                                products in f32, about 1.9x the f32 speed, on AVX512_BF16 CPUs
+                                products in f32, 1.65-1.94x the f32 speed, on AVX512_BF16 CPUs
                                 (gcc >= 10 or clang >= 9; cpuid decides, the dispatch build too).
                                 Error per element <= 2^-7 * sum_k |a_ik b_kj| (one product), about
                                 2^-10 of it over hundreds; ViT-S features within ~0.5%. Default f32;
