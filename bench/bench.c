@@ -3,12 +3,14 @@
 
        ./build.sh bench                      (builds build/bench/bench, runs torch, then this)
        build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list]
+                         [--no-bf16 | --only-bf16]
 
    --list          print the cases as JSON lines (what torch_compare.py reads) and exit
    --torch FILE    JSON lines from torch_compare.py: adds torch_ms and speedup (torch_ms / ms)
    --json FILE     one JSON object per line and case: bench, shape, threads, ms, gflops, ...
    --threads LIST  comma-separated thread counts (default: 1 and all the machine's cores)
    --quick         fewer cases and runs (a smoke test)
+   --no-bf16, --only-bf16   leave out the bf16 rows, or the f32 ones (bf16's "vs f32" needs both)
 
    With one thread the table also gives CPU-time figures (this thread's CPU time, torch's
    likewise): on a machine shared with other busy processes the wall clock mostly measures them.
@@ -17,11 +19,15 @@
    compiler may use), per core and with every thread at once; the best of 20 tries.
    GEMM: C = op(A) op(B), beta 0, through the backend's gemm (the kernel hv_matmul uses); median of
    N runs after one warm-up. Shapes are M x N x K; NN/NT/TN say which operand is stored transposed.
-   ViT-S/16 at batch 8: M = 8 * 257 = 2056 tokens, width 384, MLP 1536, qkv 1152, 6 heads of 64. */
+   ViT-S/16 at batch 8: M = 8 * 257 = 2056 tokens, width 384, MLP 1536, qkv 1152, 6 heads of 64.
+   bf16 (the *_bf16 rows, where the CPU has AVX512_BF16): the same GEMMs with the bf16 kernel
+   (hv_set_gemm_precision); % of the measured vdpbf16ps peak (a register-only loop like the FMA
+   one), "vs f32" = the f32 row's ms / this row's ms in the same run; torch runs torch.matmul on
+   bf16 tensors (bf16 output; humanvit's C stays f32). */
 #define HUMANVIT_IMPLEMENTATION
 #include "humanvit.h"
 #include <time.h>
-#if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__) || defined(__AVX512BF16__)
 #include <immintrin.h>
 #elif defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
@@ -92,10 +98,29 @@ static double fma_loop(int64_t iters) {
     return 2.0 * 16 * PEAK_LANES * (double)iters;
 }
 
-/* GFLOP/s of `threads` threads running the loop at once: the best of 20 tries of ~50 ms, as the
+#ifdef __AVX512BF16__
+/* the bf16 peak: the same loop with vdpbf16ps (16 lanes x 2 products x 2 flops each) */
+static double dpbf16_loop(int64_t iters) {
+    __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(peak_x), _mm512_set1_ps(peak_x)),
+             y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(peak_y), _mm512_set1_ps(peak_y));
+    int64_t it;
+#define DP_DECL(i) __m512 a##i = _mm512_set1_ps((float)(i));
+#define DP_STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y);
+#define DP_SUM(i) a0 = _mm512_add_ps(a0, a##i);
+    PEAK_16(DP_DECL)
+    for (it = 0; it < iters; it++) {
+        PEAK_16(DP_STEP)
+    }
+    PEAK_16(DP_SUM)
+    peak_sink = _mm512_cvtss_f32(a0);
+    return 4.0 * 16 * 16 * (double)iters;
+}
+#endif
+
+/* GFLOP/s of `threads` threads running `loop` at once: the best of 20 tries of ~50 ms, as the
    peak is what the machine can do, and on a shared machine a short quiet moment is likelier than
    a long one; *cpu gets the single-thread figure by CPU time */
-static double fma_peak(int threads, double *cpu) {
+static double loop_peak(double (*loop)(int64_t), int threads, double *cpu) {
     double best = 0;
     int t;
     int64_t iters = 1000000;
@@ -103,14 +128,14 @@ static double fma_peak(int threads, double *cpu) {
     for (t = 0; t < 20; t++) {
         double flops = 0, t0 = now_s(), c0 = cpu_s(), g;
         if (threads == 1) {
-            flops = fma_loop(iters);
+            flops = loop(iters);
             g = flops / (cpu_s() - c0) * 1e-9;
             if (g > *cpu) *cpu = g;
         } else {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : flops)
 #endif
-            flops += fma_loop(iters);
+            flops += loop(iters);
         }
         g = flops / (now_s() - t0) * 1e-9;
         if (g > best) best = g;
@@ -125,31 +150,47 @@ typedef struct bcase {
     int ta, tb;
     int64_t m, n, k, batch;
     int quick; /* part of --quick */
+    int bf16;  /* the bf16 kernel; its f32 twin is the case named without "_bf16" */
 } bcase;
 
 static const bcase cases[] = {
-    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1},
-    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1},
-    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0},
-    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0},
+    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1, 0},
+    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1, 0},
+    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0, 0},
+    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0, 0},
     /* forward: y = x W^T, W stored (out, in) */
-    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1},
-    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0},
-    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0},
-    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1},
+    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1, 0},
+    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0, 0},
+    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0, 0},
+    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1, 0},
     /* backward, input gradient: dX = dY W */
-    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0},
-    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0},
-    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1},
-    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0},
+    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0, 0},
+    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0, 0},
+    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1, 0},
+    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0, 0},
     /* backward, weight gradient: dW = dY^T X (a sum over the 2056 tokens) */
-    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0},
-    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0},
-    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1},
-    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0},
+    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0, 0},
+    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0, 0},
+    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1, 0},
+    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0, 0},
     /* attention products, batch 8 x 6 heads: S = Q K^T, O = P V */
-    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0},
-    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0},
+    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0, 0},
+    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0, 0},
+    /* bf16 (after the f32 cases) */
+    {"sgemm_1024_bf16", 0, 0, 1024, 1024, 1024, 1, 1, 1},
+    {"sgemm_2048_bf16", 0, 0, 2048, 2048, 2048, 1, 0, 1},
+    {"vit_s_qkv_fwd_bf16", 0, 1, 2056, 1152, 384, 1, 1, 1},
+    {"vit_s_proj_fwd_bf16", 0, 1, 2056, 384, 384, 1, 0, 1},
+    {"vit_s_fc1_fwd_bf16", 0, 1, 2056, 1536, 384, 1, 0, 1},
+    {"vit_s_fc2_fwd_bf16", 0, 1, 2056, 384, 1536, 1, 1, 1},
+    {"vit_s_qkv_dx_bf16", 0, 0, 2056, 384, 1152, 1, 0, 1},
+    {"vit_s_fc1_dx_bf16", 0, 0, 2056, 384, 1536, 1, 0, 1},
+    {"vit_s_fc2_dx_bf16", 0, 0, 2056, 1536, 384, 1, 0, 1},
+    {"vit_s_qkv_dw_bf16", 1, 0, 1152, 384, 2056, 1, 0, 1},
+    {"vit_s_fc1_dw_bf16", 1, 0, 1536, 384, 2056, 1, 0, 1},
+    {"vit_s_fc2_dw_bf16", 1, 0, 384, 1536, 2056, 1, 0, 1},
+    {"vit_s_attn_qk_bf16", 0, 1, 257, 257, 64, 48, 0, 1},
+    {"vit_s_attn_pv_bf16", 0, 0, 257, 64, 257, 48, 0, 1},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -281,6 +322,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     g.ldc = c->n;
     g.batch_stride_c = sc;
     if (runs > 64) runs = 64;
+    hv_set_gemm_precision(ctx, c->bf16 ? HV_GEMM_BF16 : HV_GEMM_F32);
     ctx->be->gemm(ctx, &g);
     for (r = 0; r < runs; r++) {
         double t0 = now_s(), c0 = cpu_s();
@@ -288,6 +330,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
         t[r] = (now_s() - t0) * 1e3;
         tc[r] = (cpu_s() - c0) * 1e3;
     }
+    hv_set_gemm_precision(ctx, HV_GEMM_F32);
     med = median(t, runs);
     *cpu_ms = median(tc, runs);
     free(A);
@@ -298,7 +341,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
 
 int main(int argc, char **argv) {
     const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL;
-    int quick = 0, runs = 0, i, nthr = 0, thr[8], all;
+    int quick = 0, runs = 0, i, nthr = 0, thr[8], all, no_bf16 = 0, only_bf16 = 0, have_bf16;
     FILE *json = NULL;
     hv_ctx *ctx;
     for (i = 1; i < argc; i++) {
@@ -307,14 +350,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--no-bf16")) no_bf16 = 1;
+        else if (!strcmp(argv[i], "--only-bf16")) only_bf16 = 1;
         else if (!strcmp(argv[i], "--list")) {
             for (i = 0; i < NCASES; i++)
-                printf("{\"bench\": \"%s\", \"m\": %lld, \"n\": %lld, \"k\": %lld, \"batch\": %lld, \"ta\": %d, \"tb\": %d, \"quick\": %d}\n",
+                printf("{\"bench\": \"%s\", \"m\": %lld, \"n\": %lld, \"k\": %lld, \"batch\": %lld, \"ta\": %d, \"tb\": %d, \"quick\": %d, "
+                       "\"bf16\": %d}\n",
                        cases[i].name, (long long)cases[i].m, (long long)cases[i].n, (long long)cases[i].k, (long long)cases[i].batch,
-                       cases[i].ta, cases[i].tb, cases[i].quick);
+                       cases[i].ta, cases[i].tb, cases[i].quick, cases[i].bf16);
             return 0;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] [--no-bf16 | --only-bf16]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -343,35 +390,58 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench: cannot write %s\n", json_path);
         return 1;
     }
-    printf("humanvit SGEMM benchmark: kernel %s, %d core(s) available, median of %d runs, load average %.2f\n", hv_cpu_isa(ctx), all,
-           runs, load_avg());
+    have_bf16 = hv_set_gemm_precision(ctx, HV_GEMM_BF16) == HV_GEMM_BF16;
+    hv_set_gemm_precision(ctx, HV_GEMM_F32);
+    printf("humanvit SGEMM benchmark: kernel %s%s, %d core(s) available, median of %d runs, load average %.2f\n", hv_cpu_isa(ctx),
+           have_bf16 ? " (and bf16)" : "", all, runs, load_avg());
+    if (!have_bf16 && !no_bf16) printf("no bf16 rows: this CPU or build has no bf16 GEMM kernel (AVX512_BF16)\n");
     for (i = 0; i < nthr; i++) {
         int t = thr[i], c;
-        double cpu_peak, peak = fma_peak(t, &cpu_peak);
+        double cpu_peak, peak = loop_peak(fma_loop, t, &cpu_peak), f32_ms[NCASES], f32_cms[NCASES];
         printf("\nthreads %d: FMA peak %.1f GFLOP/s (register-only loop, best of 20)", t, peak);
         if (t == 1) printf("; by CPU time %.1f", cpu_peak);
-        printf("\n%-16s %-24s %9s %9s %7s %9s %8s", "bench", "shape (MxNxK)", "ms", "GFLOP/s", "%peak", "torch ms", "speedup");
+        printf("\n%-20s %-24s %9s %9s %7s %9s %8s", "bench", "shape (MxNxK)", "ms", "GFLOP/s", "%peak", "torch ms", "speedup");
         if (t == 1) printf(" | CPU time: %7s %8s", "%peak", "speedup");
         printf("\n");
         hv_set_threads(ctx, t);
         for (c = 0; c < NCASES; c++) {
             const bcase *bc = &cases[c];
-            double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms, cms, tcms;
+            double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms, cms, tcms, vs = 0;
             char shape[64];
-            int r = runs;
+            int r = runs, twin;
+            f32_ms[c] = f32_cms[c] = 0;
             if (quick && !bc->quick) continue;
+            if (bc->bf16 ? (no_bf16 || !have_bf16) : only_bf16) continue;
+            if (bc->bf16 && (c == 0 || !cases[c - 1].bf16)) { /* the first bf16 row: its peak and header */
+#ifdef __AVX512BF16__
+                peak = loop_peak(dpbf16_loop, t, &cpu_peak);
+                printf("bf16 kernel: vdpbf16ps peak %.1f GFLOP/s", peak);
+                if (t == 1) printf("; by CPU time %.1f", cpu_peak);
+                printf("; %%peak of that, \"vs f32\" at the end\n");
+#else
+                printf("bf16 kernel (peak not measured: bench built without -mavx512bf16; %%peak of the FMA peak)\n");
+#endif
+            }
             if (flops > 1e11 && r > 5) r = 5; /* 4096^3: a second and a half per run on one core */
             shape_str(bc, shape, sizeof shape);
             ms = time_case(ctx, bc, r, &cms);
             gf = flops / (ms * 1e-3) * 1e-9;
             tms = torch_ms(bc->name, t, &tcms);
-            printf("%-16s %-24s %9.3f %9.1f %6.1f%%", bc->name, shape, ms, gf, 100.0 * gf / peak);
+            f32_ms[c] = ms;
+            f32_cms[c] = cms;
+            for (twin = 0; bc->bf16 && twin < c; twin++) /* the f32 case of the same GEMM */
+                if (!cases[twin].bf16 && !strncmp(cases[twin].name, bc->name, strlen(bc->name) - 5) && !cases[twin].name[strlen(bc->name) - 5])
+                    break;
+            if (bc->bf16 && twin < c && f32_ms[twin] > 0) vs = (t == 1 ? f32_cms[twin] / cms : f32_ms[twin] / ms);
+            printf("%-20s %-24s %9.3f %9.1f %6.1f%%", bc->name, shape, ms, gf, 100.0 * gf / peak);
             if (tms > 0) printf(" %9.3f %7.2fx", tms, tms / ms);
             else printf(" %9s %8s", "-", "-");
             if (t == 1) {
                 printf(" |           %6.1f%%", 100.0 * flops / (cms * 1e-3) * 1e-9 / cpu_peak);
                 if (tcms > 0) printf(" %7.2fx", tcms / cms);
+                else if (vs > 0) printf(" %8s", "-");
             }
+            if (vs > 0) printf(" | vs f32 %5.2fx%s", vs, t == 1 ? " (CPU time)" : "");
             printf("\n");
             fflush(stdout);
             if (json) {
@@ -380,6 +450,8 @@ int main(int argc, char **argv) {
                 if (tms > 0) fprintf(json, ", \"torch_ms\": %.4f, \"speedup\": %.3f", tms, tms / ms);
                 if (t == 1) fprintf(json, ", \"cpu_ms\": %.4f, \"cpu_peak_gflops\": %.2f", cms, cpu_peak);
                 if (t == 1 && tcms > 0) fprintf(json, ", \"torch_cpu_ms\": %.4f, \"cpu_speedup\": %.3f", tcms, tcms / cms);
+                if (bc->bf16) fprintf(json, ", \"precision\": \"bf16\"");
+                if (vs > 0) fprintf(json, ", \"vs_f32\": %.3f", vs);
                 fprintf(json, "}\n");
             }
         }

@@ -12,7 +12,8 @@ output is preallocated (out=), so no allocation is timed. Arguments bench.c take
 script does not (--json FILE) are ignored, so ./build.sh bench can pass the same ones to both.
 One JSON line per case and thread count: {"bench", "threads", "torch_ms", "torch_gflops", ...};
 with one thread also "torch_cpu_ms", the median CPU time of this thread (BLAS runs in it), which
-other processes on a shared machine disturb less than the wall clock.
+other processes on a shared machine disturb less than the wall clock. Cases with "bf16": 1 run
+torch.matmul on bfloat16 tensors (output bfloat16 too: oneDNN's bf16 GEMM), for bench.c's bf16 rows.
 """
 import argparse
 import json
@@ -27,11 +28,12 @@ import torch
 def time_case(c, runs):
     m, n, k, batch = c["m"], c["n"], c["k"], c["batch"]
     lead = (batch,) if batch > 1 else ()
-    a = torch.rand(lead + ((k, m) if c["ta"] else (m, k))) - 0.5
-    b = torch.rand(lead + ((n, k) if c["tb"] else (k, n))) - 0.5
+    dtype = torch.bfloat16 if c.get("bf16") else torch.float32
+    a = (torch.rand(lead + ((k, m) if c["ta"] else (m, k))) - 0.5).to(dtype)
+    b = (torch.rand(lead + ((n, k) if c["tb"] else (k, n))) - 0.5).to(dtype)
     a = a.mT if c["ta"] else a
     b = b.mT if c["tb"] else b
-    out = torch.empty(lead + (m, n))
+    out = torch.empty(lead + (m, n), dtype=dtype)
     torch.matmul(a, b, out=out)  # warm-up
     times, cpu = [], []
     for _ in range(runs):
@@ -74,7 +76,7 @@ def main():
                     row["torch_cpu_ms"] = round(cpu_ms, 4)
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-                print(f"  torch {c['bench']:<16} threads {t}: {ms:9.3f} ms", file=sys.stderr)
+                print(f"  torch {c['bench']:<20} threads {t}: {ms:9.3f} ms", file=sys.stderr)
 
 
 if __name__ == "__main__":

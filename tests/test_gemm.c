@@ -8,6 +8,10 @@
 
    Error bound, per element (the classic gamma_k bound of a k-term dot product, with a factor 2):
        |C - C_exact| <= (k + 4) * 2^-23 * (|alpha| * sum_p |A_ip B_pj| + |beta| * |C0_ij|)
+   The bf16 kernel (opt-in, AVX512_BF16 CPUs) runs every test here too, with the rounding of its
+   operands added: each product is off by at most (1 + 2^-8)^2 - 1 < 1.01 * 2^-7 of itself, so
+       |C - C_exact| <= ((k + 4) * 2^-23 + 1.01 * 2^-7) * |alpha| * sum_p |A_ip B_pj| + (f32 beta term)
+   (a worst case: tests/test_bf16.c measures the typical error of the bf16 path).
    Anything reading outside the matrices (the gaps of lda/ldb/ldc hold NaN), writing outside C
    (the gaps of ldc hold a sentinel) or reading C when beta = 0 (C holds NaN) fails it. */
 #define HUMANVIT_IMPLEMENTATION
@@ -17,8 +21,9 @@
 typedef struct kern {
     const char *isa;
     hv__sgemm_fn fn; /* NULL: the scalar reference hv__cpu_gemm */
+    double rounding; /* relative error of each product from rounding the operands (bf16); 0: f32 */
 } kern;
-static kern kerns[4];
+static kern kerns[5];
 static int nkerns;
 
 static void find_kernels(void) {
@@ -39,6 +44,13 @@ static void find_kernels(void) {
         kerns[nkerns++].fn = hv__sgemm_cur;
     }
 #endif
+    if (hv__sgemm_bf16_cur) {
+        kerns[nkerns].isa = "avx512 bf16";
+        kerns[nkerns].rounding = 1.01 * ldexp(1.0, -7);
+        kerns[nkerns++].fn = hv__sgemm_bf16_cur;
+    } else {
+        printf("  SKIP the bf16 kernel: none for this CPU or build (needs AVX512_BF16 and gcc >= 10 or clang >= 9)\n");
+    }
     kerns[nkerns].isa = "scalar reference";
     kerns[nkerns++].fn = NULL;
 }
@@ -91,7 +103,7 @@ static int run_case(hv_ctx *ctx, const kern *kn, const gcase *c, const char *fil
                 }
                 r[i * ldc + j] = (double)c->alpha * s + (double)c->beta * c0;
                 bd[i * ldc + j] = (double)(c->k + 4) * ldexp(1.0, -23) * (fabs((double)c->alpha) * sabs + fabs((double)c->beta * c0)) +
-                                  fabs((double)c->beta) * bd[i * ldc + j];
+                                  kn->rounding * fabs((double)c->alpha) * sabs + fabs((double)c->beta) * bd[i * ldc + j];
             }
     }
     memset(&g, 0, sizeof g);
@@ -145,6 +157,7 @@ static void test_isa(hv_ctx *ctx) {
     CHECK(!strcmp(isa, "avx512") || !strcmp(isa, "avx2") || !strcmp(isa, "neon") || !strcmp(isa, "scalar"), "unknown isa '%s'", isa);
     /* the choice is the best kernel this test found runnable (the first of the list) */
     CHECK(!strcmp(isa, nkerns > 1 ? kerns[0].isa : "scalar"), "hv_cpu_isa says %s, expected %s", isa, kerns[0].isa);
+    CHECK(!hv__sgemm_bf16_cur || hv__sgemm_cur, "a bf16 kernel without an f32 one");
     printf("  hv_cpu_isa: %s; kernels under test:", isa);
     for (i = 0; i < nkerns; i++) printf(" %s", kerns[i].isa);
     printf("\n");
