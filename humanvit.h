@@ -72,6 +72,15 @@
        and is released, all at once, by hv_step_end(ctx). After the first few steps the arena has
        grown to the step's high-water mark and a training loop does no malloc at all
        (hv_alloc_count() lets a test prove it).
+       Inside a step the backward gives memory back early (CPU backend; device backends keep
+       their step pool until hv_step_end): once a tensor's backward has run its gradient is dead
+       and released, so hv_grad of an intermediate tensor is NULL after hv_backward (parameters
+       and other persistent tensors keep theirs); and the values a model forward (hv_vit_forward,
+       hv_mae_forward, ...) made internally are released too, while what it returned to you
+       (logits, features, MAE pred and mask) stays valid until hv_step_end. Later allocations
+       of the step reuse the released blocks, so a training step peaks at about its activations
+       plus a few gradients. The ViT MLP keeps only fc1's output and recomputes the GELU in its
+       backward; op outputs that the kernel overwrites whole are not zero-filled.
 
    AUTODIFF
        Define-by-run. Mark parameters with hv_set_trainable(t, 1). Any op whose input requires a
