@@ -4303,29 +4303,34 @@ static void hv__cpu_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb,
     }
 }
 
+/* the max of output (oh, ow)'s window in the plane xp (H, W), and its index h * W + w there (the
+   fast kernel's edge columns use it too) */
+static float hv__max_window(const float *xp, int64_t H, int64_t W, const int64_t *g, int64_t oh, int64_t ow, int64_t *best) {
+    int64_t h0 = oh * g[HV__PG_SH] - g[HV__PG_PH], w0 = ow * g[HV__PG_SW] - g[HV__PG_PW], hs = h0 < 0 ? 0 : h0, ws = w0 < 0 ? 0 : w0;
+    int64_t he = h0 + g[HV__PG_KH] < H ? h0 + g[HV__PG_KH] : H, we = w0 + g[HV__PG_KW] < W ? w0 + g[HV__PG_KW] : W, ih, iw;
+    float m = -INFINITY; /* padding is -inf: it never wins */
+    *best = hs * W + ws;
+    for (ih = hs; ih < he; ih++)
+        for (iw = ws; iw < we; iw++) {
+            float v = xp[ih * W + iw];
+            if (v > m || v != v) { /* first maximum wins; NaN propagates, as in PyTorch */
+                m = v;
+                *best = ih * W + iw;
+            }
+        }
+    return m;
+}
+
 static void hv__cpu_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
-    const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
     const float *px = (const float *)x->data;
     float *py = (float *)y->data;
     int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
     int64_t o, n = hv_numel(y);
-    HV__PARALLEL_FOR(ctx, n * KH * KW)
+    HV__PARALLEL_FOR(ctx, n * g[HV__PG_KH] * g[HV__PG_KW])
     for (o = 0; o < n; o++) {
-        int64_t ow = o % OW, oh = (o / OW) % OH, plane = o / (OW * OH);
-        int64_t h0 = oh * sh - ph, w0 = ow * sw - pw, hs = h0 < 0 ? 0 : h0, ws = w0 < 0 ? 0 : w0;
-        int64_t he = h0 + KH < H ? h0 + KH : H, we = w0 + KW < W ? w0 + KW : W, ih, iw, best = hs * W + ws;
-        const float *xp = px + plane * H * W; /* (H, W) */
-        float m = -INFINITY;                  /* padding is -inf: it never wins */
-        for (ih = hs; ih < he; ih++)
-            for (iw = ws; iw < we; iw++) {
-                float v = xp[ih * W + iw];
-                if (v > m || v != v) { /* first maximum wins; NaN propagates, as in PyTorch */
-                    m = v;
-                    best = ih * W + iw;
-                }
-            }
-        py[o] = m;
+        int64_t best;
+        py[o] = hv__max_window(px + (o / (OW * OH)) * H * W, H, W, g, (o / OW) % OH, o % OW, &best);
         if (pa) pa[o] = (int32_t)best;
     }
 }
@@ -4358,20 +4363,22 @@ static float hv__avg_window(const int64_t *g, int64_t H, int64_t W, int64_t oh, 
     return (float)(g[HV__PG_EXCL] ? (*he - *hs) * (*we - *ws) : padded);
 }
 
+/* the average of output (oh, ow)'s window in the plane xp (H, W) */
+static float hv__avg_at(const float *xp, int64_t H, int64_t W, const int64_t *g, int64_t oh, int64_t ow) {
+    int64_t hs, he, ws, we, ih, iw;
+    float div = hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we), acc = 0;
+    for (ih = hs; ih < he; ih++)
+        for (iw = ws; iw < we; iw++) acc += xp[ih * W + iw];
+    return acc / div;
+}
+
 static void hv__cpu_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
     const float *px = (const float *)x->data;
     float *py = (float *)y->data;
     int64_t o, n = hv_numel(y);
     HV__PARALLEL_FOR(ctx, n * g[HV__PG_KH] * g[HV__PG_KW])
-    for (o = 0; o < n; o++) {
-        int64_t ow = o % OW, oh = (o / OW) % OH, hs, he, ws, we, ih, iw;
-        const float *xp = px + (o / (OW * OH)) * H * W; /* (H, W) */
-        float div = hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we), acc = 0;
-        for (ih = hs; ih < he; ih++)
-            for (iw = ws; iw < we; iw++) acc += xp[ih * W + iw];
-        py[o] = acc / div;
-    }
+    for (o = 0; o < n; o++) py[o] = hv__avg_at(px + (o / (OW * OH)) * H * W, H, W, g, (o / OW) % OH, o % OW);
 }
 
 static void hv__cpu_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
@@ -6212,6 +6219,379 @@ static void hv__fast_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tens
 
 /* HV-SECTION cpu-fast END */
 
+/* HV-SECTION cpu-fast-pool-bn BEGIN */
+/* ---- fast kernels: pooling, bilinear resize, batch norm ---------------------------------------
+   Forward pools: the interior columns of an output row (whole window inside the input columns)
+   VN at a time, each lane walking its window's taps in the reference's order, so max, argmax and
+   average are the reference's bits; the few edge columns run the reference's per-element code.
+   Windows of stride 2 read their taps as strided vectors (hv__vlds: a permute of two loads).
+   Resize forward: each input row is interpolated along W once per use (a row cache), then the
+   output row is one vector blend of two such rows: the reference's operations, the same bits.
+   Backward of the average pool and of the resize: per plane, each output row is first spread
+   along a row buffer of input width (scalar, O(OW * KW)), which is then added into the input rows
+   it touches as vectors. One thread owns a plane and walks it in a fixed order, so the bits do not
+   depend on the thread count; they differ from the reference (which adds every term on its own)
+   by rounding. Max-pool backward stays the reference's: a scatter through the argmax, one plane
+   per thread, already as fast as the memory it touches.
+   Batch norm: per channel, float-vector sums in runs into doubles (as hv__sum_f), two passes for
+   the variance; y and gx as vectors along the spatial axis. Fewer than VN spatial elements per
+   plane (BatchNorm1d) run the reference. */
+
+/* VN floats p[0], p[s], ..., p[(VN - 1) s]; reads nothing past p[(VN - 1) s] */
+HV__INLINE hv__vf hv__vlds(const float *p, int64_t s) {
+    if (s == 1) return hv__vld(p);
+#if defined(HV__FAST_AVX512)
+    if (s == 2)
+        return _mm512_permutex2var_ps(hv__vld(p), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hv__vldn(p + 16, 15));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)0xffff,
+                                    _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)s)), p, 4);
+#elif defined(HV__FAST_AVX2)
+    if (s == 2) { /* a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order */
+        __m256 t = _mm256_shuffle_ps(hv__vld(p), hv__vldn(p + 8, 7), _MM_SHUFFLE(2, 0, 2, 0));
+        return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)s)),
+                                    _mm256_castsi256_ps(_mm256_set1_epi32(-1)), 4);
+#else
+    {
+        float t[HV__VN];
+        int i;
+        for (i = 0; i < HV__VN; i++) t[i] = p[i * s];
+        return hv__vld(t);
+    }
+#endif
+}
+
+/* the output columns [*a, *b) whose windows lie inside the input's W columns (an empty range at
+   *a = *b when there are none: then every column is an edge column) */
+static void hv__pool_inner_cols(const int64_t *g, int64_t W, int64_t OW, int64_t *a, int64_t *b) {
+    const int64_t sw = g[HV__PG_SW], pw = g[HV__PG_PW], last = W + pw - g[HV__PG_KW];
+    *a = (pw + sw - 1) / sw;
+    *b = last >= 0 ? last / sw + 1 : 0;
+    if (*b > OW) *b = OW;
+    if (*a > *b) *a = *b;
+}
+
+static void hv__fast_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], rows = y->shape[0] * y->shape[1] * OH;
+    const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
+    int64_t owa, owb, r;
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    HV__PARALLEL_FOR(ctx, rows * OW * KH * KW)
+    for (r = 0; r < rows; r++) {
+        const int64_t oh = r % OH, h0 = oh * sh - ph, hs = h0 < 0 ? 0 : h0, he = h0 + KH < H ? h0 + KH : H;
+        const float *xp = px + (r / OH) * H * W; /* (H, W) */
+        const hv__vf one = hv__vset(1.0f), half = hv__vset(0.5f), zero = hv__vzero();
+        float *yr = py + r * OW;
+        int32_t *ar = pa ? pa + r * OW : NULL;
+        int64_t ow, ve = owa, best, ih, kw;
+        for (; he > hs && ve + HV__VN <= owb; ve += HV__VN) {
+            const float *x0 = xp + ve * sw - pw;
+            hv__vf m = hv__vset(-INFINITY), k = zero, kv = zero; /* the max, its tap number, the tap's number */
+            for (ih = hs; ih < he; ih++)
+                for (kw = 0; kw < KW; kw++, kv = hv__vadd(kv, one)) {
+                    hv__vf v = hv__vlds(x0 + ih * W + kw, sw), take = hv__vmax(hv__vsel_gt(v, m, one, zero), hv__visnan(v));
+                    m = hv__vsel_gt(take, half, v, m); /* v > m or v NaN, as the reference */
+                    k = hv__vsel_gt(take, half, kv, k);
+                }
+            hv__vst(yr + ve, m);
+            if (ar) {
+                float kf[HV__VN];
+                int i;
+                hv__vst(kf, k);
+                for (i = 0; i < HV__VN; i++) {
+                    int64_t t = (int64_t)kf[i];
+                    ar[ve + i] = (int32_t)((hs + t / KW) * W + (ve + i) * sw - pw + t % KW);
+                }
+            }
+        }
+        for (ow = 0; ow < OW; ow++) {
+            if (ow == owa) ow = ve; /* the vector columns are done */
+            if (ow >= OW) break;
+            yr[ow] = hv__max_window(xp, H, W, g, oh, ow, &best);
+            if (ar) ar[ow] = (int32_t)best;
+        }
+    }
+}
+
+static void hv__fast_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], rows = y->shape[0] * y->shape[1] * OH;
+    const int64_t KW = g[HV__PG_KW], sw = g[HV__PG_SW], pw = g[HV__PG_PW];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t owa, owb, r;
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    HV__PARALLEL_FOR(ctx, rows * OW * g[HV__PG_KH] * KW)
+    for (r = 0; r < rows; r++) {
+        const int64_t oh = r % OH;
+        const float *xp = px + (r / OH) * H * W; /* (H, W) */
+        float *yr = py + r * OW;
+        int64_t ow, ve = owa, hs, he, ws, we, ih, kw;
+        if (owb - owa >= HV__VN) {
+            /* the interior columns share the divisor and the rows */
+            const hv__vf div = hv__vset(hv__avg_window(g, H, W, oh, owa, &hs, &he, &ws, &we));
+            for (; ve + HV__VN <= owb; ve += HV__VN) {
+                const float *x0 = xp + ve * sw - pw;
+                hv__vf acc = hv__vzero();
+                for (ih = hs; ih < he; ih++)
+                    for (kw = 0; kw < KW; kw++) acc = hv__vadd(acc, hv__vlds(x0 + ih * W + kw, sw));
+                hv__vst(yr + ve, hv__vdiv(acc, div));
+            }
+        }
+        for (ow = 0; ow < OW; ow++) {
+            if (ow == owa) ow = ve;
+            if (ow >= OW) break;
+            yr[ow] = hv__avg_at(xp, H, W, g, oh, ow);
+        }
+    }
+}
+
+/* row (n floats) += s * buf, as vectors */
+static void hv__add_scaled_row(float *row, const float *buf, float s, int64_t n) {
+    const hv__vf sv = hv__vset(s);
+    int64_t j;
+    HV__SPAN(j, n, L, { hv__vstw(row + j, hv__vadd(hv__vldw(row + j, L), hv__vmul(sv, hv__vldw(buf + j, L))), L); })
+}
+
+static void hv__fast_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const int64_t work = planes * (OH * OW * g[HV__PG_KW] + H * W);
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data, *buf;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t p;
+    if (OW == 0 || !(buf = hv__scratch(ctx, W * hv__fast_threads(ctx, work)))) { /* a row buffer per thread */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_avg_pool2d_bwd(ctx, gx, gy, g);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, work)
+    for (p = 0; p < planes; p++) {
+        float *rb = buf + W * hv__fast_tid(), *gxp = pgx + p * H * W;
+        int64_t oh, ow, hs = 0, he = 0, ws, we, ih, iw;
+        for (oh = 0; oh < OH; oh++) {
+            memset(rb, 0, sizeof(float) * (size_t)W);
+            for (ow = 0; ow < OW; ow++) { /* the row's outputs spread over the columns (hs, he: the row's) */
+                float v = pg[(p * OH + oh) * OW + ow] / hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we);
+                for (iw = ws; iw < we; iw++) rb[iw] += v;
+            }
+            for (ih = hs; ih < he; ih++) hv__add_scaled_row(gxp + ih * W, rb, 1.0f, W);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+/* the source rows or columns of every output index (hv__linear_src), from the arena */
+typedef struct hv__lin_table {
+    int64_t *i0, *i1;
+    float *l;
+} hv__lin_table;
+static int hv__lin_table_make(hv_ctx *ctx, hv__lin_table *t, int64_t in, int64_t out, int align_corners) {
+    int64_t d;
+    t->i0 = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)(2 * out + 1));
+    t->l = hv__scratch(ctx, out);
+    if (!t->i0 || !t->l) return -1;
+    t->i1 = t->i0 + out;
+    for (d = 0; d < out; d++) hv__linear_src(d, in, out, align_corners, &t->i0[d], &t->i1[d], &t->l[d]);
+    return 0;
+}
+
+/* row (OW) = input row xr interpolated along W at the table's columns, as the reference */
+static void hv__resize_row(float *row, const float *xr, const hv__lin_table *tw, int64_t OW) {
+    int64_t j;
+    for (j = 0; j < OW; j++) row[j] = (1 - tw->l[j]) * xr[tw->i0[j]] + tw->l[j] * xr[tw->i1[j]];
+}
+
+#define HV__RESIZE_ROWS 16 /* output rows per work item of the resize */
+static void hv__fast_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], planes = y->shape[0] * y->shape[1];
+    const int64_t nblk = (OH + HV__RESIZE_ROWS - 1) / HV__RESIZE_ROWS, work = planes * OH * OW * 4;
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data, *cache;
+    hv__lin_table th, tw;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t u;
+    if (hv__lin_table_make(ctx, &th, H, OH, align_corners) || hv__lin_table_make(ctx, &tw, W, OW, align_corners) ||
+        !(cache = hv__scratch(ctx, 2 * OW * hv__fast_threads(ctx, work)))) { /* two interpolated rows per thread */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_resize_bilinear(ctx, y, x, align_corners);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, work)
+    for (u = 0; u < planes * nblk; u++) {
+        const int64_t p = u / nblk, oh0 = (u % nblk) * HV__RESIZE_ROWS, oh1 = oh0 + HV__RESIZE_ROWS < OH ? oh0 + HV__RESIZE_ROWS : OH;
+        const float *xp = px + p * H * W; /* (H, W) */
+        float *slot[2];
+        int64_t held[2] = {-1, -1}, oh, j;
+        slot[0] = cache + 2 * OW * hv__fast_tid();
+        slot[1] = slot[0] + OW;
+        for (oh = oh0; oh < oh1; oh++) {
+            const int64_t h0 = th.i0[oh], h1 = th.i1[oh];
+            const hv__vf a = hv__vset(1 - th.l[oh]), b = hv__vset(th.l[oh]);
+            const float *r0, *r1;
+            float *yr = py + (p * OH + oh) * OW;
+            int s;
+            if (held[0] != h0 && held[1] != h0) { /* interpolate row h0, keeping row h1 if held */
+                s = held[0] == h1 ? 1 : 0;
+                hv__resize_row(slot[s], xp + h0 * W, &tw, OW);
+                held[s] = h0;
+            }
+            if (held[0] != h1 && held[1] != h1) {
+                s = held[0] == h0 ? 1 : 0;
+                hv__resize_row(slot[s], xp + h1 * W, &tw, OW);
+                held[s] = h1;
+            }
+            r0 = slot[held[0] == h0 ? 0 : 1];
+            r1 = slot[held[0] == h1 ? 0 : 1];
+            HV__SPAN(j, OW, L, { hv__vstw(yr + j, hv__vadd(hv__vmul(a, hv__vldw(r0 + j, L)), hv__vmul(b, hv__vldw(r1 + j, L))), L); })
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const int64_t work = planes * (OH * OW * 2 + OH * W * 2);
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data, *buf;
+    hv__lin_table th, tw;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t p;
+    if (hv__lin_table_make(ctx, &th, H, OH, align_corners) || hv__lin_table_make(ctx, &tw, W, OW, align_corners) ||
+        !(buf = hv__scratch(ctx, W * hv__fast_threads(ctx, work)))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_resize_bilinear_bwd(ctx, gx, gy, align_corners);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, work)
+    for (p = 0; p < planes; p++) {
+        float *rb = buf + W * hv__fast_tid(), *gxp = pgx + p * H * W;
+        int64_t oh, ow;
+        for (oh = 0; oh < OH; oh++) {
+            const float *gr = pg + (p * OH + oh) * OW;
+            memset(rb, 0, sizeof(float) * (size_t)W);
+            for (ow = 0; ow < OW; ow++) { /* the output row spread along W */
+                rb[tw.i0[ow]] += (1 - tw.l[ow]) * gr[ow];
+                rb[tw.i1[ow]] += tw.l[ow] * gr[ow];
+            }
+            hv__add_scaled_row(gxp + th.i0[oh] * W, rb, 1 - th.l[oh], W);
+            hv__add_scaled_row(gxp + th.i1[oh] * W, rb, th.l[oh], W);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data;
+    float *pm = (float *)mean->data, *pv = (float *)var->data;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm_stats(ctx, mean, var, x);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        const double M = (double)(N * S);
+        double s = 0, v = 0, m;
+        float mf;
+        int64_t ni;
+        for (ni = 0; ni < N; ni++) s += hv__sum_f(px + (ni * C + c) * S, S);
+        m = s / M;
+        mf = (float)m;
+        /* two passes, about the float mean; (m - mf)^2 corrects for its rounding */
+        for (ni = 0; ni < N; ni++) v += hv__sum_sqdev(px + (ni * C + c) * S, S, mf);
+        pm[c] = mf;
+        pv[c] = (float)(v / M - (m - (double)mf) * (m - (double)mf));
+    }
+}
+
+static void hv__fast_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w,
+                                const hv_tensor *b, float eps) {
+    int64_t N, C, S, pl;
+    const float *px = (const float *)x->data, *pm = (const float *)mean->data, *pv = (const float *)var->data;
+    const float *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm(ctx, y, x, mean, var, w, b, eps);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (pl = 0; pl < N * C; pl++) { /* (x - mean) * inv (* w) + b, the reference's operations */
+        const int64_t c = pl % C;
+        const hv__vf mv = hv__vset(pm[c]), iv = hv__vset(1.0f / sqrtf(pv[c] + eps)), wv = hv__vset(pw ? pw[c] : 1.0f);
+        const hv__vf bv = hv__vset(pb ? pb[c] : 0.0f);
+        const float *xr = px + pl * S;
+        float *yr = py + pl * S;
+        int64_t j;
+        HV__SPAN(j, S, L, {
+            hv__vf v = hv__vmul(hv__vsub(hv__vldw(xr + j, L), mv), iv);
+            if (pw) v = hv__vmul(v, wv);
+            hv__vstw(yr + j, hv__vadd(v, bv), L);
+        })
+    }
+}
+
+/* *sg += sum of g, *sgx += sum of g (x - mu) inv over n floats, in float runs added into doubles */
+static void hv__bn_sums(const float *g, const float *x, int64_t n, float mu, float inv, double *sg, double *sgx) {
+    const hv__vf mv = hv__vset(mu), iv = hv__vset(inv);
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf a = hv__vzero(), ax = hv__vzero();
+        for (j = r; j < e; j += HV__VN) {
+            const int64_t L = e - j < HV__VN ? e - j : HV__VN;
+            hv__vf gv = hv__vldw(g + j, L); /* lanes past e: g = 0 */
+            a = hv__vadd(a, gv);
+            ax = hv__vfma(gv, hv__vmul(hv__vsub(hv__vldw(x + j, L), mv), iv), ax);
+        }
+        *sg += (double)hv__vhsum(a);
+        *sgx += (double)hv__vhsum(ax);
+    }
+}
+
+static void hv__fast_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                    const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data, *pm = (const float *)mean->data;
+    const float *pv = (const float *)var->data, *pw = w ? (const float *)w->data : NULL;
+    float *pgx = gx ? (float *)gx->data : NULL, *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm_bwd(ctx, gx, gw, gb, x, gy, mean, var, w, eps, batch_stats);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        const float inv = 1.0f / sqrtf(pv[c] + eps), wc = pw ? pw[c] : 1.0f;
+        const double M = (double)(N * S);
+        double sg = 0, sgx = 0;
+        int64_t ni, j;
+        for (ni = 0; ni < N; ni++) hv__bn_sums(pg + (ni * C + c) * S, px + (ni * C + c) * S, S, pm[c], inv, &sg, &sgx);
+        if (pgb) pgb[c] += (float)sg;
+        if (pgw) pgw[c] += (float)sgx;
+        if (!pgx) continue;
+        { /* batch statistics: dx = w inv (gy - mean(gy) - xhat mean(gy xhat)); else dx = w inv gy */
+            const hv__vf mv = hv__vset(pm[c]), iv = hv__vset(inv), k = hv__vset(wc * inv);
+            const hv__vf mg = hv__vset(batch_stats ? (float)(sg / M) : 0.0f), mgx = hv__vset(batch_stats ? (float)(sgx / M) : 0.0f);
+            for (ni = 0; ni < N; ni++) {
+                const float *xr = px + (ni * C + c) * S, *gr = pg + (ni * C + c) * S;
+                float *gxr = pgx + (ni * C + c) * S;
+                HV__SPAN(j, S, L, {
+                    hv__vf xh = hv__vmul(hv__vsub(hv__vldw(xr + j, L), mv), iv);
+                    hv__vf d = hv__vsub(hv__vsub(hv__vldw(gr + j, L), mg), hv__vmul(xh, mgx));
+                    hv__vstw(gxr + j, hv__vfma(k, d, hv__vldw(gxr + j, L)), L);
+                })
+            }
+        }
+    }
+}
+/* HV-SECTION cpu-fast-pool-bn END */
+
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
    and the benchmarks' baseline) */
 #ifdef HUMANVIT_REFERENCE_KERNELS
@@ -6282,6 +6662,14 @@ static const hv__backend *hv__cpu_backend(void) {
             be.cross_entropy_bwd = hv__fast_cross_entropy_bwd;
             be.diff_loss = hv__fast_diff_loss;
             be.diff_loss_bwd = hv__fast_diff_loss_bwd;
+            be.max_pool2d = hv__fast_max_pool2d; /* cpu-fast-pool-bn */
+            be.avg_pool2d = hv__fast_avg_pool2d;
+            be.avg_pool2d_bwd = hv__fast_avg_pool2d_bwd;
+            be.resize_bilinear = hv__fast_resize_bilinear;
+            be.resize_bilinear_bwd = hv__fast_resize_bilinear_bwd;
+            be.batch_norm_stats = hv__fast_batch_norm_stats;
+            be.batch_norm = hv__fast_batch_norm;
+            be.batch_norm_bwd = hv__fast_batch_norm_bwd;
         }
         /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";

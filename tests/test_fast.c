@@ -545,6 +545,158 @@ static void test_losses_fast(hv_ctx *ctx) {
         }
 }
 
+/* ---- pooling, resize, batch norm (HV-SECTION cpu-fast-pool-bn) -------------------------------- */
+
+typedef struct pool_case {
+    int64_t N, C, H, W, KH, KW, sh, sw, ph, pw;
+} pool_case;
+
+/* Tolerances: max pool (values and argmax), avg pool forward and batch-norm forward 0 (the
+   reference's operations in its order); avg-pool and resize backward 1e-6 (each output row is
+   summed along W before it is added: measured <= 1.2e-7); resize forward 1e-6 (the same
+   operations, but a compiler may contract the reference's a * b + c * d); batch-norm statistics
+   1e-6, backward 1e-5 (float-run sums against the reference's doubles: measured <= 4e-7) */
+static void pool_check(hv_ctx *ctx, const pool_case *c, int nan) {
+    const int64_t OH = (c->H + 2 * c->ph - c->KH) / c->sh + 1, OW = (c->W + 2 * c->pw - c->KW) / c->sw + 1;
+    hv_tensor *x = fx_randn(ctx, HV_SHAPE(c->N, c->C, c->H, c->W), 1), *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->C, OH, OW));
+    hv_tensor *a_f = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(c->N, c->C, OH, OW)), *a_r = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(c->N, c->C, OH, OW));
+    hv_tensor *gy = fx_randn(ctx, HV_SHAPE(c->N, c->C, OH, OW), 1), *gx0 = fx_randn(ctx, HV_SHAPE(c->N, c->C, c->H, c->W), 1);
+    int64_t j, n = hv_numel(x), excl;
+    char label[160];
+    if (nan) /* NaN, -inf and ties: argmax must still pick the reference's element */
+        for (j = 0; j < n; j++) {
+            float *v = &hv_data(x)[j];
+            if (j % 13 == 0) *v = -INFINITY;
+            else if (j % 29 == 0) *v = NAN;
+            else if (j % 3 == 0) *v = 0.5f;
+        }
+    snprintf(label, sizeof label, "max pool (%lld, %lld, %lld, %lld) k %lldx%lld s (%lld, %lld) p (%lld, %lld)%s", (long long)c->N, (long long)c->C,
+             (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh, (long long)c->sw, (long long)c->ph,
+             (long long)c->pw, nan ? " NaN, -inf, ties" : "");
+    {
+        int64_t g[7] = {c->KH, c->KW, c->sh, c->sw, c->ph, c->pw, 0};
+        FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_max_pool2d(ctx, o_, a_f, x, g), hv__cpu_max_pool2d(ctx, o_, a_r, x, g));
+        for (j = 0; j < hv_numel(yr); j++) {
+            float f = hv_data(yf)[j], r = hv_data(yr)[j];
+            if (!(f == r || (f != f && r != r))) break;
+        }
+        CHECK(j == hv_numel(yr), "%s: value %lld differs", label, (long long)j);
+        CHECK(memcmp(hv_data_i32(a_f), hv_data_i32(a_r), sizeof(int32_t) * (size_t)hv_numel(a_r)) == 0, "%s: argmax differs", label);
+        hv__fast_max_pool2d(ctx, yf, NULL, x, g); /* without argmax (eval) */
+        CHECK(memcmp(hv_data(yf), hv_data(y1), sizeof(float) * (size_t)hv_numel(yf)) == 0, "%s: values without argmax differ", label);
+    }
+    if (nan) return;
+    for (excl = 0; excl < 2; excl++) {
+        int64_t g[7] = {c->KH, c->KW, c->sh, c->sw, c->ph, c->pw, excl};
+        snprintf(label, sizeof label, "avg pool (%lld, %lld, %lld, %lld) k %lldx%lld s (%lld, %lld) p (%lld, %lld)%s", (long long)c->N,
+                 (long long)c->C, (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh, (long long)c->sw,
+                 (long long)c->ph, (long long)c->pw, excl ? " exclude pad" : "");
+        {
+            FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_avg_pool2d(ctx, o_, x, g), hv__cpu_avg_pool2d(ctx, o_, x, g));
+            CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 0);
+        }
+        {
+            FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_avg_pool2d_bwd(ctx, o_, gy, g), hv__cpu_avg_pool2d_bwd(ctx, o_, gy, g));
+            CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+        }
+    }
+    hv_step_end(ctx);
+}
+static void test_pool_fast(hv_ctx *ctx) {
+    static const pool_case cases[] = {
+        /* N C H W KH KW sh sw ph pw */
+        {2, 3, 112, 112, 3, 3, 2, 2, 1, 1}, /* the ResNeXt stem's max pool */
+        {1, 2, 37, 41, 3, 3, 1, 1, 1, 1},   {2, 2, 7, 7, 7, 7, 7, 7, 0, 0}, /* global */
+        {1, 3, 50, 67, 2, 2, 2, 2, 0, 0},   {1, 2, 40, 53, 3, 5, 3, 3, 1, 2}, /* stride 3: gathered taps */
+        {1, 1, 9, 200, 1, 3, 1, 2, 0, 1},   {1, 2, 5, 4, 3, 3, 2, 2, 1, 1},  /* no interior vector */
+        {3, 1, 33, 95, 5, 4, 2, 1, 2, 2},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) pool_check(ctx, &cases[i], 0);
+    pool_check(ctx, &cases[0], 1);
+    pool_check(ctx, &cases[4], 1);
+}
+
+static void test_resize_fast(hv_ctx *ctx) {
+    static const int64_t cases[][6] = {{2, 3, 28, 28, 56, 56}, {1, 2, 57, 61, 20, 33}, {1, 1, 5, 7, 5, 7},
+                                       {1, 2, 1, 1, 4, 5},     {1, 2, 6, 9, 1, 1},     {2, 2, 13, 17, 31, 9}};
+    size_t i;
+    int ac;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (ac = 0; ac < 2; ac++) {
+            const int64_t *c = cases[i];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[2], c[3]), 1), *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c[0], c[1], c[4], c[5]));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[4], c[5]), 1), *gx0 = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[2], c[3]), 1);
+            char label[128];
+            snprintf(label, sizeof label, "resize (%lld, %lld, %lld, %lld) -> %lld x %lld%s", (long long)c[0], (long long)c[1], (long long)c[2],
+                     (long long)c[3], (long long)c[4], (long long)c[5], ac ? " align_corners" : "");
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_resize_bilinear(ctx, o_, x, ac), hv__cpu_resize_bilinear(ctx, o_, x, ac));
+                CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
+            }
+            {
+                FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_resize_bilinear_bwd(ctx, o_, gy, ac), hv__cpu_resize_bilinear_bwd(ctx, o_, gy, ac));
+                CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+            }
+            hv_step_end(ctx);
+        }
+}
+
+static void test_batch_norm_fast(hv_ctx *ctx) {
+    static const int64_t shapes[][4] = {{8, 16, 14, 14}, {3, 5, 7, 9}, {2, 3, 1, 17}, {4, 6, 1, 1}, {2, 8, 56, 56}, {1, 2, 3, 100}};
+    size_t i;
+    int aff;
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (aff = 0; aff < 2; aff++) {
+            const int64_t *s = shapes[i], C = s[1];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 2), *w = aff ? fx_randn(ctx, HV_SHAPE(C), 1) : NULL;
+            hv_tensor *b = aff ? fx_randn(ctx, HV_SHAPE(C), 1) : NULL, *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(s[0], C, s[2], s[3]));
+            hv_tensor *mf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *vf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *mr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *vr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *m1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *v1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 1), *gx0 = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 1);
+            hv_tensor *gc0 = fx_randn(ctx, HV_SHAPE(C), 1);
+            int64_t j, th = hv_get_threads(ctx);
+            int bs;
+            char label[128];
+            if (i % 2) /* far from zero: the variance must keep its digits */
+                for (j = 0; j < hv_numel(x); j++) hv_data(x)[j] += 100.0f;
+            snprintf(label, sizeof label, "batch norm (%lld, %lld, %lld, %lld)%s", (long long)s[0], (long long)C, (long long)s[2], (long long)s[3],
+                     aff ? " w b" : "");
+            hv__fast_batch_norm_stats(ctx, mf, vf, x);
+            hv__cpu_batch_norm_stats(ctx, mr, vr, x);
+            hv_set_threads(ctx, 1);
+            hv__fast_batch_norm_stats(ctx, m1, v1, x);
+            hv_set_threads(ctx, (int)th);
+            CHECK_CLOSE(label, hv_data(mf), hv_data(mr), C, 1e-6);
+            CHECK_CLOSE("  variance", hv_data(vf), hv_data(vr), C, 1e-6);
+            CHECK_SAME("  mean", hv_data(m1), hv_data(mf), C);
+            CHECK_SAME("  variance", hv_data(v1), hv_data(vf), C);
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_batch_norm(ctx, o_, x, mr, vr, w, b, 1e-5f), hv__cpu_batch_norm(ctx, o_, x, mr, vr, w, b, 1e-5f));
+                CHECK_CLOSE("  forward", hv_data(yf), hv_data(yr), hv_numel(yr), 0);
+            }
+            for (bs = 0; bs < 2; bs++) {
+                {
+                    FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_batch_norm_bwd(ctx, o_, NULL, NULL, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, o_, NULL, NULL, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE(bs ? "  dx (batch statistics)" : "  dx (running statistics)", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+                }
+                {
+                    FX_BOTH(ctx, gc0, gf, gr, g1, hv__fast_batch_norm_bwd(ctx, NULL, o_, NULL, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, NULL, o_, NULL, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), C, 1e-5);
+                }
+                {
+                    FX_BOTH(ctx, gc0, gf, gr, g1, hv__fast_batch_norm_bwd(ctx, NULL, NULL, o_, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, NULL, NULL, o_, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), C, 1e-5);
+                }
+            }
+            hv_step_end(ctx);
+        }
+}
+
 int main(int argc, char **argv) {
     hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 2024, .threads = 2});
     fx_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
@@ -559,6 +711,9 @@ int main(int argc, char **argv) {
     TL_RUN(ctx, test_reduce_fast);
     TL_RUN(ctx, test_gather_scatter_fast);
     TL_RUN(ctx, test_losses_fast);
+    TL_RUN(ctx, test_pool_fast);
+    TL_RUN(ctx, test_resize_fast);
+    TL_RUN(ctx, test_batch_norm_fast);
     hv_shutdown(ctx);
     TL_DONE();
 }
