@@ -6272,6 +6272,13 @@ static void hv__pool_inner_cols(const int64_t *g, int64_t W, int64_t OW, int64_t
     if (*a > *b) *a = *b;
 }
 
+/* the start of the next vector of interior columns after ve, or -1: whole vectors from *a, then
+   one more ending at b (it may overlap the one before: those columns are computed twice, alike) */
+static int64_t hv__pool_next_vec(int64_t ve, int64_t a, int64_t b) {
+    if (b - a < HV__VN || ve >= b) return -1;
+    return ve + HV__VN <= b ? ve : b - HV__VN;
+}
+
 static void hv__fast_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], rows = y->shape[0] * y->shape[1] * OH;
     const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
@@ -6280,6 +6287,7 @@ static void hv__fast_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, co
     int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
     int64_t owa, owb, r;
     hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    if (KH * W >= ((int64_t)1 << 24)) owb = owa; /* the taps' offsets below must be exact floats */
     HV__PARALLEL_FOR(ctx, rows * OW * KH * KW)
     for (r = 0; r < rows; r++) {
         const int64_t oh = r % OH, h0 = oh * sh - ph, hs = h0 < 0 ? 0 : h0, he = h0 + KH < H ? h0 + KH : H;
@@ -6287,26 +6295,24 @@ static void hv__fast_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, co
         const hv__vf one = hv__vset(1.0f), half = hv__vset(0.5f), zero = hv__vzero();
         float *yr = py + r * OW;
         int32_t *ar = pa ? pa + r * OW : NULL;
-        int64_t ow, ve = owa, best, ih, kw;
-        for (; he > hs && ve + HV__VN <= owb; ve += HV__VN) {
-            const float *x0 = xp + ve * sw - pw;
-            hv__vf m = hv__vset(-INFINITY), k = zero, kv = zero; /* the max, its tap number, the tap's number */
-            for (ih = hs; ih < he; ih++)
-                for (kw = 0; kw < KW; kw++, kv = hv__vadd(kv, one)) {
+        int64_t ow, v0, ve = owa, best, ih, kw;
+        while (he > hs && (v0 = hv__pool_next_vec(ve, owa, owb)) >= 0) {
+            const float *x0 = xp + hs * W + v0 * sw - pw;
+            hv__vf m = hv__vset(-INFINITY), k = zero; /* the max, and its tap's offset from x0 */
+            for (ih = 0; ih < he - hs; ih++)
+                for (kw = 0; kw < KW; kw++) {
                     hv__vf v = hv__vlds(x0 + ih * W + kw, sw), take = hv__vmax(hv__vsel_gt(v, m, one, zero), hv__visnan(v));
                     m = hv__vsel_gt(take, half, v, m); /* v > m or v NaN, as the reference */
-                    k = hv__vsel_gt(take, half, kv, k);
+                    k = hv__vsel_gt(take, half, hv__vset((float)(ih * W + kw)), k);
                 }
-            hv__vst(yr + ve, m);
+            hv__vst(yr + v0, m);
             if (ar) {
                 float kf[HV__VN];
                 int i;
                 hv__vst(kf, k);
-                for (i = 0; i < HV__VN; i++) {
-                    int64_t t = (int64_t)kf[i];
-                    ar[ve + i] = (int32_t)((hs + t / KW) * W + (ve + i) * sw - pw + t % KW);
-                }
+                for (i = 0; i < HV__VN; i++) ar[v0 + i] = (int32_t)(hs * W + (v0 + i) * sw - pw + (int64_t)kf[i]);
             }
+            ve = v0 + HV__VN;
         }
         for (ow = 0; ow < OW; ow++) {
             if (ow == owa) ow = ve; /* the vector columns are done */
@@ -6330,15 +6336,16 @@ static void hv__fast_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, c
         const float *xp = px + (r / OH) * H * W; /* (H, W) */
         float *yr = py + r * OW;
         int64_t ow, ve = owa, hs, he, ws, we, ih, kw;
-        if (owb - owa >= HV__VN) {
-            /* the interior columns share the divisor and the rows */
+        if (owb - owa >= HV__VN) { /* the interior columns share the divisor and the rows */
             const hv__vf div = hv__vset(hv__avg_window(g, H, W, oh, owa, &hs, &he, &ws, &we));
-            for (; ve + HV__VN <= owb; ve += HV__VN) {
-                const float *x0 = xp + ve * sw - pw;
+            int64_t v0;
+            while ((v0 = hv__pool_next_vec(ve, owa, owb)) >= 0) {
+                const float *x0 = xp + v0 * sw - pw;
                 hv__vf acc = hv__vzero();
                 for (ih = hs; ih < he; ih++)
                     for (kw = 0; kw < KW; kw++) acc = hv__vadd(acc, hv__vlds(x0 + ih * W + kw, sw));
-                hv__vst(yr + ve, hv__vdiv(acc, div));
+                hv__vst(yr + v0, hv__vdiv(acc, div));
+                ve = v0 + HV__VN;
             }
         }
         for (ow = 0; ow < OW; ow++) {
@@ -6362,21 +6369,37 @@ static void hv__fast_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor 
     const float *pg = (const float *)gy->data;
     float *pgx = (float *)gx->data, *buf;
     hv__arena_mark mark = hv__arena_save(&ctx->arena);
-    int64_t p;
+    int64_t p, owa, owb;
     if (OW == 0 || !(buf = hv__scratch(ctx, W * hv__fast_threads(ctx, work)))) { /* a row buffer per thread */
         hv__arena_rewind(&ctx->arena, mark);
         hv__cpu_avg_pool2d_bwd(ctx, gx, gy, g);
         return;
     }
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    if (g[HV__PG_SW] != 1) owb = owa; /* the interior's spread as vectors needs stride 1 */
     HV__PARALLEL_FOR(ctx, work)
     for (p = 0; p < planes; p++) {
         float *rb = buf + W * hv__fast_tid(), *gxp = pgx + p * H * W;
-        int64_t oh, ow, hs = 0, he = 0, ws, we, ih, iw;
+        int64_t oh, ow, hs, he, ws, we, ih, iw, j, kw;
         for (oh = 0; oh < OH; oh++) {
+            const float *gr = pg + (p * OH + oh) * OW;
+            /* the row's outputs spread over the columns: the interior as vectors, tap by tap */
+            const hv__vf div = hv__vset(hv__avg_window(g, H, W, oh, owa < OW ? owa : 0, &hs, &he, &ws, &we));
             memset(rb, 0, sizeof(float) * (size_t)W);
-            for (ow = 0; ow < OW; ow++) { /* the row's outputs spread over the columns (hs, he: the row's) */
-                float v = pg[(p * OH + oh) * OW + ow] / hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we);
-                for (iw = ws; iw < we; iw++) rb[iw] += v;
+            HV__SPAN(j, owb - owa, L, {
+                hv__vf v = hv__vdiv(hv__vldw(gr + owa + j, L), div);
+                for (kw = 0; kw < g[HV__PG_KW]; kw++) {
+                    float *q = rb + owa + j - g[HV__PG_PW] + kw;
+                    hv__vstw(q, hv__vadd(hv__vldw(q, L), v), L);
+                }
+            })
+            for (ow = 0; ow < OW; ow++) {
+                if (ow == owa) ow = owb;
+                if (ow >= OW) break;
+                {
+                    float v = gr[ow] / hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we);
+                    for (iw = ws; iw < we; iw++) rb[iw] += v;
+                }
             }
             for (ih = hs; ih < he; ih++) hv__add_scaled_row(gxp + ih * W, rb, 1.0f, W);
         }
