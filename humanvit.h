@@ -41,8 +41,10 @@
                                 -march=native and link kernels_cpu/hv_cpu_avx512.c (compiled with
                                 -mavx512f -mavx512bw -mavx512vl -mfma) and kernels_cpu/hv_cpu_avx2.c
                                 (-mavx2 -mfma); hv_init picks the best the CPU runs (cpuid, gcc or
-                                clang). Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
+                                clang), for the GEMM and the fast kernels of the other ops alike.
+                                Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
                                 HUMANVIT_STATIC and include this header: the kernel code is here.
+                                (With HV_MALLOC/HV_FREE overridden, give them the same override.)
        HUMANVIT_VULKAN          compile in the Vulkan backend (see VULKAN); needs the Vulkan
                                 headers and kernels_vulkan/hv_shaders.h next to this file
        HUMANVIT_REFERENCE_KERNELS  the CPU backend runs its scalar reference kernels for the ops
@@ -178,7 +180,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
 HVDEF void hv_shutdown(hv_ctx *ctx);              /* frees every tensor the context made */
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
-HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM (and fast kernels') ISA: "avx512", "avx2", "neon", "scalar" */
 HVDEF void hv_step_end(hv_ctx *ctx);              /* release the step's arena and tape */
 HVDEF size_t hv_arena_used(const hv_ctx *ctx);    /* bytes of the arena in use now */
 HVDEF hv_backend_kind hv_ctx_backend(const hv_ctx *ctx);
@@ -6615,6 +6617,72 @@ static void hv__fast_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, h
 }
 /* HV-SECTION cpu-fast-pool-bn END */
 
+/* HV-SECTION cpu-fast-fill BEGIN */
+/* The fast kernels' entries of the CPU backend table. Portable x86-64 builds (HUMANVIT_CPU_DISPATCH,
+   see the cpu-simd section): kernels_cpu/hv_cpu_avx512.c and hv_cpu_avx2.c compile this header
+   once more with their ISA and export hv__fast_fill_avx512 / hv__fast_fill_avx2, which fill the
+   table with *their* copies of the fast kernels; the implementation calls the one of the ISA the
+   GEMM chose (cpuid), so LayerNorm, GELU, softmax, attention, pools... run with AVX-512 or AVX2
+   too, not only the GEMM. Those copies work on the caller's context (same structs, same header):
+   their scratch comes from its arena through their own copy of the allocator, so a program that
+   overrides HV_MALLOC/HV_FREE must give the kernels_cpu files the same override (-D flags). */
+static void hv__fast_fill(hv__backend *be) {
+    be->attention = hv__fast_attention;
+    be->attention_bwd = hv__fast_attention_bwd;
+    be->conv2d = hv__fast_conv2d;
+    be->conv2d_bwd_data = hv__fast_conv2d_bwd_data;
+    be->conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
+    be->copy = hv__fast_copy;
+    be->binary = hv__fast_binary;
+    be->unary = hv__fast_unary;
+    be->unary_bwd = hv__fast_unary_bwd;
+    be->reduce = hv__fast_reduce;
+    be->softmax = hv__fast_softmax;
+    be->softmax_bwd = hv__fast_softmax_bwd;
+    be->layer_norm = hv__fast_layer_norm;
+    be->layer_norm_bwd = hv__fast_layer_norm_bwd;
+    be->gather = hv__fast_gather;
+    be->scatter_add = hv__fast_scatter_add;
+    be->cross_entropy = hv__fast_cross_entropy;
+    be->cross_entropy_bwd = hv__fast_cross_entropy_bwd;
+    be->diff_loss = hv__fast_diff_loss;
+    be->diff_loss_bwd = hv__fast_diff_loss_bwd;
+    be->max_pool2d = hv__fast_max_pool2d; /* cpu-fast-pool-bn */
+    be->avg_pool2d = hv__fast_avg_pool2d;
+    be->avg_pool2d_bwd = hv__fast_avg_pool2d_bwd;
+    be->resize_bilinear = hv__fast_resize_bilinear;
+    be->resize_bilinear_bwd = hv__fast_resize_bilinear_bwd;
+    be->batch_norm_stats = hv__fast_batch_norm_stats;
+    be->batch_norm = hv__fast_batch_norm;
+    be->batch_norm_bwd = hv__fast_batch_norm_bwd;
+}
+#if defined(HUMANVIT_KERNELS_AVX512) || defined(HUMANVIT_KERNELS_AVX2) || defined(HV__SGEMM_DISPATCH)
+#ifdef __cplusplus
+extern "C" {
+#endif
+void hv__fast_fill_avx512(hv__backend *be);
+void hv__fast_fill_avx2(hv__backend *be);
+#if defined(HUMANVIT_KERNELS_AVX512)
+void hv__fast_fill_avx512(hv__backend *be) { hv__fast_fill(be); }
+#elif defined(HUMANVIT_KERNELS_AVX2)
+void hv__fast_fill_avx2(hv__backend *be) { hv__fast_fill(be); }
+#endif
+#ifdef __cplusplus
+}
+#endif
+#endif
+/* after hv__sgemm_choose (hv__cpu_gemm_pick): the fast kernels of the same ISA */
+static void hv__fast_fill_pick(hv__backend *be) {
+#if defined(HV__SGEMM_DISPATCH)
+    if (!strcmp(hv__sgemm_cur_isa, "avx512")) hv__fast_fill_avx512(be);
+    else if (!strcmp(hv__sgemm_cur_isa, "avx2")) hv__fast_fill_avx2(be);
+    else hv__fast_fill(be); /* no AVX2: this file's own (scalar) build of them */
+#else
+    hv__fast_fill(be);
+#endif
+}
+/* HV-SECTION cpu-fast-fill END */
+
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
    and the benchmarks' baseline) */
 #ifdef HUMANVIT_REFERENCE_KERNELS
@@ -6663,37 +6731,7 @@ static const hv__backend *hv__cpu_backend(void) {
         /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
         /* HV-SECTION cpu-fast-table BEGIN */
-        if (!hv__reference_kernels) { /* the fast kernels ("CPU BACKEND: fast kernels") replace the
-                                         references */
-            be.attention = hv__fast_attention;
-            be.attention_bwd = hv__fast_attention_bwd;
-            be.conv2d = hv__fast_conv2d;
-            be.conv2d_bwd_data = hv__fast_conv2d_bwd_data;
-            be.conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
-            be.copy = hv__fast_copy;
-            be.binary = hv__fast_binary;
-            be.unary = hv__fast_unary;
-            be.unary_bwd = hv__fast_unary_bwd;
-            be.reduce = hv__fast_reduce;
-            be.softmax = hv__fast_softmax;
-            be.softmax_bwd = hv__fast_softmax_bwd;
-            be.layer_norm = hv__fast_layer_norm;
-            be.layer_norm_bwd = hv__fast_layer_norm_bwd;
-            be.gather = hv__fast_gather;
-            be.scatter_add = hv__fast_scatter_add;
-            be.cross_entropy = hv__fast_cross_entropy;
-            be.cross_entropy_bwd = hv__fast_cross_entropy_bwd;
-            be.diff_loss = hv__fast_diff_loss;
-            be.diff_loss_bwd = hv__fast_diff_loss_bwd;
-            be.max_pool2d = hv__fast_max_pool2d; /* cpu-fast-pool-bn */
-            be.avg_pool2d = hv__fast_avg_pool2d;
-            be.avg_pool2d_bwd = hv__fast_avg_pool2d_bwd;
-            be.resize_bilinear = hv__fast_resize_bilinear;
-            be.resize_bilinear_bwd = hv__fast_resize_bilinear_bwd;
-            be.batch_norm_stats = hv__fast_batch_norm_stats;
-            be.batch_norm = hv__fast_batch_norm;
-            be.batch_norm_bwd = hv__fast_batch_norm_bwd;
-        }
+        if (!hv__reference_kernels) hv__fast_fill_pick(&be); /* the fast kernels replace the references */
         /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";
     }

@@ -3,7 +3,8 @@
    link next to an implementation compiled with -DHUMANVIT_CPU_DISPATCH; hv_init then uses these
    kernels on CPUs that have AVX-512 (see the cpu-simd section of humanvit.h). The kernel code is
    humanvit.h's own: this file only compiles it once more, with this ISA, exporting
-   hv__sgemm_avx512. HUMANVIT_STATIC keeps the rest of the library private to this file. */
+   hv__sgemm_avx512 and hv__fast_fill_avx512 (the fast kernels of the other ops).
+   HUMANVIT_STATIC keeps the rest of the library private to this file. */
 #define HUMANVIT_KERNELS_AVX512
 #define HUMANVIT_STATIC
 #define HUMANVIT_IMPLEMENTATION
