@@ -2203,7 +2203,7 @@ static void hv__gemm_batched(hv_ctx *ctx, int ta, int tb, const hv_tensor *A, co
                              const int64_t *bshape, float beta) {
     int64_t sa[HV_MAX_DIMS], sb[HV_MAX_DIMS], sc[HV_MAX_DIMS], nbatch = hv__numel_shape(nb, bshape), i;
     hv__gemm_args g;
-    int d, shared = 0;
+    int d, shared = 0, inner;
     for (d = 0; d < nb; d++) {
         int ia = d - (nb - (A->ndim - 2)), ib = d - (nb - (B->ndim - 2)), ic = d - (nb - (C->ndim - 2));
         sa[d] = (ia >= 0 && A->shape[ia] == bshape[d]) ? A->stride[ia] : 0;
@@ -2222,11 +2222,25 @@ static void hv__gemm_batched(hv_ctx *ctx, int ta, int tb, const hv_tensor *A, co
     g.ldb = B->stride[B->ndim - 2];
     g.ldc = C->stride[C->ndim - 2];
     g.batch = 1;
-    /* one matrix at a time, in order: a C shared by several products (a broadcast operand's
-       gradient) accumulates them serially, so the result does not depend on threads */
-    for (i = 0; i < nbatch; i++) {
+    /* Independent C matrices: the innermost batch axes that one stride per operand walks become
+       one batched call (attention: B x H matrices), which the backend splits across its threads
+       by whole matrix in one parallel region, instead of one call (and region) per small matrix.
+       A C shared by several products (a broadcast operand's gradient) takes them one at a time,
+       in order, accumulating, so the result does not depend on threads. */
+    inner = nb;
+    if (!shared && nb > 0) {
+        for (inner = nb - 1; inner > 0; inner--)
+            if (sa[inner - 1] != sa[inner] * bshape[inner] || sb[inner - 1] != sb[inner] * bshape[inner] ||
+                sc[inner - 1] != sc[inner] * bshape[inner])
+                break;
+        g.batch = hv__numel_shape(nb - inner, bshape + inner);
+        g.batch_stride_a = sa[nb - 1];
+        g.batch_stride_b = sb[nb - 1];
+        g.batch_stride_c = sc[nb - 1];
+    }
+    for (i = 0; i < nbatch / (g.batch > 0 ? g.batch : 1); i++) {
         int64_t rem = i, oa = 0, ob = 0, oc = 0;
-        for (d = nb - 1; d >= 0; d--) {
+        for (d = inner - 1; d >= 0; d--) {
             int64_t idx = rem % bshape[d];
             rem /= bshape[d];
             oa += idx * sa[d];

@@ -2,13 +2,14 @@
    torch.matmul on the same shapes, threads and machine (bench/torch_compare.py measures those).
 
        ./build.sh bench                      (builds build/bench/bench, runs torch, then this)
-       build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list]
+       build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list] [--only TEXT]
 
    --list          print the cases as JSON lines (what torch_compare.py reads) and exit
    --torch FILE    JSON lines from torch_compare.py: adds torch_ms and speedup (torch_ms / ms)
    --json FILE     one JSON object per line and case: bench, shape, threads, ms, gflops, ...
    --threads LIST  comma-separated thread counts (default: 1 and all the machine's cores)
    --quick         fewer cases and runs (a smoke test)
+   --only TEXT     only the cases whose name contains TEXT
 
    With one thread the table also gives CPU-time figures (this thread's CPU time, torch's
    likewise): on a machine shared with other busy processes the wall clock mostly measures them.
@@ -125,31 +126,35 @@ typedef struct bcase {
     int ta, tb;
     int64_t m, n, k, batch;
     int quick; /* part of --quick */
+    int op;    /* through hv_matmul on (8, 6, ...) tensors (its batch loop), not one backend call */
 } bcase;
 
 static const bcase cases[] = {
-    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1},
-    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1},
-    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0},
-    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0},
+    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1, 0},
+    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1, 0},
+    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0, 0},
+    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0, 0},
     /* forward: y = x W^T, W stored (out, in) */
-    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1},
-    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0},
-    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0},
-    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1},
+    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1, 0},
+    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0, 0},
+    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0, 0},
+    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1, 0},
     /* backward, input gradient: dX = dY W */
-    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0},
-    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0},
-    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1},
-    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0},
+    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0, 0},
+    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0, 0},
+    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1, 0},
+    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0, 0},
     /* backward, weight gradient: dW = dY^T X (a sum over the 2056 tokens) */
-    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0},
-    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0},
-    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1},
-    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0},
+    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0, 0},
+    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0, 0},
+    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1, 0},
+    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0, 0},
     /* attention products, batch 8 x 6 heads: S = Q K^T, O = P V */
-    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0},
-    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0},
+    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0, 0},
+    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0, 0},
+    /* the same through hv_matmul (B = 8, H = 6 batch axes): what the model's attention calls */
+    {"vit_s_attn_qk_op", 0, 1, 257, 257, 64, 48, 0, 1},
+    {"vit_s_attn_pv_op", 0, 0, 257, 64, 257, 48, 0, 1},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -281,12 +286,29 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     g.ldc = c->n;
     g.batch_stride_c = sc;
     if (runs > 64) runs = 64;
-    ctx->be->gemm(ctx, &g);
-    for (r = 0; r < runs; r++) {
-        double t0 = now_s(), c0 = cpu_s();
+    if (c->op) { /* (8, 6, rows, cols) tensors over the same data; the product lives in the arena */
+        int prev = hv_set_grad_enabled(ctx, 0);
+        hv_tensor *ta = hv_tensor_new(ctx, HV_F32, HV_SHAPE(8, c->batch / 8, c->ta ? c->k : c->m, c->ta ? c->m : c->k));
+        hv_tensor *tb = hv_tensor_new(ctx, HV_F32, HV_SHAPE(8, c->batch / 8, c->tb ? c->n : c->k, c->tb ? c->k : c->n));
+        hv_tensor_copy_from(ta, A, sizeof(float) * (size_t)(sa * c->batch));
+        hv_tensor_copy_from(tb, B, sizeof(float) * (size_t)(sb * c->batch));
+        for (r = -1; r < runs; r++) { /* r = -1: the warm-up */
+            double t0 = now_s(), c0 = cpu_s();
+            hv_matmul(ta, tb, c->ta, c->tb);
+            if (r >= 0) t[r] = (now_s() - t0) * 1e3, tc[r] = (cpu_s() - c0) * 1e3;
+            hv_step_end(ctx);
+        }
+        hv_tensor_free(ta);
+        hv_tensor_free(tb);
+        hv_set_grad_enabled(ctx, prev);
+    } else {
         ctx->be->gemm(ctx, &g);
-        t[r] = (now_s() - t0) * 1e3;
-        tc[r] = (cpu_s() - c0) * 1e3;
+        for (r = 0; r < runs; r++) {
+            double t0 = now_s(), c0 = cpu_s();
+            ctx->be->gemm(ctx, &g);
+            t[r] = (now_s() - t0) * 1e3;
+            tc[r] = (cpu_s() - c0) * 1e3;
+        }
     }
     med = median(t, runs);
     *cpu_ms = median(tc, runs);
@@ -297,7 +319,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
 }
 
 int main(int argc, char **argv) {
-    const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL;
+    const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL, *only = NULL;
     int quick = 0, runs = 0, i, nthr = 0, thr[8], all;
     FILE *json = NULL;
     hv_ctx *ctx;
@@ -307,6 +329,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--list")) {
             for (i = 0; i < NCASES; i++)
                 printf("{\"bench\": \"%s\", \"m\": %lld, \"n\": %lld, \"k\": %lld, \"batch\": %lld, \"ta\": %d, \"tb\": %d, \"quick\": %d}\n",
@@ -314,7 +337,7 @@ int main(int argc, char **argv) {
                        cases[i].ta, cases[i].tb, cases[i].quick);
             return 0;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] [--only TEXT]\n", argv[0]);
             return 2;
         }
     }
@@ -359,7 +382,7 @@ int main(int argc, char **argv) {
             double flops = 2.0 * (double)bc->m * (double)bc->n * (double)bc->k * (double)bc->batch, ms, gf, tms, cms, tcms;
             char shape[64];
             int r = runs;
-            if (quick && !bc->quick) continue;
+            if ((quick && !bc->quick) || (only && !strstr(bc->name, only))) continue;
             if (flops > 1e11 && r > 5) r = 5; /* 4096^3: a second and a half per run on one core */
             shape_str(bc, shape, sizeof shape);
             ms = time_case(ctx, bc, r, &cms);
