@@ -767,7 +767,7 @@ int main(int argc, char **argv) {
             fills[i](&fk);
             fk_isa = isas[i];
             if (!tested++) TL_RUN(ctx, test_dispatch_pick);
-            printf("== the fast kernels of kernels_cpu/hv_cpu_%s.c\n", isas[i]);
+            printf("-- the fast kernels of kernels_cpu/hv_cpu_%s.c\n", isas[i]);
             run_all(ctx);
         }
         if (!tested) printf("(no AVX2 on this CPU: no ISA build of the fast kernels to test)\n");
