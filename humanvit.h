@@ -14827,26 +14827,45 @@ static void hv__resample_h(const uint8_t *in, int in_w, int C, int row0, int row
         for (x = 0; x < out_w; x++) {
             const int32_t *kw = kk + (size_t)x * (size_t)ks;
             const uint8_t *r = row + (size_t)b[2 * x] * (size_t)C;
-            for (c = 0; c < C; c++) {
-                int32_t acc = 1 << 21;
-                for (k = 0; k < b[2 * x + 1]; k++) acc += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
-                o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc);
+            int32_t acc[4] = {1 << 21, 1 << 21, 1 << 21, 1 << 21}; /* channels <= 4 */
+            if (C == 3) { /* RGB, the common case: the channels in one walk over the taps */
+                for (k = 0; k < b[2 * x + 1]; k++) {
+                    acc[0] += r[3 * k] * kw[k];
+                    acc[1] += r[3 * k + 1] * kw[k];
+                    acc[2] += r[3 * k + 2] * kw[k];
+                }
+            } else {
+                for (k = 0; k < b[2 * x + 1]; k++)
+                    for (c = 0; c < C; c++) acc[c] += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
             }
+            for (c = 0; c < C; c++) o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc[c]);
         }
     }
 }
-/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide) */
+/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide). The taps run
+   row by row over chunks of HV__RESAMPLE_CHUNK bytes (contiguous loads the compiler vectorises)
+   into integer sums: integer addition in any order gives PIL's exact values. */
+#define HV__RESAMPLE_CHUNK 256
 static void hv__resample_v(const uint8_t *in, int w, int C, int shift, uint8_t *out, int out_h, const int *b, const int32_t *kk, int ks) {
-    size_t rowlen = (size_t)w * (size_t)C, i;
+    size_t rowlen = (size_t)w * (size_t)C, i0, j;
     int y, k;
+    int32_t acc[HV__RESAMPLE_CHUNK];
     for (y = 0; y < out_h; y++) {
         const int32_t *kw = kk + (size_t)y * (size_t)ks;
         const uint8_t *col = in + (size_t)(b[2 * y] - shift) * rowlen;
         uint8_t *o = out + (size_t)y * rowlen;
-        for (i = 0; i < rowlen; i++) {
-            int32_t acc = 1 << 21;
-            for (k = 0; k < b[2 * y + 1]; k++) acc += col[(size_t)k * rowlen + i] * kw[k];
-            o[i] = hv__clip8(acc);
+        for (i0 = 0; i0 < rowlen; i0 += HV__RESAMPLE_CHUNK) {
+            const size_t n = rowlen - i0 < HV__RESAMPLE_CHUNK ? rowlen - i0 : HV__RESAMPLE_CHUNK;
+            for (j = 0; j < n; j++) acc[j] = 1 << 21;
+            for (k = 0; k < b[2 * y + 1]; k++) {
+                const uint8_t *r = col + (size_t)k * rowlen + i0;
+                const int32_t kv = kw[k];
+                if (n == HV__RESAMPLE_CHUNK) /* a constant count: gcc -O2 vectorises this one */
+                    for (j = 0; j < HV__RESAMPLE_CHUNK; j++) acc[j] += r[j] * kv;
+                else
+                    for (j = 0; j < n; j++) acc[j] += r[j] * kv;
+            }
+            for (j = 0; j < n; j++) o[i0 + j] = hv__clip8(acc[j]);
         }
     }
 }
