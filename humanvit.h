@@ -6239,8 +6239,9 @@ static void hv__fast_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tens
 /* ---- fast kernels: pooling, bilinear resize, batch norm ---------------------------------------
    Forward pools: the interior columns of an output row (whole window inside the input columns)
    VN at a time, each lane walking its window's taps in the reference's order, so max, argmax and
-   average are the reference's bits; the few edge columns run the reference's per-element code.
-   Windows of stride 2 read their taps as strided vectors (hv__vlds: a permute of two loads).
+   average are the reference's bits (the argmax is carried as the tap's offset, an exact float);
+   the few edge columns run the reference's per-element code. Windows of stride 2 read their taps
+   as a permute of two loads, other strides as a gather (hv__vlds).
    Resize forward: each input row is interpolated along W once per use (a row cache), then the
    output row is one vector blend of two such rows: the reference's operations, the same bits.
    Backward of the average pool and of the resize: per plane, each output row is first spread
@@ -6288,8 +6289,8 @@ static void hv__pool_inner_cols(const int64_t *g, int64_t W, int64_t OW, int64_t
     if (*a > *b) *a = *b;
 }
 
-/* the start of the next vector of interior columns after ve, or -1: whole vectors from *a, then
-   one more ending at b (it may overlap the one before: those columns are computed twice, alike) */
+/* the start of the next vector of interior columns at or after ve, or -1: whole vectors from a,
+   then one ending at b (it may overlap the one before: those columns are computed twice, alike) */
 static int64_t hv__pool_next_vec(int64_t ve, int64_t a, int64_t b) {
     if (b - a < HV__VN || ve >= b) return -1;
     return ve + HV__VN <= b ? ve : b - HV__VN;
