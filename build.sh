@@ -430,7 +430,7 @@ run_tests() {
         matches_filter "$name" || continue
         run_one "$name" "$OUT/tests/$name"
     done
-    if [ -n "$DISPATCH_TEST" ]; then run_one test_gemm_dispatch "$DISPATCH_TEST"; fi
+    for src in "${DISPATCH_TESTS[@]}"; do run_one "$(basename "$src")" "$src"; done
     # tests/test_*.sh drive the built programs (the trainers' command lines, the quick demo);
     # they find them in $HV_BUILD_DIR and learn the build kind from $HV_MODE
     if [ "${#EMULATOR[@]}" -eq 0 ]; then
@@ -446,9 +446,11 @@ run_tests() {
 # ---- run-time ISA choice for portable x86-64 binaries (kernels_cpu/) ----------------------------
 # $OUT/humanvit_dispatch.o is the implementation built with -DHUMANVIT_CPU_DISPATCH and without
 # -march=native; link it with $OUT/kernels_cpu/hv_cpu_<isa>.o, each kernels_cpu/hv_cpu_<isa>.c
-# compiled with its ISA's flags. tests/test_gemm.c is built the same way (test_gemm_dispatch).
+# compiled with its ISA's flags. tests/test_gemm.c and tests/test_fast.c are built the same way
+# (test_gemm_dispatch, test_fast_dispatch: the GEMM and the fast kernels of every ISA build).
 DISPATCH_ISAS=("avx512:-mavx512f -mavx512bw -mavx512vl -mfma" "avx2:-mavx2 -mfma")
-DISPATCH_TEST=""
+DISPATCH_SRCS=(test_gemm test_fast)
+DISPATCH_TESTS=()
 
 build_dispatch() {
     local base=${CFLAGS/-march=native/} spec isa obj objs=() lib=$OUT/humanvit_dispatch.o
@@ -470,11 +472,15 @@ build_dispatch() {
         echo "  CC    $lib"
         $CC $base -DHUMANVIT_CPU_DISPATCH -c tests/hv_impl.c -o "$lib" || { rm -f "$lib"; BUILD_FAILED+=("humanvit_dispatch.o"); }
     fi
-    matches_filter test_gemm_dispatch || return 0
-    DISPATCH_TEST=$OUT/tests/test_gemm_dispatch
-    stale "$DISPATCH_TEST" humanvit.h tests/test_gemm.c tests/*.h "${objs[@]}" || return 0
-    echo "  CCLD  $DISPATCH_TEST"
-    $CC $base -DHUMANVIT_CPU_DISPATCH -I. -Itests tests/test_gemm.c "${objs[@]}" -o "$DISPATCH_TEST" $LDLIBS || rm -f "$DISPATCH_TEST"
+    local t bin
+    for t in "${DISPATCH_SRCS[@]}"; do
+        matches_filter "${t}_dispatch" || continue
+        bin=$OUT/tests/${t}_dispatch
+        DISPATCH_TESTS+=("$bin")
+        stale "$bin" humanvit.h "tests/$t.c" tests/*.h "${objs[@]}" || continue
+        echo "  CCLD  $bin"
+        $CC $base -DHUMANVIT_CPU_DISPATCH -I. -Itests "tests/$t.c" "${objs[@]}" -o "$bin" $LDLIBS || rm -f "$bin"
+    done
 }
 
 # The header must compile clean as C99 (gcc, clang) and as C++11 (g++, clang++), both with the

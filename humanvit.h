@@ -41,8 +41,10 @@
                                 -march=native and link kernels_cpu/hv_cpu_avx512.c (compiled with
                                 -mavx512f -mavx512bw -mavx512vl -mfma) and kernels_cpu/hv_cpu_avx2.c
                                 (-mavx2 -mfma); hv_init picks the best the CPU runs (cpuid, gcc or
-                                clang). Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
+                                clang), for the GEMM and the fast kernels of the other ops alike.
+                                Those files define HUMANVIT_KERNELS_AVX512 / _AVX2 and
                                 HUMANVIT_STATIC and include this header: the kernel code is here.
+                                (With HV_MALLOC/HV_FREE overridden, give them the same override.)
        HUMANVIT_GEMM_PRECISION  (environment, or hv_init_desc.gemm_precision = HV_GEMM_BF16, or
                                 hv_set_gemm_precision) "bf16": the CPU GEMM (matmul, linear, conv,
                                 forward and backward) rounds its operands to bf16 and sums the
@@ -204,7 +206,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc); /* NULL desc: all defaults */
 HVDEF void hv_shutdown(hv_ctx *ctx);              /* frees every tensor the context made */
 HVDEF void hv_set_threads(hv_ctx *ctx, int threads);
 HVDEF int hv_get_threads(const hv_ctx *ctx);
-HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM kernel in use: "avx512", "avx2", "neon", "scalar" */
+HVDEF const char *hv_cpu_isa(hv_ctx *ctx);       /* the GEMM (and fast kernels') ISA: "avx512", "avx2", "neon", "scalar" */
 /* bf16 GEMM on or off for this context's later ops; returns the precision now in effect:
    HV_GEMM_F32 where bf16 was asked for but this CPU or build has no bf16 kernel, or the context
    is not a CPU one (-1 and an error for a value that is neither) */
@@ -2352,7 +2354,7 @@ static void hv__gemm_batched(hv_ctx *ctx, int ta, int tb, const hv_tensor *A, co
                              const int64_t *bshape, float beta) {
     int64_t sa[HV_MAX_DIMS], sb[HV_MAX_DIMS], sc[HV_MAX_DIMS], nbatch = hv__numel_shape(nb, bshape), i;
     hv__gemm_args g;
-    int d, shared = 0;
+    int d, shared = 0, inner;
     for (d = 0; d < nb; d++) {
         int ia = d - (nb - (A->ndim - 2)), ib = d - (nb - (B->ndim - 2)), ic = d - (nb - (C->ndim - 2));
         sa[d] = (ia >= 0 && A->shape[ia] == bshape[d]) ? A->stride[ia] : 0;
@@ -2371,11 +2373,25 @@ static void hv__gemm_batched(hv_ctx *ctx, int ta, int tb, const hv_tensor *A, co
     g.ldb = B->stride[B->ndim - 2];
     g.ldc = C->stride[C->ndim - 2];
     g.batch = 1;
-    /* one matrix at a time, in order: a C shared by several products (a broadcast operand's
-       gradient) accumulates them serially, so the result does not depend on threads */
-    for (i = 0; i < nbatch; i++) {
+    /* Independent C matrices: the innermost batch axes that one stride per operand walks become
+       one batched call (attention: B x H matrices), which the backend splits across its threads
+       by whole matrix in one parallel region, instead of one call (and region) per small matrix.
+       A C shared by several products (a broadcast operand's gradient) takes them one at a time,
+       in order, accumulating, so the result does not depend on threads. */
+    inner = nb;
+    if (!shared && nb > 0) {
+        for (inner = nb - 1; inner > 0; inner--)
+            if (sa[inner - 1] != sa[inner] * bshape[inner] || sb[inner - 1] != sb[inner] * bshape[inner] ||
+                sc[inner - 1] != sc[inner] * bshape[inner])
+                break;
+        g.batch = hv__numel_shape(nb - inner, bshape + inner);
+        g.batch_stride_a = sa[nb - 1];
+        g.batch_stride_b = sb[nb - 1];
+        g.batch_stride_c = sc[nb - 1];
+    }
+    for (i = 0; i < nbatch / (g.batch > 0 ? g.batch : 1); i++) {
         int64_t rem = i, oa = 0, ob = 0, oc = 0;
-        for (d = nb - 1; d >= 0; d--) {
+        for (d = inner - 1; d >= 0; d--) {
             int64_t idx = rem % bshape[d];
             rem /= bshape[d];
             oa += idx * sa[d];
@@ -4724,29 +4740,34 @@ static void hv__cpu_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb,
     }
 }
 
+/* the max of output (oh, ow)'s window in the plane xp (H, W), and its index h * W + w there (the
+   fast kernel's edge columns use it too) */
+static float hv__max_window(const float *xp, int64_t H, int64_t W, const int64_t *g, int64_t oh, int64_t ow, int64_t *best) {
+    int64_t h0 = oh * g[HV__PG_SH] - g[HV__PG_PH], w0 = ow * g[HV__PG_SW] - g[HV__PG_PW], hs = h0 < 0 ? 0 : h0, ws = w0 < 0 ? 0 : w0;
+    int64_t he = h0 + g[HV__PG_KH] < H ? h0 + g[HV__PG_KH] : H, we = w0 + g[HV__PG_KW] < W ? w0 + g[HV__PG_KW] : W, ih, iw;
+    float m = -INFINITY; /* padding is -inf: it never wins */
+    *best = hs * W + ws;
+    for (ih = hs; ih < he; ih++)
+        for (iw = ws; iw < we; iw++) {
+            float v = xp[ih * W + iw];
+            if (v > m || v != v) { /* first maximum wins; NaN propagates, as in PyTorch */
+                m = v;
+                *best = ih * W + iw;
+            }
+        }
+    return m;
+}
+
 static void hv__cpu_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
-    const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
     const float *px = (const float *)x->data;
     float *py = (float *)y->data;
     int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
     int64_t o, n = hv_numel(y);
-    HV__PARALLEL_FOR(ctx, n * KH * KW)
+    HV__PARALLEL_FOR(ctx, n * g[HV__PG_KH] * g[HV__PG_KW])
     for (o = 0; o < n; o++) {
-        int64_t ow = o % OW, oh = (o / OW) % OH, plane = o / (OW * OH);
-        int64_t h0 = oh * sh - ph, w0 = ow * sw - pw, hs = h0 < 0 ? 0 : h0, ws = w0 < 0 ? 0 : w0;
-        int64_t he = h0 + KH < H ? h0 + KH : H, we = w0 + KW < W ? w0 + KW : W, ih, iw, best = hs * W + ws;
-        const float *xp = px + plane * H * W; /* (H, W) */
-        float m = -INFINITY;                  /* padding is -inf: it never wins */
-        for (ih = hs; ih < he; ih++)
-            for (iw = ws; iw < we; iw++) {
-                float v = xp[ih * W + iw];
-                if (v > m || v != v) { /* first maximum wins; NaN propagates, as in PyTorch */
-                    m = v;
-                    best = ih * W + iw;
-                }
-            }
-        py[o] = m;
+        int64_t best;
+        py[o] = hv__max_window(px + (o / (OW * OH)) * H * W, H, W, g, (o / OW) % OH, o % OW, &best);
         if (pa) pa[o] = (int32_t)best;
     }
 }
@@ -4779,20 +4800,22 @@ static float hv__avg_window(const int64_t *g, int64_t H, int64_t W, int64_t oh, 
     return (float)(g[HV__PG_EXCL] ? (*he - *hs) * (*we - *ws) : padded);
 }
 
+/* the average of output (oh, ow)'s window in the plane xp (H, W) */
+static float hv__avg_at(const float *xp, int64_t H, int64_t W, const int64_t *g, int64_t oh, int64_t ow) {
+    int64_t hs, he, ws, we, ih, iw;
+    float div = hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we), acc = 0;
+    for (ih = hs; ih < he; ih++)
+        for (iw = ws; iw < we; iw++) acc += xp[ih * W + iw];
+    return acc / div;
+}
+
 static void hv__cpu_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
     const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3];
     const float *px = (const float *)x->data;
     float *py = (float *)y->data;
     int64_t o, n = hv_numel(y);
     HV__PARALLEL_FOR(ctx, n * g[HV__PG_KH] * g[HV__PG_KW])
-    for (o = 0; o < n; o++) {
-        int64_t ow = o % OW, oh = (o / OW) % OH, hs, he, ws, we, ih, iw;
-        const float *xp = px + (o / (OW * OH)) * H * W; /* (H, W) */
-        float div = hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we), acc = 0;
-        for (ih = hs; ih < he; ih++)
-            for (iw = ws; iw < we; iw++) acc += xp[ih * W + iw];
-        py[o] = acc / div;
-    }
+    for (o = 0; o < n; o++) py[o] = hv__avg_at(px + (o / (OW * OH)) * H * W, H, W, g, (o / OW) % OH, o % OW);
 }
 
 static void hv__cpu_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
@@ -6633,6 +6656,469 @@ static void hv__fast_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tens
 
 /* HV-SECTION cpu-fast END */
 
+/* HV-SECTION cpu-fast-pool-bn BEGIN */
+/* ---- fast kernels: pooling, bilinear resize, batch norm ---------------------------------------
+   Forward pools: the interior columns of an output row (whole window inside the input columns)
+   VN at a time, each lane walking its window's taps in the reference's order, so max, argmax and
+   average are the reference's bits (the argmax is carried as the tap's offset, an exact float);
+   the few edge columns run the reference's per-element code. Windows of stride 2 read their taps
+   as a permute of two loads, other strides as a gather (hv__vlds).
+   Resize forward: each input row is interpolated along W once per use (a row cache), then the
+   output row is one vector blend of two such rows: the reference's operations, the same bits.
+   Backward of the average pool and of the resize: per plane, each output row is first spread
+   along a row buffer of input width (scalar, O(OW * KW)), which is then added into the input rows
+   it touches as vectors. One thread owns a plane and walks it in a fixed order, so the bits do not
+   depend on the thread count; they differ from the reference (which adds every term on its own)
+   by rounding. Max-pool backward stays the reference's: a scatter through the argmax, one plane
+   per thread, already as fast as the memory it touches.
+   Batch norm: per channel, float-vector sums in runs into doubles (as hv__sum_f), two passes for
+   the variance; y and gx as vectors along the spatial axis. Fewer than VN spatial elements per
+   plane (BatchNorm1d) run the reference. */
+
+/* VN floats p[0], p[s], ..., p[(VN - 1) s]; reads nothing past p[(VN - 1) s] */
+HV__INLINE hv__vf hv__vlds(const float *p, int64_t s) {
+    if (s == 1) return hv__vld(p);
+#if defined(HV__FAST_AVX512)
+    if (s == 2)
+        return _mm512_permutex2var_ps(hv__vld(p), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hv__vldn(p + 16, 15));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)0xffff,
+                                    _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32((int)s)), p, 4);
+#elif defined(HV__FAST_AVX2)
+    if (s == 2) { /* a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order */
+        __m256 t = _mm256_shuffle_ps(hv__vld(p), hv__vldn(p + 8, 7), _MM_SHUFFLE(2, 0, 2, 0));
+        return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)s)),
+                                    _mm256_castsi256_ps(_mm256_set1_epi32(-1)), 4);
+#else
+    {
+        float t[HV__VN];
+        int i;
+        for (i = 0; i < HV__VN; i++) t[i] = p[i * s];
+        return hv__vld(t);
+    }
+#endif
+}
+
+/* the output columns [*a, *b) whose windows lie inside the input's W columns (an empty range at
+   *a = *b when there are none: then every column is an edge column) */
+static void hv__pool_inner_cols(const int64_t *g, int64_t W, int64_t OW, int64_t *a, int64_t *b) {
+    const int64_t sw = g[HV__PG_SW], pw = g[HV__PG_PW], last = W + pw - g[HV__PG_KW];
+    *a = (pw + sw - 1) / sw;
+    *b = last >= 0 ? last / sw + 1 : 0;
+    if (*b > OW) *b = OW;
+    if (*a > *b) *a = *b;
+}
+
+/* the start of the next vector of interior columns at or after ve, or -1: whole vectors from a,
+   then one ending at b (it may overlap the one before: those columns are computed twice, alike) */
+static int64_t hv__pool_next_vec(int64_t ve, int64_t a, int64_t b) {
+    if (b - a < HV__VN || ve >= b) return -1;
+    return ve + HV__VN <= b ? ve : b - HV__VN;
+}
+
+static void hv__fast_max_pool2d(hv_ctx *ctx, hv_tensor *y, hv_tensor *argmax, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], rows = y->shape[0] * y->shape[1] * OH;
+    const int64_t KH = g[HV__PG_KH], KW = g[HV__PG_KW], sh = g[HV__PG_SH], sw = g[HV__PG_SW], ph = g[HV__PG_PH], pw = g[HV__PG_PW];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int32_t *pa = argmax ? (int32_t *)argmax->data : NULL;
+    int64_t owa, owb, r;
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    if (KH * W >= ((int64_t)1 << 24)) owb = owa; /* the taps' offsets below must be exact floats */
+    HV__PARALLEL_FOR(ctx, rows * OW * KH * KW)
+    for (r = 0; r < rows; r++) {
+        const int64_t oh = r % OH, h0 = oh * sh - ph, hs = h0 < 0 ? 0 : h0, he = h0 + KH < H ? h0 + KH : H;
+        const float *xp = px + (r / OH) * H * W; /* (H, W) */
+        const hv__vf one = hv__vset(1.0f), half = hv__vset(0.5f), zero = hv__vzero();
+        float *yr = py + r * OW;
+        int32_t *ar = pa ? pa + r * OW : NULL;
+        int64_t ow, v0, ve = owa, best, ih, kw;
+        while (he > hs && (v0 = hv__pool_next_vec(ve, owa, owb)) >= 0) {
+            const float *x0 = xp + hs * W + v0 * sw - pw;
+            hv__vf m = hv__vset(-INFINITY), k = zero; /* the max, and its tap's offset from x0 */
+            for (ih = 0; ih < he - hs; ih++)
+                for (kw = 0; kw < KW; kw++) {
+                    hv__vf v = hv__vlds(x0 + ih * W + kw, sw), take = hv__vmax(hv__vsel_gt(v, m, one, zero), hv__visnan(v));
+                    m = hv__vsel_gt(take, half, v, m); /* v > m or v NaN, as the reference */
+                    k = hv__vsel_gt(take, half, hv__vset((float)(ih * W + kw)), k);
+                }
+            hv__vst(yr + v0, m);
+            if (ar) {
+                float kf[HV__VN];
+                int i;
+                hv__vst(kf, k);
+                for (i = 0; i < HV__VN; i++) ar[v0 + i] = (int32_t)(hs * W + (v0 + i) * sw - pw + (int64_t)kf[i]);
+            }
+            ve = v0 + HV__VN;
+        }
+        for (ow = 0; ow < OW; ow++) {
+            if (ow == owa) ow = ve; /* the vector columns are done */
+            if (ow >= OW) break;
+            yr[ow] = hv__max_window(xp, H, W, g, oh, ow, &best);
+            if (ar) ar[ow] = (int32_t)best;
+        }
+    }
+}
+
+static void hv__fast_avg_pool2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const int64_t *g) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], rows = y->shape[0] * y->shape[1] * OH;
+    const int64_t KW = g[HV__PG_KW], sw = g[HV__PG_SW], pw = g[HV__PG_PW];
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data;
+    int64_t owa, owb, r;
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    HV__PARALLEL_FOR(ctx, rows * OW * g[HV__PG_KH] * KW)
+    for (r = 0; r < rows; r++) {
+        const int64_t oh = r % OH;
+        const float *xp = px + (r / OH) * H * W; /* (H, W) */
+        float *yr = py + r * OW;
+        int64_t ow, ve = owa, hs, he, ws, we, ih, kw;
+        if (owb - owa >= HV__VN) { /* the interior columns share the divisor and the rows */
+            const hv__vf div = hv__vset(hv__avg_window(g, H, W, oh, owa, &hs, &he, &ws, &we));
+            int64_t v0;
+            while ((v0 = hv__pool_next_vec(ve, owa, owb)) >= 0) {
+                const float *x0 = xp + v0 * sw - pw;
+                hv__vf acc = hv__vzero();
+                for (ih = hs; ih < he; ih++)
+                    for (kw = 0; kw < KW; kw++) acc = hv__vadd(acc, hv__vlds(x0 + ih * W + kw, sw));
+                hv__vst(yr + v0, hv__vdiv(acc, div));
+                ve = v0 + HV__VN;
+            }
+        }
+        for (ow = 0; ow < OW; ow++) {
+            if (ow == owa) ow = ve;
+            if (ow >= OW) break;
+            yr[ow] = hv__avg_at(xp, H, W, g, oh, ow);
+        }
+    }
+}
+
+/* row (n floats) += s * buf, as vectors */
+static void hv__add_scaled_row(float *row, const float *buf, float s, int64_t n) {
+    const hv__vf sv = hv__vset(s);
+    int64_t j;
+    HV__SPAN(j, n, L, { hv__vstw(row + j, hv__vadd(hv__vldw(row + j, L), hv__vmul(sv, hv__vldw(buf + j, L))), L); })
+}
+
+static void hv__fast_avg_pool2d_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const int64_t *g) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const int64_t work = planes * (OH * OW * g[HV__PG_KW] + H * W);
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data, *buf;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t p, owa, owb;
+    if (OW == 0 || !(buf = hv__scratch(ctx, W * hv__fast_threads(ctx, work)))) { /* a row buffer per thread */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_avg_pool2d_bwd(ctx, gx, gy, g);
+        return;
+    }
+    hv__pool_inner_cols(g, W, OW, &owa, &owb);
+    if (g[HV__PG_SW] != 1) owb = owa; /* the interior's spread as vectors needs stride 1 */
+    HV__PARALLEL_FOR(ctx, work)
+    for (p = 0; p < planes; p++) {
+        float *rb = buf + W * hv__fast_tid(), *gxp = pgx + p * H * W;
+        int64_t oh, ow, hs, he, ws, we, ih, iw, j, kw;
+        for (oh = 0; oh < OH; oh++) {
+            const float *gr = pg + (p * OH + oh) * OW;
+            /* the row's outputs spread over the columns: the interior as vectors, tap by tap */
+            const hv__vf div = hv__vset(hv__avg_window(g, H, W, oh, owa < OW ? owa : 0, &hs, &he, &ws, &we));
+            memset(rb, 0, sizeof(float) * (size_t)W);
+            HV__SPAN(j, owb - owa, L, {
+                hv__vf v = hv__vdiv(hv__vldw(gr + owa + j, L), div);
+                for (kw = 0; kw < g[HV__PG_KW]; kw++) {
+                    float *q = rb + owa + j - g[HV__PG_PW] + kw;
+                    hv__vstw(q, hv__vadd(hv__vldw(q, L), v), L);
+                }
+            })
+            for (ow = 0; ow < OW; ow++) {
+                if (ow == owa) ow = owb;
+                if (ow >= OW) break;
+                {
+                    float v = gr[ow] / hv__avg_window(g, H, W, oh, ow, &hs, &he, &ws, &we);
+                    for (iw = ws; iw < we; iw++) rb[iw] += v;
+                }
+            }
+            for (ih = hs; ih < he; ih++) hv__add_scaled_row(gxp + ih * W, rb, 1.0f, W);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+/* the source rows or columns of every output index (hv__linear_src), from the arena */
+typedef struct hv__lin_table {
+    int64_t *i0, *i1;
+    float *l;
+} hv__lin_table;
+static int hv__lin_table_make(hv_ctx *ctx, hv__lin_table *t, int64_t in, int64_t out, int align_corners) {
+    int64_t d;
+    t->i0 = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)(2 * out + 1));
+    t->l = hv__scratch(ctx, out);
+    if (!t->i0 || !t->l) return -1;
+    t->i1 = t->i0 + out;
+    for (d = 0; d < out; d++) hv__linear_src(d, in, out, align_corners, &t->i0[d], &t->i1[d], &t->l[d]);
+    return 0;
+}
+
+/* row (OW) = input row xr interpolated along W at the table's columns, as the reference */
+static void hv__resize_row(float *row, const float *xr, const hv__lin_table *tw, int64_t OW) {
+    int64_t j;
+    for (j = 0; j < OW; j++) row[j] = (1 - tw->l[j]) * xr[tw->i0[j]] + tw->l[j] * xr[tw->i1[j]];
+}
+
+#define HV__RESIZE_ROWS 16 /* output rows per work item of the resize */
+static void hv__fast_resize_bilinear(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, int align_corners) {
+    const int64_t H = x->shape[2], W = x->shape[3], OH = y->shape[2], OW = y->shape[3], planes = y->shape[0] * y->shape[1];
+    const int64_t nblk = (OH + HV__RESIZE_ROWS - 1) / HV__RESIZE_ROWS, work = planes * OH * OW * 4;
+    const float *px = (const float *)x->data;
+    float *py = (float *)y->data, *cache;
+    hv__lin_table th, tw;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t u;
+    if (hv__lin_table_make(ctx, &th, H, OH, align_corners) || hv__lin_table_make(ctx, &tw, W, OW, align_corners) ||
+        !(cache = hv__scratch(ctx, 2 * OW * hv__fast_threads(ctx, work)))) { /* two interpolated rows per thread */
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_resize_bilinear(ctx, y, x, align_corners);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, work)
+    for (u = 0; u < planes * nblk; u++) {
+        const int64_t p = u / nblk, oh0 = (u % nblk) * HV__RESIZE_ROWS, oh1 = oh0 + HV__RESIZE_ROWS < OH ? oh0 + HV__RESIZE_ROWS : OH;
+        const float *xp = px + p * H * W; /* (H, W) */
+        float *slot[2];
+        int64_t held[2] = {-1, -1}, oh, j;
+        slot[0] = cache + 2 * OW * hv__fast_tid();
+        slot[1] = slot[0] + OW;
+        for (oh = oh0; oh < oh1; oh++) {
+            const int64_t h0 = th.i0[oh], h1 = th.i1[oh];
+            const hv__vf a = hv__vset(1 - th.l[oh]), b = hv__vset(th.l[oh]);
+            const float *r0, *r1;
+            float *yr = py + (p * OH + oh) * OW;
+            int s;
+            if (held[0] != h0 && held[1] != h0) { /* interpolate row h0, keeping row h1 if held */
+                s = held[0] == h1 ? 1 : 0;
+                hv__resize_row(slot[s], xp + h0 * W, &tw, OW);
+                held[s] = h0;
+            }
+            if (held[0] != h1 && held[1] != h1) {
+                s = held[0] == h0 ? 1 : 0;
+                hv__resize_row(slot[s], xp + h1 * W, &tw, OW);
+                held[s] = h1;
+            }
+            r0 = slot[held[0] == h0 ? 0 : 1];
+            r1 = slot[held[0] == h1 ? 0 : 1];
+            HV__SPAN(j, OW, L, { hv__vstw(yr + j, hv__vadd(hv__vmul(a, hv__vldw(r0 + j, L)), hv__vmul(b, hv__vldw(r1 + j, L))), L); })
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, int align_corners) {
+    const int64_t H = gx->shape[2], W = gx->shape[3], OH = gy->shape[2], OW = gy->shape[3], planes = gy->shape[0] * gy->shape[1];
+    const int64_t work = planes * (OH * OW * 2 + OH * W * 2);
+    const float *pg = (const float *)gy->data;
+    float *pgx = (float *)gx->data, *buf;
+    hv__lin_table th, tw;
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t p;
+    if (hv__lin_table_make(ctx, &th, H, OH, align_corners) || hv__lin_table_make(ctx, &tw, W, OW, align_corners) ||
+        !(buf = hv__scratch(ctx, W * hv__fast_threads(ctx, work)))) {
+        hv__arena_rewind(&ctx->arena, mark);
+        hv__cpu_resize_bilinear_bwd(ctx, gx, gy, align_corners);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, work)
+    for (p = 0; p < planes; p++) {
+        float *rb = buf + W * hv__fast_tid(), *gxp = pgx + p * H * W;
+        int64_t oh, ow;
+        for (oh = 0; oh < OH; oh++) {
+            const float *gr = pg + (p * OH + oh) * OW;
+            memset(rb, 0, sizeof(float) * (size_t)W);
+            for (ow = 0; ow < OW; ow++) { /* the output row spread along W */
+                rb[tw.i0[ow]] += (1 - tw.l[ow]) * gr[ow];
+                rb[tw.i1[ow]] += tw.l[ow] * gr[ow];
+            }
+            hv__add_scaled_row(gxp + th.i0[oh] * W, rb, 1 - th.l[oh], W);
+            hv__add_scaled_row(gxp + th.i1[oh] * W, rb, th.l[oh], W);
+        }
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+}
+
+static void hv__fast_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data;
+    float *pm = (float *)mean->data, *pv = (float *)var->data;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm_stats(ctx, mean, var, x);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        const double M = (double)(N * S);
+        double s = 0, v = 0, m;
+        float mf;
+        int64_t ni;
+        for (ni = 0; ni < N; ni++) s += hv__sum_f(px + (ni * C + c) * S, S);
+        m = s / M;
+        mf = (float)m;
+        /* two passes, about the float mean; (m - mf)^2 corrects for its rounding */
+        for (ni = 0; ni < N; ni++) v += hv__sum_sqdev(px + (ni * C + c) * S, S, mf);
+        pm[c] = mf;
+        pv[c] = (float)(v / M - (m - (double)mf) * (m - (double)mf));
+    }
+}
+
+static void hv__fast_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w,
+                                const hv_tensor *b, float eps) {
+    int64_t N, C, S, pl;
+    const float *px = (const float *)x->data, *pm = (const float *)mean->data, *pv = (const float *)var->data;
+    const float *pw = w ? (const float *)w->data : NULL, *pb = b ? (const float *)b->data : NULL;
+    float *py = (float *)y->data;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm(ctx, y, x, mean, var, w, b, eps);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (pl = 0; pl < N * C; pl++) { /* (x - mean) * inv (* w) + b, the reference's operations */
+        const int64_t c = pl % C;
+        const hv__vf mv = hv__vset(pm[c]), iv = hv__vset(1.0f / sqrtf(pv[c] + eps)), wv = hv__vset(pw ? pw[c] : 1.0f);
+        const hv__vf bv = hv__vset(pb ? pb[c] : 0.0f);
+        const float *xr = px + pl * S;
+        float *yr = py + pl * S;
+        int64_t j;
+        HV__SPAN(j, S, L, {
+            hv__vf v = hv__vmul(hv__vsub(hv__vldw(xr + j, L), mv), iv);
+            if (pw) v = hv__vmul(v, wv);
+            hv__vstw(yr + j, hv__vadd(v, bv), L);
+        })
+    }
+}
+
+/* *sg += sum of g, *sgx += sum of g (x - mu) inv over n floats, in float runs added into doubles */
+static void hv__bn_sums(const float *g, const float *x, int64_t n, float mu, float inv, double *sg, double *sgx) {
+    const hv__vf mv = hv__vset(mu), iv = hv__vset(inv);
+    int64_t r, j;
+    for (r = 0; r < n; r += HV__RUN) {
+        int64_t e = r + HV__RUN < n ? r + HV__RUN : n;
+        hv__vf a = hv__vzero(), ax = hv__vzero();
+        for (j = r; j < e; j += HV__VN) {
+            const int64_t L = e - j < HV__VN ? e - j : HV__VN;
+            hv__vf gv = hv__vldw(g + j, L); /* lanes past e: g = 0 */
+            a = hv__vadd(a, gv);
+            ax = hv__vfma(gv, hv__vmul(hv__vsub(hv__vldw(x + j, L), mv), iv), ax);
+        }
+        *sg += (double)hv__vhsum(a);
+        *sgx += (double)hv__vhsum(ax);
+    }
+}
+
+static void hv__fast_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                    const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    int64_t N, C, S, c;
+    const float *px = (const float *)x->data, *pg = (const float *)gy->data, *pm = (const float *)mean->data;
+    const float *pv = (const float *)var->data, *pw = w ? (const float *)w->data : NULL;
+    float *pgx = gx ? (float *)gx->data : NULL, *pgw = gw ? (float *)gw->data : NULL, *pgb = gb ? (float *)gb->data : NULL;
+    hv__bn_dims(x, &N, &C, &S);
+    if (S < HV__VN) {
+        hv__cpu_batch_norm_bwd(ctx, gx, gw, gb, x, gy, mean, var, w, eps, batch_stats);
+        return;
+    }
+    HV__PARALLEL_FOR(ctx, hv_numel(x))
+    for (c = 0; c < C; c++) {
+        const float inv = 1.0f / sqrtf(pv[c] + eps), wc = pw ? pw[c] : 1.0f;
+        const double M = (double)(N * S);
+        double sg = 0, sgx = 0;
+        int64_t ni, j;
+        for (ni = 0; ni < N; ni++) hv__bn_sums(pg + (ni * C + c) * S, px + (ni * C + c) * S, S, pm[c], inv, &sg, &sgx);
+        if (pgb) pgb[c] += (float)sg;
+        if (pgw) pgw[c] += (float)sgx;
+        if (!pgx) continue;
+        { /* batch statistics: dx = w inv (gy - mean(gy) - xhat mean(gy xhat)); else dx = w inv gy */
+            const hv__vf mv = hv__vset(pm[c]), iv = hv__vset(inv), k = hv__vset(wc * inv);
+            const hv__vf mg = hv__vset(batch_stats ? (float)(sg / M) : 0.0f), mgx = hv__vset(batch_stats ? (float)(sgx / M) : 0.0f);
+            for (ni = 0; ni < N; ni++) {
+                const float *xr = px + (ni * C + c) * S, *gr = pg + (ni * C + c) * S;
+                float *gxr = pgx + (ni * C + c) * S;
+                HV__SPAN(j, S, L, {
+                    hv__vf xh = hv__vmul(hv__vsub(hv__vldw(xr + j, L), mv), iv);
+                    hv__vf d = hv__vsub(hv__vsub(hv__vldw(gr + j, L), mg), hv__vmul(xh, mgx));
+                    hv__vstw(gxr + j, hv__vfma(k, d, hv__vldw(gxr + j, L)), L);
+                })
+            }
+        }
+    }
+}
+/* HV-SECTION cpu-fast-pool-bn END */
+
+/* HV-SECTION cpu-fast-fill BEGIN */
+/* The fast kernels' entries of the CPU backend table. Portable x86-64 builds (HUMANVIT_CPU_DISPATCH,
+   see the cpu-simd section): kernels_cpu/hv_cpu_avx512.c and hv_cpu_avx2.c compile this header
+   once more with their ISA and export hv__fast_fill_avx512 / hv__fast_fill_avx2, which fill the
+   table with *their* copies of the fast kernels; the implementation calls the one of the ISA the
+   GEMM chose (cpuid), so LayerNorm, GELU, softmax, attention, pools... run with AVX-512 or AVX2
+   too, not only the GEMM. Those copies work on the caller's context (same structs, same header):
+   their scratch comes from its arena through their own copy of the allocator, so a program that
+   overrides HV_MALLOC/HV_FREE must give the kernels_cpu files the same override (-D flags). */
+static void hv__fast_fill(hv__backend *be) {
+    be->attention = hv__fast_attention;
+    be->attention_bwd = hv__fast_attention_bwd;
+    be->conv2d = hv__fast_conv2d;
+    be->conv2d_bwd_data = hv__fast_conv2d_bwd_data;
+    be->conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
+    be->copy = hv__fast_copy;
+    be->binary = hv__fast_binary;
+    be->unary = hv__fast_unary;
+    be->unary_bwd = hv__fast_unary_bwd;
+    be->reduce = hv__fast_reduce;
+    be->softmax = hv__fast_softmax;
+    be->softmax_bwd = hv__fast_softmax_bwd;
+    be->layer_norm = hv__fast_layer_norm;
+    be->layer_norm_bwd = hv__fast_layer_norm_bwd;
+    be->gather = hv__fast_gather;
+    be->scatter_add = hv__fast_scatter_add;
+    be->cross_entropy = hv__fast_cross_entropy;
+    be->cross_entropy_bwd = hv__fast_cross_entropy_bwd;
+    be->diff_loss = hv__fast_diff_loss;
+    be->diff_loss_bwd = hv__fast_diff_loss_bwd;
+    be->max_pool2d = hv__fast_max_pool2d; /* cpu-fast-pool-bn */
+    be->avg_pool2d = hv__fast_avg_pool2d;
+    be->avg_pool2d_bwd = hv__fast_avg_pool2d_bwd;
+    be->resize_bilinear = hv__fast_resize_bilinear;
+    be->resize_bilinear_bwd = hv__fast_resize_bilinear_bwd;
+    be->batch_norm_stats = hv__fast_batch_norm_stats;
+    be->batch_norm = hv__fast_batch_norm;
+    be->batch_norm_bwd = hv__fast_batch_norm_bwd;
+}
+#if defined(HUMANVIT_KERNELS_AVX512) || defined(HUMANVIT_KERNELS_AVX2) || defined(HV__SGEMM_DISPATCH)
+#ifdef __cplusplus
+extern "C" {
+#endif
+void hv__fast_fill_avx512(hv__backend *be);
+void hv__fast_fill_avx2(hv__backend *be);
+#if defined(HUMANVIT_KERNELS_AVX512)
+void hv__fast_fill_avx512(hv__backend *be) { hv__fast_fill(be); }
+#elif defined(HUMANVIT_KERNELS_AVX2)
+void hv__fast_fill_avx2(hv__backend *be) { hv__fast_fill(be); }
+#endif
+#ifdef __cplusplus
+}
+#endif
+#endif
+/* after hv__sgemm_choose (hv__cpu_gemm_pick): the fast kernels of the same ISA */
+static void hv__fast_fill_pick(hv__backend *be) {
+#if defined(HV__SGEMM_DISPATCH)
+    if (!strcmp(hv__sgemm_cur_isa, "avx512")) hv__fast_fill_avx512(be);
+    else if (!strcmp(hv__sgemm_cur_isa, "avx2")) hv__fast_fill_avx2(be);
+    else hv__fast_fill(be); /* no AVX2: this file's own (scalar) build of them */
+#else
+    hv__fast_fill(be);
+#endif
+}
+/* HV-SECTION cpu-fast-fill END */
+
 /* HUMANVIT_REFERENCE_KERNELS: the backend table keeps the scalar reference kernels (debugging,
    and the benchmarks' baseline) */
 #ifdef HUMANVIT_REFERENCE_KERNELS
@@ -6847,29 +7333,7 @@ static const hv__backend *hv__cpu_backend(void) {
         /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
         /* HV-SECTION cpu-fast-table BEGIN */
-        if (!hv__reference_kernels) { /* the fast kernels ("CPU BACKEND: fast kernels") replace the
-                                         references */
-            be.attention = hv__fast_attention;
-            be.attention_bwd = hv__fast_attention_bwd;
-            be.conv2d = hv__fast_conv2d;
-            be.conv2d_bwd_data = hv__fast_conv2d_bwd_data;
-            be.conv2d_bwd_weight = hv__fast_conv2d_bwd_weight;
-            be.copy = hv__fast_copy;
-            be.binary = hv__fast_binary;
-            be.unary = hv__fast_unary;
-            be.unary_bwd = hv__fast_unary_bwd;
-            be.reduce = hv__fast_reduce;
-            be.softmax = hv__fast_softmax;
-            be.softmax_bwd = hv__fast_softmax_bwd;
-            be.layer_norm = hv__fast_layer_norm;
-            be.layer_norm_bwd = hv__fast_layer_norm_bwd;
-            be.gather = hv__fast_gather;
-            be.scatter_add = hv__fast_scatter_add;
-            be.cross_entropy = hv__fast_cross_entropy;
-            be.cross_entropy_bwd = hv__fast_cross_entropy_bwd;
-            be.diff_loss = hv__fast_diff_loss;
-            be.diff_loss_bwd = hv__fast_diff_loss_bwd;
-        }
+        if (!hv__reference_kernels) hv__fast_fill_pick(&be); /* the fast kernels replace the references */
         /* HV-SECTION cpu-fast-table END */
         /* HV-SECTION cpu-optim-table BEGIN */
         be.adamw = hv__cpu_adamw;
@@ -15060,26 +15524,45 @@ static void hv__resample_h(const uint8_t *in, int in_w, int C, int row0, int row
         for (x = 0; x < out_w; x++) {
             const int32_t *kw = kk + (size_t)x * (size_t)ks;
             const uint8_t *r = row + (size_t)b[2 * x] * (size_t)C;
-            for (c = 0; c < C; c++) {
-                int32_t acc = 1 << 21;
-                for (k = 0; k < b[2 * x + 1]; k++) acc += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
-                o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc);
+            int32_t acc[4] = {1 << 21, 1 << 21, 1 << 21, 1 << 21}; /* channels <= 4 */
+            if (C == 3) { /* RGB, the common case: the channels in one walk over the taps */
+                for (k = 0; k < b[2 * x + 1]; k++) {
+                    acc[0] += r[3 * k] * kw[k];
+                    acc[1] += r[3 * k + 1] * kw[k];
+                    acc[2] += r[3 * k + 2] * kw[k];
+                }
+            } else {
+                for (k = 0; k < b[2 * x + 1]; k++)
+                    for (c = 0; c < C; c++) acc[c] += r[(size_t)k * (size_t)C + (size_t)c] * kw[k];
             }
+            for (c = 0; c < C; c++) o[(size_t)x * (size_t)C + (size_t)c] = hv__clip8(acc[c]);
         }
     }
 }
-/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide) */
+/* one vertical pass: out row y mixes in rows b[2y] - shift ... (both w wide). The taps run
+   row by row over chunks of HV__RESAMPLE_CHUNK bytes (contiguous loads the compiler vectorises)
+   into integer sums: integer addition in any order gives PIL's exact values. */
+#define HV__RESAMPLE_CHUNK 256
 static void hv__resample_v(const uint8_t *in, int w, int C, int shift, uint8_t *out, int out_h, const int *b, const int32_t *kk, int ks) {
-    size_t rowlen = (size_t)w * (size_t)C, i;
+    size_t rowlen = (size_t)w * (size_t)C, i0, j;
     int y, k;
+    int32_t acc[HV__RESAMPLE_CHUNK];
     for (y = 0; y < out_h; y++) {
         const int32_t *kw = kk + (size_t)y * (size_t)ks;
         const uint8_t *col = in + (size_t)(b[2 * y] - shift) * rowlen;
         uint8_t *o = out + (size_t)y * rowlen;
-        for (i = 0; i < rowlen; i++) {
-            int32_t acc = 1 << 21;
-            for (k = 0; k < b[2 * y + 1]; k++) acc += col[(size_t)k * rowlen + i] * kw[k];
-            o[i] = hv__clip8(acc);
+        for (i0 = 0; i0 < rowlen; i0 += HV__RESAMPLE_CHUNK) {
+            const size_t n = rowlen - i0 < HV__RESAMPLE_CHUNK ? rowlen - i0 : HV__RESAMPLE_CHUNK;
+            for (j = 0; j < n; j++) acc[j] = 1 << 21;
+            for (k = 0; k < b[2 * y + 1]; k++) {
+                const uint8_t *r = col + (size_t)k * rowlen + i0;
+                const int32_t kv = kw[k];
+                if (n == HV__RESAMPLE_CHUNK) /* a constant count: gcc -O2 vectorises this one */
+                    for (j = 0; j < HV__RESAMPLE_CHUNK; j++) acc[j] += r[j] * kv;
+                else
+                    for (j = 0; j < n; j++) acc[j] += r[j] * kv;
+            }
+            for (j = 0; j < n; j++) o[i0 + j] = hv__clip8(acc[j]);
         }
     }
 }

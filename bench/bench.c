@@ -3,7 +3,7 @@
 
        ./build.sh bench                      (builds build/bench/bench, runs torch, then this)
        build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list]
-                         [--no-bf16 | --only-bf16]
+                         [--no-bf16 | --only-bf16] [--only TEXT]
 
    --list          print the cases as JSON lines (what torch_compare.py reads) and exit
    --torch FILE    JSON lines from torch_compare.py: adds torch_ms and speedup (torch_ms / ms)
@@ -11,6 +11,7 @@
    --threads LIST  comma-separated thread counts (default: 1 and all the machine's cores)
    --quick         fewer cases and runs (a smoke test)
    --no-bf16, --only-bf16   leave out the bf16 rows, or the f32 ones (bf16's "vs f32" needs both)
+   --only TEXT     only the cases whose name contains TEXT
 
    With one thread the table also gives CPU-time figures (this thread's CPU time, torch's
    likewise): on a machine shared with other busy processes the wall clock mostly measures them.
@@ -151,46 +152,50 @@ typedef struct bcase {
     int64_t m, n, k, batch;
     int quick; /* part of --quick */
     int bf16;  /* the bf16 kernel; its f32 twin is the case named without "_bf16" */
+    int op;    /* through hv_matmul on (8, 6, ...) tensors (its batch loop), not one backend call */
 } bcase;
 
 static const bcase cases[] = {
-    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1, 0},
-    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1, 0},
-    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0, 0},
-    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0, 0},
+    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1, 0, 0},
+    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1, 0, 0},
+    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0, 0, 0},
+    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0, 0, 0},
     /* forward: y = x W^T, W stored (out, in) */
-    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1, 0},
-    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0, 0},
-    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0, 0},
-    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1, 0},
+    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1, 0, 0},
+    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0, 0, 0},
+    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0, 0, 0},
+    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1, 0, 0},
     /* backward, input gradient: dX = dY W */
-    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0, 0},
-    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0, 0},
-    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1, 0},
-    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0, 0},
+    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0, 0, 0},
+    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0, 0, 0},
+    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1, 0, 0},
+    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0, 0, 0},
     /* backward, weight gradient: dW = dY^T X (a sum over the 2056 tokens) */
-    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0, 0},
-    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0, 0},
-    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1, 0},
-    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0, 0},
+    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0, 0, 0},
+    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0, 0, 0},
+    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1, 0, 0},
+    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0, 0, 0},
     /* attention products, batch 8 x 6 heads: S = Q K^T, O = P V */
-    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0, 0},
-    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0, 0},
+    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0, 0, 0},
+    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0, 0, 0},
     /* bf16 (after the f32 cases) */
-    {"sgemm_1024_bf16", 0, 0, 1024, 1024, 1024, 1, 1, 1},
-    {"sgemm_2048_bf16", 0, 0, 2048, 2048, 2048, 1, 0, 1},
-    {"vit_s_qkv_fwd_bf16", 0, 1, 2056, 1152, 384, 1, 1, 1},
-    {"vit_s_proj_fwd_bf16", 0, 1, 2056, 384, 384, 1, 0, 1},
-    {"vit_s_fc1_fwd_bf16", 0, 1, 2056, 1536, 384, 1, 0, 1},
-    {"vit_s_fc2_fwd_bf16", 0, 1, 2056, 384, 1536, 1, 1, 1},
-    {"vit_s_qkv_dx_bf16", 0, 0, 2056, 384, 1152, 1, 0, 1},
-    {"vit_s_fc1_dx_bf16", 0, 0, 2056, 384, 1536, 1, 0, 1},
-    {"vit_s_fc2_dx_bf16", 0, 0, 2056, 1536, 384, 1, 0, 1},
-    {"vit_s_qkv_dw_bf16", 1, 0, 1152, 384, 2056, 1, 0, 1},
-    {"vit_s_fc1_dw_bf16", 1, 0, 1536, 384, 2056, 1, 0, 1},
-    {"vit_s_fc2_dw_bf16", 1, 0, 384, 1536, 2056, 1, 0, 1},
-    {"vit_s_attn_qk_bf16", 0, 1, 257, 257, 64, 48, 0, 1},
-    {"vit_s_attn_pv_bf16", 0, 0, 257, 64, 257, 48, 0, 1},
+    {"sgemm_1024_bf16", 0, 0, 1024, 1024, 1024, 1, 1, 1, 0},
+    {"sgemm_2048_bf16", 0, 0, 2048, 2048, 2048, 1, 0, 1, 0},
+    {"vit_s_qkv_fwd_bf16", 0, 1, 2056, 1152, 384, 1, 1, 1, 0},
+    {"vit_s_proj_fwd_bf16", 0, 1, 2056, 384, 384, 1, 0, 1, 0},
+    {"vit_s_fc1_fwd_bf16", 0, 1, 2056, 1536, 384, 1, 0, 1, 0},
+    {"vit_s_fc2_fwd_bf16", 0, 1, 2056, 384, 1536, 1, 1, 1, 0},
+    {"vit_s_qkv_dx_bf16", 0, 0, 2056, 384, 1152, 1, 0, 1, 0},
+    {"vit_s_fc1_dx_bf16", 0, 0, 2056, 384, 1536, 1, 0, 1, 0},
+    {"vit_s_fc2_dx_bf16", 0, 0, 2056, 1536, 384, 1, 0, 1, 0},
+    {"vit_s_qkv_dw_bf16", 1, 0, 1152, 384, 2056, 1, 0, 1, 0},
+    {"vit_s_fc1_dw_bf16", 1, 0, 1536, 384, 2056, 1, 0, 1, 0},
+    {"vit_s_fc2_dw_bf16", 1, 0, 384, 1536, 2056, 1, 0, 1, 0},
+    {"vit_s_attn_qk_bf16", 0, 1, 257, 257, 64, 48, 0, 1, 0},
+    {"vit_s_attn_pv_bf16", 0, 0, 257, 64, 257, 48, 0, 1, 0},
+    /* the same through hv_matmul (B = 8, H = 6 batch axes): what the model's attention calls */
+    {"vit_s_attn_qk_op", 0, 1, 257, 257, 64, 48, 0, 0, 1},
+    {"vit_s_attn_pv_op", 0, 0, 257, 64, 257, 48, 0, 0, 1},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -323,12 +328,29 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     g.batch_stride_c = sc;
     if (runs > 64) runs = 64;
     hv_set_gemm_precision(ctx, c->bf16 ? HV_GEMM_BF16 : HV_GEMM_F32);
-    ctx->be->gemm(ctx, &g);
-    for (r = 0; r < runs; r++) {
-        double t0 = now_s(), c0 = cpu_s();
+    if (c->op) { /* (8, 6, rows, cols) tensors over the same data; the product lives in the arena */
+        int prev = hv_set_grad_enabled(ctx, 0);
+        hv_tensor *ta = hv_tensor_new(ctx, HV_F32, HV_SHAPE(8, c->batch / 8, c->ta ? c->k : c->m, c->ta ? c->m : c->k));
+        hv_tensor *tb = hv_tensor_new(ctx, HV_F32, HV_SHAPE(8, c->batch / 8, c->tb ? c->n : c->k, c->tb ? c->k : c->n));
+        hv_tensor_copy_from(ta, A, sizeof(float) * (size_t)(sa * c->batch));
+        hv_tensor_copy_from(tb, B, sizeof(float) * (size_t)(sb * c->batch));
+        for (r = -1; r < runs; r++) { /* r = -1: the warm-up */
+            double t0 = now_s(), c0 = cpu_s();
+            hv_matmul(ta, tb, c->ta, c->tb);
+            if (r >= 0) t[r] = (now_s() - t0) * 1e3, tc[r] = (cpu_s() - c0) * 1e3;
+            hv_step_end(ctx);
+        }
+        hv_tensor_free(ta);
+        hv_tensor_free(tb);
+        hv_set_grad_enabled(ctx, prev);
+    } else {
         ctx->be->gemm(ctx, &g);
-        t[r] = (now_s() - t0) * 1e3;
-        tc[r] = (cpu_s() - c0) * 1e3;
+        for (r = 0; r < runs; r++) {
+            double t0 = now_s(), c0 = cpu_s();
+            ctx->be->gemm(ctx, &g);
+            t[r] = (now_s() - t0) * 1e3;
+            tc[r] = (cpu_s() - c0) * 1e3;
+        }
     }
     hv_set_gemm_precision(ctx, HV_GEMM_F32);
     med = median(t, runs);
@@ -340,7 +362,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
 }
 
 int main(int argc, char **argv) {
-    const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL;
+    const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL, *only = NULL;
     int quick = 0, runs = 0, i, nthr = 0, thr[8], all, no_bf16 = 0, only_bf16 = 0, have_bf16;
     FILE *json = NULL;
     hv_ctx *ctx;
@@ -352,6 +374,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--no-bf16")) no_bf16 = 1;
         else if (!strcmp(argv[i], "--only-bf16")) only_bf16 = 1;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--list")) {
             for (i = 0; i < NCASES; i++)
                 printf("{\"bench\": \"%s\", \"m\": %lld, \"n\": %lld, \"k\": %lld, \"batch\": %lld, \"ta\": %d, \"tb\": %d, \"quick\": %d, "
@@ -360,7 +383,8 @@ int main(int argc, char **argv) {
                        cases[i].ta, cases[i].tb, cases[i].quick, cases[i].bf16);
             return 0;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] [--no-bf16 | --only-bf16]\n",
+            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] [--no-bf16 | --only-bf16] "
+                    "[--only TEXT]\n",
                     argv[0]);
             return 2;
         }
@@ -410,7 +434,7 @@ int main(int argc, char **argv) {
             char shape[64];
             int r = runs, twin;
             f32_ms[c] = f32_cms[c] = 0;
-            if (quick && !bc->quick) continue;
+            if ((quick && !bc->quick) || (only && !strstr(bc->name, only))) continue;
             if (bc->bf16 ? (no_bf16 || !have_bf16) : only_bf16) continue;
             if (bc->bf16 && (c == 0 || !cases[c - 1].bf16)) { /* the first bf16 row: its peak and header */
 #ifdef __AVX512BF16__

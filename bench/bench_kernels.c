@@ -166,6 +166,44 @@ static void mse_bwd(bench *b, int fast) {
     (fast ? hv__fast_diff_loss_bwd : hv__cpu_diff_loss_bwd)(ctx, HV__LOSS_MSE, b->t[7], NULL, b->t[0], b->t[6], b->t[5]);
 }
 
+/* ---- pooling, resize, batch norm: p = N, C, H, W, then k, stride, pad (pools) or OH, OW (resize) */
+static void nchw_setup(bench *b) {
+    const int64_t N = b->p[0], C = b->p[1], H = b->p[2], W = b->p[3], k = b->p[4], s = b->p[5], pad = b->p[6];
+    const int64_t OH = b->p[7] ? b->p[7] : (H + 2 * pad - k) / s + 1, OW = b->p[8] ? b->p[8] : (W + 2 * pad - k) / s + 1;
+    b->t[0] = randn(HV_SHAPE(N, C, H, W), 1);   /* x */
+    b->t[1] = zeros(HV_SHAPE(N, C, OH, OW));    /* y */
+    b->t[2] = hv_tensor_new(ctx, HV_I32, HV_SHAPE(N, C, OH, OW)); /* argmax */
+    b->t[3] = randn(HV_SHAPE(N, C, OH, OW), 1); /* gy */
+    b->t[4] = zeros(HV_SHAPE(N, C, H, W));      /* gx */
+    b->t[5] = randn(HV_SHAPE(C), 1);            /* w */
+    b->t[6] = randn(HV_SHAPE(C), 1);            /* b */
+    b->t[7] = zeros(HV_SHAPE(C));               /* mean */
+    b->t[8] = zeros(HV_SHAPE(C));               /* var */
+    b->t[9] = zeros(HV_SHAPE(C));               /* gw */
+    b->t[10] = zeros(HV_SHAPE(C));              /* gb */
+    b->t[11] = randn(HV_SHAPE(N, C, H, W), 1);  /* gy of batch norm */
+    b->g[0] = b->g[1] = k;
+    b->g[2] = b->g[3] = s;
+    b->g[4] = b->g[5] = pad;
+    b->g[6] = 0;
+    if (k) hv__cpu_max_pool2d(ctx, b->t[1], b->t[2], b->t[0], b->g);
+    hv__cpu_batch_norm_stats(ctx, b->t[7], b->t[8], b->t[0]);
+}
+static void maxpool_fwd(bench *b, int fast) { (fast ? hv__fast_max_pool2d : hv__cpu_max_pool2d)(ctx, b->t[1], b->t[2], b->t[0], b->g); }
+static void maxpool_bwd(bench *b, int fast) { (void)fast; hv__cpu_max_pool2d_bwd(ctx, b->t[4], b->t[3], b->t[2]); } /* one kernel */
+static void avgpool_fwd(bench *b, int fast) { (fast ? hv__fast_avg_pool2d : hv__cpu_avg_pool2d)(ctx, b->t[1], b->t[0], b->g); }
+static void avgpool_bwd(bench *b, int fast) { (fast ? hv__fast_avg_pool2d_bwd : hv__cpu_avg_pool2d_bwd)(ctx, b->t[4], b->t[3], b->g); }
+static void resize_fwd(bench *b, int fast) { (fast ? hv__fast_resize_bilinear : hv__cpu_resize_bilinear)(ctx, b->t[1], b->t[0], 0); }
+static void resize_bwd(bench *b, int fast) { (fast ? hv__fast_resize_bilinear_bwd : hv__cpu_resize_bilinear_bwd)(ctx, b->t[4], b->t[3], 0); }
+/* training-mode forward: the batch statistics, then y (torch: F.batch_norm(training=True)) */
+static void bn_fwd(bench *b, int fast) {
+    (fast ? hv__fast_batch_norm_stats : hv__cpu_batch_norm_stats)(ctx, b->t[7], b->t[8], b->t[0]);
+    (fast ? hv__fast_batch_norm : hv__cpu_batch_norm)(ctx, b->t[4], b->t[0], b->t[7], b->t[8], b->t[5], b->t[6], 1e-5f);
+}
+static void bn_bwd(bench *b, int fast) {
+    (fast ? hv__fast_batch_norm_bwd : hv__cpu_batch_norm_bwd)(ctx, b->t[4], b->t[9], b->t[10], b->t[0], b->t[11], b->t[7], b->t[8], b->t[5], 1e-5f, 1);
+}
+
 /* ---- the table -------------------------------------------------------------------------------- */
 
 typedef struct torch_row {
@@ -255,6 +293,14 @@ int main(int argc, char **argv) {
     ADD("xent_bwd", "256 x 1000", ce_setup, ce_bwd, 256, 1000);
     ADD("mse_fwd", "1568 x 768 (MAE B8 196 p)", rows_setup, mse_fwd, 1568, 768);
     ADD("mse_bwd", "1568 x 768", rows_setup, mse_bwd, 1568, 768);
+    ADD("maxpool_fwd", "8x64x112 k3 s2 p1 (stem)", nchw_setup, maxpool_fwd, 8, 64, 112, 112, 3, 2, 1, 0, 0);
+    ADD("maxpool_bwd", "8x64x112 k3 s2 p1", nchw_setup, maxpool_bwd, 8, 64, 112, 112, 3, 2, 1, 0, 0);
+    ADD("avgpool_fwd", "8x256x56 k3 s1 p1", nchw_setup, avgpool_fwd, 8, 256, 56, 56, 3, 1, 1, 0, 0);
+    ADD("avgpool_bwd", "8x256x56 k3 s1 p1", nchw_setup, avgpool_bwd, 8, 256, 56, 56, 3, 1, 1, 0, 0);
+    ADD("resize_fwd", "8x64x56 -> 112 bilinear", nchw_setup, resize_fwd, 8, 64, 56, 56, 0, 1, 0, 112, 112);
+    ADD("resize_bwd", "8x64x56 -> 112 bilinear", nchw_setup, resize_bwd, 8, 64, 56, 56, 0, 1, 0, 112, 112);
+    ADD("batchnorm_fwd", "8x64x112 (stats + y)", nchw_setup, bn_fwd, 8, 64, 112, 112, 0, 1, 0, 1, 1);
+    ADD("batchnorm_bwd", "8x64x112, dx dw db", nchw_setup, bn_bwd, 8, 64, 112, 112, 0, 1, 0, 1, 1);
     CONV3("patch16", "8x3x224 -> 384 k16 s16", 8, 3, 224, 224, 384, 16, 16, 0, 1);
     CONV3("1x1", "8x256x56 -> 128 k1", 8, 256, 56, 56, 128, 1, 1, 0, 1);
     CONV3("3x3g32", "8x128x56 -> 128 k3 g32", 8, 128, 56, 56, 128, 3, 1, 1, 32);

@@ -99,6 +99,41 @@ def row_kernels(r):
     r["bias_grad"] = lambda: bias()[1]
 
 
+def nchw_kernels(r):
+    """pooling, bilinear resize and training-mode batch norm at ResNeXt shapes"""
+
+    def maxpool():
+        x = torch.randn(8, 64, 112, 112, requires_grad=True)
+        f = lambda: F.max_pool2d(x, 3, 2, 1)
+        y = f()
+        return f, grad_fn(y, (x,), torch.randn_like(y))
+
+    def avgpool():
+        x = torch.randn(8, 256, 56, 56, requires_grad=True)
+        f = lambda: F.avg_pool2d(x, 3, 1, 1)
+        y = f()
+        return f, grad_fn(y, (x,), torch.randn_like(y))
+
+    def resize():
+        x = torch.randn(8, 64, 56, 56, requires_grad=True)
+        f = lambda: F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
+        y = f()
+        return f, grad_fn(y, (x,), torch.randn_like(y))
+
+    def bn():
+        x = torch.randn(8, 64, 112, 112, requires_grad=True)
+        w = torch.randn(64, requires_grad=True)
+        b = torch.randn(64, requires_grad=True)
+        rm, rv = torch.zeros(64), torch.ones(64)
+        f = lambda: F.batch_norm(x, rm, rv, w, b, training=True, eps=1e-5)
+        y = f()
+        return f, grad_fn(y, (x, w, b), torch.randn_like(y))
+
+    for name, make in (("maxpool", maxpool), ("avgpool", avgpool), ("resize", resize), ("batchnorm", bn)):
+        r[name + "_fwd"] = (lambda m: lambda: m()[0])(make)
+        r[name + "_bwd"] = (lambda m: lambda: m()[1])(make)
+
+
 def rows():
     """(name, factory returning {'fwd': fn} / {'bwd': fn}) in bench_kernels' names"""
     r = {}
@@ -113,6 +148,7 @@ def rows():
     att("vits", 8, 257, 6, 64)
     att("vith476", 1, 1157, 16, 80)
     row_kernels(r)
+    nchw_kernels(r)
 
     def cv(tag, *shape):
         for i, kind in enumerate(("fwd", "bwdx", "bwdw")):

@@ -3,7 +3,8 @@
    implementation compiled with -DHUMANVIT_CPU_DISPATCH; hv_init then uses these kernels on CPUs
    that have AVX2 and FMA but no AVX-512 (see the cpu-simd section of humanvit.h). The kernel code
    is humanvit.h's own: this file only compiles it once more, with this ISA, exporting
-   hv__sgemm_avx2. HUMANVIT_STATIC keeps the rest of the library private to this file. */
+   hv__sgemm_avx2 and hv__fast_fill_avx2 (the fast kernels of the other ops).
+   HUMANVIT_STATIC keeps the rest of the library private to this file. */
 #define HUMANVIT_KERNELS_AVX2
 #define HUMANVIT_STATIC
 #define HUMANVIT_IMPLEMENTATION

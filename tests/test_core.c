@@ -30,6 +30,67 @@ static hv_tensor *op_matmul(hv_tensor **in, void *user) {
 static hv_shape mm_shape(int64_t batch, int64_t r, int64_t c, int trans) {
     return batch ? hv_shape_of(3, (int64_t[]){batch, trans ? c : r, trans ? r : c}) : hv_shape_of(2, (int64_t[]){trans ? c : r, trans ? r : c});
 }
+/* two batch axes, broadcast either way: (A0, A1, m, k) x (B0, B1, k, n). The product's batch
+   loop hands runs of matrices that one stride walks to the GEMM in one call, and accumulates
+   the gradient of a broadcast operand matrix by matrix: both are checked here */
+typedef struct mm2_case {
+    int ta, tb;
+    int64_t ba[2], bb[2], m, k, n;
+} mm2_case;
+static void ref_matmul2(const double *const *in, double *out, void *user) {
+    mm2_case *c = (mm2_case *)user;
+    int64_t b0, b1, i, j, p, n0 = c->ba[0] > c->bb[0] ? c->ba[0] : c->bb[0], n1 = c->ba[1] > c->bb[1] ? c->ba[1] : c->bb[1];
+    for (b0 = 0; b0 < n0; b0++)
+        for (b1 = 0; b1 < n1; b1++) {
+            const double *A = in[0] + ((c->ba[0] > 1 ? b0 : 0) * c->ba[1] + (c->ba[1] > 1 ? b1 : 0)) * c->m * c->k;
+            const double *B = in[1] + ((c->bb[0] > 1 ? b0 : 0) * c->bb[1] + (c->bb[1] > 1 ? b1 : 0)) * c->k * c->n;
+            for (i = 0; i < c->m; i++)
+                for (j = 0; j < c->n; j++) {
+                    double s = 0;
+                    for (p = 0; p < c->k; p++)
+                        s += (c->ta ? A[p * c->m + i] : A[i * c->k + p]) * (c->tb ? B[j * c->k + p] : B[p * c->n + j]);
+                    out[((b0 * n1 + b1) * c->m + i) * c->n + j] = s;
+                }
+        }
+}
+static hv_tensor *op_matmul2(hv_tensor **in, void *user) {
+    mm2_case *c = (mm2_case *)user;
+    return hv_matmul(in[0], in[1], c->ta, c->tb);
+}
+static void test_matmul_batch_axes(hv_ctx *ctx) {
+    static const int64_t batches[][4] = {{2, 3, 2, 3}, {2, 3, 1, 3}, {2, 1, 1, 3}, {1, 3, 2, 3}, {2, 3, 2, 1}};
+    int t, b;
+    for (b = 0; b < 5; b++)
+        for (t = 0; t < 4; t += 3) {
+            mm2_case c;
+            tl_case tc;
+            char label[80];
+            c.ta = t & 1;
+            c.tb = t >> 1;
+            c.ba[0] = batches[b][0];
+            c.ba[1] = batches[b][1];
+            c.bb[0] = batches[b][2];
+            c.bb[1] = batches[b][3];
+            c.m = 4 + b;
+            c.k = 6;
+            c.n = 3 + t;
+            memset(&tc, 0, sizeof tc);
+            snprintf(label, sizeof label, "matmul ta=%d tb=%d batch (%lld, %lld) x (%lld, %lld)", c.ta, c.tb, (long long)c.ba[0], (long long)c.ba[1],
+                     (long long)c.bb[0], (long long)c.bb[1]);
+            tc.label = label;
+            tc.nin = 2;
+            tc.in[0] = tl_rand(ctx, HV_SHAPE(c.ba[0], c.ba[1], c.ta ? c.k : c.m, c.ta ? c.m : c.k), -1, 1);
+            tc.in[1] = tl_rand(ctx, HV_SHAPE(c.bb[0], c.bb[1], c.tb ? c.n : c.k, c.tb ? c.k : c.n), -1, 1);
+            tc.grad_mask = 3;
+            tc.op = op_matmul2;
+            tc.ref = ref_matmul2;
+            tc.user = &c;
+            tl_check_op(&tc);
+            hv_tensor_free(tc.in[0]);
+            hv_tensor_free(tc.in[1]);
+        }
+}
+
 static void test_matmul(hv_ctx *ctx) {
     static const int64_t batches[][2] = {{0, 0}, {3, 3}, {2, 0}, {1, 4}, {3, 1}};
     int t, b;
@@ -384,6 +445,7 @@ int main(void) {
     hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 1234});
     TL_RUN(ctx, test_tensor_basics);
     TL_RUN(ctx, test_matmul);
+    TL_RUN(ctx, test_matmul_batch_axes);
     TL_RUN(ctx, test_binary_broadcast);
     TL_RUN(ctx, test_unary);
     TL_RUN(ctx, test_reductions);

@@ -13,6 +13,17 @@
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
+/* The fast kernels under test: this file's own (hv__fast_*), or in the dispatch variant (built
+   with -DHUMANVIT_CPU_DISPATCH and linked to kernels_cpu/, as test_gemm_dispatch) each ISA's copy,
+   taken from its hv__fast_fill_<isa> into fk: the same checks, the same bounds, once per ISA the
+   CPU runs. The vector exp/erf test sees this file's build only (the scalar one there: libm). */
+#if defined(HV__SGEMM_DISPATCH)
+static hv__backend fk;
+#define FAST(name) fk.name
+#else
+#define FAST(name) hv__fast_##name
+#endif
+
 static double fx_rel(const float *got, const float *ref, int64_t n) {
     double maxref = 1e-30, maxdiff = 0;
     int64_t i;
@@ -82,7 +93,7 @@ static void att_check(hv_ctx *ctx, const att_case *c) {
     delta = hv_tensor_temp(ctx, HV_F32, hv_shape_of(3, qshape));
     go = fx_randn(ctx, hv_shape_of(4, qshape), 1.0f);
     hv__cpu_attention(ctx, o_ref, lse_ref, q, k, v, scale);
-    hv__fast_attention(ctx, o_fast, lse_fast, q, k, v, scale);
+    FAST(attention)(ctx, o_fast, lse_fast, q, k, v, scale);
     snprintf(label, sizeof label, "attention B=%lld H=%lld Nq=%lld Nk=%lld d=%lld%s", (long long)c->B, (long long)c->H, (long long)c->Nq,
              (long long)c->Nk, (long long)c->d, c->strided ? " strided" : "");
     CHECK_CLOSE(label, hv_data(o_fast), hv_data(o_ref), hv_numel(o_ref), 2e-5);
@@ -92,9 +103,22 @@ static void att_check(hv_ctx *ctx, const att_case *c) {
         g_fast[i] = hv_tensor_temp(ctx, HV_F32, hv_shape_of(4, i ? kshape : qshape));
     }
     hv__cpu_attention_bwd(ctx, g_ref[0], g_ref[1], g_ref[2], delta, q, k, v, o_ref, lse_ref, go, scale);
-    hv__fast_attention_bwd(ctx, g_fast[0], g_fast[1], g_fast[2], delta, q, k, v, o_ref, lse_ref, go, scale);
-    CHECK_CLOSE("  dq", hv_data(g_fast[0]), hv_data(g_ref[0]), hv_numel(g_ref[0]), 5e-5);
-    CHECK_CLOSE("  dk", hv_data(g_fast[1]), hv_data(g_ref[1]), hv_numel(g_ref[1]), 5e-5);
+    FAST(attention_bwd)(ctx, g_fast[0], g_fast[1], g_fast[2], delta, q, k, v, o_ref, lse_ref, go, scale);
+    if (c->Nk == 1) { /* one key: the softmax is constant, dq = dk = 0 exactly, and both kernels
+                          leave rounding noise (of the unit-scale inputs) that a relative error would blow up */
+        float worst = 0;
+        int64_t j;
+        for (i = 0; i < 2; i++)
+            for (j = 0; j < hv_numel(g_ref[i]); j++) {
+                float e = fabsf(hv_data(g_fast[i])[j] - hv_data(g_ref[i])[j]);
+                if (!(e <= worst)) worst = e;
+            }
+        if (fx_verbose) printf("    %-58s abs err %.3g (tol 5e-05)\n", "  dq, dk (exactly 0)", (double)worst);
+        CHECK(worst <= 5e-5f, "%s: dq, dk absolute error %.3g > 5e-5", label, (double)worst);
+    } else {
+        CHECK_CLOSE("  dq", hv_data(g_fast[0]), hv_data(g_ref[0]), hv_numel(g_ref[0]), 5e-5);
+        CHECK_CLOSE("  dk", hv_data(g_fast[1]), hv_data(g_ref[1]), hv_numel(g_ref[1]), 5e-5);
+    }
     CHECK_CLOSE("  dv", hv_data(g_fast[2]), hv_data(g_ref[2]), hv_numel(g_ref[2]), 5e-5);
     /* threads and accumulation: from random starting values, 1 and 2 threads give the same bits
        (the backward may even split the work differently), and (start + g) - start is g up to the
@@ -107,10 +131,10 @@ static void att_check(hv_ctx *ctx, const att_case *c) {
         for (t = 0; t < 2; t++) {
             hv_set_threads(ctx, t + 1);
             for (i = 0; i < 3; i++) g_t[t][i] = fx_clone(init[i]);
-            hv__fast_attention_bwd(ctx, g_t[t][0], g_t[t][1], g_t[t][2], delta, q, k, v, o_ref, lse_ref, go, scale);
+            FAST(attention_bwd)(ctx, g_t[t][0], g_t[t][1], g_t[t][2], delta, q, k, v, o_ref, lse_ref, go, scale);
         }
         hv_set_threads(ctx, 1);
-        hv__fast_attention(ctx, o1, l1, q, k, v, scale);
+        FAST(attention)(ctx, o1, l1, q, k, v, scale);
         hv_set_threads(ctx, threads);
         CHECK_SAME(label, hv_data(o1), hv_data(o_fast), hv_numel(o1));
         CHECK_SAME(label, hv_data(l1), hv_data(lse_fast), hv_numel(l1));
@@ -149,10 +173,10 @@ static void test_attention_fast_partial(hv_ctx *ctx) {
     float scale = 0.125f;
     hv__cpu_attention(ctx, o, lse, q, k, v, scale);
     hv__cpu_attention_bwd(ctx, gq_r, NULL, NULL, delta, q, k, v, o, lse, go, scale);
-    hv__fast_attention_bwd(ctx, gq_f, NULL, NULL, delta, q, k, v, o, lse, go, scale);
+    FAST(attention_bwd)(ctx, gq_f, NULL, NULL, delta, q, k, v, o, lse, go, scale);
     CHECK_CLOSE("attention dq only", hv_data(gq_f), hv_data(gq_r), hv_numel(gq_r), 1e-4);
     hv__cpu_attention_bwd(ctx, NULL, NULL, gv_r, delta, q, k, v, o, lse, go, scale);
-    hv__fast_attention_bwd(ctx, NULL, NULL, gv_f, delta, q, k, v, o, lse, go, scale);
+    FAST(attention_bwd)(ctx, NULL, NULL, gv_f, delta, q, k, v, o, lse, go, scale);
     CHECK_CLOSE("attention dv only", hv_data(gv_f), hv_data(gv_r), hv_numel(gv_r), 1e-4);
 }
 
@@ -180,22 +204,22 @@ static void conv_check(hv_ctx *ctx, const conv_case *c) {
              (long long)c->N, (long long)c->cin, (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh,
              (long long)c->sw, (long long)c->ph, (long long)c->pw, (long long)c->dh, (long long)c->dw, (long long)c->G, (long long)c->cout);
     hv__cpu_conv2d(ctx, y_r, x, w, b, g);
-    hv__fast_conv2d(ctx, y_f, x, w, b, g);
+    FAST(conv2d)(ctx, y_f, x, w, b, g);
     CHECK_CLOSE(label, hv_data(y_f), hv_data(y_r), hv_numel(y_r), 1e-5);
     /* gradients add to what is there */
     hv__cpu_conv2d_bwd_data(ctx, gx_r, gy, w, g);
-    hv__fast_conv2d_bwd_data(ctx, gx_f, gy, w, g);
+    FAST(conv2d_bwd_data)(ctx, gx_f, gy, w, g);
     CHECK_CLOSE("  dx", hv_data(gx_f), hv_data(gx_r), hv_numel(gx_r), 1e-5);
     hv__cpu_conv2d_bwd_weight(ctx, gw_r, gb_r, x, gy, g);
-    hv__fast_conv2d_bwd_weight(ctx, gw_f, gb_f, x, gy, g);
+    FAST(conv2d_bwd_weight)(ctx, gw_f, gb_f, x, gy, g);
     CHECK_CLOSE("  dw", hv_data(gw_f), hv_data(gw_r), hv_numel(gw_r), 2e-5);
     CHECK_CLOSE("  db", hv_data(gb_f), hv_data(gb_r), hv_numel(gb_r), 2e-5);
     {
         int threads = hv_get_threads(ctx);
         hv_set_threads(ctx, 1);
-        hv__fast_conv2d(ctx, y_1, x, w, b, g);
-        hv__fast_conv2d_bwd_data(ctx, gx_1, gy, w, g);
-        hv__fast_conv2d_bwd_weight(ctx, gw_1, gb_1, x, gy, g);
+        FAST(conv2d)(ctx, y_1, x, w, b, g);
+        FAST(conv2d_bwd_data)(ctx, gx_1, gy, w, g);
+        FAST(conv2d_bwd_weight)(ctx, gw_1, gb_1, x, gy, g);
         hv_set_threads(ctx, threads);
         CHECK_SAME(label, hv_data(y_1), hv_data(y_f), hv_numel(y_f));
         CHECK_SAME(label, hv_data(gx_1), hv_data(gx_f), hv_numel(gx_f));
@@ -316,10 +340,10 @@ static void test_softmax_fast(hv_ctx *ctx) {
             hv_tensor *gy = fx_randn(ctx, HV_SHAPE(o, n, in), 1), *gx0 = fx_randn(ctx, HV_SHAPE(o, n, in), 1);
             snprintf(label, sizeof label, "%ssoftmax (%lld, %lld, %lld)", is_log ? "log-" : "", (long long)o, (long long)n, (long long)in);
             {
-                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_softmax(ctx, is_log, o_, x, o, n, in), hv__cpu_softmax(ctx, is_log, o_, x, o, n, in));
+                FX_BOTH(ctx, y0, yf, yr, y1, FAST(softmax)(ctx, is_log, o_, x, o, n, in), hv__cpu_softmax(ctx, is_log, o_, x, o, n, in));
                 CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
                 {
-                    FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_softmax_bwd(ctx, is_log, o_, yr, gy, o, n, in),
+                    FX_BOTH(ctx, gx0, gf, gr, g1, FAST(softmax_bwd)(ctx, is_log, o_, yr, gy, o, n, in),
                             hv__cpu_softmax_bwd(ctx, is_log, o_, yr, gy, o, n, in));
                     CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
                 }
@@ -346,23 +370,23 @@ static void test_layer_norm_fast(hv_ctx *ctx) {
                 for (j = 0; j < R * D; j++) hv_data(x)[j] += 100.0f;
             snprintf(label, sizeof label, "layer norm (%lld, %lld)%s", (long long)R, (long long)D, aff == 0 ? "" : aff == 1 ? " w b" : " w");
             {
-                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_layer_norm(ctx, o_, mf, sf, x, w, b, 1e-6f), hv__cpu_layer_norm(ctx, o_, mr, sr, x, w, b, 1e-6f));
+                FX_BOTH(ctx, y0, yf, yr, y1, FAST(layer_norm)(ctx, o_, mf, sf, x, w, b, 1e-6f), hv__cpu_layer_norm(ctx, o_, mr, sr, x, w, b, 1e-6f));
                 CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
                 CHECK_CLOSE("  mean", hv_data(mf), hv_data(mr), R, 1e-5); /* means near 0 next to large ones */
                 CHECK_CLOSE("  rstd", hv_data(sf), hv_data(sr), R, 1e-5);
             }
             {
-                FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, o_, NULL, NULL, x, w, mr, sr, gy),
+                FX_BOTH(ctx, gx0, gf, gr, g1, FAST(layer_norm_bwd)(ctx, o_, NULL, NULL, x, w, mr, sr, gy),
                         hv__cpu_layer_norm_bwd(ctx, o_, NULL, NULL, x, w, mr, sr, gy));
                 CHECK_CLOSE("  dx", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
             }
             {
-                FX_BOTH(ctx, gw0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, NULL, o_, NULL, x, w, mr, sr, gy),
+                FX_BOTH(ctx, gw0, gf, gr, g1, FAST(layer_norm_bwd)(ctx, NULL, o_, NULL, x, w, mr, sr, gy),
                         hv__cpu_layer_norm_bwd(ctx, NULL, o_, NULL, x, w, mr, sr, gy));
                 CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
             }
             {
-                FX_BOTH(ctx, gw0, gf, gr, g1, hv__fast_layer_norm_bwd(ctx, NULL, NULL, o_, x, w, mr, sr, gy),
+                FX_BOTH(ctx, gw0, gf, gr, g1, FAST(layer_norm_bwd)(ctx, NULL, NULL, o_, x, w, mr, sr, gy),
                         hv__cpu_layer_norm_bwd(ctx, NULL, NULL, o_, x, w, mr, sr, gy));
                 CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
             }
@@ -395,10 +419,10 @@ static void test_unary_fast(hv_ctx *ctx) {
             if (strided) hv__cpu_copy(ctx, x, base, 0);
             snprintf(label, sizeof label, "unary %s%s", names[i], strided ? " (strided x)" : "");
             {
-                FX_BOTH(ctx, y0, yf, yr, y1, hv__fast_unary(ctx, op, 0.2f, o_, x), hv__cpu_unary(ctx, op, 0.2f, o_, x));
+                FX_BOTH(ctx, y0, yf, yr, y1, FAST(unary)(ctx, op, 0.2f, o_, x), hv__cpu_unary(ctx, op, 0.2f, o_, x));
                 CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), tol);
                 if (!strided) {
-                    FX_BOTH(ctx, gx0, gf, gr, g1, hv__fast_unary_bwd(ctx, op, 0.2f, o_, x, yr, gy), hv__cpu_unary_bwd(ctx, op, 0.2f, o_, x, yr, gy));
+                    FX_BOTH(ctx, gx0, gf, gr, g1, FAST(unary_bwd)(ctx, op, 0.2f, o_, x, yr, gy), hv__cpu_unary_bwd(ctx, op, 0.2f, o_, x, yr, gy));
                     CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
                 }
             }
@@ -421,7 +445,7 @@ static void test_binary_copy_fast(hv_ctx *ctx) {
             snprintf(label, sizeof label, "binary op %d with b (%lld, %lld, %lld)", op, (long long)bshapes[i][0], (long long)bshapes[i][1],
                      (long long)bshapes[i][2]);
             {
-                FX_BOTH(ctx, out0, of, orf, o1, hv__fast_binary(ctx, op, o_, ea, eb), hv__cpu_binary(ctx, op, o_, ea, eb));
+                FX_BOTH(ctx, out0, of, orf, o1, FAST(binary)(ctx, op, o_, ea, eb), hv__cpu_binary(ctx, op, o_, ea, eb));
                 CHECK_CLOSE(label, hv_data(of), hv_data(orf), hv_numel(orf), 0);
             }
         }
@@ -430,11 +454,11 @@ static void test_binary_copy_fast(hv_ctx *ctx) {
         int accumulate;
         for (accumulate = 0; accumulate < 2; accumulate++) {
             hv_tensor *d0 = fx_randn(ctx, HV_SHAPE(5, 31, 47), 1);
-            FX_BOTH(ctx, d0, df, dr, d1, hv__fast_copy(ctx, o_, view, accumulate), hv__cpu_copy(ctx, o_, view, accumulate));
+            FX_BOTH(ctx, d0, df, dr, d1, FAST(copy)(ctx, o_, view, accumulate), hv__cpu_copy(ctx, o_, view, accumulate));
             CHECK_CLOSE(accumulate ? "copy += strided" : "copy = strided", hv_data(df), hv_data(dr), hv_numel(dr), 0);
         }
         acc = fx_clone(big);
-        hv__fast_copy(ctx, hv_permute(acc, perm), a, 1);
+        FAST(copy)(ctx, hv_permute(acc, perm), a, 1);
         hv__cpu_copy(ctx, view, a, 1);
         CHECK_CLOSE("copy += into a strided view", hv_data(acc), hv_data(big), hv_numel(big), 0);
     }
@@ -454,13 +478,13 @@ static void test_reduce_fast(hv_ctx *ctx) {
             snprintf(label, sizeof label, "%s to (%lld, %lld, %lld)", op == HV__RED_SUM ? "sum" : "max", (long long)outs[i][0], (long long)outs[i][1],
                      (long long)outs[i][2]);
             {
-                FX_BOTH(ctx, o0, rf, rr, r1, hv__fast_reduce(ctx, op, o_, x), hv__cpu_reduce(ctx, op, o_, x));
+                FX_BOTH(ctx, o0, rf, rr, r1, FAST(reduce)(ctx, op, o_, x), hv__cpu_reduce(ctx, op, o_, x));
                 CHECK_CLOSE(label, hv_data(rf), hv_data(rr), hv_numel(rr), op == HV__RED_SUM ? 1e-6 : 0);
             }
             if (op == HV__RED_MAX) { /* NaN wins where it is reduced */
                 hv_tensor *a = fx_clone(o0), *b = fx_clone(o0);
                 int64_t j;
-                hv__fast_reduce(ctx, op, a, xn);
+                FAST(reduce)(ctx, op, a, xn);
                 hv__cpu_reduce(ctx, op, b, xn);
                 for (j = 0; j < hv_numel(a); j++)
                     CHECK((hv_data(a)[j] != hv_data(a)[j]) == (hv_data(b)[j] != hv_data(b)[j]), "%s: NaN at %lld", label, (long long)j);
@@ -468,7 +492,7 @@ static void test_reduce_fast(hv_ctx *ctx) {
         }
     { /* the bias gradient of a linear layer: (2056, 384) -> (384) */
         hv_tensor *g = fx_randn(ctx, HV_SHAPE(2056, 384), 1), *o0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(1, 384));
-        FX_BOTH(ctx, o0, rf, rr, r1, hv__fast_reduce(ctx, HV__RED_SUM, o_, g), hv__cpu_reduce(ctx, HV__RED_SUM, o_, g));
+        FX_BOTH(ctx, o0, rf, rr, r1, FAST(reduce)(ctx, HV__RED_SUM, o_, g), hv__cpu_reduce(ctx, HV__RED_SUM, o_, g));
         CHECK_CLOSE("sum over 2056 rows", hv_data(rf), hv_data(rr), hv_numel(rr), 1e-6);
     }
 }
@@ -482,11 +506,11 @@ static void test_gather_scatter_fast(hv_ctx *ctx) {
     int acc;
     for (j = 0; j < outer * k; j++) hv_data_i32(idx)[j] = (int32_t)(hv_rng_u64(ctx) % (uint64_t)(j % 3 ? n : 4)); /* repeats */
     for (acc = 0; acc < 2; acc++) {
-        FX_BOTH(ctx, g0, gf, gr, g1, hv__fast_gather(ctx, acc, o_, src, idx, outer, n, k, inner), hv__cpu_gather(ctx, acc, o_, src, idx, outer, n, k, inner));
+        FX_BOTH(ctx, g0, gf, gr, g1, FAST(gather)(ctx, acc, o_, src, idx, outer, n, k, inner), hv__cpu_gather(ctx, acc, o_, src, idx, outer, n, k, inner));
         CHECK_CLOSE(acc ? "gather +=" : "gather", hv_data(gf), hv_data(gr), hv_numel(gr), 0);
     }
     {
-        FX_BOTH(ctx, s0, sf, sr, s1, hv__fast_scatter_add(ctx, o_, g0, idx, outer, n, k, inner), hv__cpu_scatter_add(ctx, o_, g0, idx, outer, n, k, inner));
+        FX_BOTH(ctx, s0, sf, sr, s1, FAST(scatter_add)(ctx, o_, g0, idx, outer, n, k, inner), hv__cpu_scatter_add(ctx, o_, g0, idx, outer, n, k, inner));
         CHECK_CLOSE("scatter_add", hv_data(sf), hv_data(sr), hv_numel(sr), 0);
     }
 }
@@ -507,12 +531,12 @@ static void test_losses_fast(hv_ctx *ctx) {
         for (j = 0; j < N; j++) hv_data_i32(lab)[j] = (int32_t)(hv_rng_u64(ctx) % (uint64_t)C);
         hv_data(gl)[0] = 1.7f;
         snprintf(label, sizeof label, "cross-entropy (%lld, %lld)", (long long)N, (long long)C);
-        hv__fast_cross_entropy(ctx, lf, sf, rl, x, lab);
+        FAST(cross_entropy)(ctx, lf, sf, rl, x, lab);
         hv__cpu_cross_entropy(ctx, lr, sr, rl, x, lab);
         CHECK_CLOSE(label, hv_data(lf), hv_data(lr), 1, 1e-6);
         CHECK_CLOSE("  max and log-sum", hv_data(sf), hv_data(sr), 2 * N, 1e-6);
         {
-            FX_BOTH(ctx, g0, gf, gr, g1, hv__fast_cross_entropy_bwd(ctx, o_, x, lab, sr, gl), hv__cpu_cross_entropy_bwd(ctx, o_, x, lab, sr, gl));
+            FX_BOTH(ctx, g0, gf, gr, g1, FAST(cross_entropy_bwd)(ctx, o_, x, lab, sr, gl), hv__cpu_cross_entropy_bwd(ctx, o_, x, lab, sr, gl));
             CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
         }
     }
@@ -527,19 +551,19 @@ static void test_losses_fast(hv_ctx *ctx) {
             hv_data(b)[0] = hv_data(a)[0]; /* a zero difference: L1's gradient is 0 there */
             hv_data(gl)[0] = 0.3f;
             snprintf(label, sizeof label, "%s loss n=%lld", mode == HV__LOSS_MSE ? "mse" : "l1", (long long)n);
-            hv__fast_diff_loss(ctx, mode, lf, a, b);
+            FAST(diff_loss)(ctx, mode, lf, a, b);
             hv__cpu_diff_loss(ctx, mode, lr, a, b);
             hv_set_threads(ctx, 1);
-            hv__fast_diff_loss(ctx, mode, l1, a, b);
+            FAST(diff_loss)(ctx, mode, l1, a, b);
             hv_set_threads(ctx, th);
             CHECK_CLOSE(label, hv_data(lf), hv_data(lr), 1, 1e-6);
             CHECK_SAME(label, hv_data(l1), hv_data(lf), 1);
             {
-                FX_BOTH(ctx, ga0, gf, gr, g1, hv__fast_diff_loss_bwd(ctx, mode, o_, o_, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, o_, a, b, gl));
+                FX_BOTH(ctx, ga0, gf, gr, g1, FAST(diff_loss_bwd)(ctx, mode, o_, o_, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, o_, a, b, gl));
                 CHECK_CLOSE("  backward (a and b into one buffer)", hv_data(gf), hv_data(gr), n, 0);
             }
             {
-                FX_BOTH(ctx, ga0, gf, gr, g1, hv__fast_diff_loss_bwd(ctx, mode, o_, NULL, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, NULL, a, b, gl));
+                FX_BOTH(ctx, ga0, gf, gr, g1, FAST(diff_loss_bwd)(ctx, mode, o_, NULL, a, b, gl), hv__cpu_diff_loss_bwd(ctx, mode, o_, NULL, a, b, gl));
                 CHECK_CLOSE("  backward of a", hv_data(gf), hv_data(gr), n, 0);
             }
         }
@@ -603,9 +627,159 @@ static void test_adamw_fast(hv_ctx *ctx) {
         }
 }
 
-int main(int argc, char **argv) {
-    hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 2024, .threads = 2});
-    fx_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+/* ---- pooling, resize, batch norm (HV-SECTION cpu-fast-pool-bn) -------------------------------- */
+
+typedef struct pool_case {
+    int64_t N, C, H, W, KH, KW, sh, sw, ph, pw;
+} pool_case;
+
+/* Tolerances: max pool (values and argmax), avg pool forward and batch-norm forward 0 (the
+   reference's operations in its order); avg-pool and resize backward 1e-6 (each output row is
+   summed along W before it is added: measured <= 2.7e-7); resize forward 1e-6 (the same
+   operations, but a compiler may contract the reference's a * b + c * d); batch-norm statistics
+   1e-6, backward 1e-5 (float-run sums against the reference's doubles: measured <= 4e-7) */
+static void pool_check(hv_ctx *ctx, const pool_case *c, int nan) {
+    const int64_t OH = (c->H + 2 * c->ph - c->KH) / c->sh + 1, OW = (c->W + 2 * c->pw - c->KW) / c->sw + 1;
+    hv_tensor *x = fx_randn(ctx, HV_SHAPE(c->N, c->C, c->H, c->W), 1), *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->C, OH, OW));
+    hv_tensor *a_f = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(c->N, c->C, OH, OW)), *a_r = hv_tensor_temp(ctx, HV_I32, HV_SHAPE(c->N, c->C, OH, OW));
+    hv_tensor *gy = fx_randn(ctx, HV_SHAPE(c->N, c->C, OH, OW), 1), *gx0 = fx_randn(ctx, HV_SHAPE(c->N, c->C, c->H, c->W), 1);
+    int64_t j, n = hv_numel(x), excl;
+    char label[160];
+    if (nan) /* NaN, -inf and ties: argmax must still pick the reference's element */
+        for (j = 0; j < n; j++) {
+            float *v = &hv_data(x)[j];
+            if (j % 13 == 0) *v = -INFINITY;
+            else if (j % 29 == 0) *v = NAN;
+            else if (j % 3 == 0) *v = 0.5f;
+        }
+    snprintf(label, sizeof label, "max pool (%lld, %lld, %lld, %lld) k %lldx%lld s (%lld, %lld) p (%lld, %lld)%s", (long long)c->N, (long long)c->C,
+             (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh, (long long)c->sw, (long long)c->ph,
+             (long long)c->pw, nan ? " NaN, -inf, ties" : "");
+    {
+        int64_t g[7] = {c->KH, c->KW, c->sh, c->sw, c->ph, c->pw, 0};
+        FX_BOTH(ctx, y0, yf, yr, y1, FAST(max_pool2d)(ctx, o_, a_f, x, g), hv__cpu_max_pool2d(ctx, o_, a_r, x, g));
+        for (j = 0; j < hv_numel(yr); j++) {
+            float f = hv_data(yf)[j], r = hv_data(yr)[j];
+            if (!(f == r || (f != f && r != r))) break;
+        }
+        CHECK(j == hv_numel(yr), "%s: value %lld differs", label, (long long)j);
+        CHECK(memcmp(hv_data_i32(a_f), hv_data_i32(a_r), sizeof(int32_t) * (size_t)hv_numel(a_r)) == 0, "%s: argmax differs", label);
+        FAST(max_pool2d)(ctx, yf, NULL, x, g); /* without argmax (eval) */
+        CHECK(memcmp(hv_data(yf), hv_data(y1), sizeof(float) * (size_t)hv_numel(yf)) == 0, "%s: values without argmax differ", label);
+    }
+    if (nan) return;
+    for (excl = 0; excl < 2; excl++) {
+        int64_t g[7] = {c->KH, c->KW, c->sh, c->sw, c->ph, c->pw, excl};
+        snprintf(label, sizeof label, "avg pool (%lld, %lld, %lld, %lld) k %lldx%lld s (%lld, %lld) p (%lld, %lld)%s", (long long)c->N,
+                 (long long)c->C, (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh, (long long)c->sw,
+                 (long long)c->ph, (long long)c->pw, excl ? " exclude pad" : "");
+        {
+            FX_BOTH(ctx, y0, yf, yr, y1, FAST(avg_pool2d)(ctx, o_, x, g), hv__cpu_avg_pool2d(ctx, o_, x, g));
+            CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 0);
+        }
+        {
+            FX_BOTH(ctx, gx0, gf, gr, g1, FAST(avg_pool2d_bwd)(ctx, o_, gy, g), hv__cpu_avg_pool2d_bwd(ctx, o_, gy, g));
+            CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+        }
+    }
+    hv_step_end(ctx);
+}
+static void test_pool_fast(hv_ctx *ctx) {
+    static const pool_case cases[] = {
+        /* N C H W KH KW sh sw ph pw */
+        {2, 3, 112, 112, 3, 3, 2, 2, 1, 1}, /* the ResNeXt stem's max pool */
+        {1, 2, 37, 41, 3, 3, 1, 1, 1, 1},   {2, 2, 7, 7, 7, 7, 7, 7, 0, 0}, /* global */
+        {1, 3, 50, 67, 2, 2, 2, 2, 0, 0},   {1, 2, 40, 53, 3, 5, 3, 3, 1, 2}, /* stride 3: gathered taps */
+        {1, 1, 9, 200, 1, 3, 1, 2, 0, 1},   {1, 2, 5, 4, 3, 3, 2, 2, 1, 1},  /* no interior vector */
+        {3, 1, 33, 95, 5, 4, 2, 1, 2, 2},
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) pool_check(ctx, &cases[i], 0);
+    pool_check(ctx, &cases[0], 1);
+    pool_check(ctx, &cases[4], 1);
+}
+
+static void test_resize_fast(hv_ctx *ctx) {
+    static const int64_t cases[][6] = {{2, 3, 28, 28, 56, 56}, {1, 2, 57, 61, 20, 33}, {1, 1, 5, 7, 5, 7},
+                                       {1, 2, 1, 1, 4, 5},     {1, 2, 6, 9, 1, 1},     {2, 2, 13, 17, 31, 9}};
+    size_t i;
+    int ac;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (ac = 0; ac < 2; ac++) {
+            const int64_t *c = cases[i];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[2], c[3]), 1), *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c[0], c[1], c[4], c[5]));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[4], c[5]), 1), *gx0 = fx_randn(ctx, HV_SHAPE(c[0], c[1], c[2], c[3]), 1);
+            char label[128];
+            snprintf(label, sizeof label, "resize (%lld, %lld, %lld, %lld) -> %lld x %lld%s", (long long)c[0], (long long)c[1], (long long)c[2],
+                     (long long)c[3], (long long)c[4], (long long)c[5], ac ? " align_corners" : "");
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, FAST(resize_bilinear)(ctx, o_, x, ac), hv__cpu_resize_bilinear(ctx, o_, x, ac));
+                CHECK_CLOSE(label, hv_data(yf), hv_data(yr), hv_numel(yr), 1e-6);
+            }
+            {
+                FX_BOTH(ctx, gx0, gf, gr, g1, FAST(resize_bilinear_bwd)(ctx, o_, gy, ac), hv__cpu_resize_bilinear_bwd(ctx, o_, gy, ac));
+                CHECK_CLOSE("  backward", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-6);
+            }
+            hv_step_end(ctx);
+        }
+}
+
+static void test_batch_norm_fast(hv_ctx *ctx) {
+    static const int64_t shapes[][4] = {{8, 16, 14, 14}, {3, 5, 7, 9}, {2, 3, 1, 17}, {4, 6, 1, 1}, {2, 8, 56, 56}, {1, 2, 3, 100}};
+    size_t i;
+    int aff;
+    for (i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (aff = 0; aff < 2; aff++) {
+            const int64_t *s = shapes[i], C = s[1];
+            hv_tensor *x = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 2), *w = aff ? fx_randn(ctx, HV_SHAPE(C), 1) : NULL;
+            hv_tensor *b = aff ? fx_randn(ctx, HV_SHAPE(C), 1) : NULL, *y0 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(s[0], C, s[2], s[3]));
+            hv_tensor *mf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *vf = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *mr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *vr = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *m1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C)), *v1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(C));
+            hv_tensor *gy = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 1), *gx0 = fx_randn(ctx, HV_SHAPE(s[0], C, s[2], s[3]), 1);
+            hv_tensor *gc0 = fx_randn(ctx, HV_SHAPE(C), 1);
+            int64_t j, th = hv_get_threads(ctx);
+            int bs;
+            char label[128];
+            if (i % 2) /* far from zero: the variance must keep its digits */
+                for (j = 0; j < hv_numel(x); j++) hv_data(x)[j] += 100.0f;
+            snprintf(label, sizeof label, "batch norm (%lld, %lld, %lld, %lld)%s", (long long)s[0], (long long)C, (long long)s[2], (long long)s[3],
+                     aff ? " w b" : "");
+            FAST(batch_norm_stats)(ctx, mf, vf, x);
+            hv__cpu_batch_norm_stats(ctx, mr, vr, x);
+            hv_set_threads(ctx, 1);
+            FAST(batch_norm_stats)(ctx, m1, v1, x);
+            hv_set_threads(ctx, (int)th);
+            CHECK_CLOSE(label, hv_data(mf), hv_data(mr), C, 1e-6);
+            CHECK_CLOSE("  variance", hv_data(vf), hv_data(vr), C, 1e-6);
+            CHECK_SAME("  mean", hv_data(m1), hv_data(mf), C);
+            CHECK_SAME("  variance", hv_data(v1), hv_data(vf), C);
+            {
+                FX_BOTH(ctx, y0, yf, yr, y1, FAST(batch_norm)(ctx, o_, x, mr, vr, w, b, 1e-5f), hv__cpu_batch_norm(ctx, o_, x, mr, vr, w, b, 1e-5f));
+                CHECK_CLOSE("  forward", hv_data(yf), hv_data(yr), hv_numel(yr), 0);
+            }
+            for (bs = 0; bs < 2; bs++) {
+                {
+                    FX_BOTH(ctx, gx0, gf, gr, g1, FAST(batch_norm_bwd)(ctx, o_, NULL, NULL, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, o_, NULL, NULL, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE(bs ? "  dx (batch statistics)" : "  dx (running statistics)", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+                }
+                {
+                    FX_BOTH(ctx, gc0, gf, gr, g1, FAST(batch_norm_bwd)(ctx, NULL, o_, NULL, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, NULL, o_, NULL, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), C, 1e-5);
+                }
+                {
+                    FX_BOTH(ctx, gc0, gf, gr, g1, FAST(batch_norm_bwd)(ctx, NULL, NULL, o_, x, gy, mr, vr, w, 1e-5f, bs),
+                            hv__cpu_batch_norm_bwd(ctx, NULL, NULL, o_, x, gy, mr, vr, w, 1e-5f, bs));
+                    CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), C, 1e-5);
+                }
+            }
+            hv_step_end(ctx);
+        }
+}
+
+static void run_all(hv_ctx *ctx) {
     TL_RUN(ctx, test_attention_fast);
     TL_RUN(ctx, test_attention_fast_partial);
     TL_RUN(ctx, test_conv_fast);
@@ -618,6 +792,48 @@ int main(int argc, char **argv) {
     TL_RUN(ctx, test_gather_scatter_fast);
     TL_RUN(ctx, test_losses_fast);
     TL_RUN(ctx, test_adamw_fast);
+    TL_RUN(ctx, test_pool_fast);
+    TL_RUN(ctx, test_resize_fast);
+    TL_RUN(ctx, test_batch_norm_fast);
+}
+
+#if defined(HV__SGEMM_DISPATCH)
+static const char *fk_isa;
+/* hv_init chose the best ISA the CPU runs, for the fast kernels as for the GEMM */
+static void test_dispatch_pick(hv_ctx *ctx) {
+    CHECK(!strcmp(hv_cpu_isa(ctx), fk_isa), "hv_cpu_isa says %s, expected %s", hv_cpu_isa(ctx), fk_isa);
+    CHECK(ctx->be->layer_norm == fk.layer_norm && ctx->be->attention == fk.attention && ctx->be->batch_norm == fk.batch_norm &&
+              ctx->be->unary == fk.unary,
+          "the context's table does not hold the %s fast kernels", fk_isa);
+}
+#endif
+
+int main(int argc, char **argv) {
+    hv_ctx *ctx = hv_init(&(hv_init_desc){.seed = 2024, .threads = 2});
+    fx_verbose = argc > 1 && strcmp(argv[1], "-v") == 0;
+#if defined(HV__SGEMM_DISPATCH)
+    {
+        static const char *isas[] = {"avx512", "avx2"};
+        static void (*fills[])(hv__backend *) = {hv__fast_fill_avx512, hv__fast_fill_avx2};
+        int i, tested = 0;
+        __builtin_cpu_init();
+        for (i = 0; i < 2; i++) {
+            if (i == 0 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                            __builtin_cpu_supports("fma")))
+                continue;
+            if (i == 1 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) continue;
+            memset(&fk, 0, sizeof fk);
+            fills[i](&fk);
+            fk_isa = isas[i];
+            if (!tested++) TL_RUN(ctx, test_dispatch_pick);
+            printf("-- the fast kernels of kernels_cpu/hv_cpu_%s.c\n", isas[i]);
+            run_all(ctx);
+        }
+        if (!tested) printf("(no AVX2 on this CPU: no ISA build of the fast kernels to test)\n");
+    }
+#else
+    run_all(ctx);
+#endif
     hv_shutdown(ctx);
     TL_DONE();
 }
