@@ -5576,11 +5576,31 @@ static void hv__conv2d_gemm_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
    do not depend on the thread count. Scratch comes from the arena (a slice per thread).
    hv__dconv_pick says which shapes come here (measured: bench/KERNELS.md). */
 #define HV__DC_CB 4 /* output channels per tile */
-#if defined(HV__FAST_AVX512) || defined(HV__FAST_NEON)
+/* v stays in a register: without this gcc 12 re-reads a loaded vector as a memory operand of
+   each of its FMAs (4 loads instead of 1, mostly across cache lines), which made the forward tile
+   load-bound: 2x slower on the stem (bench_kernels) */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__)) && !defined(HV__FAST_NEON)
+#define HV__VREG(v) __asm__("" : "+v"(v))
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define HV__VREG(v) __asm__("" : "+w"(v))
+#else
+#define HV__VREG(v) (void)0
+#endif
+/* the tiles stay functions of their own: inlined into their callers' loops, gcc runs out of
+   general registers and spills the row pointers inside the innermost loop */
+#if defined(__GNUC__) || defined(__clang__)
+#define HV__DC_NOINLINE __attribute__((noinline))
+#else
+#define HV__DC_NOINLINE
+#endif
+#if defined(HV__DC_NV) && defined(HV__DC_WB) && defined(HV__DC_WC) /* a tuning run's -D */
+#elif defined(HV__FAST_AVX512) || defined(HV__FAST_NEON)
 #define HV__DC_NV 6 /* 32 vector registers: 24 accumulators and the loaded inputs */
-#define HV__DC_WB 4 /* backward weight: 16 accumulators, 4 gy and 1 x vector */
+#define HV__DC_WC 4 /* backward weight: 4 channels x 6 taps, 24 accumulators, 4 gy and 1 x vector */
+#define HV__DC_WB 6
 #else
 #define HV__DC_NV 2 /* 16 registers (AVX2), or the scalar build */
+#define HV__DC_WC 2
 #define HV__DC_WB 2
 #endif
 
@@ -5667,7 +5687,7 @@ static void hv__dc_pad(const hv__dc *d, const float *x, float *s) {
 
 /* the forward register tile: for c < nc and each slot s, y[s] + c P (nl[s] lanes; 0: a filler slot)
    = (or +=, add) bias[c] + sum over taps t in order of w[t][c] x[s][off[t]]; w (K, HV__DC_CB) */
-static void hv__dc_tile(const float *const *xs, float *const *ys, const int64_t *nl, int64_t P, int64_t nc, const int64_t *off,
+HV__DC_NOINLINE static void hv__dc_tile(const float *const *xs, float *const *ys, const int64_t *nl, int64_t P, int64_t nc, const int64_t *off,
                         int64_t K, const float *w, const float *bias, int add) {
     hv__vf acc[HV__DC_CB][HV__DC_NV];
     int64_t t;
@@ -5680,7 +5700,8 @@ static void hv__dc_tile(const float *const *xs, float *const *ys, const int64_t 
         const float *wt = w + t * HV__DC_CB;
         const int64_t o = off[t];
         HV__UNROLL for (s = 0; s < HV__DC_NV; s++) {
-            const hv__vf xv = hv__vld(xs[s] + o);
+            hv__vf xv = hv__vld(xs[s] + o);
+            HV__VREG(xv);
             HV__UNROLL for (c = 0; c < HV__DC_CB; c++) acc[c][s] = hv__vfma(xv, hv__vset(wt[c]), acc[c][s]);
         }
     }
@@ -5778,29 +5799,33 @@ static int hv__dconv(hv_ctx *ctx, const hv__conv_geo *c, const float *src, float
 }
 
 /* one step of the weight tile: n lanes at output offset go (gy) and xo (x) */
-HV__INLINE void hv__dc_wstep(hv__vf acc[HV__DC_CB][HV__DC_WB], const float *const *gr, const float *const *xr, int64_t go, int64_t xo, int64_t n) {
-    hv__vf gv[HV__DC_CB];
+HV__INLINE void hv__dc_wstep(hv__vf acc[HV__DC_WC][HV__DC_WB], const float *const *gr, const float *const *xr, int64_t go, int64_t xo, int64_t n) {
+    hv__vf gv[HV__DC_WC];
     int c, j;
-    HV__UNROLL for (c = 0; c < HV__DC_CB; c++) gv[c] = n == HV__VN ? hv__vld(gr[c] + go) : hv__vldn(gr[c] + go, n);
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) {
+        gv[c] = n == HV__VN ? hv__vld(gr[c] + go) : hv__vldn(gr[c] + go, n);
+        HV__VREG(gv[c]);
+    }
     HV__UNROLL for (j = 0; j < HV__DC_WB; j++) {
-        const hv__vf xv = n == HV__VN ? hv__vld(xr[j] + xo) : hv__vldn(xr[j] + xo, n);
-        HV__UNROLL for (c = 0; c < HV__DC_CB; c++) acc[c][j] = hv__vfma(gv[c], xv, acc[c][j]);
+        hv__vf xv = n == HV__VN ? hv__vld(xr[j] + xo) : hv__vldn(xr[j] + xo, n);
+        HV__VREG(xv);
+        HV__UNROLL for (c = 0; c < HV__DC_WC; c++) acc[c][j] = hv__vfma(gv[c], xv, acc[c][j]);
     }
 }
 /* the weight tile: out[c][j] = sum over output rows r0..r1 of gy row gr[c] * the scratch row xr[j]
    (lanes, then the lanes in hv__vhsum's order) */
-static void hv__dc_wtile(const hv__dc *d, const float *const *gr, const float *const *xr, int64_t r0, int64_t r1, double *out) {
-    hv__vf acc[HV__DC_CB][HV__DC_WB];
+HV__DC_NOINLINE static void hv__dc_wtile(const hv__dc *d, const float *const *gr, const float *const *xr, int64_t r0, int64_t r1, double *out) {
+    hv__vf acc[HV__DC_WC][HV__DC_WB];
     const int64_t full = d->OW / HV__VN * HV__VN, tail = d->OW - full;
     int64_t oh, v;
     int c, j;
-    HV__UNROLL for (c = 0; c < HV__DC_CB; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) acc[c][j] = hv__vzero();
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) acc[c][j] = hv__vzero();
     for (oh = r0; oh < r1; oh++) {
         const int64_t go = oh * d->OW, xo = oh * d->sh * d->Wq;
         for (v = 0; v < full; v += HV__VN) hv__dc_wstep(acc, gr, xr, go + v, xo + v, HV__VN);
         if (tail) hv__dc_wstep(acc, gr, xr, go + full, xo + full, tail);
     }
-    HV__UNROLL for (c = 0; c < HV__DC_CB; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) out[c * HV__DC_WB + j] = hv__vhsum(acc[c][j]);
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) out[c * HV__DC_WB + j] = hv__vhsum(acc[c][j]);
 }
 /* gw of group gi, channel blocks b0..b1 (+)= sum over the images of x and gy; acc: (b1 - b0) CB K doubles */
 static void hv__dc_bwdw_block(const hv__conv_geo *c, const hv__dc *d, const float *x, const float *gy, float *gw, const int64_t *off,
@@ -5808,40 +5833,40 @@ static void hv__dc_bwdw_block(const hv__conv_geo *c, const hv__dc *d, const floa
     /* rows per band: ~2048 outputs, so a band of 4 gy planes and 4 tap rows stays in L1/L2 */
     const int64_t P = d->OH * d->OW, R = d->OW >= 2048 ? 1 : 2048 / d->OW;
     int64_t n, r0, b, t0, k;
-    memset(acc, 0, sizeof(double) * (size_t)((b1 - b0) * HV__DC_CB * d->K));
+    memset(acc, 0, sizeof(double) * (size_t)((b1 - b0) * HV__DC_WC * d->K));
     for (n = 0; n < c->N; n++) {
         const float *gyn = gy + (n * c->cout + gi * c->cout_g) * P; /* (cout_g, OH, OW) */
         hv__dc_pad(d, x + (n * c->cin + gi * c->cin_g) * c->H * c->W, scratch);
         for (r0 = 0; r0 < d->OH; r0 += R)
             for (b = b0; b < b1; b++) {
-                const float *gr[HV__DC_CB];
+                const float *gr[HV__DC_WC];
                 int j, m;
-                for (j = 0; j < HV__DC_CB; j++) /* channels past the group's end repeat its first: computed, not kept */
-                    gr[j] = gyn + (b * HV__DC_CB + j < d->cout ? b * HV__DC_CB + j : b * HV__DC_CB) * P;
+                for (j = 0; j < HV__DC_WC; j++) /* channels past the group's end repeat its first: computed, not kept */
+                    gr[j] = gyn + (b * HV__DC_WC + j < d->cout ? b * HV__DC_WC + j : b * HV__DC_WC) * P;
                 for (t0 = 0; t0 < d->K; t0 += HV__DC_WB) {
                     const float *xr[HV__DC_WB];
-                    double sums[HV__DC_CB * HV__DC_WB];
+                    double sums[HV__DC_WC * HV__DC_WB];
                     for (j = 0; j < HV__DC_WB; j++) xr[j] = scratch + off[t0 + j < d->K ? t0 + j : t0];
                     hv__dc_wtile(d, gr, xr, r0, r0 + R < d->OH ? r0 + R : d->OH, sums);
-                    for (j = 0; j < HV__DC_CB && b * HV__DC_CB + j < d->cout; j++)
-                        for (m = 0; m < HV__DC_WB && t0 + m < d->K; m++) acc[((b - b0) * HV__DC_CB + j) * d->K + t0 + m] += sums[j * HV__DC_WB + m];
+                    for (j = 0; j < HV__DC_WC && b * HV__DC_WC + j < d->cout; j++)
+                        for (m = 0; m < HV__DC_WB && t0 + m < d->K; m++) acc[((b - b0) * HV__DC_WC + j) * d->K + t0 + m] += sums[j * HV__DC_WB + m];
                 }
             }
     }
     for (b = b0; b < b1; b++)
-        for (k = 0; k < HV__DC_CB * d->K; k++) {
-            int64_t o = b * HV__DC_CB + k / d->K;
-            if (o < d->cout) gw[((gi * c->cout_g + o) * d->K) + k % d->K] += (float)acc[(b - b0) * HV__DC_CB * d->K + k];
+        for (k = 0; k < HV__DC_WC * d->K; k++) {
+            int64_t o = b * HV__DC_WC + k / d->K;
+            if (o < d->cout) gw[((gi * c->cout_g + o) * d->K) + k % d->K] += (float)acc[(b - b0) * HV__DC_WC * d->K + k];
         }
 }
 /* gw += dL/dw, direct; 0 when the arena had no room */
 static int hv__dconv_bwd_weight(hv_ctx *ctx, const hv__conv_geo *c, const float *x, const float *gy, float *gw) {
     hv__dc d = hv__dc_geometry(c, 0);
-    const int64_t work = c->N * c->cout * c->P * d.K, per = hv__dc_scratch_floats(&d);
+    const int64_t nb = (d.cout + HV__DC_WC - 1) / HV__DC_WC, work = c->N * c->cout * c->P * d.K, per = hv__dc_scratch_floats(&d);
     const int nt = hv__fast_threads(ctx, work);
     /* units: a group, or ranges of its channel blocks when there are fewer groups than threads */
-    const int64_t split = c->G >= nt ? 1 : (nt + c->G - 1) / c->G < d.nb ? (nt + c->G - 1) / c->G : d.nb;
-    const int64_t nacc = (d.nb + split - 1) / split * HV__DC_CB * d.K; /* the widest range's */
+    const int64_t split = c->G >= nt ? 1 : (nt + c->G - 1) / c->G < nb ? (nt + c->G - 1) / c->G : nb;
+    const int64_t nacc = (nb + split - 1) / split * HV__DC_WC * d.K; /* the widest range's */
     hv__arena_mark mark = hv__arena_save(&ctx->arena);
     int64_t *off = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)d.K);
     float *scratch = hv__scratch(ctx, per * nt);
@@ -5855,7 +5880,7 @@ static int hv__dconv_bwd_weight(hv_ctx *ctx, const hv__conv_geo *c, const float 
     HV__PARALLEL_FOR(ctx, work)
     for (u = 0; u < c->G * split; u++) {
         int64_t part = u % split, tid = hv__fast_tid();
-        hv__dc_bwdw_block(c, &d, x, gy, gw, off, u / split, d.nb * part / split, d.nb * (part + 1) / split, scratch + per * tid, acc + nacc * tid);
+        hv__dc_bwdw_block(c, &d, x, gy, gw, off, u / split, nb * part / split, nb * (part + 1) / split, scratch + per * tid, acc + nacc * tid);
     }
     hv__arena_rewind(&ctx->arena, mark);
     return 1;
