@@ -5604,6 +5604,10 @@ static void hv__conv2d_gemm_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
 #define HV__DC_WB 2
 #endif
 
+#ifndef HV__DC_BAND
+#define HV__DC_BAND 1024 /* outputs per band of the weight gradient: its gy rows stay in L1 (measured: 512..4096) */
+#endif
+
 /* a direct conv of one group: cin planes (H, W) -> cout planes (OH, OW) */
 typedef struct hv__dc {
     int64_t cin, H, W, cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw;
@@ -5831,7 +5835,7 @@ HV__DC_NOINLINE static void hv__dc_wtile(const hv__dc *d, const float *const *gr
 static void hv__dc_bwdw_block(const hv__conv_geo *c, const hv__dc *d, const float *x, const float *gy, float *gw, const int64_t *off,
                               int64_t gi, int64_t b0, int64_t b1, float *scratch, double *acc) {
     /* rows per band: ~2048 outputs, so a band of 4 gy planes and 4 tap rows stays in L1/L2 */
-    const int64_t P = d->OH * d->OW, R = d->OW >= 2048 ? 1 : 2048 / d->OW;
+    const int64_t P = d->OH * d->OW, R = d->OW >= HV__DC_BAND ? 1 : HV__DC_BAND / d->OW;
     int64_t n, r0, b, t0, k;
     memset(acc, 0, sizeof(double) * (size_t)((b1 - b0) * HV__DC_WC * d->K));
     for (n = 0; n < c->N; n++) {
