@@ -5617,17 +5617,18 @@ typedef struct hv__dc {
     int64_t nb;     /* output channel blocks of HV__DC_CB */
 } hv__dc;
 
-/* Which kernel a conv runs on, by shape. The GEMM keeps
+/* Which kernel a conv runs on, by shape (bench/KERNELS.md has the measurements). The GEMM keeps
    - 1x1 stride 1 without padding (x is its own im2col) and non-overlapping patches (stride =
      kernel, no padding or dilation: the ViT patch embedding, whose im2col only permutes): there
      the GEMM runs near its peak and beats PyTorch;
-   - wide dense convs (more than 16 channels per group in and out): long K and many rows suit it.
-   The direct kernels take the rest, the convs with few channels per group on one side (grouped
-   3x3, the 3-channel stem, depthwise), where the GEMM would see M or K of a few. Backward data
-   goes direct only with stride 1 (strided ones keep col2im, already faster than PyTorch's). */
+   - wide convs, more than 64 channels per group in and out: at 128 and 256 channels (3x3, 28 x 28
+     and 14 x 14) the GEMM's backward was faster, while up to 64 the direct kernels won all three.
+   The direct kernels take the rest: grouped 3x3 (ResNeXt), the 3-channel stem, depthwise, narrow
+   dense convs, where the GEMM would see M or K of a few dozen. Backward data goes direct only with
+   stride 1 (strided ones keep col2im). */
 static int hv__dconv_pick(const hv__conv_geo *c, int bwd_data) {
     int patch = c->sh == c->KH && c->sw == c->KW && c->ph == 0 && c->pw == 0 && c->dh == 1 && c->dw == 1;
-    if (c->direct || patch || (c->cin_g > 16 && c->cout_g > 16)) return 0;
+    if (c->direct || patch || (c->cin_g > 64 && c->cout_g > 64)) return 0;
     return !bwd_data || (c->sh == 1 && c->sw == 1);
 }
 

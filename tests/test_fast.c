@@ -257,7 +257,7 @@ static void test_conv_fast(hv_ctx *ctx) {
         {2, 10, 11, 37, 15, 5, 3, 1, 1, 2, 0, 1, 3, 5, 1},     /* cout 3 per group, dilated columns, rows 37 */
         {1, 4, 8, 8, 7, 3, 3, 1, 1, 4, 3, 1, 1, 1, 1},         /* padding past the kernel (dx: negative padding) */
         {2, 6, 13, 21, 9, 4, 5, 3, 2, 1, 2, 2, 1, 3, 0},       /* stride 3 x 2, even kernel, dilated rows */
-        {1, 48, 6, 6, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},       /* wide dense: the dispatch picks the GEMM */
+        {1, 72, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},       /* wide dense: the dispatch picks the GEMM */
     };
     size_t i;
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_check(ctx, &cases[i]);
@@ -272,7 +272,9 @@ static void test_conv_fast(hv_ctx *ctx) {
         c.KH = c.KW = 3, c.sh = c.sw = 1, c.ph = c.pw = 1, c.cin_g = c.cout_g = 4;
         CHECK(hv__dconv_pick(&c, 0) && hv__dconv_pick(&c, 1), "grouped 3x3 should go direct");
         c.cin_g = c.cout_g = 64;
-        CHECK(!hv__dconv_pick(&c, 0), "a wide dense 3x3 should stay on the GEMM");
+        CHECK(hv__dconv_pick(&c, 0) && hv__dconv_pick(&c, 1), "a 64-channel dense 3x3 should go direct");
+        c.cin_g = c.cout_g = 128;
+        CHECK(!hv__dconv_pick(&c, 0) && !hv__dconv_pick(&c, 1), "a 128-channel dense 3x3 should stay on the GEMM");
         c.KH = c.KW = 7, c.sh = c.sw = 2, c.ph = c.pw = 3, c.cin_g = 3, c.cout_g = 64;
         CHECK(hv__dconv_pick(&c, 0) && !hv__dconv_pick(&c, 1), "the stem: direct forward and weights, col2im for dx");
     }
