@@ -5314,8 +5314,9 @@ static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv
        gW_g += gy_g col_g^T, image after image (a fixed order for the sum over the batch).
    A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is col. Images go in
    chunks whose columns fit HV__CONV_COL_FLOATS (arena scratch, handed back on return); the chunk
-   size depends on the shape only, so the bits do not depend on the thread count. The direct
-   kernels of the conv section stay as the reference. */
+   size depends on the shape only, so the bits do not depend on the thread count. The scalar
+   kernels of the conv section stay as the reference; HV-SECTION cpu-fast-conv below has the direct
+   kernels and the rule that picks between them and this path. */
 #ifndef HV__CONV_COL_FLOATS
 #define HV__CONV_COL_FLOATS ((int64_t)8 << 20) /* 32 MB */
 #endif
