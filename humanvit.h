@@ -5758,8 +5758,9 @@ static void hv__fast_attention_bwd(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv
        gW_g += gy_g col_g^T, image after image (a fixed order for the sum over the batch).
    A 1x1 convolution with stride 1 and no padding needs no im2col: x itself is col. Images go in
    chunks whose columns fit HV__CONV_COL_FLOATS (arena scratch, handed back on return); the chunk
-   size depends on the shape only, so the bits do not depend on the thread count. The direct
-   kernels of the conv section stay as the reference. */
+   size depends on the shape only, so the bits do not depend on the thread count. The scalar
+   kernels of the conv section stay as the reference; HV-SECTION cpu-fast-conv below has the direct
+   kernels and the rule that picks between them and this path. */
 #ifndef HV__CONV_COL_FLOATS
 #define HV__CONV_COL_FLOATS ((int64_t)8 << 20) /* 32 MB */
 #endif
@@ -5895,7 +5896,7 @@ static double hv__row_sum(const float *p, int64_t n) {
     return (double)hv__vhsum(acc);
 }
 
-static void hv__fast_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+static void hv__conv2d_gemm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
     hv__conv_geo c = hv__conv_geometry(x, y, w, g);
     const float *px = (const float *)x->data, *pw = (const float *)w->data;
     float *py = (float *)y->data, *col = NULL;
@@ -5933,7 +5934,7 @@ static void hv__fast_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const
     hv__arena_rewind(&ctx->arena, mark);
 }
 
-static void hv__fast_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+static void hv__conv2d_gemm_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
     hv__conv_geo c = hv__conv_geometry(gx, gy, w, g);
     const float *pg = (const float *)gy->data, *pw = (const float *)w->data;
     float *pgx = (float *)gx->data, *dcol = NULL;
@@ -5957,7 +5958,7 @@ static void hv__fast_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor
     hv__arena_rewind(&ctx->arena, mark);
 }
 
-static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+static void hv__conv2d_gemm_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
                                        const int64_t *g) {
     const float *px = (const float *)x->data, *pg = (const float *)gy->data;
     int64_t co;
@@ -5996,6 +5997,372 @@ static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
         }
     }
 }
+
+/* HV-SECTION cpu-fast-conv BEGIN */
+/* ---- direct convolution ---------------------------------------------------------------------
+   Where im2col + GEMM runs GEMMs of a few rows or a short K (ResNeXt's grouped 3x3 with 4-8
+   channels per group; the 7x7 stride-2 stem with 3 input channels, whose im2col is a strided
+   gather that the GEMM then packs again), these kernels work on the planes directly:
+
+   1. the input planes of one (image, group) are copied into a zero-padded scratch split by column
+      phase: row j of phase p holds padded columns j * sw + p, so the input under the outputs
+      ow0 .. ow0 + VN - 1 of tap (kh, kw) is one contiguous vector at a fixed offset off[tap];
+   2. forward: a register tile of 4 output channels x HV__DC_NV vectors of outputs ("slots": any
+      (row, column) positions of the plane) starts at the bias and adds the taps (ci, kh, kw) in
+      order, one FMA per tap, channel and slot;
+   3. backward data with stride 1 is the same kernel run on gy (padded by (K - 1) d - p) with the
+      weights flipped and transposed (the output channels are the taps' input); strided backward
+      data stays on the GEMM (col2im);
+   4. backward weight: a tile of HV__DC_WC output channels x HV__DC_WB taps sums gy * x over a band of
+      output rows in vector lanes; each band's lanes are summed (fixed order) into a double per
+      weight, bands and images in order.
+   A thread owns whole outputs (an (image, group) block of planes; all the weights of a group or
+   of a range of channel blocks) and every sum runs in an order set by the shape alone, so the bits
+   do not depend on the thread count. Scratch comes from the arena (a slice per thread).
+   hv__dconv_pick says which shapes come here (measured: bench/KERNELS.md). */
+#define HV__DC_CB 4 /* output channels per tile */
+/* v stays in a register: without this gcc 12 re-reads a loaded vector as a memory operand of
+   each of its FMAs (4 loads instead of 1, mostly across cache lines), which made the forward tile
+   load-bound: 2x slower on the stem (bench_kernels) */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define HV__VREG(v) __asm__("" : "+v"(v))
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+#define HV__VREG(v) __asm__("" : "+w"(v))
+#else
+#define HV__VREG(v) (void)0
+#endif
+/* the tiles stay functions of their own: inlined into their callers' loops, gcc runs out of
+   general registers and spills the row pointers inside the innermost loop */
+#if defined(__GNUC__) || defined(__clang__)
+#define HV__DC_NOINLINE __attribute__((noinline))
+#else
+#define HV__DC_NOINLINE
+#endif
+#if defined(HV__DC_NV) && defined(HV__DC_WB) && defined(HV__DC_WC) /* a tuning run's -D */
+#elif defined(HV__FAST_AVX512) || defined(HV__FAST_NEON)
+#define HV__DC_NV 6 /* 32 vector registers: 24 accumulators and the loaded inputs */
+#define HV__DC_WC 4 /* backward weight: 4 channels x 6 taps, 24 accumulators, 4 gy and 1 x vector */
+#define HV__DC_WB 6
+#else
+#define HV__DC_NV 2 /* 16 registers (AVX2), or the scalar build */
+#define HV__DC_WC 2
+#define HV__DC_WB 2
+#endif
+
+#ifndef HV__DC_BAND
+#define HV__DC_BAND 1024 /* outputs per band of the weight gradient: its gy rows stay in L1 (measured: 512..4096) */
+#endif
+
+/* a direct conv of one group: cin planes (H, W) -> cout planes (OH, OW) */
+typedef struct hv__dc {
+    int64_t cin, H, W, cout, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw;
+    int64_t K;      /* taps per output channel: cin KH KW */
+    int64_t nvec;   /* vectors per output row */
+    int64_t Hs, Wq; /* scratch: rows per (plane, phase), floats per row */
+    int64_t nb;     /* output channel blocks of HV__DC_CB */
+} hv__dc;
+
+/* Which kernel a conv runs on, by shape (bench/KERNELS.md has the measurements). The GEMM keeps
+   - 1x1 stride 1 without padding (x is its own im2col) and non-overlapping patches (stride =
+     kernel, no padding or dilation: the ViT patch embedding, whose im2col only permutes): there
+     the GEMM runs near its peak and beats PyTorch;
+   - wide convs, more than 64 channels per group in and out: at 128 and 256 channels (3x3, 28 x 28
+     and 14 x 14) the GEMM's backward was faster, while up to 64 the direct kernels won all three.
+   The direct kernels take the rest: grouped 3x3 (ResNeXt), the 3-channel stem, depthwise, narrow
+   dense convs, where the GEMM would see M or K of a few dozen. Backward data goes direct only with
+   stride 1 (strided ones keep col2im). */
+static int hv__dconv_pick(const hv__conv_geo *c, int bwd_data) {
+    int patch = c->sh == c->KH && c->sw == c->KW && c->ph == 0 && c->pw == 0 && c->dh == 1 && c->dw == 1;
+    if (c->direct || patch || (c->cin_g > 64 && c->cout_g > 64)) return 0;
+    return !bwd_data || (c->sh == 1 && c->sw == 1);
+}
+
+static void hv__dc_finish(hv__dc *d) {
+    d->K = d->cin * d->KH * d->KW;
+    d->nvec = (d->OW + HV__VN - 1) / HV__VN;
+    d->Hs = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
+    d->Wq = d->nvec * HV__VN + (d->KW - 1) * d->dw / d->sw; /* the last vector of the last tap fits */
+    d->nb = (d->cout + HV__DC_CB - 1) / HV__DC_CB;
+}
+/* the conv of one group, forward (bwd 0) or as backward data with stride 1 (bwd 1): gy's planes
+   are the input, padded by (K - 1) d - p so that the flipped taps line up */
+static hv__dc hv__dc_geometry(const hv__conv_geo *c, int bwd) {
+    hv__dc d;
+    d.KH = c->KH;
+    d.KW = c->KW;
+    d.dh = c->dh;
+    d.dw = c->dw;
+    if (!bwd) {
+        d.cin = c->cin_g, d.H = c->H, d.W = c->W, d.cout = c->cout_g, d.OH = c->OH, d.OW = c->OW;
+        d.sh = c->sh, d.sw = c->sw, d.ph = c->ph, d.pw = c->pw;
+    } else {
+        d.cin = c->cout_g, d.H = c->OH, d.W = c->OW, d.cout = c->cin_g, d.OH = c->H, d.OW = c->W;
+        d.sh = d.sw = 1;
+        d.ph = (c->KH - 1) * c->dh - c->ph;
+        d.pw = (c->KW - 1) * c->dw - c->pw;
+    }
+    hv__dc_finish(&d);
+    return d;
+}
+static int64_t hv__dc_scratch_floats(const hv__dc *d) { return d->cin * d->sw * d->Hs * d->Wq; }
+/* off[t] for tap t = (ci, kh, kw): where its input sits in the scratch, relative to the output's */
+static void hv__dc_offsets(const hv__dc *d, int64_t *off) {
+    int64_t ci, kh, kw, t = 0;
+    for (ci = 0; ci < d->cin; ci++)
+        for (kh = 0; kh < d->KH; kh++)
+            for (kw = 0; kw < d->KW; kw++) off[t++] = ((ci * d->sw + kw * d->dw % d->sw) * d->Hs + kh * d->dh) * d->Wq + kw * d->dw / d->sw;
+}
+/* scratch (cin, sw, Hs, Wq) = the planes x (cin, H, W), padded and split by column phase. Only
+   the cells that hold input are written: the padding cells are zeroed once per call
+   (hv__dc_zero), and every block of that call writes the same cells, so they stay zero (on
+   28 x 28 planes the copy takes ~20% of the time, most of it reading the input). */
+static void hv__dc_pad(const hv__dc *d, const float *x, float *s) {
+    int64_t ci, p, r, j, lo, hi, r0 = d->ph > 0 ? d->ph : 0, r1 = d->H + d->ph < d->Hs ? d->H + d->ph : d->Hs;
+    for (ci = 0; ci < d->cin; ci++)
+        for (p = 0; p < d->sw; p++) {
+            /* the scratch columns j whose input column j sw + p - pw lies in [0, W) */
+            hv__conv_valid(d->Wq, d->sw, d->pw - p, 0, 1, d->W, &lo, &hi);
+            for (r = r0; r < r1; r++) {
+                float *o = s + ((ci * d->sw + p) * d->Hs + r) * d->Wq;
+                const float *xr = x + (ci * d->H + r - d->ph) * d->W + p - d->pw; /* the input at column j: xr[j sw] */
+                if (d->sw == 1) {
+                    for (j = lo; j + HV__VN <= hi; j += HV__VN) hv__vst(o + j, hv__vld(xr + j));
+                    if (j < hi) hv__vstn(o + j, hv__vldn(xr + j, hi - j), hi - j);
+                } else {
+                    for (j = lo; j < hi; j++) o[j] = xr[j * d->sw];
+                }
+            }
+        }
+}
+/* nt scratch slices of per floats, zeroed: the padding cells hv__dc_pad leaves alone */
+static float *hv__dc_zero(hv_ctx *ctx, int64_t per, int nt) {
+    float *s = hv__scratch(ctx, per * nt);
+    if (s) memset(s, 0, sizeof(float) * (size_t)(per * nt));
+    return s;
+}
+
+/* the forward register tile: for c < nc and each slot s, y[s] + c P (nl[s] lanes; 0: a filler slot)
+   = (or +=, add) bias[c] + sum over taps t in order of w[t][c] x[s][off[t]]; w (K, HV__DC_CB) */
+HV__DC_NOINLINE static void hv__dc_tile(const float *const *xs, float *const *ys, const int64_t *nl, int64_t P, int64_t nc, const int64_t *off,
+                        int64_t K, const float *w, const float *bias, int add) {
+    hv__vf acc[HV__DC_CB][HV__DC_NV];
+    int64_t t;
+    int c, s;
+    HV__UNROLL for (c = 0; c < HV__DC_CB; c++) {
+        const hv__vf b0 = bias ? hv__vset(bias[c]) : hv__vzero();
+        HV__UNROLL for (s = 0; s < HV__DC_NV; s++) acc[c][s] = b0;
+    }
+    for (t = 0; t < K; t++) {
+        const float *wt = w + t * HV__DC_CB;
+        const int64_t o = off[t];
+        HV__UNROLL for (s = 0; s < HV__DC_NV; s++) {
+            hv__vf xv = hv__vld(xs[s] + o);
+            HV__VREG(xv);
+            HV__UNROLL for (c = 0; c < HV__DC_CB; c++) acc[c][s] = hv__vfma(xv, hv__vset(wt[c]), acc[c][s]);
+        }
+    }
+    HV__UNROLL for (c = 0; c < HV__DC_CB; c++) {
+        if (c >= nc) break;
+        HV__UNROLL for (s = 0; s < HV__DC_NV; s++) {
+            float *yp = ys[s] + c * P;
+            hv__vstn(yp, add ? hv__vadd(hv__vldn(yp, nl[s]), acc[c][s]) : acc[c][s], nl[s]);
+        }
+    }
+}
+/* slots tile0 * NV .. tile1 * NV of one (image, group): x (cin, H, W) -> y (cout, OH, OW); w the
+   group's packed weights (nb, K, HV__DC_CB), bias (nb HV__DC_CB) or NULL */
+static void hv__dc_fwd_block(const hv__dc *d, const float *x, float *y, const float *w, const float *bias, const int64_t *off, float *scratch,
+                             int64_t tile0, int64_t tile1, int add) {
+    const float *xs[HV__DC_NV];
+    float *ys[HV__DC_NV];
+    int64_t nl[HV__DC_NV], tile, b, P = d->OH * d->OW;
+    int s;
+    hv__dc_pad(d, x, scratch);
+    for (tile = tile0; tile < tile1; tile++) {
+        for (s = 0; s < HV__DC_NV; s++) {
+            int64_t k = tile * HV__DC_NV + s, oh = k / d->nvec, ow = k % d->nvec * HV__VN;
+            if (k >= d->OH * d->nvec) { /* past the plane's end: a filler that stores nothing */
+                xs[s] = xs[0];
+                ys[s] = ys[0];
+                nl[s] = 0;
+                continue;
+            }
+            xs[s] = scratch + oh * d->sh * d->Wq + ow;
+            ys[s] = y + oh * d->OW + ow;
+            nl[s] = d->OW - ow < HV__VN ? d->OW - ow : HV__VN;
+        }
+        /* the channel blocks inner: the inputs of these slots stay in L1 */
+        for (b = 0; b < d->nb; b++) {
+            hv__dc_tile(xs, ys, nl, P, d->cout - b * HV__DC_CB, off, d->K, w + b * d->K * HV__DC_CB, bias ? bias + b * HV__DC_CB : NULL, add);
+            for (s = 0; s < HV__DC_NV; s++) ys[s] += HV__DC_CB * P;
+        }
+    }
+}
+/* dst (N, G dc.cout, OH, OW) (+)= the direct conv of src (N, G dc.cin, H, W) with packed weights
+   wp (G, nb, K, CB) and bias (G nb CB or NULL); 0 when the arena had no room */
+static int hv__dc_run(hv_ctx *ctx, const hv__dc *d, int64_t N, int64_t G, const float *src, float *dst, const float *wp, const float *bias,
+                      int add) {
+    const int64_t ntiles = (d->OH * d->nvec + HV__DC_NV - 1) / HV__DC_NV, per = hv__dc_scratch_floats(d);
+    const int64_t work = N * G * d->cout * d->OH * d->OW * d->K;
+    const int nt = hv__fast_threads(ctx, work);
+    /* blocks of slots per (image, group): enough units for the threads (each rebuilds its scratch) */
+    int64_t split = N * G >= 2 * nt ? 1 : (2 * nt + N * G - 1) / (N * G), u;
+    int64_t *off = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)d->K);
+    float *scratch = hv__dc_zero(ctx, per, nt);
+    if (!off || !scratch) return 0;
+    if (split > ntiles) split = ntiles;
+    hv__dc_offsets(d, off);
+    HV__PARALLEL_FOR(ctx, work)
+    for (u = 0; u < N * G * split; u++) {
+        int64_t ng = u / split, part = u % split, gi = ng % G;
+        hv__dc_fwd_block(d, src + ng * d->cin * d->H * d->W, dst + ng * d->cout * d->OH * d->OW, wp + gi * d->nb * d->K * HV__DC_CB,
+                         bias ? bias + gi * d->nb * HV__DC_CB : NULL, off, scratch + per * hv__fast_tid(), ntiles * part / split,
+                         ntiles * (part + 1) / split, add);
+    }
+    return 1;
+}
+/* the weights w (cout, cin_g, KH, KW) as tiles (G, nb, K, CB), zero past the group's channels;
+   bwd: for backward data, the output channels are the forward's inputs and the taps (co, kh, kw)
+   read the flipped kernel */
+static void hv__dc_pack(const hv__conv_geo *c, const hv__dc *d, const float *w, int bwd, float *wp) {
+    int64_t gi, b, t, j, KK = c->KH * c->KW;
+    for (gi = 0; gi < c->G; gi++)
+        for (b = 0; b < d->nb; b++)
+            for (t = 0; t < d->K; t++)
+                for (j = 0; j < HV__DC_CB; j++) {
+                    int64_t o = b * HV__DC_CB + j, src; /* o: the output channel in the group */
+                    if (!bwd) src = (gi * c->cout_g + o) * d->K + t;
+                    else src = ((gi * c->cout_g + t / KK) * c->cin_g + o) * KK + (KK - 1 - t % KK);
+                    *wp++ = o < d->cout ? w[src] : 0.0f;
+                }
+}
+/* forward (bwd 0) or stride-1 backward data (bwd 1): 0 when the arena had no room */
+static int hv__dconv(hv_ctx *ctx, const hv__conv_geo *c, const float *src, float *dst, const float *w, const float *bias, int bwd) {
+    hv__dc d = hv__dc_geometry(c, bwd);
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    float *wp = hv__scratch(ctx, c->G * d.nb * d.K * HV__DC_CB), *bp = NULL;
+    int64_t i, ok;
+    if (wp && bias && (bp = hv__scratch(ctx, c->G * d.nb * HV__DC_CB)) != NULL)
+        for (i = 0; i < c->G * d.nb * HV__DC_CB; i++) /* bias in blocks, zero past each group's channels */
+            bp[i] = i % (d.nb * HV__DC_CB) < d.cout ? bias[i / (d.nb * HV__DC_CB) * d.cout + i % (d.nb * HV__DC_CB)] : 0.0f;
+    ok = wp && (!bias || bp);
+    if (ok) {
+        hv__dc_pack(c, &d, w, bwd, wp);
+        ok = hv__dc_run(ctx, &d, c->N, c->G, src, dst, wp, bp, bwd);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+    return (int)ok;
+}
+
+/* one step of the weight tile: n lanes at output offset go (gy) and xo (x) */
+HV__INLINE void hv__dc_wstep(hv__vf acc[HV__DC_WC][HV__DC_WB], const float *const *gr, const float *const *xr, int64_t go, int64_t xo, int64_t n) {
+    hv__vf gv[HV__DC_WC];
+    int c, j;
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) {
+        gv[c] = n == HV__VN ? hv__vld(gr[c] + go) : hv__vldn(gr[c] + go, n);
+        HV__VREG(gv[c]);
+    }
+    HV__UNROLL for (j = 0; j < HV__DC_WB; j++) {
+        hv__vf xv = n == HV__VN ? hv__vld(xr[j] + xo) : hv__vldn(xr[j] + xo, n);
+        HV__VREG(xv);
+        HV__UNROLL for (c = 0; c < HV__DC_WC; c++) acc[c][j] = hv__vfma(gv[c], xv, acc[c][j]);
+    }
+}
+/* the weight tile: out[c][j] = sum over output rows r0..r1 of gy row gr[c] * the scratch row xr[j]
+   (lanes, then the lanes in hv__vhsum's order) */
+HV__DC_NOINLINE static void hv__dc_wtile(const hv__dc *d, const float *const *gr, const float *const *xr, int64_t r0, int64_t r1, double *out) {
+    hv__vf acc[HV__DC_WC][HV__DC_WB];
+    const int64_t full = d->OW / HV__VN * HV__VN, tail = d->OW - full;
+    int64_t oh, v;
+    int c, j;
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) acc[c][j] = hv__vzero();
+    for (oh = r0; oh < r1; oh++) {
+        const int64_t go = oh * d->OW, xo = oh * d->sh * d->Wq;
+        for (v = 0; v < full; v += HV__VN) hv__dc_wstep(acc, gr, xr, go + v, xo + v, HV__VN);
+        if (tail) hv__dc_wstep(acc, gr, xr, go + full, xo + full, tail);
+    }
+    HV__UNROLL for (c = 0; c < HV__DC_WC; c++) HV__UNROLL for (j = 0; j < HV__DC_WB; j++) out[c * HV__DC_WB + j] = hv__vhsum(acc[c][j]);
+}
+/* gw of group gi, channel blocks b0..b1 (+)= sum over the images of x and gy; acc: (b1 - b0) CB K doubles */
+static void hv__dc_bwdw_block(const hv__conv_geo *c, const hv__dc *d, const float *x, const float *gy, float *gw, const int64_t *off,
+                              int64_t gi, int64_t b0, int64_t b1, float *scratch, double *acc) {
+    /* rows per band: ~2048 outputs, so a band of 4 gy planes and 4 tap rows stays in L1/L2 */
+    const int64_t P = d->OH * d->OW, R = d->OW >= HV__DC_BAND ? 1 : HV__DC_BAND / d->OW;
+    int64_t n, r0, b, t0, k;
+    memset(acc, 0, sizeof(double) * (size_t)((b1 - b0) * HV__DC_WC * d->K));
+    for (n = 0; n < c->N; n++) {
+        const float *gyn = gy + (n * c->cout + gi * c->cout_g) * P; /* (cout_g, OH, OW) */
+        hv__dc_pad(d, x + (n * c->cin + gi * c->cin_g) * c->H * c->W, scratch);
+        for (r0 = 0; r0 < d->OH; r0 += R)
+            for (b = b0; b < b1; b++) {
+                const float *gr[HV__DC_WC];
+                int j, m;
+                for (j = 0; j < HV__DC_WC; j++) /* channels past the group's end repeat its first: computed, not kept */
+                    gr[j] = gyn + (b * HV__DC_WC + j < d->cout ? b * HV__DC_WC + j : b * HV__DC_WC) * P;
+                for (t0 = 0; t0 < d->K; t0 += HV__DC_WB) {
+                    const float *xr[HV__DC_WB];
+                    double sums[HV__DC_WC * HV__DC_WB];
+                    for (j = 0; j < HV__DC_WB; j++) xr[j] = scratch + off[t0 + j < d->K ? t0 + j : t0];
+                    hv__dc_wtile(d, gr, xr, r0, r0 + R < d->OH ? r0 + R : d->OH, sums);
+                    for (j = 0; j < HV__DC_WC && b * HV__DC_WC + j < d->cout; j++)
+                        for (m = 0; m < HV__DC_WB && t0 + m < d->K; m++) acc[((b - b0) * HV__DC_WC + j) * d->K + t0 + m] += sums[j * HV__DC_WB + m];
+                }
+            }
+    }
+    for (b = b0; b < b1; b++)
+        for (k = 0; k < HV__DC_WC * d->K; k++) {
+            int64_t o = b * HV__DC_WC + k / d->K;
+            if (o < d->cout) gw[((gi * c->cout_g + o) * d->K) + k % d->K] += (float)acc[(b - b0) * HV__DC_WC * d->K + k];
+        }
+}
+/* gw += dL/dw, direct; 0 when the arena had no room */
+static int hv__dconv_bwd_weight(hv_ctx *ctx, const hv__conv_geo *c, const float *x, const float *gy, float *gw) {
+    hv__dc d = hv__dc_geometry(c, 0);
+    const int64_t nb = (d.cout + HV__DC_WC - 1) / HV__DC_WC, work = c->N * c->cout * c->P * d.K, per = hv__dc_scratch_floats(&d);
+    const int nt = hv__fast_threads(ctx, work);
+    /* units: a group, or ranges of its channel blocks when there are fewer groups than threads */
+    const int64_t split = c->G >= nt ? 1 : (nt + c->G - 1) / c->G < nb ? (nt + c->G - 1) / c->G : nb;
+    const int64_t nacc = (nb + split - 1) / split * HV__DC_WC * d.K; /* the widest range's */
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    int64_t *off = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)d.K);
+    float *scratch = hv__dc_zero(ctx, per, nt);
+    double *acc = (double *)hv__arena_alloc(&ctx->arena, sizeof(double) * (size_t)(nacc * nt));
+    int64_t u;
+    if (!off || !scratch || !acc) {
+        hv__arena_rewind(&ctx->arena, mark);
+        return 0;
+    }
+    hv__dc_offsets(&d, off);
+    HV__PARALLEL_FOR(ctx, work)
+    for (u = 0; u < c->G * split; u++) {
+        int64_t part = u % split, tid = hv__fast_tid();
+        hv__dc_bwdw_block(c, &d, x, gy, gw, off, u / split, nb * part / split, nb * (part + 1) / split, scratch + per * tid, acc + nacc * tid);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+    return 1;
+}
+
+static void hv__fast_conv2d(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(x, y, w, g);
+    if (!hv__dconv_pick(&c, 0) ||
+        !hv__dconv(ctx, &c, (const float *)x->data, (float *)y->data, (const float *)w->data, b ? (const float *)b->data : NULL, 0))
+        hv__conv2d_gemm(ctx, y, x, w, b, g);
+}
+static void hv__fast_conv2d_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(gx, gy, w, g);
+    if (!hv__dconv_pick(&c, 1) || !hv__dconv(ctx, &c, (const float *)gy->data, (float *)gx->data, (const float *)w->data, NULL, 1))
+        hv__conv2d_gemm_bwd_data(ctx, gx, gy, w, g);
+}
+static void hv__fast_conv2d_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                       const int64_t *g) {
+    if (gw) {
+        hv__conv_geo c = hv__conv_geometry(x, gy, gw, g);
+        if (hv__dconv_pick(&c, 0) && hv__dconv_bwd_weight(ctx, &c, (const float *)x->data, (const float *)gy->data, (float *)gw->data))
+            gw = NULL; /* done: the GEMM path below does the bias only */
+    }
+    hv__conv2d_gemm_bwd_weight(ctx, gw, gb, x, gy, g);
+}
+/* HV-SECTION cpu-fast-conv END */
 
 /* ---- sums ------------------------------------------------------------------------------------
    A long float sum in a fixed order: VN lanes of float partial sums over runs of HV__RUN

@@ -180,47 +180,82 @@ static void test_attention_fast_partial(hv_ctx *ctx) {
     CHECK_CLOSE("attention dv only", hv_data(gv_f), hv_data(gv_r), hv_numel(gv_r), 1e-4);
 }
 
-/* ---- convolution (im2col / 1x1 + GEMM) ------------------------------------------------------ */
+/* ---- convolution: the direct kernels, im2col / 1x1 + GEMM, and the dispatch between them ------ */
 
 typedef struct conv_case {
     int64_t N, cin, H, W, cout, KH, KW, sh, sw, ph, pw, dh, dw, G;
     int bias;
 } conv_case;
 
+/* the direct kernels on any shape, whatever hv__dconv_pick would choose (backward data: stride 1
+   only; strided ones are col2im's), and the bias gradient from the GEMM path */
+static void conv_direct(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *w, const hv_tensor *b, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(x, y, w, g);
+    CHECK(hv__dconv(ctx, &c, hv_data((hv_tensor *)x), hv_data(y), hv_data((hv_tensor *)w), b ? hv_data((hv_tensor *)b) : NULL, 0), "direct conv: no room");
+}
+static void conv_direct_bwd_data(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *gy, const hv_tensor *w, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(gx, gy, w, g);
+    if (c.sh != 1 || c.sw != 1) hv__conv2d_gemm_bwd_data(ctx, gx, gy, w, g);
+    else CHECK(hv__dconv(ctx, &c, hv_data((hv_tensor *)gy), hv_data(gx), hv_data((hv_tensor *)w), NULL, 1), "direct conv dx: no room");
+}
+static void conv_direct_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy, const int64_t *g) {
+    hv__conv_geo c = hv__conv_geometry(x, gy, gw, g);
+    CHECK(hv__dconv_bwd_weight(ctx, &c, hv_data((hv_tensor *)x), hv_data((hv_tensor *)gy), hv_data(gw)), "direct conv dw: no room");
+    hv__conv2d_gemm_bwd_weight(ctx, NULL, gb, x, gy, g);
+}
+typedef struct conv_kernels {
+    const char *name;
+    void (*fwd)(hv_ctx *, hv_tensor *, const hv_tensor *, const hv_tensor *, const hv_tensor *, const int64_t *);
+    void (*bwd_data)(hv_ctx *, hv_tensor *, const hv_tensor *, const hv_tensor *, const int64_t *);
+    void (*bwd_weight)(hv_ctx *, hv_tensor *, hv_tensor *, const hv_tensor *, const hv_tensor *, const int64_t *);
+} conv_kernels;
+/* the forced kernel sets; the table's own (FAST: the ISA build under test) is checked first */
+static const conv_kernels conv_sets[] = {
+    {"direct", conv_direct, conv_direct_bwd_data, conv_direct_bwd_weight},
+    {"gemm", hv__conv2d_gemm, hv__conv2d_gemm_bwd_data, hv__conv2d_gemm_bwd_weight},
+};
+
 /* Tolerances: forward and data gradient 1e-5, weight and bias gradients 2e-5 (the reference sums
-   in double; measured at most ~1e-6) */
+   in double; measured at most 9e-7 (dx of the stem) and 2.4e-7 over these cases, run with -v;
+   the direct kernels' float sums are no worse than the GEMM's). Each kernel set
+   runs with 2 threads and with 1, which must give the same bits. The gradients are accumulated
+   (+=) into random values. */
 static void conv_check(hv_ctx *ctx, const conv_case *c) {
     int64_t g[7] = {c->sh, c->sw, c->ph, c->pw, c->dh, c->dw, c->G};
     int64_t OH = (c->H + 2 * c->ph - c->dh * (c->KH - 1) - 1) / c->sh + 1, OW = (c->W + 2 * c->pw - c->dw * (c->KW - 1) - 1) / c->sw + 1;
     hv_tensor *x = fx_randn(ctx, HV_SHAPE(c->N, c->cin, c->H, c->W), 1), *w = fx_randn(ctx, HV_SHAPE(c->cout, c->cin / c->G, c->KH, c->KW), 0.3f);
     hv_tensor *b = c->bias ? fx_randn(ctx, HV_SHAPE(c->cout), 1) : NULL, *gy = fx_randn(ctx, HV_SHAPE(c->N, c->cout, OH, OW), 1);
-    hv_tensor *y_r = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW)), *y_f = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW));
-    hv_tensor *gx_r = fx_randn(ctx, HV_SHAPE(c->N, c->cin, c->H, c->W), 1), *gx_f = fx_clone(gx_r), *gx_1 = fx_clone(gx_r);
-    hv_tensor *gw_r = fx_randn(ctx, hv_tensor_shape(w), 1), *gw_f = fx_clone(gw_r), *gw_1 = fx_clone(gw_r);
-    hv_tensor *gb_r = fx_randn(ctx, HV_SHAPE(c->cout), 1), *gb_f = fx_clone(gb_r), *gb_1 = fx_clone(gb_r);
-    hv_tensor *y_1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW));
-    char label[200];
-    snprintf(label, sizeof label, "conv x (%lld, %lld, %lld, %lld) w %lldx%lld s (%lld, %lld) p (%lld, %lld) d (%lld, %lld) G %lld -> %lld",
-             (long long)c->N, (long long)c->cin, (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW, (long long)c->sh,
-             (long long)c->sw, (long long)c->ph, (long long)c->pw, (long long)c->dh, (long long)c->dw, (long long)c->G, (long long)c->cout);
+    hv_tensor *y_r = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW));
+    hv_tensor *gx0 = fx_randn(ctx, HV_SHAPE(c->N, c->cin, c->H, c->W), 1), *gx_r = fx_clone(gx0);
+    hv_tensor *gw0 = fx_randn(ctx, hv_tensor_shape(w), 1), *gw_r = fx_clone(gw0);
+    hv_tensor *gb0 = fx_randn(ctx, HV_SHAPE(c->cout), 1), *gb_r = fx_clone(gb0);
+    char label[240];
+    size_t k;
     hv__cpu_conv2d(ctx, y_r, x, w, b, g);
-    FAST(conv2d)(ctx, y_f, x, w, b, g);
-    CHECK_CLOSE(label, hv_data(y_f), hv_data(y_r), hv_numel(y_r), 1e-5);
-    /* gradients add to what is there */
     hv__cpu_conv2d_bwd_data(ctx, gx_r, gy, w, g);
-    FAST(conv2d_bwd_data)(ctx, gx_f, gy, w, g);
-    CHECK_CLOSE("  dx", hv_data(gx_f), hv_data(gx_r), hv_numel(gx_r), 1e-5);
     hv__cpu_conv2d_bwd_weight(ctx, gw_r, gb_r, x, gy, g);
-    FAST(conv2d_bwd_weight)(ctx, gw_f, gb_f, x, gy, g);
-    CHECK_CLOSE("  dw", hv_data(gw_f), hv_data(gw_r), hv_numel(gw_r), 2e-5);
-    CHECK_CLOSE("  db", hv_data(gb_f), hv_data(gb_r), hv_numel(gb_r), 2e-5);
-    {
+    for (k = 0; k <= sizeof conv_sets / sizeof conv_sets[0]; k++) {
+        conv_kernels table = {"dispatch", FAST(conv2d), FAST(conv2d_bwd_data), FAST(conv2d_bwd_weight)};
+        const conv_kernels *ks = k ? &conv_sets[k - 1] : &table;
+        hv_tensor *y_f = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW)), *y_1 = hv_tensor_temp(ctx, HV_F32, HV_SHAPE(c->N, c->cout, OH, OW));
+        hv_tensor *gx_f = fx_clone(gx0), *gx_1 = fx_clone(gx0), *gw_f = fx_clone(gw0), *gw_1 = fx_clone(gw0), *gb_f = fx_clone(gb0), *gb_1 = fx_clone(gb0);
         int threads = hv_get_threads(ctx);
+        snprintf(label, sizeof label, "conv %s x (%lld, %lld, %lld, %lld) w %lldx%lld s (%lld, %lld) p (%lld, %lld) d (%lld, %lld) G %lld -> %lld",
+                 ks->name, (long long)c->N, (long long)c->cin, (long long)c->H, (long long)c->W, (long long)c->KH, (long long)c->KW,
+                 (long long)c->sh, (long long)c->sw, (long long)c->ph, (long long)c->pw, (long long)c->dh, (long long)c->dw, (long long)c->G,
+                 (long long)c->cout);
+        ks->fwd(ctx, y_f, x, w, b, g);
+        ks->bwd_data(ctx, gx_f, gy, w, g);
+        ks->bwd_weight(ctx, gw_f, gb_f, x, gy, g);
         hv_set_threads(ctx, 1);
-        FAST(conv2d)(ctx, y_1, x, w, b, g);
-        FAST(conv2d_bwd_data)(ctx, gx_1, gy, w, g);
-        FAST(conv2d_bwd_weight)(ctx, gw_1, gb_1, x, gy, g);
+        ks->fwd(ctx, y_1, x, w, b, g);
+        ks->bwd_data(ctx, gx_1, gy, w, g);
+        ks->bwd_weight(ctx, gw_1, gb_1, x, gy, g);
         hv_set_threads(ctx, threads);
+        CHECK_CLOSE(label, hv_data(y_f), hv_data(y_r), hv_numel(y_r), 1e-5);
+        CHECK_CLOSE("  dx", hv_data(gx_f), hv_data(gx_r), hv_numel(gx_r), 1e-5);
+        CHECK_CLOSE("  dw", hv_data(gw_f), hv_data(gw_r), hv_numel(gw_r), 2e-5);
+        CHECK_CLOSE("  db", hv_data(gb_f), hv_data(gb_r), hv_numel(gb_r), 2e-5);
         CHECK_SAME(label, hv_data(y_1), hv_data(y_f), hv_numel(y_f));
         CHECK_SAME(label, hv_data(gx_1), hv_data(gx_f), hv_numel(gx_f));
         CHECK_SAME(label, hv_data(gw_1), hv_data(gw_f), hv_numel(gw_f));
@@ -231,20 +266,43 @@ static void conv_check(hv_ctx *ctx, const conv_case *c) {
 static void test_conv_fast(hv_ctx *ctx) {
     static const conv_case cases[] = {
         /* N cin H W cout KH KW sh sw ph pw dh dw G bias */
-        {2, 3, 32, 32, 24, 16, 16, 16, 16, 0, 0, 1, 1, 1, 1}, /* ViT patch embedding */
-        {2, 3, 30, 30, 8, 14, 14, 14, 14, 0, 0, 1, 1, 1, 1},  /* patch 14, 2 x 2 patches */
-        {3, 16, 9, 11, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0},     /* 1x1: a plain GEMM */
-        {2, 32, 7, 7, 16, 1, 1, 1, 1, 0, 0, 1, 1, 4, 1},      /* 1x1 grouped */
-        {2, 16, 10, 10, 8, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1},     /* 1x1 stride 2 (ResNeXt downsample) */
-        {2, 32, 13, 13, 32, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1},    /* 3x3 grouped (ResNeXt) */
-        {2, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1, 8, 0},    /* 3x3 grouped, stride 2 */
-        {2, 3, 29, 31, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1},      /* 7x7 stride 2 stem, odd sizes */
-        {1, 6, 12, 12, 6, 3, 3, 1, 1, 2, 2, 2, 2, 6, 1},      /* depthwise, dilation 2 */
-        {2, 4, 5, 9, 6, 3, 2, 3, 1, 0, 1, 1, 2, 2, 1},        /* mixed strides, padding, dilation */
-        {1, 2, 3, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1, 1},        /* one output pixel */
+        {2, 3, 32, 32, 24, 16, 16, 16, 16, 0, 0, 1, 1, 1, 1},  /* ViT patch embedding */
+        {2, 3, 30, 30, 8, 14, 14, 14, 14, 0, 0, 1, 1, 1, 1},   /* patch 14, 2 x 2 patches */
+        {3, 16, 9, 11, 24, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0},      /* 1x1: a plain GEMM */
+        {2, 32, 7, 7, 16, 1, 1, 1, 1, 0, 0, 1, 1, 4, 1},       /* 1x1 grouped */
+        {2, 16, 10, 10, 8, 1, 1, 2, 2, 0, 0, 1, 1, 1, 1},      /* 1x1 stride 2 (ResNeXt downsample) */
+        {2, 32, 13, 13, 32, 3, 3, 1, 1, 1, 1, 1, 1, 8, 1},     /* 3x3 grouped (ResNeXt, 4 per group) */
+        {2, 64, 9, 17, 64, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0},      /* 3x3 grouped, 8 per group, odd sizes */
+        {2, 32, 14, 14, 32, 3, 3, 2, 2, 1, 1, 1, 1, 8, 0},     /* 3x3 grouped, stride 2 */
+        {2, 3, 29, 31, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1},       /* 7x7 stride 2 stem, odd sizes */
+        {1, 3, 40, 38, 64, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1},      /* the stem's 64 outputs, 20 x 19 */
+        {1, 6, 12, 12, 6, 3, 3, 1, 1, 2, 2, 2, 2, 6, 1},       /* depthwise, dilation 2 */
+        {2, 4, 5, 9, 6, 3, 2, 3, 1, 0, 1, 1, 2, 2, 1},         /* mixed strides, padding, dilation */
+        {1, 2, 3, 3, 3, 3, 3, 1, 1, 0, 0, 1, 1, 1, 1},         /* one output pixel */
+        {2, 10, 11, 37, 15, 5, 3, 1, 1, 2, 0, 1, 3, 5, 1},     /* cout 3 per group, dilated columns, rows 37 */
+        {1, 4, 8, 8, 7, 3, 3, 1, 1, 4, 3, 1, 1, 1, 1},         /* padding past the kernel (dx: negative padding) */
+        {2, 6, 13, 21, 9, 4, 5, 3, 2, 1, 2, 2, 1, 3, 0},       /* stride 3 x 2, even kernel, dilated rows */
+        {1, 72, 6, 6, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},       /* wide dense: the dispatch picks the GEMM */
     };
     size_t i;
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) conv_check(ctx, &cases[i]);
+    { /* the dispatch rule on the shapes it was measured on (bench/KERNELS.md) */
+        hv__conv_geo c;
+        memset(&c, 0, sizeof c);
+        c.KH = c.KW = c.sh = c.sw = c.dh = c.dw = 1;
+        c.cin_g = 256, c.cout_g = 128, c.direct = 1;
+        CHECK(!hv__dconv_pick(&c, 0), "1x1 should stay on the GEMM");
+        c.direct = 0, c.KH = c.KW = c.sh = c.sw = 16, c.cin_g = 3, c.cout_g = 384;
+        CHECK(!hv__dconv_pick(&c, 0) && !hv__dconv_pick(&c, 1), "the patch embedding should stay on the GEMM");
+        c.KH = c.KW = 3, c.sh = c.sw = 1, c.ph = c.pw = 1, c.cin_g = c.cout_g = 4;
+        CHECK(hv__dconv_pick(&c, 0) && hv__dconv_pick(&c, 1), "grouped 3x3 should go direct");
+        c.cin_g = c.cout_g = 64;
+        CHECK(hv__dconv_pick(&c, 0) && hv__dconv_pick(&c, 1), "a 64-channel dense 3x3 should go direct");
+        c.cin_g = c.cout_g = 128;
+        CHECK(!hv__dconv_pick(&c, 0) && !hv__dconv_pick(&c, 1), "a 128-channel dense 3x3 should stay on the GEMM");
+        c.KH = c.KW = 7, c.sh = c.sw = 2, c.ph = c.pw = 3, c.cin_g = 3, c.cout_g = 64;
+        CHECK(hv__dconv_pick(&c, 0) && !hv__dconv_pick(&c, 1), "the stem: direct forward and weights, col2im for dx");
+    }
 }
 
 /* ---- exp and erf: the vector polynomials against double precision, in ulps ------------------- */
