@@ -410,8 +410,10 @@ static void test_softmax_fast(hv_ctx *ctx) {
 }
 
 /* Tolerances: 1e-6 forward and input gradient (measured <= 1.6e-7), 1e-5 for the saved mean and
-   rstd and the weight/bias gradients (sums over all rows; measured <= 9e-7); rows offset by 100
-   keep them (the statistics are two-pass, about the row's first value) */
+   rstd, 3e-5 for the weight/bias gradients (sums over all rows, added to random values: usually
+   <= 9e-7, but a short sum that cancels against its starting value leaves a small result next to
+   f32 rounding of O(1) terms: 1.2e-5 seen for 5 rows of width 1); rows offset by 100 keep them
+   (the statistics are two-pass, about the row's first value) */
 static void test_layer_norm_fast(hv_ctx *ctx) {
     static const int64_t shapes[][2] = {{37, 384}, {5, 1}, {3, 17}, {9, 80}, {300, 64}, {2, 1000}};
     size_t i;
@@ -441,12 +443,12 @@ static void test_layer_norm_fast(hv_ctx *ctx) {
             {
                 FX_BOTH(ctx, gw0, gf, gr, g1, FAST(layer_norm_bwd)(ctx, NULL, o_, NULL, x, w, mr, sr, gy),
                         hv__cpu_layer_norm_bwd(ctx, NULL, o_, NULL, x, w, mr, sr, gy));
-                CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+                CHECK_CLOSE("  dw", hv_data(gf), hv_data(gr), hv_numel(gr), 3e-5);
             }
             {
                 FX_BOTH(ctx, gw0, gf, gr, g1, FAST(layer_norm_bwd)(ctx, NULL, NULL, o_, x, w, mr, sr, gy),
                         hv__cpu_layer_norm_bwd(ctx, NULL, NULL, o_, x, w, mr, sr, gy));
-                CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), hv_numel(gr), 1e-5);
+                CHECK_CLOSE("  db", hv_data(gf), hv_data(gr), hv_numel(gr), 3e-5);
             }
             hv_step_end(ctx);
         }
