@@ -1,0 +1,360 @@
+/* bench_vulkan.c - the GEMM rows of bench.c, the kernel rows of bench_kernels.c and the model steps
+   of models.c on a Vulkan device, each checked against the CPU backend on the same inputs.
+
+       build/bench/bench --backend vulkan [--quick | --smoke] [--runs N] [--json FILE] [--device D]
+                                          [--tol X] [--no-models]
+       (bench.c hands --backend vulkan over to this program, build/bench/bench_vulkan)
+
+   Every row makes its inputs on a CPU context and on the Vulkan context from the same seed (so
+   they are equal), uploads them once (the Vulkan context's constructors do), runs the work once
+   on both and prints the normalised error max |vulkan - cpu| / max |cpu| over every tensor the row
+   holds (the largest over a model's outputs and parameter gradients). Then it times the Vulkan
+   side: one warm-up, then --runs calls, each ending in hv_sync (submit and wait), so queued work
+   is counted; medians in ms, GFLOP/s for GEMM and kernels, images/s for model steps.
+
+   Sizes. Default: the CPU benchmarks' own shapes (batch 8 at 224 px). --quick: the quick GEMM
+   cases, kernel rows at batch 1, model steps at batch 2, a few runs: what a CPU-emulated device
+   (Mesa's lavapipe) gets through in a few minutes. --smoke: --quick with one timed run and model
+   steps at 56 px (the same networks, 16 patches): a correctness check in well under a minute on
+   lavapipe (./build.sh test runs it). On lavapipe the timings are CPU emulation, not GPU numbers.
+
+   The optimizer: hv_optim_step runs on the host arrays of the parameters, so it does not run on a
+   Vulkan context yet; the training rows time forward + backward, and an optimizer row says so.
+
+   Exit status: 0; 1 when a row failed or its error is over --tol; 77 when there is no Vulkan
+   loader or device (the message says why). The last line counts the rows checked. */
+#define _POSIX_C_SOURCE 200809L
+#define HUMANVIT_VULKAN
+#define HUMANVIT_IMPLEMENTATION
+#include "../humanvit.h"
+#include "bench_common.h"
+#include "kernel_rows.h"
+#include "model_steps.h"
+
+/* AdamW on a Vulkan context: not yet (hv_optim_step reads the parameters' host arrays) */
+#define OPTIM_ON_VULKAN 0
+
+static hv_ctx *cpu, *vk;
+static FILE *json;
+static int runs, n_ok, n_bad;
+static double tol = 1e-5;
+static char device[256]; /* the device name, JSON-safe */
+
+/* ---- comparing ------------------------------------------------------------------------------ */
+
+static float *download(const hv_tensor *t) {
+    int64_t n = hv_numel(t);
+    float *h = (float *)malloc(sizeof(float) * (size_t)(n ? n : 1));
+    if (h && hv_tensor_copy_to(t, h, sizeof(float) * (size_t)n)) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* max |got - ref| / max(max |ref|, 1e-6) of two f32 tensors of one shape; INFINITY when either
+   cannot be read or a value is not finite */
+static double norm_err(const hv_tensor *got, const hv_tensor *ref) {
+    int64_t n, i;
+    float *a, *b;
+    double d = 0, m = 1e-6;
+    if (!got || !ref || hv_numel(got) != hv_numel(ref)) return INFINITY;
+    if (hv_tensor_dtype(ref) != HV_F32) return 0; /* indices: inputs only */
+    n = hv_numel(ref);
+    a = download(got);
+    b = download(ref);
+    if (!a || !b) d = INFINITY;
+    for (i = 0; a && b && i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (!(e <= d)) d = e; /* NaN propagates */
+        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+    }
+    free(a);
+    free(b);
+    return d / m;
+}
+
+/* ---- printing ------------------------------------------------------------------------------- */
+
+/* one row: the table line and, with --json, the JSON line. ms <= 0: not timed (why says so);
+   work: flops (GFLOP/s) or, with images > 0, images per run (images/s) */
+static void row(const char *group, const char *name, const char *shape, double ms, double flops, int images, double err,
+                const char *why) {
+    int ok = why == NULL && err <= tol;
+    vk->kernel_failed = 0; /* said; the next row starts clean */
+    if (ok) n_ok++;
+    else n_bad++;
+    printf("%-22s %-30s", name, shape);
+    if (ms > 0) printf(" %10.3f", ms);
+    else printf(" %10s", "-");
+    if (ms > 0 && images > 0) printf(" %9.2f img/s", images * 1e3 / ms);
+    else if (ms > 0 && flops > 0) printf(" %9.2f GFLOP/s", flops / (ms * 1e6));
+    else printf(" %17s", "");
+    if (why) printf("  %s\n", why);
+    else printf("  %9.2e%s\n", err, ok ? "" : "  OVER TOLERANCE");
+    fflush(stdout);
+    if (!json) return;
+    fprintf(json, "{\"bench\": \"%s\", \"group\": \"%s\", \"shape\": \"%s\", \"backend\": \"vulkan\", \"device\": \"%s\"", name, group,
+            shape, device);
+    if (ms > 0) fprintf(json, ", \"ms\": %.4f", ms);
+    if (ms > 0 && images > 0) fprintf(json, ", \"images_per_s\": %.3f", images * 1e3 / ms);
+    else if (ms > 0 && flops > 0) fprintf(json, ", \"gflops\": %.2f", flops / (ms * 1e6));
+    if (why) fprintf(json, ", \"error\": \"%s\"", why);
+    else fprintf(json, ", \"max_err\": %.3e", err);
+    fprintf(json, "}\n");
+}
+
+static void heading(const char *what, const char *unit) {
+    printf("\n%-22s %-30s %10s %17s  %9s\n", what, "shape", "ms", unit, "max err");
+}
+
+/* ---- timing: one warm-up, then the median of `runs` calls, each ending in a full sync -------- */
+
+typedef void (*work_fn)(void *arg);
+static double time_vk(work_fn fn, void *arg, int n) {
+    double t[64];
+    int r;
+    if (n > 64) n = 64;
+    fn(arg);
+    hv_sync(vk);
+    for (r = 0; r < n; r++) {
+        double t0 = now_s();
+        fn(arg);
+        hv_sync(vk);
+        t[r] = (now_s() - t0) * 1e3;
+    }
+    return median(t, n);
+}
+
+/* ---- GEMM ----------------------------------------------------------------------------------- */
+
+typedef struct gemm_work {
+    hv__gemm_args g;
+} gemm_work;
+static void gemm_run(void *arg) { vk->be->gemm(vk, &((gemm_work *)arg)->g); }
+
+static void bench_gemm(const bcase *c) {
+    hv_tensor *a, *b, *cc, *av, *bv, *cv;
+    gemm_work w;
+    hv__gemm_args gc;
+    double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k * (double)c->batch, err, ms;
+    char shape[64];
+    shape_str(c, shape, sizeof shape);
+    a = hv_randn(cpu, HV_SHAPE(c->batch * c->m * c->k), 0, 1);
+    b = hv_randn(cpu, HV_SHAPE(c->batch * c->k * c->n), 0, 1);
+    cc = hv_zeros(cpu, HV_SHAPE(c->batch * c->m * c->n));
+    av = hv_tensor_to(a, vk);
+    bv = hv_tensor_to(b, vk);
+    cv = hv_zeros(vk, HV_SHAPE(c->batch * c->m * c->n));
+    if (!a || !b || !cc || !av || !bv || !cv) {
+        row("gemm", c->name, shape, 0, 0, 0, 0, hv_last_error());
+    } else {
+        gc = case_args(c, (const float *)a->data, (const float *)b->data, (float *)cc->data);
+        w.g = case_args(c, (const float *)av->data, (const float *)bv->data, (float *)cv->data);
+        cpu->be->gemm(cpu, &gc);
+        gemm_run(&w);
+        err = norm_err(cv, cc);
+        ms = time_vk(gemm_run, &w, runs);
+        row("gemm", c->name, shape, ms, flops, 0, err, vk->kernel_failed ? hv_last_error() : NULL);
+    }
+    hv_tensor_free(a);
+    hv_tensor_free(b);
+    hv_tensor_free(cc);
+    hv_tensor_free(av);
+    hv_tensor_free(bv);
+    hv_tensor_free(cv);
+}
+
+/* ---- kernels -------------------------------------------------------------------------------- */
+
+static void kernel_run(void *arg) {
+    bench *b = (bench *)arg;
+    b->run(b, 1);
+}
+
+static void bench_kernel(bench *bc, int seed) {
+    bench bv = *bc;
+    double err = 0, ms;
+    int j;
+    bc->ctx = cpu;
+    bv.ctx = vk;
+    hv_rng_seed(cpu, (uint64_t)seed);
+    hv_rng_seed(vk, (uint64_t)seed);
+    bc->setup(bc);
+    bv.setup(&bv);
+    bc->run(bc, 1);
+    bv.run(&bv, 1);
+    for (j = 0; j < KR_NT; j++) {
+        double e;
+        if (!bc->t[j]) continue;
+        e = norm_err(bv.t[j], bc->t[j]);
+        if (!(e <= err)) err = e;
+    }
+    ms = time_vk(kernel_run, &bv, runs);
+    row("kernel", bc->name, bc->shape, ms, bv.flops, 0, err, vk->kernel_failed ? hv_last_error() : NULL);
+    kr_free(bc);
+    kr_free(&bv);
+    hv_step_end(cpu);
+    hv_step_end(vk);
+}
+
+/* ---- model steps ---------------------------------------------------------------------------- */
+
+typedef struct step_work {
+    mstep *s;
+    int optim;
+} step_work;
+
+static void step_run(void *arg) {
+    step_work *w = (step_work *)arg;
+    hv_tensor *out = mstep_forward(w->s);
+    if (out && w->s->opt) {
+        mstep_backward(w->s, out);
+        if (w->optim) hv_optim_step(w->s->opt);
+    }
+    hv_sync(vk);
+    hv_step_end(vk);
+}
+
+/* the largest normalised error over the step's output and, for a training step, every parameter
+   gradient */
+static double step_err(mstep *sv, mstep *sc, const char **why) {
+    hv_tensor *ov = mstep_forward(sv), *oc = mstep_forward(sc);
+    double err;
+    int i;
+    *why = NULL;
+    if (!ov || !oc) {
+        *why = hv_last_error();
+        return INFINITY;
+    }
+    err = norm_err(ov, oc);
+    if (sc->opt) {
+        if (mstep_backward(sv, ov) || mstep_backward(sc, oc)) {
+            *why = hv_last_error();
+            return INFINITY;
+        }
+        for (i = 0; i < sc->params->count; i++) {
+            hv_tensor *gc = hv_grad(sc->params->tensors[i]), *gv = hv_grad(sv->params->tensors[i]);
+            double e;
+            if (!gc) continue;
+            e = norm_err(gv, gc);
+            if (!(e <= err)) err = e;
+        }
+    }
+    hv_step_end(vk);
+    hv_step_end(cpu);
+    return err;
+}
+
+static void bench_step(const char *name, int batch, int img, int iters, int seed) {
+    mstep sc, sv;
+    step_work w;
+    const char *why = NULL;
+    char shape[64], label[64];
+    double err = INFINITY, ms = 0;
+    int train = strstr(name, "train") || strstr(name, "mae");
+    snprintf(shape, sizeof shape, "batch %d, %dx%d", batch, img, img);
+    snprintf(label, sizeof label, "%s%s", name, train && !OPTIM_ON_VULKAN ? "_fwd_bwd" : "");
+    hv_rng_seed(cpu, (uint64_t)seed);
+    hv_rng_seed(vk, (uint64_t)seed);
+    if (mstep_new(&sc, cpu, name, batch, img) || mstep_new(&sv, vk, name, batch, img)) {
+        why = hv_last_error();
+    } else {
+        err = step_err(&sv, &sc, &why);
+        if (!why) {
+            w.s = &sv;
+            w.optim = OPTIM_ON_VULKAN;
+            ms = time_vk(step_run, &w, iters);
+            if (vk->kernel_failed) why = hv_last_error();
+        }
+    }
+    row("model", label, shape, ms, 0, batch, err, why);
+    if (train && !OPTIM_ON_VULKAN) {
+        printf("%-22s %-30s %10s %17s  %s\n", "  AdamW step", "", "-", "", "not on Vulkan yet (hv_optim_step is host-only)");
+        if (json) fprintf(json, "{\"bench\": \"%s_adamw\", \"group\": \"model\", \"backend\": \"vulkan\", \"device\": \"%s\", "
+                                "\"error\": \"not on Vulkan yet\"}\n", name, device);
+    }
+    mstep_free(&sc);
+    mstep_free(&sv);
+    hv_set_grad_enabled(cpu, 1); /* the inference steps turn it off */
+    hv_set_grad_enabled(vk, 1);
+    hv_step_end(cpu);
+    hv_step_end(vk);
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv) {
+    static const char *steps[] = {"vits14_infer", "vitb14_infer", "vits14_train", "mae_vits14"};
+    static bench rows[64];
+    const char *json_path = NULL, *dev = NULL;
+    int quick = 0, smoke = 0, models = 1, i, nrows, batch, img, iters;
+    hv_init_desc id;
+    const char *p;
+    char *q;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc) dev = argv[++i];
+        else if (!strcmp(argv[i], "--tol") && i + 1 < argc) tol = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--smoke")) quick = smoke = 1;
+        else if (!strcmp(argv[i], "--no-models")) models = 0;
+        else {
+            fprintf(stderr, "usage: bench --backend vulkan [--quick | --smoke] [--runs N] [--json FILE] [--device D] [--tol X] "
+                            "[--no-models]\n(unknown or incomplete flag '%s')\n", argv[i]);
+            return 2;
+        }
+    }
+    if (runs <= 0) runs = smoke ? 1 : quick ? 3 : 11;
+    memset(&id, 0, sizeof id);
+    id.seed = 1;
+    if (!(cpu = hv_init(&id))) {
+        fprintf(stderr, "bench: %s\n", hv_last_error());
+        return 1;
+    }
+    id.backend = HV_BACKEND_VULKAN;
+    id.device = dev;
+    if (!(vk = hv_init(&id))) {
+        fprintf(stderr, "bench: --backend vulkan: %s\n", hv_last_error());
+        hv_shutdown(cpu);
+        return 77;
+    }
+    for (p = hv_ctx_device_name(vk), q = device; *p && q < device + sizeof device - 1; p++) *q++ = *p == '"' || *p == '\\' ? '\'' : *p;
+    *q = 0;
+    if (json_path && !(json = fopen(json_path, "w"))) {
+        fprintf(stderr, "bench: cannot write %s\n", json_path);
+        return 1;
+    }
+    printf("humanvit on Vulkan: device \"%s\"%s\n", device,
+           ((hv__vk *)vk->dev)->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU
+               ? " (a CPU device: these timings are CPU emulation, not GPU numbers; the errors are what counts)"
+               : "");
+    printf("median of %d run%s after a warm-up, each ending in a full sync (hv_sync); sizes: %s\n", runs, runs == 1 ? "" : "s",
+           smoke ? "--smoke (kernels at batch 1, model steps at batch 2, 56 px)"
+                 : quick ? "--quick (kernels at batch 1, model steps at batch 2)" : "full (the CPU benchmarks' shapes)");
+    printf("max err = max |vulkan - cpu| / max |cpu| over every tensor of the row (CPU: %d threads, its fast kernels); tolerance %.0e\n",
+           hv_get_threads(cpu), tol);
+
+    heading("GEMM", "GFLOP/s");
+    for (i = 0; i < NCASES; i++)
+        if (!quick || cases[i].quick) bench_gemm(&cases[i]);
+
+    heading("kernel", "GFLOP/s");
+    nrows = kr_rows(rows, NULL, quick);
+    for (i = 0; i < nrows; i++) bench_kernel(&rows[i], 100 + i);
+
+    if (models) {
+        batch = quick ? 2 : 8;
+        img = smoke ? 56 : 224;
+        iters = smoke ? 1 : quick ? 2 : 5;
+        heading("model step", "images/s");
+        for (i = 0; i < 4; i++) bench_step(steps[i], batch, img, iters, 200 + i);
+    }
+
+    printf("\ncorrectness: %d rows within %.0e of the CPU, %d over or failed\n", n_ok, tol, n_bad);
+    if (json) fclose(json);
+    hv_shutdown(vk);
+    hv_shutdown(cpu);
+    return n_bad ? 1 : 0;
+}
