@@ -348,11 +348,24 @@ build_examples() {
     done
 }
 
+# bench/bench.c and bench/bench_vulkan.c, for tests/test_bench_vulkan.sh (bench --backend vulkan
+# --smoke); normal build with the Vulkan headers only (the test says SKIP otherwise)
+build_bench_vulkan() {
+    local name
+    matches_filter test_bench_vulkan || return 0
+    probe_vulkan
+    [ "$HAVE_VULKAN_HEADERS" -eq 1 ] || return 0
+    for name in bench bench_vulkan; do
+        build_prog "bench/$name.c" "$OUT/bench/$name" bench/*.h || BUILD_FAILED+=("$name")
+    done
+}
+
 build_all() {
     check_shaders
     build_lib || true
     if [ "$MODE" = normal ]; then build_lib_vulkan || true; fi
     build_tests
+    if [ "$MODE" = normal ]; then build_bench_vulkan; fi
     build_examples
     build_dispatch || true
 }

@@ -153,11 +153,35 @@ static void mse_bwd(bench *b, int fast) {
     KR_FN(b, fast, diff_loss_bwd, hv__cpu_diff_loss_bwd)(b->ctx, HV__LOSS_MSE, b->t[7], NULL, b->t[0], b->t[6], b->t[12]);
 }
 
+/* ---- sizes ---------------------------------------------------------------------------------- */
+
+static void kr_shrink(bench *b, int small) {
+    int64_t *p = b->p;
+    p[0] = p[0] >= 2056 ? p[0] / 8 : p[0] == 8 ? 1 : p[0];
+    if (small < 2) return;
+    if (b->setup == att_setup) p[1] = (p[1] - 1) / 4 + 1; /* tokens: 257 -> 65 */
+    else if (b->setup == conv_setup) p[2] /= 4, p[3] /= 4; /* image sides */
+    else p[0] = (p[0] + 3) / 4;                             /* rows */
+}
+
+/* the sizes a row really has, as text */
+static void kr_shape(const bench *b, char *buf, size_t n) {
+    const int64_t *p = b->p;
+    if (b->setup == att_setup)
+        snprintf(buf, n, "B%lld H%lld N%lld d%lld", (long long)p[0], (long long)p[2], (long long)p[1], (long long)p[3]);
+    else if (b->setup == conv_setup)
+        snprintf(buf, n, "%lldx%lldx%lldx%lld -> %lld k%lld s%lld g%lld", (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3],
+                 (long long)p[4], (long long)p[5], (long long)p[6], (long long)(p[8] ? p[8] : 1));
+    else snprintf(buf, n, "%lld x %lld", (long long)p[0], (long long)p[1]);
+}
+
 /* ---- the table -------------------------------------------------------------------------------- */
 
 /* fills bs (room for 64) with the rows whose name contains filter (NULL: all); returns the count.
-   small: batch 1 instead of 8 (the rows' first parameter; rows of 2056 or more become 257), and
-   no ViT-H rows: the sizes a CPU-emulated Vulkan device (lavapipe) gets through in seconds. */
+   small 1: batch 1 instead of 8 (the rows' first parameter; rows of 2056 or more become 257), and
+   no ViT-H rows: sizes a CPU-emulated Vulkan device (lavapipe) gets through in seconds. small 2:
+   also a quarter of the tokens, rows and image sides (a smoke test). The shape strings are those
+   of the full sizes: kr_shape says what a row really has. */
 static int kr_rows(bench *bs, const char *filter, int small) {
     int nb = 0;
     /* name (the torch script uses the same names), shape, setup, run, shape parameters */
@@ -172,7 +196,7 @@ static int kr_rows(bench *bs, const char *filter, int small) {
             b_->setup = su;                                                                        \
             b_->run = fn;                                                                          \
             memcpy(b_->p, p_, sizeof p_);                                                          \
-            if (small) b_->p[0] = b_->p[0] >= 2056 ? b_->p[0] / 8 : b_->p[0] == 8 ? 1 : b_->p[0];  \
+            if (small) kr_shrink(b_, small);                                                       \
         }                                                                                          \
     } while (0)
     ADD("attn_fwd_vits", "B8 H6 N257 d64", att_setup, att_fwd, 8, 257, 6, 64, 0);

@@ -29,9 +29,10 @@ static void mstep_free(mstep *s) {
     memset(s, 0, sizeof *s);
 }
 
-/* the step's model, optimizer and inputs on ctx: batch images of img_size (0: the preset's 224).
+/* the step's model, optimizer and inputs on ctx: batch images of img_size (0: the preset's 224);
+   depth > 0: that many blocks (the MAE decoder too) instead of the preset's (a smoke test).
    0, -1 (error set), or 2 for an unknown name */
-static int mstep_new(mstep *s, hv_ctx *ctx, const char *step, int batch, int img_size) {
+static int mstep_new(mstep *s, hv_ctx *ctx, const char *step, int batch, int img_size, int depth) {
     hv_optim_desc od;
     memset(s, 0, sizeof *s);
     memset(&od, 0, sizeof od);
@@ -41,6 +42,7 @@ static int mstep_new(mstep *s, hv_ctx *ctx, const char *step, int batch, int img
         memset(&d, 0, sizeof d);
         d.preset = step[3] == 'b' ? HV_VIT_B14 : HV_VIT_S14;
         d.img_size = img_size;
+        d.depth = depth;
         if (!strcmp(step, "vits14_train")) d.num_classes = 1000;
         if (!(s->vit = hv_vit_new(ctx, &d))) return -1;
         s->params = hv_vit_params(s->vit);
@@ -51,6 +53,8 @@ static int mstep_new(mstep *s, hv_ctx *ctx, const char *step, int batch, int img
         memset(&d, 0, sizeof d);
         d.encoder.preset = HV_VIT_S14;
         d.encoder.img_size = img_size;
+        d.encoder.depth = depth;
+        d.decoder_depth = depth;
         d.mask_ratio = 0.8f;
         if (!(s->mae = hv_mae_new(ctx, &d))) return -1;
         s->params = hv_mae_params(s->mae);

@@ -60,7 +60,7 @@ int main(int argc, char **argv) {
     id.seed = 1;
     ctx = hv_init(&id);
     if (!ctx) die("hv_init");
-    rc = mstep_new(&s, ctx, step, batch, 0);
+    rc = mstep_new(&s, ctx, step, batch, 0, 0);
     if (rc == 2) {
         fprintf(stderr, "bench_models: unknown step '%s'\n", step);
         return 2;
