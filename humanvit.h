@@ -994,11 +994,21 @@ enum { HV__ADD, HV__SUB, HV__MUL, HV__DIV };
 enum { HV__EXP, HV__LOG, HV__SQRT, HV__TANH, HV__SIGMOID, HV__RELU, HV__LEAKY_RELU, HV__GELU, HV__SCALE, HV__ADD_SCALAR };
 enum { HV__RED_SUM, HV__RED_MAX };
 
-/* one AdamW update of a parameter (PyTorch semantics, decoupled weight decay); bias
-   corrections bc1 = 1 - beta1^step and bc2 = 1 - beta2^step are computed by the caller */
+/* one Adam or AdamW update of a parameter, PyTorch's float expressions (hv__adam_ref). The caller
+   computes the coefficients once, in double: decay = 1 - lr wd (AdamW; Adam 1), l2 = wd (Adam's
+   coupled decay; AdamW 0), b1c = 1 - beta1, b2c = 1 - beta2, bc2_sqrt = sqrt(1 - beta2^step),
+   neg_step = -lr / (1 - beta1^step) */
 typedef struct hv__adamw_args {
-    float lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+    float decay, l2, b1c, beta2, b2c, bc2_sqrt, eps, neg_step;
 } hv__adamw_args;
+/* one SGD or LARS update: u = (g + wd p) scale; with a momentum buffer b = first ? u : momentum b +
+   damp u (torch: the buffer starts as a copy), then u = nesterov ? u + momentum b : b; p += neg_lr u.
+   SGD has scale 1, LARS the trust ratio and damp 1 (its buffer starts at zero: b = u exactly). */
+typedef struct hv__sgd_args {
+    float neg_lr, wd, momentum, damp, scale;
+    int first, nesterov;
+} hv__sgd_args;
+enum { HV__SUMSQ, HV__NONFINITE };
 
 struct hv__backend {
     const char *name;
@@ -1015,8 +1025,15 @@ struct hv__backend {
     void (*step_end)(hv_ctx *ctx); /* after the tape and arena reset: release the step's pool */
     void (*shutdown)(hv_ctx *ctx);
     const char *(*device_name)(const hv_ctx *ctx);
-    /* optimizer updates: p, m, v and g contiguous, same shape; m and v updated in place */
+    /* optimizer updates: p, m, v, buf and g contiguous f32 of one shape; p and the state updated
+       in place (buf NULL: SGD without momentum) */
     void (*adamw)(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a);
+    void (*sgd)(hv_ctx *ctx, hv_tensor *p, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a);
+    /* for n contiguous f32 tensors, to the host: out[i] = the sum of (x[i] + a[i] y[i])^2
+       (HV__SUMSQ; y NULL or y[i] NULL: of x[i]^2), or how many of x[i] are NaN or Inf
+       (HV__NONFINITE). Gradient norms, LARS trust ratios, NaN checks: a device backend submits and
+       waits once for all n. 0, or -1 (error set) */
+    int (*sumsq)(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x, const hv_tensor *const *y, const float *a, double *out);
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
@@ -6219,6 +6236,172 @@ static const int hv__reference_kernels = 1;
 #else
 static const int hv__reference_kernels = 0;
 #endif
+/* HV-SECTION cpu-optim BEGIN */
+/* ==== 7. CPU BACKEND: optimizer kernels =========================================================
+   The backend entries behind hv_optim_step, hv_clip_grad_norm and hv_check_finite (adamw, sgd,
+   sumsq), so the optimizers run unchanged on a device backend. The Adam(W) update is written once
+   against the hv__v* vector layer of the fast kernels and does the reference's float operations in
+   the same order with no FMA (IEEE sqrt and division are exact), so it matches hv__adam_ref bit for
+   bit (tests/test_train.c checks). Elementwise: fixed blocks of elements in parallel, the same bits
+   for any thread count. The deterministic chunked sums live here too. */
+
+/* the reference: PyTorch's single-tensor Adam(W) expressions, lerp for the first moment, mul +
+   addcmul for the second, addcdiv for the update */
+static void hv__adam_ref(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, const hv__adamw_args *a) {
+    float decay = a->decay, l2 = a->l2, b1c = a->b1c, b2 = a->beta2, b2c = a->b2c, bc2_sqrt = a->bc2_sqrt, eps = a->eps;
+    float neg_step = a->neg_step;
+    int64_t i;
+    HV__PARALLEL_FOR(ctx, n)
+    for (i = 0; i < n; i++) {
+        float gi = g[i] + l2 * w[i]; /* Adam: grad.add(param, alpha=wd); AdamW: l2 = 0 */
+        float wi = w[i] * decay;     /* AdamW: param.mul_(1 - lr wd); Adam: decay = 1 */
+        float mi = m[i] + b1c * (gi - m[i]);
+        float vi = v[i] * b2 + b2c * gi * gi;
+        float denom = sqrtf(vi) / bc2_sqrt + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = wi + neg_step * mi / denom;
+    }
+}
+
+#define HV__OPT_BLOCK 8192 /* elements per parallel work item (a multiple of every HV__VN) */
+/* hv__adam_ref on r <= HV__VN elements from i, vectorised */
+HV__INLINE void hv__adam_vec(float *w, const float *g, float *m, float *v, int64_t i, int64_t r, const hv__vf *k) {
+    int full = r == HV__VN;
+    hv__vf wv = full ? hv__vld(w + i) : hv__vldn(w + i, r), gv = full ? hv__vld(g + i) : hv__vldn(g + i, r);
+    hv__vf mv = full ? hv__vld(m + i) : hv__vldn(m + i, r), vv = full ? hv__vld(v + i) : hv__vldn(v + i, r);
+    hv__vf gi = hv__vadd(gv, hv__vmul(k[1], wv)), wi = hv__vmul(wv, k[0]);
+    hv__vf mi = hv__vadd(mv, hv__vmul(k[2], hv__vsub(gi, mv)));
+    hv__vf vi = hv__vadd(hv__vmul(vv, k[3]), hv__vmul(hv__vmul(k[4], gi), gi));
+    hv__vf denom = hv__vadd(hv__vdiv(hv__vsqrt(vi), k[5]), k[6]);
+    wi = hv__vadd(wi, hv__vdiv(hv__vmul(k[7], mi), denom));
+    if (full) {
+        hv__vst(m + i, mi);
+        hv__vst(v + i, vi);
+        hv__vst(w + i, wi);
+    } else {
+        hv__vstn(m + i, mi, r);
+        hv__vstn(v + i, vi, r);
+        hv__vstn(w + i, wi, r);
+    }
+}
+static void hv__adam_fast(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, const hv__adamw_args *a) {
+    hv__vf k[8];
+    int64_t nb = (n + HV__OPT_BLOCK - 1) / HV__OPT_BLOCK, b;
+    k[0] = hv__vset(a->decay);
+    k[1] = hv__vset(a->l2);
+    k[2] = hv__vset(a->b1c);
+    k[3] = hv__vset(a->beta2);
+    k[4] = hv__vset(a->b2c);
+    k[5] = hv__vset(a->bc2_sqrt);
+    k[6] = hv__vset(a->eps);
+    k[7] = hv__vset(a->neg_step);
+    HV__PARALLEL_FOR(ctx, n)
+    for (b = 0; b < nb; b++) {
+        int64_t i = b * HV__OPT_BLOCK, e = i + HV__OPT_BLOCK < n ? i + HV__OPT_BLOCK : n;
+        for (; i < e; i += HV__VN) hv__adam_vec(w, g, m, v, i, e - i < HV__VN ? e - i : HV__VN, k);
+    }
+}
+static void hv__cpu_adamw(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+    (hv__reference_kernels ? hv__adam_ref : hv__adam_fast)(ctx, (float *)p->data, (const float *)g->data, (float *)m->data,
+                                                           (float *)v->data, hv_numel(p), a);
+}
+
+/* SGD and LARS: gcc vectorises this loop at -O2 when buf is NULL; not a hot spot either way */
+static void hv__cpu_sgd(hv_ctx *ctx, hv_tensor *p, hv_tensor *bt, const hv_tensor *gt, const hv__sgd_args *a) {
+    float *w = (float *)p->data, *buf = bt ? (float *)bt->data : NULL;
+    const float *g = (const float *)gt->data;
+    float wd = a->wd, mom = a->momentum, damp = a->damp, scale = a->scale, neg_lr = a->neg_lr;
+    int first = a->first, nesterov = a->nesterov;
+    int64_t n = hv_numel(p), k;
+    HV__PARALLEL_FOR(ctx, n)
+    for (k = 0; k < n; k++) {
+        float gk = (g[k] + wd * w[k]) * scale;
+        if (buf) {
+            float b = first ? gk : buf[k] * mom + damp * gk;
+            buf[k] = b;
+            gk = nesterov ? gk + mom * b : b;
+        }
+        w[k] = w[k] + neg_lr * gk;
+    }
+}
+
+/* A reduction is cut into at most HV__NCHUNK chunks whose bounds depend on n only; chunks run in
+   parallel and their partial results are combined in chunk order, so any thread count gives the
+   same bits. */
+#define HV__NCHUNK 64
+static int64_t hv__chunk_len(int64_t n) {
+    int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
+    return c < 16384 ? 16384 : c;
+}
+/* sum of (x[i] + a y[i])^2 in double, the term formed in float (y NULL: sum of x[i]^2) */
+static double hv__sumsq(hv_ctx *ctx, const float *x, const float *y, float a, int64_t n) {
+    double part[HV__NCHUNK], s = 0;
+    int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
+        double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
+        float u0, u1, u2, u3;
+        for (; i + 4 <= e; i += 4) {
+            u0 = x[i];
+            u1 = x[i + 1];
+            u2 = x[i + 2];
+            u3 = x[i + 3];
+            if (y) {
+                u0 += a * y[i];
+                u1 += a * y[i + 1];
+                u2 += a * y[i + 2];
+                u3 += a * y[i + 3];
+            }
+            a0 += (double)u0 * u0;
+            a1 += (double)u1 * u1;
+            a2 += (double)u2 * u2;
+            a3 += (double)u3 * u3;
+        }
+        for (; i < e; i++) {
+            u0 = y ? x[i] + a * y[i] : x[i];
+            a0 += (double)u0 * u0;
+        }
+        part[c] = (a0 + a1) + (a2 + a3);
+    }
+    for (c = 0; c < nc; c++) s += part[c];
+    return s;
+}
+/* how many of x are NaN or Inf; *first the index of the first one (-1 when none) */
+static int64_t hv__count_nonfinite(hv_ctx *ctx, const float *x, int64_t n, int64_t *first) {
+    int64_t cnt[HV__NCHUNK], fst[HV__NCHUNK], len = hv__chunk_len(n), nc = (n + len - 1) / len, c, total = 0;
+    HV__PARALLEL_FOR(ctx, n)
+    for (c = 0; c < nc; c++) {
+        int64_t i, e = (c + 1) * len < n ? (c + 1) * len : n, k = 0, f = -1;
+        for (i = c * len; i < e; i++)
+            if (!isfinite(x[i])) {
+                if (f < 0) f = i;
+                k++;
+            }
+        cnt[c] = k;
+        fst[c] = f;
+    }
+    *first = -1;
+    for (c = 0; c < nc; c++) {
+        if (*first < 0 && fst[c] >= 0) *first = fst[c];
+        total += cnt[c];
+    }
+    return total;
+}
+
+static int hv__cpu_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x, const hv_tensor *const *y, const float *a, double *out) {
+    int i;
+    for (i = 0; i < n; i++) {
+        int64_t first;
+        const float *yi = y && y[i] ? (const float *)y[i]->data : NULL;
+        out[i] = mode == HV__SUMSQ ? hv__sumsq(ctx, (const float *)x[i]->data, yi, yi ? a[i] : 0.0f, hv_numel(x[i]))
+                                   : (double)hv__count_nonfinite(ctx, (const float *)x[i]->data, hv_numel(x[i]), &first);
+    }
+    return 0;
+}
+/* HV-SECTION cpu-optim END */
+
 static const hv__backend *hv__cpu_backend(void) {
     static hv__backend be;
     if (!be.name) {
@@ -6284,6 +6467,11 @@ static const hv__backend *hv__cpu_backend(void) {
             be.diff_loss_bwd = hv__fast_diff_loss_bwd;
         }
         /* HV-SECTION cpu-fast-table END */
+        /* HV-SECTION cpu-optim-table BEGIN */
+        be.adamw = hv__cpu_adamw;
+        be.sgd = hv__cpu_sgd;
+        be.sumsq = hv__cpu_sumsq;
+        /* HV-SECTION cpu-optim-table END */
         be.name = "cpu";
     }
     return &be;
@@ -7821,25 +8009,81 @@ static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor
 }
 static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
     const hv_tensor *ts[4];
-    int32_t p[8];
-    {
-        int w[4] = {1, 1, 1, 0};
-        p[0] = hv__vk_i32(hv_numel(pt));
-        p[1] = hv__vk_f2i(a->lr);
-        p[2] = hv__vk_f2i(a->beta1);
-        p[3] = hv__vk_f2i(a->beta2);
-        p[4] = hv__vk_f2i(a->eps);
-        p[5] = hv__vk_f2i(a->weight_decay);
-        p[6] = hv__vk_f2i(a->bc1);
-        p[7] = hv__vk_f2i(a->bc2);
-        ts[0] = pt;
-        ts[1] = m;
-        ts[2] = v;
-        ts[3] = g;
-        hv__vk_run(ctx, "hv_adamw", HV__VKS_ADAMW, ts, w, 4, p, 8, (uint64_t)hv_numel(pt), 256, 0);
-    }
+    int w[4] = {1, 1, 1, 0};
+    int32_t p[9];
+    p[0] = hv__vk_i32(hv_numel(pt));
+    p[1] = hv__vk_f2i(a->decay);
+    p[2] = hv__vk_f2i(a->l2);
+    p[3] = hv__vk_f2i(a->b1c);
+    p[4] = hv__vk_f2i(a->beta2);
+    p[5] = hv__vk_f2i(a->b2c);
+    p[6] = hv__vk_f2i(a->bc2_sqrt);
+    p[7] = hv__vk_f2i(a->eps);
+    p[8] = hv__vk_f2i(a->neg_step);
+    ts[0] = pt;
+    ts[1] = m;
+    ts[2] = v;
+    ts[3] = g;
+    hv__vk_run(ctx, "hv_optim_step (Adam)", HV__VKS_ADAMW, ts, w, 4, p, 9, (uint64_t)hv_numel(pt), 256, 0);
 }
-
+static void hv__vk_sgd(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
+    const hv_tensor *ts[3];
+    int w[3] = {1, 1, 0};
+    int32_t p[9];
+    p[0] = hv__vk_i32(hv_numel(pt));
+    p[1] = hv__vk_f2i(a->neg_lr);
+    p[2] = hv__vk_f2i(a->wd);
+    p[3] = hv__vk_f2i(a->momentum);
+    p[4] = hv__vk_f2i(a->damp);
+    p[5] = hv__vk_f2i(a->scale);
+    p[6] = buf != NULL;
+    p[7] = a->first;
+    p[8] = a->nesterov;
+    ts[0] = pt;
+    ts[1] = buf ? buf : pt;
+    ts[2] = g;
+    hv__vk_run(ctx, "hv_optim_step (SGD/LARS)", HV__VKS_SGD, ts, w, 3, p, 9, (uint64_t)hv_numel(pt), 256, 0);
+}
+/* every tensor's partial sums (sumsq.comp) and their total (sum_scalar) go to one slot of a device
+   vector, which comes down once */
+static int hv__vk_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x, const hv_tensor *const *y, const float *a,
+                        double *out) {
+    int64_t nn = n, i;
+    hv_tensor *dev = hv__new(ctx, 1, &nn);
+    float *host;
+    int rc;
+    if (!dev) return -1;
+    for (i = 0; i < n && !ctx->kernel_failed; i++) {
+        int64_t len = hv_numel(x[i]), groups = (len + 255) / 256;
+        const hv_tensor *ts[3];
+        int w[3] = {1, 0, 0};
+        int32_t p[4];
+        hv_tensor *partial, slot = *dev;
+        if (len == 0) continue; /* the slot stays 0: device memory comes zeroed */
+        if (groups > 1024) groups = 1024; /* grid-stride beyond */
+        if (!(partial = hv__new(ctx, 1, &groups))) return -1;
+        p[0] = hv__vk_i32(len);
+        p[1] = mode == HV__NONFINITE;
+        p[2] = y && y[i];
+        p[3] = hv__vk_f2i(y && y[i] ? a[i] : 0.0f);
+        ts[0] = partial;
+        ts[1] = x[i];
+        ts[2] = y && y[i] ? y[i] : x[i];
+        slot.data = (char *)dev->data + 4 * i;
+        slot.shape[0] = 1;
+        if (hv__vk_run(ctx, "hv_vulkan sumsq", HV__VKS_SUMSQ, ts, w, 3, p, 4, (uint64_t)groups, 256, 1) == 0)
+            hv__vk_sum_scalar(ctx, &slot, partial, 1.0f);
+    }
+    if (ctx->kernel_failed) {
+        ctx->kernel_failed = 0;
+        return -1;
+    }
+    if (!(host = (float *)hv__arena_alloc(&ctx->arena, sizeof(float) * (size_t)(n ? n : 1)))) return hv__fail("hv_vulkan", "out of memory"), -1;
+    rc = hv__vk_read(ctx, host, dev);
+    for (i = 0; !rc && i < n; i++) out[i] = host[i];
+    hv__arena_pop(&ctx->arena, host);
+    return rc;
+}
 
 /* ---- splitting work over the storage-buffer range ------------------------------------------- */
 
@@ -8636,6 +8880,8 @@ static const hv__backend *hv__vk_backend(void) {
         be.batch_norm = hv__vk_batch_norm;
         be.batch_norm_bwd = hv__vk_batch_norm_bwd;
         be.adamw = hv__vk_adamw;
+        be.sgd = hv__vk_sgd;
+        be.sumsq = hv__vk_sumsq;
         be.name = "vulkan";
     }
     return &be;
@@ -11768,72 +12014,6 @@ HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *para
 #include <io.h>
 #endif
 
-/* ---- deterministic reductions over a float array -------------------------------------------- */
-
-/* A reduction is cut into at most HV__NCHUNK chunks whose bounds depend on n only; chunks run in
-   parallel and their partial results are combined in chunk order, so any thread count gives the
-   same bits. */
-#define HV__NCHUNK 64
-static int64_t hv__chunk_len(int64_t n) {
-    int64_t c = (n + HV__NCHUNK - 1) / HV__NCHUNK;
-    return c < 16384 ? 16384 : c;
-}
-/* sum of (x[i] + a y[i])^2 in double, the term formed in float (y NULL: sum of x[i]^2) */
-static double hv__sumsq(hv_ctx *ctx, const float *x, const float *y, float a, int64_t n) {
-    double part[HV__NCHUNK], s = 0;
-    int64_t len = hv__chunk_len(n), nc = (n + len - 1) / len, c;
-    HV__PARALLEL_FOR(ctx, n)
-    for (c = 0; c < nc; c++) {
-        int64_t i = c * len, e = (c + 1) * len < n ? (c + 1) * len : n;
-        double a0 = 0, a1 = 0, a2 = 0, a3 = 0; /* four chains: the adds overlap */
-        float u0, u1, u2, u3;
-        for (; i + 4 <= e; i += 4) {
-            u0 = x[i];
-            u1 = x[i + 1];
-            u2 = x[i + 2];
-            u3 = x[i + 3];
-            if (y) {
-                u0 += a * y[i];
-                u1 += a * y[i + 1];
-                u2 += a * y[i + 2];
-                u3 += a * y[i + 3];
-            }
-            a0 += (double)u0 * u0;
-            a1 += (double)u1 * u1;
-            a2 += (double)u2 * u2;
-            a3 += (double)u3 * u3;
-        }
-        for (; i < e; i++) {
-            u0 = y ? x[i] + a * y[i] : x[i];
-            a0 += (double)u0 * u0;
-        }
-        part[c] = (a0 + a1) + (a2 + a3);
-    }
-    for (c = 0; c < nc; c++) s += part[c];
-    return s;
-}
-/* how many of x are NaN or Inf; *first the index of the first one (-1 when none) */
-static int64_t hv__count_nonfinite(hv_ctx *ctx, const float *x, int64_t n, int64_t *first) {
-    int64_t cnt[HV__NCHUNK], fst[HV__NCHUNK], len = hv__chunk_len(n), nc = (n + len - 1) / len, c, total = 0;
-    HV__PARALLEL_FOR(ctx, n)
-    for (c = 0; c < nc; c++) {
-        int64_t i, e = (c + 1) * len < n ? (c + 1) * len : n, k = 0, f = -1;
-        for (i = c * len; i < e; i++)
-            if (!isfinite(x[i])) {
-                if (f < 0) f = i;
-                k++;
-            }
-        cnt[c] = k;
-        fst[c] = f;
-    }
-    *first = -1;
-    for (c = 0; c < nc; c++) {
-        if (*first < 0 && fst[c] >= 0) *first = fst[c];
-        total += cnt[c];
-    }
-    return total;
-}
-
 /* ---- parameter groups ----------------------------------------------------------------------- */
 
 static int hv__ends_with(const char *s, const char *suffix) {
@@ -11875,6 +12055,10 @@ struct hv_optim {
     double lr;
     int count, nslots;
     hv__opt_param *p;
+    /* LARS: the sumsq arguments and results of a step, 2 per parameter */
+    const hv_tensor **lx, **ly;
+    float *la;
+    double *lss;
 };
 
 static const char *hv__optim_name(int type) {
@@ -11933,6 +12117,17 @@ HVDEF hv_optim *hv_optim_new(hv_ctx *ctx, const hv_param_list *params, const hv_
         return (hv_optim *)hv__fail("hv_optim_new", "out of memory");
     }
     memset(o->p, 0, sizeof(hv__opt_param) * (size_t)(o->count ? o->count : 1));
+    if (d.type == HV_OPTIM_LARS) {
+        size_t n2 = 2 * (size_t)(o->count ? o->count : 1);
+        o->lx = (const hv_tensor **)hv__malloc(sizeof *o->lx * n2);
+        o->ly = (const hv_tensor **)hv__malloc(sizeof *o->ly * n2);
+        o->la = (float *)hv__malloc(sizeof *o->la * n2);
+        o->lss = (double *)hv__malloc(sizeof *o->lss * n2);
+        if (!o->lx || !o->ly || !o->la || !o->lss) {
+            hv__fail("hv_optim_new", "out of memory");
+            goto fail;
+        }
+    }
     for (i = 0; i < o->count; i++) {
         hv__opt_param *P = &o->p[i];
         hv_tensor *t = params->tensors[i];
@@ -11971,6 +12166,10 @@ HVDEF void hv_optim_free(hv_optim *opt) {
     for (i = 0; i < opt->count; i++)
         for (s = 0; s < 2; s++) hv_tensor_free(opt->p[i].state[s]);
     hv__free(opt->p);
+    hv__free((void *)opt->lx);
+    hv__free((void *)opt->ly);
+    hv__free(opt->la);
+    hv__free(opt->lss);
     hv__free(opt);
 }
 
@@ -12008,78 +12207,77 @@ HVDEF void hv_optim_zero_grad(hv_optim *opt) {
         if (opt->p[i].active) hv_zero_grad(opt->p[i].t);
 }
 
-/* Adam(W) on one parameter. The float expressions follow PyTorch's single-tensor kernels:
-   lerp for the first moment, mul + addcmul for the second, addcdiv for the update. */
-static void hv__adam_update(hv_ctx *ctx, float *w, const float *g, float *m, float *v, int64_t n, float decay, float l2, float b1c,
-                            float b2, float b2c, float bc2_sqrt, float eps, float neg_step) {
-    int64_t i;
-    HV__PARALLEL_FOR(ctx, n)
-    for (i = 0; i < n; i++) {
-        float gi = g[i] + l2 * w[i];  /* Adam: grad.add(param, alpha=wd); AdamW: l2 = 0 */
-        float wi = w[i] * decay;      /* AdamW: param.mul_(1 - lr wd); Adam: decay = 1 */
-        float mi = m[i] + b1c * (gi - m[i]);
-        float vi = v[i] * b2 + b2c * gi * gi;
-        float denom = sqrtf(vi) / bc2_sqrt + eps;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = wi + neg_step * mi / denom;
-    }
-}
-
+/* The updates run through the backend table (adamw, sgd, sumsq), so the same code drives a device
+   backend; the coefficients are computed here once per parameter, in double. LARS takes the norms
+   of all its matrices in one sumsq call first (one submit and wait on a device per step). */
 HVDEF int hv_optim_step(hv_optim *opt) {
-    int i;
+    int i, nl = 0;
     const hv_optim_desc *d;
+    hv_ctx *ctx;
     if (!opt) return hv__fail("hv_optim_step", "optimizer is NULL"), -1;
     d = &opt->d;
+    ctx = opt->ctx;
+    if (d->type == HV_OPTIM_LARS) { /* trust ratios from ||w|| and ||g + wd w|| of every matrix */
+        for (i = 0; i < opt->count; i++) {
+            hv__opt_param *P = &opt->p[i];
+            if (!P->active || !P->t->trainable || !P->t->grad || P->t->ndim <= 1) continue;
+            opt->lx[2 * nl] = P->t;
+            opt->ly[2 * nl] = NULL;
+            opt->lx[2 * nl + 1] = P->t->grad;
+            opt->ly[2 * nl + 1] = P->t;
+            opt->la[2 * nl] = 0;
+            opt->la[2 * nl + 1] = P->wd;
+            nl++;
+        }
+        if (nl && ctx->be->sumsq(ctx, HV__SUMSQ, 2 * nl, opt->lx, opt->ly, opt->la, opt->lss)) return -1;
+        nl = 0;
+    }
     for (i = 0; i < opt->count; i++) {
         hv__opt_param *P = &opt->p[i];
         hv_tensor *t = P->t;
-        hv_ctx *ctx = opt->ctx;
-        float *w, *g;
         double lr = opt->lr * (double)P->lr_scale;
-        int64_t n, k;
         if (!P->active || !t->trainable || !t->grad) continue;
-        n = hv_numel(t);
-        w = (float *)t->data;
-        g = (float *)t->grad->data;
         P->steps++;
         if (d->type == HV_OPTIM_ADAMW || d->type == HV_OPTIM_ADAM) {
             double step = (double)P->steps;
             double bc1 = 1.0 - pow((double)d->beta1, step), bc2 = 1.0 - pow((double)d->beta2, step);
             int adamw = d->type == HV_OPTIM_ADAMW;
-            hv__adam_update(ctx, w, g, (float *)P->state[0]->data, (float *)P->state[1]->data, n,
-                            adamw ? (float)(1.0 - lr * P->wd) : 1.0f, adamw ? 0.0f : P->wd, (float)(1.0 - d->beta1), d->beta2,
-                            (float)(1.0 - d->beta2), (float)sqrt(bc2), d->eps, (float)-(lr / bc1));
-        } else if (d->type == HV_OPTIM_SGD) {
-            float wd = P->wd, mom = d->momentum, damp = (float)(1.0 - d->dampening), neg_lr = (float)-lr;
-            float *buf = opt->nslots ? (float *)P->state[0]->data : NULL;
-            int first = P->steps == 1, nesterov = d->nesterov;
-            HV__PARALLEL_FOR(ctx, n)
-            for (k = 0; k < n; k++) {
-                float gk = g[k] + wd * w[k];
-                if (buf) {
-                    float b = first ? gk : buf[k] * mom + damp * gk; /* torch: the buffer starts as a copy of g */
-                    buf[k] = b;
-                    gk = nesterov ? gk + mom * b : b;
+            hv__adamw_args a;
+            a.decay = adamw ? (float)(1.0 - lr * P->wd) : 1.0f;
+            a.l2 = adamw ? 0.0f : P->wd;
+            a.b1c = (float)(1.0 - d->beta1);
+            a.beta2 = d->beta2;
+            a.b2c = (float)(1.0 - d->beta2);
+            a.bc2_sqrt = (float)sqrt(bc2);
+            a.eps = d->eps;
+            a.neg_step = (float)-(lr / bc1);
+            ctx->be->adamw(ctx, t, P->state[0], P->state[1], t->grad, &a);
+        } else {
+            hv__sgd_args a;
+            a.neg_lr = (float)-lr;
+            a.momentum = d->momentum;
+            a.scale = 1.0f;
+            a.first = P->steps == 1;
+            a.nesterov = d->nesterov;
+            if (d->type == HV_OPTIM_SGD) {
+                a.wd = P->wd;
+                a.damp = (float)(1.0 - d->dampening);
+            } else { /* LARS: the buffer starts at zero, so no copy on the first step */
+                a.wd = t->ndim > 1 ? P->wd : 0.0f;
+                a.damp = 1.0f;
+                a.first = 0;
+                if (t->ndim > 1) {
+                    double pn = sqrt(opt->lss[2 * nl]), un = sqrt(opt->lss[2 * nl + 1]);
+                    if (pn > 0 && un > 0) a.scale = (float)((double)d->trust_coefficient * pn / un);
+                    nl++;
                 }
-                w[k] = w[k] + neg_lr * gk;
             }
-        } else { /* LARS */
-            float q = 1.0f, wd = t->ndim > 1 ? P->wd : 0.0f, mom = d->momentum, neg_lr = (float)-lr;
-            float *mu = (float *)P->state[0]->data;
-            if (t->ndim > 1) {
-                /* trust ratio from ||w|| and ||g + wd w|| */
-                double pn = sqrt(hv__sumsq(ctx, w, NULL, 0, n)), un = sqrt(hv__sumsq(ctx, g, w, wd, n));
-                if (pn > 0 && un > 0) q = (float)((double)d->trust_coefficient * pn / un);
-            }
-            HV__PARALLEL_FOR(ctx, n)
-            for (k = 0; k < n; k++) {
-                float u = (g[k] + wd * w[k]) * q;
-                float m = mu[k] * mom + u;
-                mu[k] = m;
-                w[k] = w[k] + neg_lr * m;
-            }
+            ctx->be->sgd(ctx, t, opt->nslots ? P->state[0] : NULL, t->grad, &a);
         }
+    }
+    if (ctx->kernel_failed) {
+        ctx->kernel_failed = 0;
+        return hv__fail("hv_optim_step", "a device kernel failed: %s", hv_last_error()), -1;
     }
     return 0;
 }
@@ -12113,37 +12311,74 @@ HVDEF float hv_lr_at(const hv_schedule_desc *s, double t) {
 
 static int hv__has_grad(const hv_tensor *t) { return t && t->trainable && t->grad && t->grad->dtype == HV_F32; }
 
+/* the context whose arena holds hv__grad_sums' scratch: the first parameter's (NULL: no tensors) */
+static hv_ctx *hv__params_ctx(const hv_param_list *params) {
+    int i;
+    for (i = 0; i < params->count; i++)
+        if (params->tensors[i]) return params->tensors[i]->ctx;
+    return NULL;
+}
+/* hands back hv__grad_sums' array */
+static void hv__grad_sums_end(const hv_param_list *params, double *sums) {
+    hv_ctx *c0 = hv__params_ctx(params);
+    if (c0) hv__arena_pop(&c0->arena, sums);
+}
+/* the sumsq (mode) of the gradient of each parameter, 0 for those without one, in an array of
+   params->count from the first parameter's context arena (give it back with hv__grad_sums_end: no
+   malloc in a training loop). One backend call per run of tensors of one context (one submit and
+   wait on a device). NULL on error (set). */
+static double *hv__grad_sums(const char *op, const hv_param_list *params, int mode) {
+    static double none;
+    hv_ctx *c0 = hv__params_ctx(params);
+    double *out;
+    int i = 0, j, k, n;
+    if (!c0) return &none;
+    if (!(out = (double *)hv__arena_alloc(&c0->arena, sizeof *out * (size_t)params->count))) return (double *)hv__fail(op, "out of memory");
+    while (i < params->count) {
+        hv_ctx *ctx;
+        const hv_tensor **x;
+        double *r;
+        for (; i < params->count && !hv__has_grad(params->tensors[i]); i++) out[i] = 0;
+        if (i == params->count) break;
+        ctx = params->tensors[i]->ctx;
+        for (j = i, n = 0; j < params->count && (!hv__has_grad(params->tensors[j]) || params->tensors[j]->ctx == ctx); j++)
+            n += hv__has_grad(params->tensors[j]);
+        x = (const hv_tensor **)hv__arena_alloc(&ctx->arena, (sizeof *x + sizeof *r) * (size_t)n);
+        if (!x) return hv__grad_sums_end(params, out), (double *)hv__fail(op, "out of memory");
+        r = (double *)(x + n);
+        for (k = 0, j = i; k < n; j++)
+            if (hv__has_grad(params->tensors[j])) x[k++] = params->tensors[j]->grad;
+        j = ctx->be->sumsq(ctx, mode, n, x, NULL, NULL, r);
+        for (k = 0; !j && k < n; i++) out[i] = hv__has_grad(params->tensors[i]) ? r[k++] : 0;
+        hv__arena_pop(&ctx->arena, (void *)x);
+        if (j) return hv__grad_sums_end(params, out), (double *)NULL;
+    }
+    return out;
+}
+
 HVDEF double hv_clip_grad_norm(const hv_param_list *params, float max_norm) {
-    double ss = 0, norm;
+    double ss = 0, norm, *sums;
     int i;
     if (!params || params->count < 0 || (params->count > 0 && !params->tensors))
         return hv__fail("hv_clip_grad_norm", "params is NULL or has no tensors"), -1.0;
-    for (i = 0; i < params->count; i++) {
-        hv_tensor *t = params->tensors[i];
-        if (hv__has_grad(t)) ss += hv__sumsq(t->ctx, (const float *)t->grad->data, NULL, 0, hv_numel(t));
-    }
+    if (!(sums = hv__grad_sums("hv_clip_grad_norm", params, HV__SUMSQ))) return -1.0;
+    for (i = 0; i < params->count; i++) ss += sums[i];
+    hv__grad_sums_end(params, sums);
     norm = sqrt(ss);
     if (max_norm > 0 && isfinite(norm)) {
         double coef = (double)max_norm / (norm + 1e-6);
-        if (coef < 1.0) {
-            float c = (float)coef;
+        if (coef < 1.0)
             for (i = 0; i < params->count; i++) {
                 hv_tensor *t = params->tensors[i];
-                float *g;
-                int64_t n, k;
-                if (!hv__has_grad(t)) continue;
-                g = (float *)t->grad->data;
-                n = hv_numel(t);
-                HV__PARALLEL_FOR(t->ctx, n)
-                for (k = 0; k < n; k++) g[k] *= c;
+                if (hv__has_grad(t)) t->ctx->be->unary(t->ctx, HV__SCALE, (float)coef, t->grad, t->grad);
             }
-        }
     }
     return norm;
 }
 
 HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, int *bad) {
     int i;
+    double *cnt;
     if (bad) *bad = 0;
     if (loss) {
         float v;
@@ -12157,18 +12392,23 @@ HVDEF int hv_check_finite(const hv_tensor *loss, const hv_param_list *params, in
     }
     if (!params) return 0;
     if (params->count > 0 && !params->tensors) return hv__fail("hv_check_finite", "params has no tensors"), -1;
-    for (i = 0; i < params->count; i++) {
+    if (!(cnt = hv__grad_sums("hv_check_finite", params, HV__NONFINITE))) return -1;
+    for (i = 0; i < params->count && !(cnt[i] > 0); i++) {
+    }
+    hv__grad_sums_end(params, cnt);
+    if (i < params->count) { /* the rare bad case: the gradient comes to the host for the message */
         hv_tensor *t = params->tensors[i];
-        int64_t first, cnt;
-        float v;
-        if (!hv__has_grad(t)) continue;
-        cnt = hv__count_nonfinite(t->ctx, (const float *)t->grad->data, hv_numel(t), &first);
-        if (!cnt) continue;
+        int64_t first = -1, n;
+        float v = 0;
+        const float *g = (const float *)hv__host_begin(t->grad, 1);
+        if (!g) return -1;
+        n = hv__count_nonfinite(t->ctx, g, hv_numel(t), &first);
+        if (first >= 0) v = g[first];
+        hv__host_end(t->grad, (void *)g, 0);
         if (bad) *bad = i;
-        v = ((const float *)t->grad->data)[first];
         return hv__fail("hv_check_finite", "the gradient of %s has %lld non-finite values (the first at flat index %lld is %s)",
                         (params->names && params->names[i]) ? hv__desc(params->names[i], t) : hv__desc("parameter", t),
-                        (long long)cnt, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
+                        (long long)n, (long long)first, isnan(v) ? "NaN" : v > 0 ? "+Inf" : "-Inf"),
                -1;
     }
     return 0;
@@ -12451,8 +12691,16 @@ HVDEF int hv_train_state_save(const char *path, hv_ctx *ctx, const hv_param_list
         for (s = 0; s < t->ndim; s++) hv__tsw_u64(&w, (uint64_t)t->shape[s]);
         hv__tsw_u64(&w, (uint64_t)((P && P->active) ? P->steps : -1));
         hv__tsw_u32(&w, (uint32_t)nslots);
-        hv__tsw_words(&w, t->data, n);
-        for (s = 0; s < nslots; s++) hv__tsw_words(&w, P->state[s]->data, n);
+        for (s = -1; s < nslots && !w.err; s++) { /* device tensors come to the host one at a time */
+            hv_tensor *src = s < 0 ? (hv_tensor *)t : P->state[s];
+            const void *h = hv__host_begin(src, 1);
+            if (!h) {
+                w.err = ENOMEM;
+                break;
+            }
+            hv__tsw_words(&w, h, n);
+            hv__host_end(src, (void *)h, 0);
+        }
     }
     if (!w.err) {
         unsigned char b[8];
@@ -12604,9 +12852,16 @@ static int hv__ts_pass(hv__tsr *r, const char *path, const hv_param_list *params
                 return hv__fail(op, "%s: tensor '%s' has %u optimizer state tensors in the file, the %s optimizer keeps %d", path, name,
                                 nslots, hv__optim_name(opt->d.type), expect_slots), -1;
         }
-        if (hv__tsr_words(r, apply ? t->data : NULL, n)) goto truncated;
-        for (u = 0; u < nslots; u++)
-            if (hv__tsr_words(r, (apply && P) ? P->state[u]->data : NULL, n)) goto truncated;
+        for (j = -1; j < (int)nslots; j++) { /* a device tensor gets a host copy, uploaded when read */
+            hv_tensor *dst = !apply ? NULL : j < 0 ? t : P ? P->state[j] : NULL;
+            void *h = dst ? hv__host_begin(dst, 0) : NULL;
+            if (dst && !h) return -1;
+            if (hv__tsr_words(r, h, n)) {
+                if (dst) hv__host_end(dst, h, 0);
+                goto truncated;
+            }
+            if (dst && hv__host_end(dst, h, 1)) return -1;
+        }
         if (apply && P && P->active) P->steps = steps;
     }
     /* the checksum, then the end of the file */

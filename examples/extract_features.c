@@ -56,7 +56,7 @@ int main(int argc, char **argv) {
         {"--batch-size", NULL, HVK_INT, &batch, "images per forward pass"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
         {"--workers", NULL, HVK_INT, &workers, "image decoding threads"},
-        {"--backend", NULL, HVK_STR, &backend, "cpu (vulkan and cuda are not compiled in yet)"},
+        {"--backend", NULL, HVK_STR, &backend, "cpu or vulkan (the model and optimizer on the GPU; batches are uploaded, checkpoints downloaded)"},
     };
     int r, img, patch, chans, dim, depth;
     hv_ctx *ctx;
@@ -115,8 +115,9 @@ int main(int argc, char **argv) {
         }
     }
     if (!(ds = hvk_open_dataset(data_path, NULL))) fail(hvk_last_error());
-    ctx = hv_init(&(hv_init_desc){.threads = threads});
-    if (!ctx || !(vit = hv_vit_new(ctx, &vd))) {
+    ctx = hvk_init(backend, 0, threads);
+    if (!ctx) fail(hvk_last_error());
+    if (!(vit = hv_vit_new(ctx, &vd))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
         exit(2);
     }
@@ -164,6 +165,6 @@ int main(int argc, char **argv) {
     free(labels);
     hvd_dataset_free(ds);
     hv_vit_free(vit);
-    hv_shutdown(ctx);
+    hvk_shutdown(ctx);
     return r ? 1 : 0;
 }

@@ -77,7 +77,7 @@ int main(int argc, char **argv) {
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of the head's initialisation and augmentation"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
         {"--workers", "--num_workers", HVK_INT, &workers, "data loader threads"},
-        {"--backend", NULL, HVK_STR, &backend, "cpu (vulkan and cuda are not compiled in yet)"},
+        {"--backend", NULL, HVK_STR, &backend, "cpu or vulkan (the model and optimizer on the GPU; batches are uploaded, checkpoints downloaded)"},
     };
     int nflags = (int)(sizeof flags / sizeof flags[0]), r, img, patch, chans, dim, depth;
     hv_ctx *ctx;
@@ -137,8 +137,8 @@ int main(int argc, char **argv) {
         exit(2);
     }
     vd.num_classes = classes;
-    ctx = hv_init(&(hv_init_desc){.seed = (uint64_t)seed, .threads = threads});
-    if (!ctx) fail(NULL, hv_last_error());
+    ctx = hvk_init(backend, (uint64_t)seed, threads);
+    if (!ctx) fail(NULL, hvk_last_error());
     if (!(vit = hv_vit_new(ctx, &vd))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
         exit(2);
@@ -210,6 +210,6 @@ int main(int argc, char **argv) {
     hvd_dataset_free(all);
     hvd_dataset_free(val);
     hv_vit_free(vit);
-    hv_shutdown(ctx);
+    hvk_shutdown(ctx);
     return r ? 1 : 0;
 }

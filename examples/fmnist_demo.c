@@ -72,14 +72,14 @@ static int file_exists(const char *p) {
     return f != NULL;
 }
 
-/* copy every tensor of src whose name and size match one of dst (MAE encoder -> ViT) */
+/* copy every tensor of src whose name and size match one of dst (MAE encoder -> ViT); the count, -1 on error */
 static int copy_params(const hv_param_list *dst, const hv_param_list *src) {
     int i, j, n = 0;
     for (i = 0; i < dst->count; i++)
         for (j = 0; j < src->count; j++)
             if (!strcmp(dst->names[i], src->names[j]) && hv_numel(dst->tensors[i]) == hv_numel(src->tensors[j]) &&
                 hv_tensor_dtype(src->tensors[j]) == HV_F32) {
-                hv_tensor_copy_from(dst->tensors[i], hv_data(src->tensors[j]), sizeof(float) * (size_t)hv_numel(src->tensors[j]));
+                if (hv_tensor_assign(dst->tensors[i], src->tensors[j])) return -1; /* on the tensors' backend */
                 n++;
                 break;
             }
@@ -234,7 +234,7 @@ int main(int argc, char **argv) {
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of everything"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
         {"--workers", NULL, HVK_INT, &workers, "data loader threads"},
-        {"--backend", NULL, HVK_STR, &backend, "cpu (vulkan and cuda are not compiled in yet)"},
+        {"--backend", NULL, HVK_STR, &backend, "cpu or vulkan (the model and optimizer on the GPU; batches are uploaded, checkpoints downloaded)"},
     };
     char train_img[1100], test_img[1100], data_desc[1200], dir[1200];
     hvd_dataset *train, *test, *test_eval, *probe_set, *pools[NFRAC], *labelled[2];
@@ -333,8 +333,8 @@ int main(int argc, char **argv) {
     if (!test_eval || !probe_set) die("subset", hvd_last_error());
     if (hvk_mkdirs(output_dir)) die(NULL, hvk_last_error());
 
-    ctx = hv_init(&(hv_init_desc){.seed = (uint64_t)seed, .threads = threads});
-    if (!ctx) die(NULL, hv_last_error());
+    ctx = hvk_init(backend, (uint64_t)seed, threads);
+    if (!ctx) die(NULL, hvk_last_error());
     s.threads = hv_get_threads(ctx);
     printf("[%s] %s mode: data %s: %lld train / %lld test images (evaluating %d); ViT %dx%d patch %d dim %d depth %d; %d thread(s)\n",
            PROG, quick ? "quick" : "full", data_dir, (long long)hvd_dataset_size(train), (long long)hvd_dataset_size(test),
@@ -414,7 +414,7 @@ int main(int argc, char **argv) {
             /* linear probe on frozen features */
             hv_rng_seed(ctx, (uint64_t)seed + 100);
             if (!(vit = hv_vit_new(ctx, &vd))) die("model", hv_last_error());
-            if (i > 0 && copy_params(hv_vit_params(vit), hv_mae_params(maes[i - 1])) == 0) die("copy", "no encoder tensors matched");
+            if (i > 0 && copy_params(hv_vit_params(vit), hv_mae_params(maes[i - 1])) <= 0) die("copy", "no encoder tensors matched (or a copy failed)");
             pf = hvk_features(ctx, vit, probe_set, &ev, 256, s.workers, NULL);
             test_feat = pf ? hvk_features(ctx, vit, test_eval, &ev, 256, s.workers, NULL) : NULL;
             if (!pf || !test_feat) die("features", hvk_last_error());
@@ -423,7 +423,7 @@ int main(int argc, char **argv) {
             run.batch_size = 256;
             run.lr = s.probe_lr;
             run.weight_decay = 0;
-            if (hvk_probe_features(ctx, pf, probe_lab, np, test_feat, test_lab, nt, s.dim, 10, s.probe_epochs, &run, &res))
+            if (hvk_probe_features(hvk_data_ctx(ctx), pf, probe_lab, np, test_feat, test_lab, nt, s.dim, 10, s.probe_epochs, &run, &res))
                 die("linear probe", hvk_last_error());
             free(pf);
             free(test_feat);
@@ -438,7 +438,7 @@ int main(int argc, char **argv) {
                 vd = vit_desc(&s, 10);
                 hv_rng_seed(ctx, (uint64_t)seed + 200);
                 if (!(vit = hv_vit_new(ctx, &vd))) die("model", hv_last_error());
-                if (i > 0) copy_params(hv_vit_params(vit), hv_mae_params(maes[i - 1]));
+                if (i > 0 && copy_params(hv_vit_params(vit), hv_mae_params(maes[i - 1])) <= 0) die("copy", hv_last_error());
                 {
                     static const char *model_tag[NMODEL] = {"none", "mae1pct", "mae10pct", "mae100pct"};
                     snprintf(dir, sizeof dir, "%s/finetune_%s_%s", output_dir, model_tag[i], k == 0 ? "labels1pct" : "labels2pct");
@@ -492,6 +492,6 @@ int main(int argc, char **argv) {
     hvd_dataset_free(test);
     free(test_lab);
     free(probe_lab);
-    hv_shutdown(ctx);
+    hvk_shutdown(ctx);
     return 0;
 }

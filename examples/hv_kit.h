@@ -53,8 +53,15 @@ typedef struct hvk_flag {
    printing an error to stderr (exit 2). */
 int hvk_parse_flags(const char *prog, const char *summary, int argc, char **argv, const hvk_flag *flags, int n);
 void hvk_print_help(FILE *f, const char *prog, const char *summary, const hvk_flag *flags, int n);
-/* "cpu" or an error naming what is not compiled in */
+/* "cpu" or "vulkan"; an error (printed) for another name */
 int hvk_check_backend(const char *prog, const char *backend);
+/* The model's context on `backend` ("cpu" or "vulkan"; NULL: cpu), with hv_last_error() set when
+   it cannot be made (Vulkan not compiled in, no loader or device). With Vulkan a CPU context is
+   made beside it for the data: the kit's loaders fill batches there and upload them explicitly
+   (hvk_data_ctx). Free both with hvk_shutdown. */
+hv_ctx *hvk_init(const char *backend, uint64_t seed, int threads);
+hv_ctx *hvk_data_ctx(hv_ctx *ctx); /* the CPU context of hvk_init's device context (else ctx) */
+void hvk_shutdown(hv_ctx *ctx);
 
 /* ---- files, logs, plots --------------------------------------------------------------------- */
 int hvk_mkdirs(const char *path);                 /* mkdir -p */
@@ -273,12 +280,65 @@ int hvk_parse_flags(const char *prog, const char *summary, int argc, char **argv
 }
 
 int hvk_check_backend(const char *prog, const char *backend) {
-    if (!backend || !strcmp(backend, "cpu")) return 0;
-    if (!strcmp(backend, "vulkan") || !strcmp(backend, "cuda"))
-        fprintf(stderr, "%s: --backend %s: not compiled in (this build has the CPU backend only; %s kernels are planned)\n", prog, backend,
-                backend);
-    else fprintf(stderr, "%s: --backend '%s' is unknown (cpu, vulkan, cuda)\n", prog, backend);
+    if (!backend || !strcmp(backend, "cpu") || !strcmp(backend, "vulkan")) return 0;
+    if (!strcmp(backend, "cuda")) fprintf(stderr, "%s: --backend cuda: not compiled in (CUDA kernels are planned)\n", prog);
+    else fprintf(stderr, "%s: --backend '%s' is unknown (cpu, vulkan)\n", prog, backend);
     return -1;
+}
+
+/* the one device context of a program and its CPU companion (the examples make one of each) */
+static hv_ctx *hvk__dev, *hvk__host;
+hv_ctx *hvk_init(const char *backend, uint64_t seed, int threads) {
+    hv_init_desc d;
+    memset(&d, 0, sizeof d);
+    d.seed = seed;
+    d.threads = threads;
+    if (!backend || strcmp(backend, "vulkan")) {
+        hv_ctx *ctx = hv_init(&d);
+        if (!ctx) hvk__fail("%s", hv_last_error());
+        return ctx;
+    }
+    if (hvk__dev) return hvk__fail("hvk_init: one Vulkan context per program"), (hv_ctx *)NULL;
+    if (!(hvk__host = hv_init(&d))) return NULL;
+    d.backend = HV_BACKEND_VULKAN;
+    if (!(hvk__dev = hv_init(&d))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", hv_last_error());
+        hv_shutdown(hvk__host);
+        hvk__host = NULL;
+        hvk__fail("--backend vulkan: %s", why);
+        return NULL;
+    }
+    return hvk__dev;
+}
+hv_ctx *hvk_data_ctx(hv_ctx *ctx) { return ctx && ctx == hvk__dev ? hvk__host : ctx; }
+void hvk_shutdown(hv_ctx *ctx) {
+    if (ctx && ctx == hvk__dev) {
+        hv_shutdown(hvk__host);
+        hvk__dev = hvk__host = NULL;
+    }
+    hv_shutdown(ctx);
+}
+
+/* a batch tensor of the data context, on the model's context: t itself on the CPU; else an
+   explicit upload into *keep when it has t's shape (made on first use, so a training loop
+   allocates nothing), or into a new tensor *fresh the caller frees (a short last batch) */
+static hv_tensor *hvk__upload(hv_ctx *ctx, hv_tensor *t, hv_tensor **keep, hv_tensor **fresh) {
+    hv_tensor *d = *keep;
+    hv_shape a, b;
+    *fresh = NULL;
+    if (!t || hv_tensor_ctx(t) == ctx) return t;
+    a = hv_tensor_shape(t);
+    if (d) b = hv_tensor_shape(d);
+    if (d && a.ndim == b.ndim && !memcmp(a.d, b.d, sizeof(int64_t) * (size_t)a.ndim) && hv_is_contiguous(t)) {
+        const void *h = hv_tensor_dtype(t) == HV_I32 ? (const void *)hv_data_i32(t) : (const void *)hv_data(t);
+        if (hv_tensor_copy_from(d, h, 4 * (size_t)hv_numel(t))) return hvk__fail("upload: %s", hv_last_error()), (hv_tensor *)NULL;
+        return d;
+    }
+    if (!(d = hv_tensor_to(t, ctx))) return hvk__fail("upload: %s", hv_last_error()), (hv_tensor *)NULL;
+    if (!*keep) *keep = d;
+    else *fresh = d;
+    return d;
 }
 
 /* ---- files ---------------------------------------------------------------------------------- */
@@ -552,8 +612,24 @@ int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, cons
     snprintf(path, sizeof path, "%s/checkpoint.hvts", dir);
     if (hv_train_state_save(path, ctx, params, opt, &info)) return hvk__fail("%s", hv_last_error());
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    if (!(sd = hv_params_state_dict(ctx, params))) return hvk__fail("%s: %s", path, hv_last_error());
-    r = hv_safetensors_save(sd, path);
+    if (hvk_data_ctx(ctx) != ctx) { /* device weights: downloaded explicitly, one tensor at a time */
+        hv_ctx *host = hvk_data_ctx(ctx);
+        int i;
+        if (!(sd = hv_state_dict_new(host))) return hvk__fail("%s: %s", path, hv_last_error());
+        for (i = 0; i < params->count; i++) {
+            hv_tensor *h = hv_tensor_to(params->tensors[i], host);
+            if (!h || hv_state_dict_add(sd, params->names[i], h)) {
+                hv_tensor_free(h);
+                r = -1;
+                break;
+            }
+        }
+        if (i == params->count) r = hv_safetensors_save(sd, path);
+        for (i = 0; i < hv_state_dict_count(sd); i++) hv_tensor_free(hv_state_dict_at(sd, i));
+    } else {
+        if (!(sd = hv_params_state_dict(ctx, params))) return hvk__fail("%s: %s", path, hv_last_error());
+        r = hv_safetensors_save(sd, path);
+    }
     hv_state_dict_free(sd);
     return r ? hvk__fail("%s", hv_last_error()) : 0;
 }
@@ -567,7 +643,28 @@ int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded,
     if (len > 5 && !strcmp(path + len - 5, ".hvts"))
         return hvk__fail("%s is a resumable train state; load the weights from the model.safetensors beside it", path);
     memset(&res, 0, sizeof res);
-    if (hv_params_load_file(params, path, NULL, &res)) return hvk__fail("%s", hv_last_error());
+    if (params->count > 0 && hvk_data_ctx(hv_tensor_ctx(params->tensors[0])) != hv_tensor_ctx(params->tensors[0])) {
+        /* device parameters: loaded into host copies, then uploaded explicitly */
+        hv_ctx *host = hvk_data_ctx(hv_tensor_ctx(params->tensors[0]));
+        hv_tensor **h = (hv_tensor **)calloc((size_t)params->count, sizeof *h);
+        hv_param_list hl;
+        int rc = 0;
+        if (!h) return hvk__fail("out of memory");
+        for (i = 0; i < params->count && rc == 0; i++)
+            if (!(h[i] = hv_tensor_to(params->tensors[i], host))) rc = hvk__fail("%s", hv_last_error());
+        hl.count = params->count;
+        hl.names = params->names;
+        hl.tensors = h;
+        if (rc == 0 && hv_params_load_file(&hl, path, NULL, &res)) rc = hvk__fail("%s", hv_last_error());
+        for (i = 0; rc == 0 && i < params->count; i++) {
+            const void *src = hv_tensor_dtype(h[i]) == HV_I32 ? (const void *)hv_data_i32(h[i]) : (const void *)hv_data(h[i]);
+            if (hv_tensor_copy_from(params->tensors[i], src, 4 * (size_t)hv_numel(h[i]))) rc = hvk__fail("%s", hv_last_error());
+        }
+        for (i = 0; i < params->count; i++) hv_tensor_free(h[i]);
+        free(h);
+        if (rc) return rc;
+    } else if (hv_params_load_file(params, path, NULL, &res))
+        return hvk__fail("%s", hv_last_error());
     *loaded = res.loaded;
     *missing = res.missing_count;
     for (i = 0; missing_names && i < res.missing_count; i++)
@@ -689,6 +786,7 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     hvd_loader_desc ld;
     hvd_loader *loader = NULL;
     hv_optim *opt;
+    hv_tensor *xd = NULL, *yd = NULL; /* the batch on the model's context (Vulkan) */
     hvk__log lg;
     char ckpt[1100];
     const char *dir = run->output_dir;
@@ -727,17 +825,26 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     ld.workers = run->workers;
     ld.seed = run->seed;
     ld.start_batch = step; /* a resumed run continues the same stream of batches */
-    if (!(loader = hvd_loader_new(ctx, &ld))) {
+    if (!(loader = hvd_loader_new(hvk_data_ctx(ctx), &ld))) {
         rc = hvk__fail("%s", hvd_last_error());
         goto finish;
     }
     t0 = t_last = hvk_now();
     while (step < run->iters) {
-        hv_tensor *x, *y, *loss;
+        hv_tensor *x, *y, *loss, *fx, *fy;
         int n = hvd_loader_next(loader, &x, &y);
         if (n <= 0) {
             rc = hvk__fail("data: %s", n < 0 ? hvd_last_error() : "the loader ended early");
             break;
+        }
+        { /* Vulkan: the batch goes up explicitly; drop_last, so always into the kept buffers */
+            hv_tensor *hy = y;
+            x = hvk__upload(ctx, x, &xd, &fx);
+            y = x ? hvk__upload(ctx, y, &yd, &fy) : NULL;
+            if (!x || (hy && !y)) {
+                rc = -1;
+                break;
+            }
         }
         loss = loss_fn(model, x, y);
         hv_optim_zero_grad(opt);
@@ -755,6 +862,8 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
         }
         hv_optim_step(opt);
         hv_step_end(ctx);
+        hv_tensor_free(fx); /* NULL: drop_last gives one batch shape */
+        hv_tensor_free(fy);
         step++;
         seen_since += n;
         if (step == start + 1 && hvk__log_open(&lg, dir, start > 0)) {
@@ -785,6 +894,8 @@ finish:
     res->steps = step;
     res->final_loss = loss_v;
     hvd_loader_free(loader);
+    hv_tensor_free(xd);
+    hv_tensor_free(yd);
     hvk__log_close(&lg, dir, title);
     hv_optim_free(opt);
     return rc;
@@ -829,7 +940,7 @@ typedef int (*hvk__batch_fn)(hv_tensor *x, hv_tensor *y, int n, int64_t offset, 
 static int hvk__for_batches(hv_ctx *ctx, hvd_dataset *ds, const hvd_transform *tf, int batch_size, int workers, hvk__batch_fn fn, void *arg) {
     hvd_loader_desc d;
     hvd_loader *ld;
-    hv_tensor *x, *y;
+    hv_tensor *x, *y, *xd = NULL, *yd = NULL, *fx = NULL, *fy = NULL;
     int n, rc = 0, prev = hv_set_grad_enabled(ctx, 0);
     int64_t off = 0;
     memset(&d, 0, sizeof d);
@@ -838,15 +949,28 @@ static int hvk__for_batches(hv_ctx *ctx, hvd_dataset *ds, const hvd_transform *t
     d.batch_size = batch_size;
     d.epochs = 1;
     d.workers = workers;
-    if (!(ld = hvd_loader_new(ctx, &d))) {
+    if (!(ld = hvd_loader_new(hvk_data_ctx(ctx), &d))) {
         hv_set_grad_enabled(ctx, prev);
         return hvk__fail("%s", hvd_last_error());
     }
     while ((n = hvd_loader_next(ld, &x, &y)) > 0) {
-        if ((rc = fn(x, y, n, off, arg)) != 0) break;
+        hv_tensor *ux = hvk__upload(ctx, x, &xd, &fx), *uy = ux ? hvk__upload(ctx, y, &yd, &fy) : NULL;
+        if (!ux || (y && !uy)) {
+            rc = -1;
+            break;
+        }
+        rc = fn(ux, uy, n, off, arg);
+        hv_tensor_free(fx);
+        hv_tensor_free(fy);
+        fx = fy = NULL;
+        if (rc != 0) break;
         off += n;
         hv_step_end(ctx);
     }
+    hv_tensor_free(fx);
+    hv_tensor_free(fy);
+    hv_tensor_free(xd);
+    hv_tensor_free(yd);
     if (n < 0) rc = hvk__fail("data: %s", hvd_last_error());
     hv_step_end(ctx);
     hvd_loader_free(ld);

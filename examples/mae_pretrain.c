@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of initialisation, masks and augmentation"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
         {"--workers", "--num_workers", HVK_INT, &workers, "data loader threads (0: load in the training thread)"},
-        {"--backend", NULL, HVK_STR, &backend, "cpu (vulkan and cuda are not compiled in yet)"},
+        {"--backend", NULL, HVK_STR, &backend, "cpu or vulkan (the model and optimizer on the GPU; batches are uploaded, checkpoints downloaded)"},
     };
     int nflags = (int)(sizeof flags / sizeof flags[0]), r;
     hv_ctx *ctx;
@@ -100,19 +100,19 @@ int main(int argc, char **argv) {
     md.mask_ratio = (float)mask_ratio;
     md.norm_pix_loss = norm_pix;
 
-    ctx = hv_init(&(hv_init_desc){.seed = (uint64_t)seed, .threads = threads});
+    ctx = hvk_init(backend, (uint64_t)seed, threads);
     if (!ctx) {
-        fprintf(stderr, "%s: %s\n", PROG, hv_last_error());
+        fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
         exit(1);
     }
     if (!(mae = hv_mae_new(ctx, &md))) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
-        hv_shutdown(ctx);
+        hvk_shutdown(ctx);
         exit(2);
     }
     if (!(all = hvk_open_dataset(data_path, NULL))) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
-        hv_shutdown(ctx);
+        hvk_shutdown(ctx);
         exit(1);
     }
     data = hvd_dataset_fraction(all, fraction, (uint64_t)subset_seed);
@@ -168,6 +168,6 @@ int main(int argc, char **argv) {
     hvd_dataset_free(data);
     hvd_dataset_free(all);
     hv_mae_free(mae);
-    hv_shutdown(ctx);
+    hvk_shutdown(ctx);
     return r ? 1 : 0;
 }

@@ -644,52 +644,117 @@ static void test_batch_norm(hv_ctx *unused) {
             }
 }
 
-/* ---- AdamW: the kernel against a CPU loop of PyTorch's formula ------------------------------ */
+/* ---- optimizers: hv_optim_step, clipping and NaN checks through the backend table ---------- */
 
-static void test_adamw(hv_ctx *unused) {
-    enum { N = 1003, STEPS = 4 };
-    float p[N], m[N], v[N], g[N], got[N];
-    hv_tensor *tp = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(N)), *tm = hv_zeros(g_vk, HV_SHAPE(N)), *tv = hv_zeros(g_vk, HV_SHAPE(N));
-    hv_tensor *tg = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(N));
-    hv__adamw_args a;
-    int i, s;
-    double err = 0, scale = 0;
-    (void)unused;
-    for (i = 0; i < N; i++) {
-        p[i] = hv_rng_normal(g_cpu);
-        m[i] = v[i] = 0;
+/* Each optimizer runs 4 steps on the same parameters and gradients on both backends: a matrix, a
+   bias (no decay, no LARS trust ratio) and a long vector, gradients from L = sum(p * c) with random
+   c (1 in 7 scaled by 1e-3, where Adam's eps matters), clipped to norm 2 on two of the steps.
+   Bounds: parameters and optimizer state within 1e-5 of the CPU's scale (Adam divides by
+   sqrt(v) + eps on every step: lavapipe's sqrt and division are not IEEE-exact, and the error
+   compounds; measured <= ~1e-7), the norms within 1e-5 relative (the device sums in float). */
+#define OPT_TOL 1e-5
+static void opt_grads(hv_ctx *ctx, hv_tensor *const *p, hv_tensor *const *c, int n) {
+    hv_tensor *loss = NULL;
+    int i;
+    for (i = 0; i < n; i++) {
+        hv_tensor *t = hv_sum(hv_mul(p[i], c[i]), 0, NULL, 0);
+        loss = loss ? hv_add(loss, t) : t;
     }
-    hv_tensor_copy_from(tp, p, sizeof p);
-    a.lr = 1e-2f;
-    a.beta1 = 0.9f;
-    a.beta2 = 0.95f;
-    a.eps = 1e-8f;
-    a.weight_decay = 0.05f;
-    for (s = 1; s <= STEPS; s++) {
-        for (i = 0; i < N; i++) g[i] = hv_rng_normal(g_cpu) * (i % 7 ? 1.0f : 1e-3f);
-        hv_tensor_copy_from(tg, g, sizeof g);
-        a.bc1 = 1.0f - powf(a.beta1, (float)s);
-        a.bc2 = 1.0f - powf(a.beta2, (float)s);
-        g_vk->be->adamw(g_vk, tp, tm, tv, tg, &a);
-        for (i = 0; i < N; i++) { /* torch.optim.AdamW, single-tensor path */
-            p[i] *= 1.0f - a.lr * a.weight_decay;
-            m[i] = a.beta1 * m[i] + (1.0f - a.beta1) * g[i];
-            v[i] = a.beta2 * v[i] + (1.0f - a.beta2) * g[i] * g[i];
-            p[i] -= (a.lr / a.bc1) * m[i] / (sqrtf(v[i]) / sqrtf(a.bc2) + a.eps);
+    CHECK(hv_backward(loss) == 0, "backward on %s: %s", hv_ctx_device_name(ctx), hv_last_error());
+}
+static void test_optimizers(hv_ctx *unused) {
+    static const char *names[3] = {"blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "head.weight"};
+    static const char *labels[5] = {"AdamW", "Adam", "SGD (momentum, Nesterov)", "SGD (plain)", "LARS"};
+    int kind;
+    (void)unused;
+    for (kind = 0; kind < 5; kind++) {
+        hv_tensor *pc[3], *pv[3], *cc[3], *cv[3];
+        hv_param_list lc, lv;
+        hv_optim_desc d;
+        hv_optim *oc, *ov;
+        int i, step, s;
+        double e = 0;
+        pc[0] = rnd(HV_SHAPE(13, 9), -1, 1);
+        pc[1] = rnd(HV_SHAPE(9), -1, 1);
+        pc[2] = rnd(HV_SHAPE(5, 1003), -1, 1);
+        for (i = 0; i < 3; i++) {
+            pv[i] = hv_tensor_to(pc[i], g_vk);
+            hv_set_trainable(pc[i], 1);
+            hv_set_trainable(pv[i], 1);
+        }
+        lc.count = lv.count = 3;
+        lc.names = lv.names = names;
+        lc.tensors = pc;
+        lv.tensors = pv;
+        memset(&d, 0, sizeof d);
+        d.type = kind == 0 ? HV_OPTIM_ADAMW : kind == 1 ? HV_OPTIM_ADAM : kind == 4 ? HV_OPTIM_LARS : HV_OPTIM_SGD;
+        d.lr = kind == 4 ? 0.5f : 1e-2f;
+        d.weight_decay = 0.05f;
+        d.decay_rule = HV_DECAY_SKIP_1D;
+        if (kind == 2) {
+            d.momentum = 0.9f;
+            d.nesterov = 1;
+        }
+        oc = hv_optim_new(g_cpu, &lc, &d);
+        ov = hv_optim_new(g_vk, &lv, &d);
+        CHECK(oc && ov, "%s: %s", labels[kind], hv_last_error());
+        if (!oc || !ov) return;
+        for (step = 0; step < 4; step++) {
+            for (i = 0; i < 3; i++) {
+                int64_t j, n = hv_numel(pc[i]);
+                cc[i] = rnd(hv_tensor_shape(pc[i]), -1, 1);
+                for (j = 0; j < n; j += 7) hv_data(cc[i])[j] *= 1e-3f;
+                cv[i] = hv_tensor_to(cc[i], g_vk);
+            }
+            hv_optim_zero_grad(oc);
+            hv_optim_zero_grad(ov);
+            opt_grads(g_cpu, pc, cc, 3);
+            opt_grads(g_vk, pv, cv, 3);
+            CHECK(hv_check_finite(NULL, &lc, NULL) == 0 && hv_check_finite(NULL, &lv, NULL) == 0, "%s: %s", labels[kind], hv_last_error());
+            if (step % 2) {
+                double nc = hv_clip_grad_norm(&lc, 2.0f), nv = hv_clip_grad_norm(&lv, 2.0f);
+                CHECK(nc > 2 && fabs(nv - nc) <= OPT_TOL * nc, "%s step %d: gradient norm %.9g on Vulkan, %.9g on the CPU", labels[kind], step, nv, nc);
+            }
+            CHECK(hv_optim_step(oc) == 0 && hv_optim_step(ov) == 0, "%s: %s", labels[kind], hv_last_error());
+            for (i = 0; i < 3; i++) {
+                hv_tensor_free(cc[i]);
+                hv_tensor_free(cv[i]);
+            }
+            hv_step_end(g_cpu);
+            hv_step_end(g_vk);
+        }
+        for (i = 0; i < 3; i++) {
+            double ei = vk_err(pv[i], pc[i]);
+            if (!(ei <= e)) e = ei;
+            for (s = 0; hv_optim_state(oc, i, s); s++)
+                if (!((ei = vk_err(hv_optim_state(ov, i, s), hv_optim_state(oc, i, s))) <= e)) e = ei;
+        }
+        CHECK(e <= OPT_TOL, "%s after 4 steps: parameters or state differ by %.3g", labels[kind], e);
+        if (getenv("HV_TEST_VERBOSE")) printf("    %s: error %.3g\n", labels[kind], e);
+        if (kind == 0) { /* a NaN in one gradient: found on the device, located on the host */
+            float nan = NAN;
+            int bad = -1;
+            {
+                int64_t n = hv_numel(pv[2]);
+                float *g = (float *)malloc(sizeof(float) * (size_t)n);
+                hv_tensor_copy_to(hv_grad(pv[2]), g, sizeof(float) * (size_t)n);
+                g[1234] = nan;
+                hv_tensor_copy_from(hv_grad(pv[2]), g, sizeof(float) * (size_t)n);
+                free(g);
+            }
+            CHECK(hv_check_finite(NULL, &lv, &bad) == -1 && bad == 2 && strstr(hv_last_error(), "1 non-finite") &&
+                      strstr(hv_last_error(), "index 1234"),
+                  "NaN check on Vulkan: bad %d, '%s'", bad, hv_last_error());
+            hv_step_end(g_vk);
+        }
+        hv_optim_free(oc);
+        hv_optim_free(ov);
+        for (i = 0; i < 3; i++) {
+            hv_tensor_free(pc[i]);
+            hv_tensor_free(pv[i]);
         }
     }
-    hv_tensor_copy_to(tp, got, sizeof got);
-    for (i = 0; i < N; i++) {
-        if (fabs(got[i] - p[i]) > err) err = fabs(got[i] - p[i]);
-        if (fabs(p[i]) > scale) scale = fabs(p[i]);
-    }
-    CHECK(err / scale <= VK_TOL, "adamw after %d steps: error %.3g", STEPS, err / scale);
-    hv_tensor_free(tp);
-    hv_tensor_free(tm);
-    hv_tensor_free(tv);
-    hv_tensor_free(tg);
 }
-
 
 /* ---- the generated SPIR-V header matches the shader sources --------------------------------- */
 
@@ -1202,7 +1267,7 @@ int main(void) {
     TL_RUN(g_cpu, test_conv);
     TL_RUN(g_cpu, test_pool_resize);
     TL_RUN(g_cpu, test_batch_norm);
-    TL_RUN(g_cpu, test_adamw);
+    TL_RUN(g_cpu, test_optimizers);
     TL_RUN(g_cpu, test_range_split);
     TL_RUN(g_cpu, test_faults);
     TL_RUN(g_cpu, test_batching);
