@@ -2,8 +2,12 @@
    of models.c on a Vulkan device, each checked against the CPU backend on the same inputs.
 
        build/bench/bench --backend vulkan [--quick | --smoke] [--runs N] [--json FILE] [--device D]
-                                          [--tol X] [--no-models]
+                                          [--tol X] [--no-models] [--verbose] [filter]
        (bench.c hands --backend vulkan over to this program, build/bench/bench_vulkan)
+
+   --device D   index or part of the name (default: as hv_init picks, $HUMANVIT_VULKAN_DEVICE)
+   --tol X      the error bound of GEMM and kernel rows (default 1e-5; model steps 10 X)
+   --verbose    name the tensors over the bound;  filter: only rows whose name contains it
 
    Every row makes its inputs on a CPU context and on the Vulkan context from the same seed (so
    they are equal), uploads them once (the Vulkan context's constructors do), runs the work once
@@ -14,10 +18,12 @@
    is counted; medians in ms, GFLOP/s for GEMM and kernels, images/s for model steps.
 
    Sizes. Default: the CPU benchmarks' own shapes (batch 8 at 224 px). --quick: the quick GEMM
-   cases, kernel rows at batch 1, model steps at batch 2, a few runs: what a CPU-emulated device
-   (Mesa's lavapipe) gets through in a few minutes. --smoke: --quick with one timed run and model
-   steps at 56 px (the same networks, 16 patches): a correctness check in well under a minute on
-   lavapipe (./build.sh test runs it). On lavapipe the timings are CPU emulation, not GPU numbers.
+   cases, kernel rows at batch 1 without the ViT-H rows, model steps at batch 4 and 56 px (the
+   same networks, 16 patches), 3 runs: what a CPU-emulated device (Mesa's lavapipe) gets through in
+   some minutes. --smoke: also a quarter of the GEMM M and N, of the kernels' tokens, rows and
+   image sides, model steps of depth 2 at 42 px, batch 2 (the training step 4), one run and no
+   warm-up: a correctness check in about a minute on lavapipe (./build.sh test runs it, as
+   test_bench_vulkan). On lavapipe the timings are CPU emulation, not GPU numbers.
 
    The training rows time whole steps: forward, backward, AdamW (hv_optim_step on the device) and
    hv_step_end. Their check covers the loss and the gradients, not the AdamW update: on the ViT
@@ -184,6 +190,17 @@ static void bench_gemm(const bcase *full, int smoke) {
 }
 
 /* ---- kernels -------------------------------------------------------------------------------- */
+
+/* the sizes a kernel row really has (kr_rows shrinks them), as text */
+static void kr_shape(const bench *b, char *buf, size_t n) {
+    const int64_t *p = b->p;
+    if (b->setup == att_setup)
+        snprintf(buf, n, "B%lld H%lld N%lld d%lld", (long long)p[0], (long long)p[2], (long long)p[1], (long long)p[3]);
+    else if (b->setup == conv_setup)
+        snprintf(buf, n, "%lldx%lldx%lldx%lld -> %lld k%lld s%lld g%lld", (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3],
+                 (long long)p[4], (long long)p[5], (long long)p[6], (long long)(p[8] ? p[8] : 1));
+    else snprintf(buf, n, "%lld x %lld", (long long)p[0], (long long)p[1]);
+}
 
 static void kernel_run(void *arg) {
     bench *b = (bench *)arg;

@@ -164,24 +164,13 @@ static void kr_shrink(bench *b, int small) {
     else p[0] = (p[0] + 3) / 4;                             /* rows */
 }
 
-/* the sizes a row really has, as text */
-static void kr_shape(const bench *b, char *buf, size_t n) {
-    const int64_t *p = b->p;
-    if (b->setup == att_setup)
-        snprintf(buf, n, "B%lld H%lld N%lld d%lld", (long long)p[0], (long long)p[2], (long long)p[1], (long long)p[3]);
-    else if (b->setup == conv_setup)
-        snprintf(buf, n, "%lldx%lldx%lldx%lld -> %lld k%lld s%lld g%lld", (long long)p[0], (long long)p[1], (long long)p[2], (long long)p[3],
-                 (long long)p[4], (long long)p[5], (long long)p[6], (long long)(p[8] ? p[8] : 1));
-    else snprintf(buf, n, "%lld x %lld", (long long)p[0], (long long)p[1]);
-}
-
 /* ---- the table -------------------------------------------------------------------------------- */
 
 /* fills bs (room for 64) with the rows whose name contains filter (NULL: all); returns the count.
    small 1: batch 1 instead of 8 (the rows' first parameter; rows of 2056 or more become 257), and
    no ViT-H rows: sizes a CPU-emulated Vulkan device (lavapipe) gets through in seconds. small 2:
    also a quarter of the tokens, rows and image sides (a smoke test). The shape strings are those
-   of the full sizes: kr_shape says what a row really has. */
+   of the full sizes (bench_vulkan.c prints the real ones). */
 static int kr_rows(bench *bs, const char *filter, int small) {
     int nb = 0;
     /* name (the torch script uses the same names), shape, setup, run, shape parameters */
