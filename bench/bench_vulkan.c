@@ -20,7 +20,7 @@
    Sizes. Default: the CPU benchmarks' own shapes (batch 8 at 224 px). --quick: the quick GEMM
    cases, kernel rows at batch 1 without the ViT-H rows, model steps at batch 4 and 56 px (the
    same networks, 16 patches), 3 runs: what a CPU-emulated device (Mesa's lavapipe) gets through in
-   some minutes. --smoke: also a quarter of the GEMM M and N, of the kernels' tokens, rows and
+   about 25 minutes on a loaded 2-core machine. --smoke: also a quarter of the GEMM M and N, of the kernels' tokens, rows and
    image sides, model steps of depth 2 at 42 px, batch 2 (the training step 4), one run and no
    warm-up: a correctness check in about a minute on lavapipe (./build.sh test runs it, as
    test_bench_vulkan). On lavapipe the timings are CPU emulation, not GPU numbers.
