@@ -39,7 +39,9 @@ verbs:
   asan           the test binaries again, built in build-asan/ with AddressSanitizer and
                  UndefinedBehaviorSanitizer (OpenMP off, compile checks skipped)
   bench          build and run bench/*.c (bench/bench.c: GEMM vs the FMA peak and, when
-                 python3 -c 'import torch' works, vs PyTorch; args go to it, e.g. --quick)
+                 python3 -c 'import torch' works, vs PyTorch; args go to it, e.g. --quick);
+                 bench --backend vulkan [--quick|--smoke]: the GEMM, kernel and model-step rows
+                 on the Vulkan device instead, each checked against the CPU
   neon           cross-compile test_core and test_gemm for aarch64 (NEON kernels) and run them
                  under qemu-user; skipped, saying so, without aarch64-linux-gnu-gcc/qemu-aarch64
   demo [args]    the main job: MAE pretraining on 1/10/100% of Fashion-MNIST, then linear
@@ -346,11 +348,24 @@ build_examples() {
     done
 }
 
+# bench/bench.c and bench/bench_vulkan.c, for tests/test_bench_vulkan.sh (bench --backend vulkan
+# --smoke); normal build with the Vulkan headers only (the test says SKIP otherwise)
+build_bench_vulkan() {
+    local name
+    matches_filter test_bench_vulkan || return 0
+    probe_vulkan
+    [ "$HAVE_VULKAN_HEADERS" -eq 1 ] || return 0
+    for name in bench bench_vulkan; do
+        build_prog "bench/$name.c" "$OUT/bench/$name" bench/*.h || BUILD_FAILED+=("$name")
+    done
+}
+
 build_all() {
     check_shaders
     build_lib || true
     if [ "$MODE" = normal ]; then build_lib_vulkan || true; fi
     build_tests
+    if [ "$MODE" = normal ]; then build_bench_vulkan; fi
     build_examples
     build_dispatch || true
 }
@@ -638,9 +653,23 @@ bench)
     fi
     configure build normal
     build_lib || die "humanvit.o did not build"
+    check_shaders
+    probe_vulkan
+    # --backend vulkan: only bench.c's Vulkan rows (build/bench/bench_vulkan), not the CPU programs
+    on_vulkan=0
+    prev=""
+    for a in "$@"; do
+        if [ "$prev" = --backend ] && [ "$a" = vulkan ]; then on_vulkan=1; fi
+        prev=$a
+    done
+    if [ "$on_vulkan" = 1 ]; then srcs=(bench/bench.c bench/bench_vulkan.c); fi
     status=0
     for src in "${srcs[@]}"; do
         name=$(basename "$src" .c)
+        if needs_vulkan "$src" && [ "$HAVE_VULKAN_HEADERS" -eq 0 ]; then
+            echo "build.sh: SKIP $name (no Vulkan headers: apt-get install libvulkan-dev)"
+            continue
+        fi
         if ! build_prog "$src" "build/bench/$name" bench/*.h; then
             echo "build.sh: $name did not build" >&2
             status=1
@@ -668,6 +697,9 @@ bench)
         ckpt_memory)
             continue # needs a checkpoint file: see its usage line
             ;;
+        bench_vulkan)
+            continue # bench --backend vulkan runs it (./build.sh bench --backend vulkan [--quick])
+            ;;
         loader)
             echo "== loader (data pipeline images/s; compare with the model steps' images/s)"
             build/bench/loader || status=1
@@ -677,7 +709,7 @@ bench)
         echo "== $name"
         extra=()
         # bench.c side by side with PyTorch: torch_compare.py times bench's own case list first
-        if [ "$name" = bench ]; then
+        if [ "$name" = bench ] && [ "$on_vulkan" = 0 ]; then
             if have python3 && python3 -c 'import torch' >/dev/null 2>&1; then
                 build/bench/bench --list >build/bench/cases.jsonl
                 if python3 bench/torch_compare.py build/bench/cases.jsonl build/bench/torch.jsonl "$@"; then

@@ -4,6 +4,11 @@
        ./build.sh bench                      (builds build/bench/bench, runs torch, then this)
        build/bench/bench [--quick] [--runs N] [--threads LIST] [--json FILE] [--torch FILE] [--list]
                          [--no-bf16 | --only-bf16] [--only TEXT]
+       build/bench/bench --backend vulkan [--quick | --smoke] [...]
+
+   --backend B     cpu (default: this program) or vulkan: runs build/bench/bench_vulkan, next to
+                   this program, with the other arguments (GEMM, kernel and model-step rows on the
+                   Vulkan device, each checked against the CPU; see bench_vulkan.c)
 
    --list          print the cases as JSON lines (what torch_compare.py reads) and exit
    --torch FILE    JSON lines from torch_compare.py: adds torch_ms and speedup (torch_ms / ms)
@@ -27,18 +32,15 @@
    bf16 tensors (bf16 output; humanvit's C stays f32). */
 #define HUMANVIT_IMPLEMENTATION
 #include "humanvit.h"
+#include "bench_common.h"
 #include <time.h>
+#include <unistd.h>
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__AVX__) || defined(__AVX512BF16__)
 #include <immintrin.h>
 #elif defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #endif
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 /* CPU time of the calling thread: with one thread it excludes the time other processes held the
    core, so on a shared machine it is the steadier measure (it still sees their cache traffic) */
 static double cpu_s(void) {
@@ -144,68 +146,6 @@ static double loop_peak(double (*loop)(int64_t), int threads, double *cpu) {
     return best;
 }
 
-/* ---- cases ---------------------------------------------------------------------------------- */
-
-typedef struct bcase {
-    const char *name;
-    int ta, tb;
-    int64_t m, n, k, batch;
-    int quick; /* part of --quick */
-    int bf16;  /* the bf16 kernel; its f32 twin is the case named without "_bf16" */
-    int op;    /* through hv_matmul on (8, 6, ...) tensors (its batch loop), not one backend call */
-} bcase;
-
-static const bcase cases[] = {
-    {"sgemm_512", 0, 0, 512, 512, 512, 1, 1, 0, 0},
-    {"sgemm_1024", 0, 0, 1024, 1024, 1024, 1, 1, 0, 0},
-    {"sgemm_2048", 0, 0, 2048, 2048, 2048, 1, 0, 0, 0},
-    {"sgemm_4096", 0, 0, 4096, 4096, 4096, 1, 0, 0, 0},
-    /* forward: y = x W^T, W stored (out, in) */
-    {"vit_s_qkv_fwd", 0, 1, 2056, 1152, 384, 1, 1, 0, 0},
-    {"vit_s_proj_fwd", 0, 1, 2056, 384, 384, 1, 0, 0, 0},
-    {"vit_s_fc1_fwd", 0, 1, 2056, 1536, 384, 1, 0, 0, 0},
-    {"vit_s_fc2_fwd", 0, 1, 2056, 384, 1536, 1, 1, 0, 0},
-    /* backward, input gradient: dX = dY W */
-    {"vit_s_qkv_dx", 0, 0, 2056, 384, 1152, 1, 0, 0, 0},
-    {"vit_s_proj_dx", 0, 0, 2056, 384, 384, 1, 0, 0, 0},
-    {"vit_s_fc1_dx", 0, 0, 2056, 384, 1536, 1, 1, 0, 0},
-    {"vit_s_fc2_dx", 0, 0, 2056, 1536, 384, 1, 0, 0, 0},
-    /* backward, weight gradient: dW = dY^T X (a sum over the 2056 tokens) */
-    {"vit_s_qkv_dw", 1, 0, 1152, 384, 2056, 1, 0, 0, 0},
-    {"vit_s_proj_dw", 1, 0, 384, 384, 2056, 1, 0, 0, 0},
-    {"vit_s_fc1_dw", 1, 0, 1536, 384, 2056, 1, 1, 0, 0},
-    {"vit_s_fc2_dw", 1, 0, 384, 1536, 2056, 1, 0, 0, 0},
-    /* attention products, batch 8 x 6 heads: S = Q K^T, O = P V */
-    {"vit_s_attn_qk", 0, 1, 257, 257, 64, 48, 0, 0, 0},
-    {"vit_s_attn_pv", 0, 0, 257, 64, 257, 48, 0, 0, 0},
-    /* bf16 (after the f32 cases) */
-    {"sgemm_1024_bf16", 0, 0, 1024, 1024, 1024, 1, 1, 1, 0},
-    {"sgemm_2048_bf16", 0, 0, 2048, 2048, 2048, 1, 0, 1, 0},
-    {"vit_s_qkv_fwd_bf16", 0, 1, 2056, 1152, 384, 1, 1, 1, 0},
-    {"vit_s_proj_fwd_bf16", 0, 1, 2056, 384, 384, 1, 0, 1, 0},
-    {"vit_s_fc1_fwd_bf16", 0, 1, 2056, 1536, 384, 1, 0, 1, 0},
-    {"vit_s_fc2_fwd_bf16", 0, 1, 2056, 384, 1536, 1, 1, 1, 0},
-    {"vit_s_qkv_dx_bf16", 0, 0, 2056, 384, 1152, 1, 0, 1, 0},
-    {"vit_s_fc1_dx_bf16", 0, 0, 2056, 384, 1536, 1, 0, 1, 0},
-    {"vit_s_fc2_dx_bf16", 0, 0, 2056, 1536, 384, 1, 0, 1, 0},
-    {"vit_s_qkv_dw_bf16", 1, 0, 1152, 384, 2056, 1, 0, 1, 0},
-    {"vit_s_fc1_dw_bf16", 1, 0, 1536, 384, 2056, 1, 0, 1, 0},
-    {"vit_s_fc2_dw_bf16", 1, 0, 384, 1536, 2056, 1, 0, 1, 0},
-    {"vit_s_attn_qk_bf16", 0, 1, 257, 257, 64, 48, 0, 1, 0},
-    {"vit_s_attn_pv_bf16", 0, 0, 257, 64, 257, 48, 0, 1, 0},
-    /* the same through hv_matmul (B = 8, H = 6 batch axes): what the model's attention calls */
-    {"vit_s_attn_qk_op", 0, 1, 257, 257, 64, 48, 0, 0, 1},
-    {"vit_s_attn_pv_op", 0, 0, 257, 64, 257, 48, 0, 0, 1},
-};
-#define NCASES ((int)(sizeof cases / sizeof cases[0]))
-
-static const char *op_name(const bcase *c) { return c->ta ? (c->tb ? "TT" : "TN") : (c->tb ? "NT" : "NN"); }
-static void shape_str(const bcase *c, char *buf, size_t n) {
-    if (c->batch > 1)
-        snprintf(buf, n, "%lldx(%lldx%lldx%lld) %s", (long long)c->batch, (long long)c->m, (long long)c->n, (long long)c->k, op_name(c));
-    else snprintf(buf, n, "%lldx%lldx%lld %s", (long long)c->m, (long long)c->n, (long long)c->k, op_name(c));
-}
-
 /* ---- torch numbers: JSON lines {"bench": ..., "threads": T, "torch_ms": X, ...} ------------- */
 
 #define MAX_TORCH 256
@@ -281,16 +221,6 @@ static double load_avg(void) {
     return l;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *t, int n) {
-    qsort(t, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
-
 /* median ms of `runs` GEMMs (after one warm-up that also grows the packing buffers); *cpu_ms the
    median CPU time of the calling thread (meaningful with one thread) */
 static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
@@ -308,24 +238,7 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     for (i = 0; i < sa * c->batch; i++) A[i] = hv_rng_uniform(ctx) - 0.5f;
     for (i = 0; i < sb * c->batch; i++) B[i] = hv_rng_uniform(ctx) - 0.5f;
     memset(C, 0, sizeof(float) * (size_t)(sc * c->batch));
-    memset(&g, 0, sizeof g);
-    g.trans_a = c->ta;
-    g.trans_b = c->tb;
-    g.m = c->m;
-    g.n = c->n;
-    g.k = c->k;
-    g.batch = c->batch;
-    g.alpha = 1.0f;
-    g.beta = 0.0f;
-    g.a = A;
-    g.lda = c->ta ? c->m : c->k;
-    g.batch_stride_a = sa;
-    g.b = B;
-    g.ldb = c->tb ? c->k : c->n;
-    g.batch_stride_b = sb;
-    g.c = C;
-    g.ldc = c->n;
-    g.batch_stride_c = sc;
+    g = case_args(c, A, B, C);
     if (runs > 64) runs = 64;
     hv_set_gemm_precision(ctx, c->bf16 ? HV_GEMM_BF16 : HV_GEMM_F32);
     if (c->op) { /* (8, 6, rows, cols) tensors over the same data; the product lives in the arena */
@@ -361,13 +274,46 @@ static double time_case(hv_ctx *ctx, const bcase *c, int runs, double *cpu_ms) {
     return med;
 }
 
+/* --backend vulkan: the Vulkan rows are a program of their own (built with HUMANVIT_VULKAN when
+   the Vulkan headers are there), so this one builds and runs on any machine; argv without the
+   --backend pair goes to it */
+static int run_vulkan(int argc, char **argv) {
+    char path[4096];
+    const char *slash = strrchr(argv[0], '/');
+    char **args = (char **)malloc(sizeof(char *) * (size_t)(argc + 1));
+    int i, n = 0;
+    if (!args) return 1;
+    snprintf(path, sizeof path, "%.*sbench_vulkan", slash ? (int)(slash - argv[0] + 1) : 0, argv[0]);
+    args[n++] = path;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc) i++;
+        else args[n++] = argv[i];
+    }
+    args[n] = NULL;
+    if (slash) execv(path, args);
+    else execvp(path, args);
+    fprintf(stderr, "bench: --backend vulkan runs %s, which is not there (it is built by ./build.sh bench where the Vulkan headers are "
+                    "installed: apt-get install libvulkan-dev)\n", path);
+    free(args);
+    return 77;
+}
+
 int main(int argc, char **argv) {
     const char *json_path = NULL, *torch_path = NULL, *threads_arg = NULL, *only = NULL;
     int quick = 0, runs = 0, i, nthr = 0, thr[8], all, no_bf16 = 0, only_bf16 = 0, have_bf16;
     FILE *json = NULL;
     hv_ctx *ctx;
+    for (i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--backend")) {
+            if (!strcmp(argv[i + 1], "vulkan")) return run_vulkan(argc, argv);
+            if (strcmp(argv[i + 1], "cpu")) {
+                fprintf(stderr, "bench: --backend must be cpu or vulkan, not '%s'\n", argv[i + 1]);
+                return 2;
+            }
+        }
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc) i++; /* cpu */
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
         else if (!strcmp(argv[i], "--torch") && i + 1 < argc) torch_path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads_arg = argv[++i];
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
@@ -383,8 +329,8 @@ int main(int argc, char **argv) {
                        cases[i].ta, cases[i].tb, cases[i].quick, cases[i].bf16);
             return 0;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] [--no-bf16 | --only-bf16] "
-                    "[--only TEXT]\n",
+            fprintf(stderr, "usage: %s [--backend cpu|vulkan] [--quick] [--runs N] [--threads 1,2] [--json FILE] [--torch FILE] [--list] "
+                    "[--no-bf16 | --only-bf16] [--only TEXT]\n",
                     argv[0]);
             return 2;
         }

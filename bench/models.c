@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include "model_steps.h"
 
 static double now_ms(void) {
     struct timespec t;
@@ -35,13 +36,10 @@ static void die(const char *what) {
 
 int main(int argc, char **argv) {
     const char *step = NULL;
-    int threads = 0, iters = 5, batch = 8, i, warmup = 2;
+    int threads = 0, iters = 5, batch = 8, i, warmup = 2, rc;
     hv_init_desc id;
     hv_ctx *ctx;
-    hv_vit *vit = NULL;
-    hv_mae *mae = NULL;
-    hv_optim *opt = NULL;
-    hv_tensor *images, *labels = NULL;
+    mstep s;
     double *ms;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--step") && i + 1 < argc) step = argv[++i];
@@ -49,7 +47,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_models --step vits14_infer|vitb14_infer|vits14_train|mae_vits14 [--threads T] [--iters N] [--batch B]\n");
+            fprintf(stderr, "usage: bench_models --step " MSTEP_NAMES " [--threads T] [--iters N] [--batch B]\n");
             return 2;
         }
     }
@@ -62,55 +60,20 @@ int main(int argc, char **argv) {
     id.seed = 1;
     ctx = hv_init(&id);
     if (!ctx) die("hv_init");
-    images = hv_randn(ctx, HV_SHAPE(batch, 3, 224, 224), 0, 1);
-    if (!strcmp(step, "vits14_infer") || !strcmp(step, "vitb14_infer") || !strcmp(step, "vits14_train")) {
-        hv_vit_desc d;
-        memset(&d, 0, sizeof d);
-        d.preset = step[3] == 'b' ? HV_VIT_B14 : HV_VIT_S14;
-        if (!strcmp(step, "vits14_train")) {
-            hv_optim_desc od;
-            d.num_classes = 1000;
-            vit = hv_vit_new(ctx, &d);
-            if (!vit) die("hv_vit_new");
-            memset(&od, 0, sizeof od);
-            od.lr = 1e-4f;
-            od.weight_decay = 0.05f;
-            opt = hv_optim_new(ctx, hv_vit_params(vit), &od);
-            labels = hv_tensor_new(ctx, HV_I32, HV_SHAPE(batch));
-            for (i = 0; i < batch; i++) hv_data_i32(labels)[i] = (int32_t)(hv_rng_u64(ctx) % 1000);
-        } else {
-            vit = hv_vit_new(ctx, &d);
-            hv_set_grad_enabled(ctx, 0);
-        }
-        if (!vit) die("hv_vit_new");
-    } else if (!strcmp(step, "mae_vits14")) {
-        hv_mae_desc d;
-        hv_optim_desc od;
-        memset(&d, 0, sizeof d);
-        d.encoder.preset = HV_VIT_S14;
-        d.mask_ratio = 0.8f;
-        mae = hv_mae_new(ctx, &d);
-        if (!mae) die("hv_mae_new");
-        memset(&od, 0, sizeof od);
-        od.lr = 3e-4f;
-        od.beta2 = 0.95f;
-        opt = hv_optim_new(ctx, hv_mae_params(mae), &od);
-    } else {
+    rc = mstep_new(&s, ctx, step, batch, 0, 0);
+    if (rc == 2) {
         fprintf(stderr, "bench_models: unknown step '%s'\n", step);
         return 2;
     }
+    if (rc) die(step);
     ms = (double *)malloc(sizeof(double) * (size_t)iters);
     for (i = -warmup; i < iters; i++) {
         double t0 = now_ms();
-        hv_tensor *loss = NULL;
-        if (mae) loss = hv_mae_forward(mae, images, NULL, NULL, NULL);
-        else if (opt) loss = hv_cross_entropy(hv_vit_forward(vit, images, 1), labels);
-        else if (!hv_vit_forward(vit, images, 0)) die("forward");
-        if (opt) {
-            if (!loss) die("forward");
-            hv_optim_zero_grad(opt);
-            if (hv_backward(loss)) die("backward");
-            hv_optim_step(opt);
+        hv_tensor *out = mstep_forward(&s);
+        if (!out) die("forward");
+        if (s.opt) {
+            if (mstep_backward(&s, out)) die("backward");
+            hv_optim_step(s.opt);
         }
         hv_step_end(ctx);
         if (i >= 0) ms[i] = now_ms() - t0;
@@ -120,9 +83,7 @@ int main(int argc, char **argv) {
            "%.1f}\n",
            step, batch, hv_get_threads(ctx), ms[iters / 2], batch * 1000.0 / ms[iters / 2], peak_rss_mb());
     free(ms);
-    hv_optim_free(opt);
-    hv_vit_free(vit);
-    hv_mae_free(mae);
+    mstep_free(&s);
     hv_shutdown(ctx);
     return 0;
 }
