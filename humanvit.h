@@ -1037,6 +1037,9 @@ struct hv__backend {
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
+    /* t (contiguous i32) += delta: counters (BatchNorm's num_batches_tracked) that stay where they
+       live, so a device backend need not download and upload them */
+    void (*add_i32)(hv_ctx *ctx, hv_tensor *t, int32_t delta);
     void (*gemm)(hv_ctx *ctx, const hv__gemm_args *g);
     /* out = a (op) b; a and b already expanded to out's shape (stride 0 on broadcast axes) */
     void (*binary)(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b);
@@ -1071,7 +1074,10 @@ struct hv__backend {
     void (*attention_bwd)(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
                           const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
                           float scale);
-    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n) */
+    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n).
+       Indices (here, scatter_add's, the labels of cross_entropy) in host memory are checked by the
+       op before the call; in device memory the kernel checks them, skips a bad one and reports it
+       at the next sync (hv__check_index_range) */
     void (*gather)(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
                    int64_t n, int64_t k, int64_t inner);
     /* dst (outer, n, inner) += src (outer, k, inner) at rows idx (outer, k); repeated rows add */
@@ -1085,7 +1091,8 @@ struct hv__backend {
     /* glogits += gloss / N * (softmax - onehot) */
     void (*cross_entropy_bwd)(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
                               const hv_tensor *lse, const hv_tensor *gloss);
-    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit */
+    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit;
+       -1 (error set) when a device tensor's label is out of range */
     int64_t (*topk_correct)(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k);
     /* loss (scalar) = mean of (a - b)^2 (HV__LOSS_MSE) or |a - b| (HV__LOSS_L1); a, b same shape */
     void (*diff_loss)(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b);
@@ -1585,7 +1592,7 @@ HVDEF float hv_item(const hv_tensor *t) {
         hv__fail("hv_item", "%s is not a one-element f32 tensor", hv__desc("tensor", t));
         return NAN;
     }
-    hv_tensor_copy_to(t, &v, sizeof v);
+    if (hv_tensor_copy_to(t, &v, sizeof v)) return NAN; /* e.g. a device kernel's error, found by this sync */
     return v;
 }
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
@@ -2360,13 +2367,11 @@ static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n
     for (i = a + 1; i < x->ndim; i++) *inner *= x->shape[i];
     *n = x->shape[a];
 }
-/* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
-   value and the tensor the values index (target) */
-static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
-    /* on a device backend the indices are downloaded (a sync): small, and checked before use */
-    const int32_t *p = (const int32_t *)hv__host_begin(idx, 1);
+/* every value of the contiguous i32 tensor idx, in host memory, lies in [0, n); the error names
+   the position, the value and the tensor the values index (target) */
+static int hv__check_index_values(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
+    const int32_t *p = (const int32_t *)idx->data;
     int64_t i, m = hv_numel(idx);
-    if (!p) return -1;
     for (i = 0; i < m; i++)
         if (p[i] < 0 || p[i] >= n) {
             char pos[HV_MAX_DIMS * 24];
@@ -2379,10 +2384,15 @@ static int hv__check_index_range(const char *op, const char *role, hv_tensor *id
             pos[0] = 0;
             for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
             hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
-            hv__host_end(idx, (void *)p, 0);
             return -1;
         }
-    return hv__host_end(idx, (void *)p, 0);
+    return 0;
+}
+static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
+    /* a device backend's kernels check their indices themselves and report a bad one at the next
+       sync (VULKAN in the manual): no download and wait here */
+    if (idx->buf) return 0;
+    return hv__check_index_values(op, role, idx, n, target);
 }
 static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
     if (t->dtype != HV_I32) {
@@ -2638,6 +2648,7 @@ HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k) {
     }
     if (!(logits = hv_contiguous(logits))) return NAN;
     correct = logits->ctx->be->topk_correct(logits->ctx, logits, labels, k);
+    if (correct < 0) return NAN; /* a device backend's labels were out of range (error set) */
     return (float)((double)correct / (double)logits->shape[0]);
 }
 
@@ -3047,6 +3058,11 @@ static void hv__cpu_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int 
     }
 }
 
+static void hv__cpu_add_i32(hv_ctx *ctx, hv_tensor *t, int32_t delta) {
+    int64_t i, n = hv_numel(t);
+    (void)ctx;
+    for (i = 0; i < n; i++) ((int32_t *)t->data)[i] += delta;
+}
 static void hv__cpu_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
     int64_t r, rows = hv__rows(dst), len = hv__row_len(dst), sd = hv__row_stride(dst);
     HV__PARALLEL_FOR(ctx, rows * len)
@@ -6412,6 +6428,7 @@ static const hv__backend *hv__cpu_backend(void) {
     if (!be.name) {
         be.copy = hv__cpu_copy;
         be.fill = hv__cpu_fill;
+        be.add_i32 = hv__cpu_add_i32;
         be.gemm = hv__cpu_gemm;
         be.binary = hv__cpu_binary;
         be.unary = hv__cpu_unary;
@@ -6554,6 +6571,7 @@ static const hv__backend *hv__cpu_backend(void) {
 #define HV__VK_ADDR_TAG 0xF000000000000000ull
 #define HV__VK_OFF_BITS 36
 #define HV__VK_MAX_HAZARDS 64
+#define HV__VK_ATOMIC 2 /* hv__vk_arg.write of the index-error word: written by atomics only */
 
 typedef struct hv__vk_block {
     VkBuffer buf;
@@ -6629,6 +6647,16 @@ typedef struct hv__vk {
     int nhazards;
     hv__vk_pending *downloads;
     int ndownloads, cap_downloads;
+    /* out-of-range indices found by the kernels (index.glsl): 16 bytes of device memory that come
+       down with the batch that used them (armed), zeroed at the next batch's start after a hit
+       (reset); pending: found by hv_step_end or hv_sync, so every dispatch fails until the next
+       hv_step_end, with op: text */
+    hv__vk_block *err_blk;
+    uint64_t err_off;
+    hv__vk_hostbuf err_host;
+    int err_armed, err_reset, err_pending;
+    const char *err_op;
+    char err_text[256];
     /* counters, for tests and curiosity */
     uint64_t n_submits, n_dispatches, n_barriers, n_block_allocs;
     int lost; /* the device failed: every later call is refused */
@@ -7039,6 +7067,11 @@ static int hv__vk_begin(hv__vk *vk) {
     if ((r = vk->vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return hv__vk_fail("vkBeginCommandBuffer", r);
     vk->recording = 1;
     hv__vk_full_barrier(vk); /* the previous batch's writes become visible to this one */
+    if (vk->err_reset) { /* the last batch reported an index error: clear the word for this one */
+        vk->vkCmdFillBuffer(vk->cmd, vk->err_blk->buf, vk->err_off, 16, 0);
+        hv__vk_full_barrier(vk);
+        vk->err_reset = 0;
+    }
     return 0;
 }
 /* records that the next command accesses these ranges; a barrier first when one of them meets
@@ -7046,7 +7079,7 @@ static int hv__vk_begin(hv__vk *vk) {
 static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
     int i, j, conflict = 0;
     for (i = 0; i < n && !conflict; i++)
-        for (j = 0; j < vk->nhazards; j++) {
+        for (j = 0; j < vk->nhazards && args[i].write != HV__VK_ATOMIC; j++) {
             const hv__vk_range *h = &vk->hazards[j];
             if (h->id == args[i].blk->id && (h->write || args[i].write) && args[i].off < h->hi && h->lo < args[i].off + args[i].bytes) {
                 conflict = 1;
@@ -7055,20 +7088,49 @@ static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
         }
     if (conflict || vk->nhazards + n > HV__VK_MAX_HAZARDS) hv__vk_full_barrier(vk);
     for (i = 0; i < n; i++) {
-        hv__vk_range *h = &vk->hazards[vk->nhazards++];
+        hv__vk_range *h;
+        if (args[i].write == HV__VK_ATOMIC) { /* the error word: atomics, no ordering needed */
+            vk->err_armed = 1;
+            continue;
+        }
+        h = &vk->hazards[vk->nhazards++];
         h->id = args[i].blk->id;
         h->write = args[i].write;
         h->lo = args[i].off;
         h->hi = args[i].off + args[i].bytes;
     }
 }
-/* submit the batch and wait for it; then the rings are empty and downloads have landed */
+/* the ops whose kernels check indices, by the code they pass (index.glsl); the role names the
+   index tensor */
+enum { HV__VK_IDX_GATHER = 1, HV__VK_IDX_SCATTER_BWD, HV__VK_IDX_SCATTER, HV__VK_IDX_CE, HV__VK_IDX_CE_BWD, HV__VK_IDX_CODES };
+static int hv__vk_index_error(hv__vk *vk, const uint32_t *word) {
+    static const char *const op[] = {"hv_vulkan", "hv_gather", "hv_scatter (backward)", "hv_scatter (or the backward of hv_gather)",
+                                     "hv_cross_entropy", "hv_cross_entropy (backward)"};
+    uint32_t code = word[0] < HV__VK_IDX_CODES ? word[0] : 0;
+    vk->err_op = op[code];
+    snprintf(vk->err_text, sizeof vk->err_text,
+             "%s holds %d, out of range [0, %d) (checked by the Vulkan kernel; reported at the first sync after it ran)",
+             code >= HV__VK_IDX_CE ? "labels" : "idx", (int)word[1], (int)word[2]);
+    vk->err_reset = 1;
+    return hv__fail(vk->err_op, "%s", vk->err_text), -1;
+}
+/* submit the batch and wait for it; then the rings are empty and downloads have landed. -1 with
+   the error set when the device was lost or a kernel found an index out of range (hv_step_end and
+   hv_sync keep the latter pending: see hv__vk_step_end) */
 static int hv__vk_flush(hv__vk *vk) {
     VkSubmitInfo si;
     VkResult r;
     int i;
     if (!vk->recording) return vk->lost ? -1 : 0;
-    if (vk->ndownloads) { /* device writes of the copies become visible to the host */
+    if (vk->err_armed) { /* the index-error word comes down with the batch */
+        VkBufferCopy bc;
+        hv__vk_full_barrier(vk);
+        bc.srcOffset = vk->err_off;
+        bc.dstOffset = 0;
+        bc.size = 16;
+        vk->vkCmdCopyBuffer(vk->cmd, vk->err_blk->buf, vk->err_host.buf, 1, &bc);
+    }
+    if (vk->ndownloads || vk->err_armed) { /* device writes of the copies become visible to the host */
         VkMemoryBarrier mb;
         memset(&mb, 0, sizeof mb);
         mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
@@ -7096,6 +7158,10 @@ static int hv__vk_flush(hv__vk *vk) {
     vk->stage.used = 0;
     vk->params.used = 0;
     vk->nhazards = 0;
+    if (vk->err_armed) {
+        vk->err_armed = 0;
+        if (((const uint32_t *)vk->err_host.map)[0]) return hv__vk_index_error(vk, (const uint32_t *)vk->err_host.map);
+    }
     return 0;
 lost:
     vk->lost = 1;
@@ -7227,6 +7293,7 @@ static int hv__vk_dispatch(hv__vk *vk, int shader, const hv__vk_arg *args, int n
     int32_t *p;
     int i;
     HV_ASSERT(nargs <= HV__VK_MAX_ARGS && nargs + nparams <= HV__VK_MAX_PARAMS);
+    if (vk->err_pending) return hv__fail(vk->err_op, "%s", vk->err_text), -1;
     if (gx == 0 || gy == 0 || gz == 0) return 0;
     if (vk->params.used + vk->param_slot > vk->params.size && hv__vk_flush(vk)) return -1;
     if (hv__vk_begin(vk)) return -1;
@@ -7491,9 +7558,19 @@ static void hv__vk_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int a
 }
 static void hv__vk_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
     const hv_tensor *ts[1];
-    int32_t bits = hv__vk_f2i(value);
+    int32_t p[2];
+    p[0] = hv__vk_f2i(value);
+    p[1] = 0;
     ts[0] = dst;
-    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, &bits, 1);
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, p, 2);
+}
+static void hv__vk_add_i32(hv_ctx *ctx, hv_tensor *t, int32_t delta) {
+    const hv_tensor *ts[1];
+    int32_t p[2];
+    p[0] = delta;
+    p[1] = 1; /* fill.comp's add mode */
+    ts[0] = t;
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, p, 2);
 }
 static void hv__vk_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
     const hv_tensor *ts[3];
@@ -7898,34 +7975,51 @@ static void hv__vk_attention_bwd_one(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, 
 
 /* ---- gather, scatter, losses ---------------------------------------------------------------- */
 
+/* the index-error word as a kernel argument: the last binding of the kernels that read indices */
+static hv_tensor hv__vk_err_arg(hv__vk *vk) {
+    hv_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = HV_I32;
+    t.ndim = 1;
+    t.shape[0] = 4;
+    t.stride[0] = 1;
+    t.data = hv__vk_addr(vk->err_blk, vk->err_off);
+    return t;
+}
 static void hv__vk_gather_one(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
                           int64_t n, int64_t k, int64_t inner) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int32_t p[5];
+    const hv_tensor *ts[4];
+    int w[4] = {1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[6];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(outer * k * inner);
     p[1] = hv__vk_i32(n);
     p[2] = hv__vk_i32(k);
     p[3] = hv__vk_i32(inner);
     p[4] = accumulate;
+    p[5] = accumulate ? HV__VK_IDX_SCATTER_BWD : HV__VK_IDX_GATHER; /* accumulating: hv_scatter's backward */
     ts[0] = dst;
     ts[1] = src;
     ts[2] = idx;
-    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 3, p, 5, (uint64_t)(outer * k * inner), 256, 0);
+    ts[3] = &err;
+    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 4, p, 6, (uint64_t)(outer * k * inner), 256, 0);
 }
 static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
                                int64_t k, int64_t inner) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int32_t p[4];
+    const hv_tensor *ts[4];
+    int w[4] = {1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[5];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(outer * inner);
     p[1] = hv__vk_i32(n);
     p[2] = hv__vk_i32(k);
     p[3] = hv__vk_i32(inner);
+    p[4] = HV__VK_IDX_SCATTER;
     ts[0] = dst;
     ts[1] = src;
     ts[2] = idx;
-    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 256, 0);
+    ts[3] = &err;
+    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 4, p, 5, (uint64_t)(outer * inner), 256, 0);
 }
 /* out[0] = scale * sum of the contiguous x */
 static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, float scale) {
@@ -7939,32 +8033,38 @@ static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, fl
     return hv__vk_run(ctx, "hv_vulkan sum", HV__VKS_SUM_SCALAR, ts, w, 2, p, 2, 1, 256, 1);
 }
 static void hv__vk_cross_entropy_rows(hv_ctx *ctx, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits, const hv_tensor *labels) {
-    const hv_tensor *ts[4];
-    int w[4] = {1, 1, 0, 0};
-    int32_t p[2];
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[3];
     int64_t N = logits->shape[0];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(N);
     p[1] = hv__vk_i32(logits->shape[1]);
+    p[2] = HV__VK_IDX_CE;
     ts[0] = lse;
     ts[1] = row_loss;
     ts[2] = logits;
     ts[3] = labels;
-    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1);
+    ts[4] = &err;
+    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 5, p, 3, (uint64_t)N, 64, 1);
 }
 static void hv__vk_cross_entropy_bwd_one(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
                                      const hv_tensor *lse, const hv_tensor *gloss, int64_t total) {
-    const hv_tensor *ts[5];
-    int w[5] = {1, 0, 0, 0, 0};
-    int32_t p[3];
+    const hv_tensor *ts[6];
+    int w[6] = {1, 0, 0, 0, 0, HV__VK_ATOMIC};
+    int32_t p[4];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(logits->shape[0]);
     p[1] = hv__vk_i32(logits->shape[1]);
     p[2] = hv__vk_i32(total);
+    p[3] = HV__VK_IDX_CE_BWD;
     ts[0] = glogits;
     ts[1] = logits;
     ts[2] = labels;
     ts[3] = lse;
     ts[4] = gloss;
-    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 3, (uint64_t)hv_numel(logits), 256, 0);
+    ts[5] = &err;
+    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 6, p, 4, (uint64_t)hv_numel(logits), 256, 0);
 }
 /* top-k accuracy returns a count to the host anyway: the logits come down and the CPU kernel
    counts (not a training hot path) */
@@ -7974,8 +8074,10 @@ static int64_t hv__vk_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const h
     hl.buf = hy.buf = NULL;
     hl.data = hv__host_begin((hv_tensor *)logits, 1);
     hy.data = hl.data ? hv__host_begin((hv_tensor *)labels, 1) : NULL;
-    if (!hy.data) return 0;
-    r = hv__cpu_topk_correct(ctx, &hl, &hy, k);
+    if (!hy.data) return -1;
+    /* the labels are on the host now: checked here, as the op does on the CPU */
+    r = hv__check_index_values("hv_topk_accuracy", "labels", &hy, logits->shape[1], hv__desc("logits", logits)) ? -1
+                                                                                                            : hv__cpu_topk_correct(ctx, &hl, &hy, k);
     hv__host_end((hv_tensor *)labels, hy.data, 0);
     hv__host_end((hv_tensor *)logits, hl.data, 0);
     return r;
@@ -8643,11 +8745,18 @@ static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
-static void hv__vk_sync(hv_ctx *ctx) { hv__vk_flush(HV__VK(ctx)); }
+/* hv_sync and hv_step_end return nothing: an index error found by their wait stays pending, and
+   every dispatch fails with it (so the ops of the next step return NULL, hv_backward and
+   hv_optim_step -1) until the following hv_step_end */
+static void hv__vk_sync(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    if (hv__vk_flush(vk) && !vk->lost) vk->err_pending = 1;
+}
 static void hv__vk_step_end(hv_ctx *ctx) {
     hv__vk *vk = HV__VK(ctx);
     int i;
-    hv__vk_flush(vk); /* the pool's memory is free once the step's work is done */
+    /* the pool's memory is free once the step's work is done */
+    vk->err_pending = hv__vk_flush(vk) && !vk->lost;
     if (vk->npool > 1) { /* one block of the step's total from now on, as the host arena does */
         uint64_t total = 0;
         for (i = 0; i < vk->npool; i++) total += vk->pool[i]->size;
@@ -8674,6 +8783,7 @@ static void hv__vk_destroy(hv__vk *vk) {
         for (i = 0; i < vk->nblocks; i++) hv__vk_block_destroy(vk, vk->blocks[i]);
         hv__vk_hostbuf_free(vk, &vk->stage);
         hv__vk_hostbuf_free(vk, &vk->params);
+        hv__vk_hostbuf_free(vk, &vk->err_host);
         for (k = 0; k < HV__VKS_COUNT; k++)
             if (vk->pipes[k]) vk->vkDestroyPipeline(vk->dev, vk->pipes[k], NULL);
         for (k = 0; k < HV__VK_MAX_ARGS + 2; k++) {
@@ -8828,9 +8938,17 @@ static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc) {
     pci.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO;
     if ((r = vk->vkCreatePipelineCache(vk->dev, &pci, NULL, &vk->pcache)) != VK_SUCCESS) vk->pcache = VK_NULL_HANDLE;
     if (hv__vk_hostbuf_init(vk, &vk->stage, hv__vk_env_bytes("HUMANVIT_VULKAN_STAGING", (uint64_t)16 << 20)) ||
-        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096))
+        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096) || hv__vk_hostbuf_init(vk, &vk->err_host, 256))
         goto fail;
     ctx->dev = vk;
+    { /* the index-error word (index.glsl), zeroed like all device memory */
+        void *buf, *word = hv__vk_mem_alloc(ctx, 16, 1, &buf);
+        if (!word) {
+            ctx->dev = NULL;
+            goto fail;
+        }
+        vk->err_blk = hv__vk_resolve(vk, word, &vk->err_off);
+    }
     ctx->be = hv__vk_backend();
     ctx->kind = HV_BACKEND_VULKAN;
     return 0;
@@ -8852,6 +8970,7 @@ static const hv__backend *hv__vk_backend(void) {
         be.device_name = hv__vk_device_name;
         be.copy = hv__vk_copy;
         be.fill = hv__vk_fill;
+        be.add_i32 = hv__vk_add_i32;
         be.gemm = hv__vk_gemm;
         be.binary = hv__vk_binary;
         be.unary = hv__vk_unary;
@@ -9540,11 +9659,10 @@ HVDEF hv_tensor *hv_vit_forward(hv_vit *vit, hv_tensor *images, int training) {
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) { /* on a device backend: a 4-byte download and upload */
-            int32_t *count = (int32_t *)hv__host_begin(vit->head_count, 1);
-            if (!count) return NULL;
-            count[0] += 1;
-            if (hv__host_end(vit->head_count, count, 1)) return NULL;
+        if (bn && training) { /* num_batches_tracked += 1 where it lives (no wait on a device) */
+            hv_ctx *ctx = vit->head_count->ctx;
+            ctx->be->add_i32(ctx, vit->head_count, 1);
+            if (ctx->kernel_failed) return ctx->kernel_failed = 0, (hv_tensor *)NULL;
         }
         return hv__linear_fwd(&vit->head, bn);
     }

@@ -450,14 +450,86 @@ static void test_gather_scatter(hv_ctx *unused) {
     c.in[0] = rnd(HV_SHAPE(2, 6, 3), -1, 1);
     c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(2, 6), 4);
     vk_check(&c);
-    { /* the index check reads device indices on the host */
-        hv_tensor *x = hv_zeros(g_vk, HV_SHAPE(2, 5)), *idx = hv_tensor_new(g_vk, HV_I32, HV_SHAPE(2, 2));
-        int32_t bad[4] = {0, 1, 4, 5};
-        hv_tensor_copy_from(idx, bad, sizeof bad);
-        CHECK_ERROR(hv_gather(x, 1, idx), "idx[1, 1] = 5", "out of range");
-        hv_tensor_free(x);
-        hv_tensor_free(idx);
-    }
+}
+
+/* ---- out-of-range indices: checked by the kernels, reported at the next sync ---------------- */
+
+/* a device i32 tensor from host values */
+static hv_tensor *vk_index(const int32_t *v, hv_shape shape) {
+    hv_tensor *t = hv_tensor_new(g_vk, HV_I32, shape);
+    if (t) hv_tensor_copy_from(t, v, sizeof(int32_t) * (size_t)hv_numel(t));
+    return t;
+}
+static void test_index_errors(hv_ctx *unused) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_tensor *x = hv_randn(g_vk, HV_SHAPE(2, 5, 3), 0, 1), *logits = hv_randn(g_vk, HV_SHAPE(3, 4), 0, 1), *out;
+    hv_tensor *bad_idx, *good_idx, *bad_labels, *good_labels, *xc, *ic;
+    int32_t bad[4] = {0, 1, 4, 7}, good[4] = {0, 1, 4, 2}, labels[6] = {1, -3, 2, 1, 0, 3};
+    uint64_t submits;
+    float v;
+    (void)unused;
+    bad_idx = vk_index(bad, HV_SHAPE(2, 2));
+    good_idx = vk_index(good, HV_SHAPE(2, 2));
+    bad_labels = vk_index(labels, HV_SHAPE(3));
+    good_labels = vk_index(labels + 3, HV_SHAPE(3));
+    hv_set_trainable(x, 1);
+    hv_set_trainable(logits, 1);
+    hv_sync(g_vk);
+    /* recording a gather with a bad index neither fails nor waits: the kernel checks */
+    submits = vk->n_submits;
+    out = hv_gather(x, 1, bad_idx);
+    CHECK(out != NULL && vk->n_submits == submits, "gather with device indices: %p, %llu waits", (void *)out,
+          (unsigned long long)(vk->n_submits - submits));
+    /* the first sync that returns a status reports it: hv_item gives NaN and names op and value */
+    hv_clear_error();
+    v = hv_item(hv_sum(out, 0, NULL, 0));
+    CHECK(isnan(v) && strstr(hv_last_error(), "hv_gather") && strstr(hv_last_error(), "idx holds 7") &&
+              strstr(hv_last_error(), "[0, 5)"),
+          "bad gather index at hv_item: %g, \"%s\"", v, hv_last_error());
+    hv_step_end(g_vk); /* reported once: the context goes on */
+    out = hv_gather(x, 1, good_idx);
+    CHECK(out && hv_item(hv_sum(out, 0, NULL, 0)) == hv_item(hv_sum(out, 0, NULL, 0)), "gather after an index error: %s", hv_last_error());
+    hv_step_end(g_vk);
+
+    /* found by hv_step_end (void): every op of the next step fails with it, the one after works */
+    CHECK(hv_backward(hv_cross_entropy(logits, bad_labels)) == 0, "backward with bad labels recorded: %s", hv_last_error());
+    hv_step_end(g_vk);
+    CHECK_ERROR(hv_add_scalar(logits, 1.0f), "hv_cross_entropy", "labels holds -3", "[0, 4)");
+    CHECK_ERROR(hv_gather(x, 1, good_idx), "hv_cross_entropy", "labels holds -3");
+    hv_clear_error();
+    CHECK(hv_tensor_fill(logits, 0.0f) == -1 && strstr(hv_last_error(), "labels holds -3"), "hv_tensor_fill: \"%s\"", hv_last_error());
+    hv_step_end(g_vk);
+    v = hv_item(hv_cross_entropy(logits, good_labels));
+    CHECK(isfinite(v), "cross_entropy after the failed step: %g, %s", v, hv_last_error());
+    hv_step_end(g_vk);
+
+    /* scatter, found by hv_sync mid-step: pending until hv_step_end */
+    out = hv_scatter(hv_slice(x, 1, 0, 2, 1), 1, bad_idx, 6);
+    CHECK_NOTNULL(out);
+    hv_sync(g_vk);
+    CHECK_ERROR(hv_mul(x, x), "hv_scatter", "idx holds 7", "[0, 6)");
+    hv_step_end(g_vk);
+    CHECK(hv_item(hv_sum(hv_mul(x, x), 0, NULL, 0)) > 0, "context unusable after an index error: %s", hv_last_error());
+    hv_step_end(g_vk);
+
+    /* top-k accuracy downloads the labels anyway: checked on the host there */
+    hv_clear_error();
+    v = hv_topk_accuracy(logits, bad_labels, 1);
+    CHECK(isnan(v) && strstr(hv_last_error(), "labels[1] = -3"), "topk with bad labels: %g, \"%s\"", v, hv_last_error());
+
+    /* the CPU still checks at the op, and is untouched */
+    xc = hv_tensor_to(x, g_cpu);
+    ic = hv_tensor_to(bad_idx, g_cpu);
+    CHECK_ERROR(hv_gather(xc, 1, ic), "idx[1, 1] = 7", "out of range");
+    CHECK(hv_item(hv_sum(hv_ones(g_cpu, HV_SHAPE(3)), 0, NULL, 0)) == 3.0f, "CPU context broken after a Vulkan index error");
+    hv_tensor_free(xc);
+    hv_tensor_free(ic);
+    hv_tensor_free(x);
+    hv_tensor_free(logits);
+    hv_tensor_free(bad_idx);
+    hv_tensor_free(good_idx);
+    hv_tensor_free(bad_labels);
+    hv_tensor_free(good_labels);
 }
 
 /* ---- losses --------------------------------------------------------------------------------- */
@@ -1262,6 +1334,7 @@ int main(void) {
     TL_RUN(g_cpu, test_layer_norm);
     TL_RUN(g_cpu, test_attention);
     TL_RUN(g_cpu, test_gather_scatter);
+    TL_RUN(g_cpu, test_index_errors);
     TL_RUN(g_cpu, test_losses);
     TL_RUN(g_cpu, test_layout);
     TL_RUN(g_cpu, test_conv);
