@@ -1313,6 +1313,98 @@ static void test_mae_training_steps(hv_ctx *unused) {
     hv_tensor_free(xv);
 }
 
+/* ---- queue waits per training step: what the manual (VULKAN) documents --------------------- */
+
+/* the most queue waits (submit + wait: n_submits) of steps 1..3 of a training loop as the trainers
+   run it: batch upload, forward, backward, AdamW, the loss read once, hv_step_end */
+static uint64_t waits_per_step(hv_tensor *(*loss_fn)(void *model, int step), void *model, const hv_param_list *params, hv_tensor *batch,
+                               const float *host, size_t bytes) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_optim_desc od;
+    hv_optim *opt;
+    uint64_t most = 0;
+    int step;
+    memset(&od, 0, sizeof od);
+    od.lr = 1e-3f;
+    opt = hv_optim_new(g_vk, params, &od);
+    CHECK_NOTNULL(opt);
+    for (step = 0; opt && step < 4; step++) {
+        uint64_t before = vk->n_submits;
+        hv_tensor *loss;
+        hv_tensor_copy_from(batch, host, bytes);
+        loss = loss_fn(model, step);
+        hv_optim_zero_grad(opt);
+        CHECK(loss && hv_backward(loss) == 0 && hv_optim_step(opt) == 0, "step %d: %s", step, hv_last_error());
+        CHECK(isfinite(hv_item(loss)), "step %d: loss %s", step, hv_last_error());
+        hv_step_end(g_vk);
+        if (step > 0 && vk->n_submits - before > most) most = vk->n_submits - before;
+    }
+    hv_optim_free(opt);
+    return most;
+}
+static hv_tensor *g_wait_x, *g_wait_y, *g_wait_noise;
+static hv_tensor *vit_step_loss(void *m, int step) {
+    (void)step;
+    return hv_cross_entropy(hv_vit_forward((hv_vit *)m, g_wait_x, 1), g_wait_y);
+}
+static hv_tensor *mae_step_loss(void *m, int step) {
+    (void)step;
+    return hv_mae_forward((hv_mae *)m, g_wait_x, g_wait_noise, NULL, NULL);
+}
+static void test_step_waits(hv_ctx *unused) {
+    hv_vit_desc vd;
+    hv_mae_desc md;
+    hv_vit *vit;
+    hv_mae *mae;
+    float *host;
+    int32_t labels[4] = {1, 7, 0, 3};
+    size_t bytes = sizeof(float) * 4 * 3 * 28 * 28, i;
+    uint64_t w;
+    (void)unused;
+    host = (float *)malloc(bytes);
+    for (i = 0; i < bytes / sizeof(float); i++) host[i] = (float)((i * 7919) % 255) / 255.0f;
+    g_wait_x = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(4, 3, 28, 28));
+    g_wait_y = vk_index(labels, HV_SHAPE(4));
+    memset(&vd, 0, sizeof vd);
+    vd.img_size = 28;
+    vd.patch_size = 7;
+    vd.embed_dim = 32;
+    vd.depth = 2;
+    vd.num_heads = 4;
+    vd.num_classes = 10; /* the BatchNorm head: its counter stays on the device */
+    vit = hv_vit_new(g_vk, &vd);
+    CHECK_NOTNULL(vit);
+    if (vit) {
+        w = waits_per_step(vit_step_loss, vit, hv_vit_params(vit), g_wait_x, host, bytes);
+        CHECK(w == 1, "ViT training step: %llu queue waits, the manual says 1", (unsigned long long)w);
+        hv_vit_free(vit);
+    }
+    memset(&md, 0, sizeof md);
+    md.encoder = vd;
+    md.encoder.num_classes = 0;
+    md.decoder_embed_dim = 24;
+    md.decoder_depth = 1;
+    md.decoder_num_heads = 4;
+    md.mask_ratio = 0.75f;
+    mae = hv_mae_new(g_vk, &md);
+    CHECK_NOTNULL(mae);
+    if (mae) { /* the library's noise and masking indices go up without a wait */
+        w = waits_per_step(mae_step_loss, mae, hv_mae_params(mae), g_wait_x, host, bytes);
+        CHECK(w == 1, "MAE training step: %llu queue waits, the manual says 1", (unsigned long long)w);
+        /* noise passed by the caller comes down for the host's argsort: one wait more */
+        g_wait_noise = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(4, 16));
+        if (g_wait_noise) hv_tensor_copy_from(g_wait_noise, host + 100, sizeof(float) * 64);
+        w = waits_per_step(mae_step_loss, mae, hv_mae_params(mae), g_wait_x, host, bytes);
+        CHECK(w == 2, "MAE training step with the caller's noise: %llu queue waits, the manual says 2", (unsigned long long)w);
+        hv_tensor_free(g_wait_noise);
+        g_wait_noise = NULL;
+        hv_mae_free(mae);
+    }
+    hv_tensor_free(g_wait_x);
+    hv_tensor_free(g_wait_y);
+    free(host);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_cpu = hv_init(&(hv_init_desc){.seed = 7});
@@ -1347,6 +1439,7 @@ int main(void) {
     TL_RUN(g_cpu, test_steady_state);
     TL_RUN(g_cpu, test_vit_training_steps);
     TL_RUN(g_cpu, test_mae_training_steps);
+    TL_RUN(g_cpu, test_step_waits);
     hv_shutdown(g_vk);
     hv_shutdown(g_cpu);
     TL_DONE();
