@@ -7275,6 +7275,8 @@ static int hv__vk_fits(hv__vk *vk, const hv__vk_arg *a) {
     uint64_t w, r;
     return hv__vk_window(vk, a, &w, &r) == 0;
 }
+/* the f32 elements one binding holds wherever they start (the window starts aligned down) */
+static int64_t hv__vk_room(const hv__vk *vk) { return (int64_t)((vk->max_range - vk->align) / 4); }
 /* 1-D work of n items in groups of `local`, laid over a 2-D grid (65535 groups per axis) */
 static void hv__vk_grid(uint64_t n, uint32_t local, uint32_t *gx, uint32_t *gy) {
     uint64_t groups = (n + local - 1) / local;
@@ -7729,20 +7731,41 @@ static hv_tensor hv__vk_cut(const hv_tensor *t, int d, int64_t i0, int64_t n) {
     v.shape[d] = n;
     return v;
 }
+/* a contiguous tensor's header seen with another shape (same data) */
+static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    hv_tensor v = *t;
+    v.ndim = ndim;
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    hv__set_contiguous_strides(&v);
+    return v;
+}
 #define HV__VK_BIN_MAX 4 /* binary.comp's internal op: NaN-propagating max */
-/* reductions whose input is over the storage-buffer range: halve the axis that spans most; a
+/* the axis along which to halve a reduction of x (over the storage-buffer range) into y (keepdim,
+   contiguous): the one that spans most in x, unless it is a kept axis other than y's outermost
+   axis of extent > 1: then that one, so that y's halves stay contiguous (the kernels write y by
+   output index) */
+static int hv__vk_reduce_axis(const hv_tensor *x, const hv_tensor *y) {
+    int d, best = -1, outer = -1;
+    for (d = 0; d < x->ndim; d++) {
+        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+        if (outer < 0 && y->shape[d] > 1) outer = d;
+    }
+    return best >= 0 && y->shape[best] == x->shape[best] ? outer : best;
+}
+/* reductions whose input is over the storage-buffer range: halve an axis (hv__vk_reduce_axis); a
    kept axis splits the outputs, a reduced one gives two partial results combined elementwise */
 static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
     hv__vk *vk = HV__VK(ctx);
     hv__vk_arg a = hv__vk_targ(vk, x, 0);
-    int d, best = -1;
+    int best;
     int64_t h;
     if (!a.blk || hv__vk_fits(vk, &a) || hv_numel(x) <= 1) {
         hv__vk_reduce_one(ctx, op, out, x);
         return;
     }
-    for (d = 0; d < x->ndim; d++)
-        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+    best = hv__vk_reduce_axis(x, out);
     h = x->shape[best] / 2;
     if (out->shape[best] == x->shape[best]) {
         hv_tensor o1 = hv__vk_cut(out, best, 0, h), o2 = hv__vk_cut(out, best, h, x->shape[best] - h);
@@ -7761,10 +7784,11 @@ static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *
         hv__vk_binary(ctx, op == HV__RED_MAX ? HV__VK_BIN_MAX : HV__ADD, out, r1, r2);
     }
 }
-static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
-    const hv_tensor *ts[4];
-    int32_t p[40];
-    int w[4] = {1, 0, 0, 0}, d;
+static void hv__vk_reduce_max_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy,
+                                      hv_tensor *done) {
+    const hv_tensor *ts[5];
+    int32_t p[41];
+    int w[5] = {1, 0, 0, 0, 1}, d;
     int64_t count = 1;
     memset(p, 0, sizeof p);
     p[2] = x->ndim;
@@ -7783,11 +7807,52 @@ static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x
     }
     p[0] = hv__vk_i32(hv_numel(y));
     p[1] = hv__vk_i32(count);
+    p[40] = done != NULL;
     ts[0] = gx;
     ts[1] = x;
     ts[2] = y;
     ts[3] = gy;
-    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 4, p, 40, (uint64_t)hv_numel(y), 64, 0);
+    ts[4] = done;
+    if (!done) w[4] = 0;
+    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 5, p, 41, (uint64_t)hv_numel(y), 64, 0);
+}
+/* x over the storage-buffer range: halve an axis as hv__vk_reduce does. A kept axis splits every
+   tensor; a reduced one splits x and gx only, the parts running in order with done (y's shape,
+   zeros) marking the groups whose first maximum an earlier part held */
+static void hv__vk_reduce_max_bwd_split(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy,
+                                        hv_tensor *done) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a = hv__vk_targ(vk, x, 0), g = hv__vk_targ(vk, gx, 0);
+    int best;
+    int64_t h, e;
+    if (!a.blk || !g.blk || (hv__vk_fits(vk, &a) && hv__vk_fits(vk, &g)) || hv_numel(x) <= 1) {
+        hv__vk_reduce_max_bwd_one(ctx, gx, x, y, gy, done);
+        return;
+    }
+    best = hv__vk_reduce_axis(x, y);
+    e = x->shape[best];
+    h = e / 2;
+    {
+        hv_tensor g1 = hv__vk_cut(gx, best, 0, h), g2 = hv__vk_cut(gx, best, h, e - h);
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, e - h);
+        if (y->shape[best] == e) {
+            hv_tensor y1 = hv__vk_cut(y, best, 0, h), y2 = hv__vk_cut(y, best, h, e - h);
+            hv_tensor d1 = done ? hv__vk_cut(done, best, 0, h) : y1, d2 = done ? hv__vk_cut(done, best, h, e - h) : y2;
+            hv_tensor q1 = hv__vk_cut(gy, best, 0, h), q2 = hv__vk_cut(gy, best, h, e - h);
+            hv__vk_reduce_max_bwd_split(ctx, &g1, &x1, &y1, &q1, done ? &d1 : NULL);
+            hv__vk_reduce_max_bwd_split(ctx, &g2, &x2, &y2, &q2, done ? &d2 : NULL);
+        } else {
+            if (!done && !(done = hv__new_like(y))) {
+                ctx->kernel_failed = 1;
+                return;
+            }
+            hv__vk_reduce_max_bwd_split(ctx, &g1, &x1, y, gy, done);
+            hv__vk_reduce_max_bwd_split(ctx, &g2, &x2, y, gy, done);
+        }
+    }
+}
+static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
+    hv__vk_reduce_max_bwd_split(ctx, gx, x, y, gy, NULL);
 }
 
 /* ---- softmax and layer norm ----------------------------------------------------------------- */
@@ -8021,11 +8086,18 @@ static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor 
     ts[3] = &err;
     hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 4, p, 5, (uint64_t)(outer * inner), 256, 0);
 }
-/* out[0] = scale * sum of the contiguous x */
+static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x);
+/* out[0] = scale * sum of the contiguous x (one workgroup; over a binding: the split reduction) */
 static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, float scale) {
     const hv_tensor *ts[2];
     int w[2] = {1, 0};
     int32_t p[2];
+    if (hv_numel(x) > hv__vk_room(HV__VK(ctx))) {
+        hv_tensor flat = hv__vk_as(x, 1, hv_numel(x), 0, 0), one = hv__vk_as(out, 1, 1, 0, 0);
+        hv__vk_reduce(ctx, HV__RED_SUM, &one, &flat);
+        hv__vk_unary(ctx, HV__SCALE, scale, &one, &one);
+        return ctx->kernel_failed ? -1 : 0;
+    }
     p[0] = hv__vk_i32(hv_numel(x));
     p[1] = hv__vk_f2i(scale);
     ts[0] = out;
@@ -8082,39 +8154,58 @@ static int64_t hv__vk_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const h
     hv__host_end((hv_tensor *)logits, hl.data, 0);
     return r;
 }
+/* a kernel that writes one partial sum per workgroup (diff_loss.comp, sumsq.comp: bindings partial,
+   x, y) over the n elements of contiguous x and y (y NULL: x again), in parts of at most one
+   binding each, grid-striding beyond 1024 workgroups; the parts' partial sums side by side in one
+   vector, which sum_scalar then adds up. p[0] is set to each part's length. The partial vector, or
+   NULL (kernel_failed set) */
+static int64_t hv__vk_partial_groups(int64_t len) { return len < 1024 * 256 ? (len + 255) / 256 : 1024; }
+static hv_tensor *hv__vk_partial_sums(hv_ctx *ctx, const char *op, int shader, const hv_tensor *x, const hv_tensor *y, int32_t *p, int np) {
+    int64_t n = hv_numel(x), room = hv__vk_room(HV__VK(ctx)), at, slots = 0;
+    hv_tensor xs = hv__vk_as(x, 1, n, 0, 0), ys = hv__vk_as(y ? y : x, 1, n, 0, 0), *partial;
+    for (at = 0; at < n; at += room) slots += hv__vk_partial_groups(n - at < room ? n - at : room);
+    if (!(partial = hv__new(ctx, 1, &slots))) return ctx->kernel_failed = 1, (hv_tensor *)NULL;
+    for (at = 0, slots = 0; at < n || at == 0; at += room) {
+        int64_t len = n - at < room ? n - at : room, g = hv__vk_partial_groups(len);
+        hv_tensor pp, xp = hv__vk_cut(&xs, 0, at, len), yp = hv__vk_cut(&ys, 0, at, len);
+        const hv_tensor *ts[3];
+        int w[3] = {1, 0, 0};
+        pp = hv__vk_cut(partial, 0, slots, g);
+        slots += g;
+        ts[0] = &pp;
+        ts[1] = &xp;
+        ts[2] = &yp;
+        p[0] = hv__vk_i32(len);
+        if (hv__vk_run(ctx, op, shader, ts, w, 3, p, np, (uint64_t)g, 256, 1)) return NULL;
+        if (len == 0) break;
+    }
+    return partial;
+}
 static void hv__vk_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int64_t n = hv_numel(a), groups = (n + 255) / 256;
     int32_t p[2];
     hv_tensor *partial;
-    if (groups > 1024) groups = 1024; /* grid-stride beyond: at most 1024 partial sums */
-    if (!(partial = hv__new(ctx, 1, &groups))) return;
-    p[0] = hv__vk_i32(n);
     p[1] = mode;
-    ts[0] = partial;
-    ts[1] = a;
-    ts[2] = b;
-    if (hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, ts, w, 3, p, 2, (uint64_t)groups, 256, 1) == 0)
-        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)n));
+    if ((partial = hv__vk_partial_sums(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, a, b, p, 2)) != NULL)
+        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)hv_numel(a)));
 }
-static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
-                                 const hv_tensor *gloss) {
+static void hv__vk_diff_loss_bwd_one(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                     const hv_tensor *gloss, int64_t total) {
     const hv_tensor *ts[5];
     int w[5] = {1, 1, 0, 0, 0};
-    int32_t p[4];
+    int32_t p[5];
     p[0] = hv__vk_i32(hv_numel(a));
     p[1] = mode;
     p[2] = ga != NULL;
     p[3] = gb != NULL;
+    p[4] = hv__vk_i32(total);
     ts[0] = ga ? ga : gb;
     ts[1] = gb ? gb : ga;
     ts[2] = a;
     ts[3] = b;
     ts[4] = gloss;
-    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 4, (uint64_t)hv_numel(a), 256, 0);
+    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 5, (uint64_t)hv_numel(a), 256, 0);
 }
-static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+static void hv__vk_adamw_one(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
     const hv_tensor *ts[4];
     int w[4] = {1, 1, 1, 0};
     int32_t p[9];
@@ -8133,7 +8224,7 @@ static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v,
     ts[3] = g;
     hv__vk_run(ctx, "hv_optim_step (Adam)", HV__VKS_ADAMW, ts, w, 4, p, 9, (uint64_t)hv_numel(pt), 256, 0);
 }
-static void hv__vk_sgd(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
+static void hv__vk_sgd_one(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
     const hv_tensor *ts[3];
     int w[3] = {1, 1, 0};
     int32_t p[9];
@@ -8161,24 +8252,15 @@ static int hv__vk_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x,
     int rc;
     if (!dev) return -1;
     for (i = 0; i < n && !ctx->kernel_failed; i++) {
-        int64_t len = hv_numel(x[i]), groups = (len + 255) / 256;
-        const hv_tensor *ts[3];
-        int w[3] = {1, 0, 0};
         int32_t p[4];
         hv_tensor *partial, slot = *dev;
-        if (len == 0) continue; /* the slot stays 0: device memory comes zeroed */
-        if (groups > 1024) groups = 1024; /* grid-stride beyond */
-        if (!(partial = hv__new(ctx, 1, &groups))) return -1;
-        p[0] = hv__vk_i32(len);
+        if (hv_numel(x[i]) == 0) continue; /* the slot stays 0: device memory comes zeroed */
         p[1] = mode == HV__NONFINITE;
         p[2] = y && y[i];
         p[3] = hv__vk_f2i(y && y[i] ? a[i] : 0.0f);
-        ts[0] = partial;
-        ts[1] = x[i];
-        ts[2] = y && y[i] ? y[i] : x[i];
         slot.data = (char *)dev->data + 4 * i;
         slot.shape[0] = 1;
-        if (hv__vk_run(ctx, "hv_vulkan sumsq", HV__VKS_SUMSQ, ts, w, 3, p, 4, (uint64_t)groups, 256, 1) == 0)
+        if ((partial = hv__vk_partial_sums(ctx, "hv_vulkan sumsq", HV__VKS_SUMSQ, x[i], y ? y[i] : NULL, p, 4)) != NULL)
             hv__vk_sum_scalar(ctx, &slot, partial, 1.0f);
     }
     if (ctx->kernel_failed) {
@@ -8236,23 +8318,131 @@ static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, in
     }
     for (k = 0; k < 2; k++) hv__vk_split(ctx, fn, tp[k], n, cut, axes, user);
 }
-/* a contiguous tensor's header seen with another shape (same data) */
-static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
-    hv_tensor v = *t;
-    v.ndim = ndim;
-    v.shape[0] = d0;
-    v.shape[1] = d1;
-    v.shape[2] = d2;
-    hv__set_contiguous_strides(&v);
-    return v;
-}
 #define HV__VK_PTR(v) ((v).data ? &(v) : (hv_tensor *)NULL)
 static hv_tensor hv__vk_none(void) {
     hv_tensor v;
     memset(&v, 0, sizeof v);
     return v;
 }
+/* elementwise kernels over contiguous tensors of one size (NULL allowed): all seen 1-D, those in
+   `cut` halved together until they fit */
+static void hv__vk_split_flat(hv_ctx *ctx, hv__vk_part_fn fn, const hv_tensor *const *ts, int n, unsigned cut, const void *user) {
+    hv_tensor v[HV__VK_SPLIT_MAX], *t[HV__VK_SPLIT_MAX];
+    int i;
+    for (i = 0; i < n; i++) {
+        t[i] = NULL;
+        if (!ts[i]) continue;
+        v[i] = (cut >> i) & 1 ? hv__vk_as(ts[i], 1, hv_numel(ts[i]), 0, 0) : *ts[i];
+        t[i] = &v[i];
+    }
+    hv__vk_split(ctx, fn, t, n, cut, 1, user);
+}
+static void hv__vk_adamw_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_adamw_one(ctx, t[0], t[1], t[2], t[3], (const hv__adamw_args *)u);
+}
+static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+    const hv_tensor *ts[4];
+    ts[0] = pt;
+    ts[1] = m;
+    ts[2] = v;
+    ts[3] = g;
+    hv__vk_split_flat(ctx, hv__vk_adamw_part, ts, 4, 15, a);
+}
+static void hv__vk_sgd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_sgd_one(ctx, t[0], t[1], t[2], (const hv__sgd_args *)u); }
+static void hv__vk_sgd(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
+    const hv_tensor *ts[3];
+    ts[0] = pt;
+    ts[1] = buf;
+    ts[2] = g;
+    hv__vk_split_flat(ctx, hv__vk_sgd_part, ts, 3, 7, a);
+}
+typedef struct hv__vk_diff_user {
+    int mode;
+    int64_t total; /* the mean's divisor: all elements, not the part's */
+} hv__vk_diff_user;
+static void hv__vk_diff_loss_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    const hv__vk_diff_user *d = (const hv__vk_diff_user *)u;
+    hv__vk_diff_loss_bwd_one(ctx, d->mode, t[0], t[1], t[2], t[3], t[4], d->total);
+}
+static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                 const hv_tensor *gloss) {
+    const hv_tensor *ts[5];
+    hv__vk_diff_user d;
+    d.mode = mode;
+    d.total = hv_numel(a);
+    ts[0] = ga;
+    ts[1] = gb;
+    ts[2] = a;
+    ts[3] = b;
+    ts[4] = gloss;
+    hv__vk_split_flat(ctx, hv__vk_diff_loss_bwd_part, ts, 5, 15, &d);
+}
 
+/* (outer, 1, inner) statistics of an (outer, n, inner) tensor seen again at its shape: stride 0
+   along n, for the elementwise kernels */
+static hv_tensor hv__vk_bcast(const hv_tensor *stat, const hv_tensor *like) {
+    hv_tensor v = *stat;
+    v.shape[1] = like->shape[1];
+    v.stride[1] = 0;
+    return v;
+}
+/* softmax over rows too long for one binding (n * inner elements over the range): out of the
+   split reductions and elementwise kernels, with temporaries of x's size. y, x (outer, n, inner) */
+static void hv__vk_softmax_long(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x) {
+    int64_t s3[3];
+    hv_tensor *m, *s, mb, sb;
+    s3[0] = x->shape[0];
+    s3[1] = 1;
+    s3[2] = x->shape[2];
+    if (!(m = hv__new(ctx, 3, s3)) || !(s = hv__new(ctx, 3, s3))) {
+        ctx->kernel_failed = 1;
+        return;
+    }
+    mb = hv__vk_bcast(m, x);
+    sb = hv__vk_bcast(s, x);
+    hv__vk_reduce(ctx, HV__RED_MAX, m, x);
+    hv__vk_binary(ctx, HV__SUB, y, x, &mb); /* y = x - max */
+    if (is_log) {
+        hv_tensor *e = hv__new_like(y);
+        if (!e) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        hv__vk_unary(ctx, HV__EXP, 0.0f, e, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, e);
+        hv__vk_unary(ctx, HV__LOG, 0.0f, s, s);
+        hv__vk_binary(ctx, HV__SUB, y, y, &sb); /* (x - max) - log sum */
+    } else {
+        hv__vk_unary(ctx, HV__EXP, 0.0f, y, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, y);
+        hv__vk_binary(ctx, HV__DIV, y, y, &sb);
+    }
+}
+/* its backward: gx += y (gy - sum gy y), or for log-softmax gx += gy - exp(y) sum gy */
+static void hv__vk_softmax_bwd_long(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy) {
+    int64_t s3[3];
+    hv_tensor *s, *t, sb;
+    s3[0] = y->shape[0];
+    s3[1] = 1;
+    s3[2] = y->shape[2];
+    if (!(s = hv__new(ctx, 3, s3)) || !(t = hv__new_like(y))) {
+        ctx->kernel_failed = 1;
+        return;
+    }
+    sb = hv__vk_bcast(s, y);
+    if (is_log) {
+        hv__vk_reduce(ctx, HV__RED_SUM, s, gy);
+        hv__vk_unary(ctx, HV__EXP, 0.0f, t, y);
+        hv__vk_binary(ctx, HV__MUL, t, t, &sb);
+        hv__vk_binary(ctx, HV__SUB, t, gy, t);
+    } else {
+        hv__vk_binary(ctx, HV__MUL, t, gy, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, t);
+        hv__vk_binary(ctx, HV__SUB, t, gy, &sb);
+        hv__vk_binary(ctx, HV__MUL, t, t, y);
+    }
+    hv__vk_copy(ctx, gx, t, 1);
+}
 static void hv__vk_softmax_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_softmax_one(ctx, *(const int *)u, t[0], t[1], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
 }
@@ -8262,7 +8452,8 @@ static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tenso
     v[1] = hv__vk_as(x, 3, outer, n, inner);
     t[0] = &v[0];
     t[1] = &v[1];
-    hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
+    if (n * inner > hv__vk_room(HV__VK(ctx))) hv__vk_softmax_long(ctx, is_log, &v[0], &v[1]);
+    else hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
 }
 static void hv__vk_softmax_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_softmax_bwd_one(ctx, *(const int *)u, t[0], t[1], t[2], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
@@ -8276,7 +8467,8 @@ static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_
     t[0] = &v[0];
     t[1] = &v[1];
     t[2] = &v[2];
-    hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
+    if (n * inner > hv__vk_room(HV__VK(ctx))) hv__vk_softmax_bwd_long(ctx, is_log, &v[0], &v[1], &v[2]);
+    else hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
 }
 static void hv__vk_layer_norm_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_layer_norm_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], *(const float *)u);
@@ -8661,19 +8853,54 @@ static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tens
     t[1] = (hv_tensor *)gy;
     hv__vk_split(ctx, hv__vk_resize_bilinear_bwd_part, t, 2, 3, 1, &align_corners);
 }
-static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+/* Batch norm over x (N, C, S) larger than one binding runs in parts of whole images, as many as a
+   binding holds (one image over the range is refused by hv__vk_run). The images per part, and
+   x's part i of them seen (n, C, S) */
+static int64_t hv__vk_bn_images(hv_ctx *ctx, int64_t C, int64_t S) {
+    int64_t img = C * S, room = hv__vk_room(HV__VK(ctx));
+    return img > 0 && img <= room ? room / img : 1;
+}
+static hv_tensor hv__vk_bn_part(const hv_tensor *x, int64_t N, int64_t C, int64_t S, int64_t at, int64_t per) {
+    hv_tensor v = hv__vk_as(x, 3, N, C, S);
+    return hv__vk_cut(&v, 0, at, N - at < per ? N - at : per);
+}
+static int hv__vk_batch_norm_stats_one(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x, int phase) {
     const hv_tensor *ts[3];
     int wr[3] = {1, 1, 0};
-    int32_t p[3];
+    int32_t p[4];
     int64_t N, C, S;
     hv__bn_dims(x, &N, &C, &S);
     p[0] = hv__vk_i32(N);
     p[1] = hv__vk_i32(C);
     p[2] = hv__vk_i32(S);
+    p[3] = phase;
     ts[0] = mean;
     ts[1] = var;
     ts[2] = x;
-    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 3, (uint64_t)C, 64, 1);
+    return hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 4, (uint64_t)C, 64, 1);
+}
+/* in parts: the sums of x per channel, then the mean, the sums of (x - mean)^2, then the variance
+   (batch_norm_stats.comp's phases 1 and 2): the same two passes as one dispatch makes */
+static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    int64_t N, C, S, per, at;
+    int phase;
+    float inv;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    if (per >= N) {
+        hv__vk_batch_norm_stats_one(ctx, mean, var, x, 0);
+        return;
+    }
+    inv = (float)(1.0 / (double)(N * S));
+    hv__vk_fill(ctx, mean, 0.0f);
+    hv__vk_fill(ctx, var, 0.0f);
+    for (phase = 1; phase <= 2; phase++) {
+        for (at = 0; at < N; at += per) {
+            hv_tensor xp = hv__vk_bn_part(x, N, C, S, at, per);
+            if (hv__vk_batch_norm_stats_one(ctx, mean, var, &xp, phase)) return;
+        }
+        hv__vk_unary(ctx, HV__SCALE, inv, phase == 1 ? mean : var, phase == 1 ? mean : var);
+    }
 }
 static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean, const hv_tensor *var,
                                       float momentum, float unbias) {
@@ -8691,8 +8918,8 @@ static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tenso
     ts[3] = var;
     hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_RUNNING, ts, wr, 4, p, 5, (uint64_t)mean->shape[0], 64, 0);
 }
-static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
-                              const hv_tensor *w, const hv_tensor *b, float eps) {
+static void hv__vk_batch_norm_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                                  const hv_tensor *w, const hv_tensor *b, float eps) {
     const hv_tensor *ts[6];
     int wr[6] = {1, 0, 0, 0, 0, 0};
     int32_t p[6];
@@ -8712,11 +8939,24 @@ static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, con
     ts[5] = b;
     hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM, ts, wr, 6, p, 6, (uint64_t)hv_numel(x), 256, 0);
 }
-static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
-                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                              const hv_tensor *w, const hv_tensor *b, float eps) {
+    int64_t N, C, S, per, at;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    for (at = 0; at < N && !ctx->kernel_failed; at += per) { /* elementwise: parts are independent */
+        hv_tensor yp = hv__vk_bn_part(y, N, C, S, at, per), xp = hv__vk_bn_part(x, N, C, S, at, per);
+        hv__vk_batch_norm_one(ctx, &yp, &xp, mean, var, w, b, eps);
+    }
+}
+/* phase 0: one dispatch for x (N, C, S); 1 and 2: parts (batch_norm_bwd.comp), with sums (2, C),
+   and total = the whole batch's N * S */
+static int hv__vk_batch_norm_bwd_one(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                     const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats, int phase,
+                                     hv_tensor *sums, int64_t total) {
     const hv_tensor *ts[8];
     int wr[8] = {1, 1, 1, 0, 0, 0, 0, 0};
-    int32_t p[9];
+    int32_t p[11];
     int64_t N, C, S;
     const hv_tensor *any = gx ? gx : gw ? gw : gb;
     hv__bn_dims(x, &N, &C, &S);
@@ -8740,7 +8980,49 @@ static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_
     wr[0] = gx != NULL;
     wr[1] = gw != NULL;
     wr[2] = gb != NULL;
-    hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 9, (uint64_t)C, 64, 1);
+    p[9] = phase;
+    p[10] = hv__vk_i32(total);
+    if (phase == 1) { /* the sums take gx's binding; gx is made in phase 2 */
+        ts[0] = sums;
+        wr[0] = 1;
+        p[5] = 0;
+    } else if (phase == 2) { /* the sums in gw's binding, read; gw and gb are done */
+        ts[1] = sums;
+        wr[1] = 0;
+        ts[2] = gx;
+        wr[2] = 0;
+        p[6] = p[7] = 0;
+    }
+    return hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 11, (uint64_t)C, 64, 1);
+}
+/* in parts: without batch statistics (or without gx) every part is independent and adds its sums
+   to gw, gb; with them gx needs the whole batch's sums first (phase 1), then each part (phase 2) */
+static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    int64_t N, C, S, per, at, s2[2];
+    hv_tensor *sums = NULL;
+    int phase, first, last;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    first = last = 0;
+    if (per < N && gx && batch_stats) {
+        s2[0] = 2;
+        s2[1] = C;
+        if (!(sums = hv__new(ctx, 2, s2))) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        first = 1;
+        last = 2;
+    }
+    for (phase = first; phase <= last; phase++)
+        for (at = 0; at < N; at += per) {
+            hv_tensor xp = hv__vk_bn_part(x, N, C, S, at, per), gyp = hv__vk_bn_part(gy, N, C, S, at, per), gxp;
+            if (gx) gxp = hv__vk_bn_part(gx, N, C, S, at, per);
+            if (hv__vk_batch_norm_bwd_one(ctx, gx ? &gxp : NULL, phase == 2 ? NULL : gw, phase == 2 ? NULL : gb, &xp, &gyp, mean, var, w,
+                                          eps, batch_stats, phase, sums, N * S))
+                return;
+        }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */

@@ -975,11 +975,46 @@ static void test_range_split(hv_ctx *unused) {
             c.in[0] = rnd(HV_SHAPE(6, 3, 9, 11), -1, 1);
             vk_check(&c);
         }
+        { /* the kernels that work in parts of one binding: reductions and max's backward (a reduced
+             axis in parts), softmax over rows longer than a binding (axis 0 of (5, 131, 3)),
+             the MSE/L1 sums, cross-entropy, the optimizers and their norms, batch norm */
+            int lg, t, a;
+            vk_case c;
+            test_reductions(NULL);
+            test_softmax(NULL);
+            test_losses(NULL);
+            test_optimizers(NULL);
+            for (lg = 0; lg < 2; lg++) {
+                sm_user u = {1, 0, 0};
+                u.is_log = lg;
+                c = vk_new(lg ? "split log_softmax of rows of 2100" : "split softmax of rows of 2100", 1, 1, op_softmax, &u);
+                c.in[0] = rnd(HV_SHAPE(1, 2, 2100), -6, 6);
+                c.fwd_tol = c.grad_tol = 2e-6;
+                vk_check(&c);
+            }
+            for (t = 0; t < 2; t++)
+                for (a = 0; a < 2; a++) {
+                    bn_user u;
+                    u.training = t;
+                    u.running = 1;
+                    u.affine = a;
+                    c = vk_new(t ? "split batch_norm (12, 5, 7, 9) training" : "split batch_norm (12, 5, 7, 9) eval", a ? 3 : 1, a ? 7 : 1,
+                               op_batch_norm, &u);
+                    c.in[0] = rnd(HV_SHAPE(12, 5, 7, 9), -1, 3);
+                    if (a) {
+                        c.in[1] = rnd(HV_SHAPE(5), 0.5f, 1.5f);
+                        c.in[2] = rnd(HV_SHAPE(5), -1, 1);
+                    }
+                    c.fwd_tol = c.grad_tol = 2e-6;
+                    vk_check(&c);
+                }
+        }
         g_vk = keep;
-        { /* a kernel that cannot split: a clean error, no crash, and the context goes on */
-            hv_tensor *x = hv_zeros(small, HV_SHAPE(40, 100));
-            CHECK_ERROR(hv_softmax(x, 0), "maxStorageBufferRange", "cannot split");
-            CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 100.0f, "context unusable after a refused kernel");
+        { /* a kernel that cannot split (one row of a layer norm over the range): a clean error, no
+             crash, and the context goes on */
+            hv_tensor *x = hv_zeros(small, HV_SHAPE(2, 1100));
+            CHECK_ERROR(hv_layer_norm(x, NULL, NULL, 1e-5f), "maxStorageBufferRange", "cannot split");
+            CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 1100.0f, "context unusable after a refused kernel");
             hv_tensor_free(x);
         }
     }
