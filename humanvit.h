@@ -91,14 +91,27 @@
        (Mesa's lavapipe). A context has one backend. Tensors move only explicitly:
        hv_tensor_to(t, other_ctx) copies across; an op given tensors of two backends fails with an
        error. Data goes in and out with hv_tensor_copy_from/copy_to (and hv_item); hv_data()
-       returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
-       the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
-       read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
-       device sums in float, in another order). Work on tensors over the device's
-       maxStorageBufferRange (lavapipe: 128 MiB) is split (elementwise, GEMM, reductions; attention
-       over batch and heads; norms, softmax, losses and indexing over rows; conv and pools over
-       images); what cannot be split (one softmax row, batch-norm statistics, the MSE/L1 sum)
-       fails with an error. Not yet: f16/bf16, asynchronous double buffering.
+       returns NULL for device tensors. Ops are recorded, not run: the work is submitted, and the
+       host waits for it, when the host needs a value (copy_to, hv_item), at hv_step_end or
+       hv_sync, so read results at the end of a step. Waits per training step (upload the batch,
+       forward, backward, hv_optim_step, hv_item(loss), hv_step_end): one, ViT and MAE alike. More:
+       each copy_to/hv_item after more work was recorded; clipping, hv_check_finite, LARS (one for
+       all parameters); MAE noise given by the caller (it comes down for the argsort; the library's
+       own noise and masks only go up); over 16 MiB of uploads or 4096 dispatches in one batch.
+       Index errors: indices in device memory (hv_gather, hv_scatter, cross-entropy labels) are
+       checked by the kernels, not downloaded; a bad one is skipped (a zero, a NaN loss) and
+       reported at the next sync, naming the op and the value ("hv_gather: idx holds 7, out of
+       range [0, 5) ..."): copy_to returns -1, hv_item NaN; found by hv_step_end or hv_sync (void),
+       it makes every op fail with that message until the next hv_step_end (ops NULL, hv_backward
+       and hv_optim_step -1), so the next step's first check sees it; the step after works. A wait
+       forced mid-op (a full staging buffer or parameter ring) fails that op with it.
+       Results match the CPU within ~1e-6 of their scale (the device sums in float, in another
+       order). Work on tensors over the device's maxStorageBufferRange (lavapipe: 128 MiB) is split
+       (elementwise, GEMM, reductions, MSE/L1 sums, optimizers; attention over batch and heads;
+       norms, softmax, losses and indexing over rows; conv, pools, batch norm over images; softmax
+       rows longer than a binding through split reductions); what cannot be split (one row of a
+       layer norm or cross-entropy, one image of a conv or batch norm, one attention head) fails
+       with an error. Not yet: f16/bf16, asynchronous double buffering.
        Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
        HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
 
@@ -1187,7 +1200,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc) {
     hv_set_threads(ctx, d.threads);
     hv_rng_seed(ctx, d.seed);
 #ifdef HUMANVIT_VULKAN
-    /* the device backend: kernels on the GPU, host work (RNG, index checks) stays on this CPU */
+    /* the device backend: kernels on the GPU, host work (RNG, MAE masking) stays on this CPU */
     if (d.backend == HV_BACKEND_VULKAN && hv__vk_init(ctx, &d)) {
         hv__free(ctx);
         return NULL; /* hv__vk_init said why */
@@ -1403,7 +1416,7 @@ static hv_tensor *hv__view(hv_tensor *x, int ndim, const int64_t *shape, const i
 }
 
 /* Host access to the elements of a contiguous tensor, for the few places where the library
-   itself computes on the host (initialisers, index checks, MAE masking): on the CPU backend the
+   itself computes on the host (initialisers, MAE masking, top-k accuracy): on the CPU backend the
    data itself; for device storage a host copy in the arena, downloaded when `read`, uploaded
    by hv__host_end when `write`. NULL when out of memory (error set). */
 static void *hv__host_begin(hv_tensor *t, int read) {
@@ -6524,11 +6537,17 @@ static const hv__backend *hv__cpu_backend(void) {
 
    Commands. Every kernel call records a dispatch into one command buffer: parameters go to a
    host-visible ring (binding 0 of every kernel), tensors are bound as storage-buffer windows of
-   at most maxStorageBufferRange (work on a larger tensor is split: elementwise kernels and GEMM
-   split their index space; others refuse with an error). A barrier is recorded only when a
-   dispatch touches a range that an earlier dispatch of the same barrier interval wrote (or writes
-   one it read). The batch is submitted, once, when the host needs data (hv_tensor_copy_to,
-   hv_item, index checks, hv_sync), at hv_step_end, or when the parameter ring fills up.
+   at most maxStorageBufferRange (work on a larger tensor is split: see "splitting work" below;
+   what cannot split refuses with an error). A barrier is recorded only when a dispatch touches a
+   range that an earlier dispatch of the same barrier interval wrote (or writes one it read). The
+   batch is submitted, and waited for, when the host needs data (hv_tensor_copy_to, hv_item,
+   sumsq's norms, hv_sync), at hv_step_end, or when the parameter ring or the staging buffer fills
+   up; n_submits counts the waits (test_vulkan holds a training step to one).
+
+   Index errors. Kernels that read indices (gather, scatter, cross-entropy) check them on the
+   device (index.glsl) and record the first bad one in a 16-byte error word, bound without
+   hazard tracking (atomics only); a batch that used it copies it down at its end, so the check
+   costs no wait, and hv__vk_flush turns a hit into an error naming the op and the value.
    Pipelines are made on first use, through a VkPipelineCache. */
 #ifdef HUMANVIT_VULKAN
 
@@ -8280,7 +8299,11 @@ static int hv__vk_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x,
    rows of a norm, the images of a conv) run in parts when a tensor is over the storage-buffer
    range: the tensors flagged in `cut` are halved along axis 0 (or, with axes 2, along axis 1 once
    axis 0 is down to one: attention's heads), which they all share, the others passed whole, until
-   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. */
+   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. Elsewhere:
+   elementwise kernels and GEMM halve their index space (hv__vk_ew_run, hv__vk_gemm_run),
+   reductions and max's backward an axis (hv__vk_reduce), partial sums go per part
+   (hv__vk_partial_sums), batch norm runs over parts of whole images in phases (its shaders), and
+   softmax rows longer than a binding are made of split reductions (hv__vk_softmax_long). */
 #define HV__VK_SPLIT_MAX 10
 typedef void (*hv__vk_part_fn)(hv_ctx *ctx, hv_tensor *const *t, const void *user);
 static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, int n, unsigned cut, int axes, const void *user) {
