@@ -9253,6 +9253,7 @@ static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc) {
             goto fail;
         }
         vk->err_blk = hv__vk_resolve(vk, word, &vk->err_off);
+        hv__vk_full_barrier(vk); /* kernels touch the word untracked: the zeroing goes first */
     }
     ctx->be = hv__vk_backend();
     ctx->kind = HV_BACKEND_VULKAN;
