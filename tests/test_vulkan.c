@@ -692,21 +692,21 @@ static hv_tensor *op_batch_norm(hv_tensor **in, void *u) {
         return b->running && b->training ? hv_add(y, hv_reshape(hv_add(rm, rv), HV_SHAPE(1, 5, 1, 1))) : y;
     }
 }
-static void test_batch_norm(hv_ctx *unused) {
+/* every mode of batch norm on x (n, 5, 7, 9) */
+static void check_batch_norms(int64_t n) {
     int t, r, a;
-    (void)unused;
     for (t = 0; t < 2; t++)
         for (r = 0; r < 2; r++)
             for (a = 0; a < 2; a++) {
                 bn_user u;
-                char label[64];
+                char label[80];
                 vk_case c;
                 u.training = t;
                 u.running = r;
                 u.affine = a;
-                snprintf(label, sizeof label, "batch_norm training %d running %d affine %d", t, r, a);
+                snprintf(label, sizeof label, "batch_norm (%lld, 5, 7, 9) training %d running %d affine %d", (long long)n, t, r, a);
                 c = vk_new(label, a ? 3 : 1, a ? 7 : 1, op_batch_norm, &u);
-                c.in[0] = rnd(HV_SHAPE(3, 5, 7, 9), -1, 3);
+                c.in[0] = rnd(HV_SHAPE(n, 5, 7, 9), -1, 3);
                 if (a) {
                     c.in[1] = rnd(HV_SHAPE(5), 0.5f, 1.5f);
                     c.in[2] = rnd(HV_SHAPE(5), -1, 1);
@@ -714,6 +714,10 @@ static void test_batch_norm(hv_ctx *unused) {
                 c.fwd_tol = c.grad_tol = 2e-6;
                 vk_check(&c);
             }
+}
+static void test_batch_norm(hv_ctx *unused) {
+    (void)unused;
+    check_batch_norms(3);
 }
 
 /* ---- optimizers: hv_optim_step, clipping and NaN checks through the backend table ---------- */
@@ -978,7 +982,7 @@ static void test_range_split(hv_ctx *unused) {
         { /* the kernels that work in parts of one binding: reductions and max's backward (a reduced
              axis in parts), softmax over rows longer than a binding (axis 0 of (5, 131, 3)),
              the MSE/L1 sums, cross-entropy, the optimizers and their norms, batch norm */
-            int lg, t, a;
+            int lg;
             vk_case c;
             test_reductions(NULL);
             test_softmax(NULL);
@@ -992,22 +996,7 @@ static void test_range_split(hv_ctx *unused) {
                 c.fwd_tol = c.grad_tol = 2e-6;
                 vk_check(&c);
             }
-            for (t = 0; t < 2; t++)
-                for (a = 0; a < 2; a++) {
-                    bn_user u;
-                    u.training = t;
-                    u.running = 1;
-                    u.affine = a;
-                    c = vk_new(t ? "split batch_norm (12, 5, 7, 9) training" : "split batch_norm (12, 5, 7, 9) eval", a ? 3 : 1, a ? 7 : 1,
-                               op_batch_norm, &u);
-                    c.in[0] = rnd(HV_SHAPE(12, 5, 7, 9), -1, 3);
-                    if (a) {
-                        c.in[1] = rnd(HV_SHAPE(5), 0.5f, 1.5f);
-                        c.in[2] = rnd(HV_SHAPE(5), -1, 1);
-                    }
-                    c.fwd_tol = c.grad_tol = 2e-6;
-                    vk_check(&c);
-                }
+            check_batch_norms(12); /* 3 images of 315 values per part of ~1000 */
         }
         g_vk = keep;
         { /* a kernel that cannot split (one row of a layer norm over the range): a clean error, no
@@ -1247,19 +1236,37 @@ static int compare_step(const char *model, int step, hv_tensor *lc, hv_tensor *l
     return 0;
 }
 
-static void test_vit_training_steps(hv_ctx *unused) {
+/* the small models of the step tests: 28x28 images of 16 patches, two blocks of width 32; the
+   ViT with the BatchNorm head, the MAE with a one-block decoder and per-patch normalised targets */
+static hv_vit_desc tiny_vit_desc(int num_classes) {
     hv_vit_desc d;
-    hv_vit *mc, *mv;
-    hv_tensor *xc, *yc, *xv, *yv;
-    int step;
-    (void)unused;
     memset(&d, 0, sizeof d);
     d.img_size = 28;
     d.patch_size = 7;
     d.embed_dim = 32;
     d.depth = 2;
     d.num_heads = 4;
-    d.num_classes = 10;
+    d.num_classes = num_classes;
+    return d;
+}
+static hv_mae_desc tiny_mae_desc(void) {
+    hv_mae_desc d;
+    memset(&d, 0, sizeof d);
+    d.encoder = tiny_vit_desc(0);
+    d.decoder_embed_dim = 24;
+    d.decoder_depth = 1;
+    d.decoder_num_heads = 4;
+    d.mask_ratio = 0.75f;
+    d.norm_pix_loss = 1;
+    return d;
+}
+
+static void test_vit_training_steps(hv_ctx *unused) {
+    hv_vit_desc d = tiny_vit_desc(10);
+    hv_vit *mc, *mv;
+    hv_tensor *xc, *yc, *xv, *yv;
+    int step;
+    (void)unused;
     hv_rng_seed(g_cpu, 11);
     hv_rng_seed(g_vk, 11);
     mc = hv_vit_new(g_cpu, &d);
@@ -1301,22 +1308,11 @@ static void test_vit_training_steps(hv_ctx *unused) {
 }
 
 static void test_mae_training_steps(hv_ctx *unused) {
-    hv_mae_desc d;
+    hv_mae_desc d = tiny_mae_desc();
     hv_mae *mc, *mv;
     hv_tensor *xc, *xv;
     int step;
     (void)unused;
-    memset(&d, 0, sizeof d);
-    d.encoder.img_size = 28;
-    d.encoder.patch_size = 7;
-    d.encoder.embed_dim = 32;
-    d.encoder.depth = 2;
-    d.encoder.num_heads = 4;
-    d.decoder_embed_dim = 24;
-    d.decoder_depth = 1;
-    d.decoder_num_heads = 4;
-    d.mask_ratio = 0.75f;
-    d.norm_pix_loss = 1;
     hv_rng_seed(g_cpu, 12);
     hv_rng_seed(g_vk, 12);
     mc = hv_mae_new(g_cpu, &d);
@@ -1387,8 +1383,8 @@ static hv_tensor *mae_step_loss(void *m, int step) {
     return hv_mae_forward((hv_mae *)m, g_wait_x, g_wait_noise, NULL, NULL);
 }
 static void test_step_waits(hv_ctx *unused) {
-    hv_vit_desc vd;
-    hv_mae_desc md;
+    hv_vit_desc vd = tiny_vit_desc(10);
+    hv_mae_desc md = tiny_mae_desc();
     hv_vit *vit;
     hv_mae *mae;
     float *host;
@@ -1400,27 +1396,13 @@ static void test_step_waits(hv_ctx *unused) {
     for (i = 0; i < bytes / sizeof(float); i++) host[i] = (float)((i * 7919) % 255) / 255.0f;
     g_wait_x = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(4, 3, 28, 28));
     g_wait_y = vk_index(labels, HV_SHAPE(4));
-    memset(&vd, 0, sizeof vd);
-    vd.img_size = 28;
-    vd.patch_size = 7;
-    vd.embed_dim = 32;
-    vd.depth = 2;
-    vd.num_heads = 4;
-    vd.num_classes = 10; /* the BatchNorm head: its counter stays on the device */
-    vit = hv_vit_new(g_vk, &vd);
+    vit = hv_vit_new(g_vk, &vd); /* the BatchNorm head: its counter stays on the device */
     CHECK_NOTNULL(vit);
     if (vit) {
         w = waits_per_step(vit_step_loss, vit, hv_vit_params(vit), g_wait_x, host, bytes);
         CHECK(w == 1, "ViT training step: %llu queue waits, the manual says 1", (unsigned long long)w);
         hv_vit_free(vit);
     }
-    memset(&md, 0, sizeof md);
-    md.encoder = vd;
-    md.encoder.num_classes = 0;
-    md.decoder_embed_dim = 24;
-    md.decoder_depth = 1;
-    md.decoder_num_heads = 4;
-    md.mask_ratio = 0.75f;
     mae = hv_mae_new(g_vk, &md);
     CHECK_NOTNULL(mae);
     if (mae) { /* the library's noise and masking indices go up without a wait */
