@@ -112,14 +112,27 @@
        (Mesa's lavapipe). A context has one backend. Tensors move only explicitly:
        hv_tensor_to(t, other_ctx) copies across; an op given tensors of two backends fails with an
        error. Data goes in and out with hv_tensor_copy_from/copy_to (and hv_item); hv_data()
-       returns NULL for device tensors. Ops are recorded, not run: the work is submitted once when
-       the host needs a value (copy_to, hv_item, an index check), at hv_step_end or hv_sync, so
-       read results at the end of a step. Results match the CPU within ~1e-6 of their scale (the
-       device sums in float, in another order). Work on tensors over the device's
-       maxStorageBufferRange (lavapipe: 128 MiB) is split (elementwise, GEMM, reductions; attention
-       over batch and heads; norms, softmax, losses and indexing over rows; conv and pools over
-       images); what cannot be split (one softmax row, batch-norm statistics, the MSE/L1 sum)
-       fails with an error. Not yet: f16/bf16, asynchronous double buffering.
+       returns NULL for device tensors. Ops are recorded, not run: the work is submitted, and the
+       host waits for it, when the host needs a value (copy_to, hv_item), at hv_step_end or
+       hv_sync, so read results at the end of a step. Waits per training step (upload the batch,
+       forward, backward, hv_optim_step, hv_item(loss), hv_step_end): one, ViT and MAE alike. More:
+       each copy_to/hv_item after more work was recorded; clipping, hv_check_finite, LARS (one for
+       all parameters); MAE noise given by the caller (it comes down for the argsort; the library's
+       own noise and masks only go up); over 16 MiB of uploads or 4096 dispatches in one batch.
+       Index errors: indices in device memory (hv_gather, hv_scatter, cross-entropy labels) are
+       checked by the kernels, not downloaded; a bad one is skipped (a zero, a NaN loss) and
+       reported at the next sync, naming the op and the value ("hv_gather: idx holds 7, out of
+       range [0, 5) ..."): copy_to returns -1, hv_item NaN; found by hv_step_end or hv_sync (void),
+       it makes every op fail with that message until the next hv_step_end (ops NULL, hv_backward
+       and hv_optim_step -1), so the next step's first check sees it; the step after works. A wait
+       forced mid-op (a full staging buffer or parameter ring) fails that op with it.
+       Results match the CPU within ~1e-6 of their scale (the device sums in float, in another
+       order). Work on tensors over the device's maxStorageBufferRange (lavapipe: 128 MiB) is split
+       (elementwise, GEMM, reductions, MSE/L1 sums, optimizers; attention over batch and heads;
+       norms, softmax, losses and indexing over rows; conv, pools, batch norm over images; softmax
+       rows longer than a binding through split reductions); what cannot be split (one row of a
+       layer norm or cross-entropy, one image of a conv or batch norm, one attention head) fails
+       with an error. Not yet: f16/bf16, asynchronous double buffering.
        Environment, for tests and odd drivers: HUMANVIT_VULKAN_LOADER (the loader library),
        HUMANVIT_VULKAN_MAX_RANGE / _MAX_ALLOC / _STAGING (shrink the device limits, bytes).
 
@@ -1084,6 +1097,9 @@ struct hv__backend {
     /* layout: dst = src (or dst += src) for two same-shape tensors of any strides */
     void (*copy)(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int accumulate);
     void (*fill)(hv_ctx *ctx, hv_tensor *dst, float value);
+    /* t (contiguous i32) += delta: counters (BatchNorm's num_batches_tracked) that stay where they
+       live, so a device backend need not download and upload them */
+    void (*add_i32)(hv_ctx *ctx, hv_tensor *t, int32_t delta);
     void (*gemm)(hv_ctx *ctx, const hv__gemm_args *g);
     /* out = a (op) b; a and b already expanded to out's shape (stride 0 on broadcast axes) */
     void (*binary)(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b);
@@ -1118,7 +1134,10 @@ struct hv__backend {
     void (*attention_bwd)(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, hv_tensor *gv, hv_tensor *delta, const hv_tensor *q,
                           const hv_tensor *k, const hv_tensor *v, const hv_tensor *o, const hv_tensor *lse, const hv_tensor *go,
                           float scale);
-    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n) */
+    /* dst (outer, k, inner) (+)= src (outer, n, inner) at rows idx (outer, k), i32 in [0, n).
+       Indices (here, scatter_add's, the labels of cross_entropy) in host memory are checked by the
+       op before the call; in device memory the kernel checks them, skips a bad one and reports it
+       at the next sync (hv__check_index_range) */
     void (*gather)(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
                    int64_t n, int64_t k, int64_t inner);
     /* dst (outer, n, inner) += src (outer, k, inner) at rows idx (outer, k); repeated rows add */
@@ -1132,7 +1151,8 @@ struct hv__backend {
     /* glogits += gloss / N * (softmax - onehot) */
     void (*cross_entropy_bwd)(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
                               const hv_tensor *lse, const hv_tensor *gloss);
-    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit */
+    /* rows whose label is among the top k: fewer than k classes have a strictly larger logit;
+       -1 (error set) when a device tensor's label is out of range */
     int64_t (*topk_correct)(hv_ctx *ctx, const hv_tensor *logits, const hv_tensor *labels, int k);
     /* loss (scalar) = mean of (a - b)^2 (HV__LOSS_MSE) or |a - b| (HV__LOSS_L1); a, b same shape */
     void (*diff_loss)(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b);
@@ -1234,7 +1254,7 @@ HVDEF hv_ctx *hv_init(const hv_init_desc *desc) {
     hv_set_threads(ctx, d.threads);
     hv_rng_seed(ctx, d.seed);
 #ifdef HUMANVIT_VULKAN
-    /* the device backend: kernels on the GPU, host work (RNG, index checks) stays on this CPU */
+    /* the device backend: kernels on the GPU, host work (RNG, MAE masking) stays on this CPU */
     if (d.backend == HV_BACKEND_VULKAN && hv__vk_init(ctx, &d)) {
         hv__free(ctx);
         return NULL; /* hv__vk_init said why */
@@ -1530,7 +1550,7 @@ static hv_tensor *hv__view_kept(hv_tensor *v) {
 }
 
 /* Host access to the elements of a contiguous tensor, for the few places where the library
-   itself computes on the host (initialisers, index checks, MAE masking): on the CPU backend the
+   itself computes on the host (initialisers, MAE masking, top-k accuracy): on the CPU backend the
    data itself; for device storage a host copy in the arena, downloaded when `read`, uploaded
    by hv__host_end when `write`. NULL when out of memory (error set). */
 static void *hv__host_begin(hv_tensor *t, int read) {
@@ -1719,7 +1739,7 @@ HVDEF float hv_item(const hv_tensor *t) {
         hv__fail("hv_item", "%s is not a one-element f32 tensor", hv__desc("tensor", t));
         return NAN;
     }
-    hv_tensor_copy_to(t, &v, sizeof v);
+    if (hv_tensor_copy_to(t, &v, sizeof v)) return NAN; /* e.g. a device kernel's error, found by this sync */
     return v;
 }
 HVDEF void hv_tensor_set_name(hv_tensor *t, const char *name) {
@@ -2603,13 +2623,11 @@ static void hv__split_axis(const hv_tensor *x, int a, int64_t *outer, int64_t *n
     for (i = a + 1; i < x->ndim; i++) *inner *= x->shape[i];
     *n = x->shape[a];
 }
-/* every value of the contiguous i32 tensor idx lies in [0, n); the error names the position, the
-   value and the tensor the values index (target) */
-static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
-    /* on a device backend the indices are downloaded (a sync): small, and checked before use */
-    const int32_t *p = (const int32_t *)hv__host_begin(idx, 1);
+/* every value of the contiguous i32 tensor idx, in host memory, lies in [0, n); the error names
+   the position, the value and the tensor the values index (target) */
+static int hv__check_index_values(const char *op, const char *role, const hv_tensor *idx, int64_t n, const char *target) {
+    const int32_t *p = (const int32_t *)idx->data;
     int64_t i, m = hv_numel(idx);
-    if (!p) return -1;
     for (i = 0; i < m; i++)
         if (p[i] < 0 || p[i] >= n) {
             char pos[HV_MAX_DIMS * 24];
@@ -2622,10 +2640,15 @@ static int hv__check_index_range(const char *op, const char *role, hv_tensor *id
             pos[0] = 0;
             for (d = 0; d < idx->ndim; d++) len += snprintf(pos + len, sizeof pos - (size_t)len, d ? ", %lld" : "%lld", (long long)coord[d]);
             hv__fail(op, "%s[%s] = %d is out of range [0, %lld) for %s", role, pos, (int)p[i], (long long)n, target);
-            hv__host_end(idx, (void *)p, 0);
             return -1;
         }
-    return hv__host_end(idx, (void *)p, 0);
+    return 0;
+}
+static int hv__check_index_range(const char *op, const char *role, hv_tensor *idx, int64_t n, const char *target) {
+    /* a device backend's kernels check their indices themselves and report a bad one at the next
+       sync (VULKAN in the manual): no download and wait here */
+    if (idx->buf) return 0;
+    return hv__check_index_values(op, role, idx, n, target);
 }
 static int hv__check_i32(const hv_tensor *t, const char *op, const char *role) {
     if (t->dtype != HV_I32) {
@@ -2881,6 +2904,7 @@ HVDEF float hv_topk_accuracy(hv_tensor *logits, hv_tensor *labels, int k) {
     }
     if (!(logits = hv_contiguous(logits))) return NAN;
     correct = logits->ctx->be->topk_correct(logits->ctx, logits, labels, k);
+    if (correct < 0) return NAN; /* a device backend's labels were out of range (error set) */
     return (float)((double)correct / (double)logits->shape[0]);
 }
 
@@ -3290,6 +3314,11 @@ static void hv__cpu_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int 
     }
 }
 
+static void hv__cpu_add_i32(hv_ctx *ctx, hv_tensor *t, int32_t delta) {
+    int64_t i, n = hv_numel(t);
+    (void)ctx;
+    for (i = 0; i < n; i++) ((int32_t *)t->data)[i] += delta;
+}
 static void hv__cpu_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
     int64_t r, rows = hv__rows(dst), len = hv__row_len(dst), sd = hv__row_stride(dst);
     HV__PARALLEL_FOR(ctx, rows * len)
@@ -7664,6 +7693,7 @@ static const hv__backend *hv__cpu_backend(void) {
     if (!be.name) {
         be.copy = hv__cpu_copy;
         be.fill = hv__cpu_fill;
+        be.add_i32 = hv__cpu_add_i32;
         be.gemm = hv__cpu_gemm;
         be.binary = hv__cpu_binary;
         be.unary = hv__cpu_unary;
@@ -7737,11 +7767,17 @@ static const hv__backend *hv__cpu_backend(void) {
 
    Commands. Every kernel call records a dispatch into one command buffer: parameters go to a
    host-visible ring (binding 0 of every kernel), tensors are bound as storage-buffer windows of
-   at most maxStorageBufferRange (work on a larger tensor is split: elementwise kernels and GEMM
-   split their index space; others refuse with an error). A barrier is recorded only when a
-   dispatch touches a range that an earlier dispatch of the same barrier interval wrote (or writes
-   one it read). The batch is submitted, once, when the host needs data (hv_tensor_copy_to,
-   hv_item, index checks, hv_sync), at hv_step_end, or when the parameter ring fills up.
+   at most maxStorageBufferRange (work on a larger tensor is split: see "splitting work" below;
+   what cannot split refuses with an error). A barrier is recorded only when a dispatch touches a
+   range that an earlier dispatch of the same barrier interval wrote (or writes one it read). The
+   batch is submitted, and waited for, when the host needs data (hv_tensor_copy_to, hv_item,
+   sumsq's norms, hv_sync), at hv_step_end, or when the parameter ring or the staging buffer fills
+   up; n_submits counts the waits (test_vulkan holds a training step to one).
+
+   Index errors. Kernels that read indices (gather, scatter, cross-entropy) check them on the
+   device (index.glsl) and record the first bad one in a 16-byte error word, bound without
+   hazard tracking (atomics only); a batch that used it copies it down at its end, so the check
+   costs no wait, and hv__vk_flush turns a hit into an error naming the op and the value.
    Pipelines are made on first use, through a VkPipelineCache. */
 #ifdef HUMANVIT_VULKAN
 
@@ -7784,6 +7820,7 @@ static const hv__backend *hv__cpu_backend(void) {
 #define HV__VK_ADDR_TAG 0xF000000000000000ull
 #define HV__VK_OFF_BITS 36
 #define HV__VK_MAX_HAZARDS 64
+#define HV__VK_ATOMIC 2 /* hv__vk_arg.write of the index-error word: written by atomics only */
 
 typedef struct hv__vk_block {
     VkBuffer buf;
@@ -7859,6 +7896,16 @@ typedef struct hv__vk {
     int nhazards;
     hv__vk_pending *downloads;
     int ndownloads, cap_downloads;
+    /* out-of-range indices found by the kernels (index.glsl): 16 bytes of device memory that come
+       down with the batch that used them (armed), zeroed at the next batch's start after a hit
+       (reset); pending: found by hv_step_end or hv_sync, so every dispatch fails until the next
+       hv_step_end, with op: text */
+    hv__vk_block *err_blk;
+    uint64_t err_off;
+    hv__vk_hostbuf err_host;
+    int err_armed, err_reset, err_pending;
+    const char *err_op;
+    char err_text[256];
     /* counters, for tests and curiosity */
     uint64_t n_submits, n_dispatches, n_barriers, n_block_allocs;
     int lost; /* the device failed: every later call is refused */
@@ -8269,6 +8316,11 @@ static int hv__vk_begin(hv__vk *vk) {
     if ((r = vk->vkBeginCommandBuffer(vk->cmd, &bi)) != VK_SUCCESS) return hv__vk_fail("vkBeginCommandBuffer", r);
     vk->recording = 1;
     hv__vk_full_barrier(vk); /* the previous batch's writes become visible to this one */
+    if (vk->err_reset) { /* the last batch reported an index error: clear the word for this one */
+        vk->vkCmdFillBuffer(vk->cmd, vk->err_blk->buf, vk->err_off, 16, 0);
+        hv__vk_full_barrier(vk);
+        vk->err_reset = 0;
+    }
     return 0;
 }
 /* records that the next command accesses these ranges; a barrier first when one of them meets
@@ -8276,7 +8328,7 @@ static int hv__vk_begin(hv__vk *vk) {
 static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
     int i, j, conflict = 0;
     for (i = 0; i < n && !conflict; i++)
-        for (j = 0; j < vk->nhazards; j++) {
+        for (j = 0; j < vk->nhazards && args[i].write != HV__VK_ATOMIC; j++) {
             const hv__vk_range *h = &vk->hazards[j];
             if (h->id == args[i].blk->id && (h->write || args[i].write) && args[i].off < h->hi && h->lo < args[i].off + args[i].bytes) {
                 conflict = 1;
@@ -8285,20 +8337,49 @@ static void hv__vk_hazard(hv__vk *vk, const hv__vk_arg *args, int n) {
         }
     if (conflict || vk->nhazards + n > HV__VK_MAX_HAZARDS) hv__vk_full_barrier(vk);
     for (i = 0; i < n; i++) {
-        hv__vk_range *h = &vk->hazards[vk->nhazards++];
+        hv__vk_range *h;
+        if (args[i].write == HV__VK_ATOMIC) { /* the error word: atomics, no ordering needed */
+            vk->err_armed = 1;
+            continue;
+        }
+        h = &vk->hazards[vk->nhazards++];
         h->id = args[i].blk->id;
         h->write = args[i].write;
         h->lo = args[i].off;
         h->hi = args[i].off + args[i].bytes;
     }
 }
-/* submit the batch and wait for it; then the rings are empty and downloads have landed */
+/* the ops whose kernels check indices, by the code they pass (index.glsl); the role names the
+   index tensor */
+enum { HV__VK_IDX_GATHER = 1, HV__VK_IDX_SCATTER_BWD, HV__VK_IDX_SCATTER, HV__VK_IDX_CE, HV__VK_IDX_CE_BWD, HV__VK_IDX_CODES };
+static int hv__vk_index_error(hv__vk *vk, const uint32_t *word) {
+    static const char *const op[] = {"hv_vulkan", "hv_gather", "hv_scatter (backward)", "hv_scatter (or the backward of hv_gather)",
+                                     "hv_cross_entropy", "hv_cross_entropy (backward)"};
+    uint32_t code = word[0] < HV__VK_IDX_CODES ? word[0] : 0;
+    vk->err_op = op[code];
+    snprintf(vk->err_text, sizeof vk->err_text,
+             "%s holds %d, out of range [0, %d) (checked by the Vulkan kernel; reported at the first sync after it ran)",
+             code >= HV__VK_IDX_CE ? "labels" : "idx", (int)word[1], (int)word[2]);
+    vk->err_reset = 1;
+    return hv__fail(vk->err_op, "%s", vk->err_text), -1;
+}
+/* submit the batch and wait for it; then the rings are empty and downloads have landed. -1 with
+   the error set when the device was lost or a kernel found an index out of range (hv_step_end and
+   hv_sync keep the latter pending: see hv__vk_step_end) */
 static int hv__vk_flush(hv__vk *vk) {
     VkSubmitInfo si;
     VkResult r;
     int i;
     if (!vk->recording) return vk->lost ? -1 : 0;
-    if (vk->ndownloads) { /* device writes of the copies become visible to the host */
+    if (vk->err_armed) { /* the index-error word comes down with the batch */
+        VkBufferCopy bc;
+        hv__vk_full_barrier(vk);
+        bc.srcOffset = vk->err_off;
+        bc.dstOffset = 0;
+        bc.size = 16;
+        vk->vkCmdCopyBuffer(vk->cmd, vk->err_blk->buf, vk->err_host.buf, 1, &bc);
+    }
+    if (vk->ndownloads || vk->err_armed) { /* device writes of the copies become visible to the host */
         VkMemoryBarrier mb;
         memset(&mb, 0, sizeof mb);
         mb.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER;
@@ -8326,6 +8407,10 @@ static int hv__vk_flush(hv__vk *vk) {
     vk->stage.used = 0;
     vk->params.used = 0;
     vk->nhazards = 0;
+    if (vk->err_armed) {
+        vk->err_armed = 0;
+        if (((const uint32_t *)vk->err_host.map)[0]) return hv__vk_index_error(vk, (const uint32_t *)vk->err_host.map);
+    }
     return 0;
 lost:
     vk->lost = 1;
@@ -8439,6 +8524,8 @@ static int hv__vk_fits(hv__vk *vk, const hv__vk_arg *a) {
     uint64_t w, r;
     return hv__vk_window(vk, a, &w, &r) == 0;
 }
+/* the f32 elements one binding holds wherever they start (the window starts aligned down) */
+static int64_t hv__vk_room(const hv__vk *vk) { return (int64_t)((vk->max_range - vk->align) / 4); }
 /* 1-D work of n items in groups of `local`, laid over a 2-D grid (65535 groups per axis) */
 static void hv__vk_grid(uint64_t n, uint32_t local, uint32_t *gx, uint32_t *gy) {
     uint64_t groups = (n + local - 1) / local;
@@ -8457,6 +8544,7 @@ static int hv__vk_dispatch(hv__vk *vk, int shader, const hv__vk_arg *args, int n
     int32_t *p;
     int i;
     HV_ASSERT(nargs <= HV__VK_MAX_ARGS && nargs + nparams <= HV__VK_MAX_PARAMS);
+    if (vk->err_pending) return hv__fail(vk->err_op, "%s", vk->err_text), -1;
     if (gx == 0 || gy == 0 || gz == 0) return 0;
     if (vk->params.used + vk->param_slot > vk->params.size && hv__vk_flush(vk)) return -1;
     if (hv__vk_begin(vk)) return -1;
@@ -8721,9 +8809,19 @@ static void hv__vk_copy(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, int a
 }
 static void hv__vk_fill(hv_ctx *ctx, hv_tensor *dst, float value) {
     const hv_tensor *ts[1];
-    int32_t bits = hv__vk_f2i(value);
+    int32_t p[2];
+    p[0] = hv__vk_f2i(value);
+    p[1] = 0;
     ts[0] = dst;
-    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, &bits, 1);
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, p, 2);
+}
+static void hv__vk_add_i32(hv_ctx *ctx, hv_tensor *t, int32_t delta) {
+    const hv_tensor *ts[1];
+    int32_t p[2];
+    p[0] = delta;
+    p[1] = 1; /* fill.comp's add mode */
+    ts[0] = t;
+    hv__vk_ew_call(ctx, HV__VKS_FILL, ts, 1, 1, p, 2);
 }
 static void hv__vk_binary(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *a, const hv_tensor *b) {
     const hv_tensor *ts[3];
@@ -8882,20 +8980,41 @@ static hv_tensor hv__vk_cut(const hv_tensor *t, int d, int64_t i0, int64_t n) {
     v.shape[d] = n;
     return v;
 }
+/* a contiguous tensor's header seen with another shape (same data) */
+static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
+    hv_tensor v = *t;
+    v.ndim = ndim;
+    v.shape[0] = d0;
+    v.shape[1] = d1;
+    v.shape[2] = d2;
+    hv__set_contiguous_strides(&v);
+    return v;
+}
 #define HV__VK_BIN_MAX 4 /* binary.comp's internal op: NaN-propagating max */
-/* reductions whose input is over the storage-buffer range: halve the axis that spans most; a
+/* the axis along which to halve a reduction of x (over the storage-buffer range) into y (keepdim,
+   contiguous): the one that spans most in x, unless it is a kept axis other than y's outermost
+   axis of extent > 1: then that one, so that y's halves stay contiguous (the kernels write y by
+   output index) */
+static int hv__vk_reduce_axis(const hv_tensor *x, const hv_tensor *y) {
+    int d, best = -1, outer = -1;
+    for (d = 0; d < x->ndim; d++) {
+        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+        if (outer < 0 && y->shape[d] > 1) outer = d;
+    }
+    return best >= 0 && y->shape[best] == x->shape[best] ? outer : best;
+}
+/* reductions whose input is over the storage-buffer range: halve an axis (hv__vk_reduce_axis); a
    kept axis splits the outputs, a reduced one gives two partial results combined elementwise */
 static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x) {
     hv__vk *vk = HV__VK(ctx);
     hv__vk_arg a = hv__vk_targ(vk, x, 0);
-    int d, best = -1;
+    int best;
     int64_t h;
     if (!a.blk || hv__vk_fits(vk, &a) || hv_numel(x) <= 1) {
         hv__vk_reduce_one(ctx, op, out, x);
         return;
     }
-    for (d = 0; d < x->ndim; d++)
-        if (x->shape[d] > 1 && (best < 0 || (x->shape[d] - 1) * x->stride[d] > (x->shape[best] - 1) * x->stride[best])) best = d;
+    best = hv__vk_reduce_axis(x, out);
     h = x->shape[best] / 2;
     if (out->shape[best] == x->shape[best]) {
         hv_tensor o1 = hv__vk_cut(out, best, 0, h), o2 = hv__vk_cut(out, best, h, x->shape[best] - h);
@@ -8914,10 +9033,11 @@ static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *
         hv__vk_binary(ctx, op == HV__RED_MAX ? HV__VK_BIN_MAX : HV__ADD, out, r1, r2);
     }
 }
-static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
-    const hv_tensor *ts[4];
-    int32_t p[40];
-    int w[4] = {1, 0, 0, 0}, d;
+static void hv__vk_reduce_max_bwd_one(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy,
+                                      hv_tensor *done) {
+    const hv_tensor *ts[5];
+    int32_t p[41];
+    int w[5] = {1, 0, 0, 0, 1}, d;
     int64_t count = 1;
     memset(p, 0, sizeof p);
     p[2] = x->ndim;
@@ -8936,11 +9056,52 @@ static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x
     }
     p[0] = hv__vk_i32(hv_numel(y));
     p[1] = hv__vk_i32(count);
+    p[40] = done != NULL;
     ts[0] = gx;
     ts[1] = x;
     ts[2] = y;
     ts[3] = gy;
-    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 4, p, 40, (uint64_t)hv_numel(y), 64, 0);
+    ts[4] = done;
+    if (!done) w[4] = 0;
+    hv__vk_run(ctx, "hv_vulkan reduce_max_bwd", HV__VKS_REDUCE_MAX_BWD, ts, w, 5, p, 41, (uint64_t)hv_numel(y), 64, 0);
+}
+/* x over the storage-buffer range: halve an axis as hv__vk_reduce does. A kept axis splits every
+   tensor; a reduced one splits x and gx only, the parts running in order with done (y's shape,
+   zeros) marking the groups whose first maximum an earlier part held */
+static void hv__vk_reduce_max_bwd_split(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy,
+                                        hv_tensor *done) {
+    hv__vk *vk = HV__VK(ctx);
+    hv__vk_arg a = hv__vk_targ(vk, x, 0), g = hv__vk_targ(vk, gx, 0);
+    int best;
+    int64_t h, e;
+    if (!a.blk || !g.blk || (hv__vk_fits(vk, &a) && hv__vk_fits(vk, &g)) || hv_numel(x) <= 1) {
+        hv__vk_reduce_max_bwd_one(ctx, gx, x, y, gy, done);
+        return;
+    }
+    best = hv__vk_reduce_axis(x, y);
+    e = x->shape[best];
+    h = e / 2;
+    {
+        hv_tensor g1 = hv__vk_cut(gx, best, 0, h), g2 = hv__vk_cut(gx, best, h, e - h);
+        hv_tensor x1 = hv__vk_cut(x, best, 0, h), x2 = hv__vk_cut(x, best, h, e - h);
+        if (y->shape[best] == e) {
+            hv_tensor y1 = hv__vk_cut(y, best, 0, h), y2 = hv__vk_cut(y, best, h, e - h);
+            hv_tensor d1 = done ? hv__vk_cut(done, best, 0, h) : y1, d2 = done ? hv__vk_cut(done, best, h, e - h) : y2;
+            hv_tensor q1 = hv__vk_cut(gy, best, 0, h), q2 = hv__vk_cut(gy, best, h, e - h);
+            hv__vk_reduce_max_bwd_split(ctx, &g1, &x1, &y1, &q1, done ? &d1 : NULL);
+            hv__vk_reduce_max_bwd_split(ctx, &g2, &x2, &y2, &q2, done ? &d2 : NULL);
+        } else {
+            if (!done && !(done = hv__new_like(y))) {
+                ctx->kernel_failed = 1;
+                return;
+            }
+            hv__vk_reduce_max_bwd_split(ctx, &g1, &x1, y, gy, done);
+            hv__vk_reduce_max_bwd_split(ctx, &g2, &x2, y, gy, done);
+        }
+    }
+}
+static void hv__vk_reduce_max_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tensor *x, const hv_tensor *y, const hv_tensor *gy) {
+    hv__vk_reduce_max_bwd_split(ctx, gx, x, y, gy, NULL);
 }
 
 /* ---- softmax and layer norm ----------------------------------------------------------------- */
@@ -9128,40 +9289,64 @@ static void hv__vk_attention_bwd_one(hv_ctx *ctx, hv_tensor *gq, hv_tensor *gk, 
 
 /* ---- gather, scatter, losses ---------------------------------------------------------------- */
 
+/* the index-error word as a kernel argument: the last binding of the kernels that read indices */
+static hv_tensor hv__vk_err_arg(hv__vk *vk) {
+    hv_tensor t;
+    memset(&t, 0, sizeof t);
+    t.dtype = HV_I32;
+    t.ndim = 1;
+    t.shape[0] = 4;
+    t.stride[0] = 1;
+    t.data = hv__vk_addr(vk->err_blk, vk->err_off);
+    return t;
+}
 static void hv__vk_gather_one(hv_ctx *ctx, int accumulate, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer,
                           int64_t n, int64_t k, int64_t inner) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int32_t p[5];
+    const hv_tensor *ts[4];
+    int w[4] = {1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[6];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(outer * k * inner);
     p[1] = hv__vk_i32(n);
     p[2] = hv__vk_i32(k);
     p[3] = hv__vk_i32(inner);
     p[4] = accumulate;
+    p[5] = accumulate ? HV__VK_IDX_SCATTER_BWD : HV__VK_IDX_GATHER; /* accumulating: hv_scatter's backward */
     ts[0] = dst;
     ts[1] = src;
     ts[2] = idx;
-    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 3, p, 5, (uint64_t)(outer * k * inner), 256, 0);
+    ts[3] = &err;
+    hv__vk_run(ctx, "hv_gather", HV__VKS_GATHER, ts, w, 4, p, 6, (uint64_t)(outer * k * inner), 256, 0);
 }
 static void hv__vk_scatter_add_one(hv_ctx *ctx, hv_tensor *dst, const hv_tensor *src, const hv_tensor *idx, int64_t outer, int64_t n,
                                int64_t k, int64_t inner) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int32_t p[4];
+    const hv_tensor *ts[4];
+    int w[4] = {1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[5];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(outer * inner);
     p[1] = hv__vk_i32(n);
     p[2] = hv__vk_i32(k);
     p[3] = hv__vk_i32(inner);
+    p[4] = HV__VK_IDX_SCATTER;
     ts[0] = dst;
     ts[1] = src;
     ts[2] = idx;
-    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 3, p, 4, (uint64_t)(outer * inner), 256, 0);
+    ts[3] = &err;
+    hv__vk_run(ctx, "hv_scatter", HV__VKS_SCATTER_ADD, ts, w, 4, p, 5, (uint64_t)(outer * inner), 256, 0);
 }
-/* out[0] = scale * sum of the contiguous x */
+static void hv__vk_reduce(hv_ctx *ctx, int op, hv_tensor *out, const hv_tensor *x);
+/* out[0] = scale * sum of the contiguous x (one workgroup; over a binding: the split reduction) */
 static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, float scale) {
     const hv_tensor *ts[2];
     int w[2] = {1, 0};
     int32_t p[2];
+    if (hv_numel(x) > hv__vk_room(HV__VK(ctx))) {
+        hv_tensor flat = hv__vk_as(x, 1, hv_numel(x), 0, 0), one = hv__vk_as(out, 1, 1, 0, 0);
+        hv__vk_reduce(ctx, HV__RED_SUM, &one, &flat);
+        hv__vk_unary(ctx, HV__SCALE, scale, &one, &one);
+        return ctx->kernel_failed ? -1 : 0;
+    }
     p[0] = hv__vk_i32(hv_numel(x));
     p[1] = hv__vk_f2i(scale);
     ts[0] = out;
@@ -9169,32 +9354,38 @@ static int hv__vk_sum_scalar(hv_ctx *ctx, hv_tensor *out, const hv_tensor *x, fl
     return hv__vk_run(ctx, "hv_vulkan sum", HV__VKS_SUM_SCALAR, ts, w, 2, p, 2, 1, 256, 1);
 }
 static void hv__vk_cross_entropy_rows(hv_ctx *ctx, hv_tensor *lse, hv_tensor *row_loss, const hv_tensor *logits, const hv_tensor *labels) {
-    const hv_tensor *ts[4];
-    int w[4] = {1, 1, 0, 0};
-    int32_t p[2];
+    const hv_tensor *ts[5];
+    int w[5] = {1, 1, 0, 0, HV__VK_ATOMIC};
+    int32_t p[3];
     int64_t N = logits->shape[0];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(N);
     p[1] = hv__vk_i32(logits->shape[1]);
+    p[2] = HV__VK_IDX_CE;
     ts[0] = lse;
     ts[1] = row_loss;
     ts[2] = logits;
     ts[3] = labels;
-    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 4, p, 2, (uint64_t)N, 64, 1);
+    ts[4] = &err;
+    hv__vk_run(ctx, "hv_cross_entropy", HV__VKS_CROSS_ENTROPY, ts, w, 5, p, 3, (uint64_t)N, 64, 1);
 }
 static void hv__vk_cross_entropy_bwd_one(hv_ctx *ctx, hv_tensor *glogits, const hv_tensor *logits, const hv_tensor *labels,
                                      const hv_tensor *lse, const hv_tensor *gloss, int64_t total) {
-    const hv_tensor *ts[5];
-    int w[5] = {1, 0, 0, 0, 0};
-    int32_t p[3];
+    const hv_tensor *ts[6];
+    int w[6] = {1, 0, 0, 0, 0, HV__VK_ATOMIC};
+    int32_t p[4];
+    hv_tensor err = hv__vk_err_arg(HV__VK(ctx));
     p[0] = hv__vk_i32(logits->shape[0]);
     p[1] = hv__vk_i32(logits->shape[1]);
     p[2] = hv__vk_i32(total);
+    p[3] = HV__VK_IDX_CE_BWD;
     ts[0] = glogits;
     ts[1] = logits;
     ts[2] = labels;
     ts[3] = lse;
     ts[4] = gloss;
-    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 5, p, 3, (uint64_t)hv_numel(logits), 256, 0);
+    ts[5] = &err;
+    hv__vk_run(ctx, "hv_cross_entropy backward", HV__VKS_CROSS_ENTROPY_BWD, ts, w, 6, p, 4, (uint64_t)hv_numel(logits), 256, 0);
 }
 /* top-k accuracy returns a count to the host anyway: the logits come down and the CPU kernel
    counts (not a training hot path) */
@@ -9204,45 +9395,66 @@ static int64_t hv__vk_topk_correct(hv_ctx *ctx, const hv_tensor *logits, const h
     hl.buf = hy.buf = NULL;
     hl.data = hv__host_begin((hv_tensor *)logits, 1);
     hy.data = hl.data ? hv__host_begin((hv_tensor *)labels, 1) : NULL;
-    if (!hy.data) return 0;
-    r = hv__cpu_topk_correct(ctx, &hl, &hy, k);
+    if (!hy.data) return -1;
+    /* the labels are on the host now: checked here, as the op does on the CPU */
+    r = hv__check_index_values("hv_topk_accuracy", "labels", &hy, logits->shape[1], hv__desc("logits", logits)) ? -1
+                                                                                                            : hv__cpu_topk_correct(ctx, &hl, &hy, k);
     hv__host_end((hv_tensor *)labels, hy.data, 0);
     hv__host_end((hv_tensor *)logits, hl.data, 0);
     return r;
 }
+/* a kernel that writes one partial sum per workgroup (diff_loss.comp, sumsq.comp: bindings partial,
+   x, y) over the n elements of contiguous x and y (y NULL: x again), in parts of at most one
+   binding each, grid-striding beyond 1024 workgroups; the parts' partial sums side by side in one
+   vector, which sum_scalar then adds up. p[0] is set to each part's length. The partial vector, or
+   NULL (kernel_failed set) */
+static int64_t hv__vk_partial_groups(int64_t len) { return len < 1024 * 256 ? (len + 255) / 256 : 1024; }
+static hv_tensor *hv__vk_partial_sums(hv_ctx *ctx, const char *op, int shader, const hv_tensor *x, const hv_tensor *y, int32_t *p, int np) {
+    int64_t n = hv_numel(x), room = hv__vk_room(HV__VK(ctx)), at, slots = 0;
+    hv_tensor xs = hv__vk_as(x, 1, n, 0, 0), ys = hv__vk_as(y ? y : x, 1, n, 0, 0), *partial;
+    for (at = 0; at < n; at += room) slots += hv__vk_partial_groups(n - at < room ? n - at : room);
+    if (!(partial = hv__new(ctx, 1, &slots))) return ctx->kernel_failed = 1, (hv_tensor *)NULL;
+    for (at = 0, slots = 0; at < n || at == 0; at += room) {
+        int64_t len = n - at < room ? n - at : room, g = hv__vk_partial_groups(len);
+        hv_tensor pp, xp = hv__vk_cut(&xs, 0, at, len), yp = hv__vk_cut(&ys, 0, at, len);
+        const hv_tensor *ts[3];
+        int w[3] = {1, 0, 0};
+        pp = hv__vk_cut(partial, 0, slots, g);
+        slots += g;
+        ts[0] = &pp;
+        ts[1] = &xp;
+        ts[2] = &yp;
+        p[0] = hv__vk_i32(len);
+        if (hv__vk_run(ctx, op, shader, ts, w, 3, p, np, (uint64_t)g, 256, 1)) return NULL;
+        if (len == 0) break;
+    }
+    return partial;
+}
 static void hv__vk_diff_loss(hv_ctx *ctx, int mode, hv_tensor *loss, const hv_tensor *a, const hv_tensor *b) {
-    const hv_tensor *ts[3];
-    int w[3] = {1, 0, 0};
-    int64_t n = hv_numel(a), groups = (n + 255) / 256;
     int32_t p[2];
     hv_tensor *partial;
-    if (groups > 1024) groups = 1024; /* grid-stride beyond: at most 1024 partial sums */
-    if (!(partial = hv__new(ctx, 1, &groups))) return;
-    p[0] = hv__vk_i32(n);
     p[1] = mode;
-    ts[0] = partial;
-    ts[1] = a;
-    ts[2] = b;
-    if (hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, ts, w, 3, p, 2, (uint64_t)groups, 256, 1) == 0)
-        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)n));
+    if ((partial = hv__vk_partial_sums(ctx, "hv_mse_loss/hv_l1_loss", HV__VKS_DIFF_LOSS, a, b, p, 2)) != NULL)
+        hv__vk_sum_scalar(ctx, loss, partial, (float)(1.0 / (double)hv_numel(a)));
 }
-static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
-                                 const hv_tensor *gloss) {
+static void hv__vk_diff_loss_bwd_one(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                     const hv_tensor *gloss, int64_t total) {
     const hv_tensor *ts[5];
     int w[5] = {1, 1, 0, 0, 0};
-    int32_t p[4];
+    int32_t p[5];
     p[0] = hv__vk_i32(hv_numel(a));
     p[1] = mode;
     p[2] = ga != NULL;
     p[3] = gb != NULL;
+    p[4] = hv__vk_i32(total);
     ts[0] = ga ? ga : gb;
     ts[1] = gb ? gb : ga;
     ts[2] = a;
     ts[3] = b;
     ts[4] = gloss;
-    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 4, (uint64_t)hv_numel(a), 256, 0);
+    hv__vk_run(ctx, "hv_mse_loss/hv_l1_loss backward", HV__VKS_DIFF_LOSS_BWD, ts, w, 5, p, 5, (uint64_t)hv_numel(a), 256, 0);
 }
-static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+static void hv__vk_adamw_one(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
     const hv_tensor *ts[4];
     int w[4] = {1, 1, 1, 0};
     int32_t p[9];
@@ -9261,7 +9473,7 @@ static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v,
     ts[3] = g;
     hv__vk_run(ctx, "hv_optim_step (Adam)", HV__VKS_ADAMW, ts, w, 4, p, 9, (uint64_t)hv_numel(pt), 256, 0);
 }
-static void hv__vk_sgd(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
+static void hv__vk_sgd_one(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
     const hv_tensor *ts[3];
     int w[3] = {1, 1, 0};
     int32_t p[9];
@@ -9289,24 +9501,15 @@ static int hv__vk_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x,
     int rc;
     if (!dev) return -1;
     for (i = 0; i < n && !ctx->kernel_failed; i++) {
-        int64_t len = hv_numel(x[i]), groups = (len + 255) / 256;
-        const hv_tensor *ts[3];
-        int w[3] = {1, 0, 0};
         int32_t p[4];
         hv_tensor *partial, slot = *dev;
-        if (len == 0) continue; /* the slot stays 0: device memory comes zeroed */
-        if (groups > 1024) groups = 1024; /* grid-stride beyond */
-        if (!(partial = hv__new(ctx, 1, &groups))) return -1;
-        p[0] = hv__vk_i32(len);
+        if (hv_numel(x[i]) == 0) continue; /* the slot stays 0: device memory comes zeroed */
         p[1] = mode == HV__NONFINITE;
         p[2] = y && y[i];
         p[3] = hv__vk_f2i(y && y[i] ? a[i] : 0.0f);
-        ts[0] = partial;
-        ts[1] = x[i];
-        ts[2] = y && y[i] ? y[i] : x[i];
         slot.data = (char *)dev->data + 4 * i;
         slot.shape[0] = 1;
-        if (hv__vk_run(ctx, "hv_vulkan sumsq", HV__VKS_SUMSQ, ts, w, 3, p, 4, (uint64_t)groups, 256, 1) == 0)
+        if ((partial = hv__vk_partial_sums(ctx, "hv_vulkan sumsq", HV__VKS_SUMSQ, x[i], y ? y[i] : NULL, p, 4)) != NULL)
             hv__vk_sum_scalar(ctx, &slot, partial, 1.0f);
     }
     if (ctx->kernel_failed) {
@@ -9326,7 +9529,11 @@ static int hv__vk_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x,
    rows of a norm, the images of a conv) run in parts when a tensor is over the storage-buffer
    range: the tensors flagged in `cut` are halved along axis 0 (or, with axes 2, along axis 1 once
    axis 0 is down to one: attention's heads), which they all share, the others passed whole, until
-   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. */
+   everything fits. Accumulating kernels (+= into gw, gb) add up the parts. Elsewhere:
+   elementwise kernels and GEMM halve their index space (hv__vk_ew_run, hv__vk_gemm_run),
+   reductions and max's backward an axis (hv__vk_reduce), partial sums go per part
+   (hv__vk_partial_sums), batch norm runs over parts of whole images in phases (its shaders), and
+   softmax rows longer than a binding are made of split reductions (hv__vk_softmax_long). */
 #define HV__VK_SPLIT_MAX 10
 typedef void (*hv__vk_part_fn)(hv_ctx *ctx, hv_tensor *const *t, const void *user);
 static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, int n, unsigned cut, int axes, const void *user) {
@@ -9364,23 +9571,131 @@ static void hv__vk_split(hv_ctx *ctx, hv__vk_part_fn fn, hv_tensor *const *t, in
     }
     for (k = 0; k < 2; k++) hv__vk_split(ctx, fn, tp[k], n, cut, axes, user);
 }
-/* a contiguous tensor's header seen with another shape (same data) */
-static hv_tensor hv__vk_as(const hv_tensor *t, int ndim, int64_t d0, int64_t d1, int64_t d2) {
-    hv_tensor v = *t;
-    v.ndim = ndim;
-    v.shape[0] = d0;
-    v.shape[1] = d1;
-    v.shape[2] = d2;
-    hv__set_contiguous_strides(&v);
-    return v;
-}
 #define HV__VK_PTR(v) ((v).data ? &(v) : (hv_tensor *)NULL)
 static hv_tensor hv__vk_none(void) {
     hv_tensor v;
     memset(&v, 0, sizeof v);
     return v;
 }
+/* elementwise kernels over contiguous tensors of one size (NULL allowed): all seen 1-D, those in
+   `cut` halved together until they fit */
+static void hv__vk_split_flat(hv_ctx *ctx, hv__vk_part_fn fn, const hv_tensor *const *ts, int n, unsigned cut, const void *user) {
+    hv_tensor v[HV__VK_SPLIT_MAX], *t[HV__VK_SPLIT_MAX];
+    int i;
+    for (i = 0; i < n; i++) {
+        t[i] = NULL;
+        if (!ts[i]) continue;
+        v[i] = (cut >> i) & 1 ? hv__vk_as(ts[i], 1, hv_numel(ts[i]), 0, 0) : *ts[i];
+        t[i] = &v[i];
+    }
+    hv__vk_split(ctx, fn, t, n, cut, 1, user);
+}
+static void hv__vk_adamw_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    hv__vk_adamw_one(ctx, t[0], t[1], t[2], t[3], (const hv__adamw_args *)u);
+}
+static void hv__vk_adamw(hv_ctx *ctx, hv_tensor *pt, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a) {
+    const hv_tensor *ts[4];
+    ts[0] = pt;
+    ts[1] = m;
+    ts[2] = v;
+    ts[3] = g;
+    hv__vk_split_flat(ctx, hv__vk_adamw_part, ts, 4, 15, a);
+}
+static void hv__vk_sgd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) { hv__vk_sgd_one(ctx, t[0], t[1], t[2], (const hv__sgd_args *)u); }
+static void hv__vk_sgd(hv_ctx *ctx, hv_tensor *pt, hv_tensor *buf, const hv_tensor *g, const hv__sgd_args *a) {
+    const hv_tensor *ts[3];
+    ts[0] = pt;
+    ts[1] = buf;
+    ts[2] = g;
+    hv__vk_split_flat(ctx, hv__vk_sgd_part, ts, 3, 7, a);
+}
+typedef struct hv__vk_diff_user {
+    int mode;
+    int64_t total; /* the mean's divisor: all elements, not the part's */
+} hv__vk_diff_user;
+static void hv__vk_diff_loss_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
+    const hv__vk_diff_user *d = (const hv__vk_diff_user *)u;
+    hv__vk_diff_loss_bwd_one(ctx, d->mode, t[0], t[1], t[2], t[3], t[4], d->total);
+}
+static void hv__vk_diff_loss_bwd(hv_ctx *ctx, int mode, hv_tensor *ga, hv_tensor *gb, const hv_tensor *a, const hv_tensor *b,
+                                 const hv_tensor *gloss) {
+    const hv_tensor *ts[5];
+    hv__vk_diff_user d;
+    d.mode = mode;
+    d.total = hv_numel(a);
+    ts[0] = ga;
+    ts[1] = gb;
+    ts[2] = a;
+    ts[3] = b;
+    ts[4] = gloss;
+    hv__vk_split_flat(ctx, hv__vk_diff_loss_bwd_part, ts, 5, 15, &d);
+}
 
+/* (outer, 1, inner) statistics of an (outer, n, inner) tensor seen again at its shape: stride 0
+   along n, for the elementwise kernels */
+static hv_tensor hv__vk_bcast(const hv_tensor *stat, const hv_tensor *like) {
+    hv_tensor v = *stat;
+    v.shape[1] = like->shape[1];
+    v.stride[1] = 0;
+    return v;
+}
+/* softmax over rows too long for one binding (n * inner elements over the range): out of the
+   split reductions and elementwise kernels, with temporaries of x's size. y, x (outer, n, inner) */
+static void hv__vk_softmax_long(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tensor *x) {
+    int64_t s3[3];
+    hv_tensor *m, *s, mb, sb;
+    s3[0] = x->shape[0];
+    s3[1] = 1;
+    s3[2] = x->shape[2];
+    if (!(m = hv__new(ctx, 3, s3)) || !(s = hv__new(ctx, 3, s3))) {
+        ctx->kernel_failed = 1;
+        return;
+    }
+    mb = hv__vk_bcast(m, x);
+    sb = hv__vk_bcast(s, x);
+    hv__vk_reduce(ctx, HV__RED_MAX, m, x);
+    hv__vk_binary(ctx, HV__SUB, y, x, &mb); /* y = x - max */
+    if (is_log) {
+        hv_tensor *e = hv__new_like(y);
+        if (!e) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        hv__vk_unary(ctx, HV__EXP, 0.0f, e, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, e);
+        hv__vk_unary(ctx, HV__LOG, 0.0f, s, s);
+        hv__vk_binary(ctx, HV__SUB, y, y, &sb); /* (x - max) - log sum */
+    } else {
+        hv__vk_unary(ctx, HV__EXP, 0.0f, y, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, y);
+        hv__vk_binary(ctx, HV__DIV, y, y, &sb);
+    }
+}
+/* its backward: gx += y (gy - sum gy y), or for log-softmax gx += gy - exp(y) sum gy */
+static void hv__vk_softmax_bwd_long(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_tensor *y, const hv_tensor *gy) {
+    int64_t s3[3];
+    hv_tensor *s, *t, sb;
+    s3[0] = y->shape[0];
+    s3[1] = 1;
+    s3[2] = y->shape[2];
+    if (!(s = hv__new(ctx, 3, s3)) || !(t = hv__new_like(y))) {
+        ctx->kernel_failed = 1;
+        return;
+    }
+    sb = hv__vk_bcast(s, y);
+    if (is_log) {
+        hv__vk_reduce(ctx, HV__RED_SUM, s, gy);
+        hv__vk_unary(ctx, HV__EXP, 0.0f, t, y);
+        hv__vk_binary(ctx, HV__MUL, t, t, &sb);
+        hv__vk_binary(ctx, HV__SUB, t, gy, t);
+    } else {
+        hv__vk_binary(ctx, HV__MUL, t, gy, y);
+        hv__vk_reduce(ctx, HV__RED_SUM, s, t);
+        hv__vk_binary(ctx, HV__SUB, t, gy, &sb);
+        hv__vk_binary(ctx, HV__MUL, t, t, y);
+    }
+    hv__vk_copy(ctx, gx, t, 1);
+}
 static void hv__vk_softmax_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_softmax_one(ctx, *(const int *)u, t[0], t[1], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
 }
@@ -9390,7 +9705,8 @@ static void hv__vk_softmax(hv_ctx *ctx, int is_log, hv_tensor *y, const hv_tenso
     v[1] = hv__vk_as(x, 3, outer, n, inner);
     t[0] = &v[0];
     t[1] = &v[1];
-    hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
+    if (n * inner > hv__vk_room(HV__VK(ctx))) hv__vk_softmax_long(ctx, is_log, &v[0], &v[1]);
+    else hv__vk_split(ctx, hv__vk_softmax_part, t, 2, 3, 1, &is_log);
 }
 static void hv__vk_softmax_bwd_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_softmax_bwd_one(ctx, *(const int *)u, t[0], t[1], t[2], t[1]->shape[0], t[1]->shape[1], t[1]->shape[2]);
@@ -9404,7 +9720,8 @@ static void hv__vk_softmax_bwd(hv_ctx *ctx, int is_log, hv_tensor *gx, const hv_
     t[0] = &v[0];
     t[1] = &v[1];
     t[2] = &v[2];
-    hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
+    if (n * inner > hv__vk_room(HV__VK(ctx))) hv__vk_softmax_bwd_long(ctx, is_log, &v[0], &v[1], &v[2]);
+    else hv__vk_split(ctx, hv__vk_softmax_bwd_part, t, 3, 7, 1, &is_log);
 }
 static void hv__vk_layer_norm_part(hv_ctx *ctx, hv_tensor *const *t, const void *u) {
     hv__vk_layer_norm_one(ctx, t[0], t[1], t[2], t[3], t[4], t[5], *(const float *)u);
@@ -9789,19 +10106,54 @@ static void hv__vk_resize_bilinear_bwd(hv_ctx *ctx, hv_tensor *gx, const hv_tens
     t[1] = (hv_tensor *)gy;
     hv__vk_split(ctx, hv__vk_resize_bilinear_bwd_part, t, 2, 3, 1, &align_corners);
 }
-static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+/* Batch norm over x (N, C, S) larger than one binding runs in parts of whole images, as many as a
+   binding holds (one image over the range is refused by hv__vk_run). The images per part, and
+   x's part i of them seen (n, C, S) */
+static int64_t hv__vk_bn_images(hv_ctx *ctx, int64_t C, int64_t S) {
+    int64_t img = C * S, room = hv__vk_room(HV__VK(ctx));
+    return img > 0 && img <= room ? room / img : 1;
+}
+static hv_tensor hv__vk_bn_part(const hv_tensor *x, int64_t N, int64_t C, int64_t S, int64_t at, int64_t per) {
+    hv_tensor v = hv__vk_as(x, 3, N, C, S);
+    return hv__vk_cut(&v, 0, at, N - at < per ? N - at : per);
+}
+static int hv__vk_batch_norm_stats_one(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x, int phase) {
     const hv_tensor *ts[3];
     int wr[3] = {1, 1, 0};
-    int32_t p[3];
+    int32_t p[4];
     int64_t N, C, S;
     hv__bn_dims(x, &N, &C, &S);
     p[0] = hv__vk_i32(N);
     p[1] = hv__vk_i32(C);
     p[2] = hv__vk_i32(S);
+    p[3] = phase;
     ts[0] = mean;
     ts[1] = var;
     ts[2] = x;
-    hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 3, (uint64_t)C, 64, 1);
+    return hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_STATS, ts, wr, 3, p, 4, (uint64_t)C, 64, 1);
+}
+/* in parts: the sums of x per channel, then the mean, the sums of (x - mean)^2, then the variance
+   (batch_norm_stats.comp's phases 1 and 2): the same two passes as one dispatch makes */
+static void hv__vk_batch_norm_stats(hv_ctx *ctx, hv_tensor *mean, hv_tensor *var, const hv_tensor *x) {
+    int64_t N, C, S, per, at;
+    int phase;
+    float inv;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    if (per >= N) {
+        hv__vk_batch_norm_stats_one(ctx, mean, var, x, 0);
+        return;
+    }
+    inv = (float)(1.0 / (double)(N * S));
+    hv__vk_fill(ctx, mean, 0.0f);
+    hv__vk_fill(ctx, var, 0.0f);
+    for (phase = 1; phase <= 2; phase++) {
+        for (at = 0; at < N; at += per) {
+            hv_tensor xp = hv__vk_bn_part(x, N, C, S, at, per);
+            if (hv__vk_batch_norm_stats_one(ctx, mean, var, &xp, phase)) return;
+        }
+        hv__vk_unary(ctx, HV__SCALE, inv, phase == 1 ? mean : var, phase == 1 ? mean : var);
+    }
 }
 static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tensor *run_var, const hv_tensor *mean, const hv_tensor *var,
                                       float momentum, float unbias) {
@@ -9819,8 +10171,8 @@ static void hv__vk_batch_norm_running(hv_ctx *ctx, hv_tensor *run_mean, hv_tenso
     ts[3] = var;
     hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM_RUNNING, ts, wr, 4, p, 5, (uint64_t)mean->shape[0], 64, 0);
 }
-static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
-                              const hv_tensor *w, const hv_tensor *b, float eps) {
+static void hv__vk_batch_norm_one(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                                  const hv_tensor *w, const hv_tensor *b, float eps) {
     const hv_tensor *ts[6];
     int wr[6] = {1, 0, 0, 0, 0, 0};
     int32_t p[6];
@@ -9840,11 +10192,24 @@ static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, con
     ts[5] = b;
     hv__vk_run(ctx, "hv_batch_norm", HV__VKS_BATCH_NORM, ts, wr, 6, p, 6, (uint64_t)hv_numel(x), 256, 0);
 }
-static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
-                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+static void hv__vk_batch_norm(hv_ctx *ctx, hv_tensor *y, const hv_tensor *x, const hv_tensor *mean, const hv_tensor *var,
+                              const hv_tensor *w, const hv_tensor *b, float eps) {
+    int64_t N, C, S, per, at;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    for (at = 0; at < N && !ctx->kernel_failed; at += per) { /* elementwise: parts are independent */
+        hv_tensor yp = hv__vk_bn_part(y, N, C, S, at, per), xp = hv__vk_bn_part(x, N, C, S, at, per);
+        hv__vk_batch_norm_one(ctx, &yp, &xp, mean, var, w, b, eps);
+    }
+}
+/* phase 0: one dispatch for x (N, C, S); 1 and 2: parts (batch_norm_bwd.comp), with sums (2, C),
+   and total = the whole batch's N * S */
+static int hv__vk_batch_norm_bwd_one(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                     const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats, int phase,
+                                     hv_tensor *sums, int64_t total) {
     const hv_tensor *ts[8];
     int wr[8] = {1, 1, 1, 0, 0, 0, 0, 0};
-    int32_t p[9];
+    int32_t p[11];
     int64_t N, C, S;
     const hv_tensor *any = gx ? gx : gw ? gw : gb;
     hv__bn_dims(x, &N, &C, &S);
@@ -9868,16 +10233,65 @@ static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_
     wr[0] = gx != NULL;
     wr[1] = gw != NULL;
     wr[2] = gb != NULL;
-    hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 9, (uint64_t)C, 64, 1);
+    p[9] = phase;
+    p[10] = hv__vk_i32(total);
+    if (phase == 1) { /* the sums take gx's binding; gx is made in phase 2 */
+        ts[0] = sums;
+        wr[0] = 1;
+        p[5] = 0;
+    } else if (phase == 2) { /* the sums in gw's binding, read; gw and gb are done */
+        ts[1] = sums;
+        wr[1] = 0;
+        ts[2] = gx;
+        wr[2] = 0;
+        p[6] = p[7] = 0;
+    }
+    return hv__vk_run(ctx, "hv_batch_norm backward", HV__VKS_BATCH_NORM_BWD, ts, wr, 8, p, 11, (uint64_t)C, 64, 1);
+}
+/* in parts: without batch statistics (or without gx) every part is independent and adds its sums
+   to gw, gb; with them gx needs the whole batch's sums first (phase 1), then each part (phase 2) */
+static void hv__vk_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, hv_tensor *gb, const hv_tensor *x, const hv_tensor *gy,
+                                  const hv_tensor *mean, const hv_tensor *var, const hv_tensor *w, float eps, int batch_stats) {
+    int64_t N, C, S, per, at, s2[2];
+    hv_tensor *sums = NULL;
+    int phase, first, last;
+    hv__bn_dims(x, &N, &C, &S);
+    per = hv__vk_bn_images(ctx, C, S);
+    first = last = 0;
+    if (per < N && gx && batch_stats) {
+        s2[0] = 2;
+        s2[1] = C;
+        if (!(sums = hv__new(ctx, 2, s2))) {
+            ctx->kernel_failed = 1;
+            return;
+        }
+        first = 1;
+        last = 2;
+    }
+    for (phase = first; phase <= last; phase++)
+        for (at = 0; at < N; at += per) {
+            hv_tensor xp = hv__vk_bn_part(x, N, C, S, at, per), gyp = hv__vk_bn_part(gy, N, C, S, at, per), gxp;
+            if (gx) gxp = hv__vk_bn_part(gx, N, C, S, at, per);
+            if (hv__vk_batch_norm_bwd_one(ctx, gx ? &gxp : NULL, phase == 2 ? NULL : gw, phase == 2 ? NULL : gb, &xp, &gyp, mean, var, w,
+                                          eps, batch_stats, phase, sums, N * S))
+                return;
+        }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
 
-static void hv__vk_sync(hv_ctx *ctx) { hv__vk_flush(HV__VK(ctx)); }
+/* hv_sync and hv_step_end return nothing: an index error found by their wait stays pending, and
+   every dispatch fails with it (so the ops of the next step return NULL, hv_backward and
+   hv_optim_step -1) until the following hv_step_end */
+static void hv__vk_sync(hv_ctx *ctx) {
+    hv__vk *vk = HV__VK(ctx);
+    if (hv__vk_flush(vk) && !vk->lost) vk->err_pending = 1;
+}
 static void hv__vk_step_end(hv_ctx *ctx) {
     hv__vk *vk = HV__VK(ctx);
     int i;
-    hv__vk_flush(vk); /* the pool's memory is free once the step's work is done */
+    /* the pool's memory is free once the step's work is done */
+    vk->err_pending = hv__vk_flush(vk) && !vk->lost;
     if (vk->npool > 1) { /* one block of the step's total from now on, as the host arena does */
         uint64_t total = 0;
         for (i = 0; i < vk->npool; i++) total += vk->pool[i]->size;
@@ -9904,6 +10318,7 @@ static void hv__vk_destroy(hv__vk *vk) {
         for (i = 0; i < vk->nblocks; i++) hv__vk_block_destroy(vk, vk->blocks[i]);
         hv__vk_hostbuf_free(vk, &vk->stage);
         hv__vk_hostbuf_free(vk, &vk->params);
+        hv__vk_hostbuf_free(vk, &vk->err_host);
         for (k = 0; k < HV__VKS_COUNT; k++)
             if (vk->pipes[k]) vk->vkDestroyPipeline(vk->dev, vk->pipes[k], NULL);
         for (k = 0; k < HV__VK_MAX_ARGS + 2; k++) {
@@ -10058,9 +10473,18 @@ static int hv__vk_init(hv_ctx *ctx, const hv_init_desc *desc) {
     pci.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO;
     if ((r = vk->vkCreatePipelineCache(vk->dev, &pci, NULL, &vk->pcache)) != VK_SUCCESS) vk->pcache = VK_NULL_HANDLE;
     if (hv__vk_hostbuf_init(vk, &vk->stage, hv__vk_env_bytes("HUMANVIT_VULKAN_STAGING", (uint64_t)16 << 20)) ||
-        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096))
+        hv__vk_hostbuf_init(vk, &vk->params, (uint64_t)vk->param_slot * 4096) || hv__vk_hostbuf_init(vk, &vk->err_host, 256))
         goto fail;
     ctx->dev = vk;
+    { /* the index-error word (index.glsl), zeroed like all device memory */
+        void *buf, *word = hv__vk_mem_alloc(ctx, 16, 1, &buf);
+        if (!word) {
+            ctx->dev = NULL;
+            goto fail;
+        }
+        vk->err_blk = hv__vk_resolve(vk, word, &vk->err_off);
+        hv__vk_full_barrier(vk); /* kernels touch the word untracked: the zeroing goes first */
+    }
     ctx->be = hv__vk_backend();
     ctx->kind = HV_BACKEND_VULKAN;
     return 0;
@@ -10082,6 +10506,7 @@ static const hv__backend *hv__vk_backend(void) {
         be.device_name = hv__vk_device_name;
         be.copy = hv__vk_copy;
         be.fill = hv__vk_fill;
+        be.add_i32 = hv__vk_add_i32;
         be.gemm = hv__vk_gemm;
         be.binary = hv__vk_binary;
         be.unary = hv__vk_unary;
@@ -10796,11 +11221,10 @@ static hv_tensor *hv__vit_forward(hv_vit *vit, hv_tensor *images, int training) 
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) { /* on a device backend: a 4-byte download and upload */
-            int32_t *count = (int32_t *)hv__host_begin(vit->head_count, 1);
-            if (!count) return NULL;
-            count[0] += 1;
-            if (hv__host_end(vit->head_count, count, 1)) return NULL;
+        if (bn && training) { /* num_batches_tracked += 1 where it lives (no wait on a device) */
+            hv_ctx *ctx = vit->head_count->ctx;
+            ctx->be->add_i32(ctx, vit->head_count, 1);
+            if (ctx->kernel_failed) return ctx->kernel_failed = 0, (hv_tensor *)NULL;
         }
         return hv__linear_fwd(&vit->head, bn);
     }

@@ -1,13 +1,16 @@
 #version 450
 // per row of logits (N, C): lse (N, 2) = the max and the log of the sum of exp(x - max), and
 // row_loss = (max - x[label]) + log sum (hv__backend.cross_entropy; the mean is sum_scalar's).
-// One workgroup per row. PI: 0 N, 1 C.
+// A label outside [0, C) gives a NaN row loss and is reported (index.glsl).
+// One workgroup per row. PI: 0 N, 1 C, 2 error code.
 #extension GL_GOOGLE_include_directive : require
 #define HV_WG 64
 layout(local_size_x = HV_WG) in;
-#define NARGS 4
+#define NARGS 5
+#define HV_ERR 5
 #include "common.glsl"
 #include "reduce.glsl"
+#include "index.glsl"
 layout(std430, binding = 1) writeonly buffer L { float lse[]; };
 layout(std430, binding = 2) writeonly buffer RL { float row_loss[]; };
 layout(std430, binding = 3) readonly buffer X { float x[]; };
@@ -23,8 +26,9 @@ void main() {
     s = hv_wg_sum(s);
     if (l == 0u) {
         float ls = log(s);
+        int y = labels[OFF(3) + r];
         lse[OFF(0) + 2u * r] = m;
         lse[OFF(0) + 2u * r + 1u] = ls;
-        row_loss[OFF(1) + r] = (m - x[xo + uint(labels[OFF(3) + r])]) + ls;
+        row_loss[OFF(1) + r] = hv_index_ok(y, int(C), PI(2)) ? (m - x[xo + uint(y)]) + ls : uintBitsToFloat(0x7fc00000u);
     }
 }

@@ -1,6 +1,7 @@
 #version 450
 // ga += v, gb -= v with v = 2 g (a - b) (MSE) or g sign(a - b) (L1), g = gloss / n
-// (hv__backend.diff_loss_bwd). PI: 0 n, 1 mode, 2 has ga, 3 has gb.
+// (hv__backend.diff_loss_bwd). PI: 0 n here, 1 mode, 2 has ga, 3 has gb, 4 n of the whole loss
+// (the mean's divisor; the elements here may be a part of it).
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 256) in;
 #define NARGS 5
@@ -13,7 +14,7 @@ layout(std430, binding = 5) readonly buffer GL { float gloss[]; };
 void main() {
     uint i = hv_gid();
     if (i >= PU(0)) return;
-    float g = gloss[OFF(4)] / float(PU(0)), d = a[OFF(2) + i] - b[OFF(3) + i];
+    float g = gloss[OFF(4)] / float(PU(4)), d = a[OFF(2) + i] - b[OFF(3) + i];
     float v = PI(1) == 0 ? 2.0 * g * d : (d > 0.0 ? g : d < 0.0 ? -g : 0.0);
     if (PI(2) != 0) ga[OFF(0) + i] += v;
     if (PI(3) != 0) gb[OFF(1) + i] -= v;

@@ -1,16 +1,19 @@
 #version 450
-// gx += gy routed to the first maximum of each reduced group (hv__backend.reduce_max_bwd); x any
-// strides, gx contiguous, y and gy contiguous in the keepdim shape. One invocation per output.
+// gx += gy routed to the first maximum of each reduced group (hv__backend.reduce_max_bwd); x and gx
+// any strides, y and gy contiguous in the keepdim shape. One invocation per output.
 // PI: 0 outputs, 1 values per output, 2 ndim, 3..8 y shape, 9..14 x strides of kept axes,
-// 15..20 gx strides of kept axes, 21 reduced axes, 22..27 extents, 28..33 x strides, 34..39 gx strides.
+// 15..20 gx strides of kept axes, 21 reduced axes, 22..27 extents, 28..33 x strides, 34..39 gx strides,
+// 40 done in use: the reduced axes come in parts (x over a binding), done (y's shape, zeroed) marks
+// the groups whose maximum an earlier part had, so that only the first one gets gy.
 #extension GL_GOOGLE_include_directive : require
 layout(local_size_x = 64) in;
-#define NARGS 4
+#define NARGS 5
 #include "common.glsl"
 layout(std430, binding = 1) buffer GX { float gx[]; };
 layout(std430, binding = 2) readonly buffer X { float x[]; };
 layout(std430, binding = 3) readonly buffer Y { float y[]; };
 layout(std430, binding = 4) readonly buffer GY { float gy[]; };
+layout(std430, binding = 5) buffer Done { float done[]; };
 void main() {
     uint o = hv_gid();
     if (o >= PU(0)) return;
@@ -21,6 +24,8 @@ void main() {
         bg += c * PU(15 + d);
         r /= s;
     }
+    bool parts = PI(40) != 0;
+    if (parts && done[OFF(4) + o] != 0.0) return;
     float m = y[OFF(2) + o];
     for (uint j = 0u; j < PU(1); j++) {
         uint sx = 0u, sg = 0u, q = j;
@@ -32,6 +37,7 @@ void main() {
         }
         if (x[bx + sx] == m || isnan(m)) {
             gx[bg + sg] += gy[OFF(3) + o];
+            if (parts) done[OFF(4) + o] = 1.0;
             break;
         }
     }

@@ -450,14 +450,86 @@ static void test_gather_scatter(hv_ctx *unused) {
     c.in[0] = rnd(HV_SHAPE(2, 6, 3), -1, 1);
     c.in[1] = tl_rand_index(g_cpu, HV_SHAPE(2, 6), 4);
     vk_check(&c);
-    { /* the index check reads device indices on the host */
-        hv_tensor *x = hv_zeros(g_vk, HV_SHAPE(2, 5)), *idx = hv_tensor_new(g_vk, HV_I32, HV_SHAPE(2, 2));
-        int32_t bad[4] = {0, 1, 4, 5};
-        hv_tensor_copy_from(idx, bad, sizeof bad);
-        CHECK_ERROR(hv_gather(x, 1, idx), "idx[1, 1] = 5", "out of range");
-        hv_tensor_free(x);
-        hv_tensor_free(idx);
-    }
+}
+
+/* ---- out-of-range indices: checked by the kernels, reported at the next sync ---------------- */
+
+/* a device i32 tensor from host values */
+static hv_tensor *vk_index(const int32_t *v, hv_shape shape) {
+    hv_tensor *t = hv_tensor_new(g_vk, HV_I32, shape);
+    if (t) hv_tensor_copy_from(t, v, sizeof(int32_t) * (size_t)hv_numel(t));
+    return t;
+}
+static void test_index_errors(hv_ctx *unused) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_tensor *x = hv_randn(g_vk, HV_SHAPE(2, 5, 3), 0, 1), *logits = hv_randn(g_vk, HV_SHAPE(3, 4), 0, 1), *out;
+    hv_tensor *bad_idx, *good_idx, *bad_labels, *good_labels, *xc, *ic;
+    int32_t bad[4] = {0, 1, 4, 7}, good[4] = {0, 1, 4, 2}, labels[6] = {1, -3, 2, 1, 0, 3};
+    uint64_t submits;
+    float v;
+    (void)unused;
+    bad_idx = vk_index(bad, HV_SHAPE(2, 2));
+    good_idx = vk_index(good, HV_SHAPE(2, 2));
+    bad_labels = vk_index(labels, HV_SHAPE(3));
+    good_labels = vk_index(labels + 3, HV_SHAPE(3));
+    hv_set_trainable(x, 1);
+    hv_set_trainable(logits, 1);
+    hv_sync(g_vk);
+    /* recording a gather with a bad index neither fails nor waits: the kernel checks */
+    submits = vk->n_submits;
+    out = hv_gather(x, 1, bad_idx);
+    CHECK(out != NULL && vk->n_submits == submits, "gather with device indices: %p, %llu waits", (void *)out,
+          (unsigned long long)(vk->n_submits - submits));
+    /* the first sync that returns a status reports it: hv_item gives NaN and names op and value */
+    hv_clear_error();
+    v = hv_item(hv_sum(out, 0, NULL, 0));
+    CHECK(isnan(v) && strstr(hv_last_error(), "hv_gather") && strstr(hv_last_error(), "idx holds 7") &&
+              strstr(hv_last_error(), "[0, 5)"),
+          "bad gather index at hv_item: %g, \"%s\"", v, hv_last_error());
+    hv_step_end(g_vk); /* reported once: the context goes on */
+    out = hv_gather(x, 1, good_idx);
+    CHECK(out && hv_item(hv_sum(out, 0, NULL, 0)) == hv_item(hv_sum(out, 0, NULL, 0)), "gather after an index error: %s", hv_last_error());
+    hv_step_end(g_vk);
+
+    /* found by hv_step_end (void): every op of the next step fails with it, the one after works */
+    CHECK(hv_backward(hv_cross_entropy(logits, bad_labels)) == 0, "backward with bad labels recorded: %s", hv_last_error());
+    hv_step_end(g_vk);
+    CHECK_ERROR(hv_add_scalar(logits, 1.0f), "hv_cross_entropy", "labels holds -3", "[0, 4)");
+    CHECK_ERROR(hv_gather(x, 1, good_idx), "hv_cross_entropy", "labels holds -3");
+    hv_clear_error();
+    CHECK(hv_tensor_fill(logits, 0.0f) == -1 && strstr(hv_last_error(), "labels holds -3"), "hv_tensor_fill: \"%s\"", hv_last_error());
+    hv_step_end(g_vk);
+    v = hv_item(hv_cross_entropy(logits, good_labels));
+    CHECK(isfinite(v), "cross_entropy after the failed step: %g, %s", v, hv_last_error());
+    hv_step_end(g_vk);
+
+    /* scatter, found by hv_sync mid-step: pending until hv_step_end */
+    out = hv_scatter(hv_slice(x, 1, 0, 2, 1), 1, bad_idx, 6);
+    CHECK_NOTNULL(out);
+    hv_sync(g_vk);
+    CHECK_ERROR(hv_mul(x, x), "hv_scatter", "idx holds 7", "[0, 6)");
+    hv_step_end(g_vk);
+    CHECK(hv_item(hv_sum(hv_mul(x, x), 0, NULL, 0)) > 0, "context unusable after an index error: %s", hv_last_error());
+    hv_step_end(g_vk);
+
+    /* top-k accuracy downloads the labels anyway: checked on the host there */
+    hv_clear_error();
+    v = hv_topk_accuracy(logits, bad_labels, 1);
+    CHECK(isnan(v) && strstr(hv_last_error(), "labels[1] = -3"), "topk with bad labels: %g, \"%s\"", v, hv_last_error());
+
+    /* the CPU still checks at the op, and is untouched */
+    xc = hv_tensor_to(x, g_cpu);
+    ic = hv_tensor_to(bad_idx, g_cpu);
+    CHECK_ERROR(hv_gather(xc, 1, ic), "idx[1, 1] = 7", "out of range");
+    CHECK(hv_item(hv_sum(hv_ones(g_cpu, HV_SHAPE(3)), 0, NULL, 0)) == 3.0f, "CPU context broken after a Vulkan index error");
+    hv_tensor_free(xc);
+    hv_tensor_free(ic);
+    hv_tensor_free(x);
+    hv_tensor_free(logits);
+    hv_tensor_free(bad_idx);
+    hv_tensor_free(good_idx);
+    hv_tensor_free(bad_labels);
+    hv_tensor_free(good_labels);
 }
 
 /* ---- losses --------------------------------------------------------------------------------- */
@@ -620,21 +692,21 @@ static hv_tensor *op_batch_norm(hv_tensor **in, void *u) {
         return b->running && b->training ? hv_add(y, hv_reshape(hv_add(rm, rv), HV_SHAPE(1, 5, 1, 1))) : y;
     }
 }
-static void test_batch_norm(hv_ctx *unused) {
+/* every mode of batch norm on x (n, 5, 7, 9) */
+static void check_batch_norms(int64_t n) {
     int t, r, a;
-    (void)unused;
     for (t = 0; t < 2; t++)
         for (r = 0; r < 2; r++)
             for (a = 0; a < 2; a++) {
                 bn_user u;
-                char label[64];
+                char label[80];
                 vk_case c;
                 u.training = t;
                 u.running = r;
                 u.affine = a;
-                snprintf(label, sizeof label, "batch_norm training %d running %d affine %d", t, r, a);
+                snprintf(label, sizeof label, "batch_norm (%lld, 5, 7, 9) training %d running %d affine %d", (long long)n, t, r, a);
                 c = vk_new(label, a ? 3 : 1, a ? 7 : 1, op_batch_norm, &u);
-                c.in[0] = rnd(HV_SHAPE(3, 5, 7, 9), -1, 3);
+                c.in[0] = rnd(HV_SHAPE(n, 5, 7, 9), -1, 3);
                 if (a) {
                     c.in[1] = rnd(HV_SHAPE(5), 0.5f, 1.5f);
                     c.in[2] = rnd(HV_SHAPE(5), -1, 1);
@@ -642,6 +714,10 @@ static void test_batch_norm(hv_ctx *unused) {
                 c.fwd_tol = c.grad_tol = 2e-6;
                 vk_check(&c);
             }
+}
+static void test_batch_norm(hv_ctx *unused) {
+    (void)unused;
+    check_batch_norms(3);
 }
 
 /* ---- optimizers: hv_optim_step, clipping and NaN checks through the backend table ---------- */
@@ -903,11 +979,31 @@ static void test_range_split(hv_ctx *unused) {
             c.in[0] = rnd(HV_SHAPE(6, 3, 9, 11), -1, 1);
             vk_check(&c);
         }
+        { /* the kernels that work in parts of one binding: reductions and max's backward (a reduced
+             axis in parts), softmax over rows longer than a binding (axis 0 of (5, 131, 3)),
+             the MSE/L1 sums, cross-entropy, the optimizers and their norms, batch norm */
+            int lg;
+            vk_case c;
+            test_reductions(NULL);
+            test_softmax(NULL);
+            test_losses(NULL);
+            test_optimizers(NULL);
+            for (lg = 0; lg < 2; lg++) {
+                sm_user u = {1, 0, 0};
+                u.is_log = lg;
+                c = vk_new(lg ? "split log_softmax of rows of 2100" : "split softmax of rows of 2100", 1, 1, op_softmax, &u);
+                c.in[0] = rnd(HV_SHAPE(1, 2, 2100), -6, 6);
+                c.fwd_tol = c.grad_tol = 2e-6;
+                vk_check(&c);
+            }
+            check_batch_norms(12); /* 3 images of 315 values per part of ~1000 */
+        }
         g_vk = keep;
-        { /* a kernel that cannot split: a clean error, no crash, and the context goes on */
-            hv_tensor *x = hv_zeros(small, HV_SHAPE(40, 100));
-            CHECK_ERROR(hv_softmax(x, 0), "maxStorageBufferRange", "cannot split");
-            CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 100.0f, "context unusable after a refused kernel");
+        { /* a kernel that cannot split (one row of a layer norm over the range): a clean error, no
+             crash, and the context goes on */
+            hv_tensor *x = hv_zeros(small, HV_SHAPE(2, 1100));
+            CHECK_ERROR(hv_layer_norm(x, NULL, NULL, 1e-5f), "maxStorageBufferRange", "cannot split");
+            CHECK(hv_item(hv_sum(hv_add_scalar(hv_slice(x, 0, 0, 1, 1), 1.0f), 0, NULL, 0)) == 1100.0f, "context unusable after a refused kernel");
             hv_tensor_free(x);
         }
     }
@@ -1140,19 +1236,37 @@ static int compare_step(const char *model, int step, hv_tensor *lc, hv_tensor *l
     return 0;
 }
 
-static void test_vit_training_steps(hv_ctx *unused) {
+/* the small models of the step tests: 28x28 images of 16 patches, two blocks of width 32; the
+   ViT with the BatchNorm head, the MAE with a one-block decoder and per-patch normalised targets */
+static hv_vit_desc tiny_vit_desc(int num_classes) {
     hv_vit_desc d;
-    hv_vit *mc, *mv;
-    hv_tensor *xc, *yc, *xv, *yv;
-    int step;
-    (void)unused;
     memset(&d, 0, sizeof d);
     d.img_size = 28;
     d.patch_size = 7;
     d.embed_dim = 32;
     d.depth = 2;
     d.num_heads = 4;
-    d.num_classes = 10;
+    d.num_classes = num_classes;
+    return d;
+}
+static hv_mae_desc tiny_mae_desc(void) {
+    hv_mae_desc d;
+    memset(&d, 0, sizeof d);
+    d.encoder = tiny_vit_desc(0);
+    d.decoder_embed_dim = 24;
+    d.decoder_depth = 1;
+    d.decoder_num_heads = 4;
+    d.mask_ratio = 0.75f;
+    d.norm_pix_loss = 1;
+    return d;
+}
+
+static void test_vit_training_steps(hv_ctx *unused) {
+    hv_vit_desc d = tiny_vit_desc(10);
+    hv_vit *mc, *mv;
+    hv_tensor *xc, *yc, *xv, *yv;
+    int step;
+    (void)unused;
     hv_rng_seed(g_cpu, 11);
     hv_rng_seed(g_vk, 11);
     mc = hv_vit_new(g_cpu, &d);
@@ -1194,22 +1308,11 @@ static void test_vit_training_steps(hv_ctx *unused) {
 }
 
 static void test_mae_training_steps(hv_ctx *unused) {
-    hv_mae_desc d;
+    hv_mae_desc d = tiny_mae_desc();
     hv_mae *mc, *mv;
     hv_tensor *xc, *xv;
     int step;
     (void)unused;
-    memset(&d, 0, sizeof d);
-    d.encoder.img_size = 28;
-    d.encoder.patch_size = 7;
-    d.encoder.embed_dim = 32;
-    d.encoder.depth = 2;
-    d.encoder.num_heads = 4;
-    d.decoder_embed_dim = 24;
-    d.decoder_depth = 1;
-    d.decoder_num_heads = 4;
-    d.mask_ratio = 0.75f;
-    d.norm_pix_loss = 1;
     hv_rng_seed(g_cpu, 12);
     hv_rng_seed(g_vk, 12);
     mc = hv_mae_new(g_cpu, &d);
@@ -1241,6 +1344,84 @@ static void test_mae_training_steps(hv_ctx *unused) {
     hv_tensor_free(xv);
 }
 
+/* ---- queue waits per training step: what the manual (VULKAN) documents --------------------- */
+
+/* the most queue waits (submit + wait: n_submits) of steps 1..3 of a training loop as the trainers
+   run it: batch upload, forward, backward, AdamW, the loss read once, hv_step_end */
+static uint64_t waits_per_step(hv_tensor *(*loss_fn)(void *model, int step), void *model, const hv_param_list *params, hv_tensor *batch,
+                               const float *host, size_t bytes) {
+    hv__vk *vk = HV__VK(g_vk);
+    hv_optim_desc od;
+    hv_optim *opt;
+    uint64_t most = 0;
+    int step;
+    memset(&od, 0, sizeof od);
+    od.lr = 1e-3f;
+    opt = hv_optim_new(g_vk, params, &od);
+    CHECK_NOTNULL(opt);
+    for (step = 0; opt && step < 4; step++) {
+        uint64_t before = vk->n_submits;
+        hv_tensor *loss;
+        hv_tensor_copy_from(batch, host, bytes);
+        loss = loss_fn(model, step);
+        hv_optim_zero_grad(opt);
+        CHECK(loss && hv_backward(loss) == 0 && hv_optim_step(opt) == 0, "step %d: %s", step, hv_last_error());
+        CHECK(isfinite(hv_item(loss)), "step %d: loss %s", step, hv_last_error());
+        hv_step_end(g_vk);
+        if (step > 0 && vk->n_submits - before > most) most = vk->n_submits - before;
+    }
+    hv_optim_free(opt);
+    return most;
+}
+static hv_tensor *g_wait_x, *g_wait_y, *g_wait_noise;
+static hv_tensor *vit_step_loss(void *m, int step) {
+    (void)step;
+    return hv_cross_entropy(hv_vit_forward((hv_vit *)m, g_wait_x, 1), g_wait_y);
+}
+static hv_tensor *mae_step_loss(void *m, int step) {
+    (void)step;
+    return hv_mae_forward((hv_mae *)m, g_wait_x, g_wait_noise, NULL, NULL);
+}
+static void test_step_waits(hv_ctx *unused) {
+    hv_vit_desc vd = tiny_vit_desc(10);
+    hv_mae_desc md = tiny_mae_desc();
+    hv_vit *vit;
+    hv_mae *mae;
+    float *host;
+    int32_t labels[4] = {1, 7, 0, 3};
+    size_t bytes = sizeof(float) * 4 * 3 * 28 * 28, i;
+    uint64_t w;
+    (void)unused;
+    host = (float *)malloc(bytes);
+    for (i = 0; i < bytes / sizeof(float); i++) host[i] = (float)((i * 7919) % 255) / 255.0f;
+    g_wait_x = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(4, 3, 28, 28));
+    g_wait_y = vk_index(labels, HV_SHAPE(4));
+    vit = hv_vit_new(g_vk, &vd); /* the BatchNorm head: its counter stays on the device */
+    CHECK_NOTNULL(vit);
+    if (vit) {
+        w = waits_per_step(vit_step_loss, vit, hv_vit_params(vit), g_wait_x, host, bytes);
+        CHECK(w == 1, "ViT training step: %llu queue waits, the manual says 1", (unsigned long long)w);
+        hv_vit_free(vit);
+    }
+    mae = hv_mae_new(g_vk, &md);
+    CHECK_NOTNULL(mae);
+    if (mae) { /* the library's noise and masking indices go up without a wait */
+        w = waits_per_step(mae_step_loss, mae, hv_mae_params(mae), g_wait_x, host, bytes);
+        CHECK(w == 1, "MAE training step: %llu queue waits, the manual says 1", (unsigned long long)w);
+        /* noise passed by the caller comes down for the host's argsort: one wait more */
+        g_wait_noise = hv_tensor_new(g_vk, HV_F32, HV_SHAPE(4, 16));
+        if (g_wait_noise) hv_tensor_copy_from(g_wait_noise, host + 100, sizeof(float) * 64);
+        w = waits_per_step(mae_step_loss, mae, hv_mae_params(mae), g_wait_x, host, bytes);
+        CHECK(w == 2, "MAE training step with the caller's noise: %llu queue waits, the manual says 2", (unsigned long long)w);
+        hv_tensor_free(g_wait_noise);
+        g_wait_noise = NULL;
+        hv_mae_free(mae);
+    }
+    hv_tensor_free(g_wait_x);
+    hv_tensor_free(g_wait_y);
+    free(host);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     g_cpu = hv_init(&(hv_init_desc){.seed = 7});
@@ -1262,6 +1443,7 @@ int main(void) {
     TL_RUN(g_cpu, test_layer_norm);
     TL_RUN(g_cpu, test_attention);
     TL_RUN(g_cpu, test_gather_scatter);
+    TL_RUN(g_cpu, test_index_errors);
     TL_RUN(g_cpu, test_losses);
     TL_RUN(g_cpu, test_layout);
     TL_RUN(g_cpu, test_conv);
@@ -1274,6 +1456,7 @@ int main(void) {
     TL_RUN(g_cpu, test_steady_state);
     TL_RUN(g_cpu, test_vit_training_steps);
     TL_RUN(g_cpu, test_mae_training_steps);
+    TL_RUN(g_cpu, test_step_waits);
     hv_shutdown(g_vk);
     hv_shutdown(g_cpu);
     TL_DONE();
