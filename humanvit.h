@@ -7458,7 +7458,14 @@ static void hv__fast_batch_norm_bwd(hv_ctx *ctx, hv_tensor *gx, hv_tensor *gw, h
    too, not only the GEMM. Those copies work on the caller's context (same structs, same header):
    their scratch comes from its arena through their own copy of the allocator, so a program that
    overrides HV_MALLOC/HV_FREE must give the kernels_cpu files the same override (-D flags). */
+/* the optimizer entries of the cpu-optim section below, also per ISA */
+static void hv__cpu_adamw(hv_ctx *ctx, hv_tensor *p, hv_tensor *m, hv_tensor *v, const hv_tensor *g, const hv__adamw_args *a);
+static void hv__cpu_sgd(hv_ctx *ctx, hv_tensor *p, hv_tensor *bt, const hv_tensor *gt, const hv__sgd_args *a);
+static int hv__cpu_sumsq(hv_ctx *ctx, int mode, int n, const hv_tensor *const *x, const hv_tensor *const *y, const float *a, double *out);
 static void hv__fast_fill(hv__backend *be) {
+    be->adamw = hv__cpu_adamw;
+    be->sgd = hv__cpu_sgd;
+    be->sumsq = hv__cpu_sumsq;
     be->attention = hv__fast_attention;
     be->attention_bwd = hv__fast_attention_bwd;
     be->conv2d = hv__fast_conv2d;
@@ -7729,14 +7736,14 @@ static const hv__backend *hv__cpu_backend(void) {
         /* conv */ be.batch_norm_bwd = hv__cpu_batch_norm_bwd;
         /* simd */ be.gemm = hv__cpu_gemm_pick();
         /* HV-SECTION cpu-table END */
-        /* HV-SECTION cpu-fast-table BEGIN */
-        if (!hv__reference_kernels) hv__fast_fill_pick(&be); /* the fast kernels replace the references */
-        /* HV-SECTION cpu-fast-table END */
         /* HV-SECTION cpu-optim-table BEGIN */
-        be.adamw = hv__cpu_adamw;
+        be.adamw = hv__cpu_adamw; /* hv__fast_fill sets them again: the dispatch build's ISA copies */
         be.sgd = hv__cpu_sgd;
         be.sumsq = hv__cpu_sumsq;
         /* HV-SECTION cpu-optim-table END */
+        /* HV-SECTION cpu-fast-table BEGIN */
+        if (!hv__reference_kernels) hv__fast_fill_pick(&be); /* the fast kernels replace the references */
+        /* HV-SECTION cpu-fast-table END */
         be.name = "cpu";
     }
     return &be;

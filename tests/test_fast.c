@@ -863,7 +863,7 @@ static const char *fk_isa;
 static void test_dispatch_pick(hv_ctx *ctx) {
     CHECK(!strcmp(hv_cpu_isa(ctx), fk_isa), "hv_cpu_isa says %s, expected %s", hv_cpu_isa(ctx), fk_isa);
     CHECK(ctx->be->layer_norm == fk.layer_norm && ctx->be->attention == fk.attention && ctx->be->batch_norm == fk.batch_norm &&
-              ctx->be->unary == fk.unary,
+              ctx->be->unary == fk.unary && ctx->be->adamw == fk.adamw,
           "the context's table does not hold the %s fast kernels", fk_isa);
 }
 #endif
