@@ -46,7 +46,7 @@ int main(int argc, char **argv) {
     hvk_model_opts mo = {"vits14", 0, 0, 0, 0, 0, 0};
     const char *data_path = NULL, *val_path = NULL, *output_dir = NULL, *backend = "cpu", *pretrained = NULL, *models_dir = NULL;
     const char *norm_mean = NULL, *norm_std = NULL;
-    int threads = 0, freeze = 0, epochs = 50, iters = 0, classes = 0, eval_resize = 0, no_aug = 0, eval_every = -1, eval_steps = 0;
+    int threads = 0, freeze = 0, epochs = 50, iters = 0, classes = 0, eval_resize = 0, no_aug = 0, eval_every = 1, eval_steps = 0;
     double frac = 1.0, seed = 0, subset_seed = 0, scale_min = 0.08;
     hvk_run run = hvk_run_defaults(PROG, 128, 1e-4, 0.05, 0.9, 0.999, 0);
     const hvk_flag flags[] = {
@@ -57,28 +57,17 @@ int main(int argc, char **argv) {
         {"--finetune", "--pretrained", HVK_STR, &pretrained, "pretrained weights: file or model id (none: random init)"},
         {"--models-dir", NULL, HVK_STR, &models_dir, "where published .pth files are (else $HUMANVIT_MODELS, HF cache)"},
         {"--freeze-trunk", "--freeze_trunk", HVK_BOOL, &freeze, "train the head only (linear probe)"},
-        {"--model", "--arch", HVK_STR, &mo.model, "vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or custom"},
-        {"--img-size", "--input_size", HVK_INT, &mo.img_size, "image size (0: the model's)"},
-        {"--patch-size", NULL, HVK_INT, &mo.patch_size, "patch size (0: the model's)"},
-        {"--embed-dim", NULL, HVK_INT, &mo.embed_dim, "width (0: the model's)"},
-        {"--depth", NULL, HVK_INT, &mo.depth, "blocks (0: the model's)"},
-        {"--num-heads", NULL, HVK_INT, &mo.num_heads, "heads (0: the model's)"},
-        {"--in-chans", NULL, HVK_INT, &mo.in_chans, "input channels, 3 or 1 (0: 3)"},
+        HVK_MODEL_FLAGS(mo),
         {"--num-classes", "--nb_classes", HVK_INT, &classes, "classes (0: the training set's)"},
-        {"--batch-size", "--batch_size_per_gpu", HVK_INT, &run.batch_size, "images per step"},
-        {"--lr", NULL, HVK_FLOAT, &run.lr, "learning rate (constant)"},
-        {"--weight-decay", "--weight_decay", HVK_FLOAT, &run.weight_decay, "AdamW weight decay"},
-        {"--beta1", NULL, HVK_FLOAT, &run.beta1, "AdamW beta1"},
-        {"--beta2", NULL, HVK_FLOAT, &run.beta2, "AdamW beta2"},
+        HVK_OPTIM_FLAGS(run),
         {"--epochs", NULL, HVK_INT, &epochs, "passes over the retained images (when --iters is 0)"},
         {"--iters", NULL, HVK_INT, &iters, "optimizer steps instead of epochs"},
         {"--scale-min", NULL, HVK_FLOAT, &scale_min, "RandomResizedCrop smallest area fraction"},
         {"--no-aug", NULL, HVK_BOOL, &no_aug, "no training augmentation (the evaluation transform)"},
         {"--eval-resize", NULL, HVK_INT, &eval_resize, "validation Resize of the shorter side (0: size + 32)"},
-        {"--eval-every", NULL, HVK_INT, &eval_every, "evaluate --val-path every N epochs, keep the best (default 1; 0: at the end only)"},
-        {"--eval-every-steps", NULL, HVK_INT, &eval_steps, "evaluate every N steps instead (with --iters: default at the end only)"},
-        {"--norm-mean", NULL, HVK_STR, &norm_mean, "Normalize mean, 1 or 3 values (default ImageNet's)"},
-        {"--norm-std", NULL, HVK_STR, &norm_std, "Normalize std, 1 or 3 values (default ImageNet's)"},
+        {"--eval-every", NULL, HVK_INT, &eval_every, "with --epochs: evaluate --val-path every N epochs (0: at the end only); the best kept"},
+        {"--eval-every-steps", NULL, HVK_INT, &eval_steps, "evaluate every N steps instead (0: with --iters, at the end only)"},
+        HVK_NORM_FLAGS(norm_mean, norm_std),
         {"--output-dir", "--output_dir", HVK_STR, &output_dir, "where checkpoints, model_best, logs and eval.txt go (required)"},
         {"--resume", NULL, HVK_BOOL, &run.resume, "continue this run from <output-dir>/checkpoint.hvts"},
         {"--save-every", NULL, HVK_INT, &run.save_every, "checkpoint every N steps (0: at the end only)"},
@@ -108,7 +97,7 @@ int main(int argc, char **argv) {
     }
     if (run.batch_size < 2 || run.lr <= 0 || run.weight_decay < 0 || !(frac > 0 && frac <= 1) || threads < 0 || run.workers < 0 ||
         epochs < 0 || iters < 0 || classes < 0 || run.save_every < 0 || run.print_freq < 0 || scale_min <= 0 || scale_min > 1 ||
-        eval_resize < 0 || eval_every < -1 || eval_steps < 0) {
+        eval_resize < 0 || eval_every < 0 || eval_steps < 0) {
         fprintf(stderr, "%s: out of range: need --batch-size >= 2, --lr > 0, --weight-decay >= 0, 0 < --frac-retained <= 1, "
                         "0 < --scale-min <= 1, non-negative counts\n", PROG);
         exit(2);
@@ -157,7 +146,7 @@ int main(int argc, char **argv) {
     spe = hvd_dataset_size(train) / run.batch_size; /* drop_last */
     run.steps_per_epoch = spe;
     if (eval_steps) run.eval_every = eval_steps;
-    else if (eval_every > 0 || (eval_every < 0 && !iters)) run.eval_every = (eval_every < 0 ? 1 : eval_every) * spe;
+    else if (!iters) run.eval_every = (int64_t)eval_every * spe;
     run.iters = iters ? iters : (int64_t)epochs * spe;
     run.keep_best = 1;
     run.output_dir = output_dir;

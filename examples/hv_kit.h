@@ -112,6 +112,24 @@ typedef struct hvk_model_opts {
     const char *model;   /* vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or "custom" */
     int img_size, patch_size, embed_dim, depth, num_heads, in_chans; /* 0: the preset's */
 } hvk_model_opts;
+/* the rows of a trainer's flag table (hvk_flag[]) that every trainer has alike */
+#define HVK_MODEL_FLAGS(mo)                                                                                                   \
+    {"--model", "--arch", HVK_STR, &(mo).model, "vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or custom"},               \
+        {"--img-size", "--input_size", HVK_INT, &(mo).img_size, "image size (0: the model's)"},                                \
+        {"--patch-size", NULL, HVK_INT, &(mo).patch_size, "patch size (0: the model's)"},                                      \
+        {"--embed-dim", NULL, HVK_INT, &(mo).embed_dim, "encoder width (0: the model's)"},                                     \
+        {"--depth", NULL, HVK_INT, &(mo).depth, "encoder blocks (0: the model's)"},                                            \
+        {"--num-heads", NULL, HVK_INT, &(mo).num_heads, "encoder heads (0: the model's)"},                                     \
+        {"--in-chans", NULL, HVK_INT, &(mo).in_chans, "input channels, 3 or 1 (0: 3)"}
+#define HVK_NORM_FLAGS(mean, std)                                                                                             \
+    {"--norm-mean", NULL, HVK_STR, &(mean), "Normalize mean, 1 or 3 values (default ImageNet's)"},                             \
+        {"--norm-std", NULL, HVK_STR, &(std), "Normalize std, 1 or 3 values (default ImageNet's)"}
+/* AdamW's flags, into an hvk_run */
+#define HVK_OPTIM_FLAGS(run)                                                                                                  \
+    {"--batch-size", "--batch_size_per_gpu", HVK_INT, &(run).batch_size, "images per step"},                                  \
+        {"--lr", NULL, HVK_FLOAT, &(run).lr, "learning rate (constant)"},                                                      \
+        {"--weight-decay", "--weight_decay", HVK_FLOAT, &(run).weight_decay, "AdamW weight decay"},                            \
+        {"--beta1", NULL, HVK_FLOAT, &(run).beta1, "AdamW beta1"}, {"--beta2", NULL, HVK_FLOAT, &(run).beta2, "AdamW beta2"}
 /* sizes read off a ViT's or MAE's parameters (patch_embed.proj.weight, pos_embed, blocks.N) */
 void hvk_geometry(const hv_param_list *pl, int *img, int *patch, int *chans, int *dim, int *depth);
 /* the encoder's descriptor; -1 (hvk_last_error) for an unknown name or missing custom sizes */

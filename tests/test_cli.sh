@@ -125,6 +125,9 @@ if [ "${got%% *}" = 5 ] && [ "${got#* }" = "$(best_of_eval)" ]; then ok "after -
 out=$("${FT_EP[@]}" --output-dir "$T/ep2" --epochs 3 --eval-every 2 2>&1)
 n=$(grep -oE "validation at step [0-9]+" <<<"$out" | tr '\n' ' ')
 if [ "$n" = "validation at step 8 validation at step 12 " ]; then ok "finetune --eval-every 2 (and at the end)"; else bad "finetune --eval-every 2" "got: $n"; fi
+out=$("${FT_EP[@]}" --output-dir "$T/ep3" --iters 6 --eval-every-steps 4 2>&1)
+n=$(grep -oE "validation at step [0-9]+" <<<"$out" | tr '\n' ' ')
+if [ "$n" = "validation at step 4 validation at step 6 " ]; then ok "finetune --iters --eval-every-steps 4 (and at the end)"; else bad "finetune --iters --eval-every-steps 4" "got: $n"; fi
 # a checkpoint of another image size: pos_embed interpolated (4x4 grid at 28 pixels -> 6x6 at 42)
 expect "finetune at another --img-size interpolates pos_embed" 0 "interpolated pos_embed from grid 4x4 to 6x6" "$B/finetune" --model custom --img-size 42 --patch-size 7 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 2 --output-dir "$T/ft42" --threads 1
 expect "extract_features at another --img-size" 0 "interpolated pos_embed from grid 4x4 to 6x6" "$B/extract_features" --model custom --img-size 42 --patch-size 7 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 "${FM[@]}" --weights "$P/model.safetensors" --data-path "$TEST" --output "$T/f42.npy" --threads 1
