@@ -19,6 +19,7 @@
                          AdamW moments, the RNG, the step), for --resume; written every
                          --save-every steps and at the end, through a temporary file renamed
                          over the old one, so the last checkpoint on disk is always whole
+                         (finetuning: its meta text holds the best evaluation so far)
      model.safetensors   the weights alone under their PyTorch names, what finetune and
                          extract_features (and PyTorch's safetensors) read
      model_best.safetensors  finetuning with a validation set: the weights of the evaluation
