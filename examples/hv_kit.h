@@ -724,7 +724,7 @@ static int hvk__load_host(const hv_param_list *params, const char *path, hv_load
         if (!strcmp(params->names[i], "pos_embed")) p = i;
     if (p >= 0) dst = params->tensors[p];
     if (!dst || !(sd = hv_ckpt_load(hv_tensor_ctx(dst), path, NULL))) return hvk__fail("%s", first);
-    src = hv_state_dict_count(sd) > 0 ? hv_state_dict_get(sd, "pos_embed") : NULL;
+    src = hv_state_dict_get(sd, "pos_embed"); /* NULL: none in the file */
     if (src && hvk__pos_grid(src) && hvk__pos_grid(dst) && hvk__pos_grid(src) != hvk__pos_grid(dst) && hv_dim(src, 2) == hv_dim(dst, 2) &&
         (interp = hv_pos_embed_interpolate(src, hvk__pos_grid(dst))) != NULL && (fixed = hv_state_dict_new(hv_tensor_ctx(dst))) != NULL) {
         for (i = 0; i < hv_state_dict_count(sd); i++) {
