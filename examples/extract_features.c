@@ -43,16 +43,9 @@ int main(int argc, char **argv) {
         {"--weights", "--finetune", HVK_STR, &weights_arg, "checkpoint (safetensors/.pth) or published model id"},
         {"--random-init", NULL, HVK_BOOL, &allow_random, "no --weights: features of a randomly initialised ViT"},
         {"--models-dir", NULL, HVK_STR, &models_dir, "where published .pth files are"},
-        {"--model", "--arch", HVK_STR, &mo.model, "vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or custom"},
-        {"--img-size", "--input_size", HVK_INT, &mo.img_size, "image size (0: the model's)"},
-        {"--patch-size", NULL, HVK_INT, &mo.patch_size, "patch size (0: the model's)"},
-        {"--embed-dim", NULL, HVK_INT, &mo.embed_dim, "width (0: the model's)"},
-        {"--depth", NULL, HVK_INT, &mo.depth, "blocks (0: the model's)"},
-        {"--num-heads", NULL, HVK_INT, &mo.num_heads, "heads (0: the model's)"},
-        {"--in-chans", NULL, HVK_INT, &mo.in_chans, "input channels, 3 or 1"},
+        HVK_MODEL_FLAGS(mo),
         {"--resize", NULL, HVK_INT, &resize, "Resize of the shorter side before the centre crop (0: size + 32)"},
-        {"--norm-mean", NULL, HVK_STR, &norm_mean, "Normalize mean, 1 or 3 values (default ImageNet's)"},
-        {"--norm-std", NULL, HVK_STR, &norm_std, "Normalize std, 1 or 3 values (default ImageNet's)"},
+        HVK_NORM_FLAGS(norm_mean, norm_std),
         {"--batch-size", NULL, HVK_INT, &batch, "images per forward pass"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
         {"--workers", NULL, HVK_INT, &workers, "image decoding threads"},
@@ -89,20 +82,7 @@ int main(int argc, char **argv) {
         exit(2);
     }
     weights[0] = 0;
-    if (weights_arg) {
-        FILE *f = fopen(weights_arg, "rb");
-        if (f) {
-            fclose(f);
-            snprintf(weights, sizeof weights, "%s", weights_arg);
-        } else {
-            hv_model_id id;
-            if (hv_model_id_parse(weights_arg, &id) != 0) {
-                fprintf(stderr, "%s: --weights %s: no such file, and not a model id (%s)\n", PROG, weights_arg, hv_last_error());
-                exit(1);
-            }
-            if (hv_model_resolve(weights_arg, 0, models_dir, weights, sizeof weights) != 0) fail(hv_last_error());
-        }
-    }
+    if (weights_arg && hvk_resolve_weights("--weights", weights_arg, models_dir, weights, sizeof weights)) fail(hvk_last_error());
     { /* the output's folder must exist before the (long) extraction starts */
         char dir[1100];
         const char *slash = strrchr(output, '/');
@@ -121,22 +101,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: model: %s\n", PROG, hv_last_error());
         exit(2);
     }
-    if (weights[0]) {
-        int copied, missing;
-        char names[400];
-        if (hvk_load_weights(weights, hv_vit_params(vit), &copied, &missing, names, sizeof names)) fail(hvk_last_error());
-        if (copied == 0 || missing > 0) {
-            fprintf(stderr, "%s: %s does not hold this model's trunk (%d tensors matched, missing: %s); check --model and the sizes\n", PROG,
-                    weights, copied, names);
-            exit(1);
-        }
-    }
+    if (weights[0] && hvk_vit_load(vit, weights, PROG, 1)) fail(hvk_last_error());
     hvk_geometry(hv_vit_params(vit), &img, &patch, &chans, &dim, &depth);
-    tf = hvd_transform_eval(img);
-    tf.resize = resize ? resize : img + 32;
-    tf.channels = chans;
-    if ((norm_mean && hvk_parse_floats3(norm_mean, tf.mean)) || (norm_std && hvk_parse_floats3(norm_std, tf.std))) {
-        fprintf(stderr, "%s: --norm-mean/--norm-std take 1 or 3 comma-separated numbers\n", PROG);
+    tf = hvk_eval_transform(img, chans, resize);
+    if (hvk_set_norm(&tf, norm_mean, norm_std)) {
+        fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
         exit(2);
     }
     n = hvd_dataset_size(ds);

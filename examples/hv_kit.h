@@ -19,9 +19,13 @@
                          AdamW moments, the RNG, the step), for --resume; written every
                          --save-every steps and at the end, through a temporary file renamed
                          over the old one, so the last checkpoint on disk is always whole
+                         (finetuning: its meta text holds the best evaluation so far)
      model.safetensors   the weights alone under their PyTorch names, what finetune and
                          extract_features (and PyTorch's safetensors) read
-     log.csv             step, epoch, loss, lr, images/s, elapsed seconds, one row per step
+     model_best.safetensors  finetuning with a validation set: the weights of the evaluation
+                         with the best top-1 so far (upstream eval_finetune.py keeps that one)
+     log.csv             step, epoch, loss, lr, images/s, elapsed seconds, one row per step;
+                         finetuning adds val_top1, val_top5 (percent) on the evaluated steps
      loss.svg            the loss curve, drawn at the end
    A step whose loss or gradients are NaN or Inf stops the run before the update and before any
    save: the files on disk are those of the last good checkpoint.
@@ -94,6 +98,10 @@ int hvk_svg_plot(const char *path, const hvk_plot *plot, const hvk_series *serie
 hvd_dataset *hvk_open_dataset(const char *path, const char *labels_path);
 /* "0.485,0.456,0.406" -> 1 or 3 floats (a single value is used for all channels); 0 or -1 */
 int hvk_parse_floats3(const char *s, float out[3]);
+/* --norm-mean / --norm-std (either NULL: left as they are) into tf; -1 with a message */
+int hvk_set_norm(hvd_transform *tf, const char *mean, const char *std);
+/* the upstream evaluation transform: Resize(resize, bicubic; 0: img + 32), CenterCrop(img) */
+hvd_transform hvk_eval_transform(int img, int chans, int resize);
 
 /* (rows, cols) f32 -> .npy through hv_npy_save (atomic) */
 int hvk_npy_save_f32(hv_ctx *ctx, const char *path, const float *data, int64_t rows, int64_t cols);
@@ -105,19 +113,53 @@ typedef struct hvk_model_opts {
     const char *model;   /* vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or "custom" */
     int img_size, patch_size, embed_dim, depth, num_heads, in_chans; /* 0: the preset's */
 } hvk_model_opts;
+/* the rows of a trainer's flag table (hvk_flag[]) that every trainer has alike */
+#define HVK_MODEL_FLAGS(mo)                                                                                                   \
+    {"--model", "--arch", HVK_STR, &(mo).model, "vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or custom"},               \
+        {"--img-size", "--input_size", HVK_INT, &(mo).img_size, "image size (0: the model's)"},                                \
+        {"--patch-size", NULL, HVK_INT, &(mo).patch_size, "patch size (0: the model's)"},                                      \
+        {"--embed-dim", NULL, HVK_INT, &(mo).embed_dim, "encoder width (0: the model's)"},                                     \
+        {"--depth", NULL, HVK_INT, &(mo).depth, "encoder blocks (0: the model's)"},                                            \
+        {"--num-heads", NULL, HVK_INT, &(mo).num_heads, "encoder heads (0: the model's)"},                                     \
+        {"--in-chans", NULL, HVK_INT, &(mo).in_chans, "input channels, 3 or 1 (0: 3)"}
+#define HVK_NORM_FLAGS(mean, std)                                                                                             \
+    {"--norm-mean", NULL, HVK_STR, &(mean), "Normalize mean, 1 or 3 values (default ImageNet's)"},                             \
+        {"--norm-std", NULL, HVK_STR, &(std), "Normalize std, 1 or 3 values (default ImageNet's)"}
+/* AdamW's flags, into an hvk_run */
+#define HVK_OPTIM_FLAGS(run)                                                                                                  \
+    {"--batch-size", "--batch_size_per_gpu", HVK_INT, &(run).batch_size, "images per step"},                                  \
+        {"--lr", NULL, HVK_FLOAT, &(run).lr, "learning rate (constant)"},                                                      \
+        {"--weight-decay", "--weight_decay", HVK_FLOAT, &(run).weight_decay, "AdamW weight decay"},                            \
+        {"--beta1", NULL, HVK_FLOAT, &(run).beta1, "AdamW beta1"}, {"--beta2", NULL, HVK_FLOAT, &(run).beta2, "AdamW beta2"}
 /* sizes read off a ViT's or MAE's parameters (patch_embed.proj.weight, pos_embed, blocks.N) */
 void hvk_geometry(const hv_param_list *pl, int *img, int *patch, int *chans, int *dim, int *depth);
 /* the encoder's descriptor; -1 (hvk_last_error) for an unknown name or missing custom sizes */
 int hvk_vit_desc_from(const hvk_model_opts *o, hv_vit_desc *d);
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
-/* <dir>/checkpoint.hvts (train state, resumable) and <dir>/model.safetensors (weights) */
-int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step);
-/* load weights into params (strict=False: what matches by name; a shape mismatch is an error).
-   Accepts safetensors and .pth; a .hvts is refused with a pointer to the model.safetensors
-   beside it. On success *loaded / *missing count the parameters filled / left alone, and
-   missing_names lists the latter. */
-int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded, int *missing, char *missing_names, size_t missing_size);
+/* <dir>/checkpoint.hvts (train state, resumable; meta: text kept in it, NULL for none) and
+   <dir>/model.safetensors (weights) */
+int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step, const char *meta);
+/* the weights alone as safetensors (device weights are downloaded first) */
+int hvk_save_weights(const char *path, hv_ctx *ctx, const hv_param_list *params);
+/* what hvk_load_weights did */
+typedef struct hvk_loaded {
+    int loaded, missing;      /* parameters filled / left alone (not in the file) */
+    char missing_names[400];  /* the latter, comma-separated (cut short when long) */
+    int grid_from, grid_to;   /* pos_embed interpolated from a grid_from^2 to a grid_to^2 table
+                                 (another image size); both 0 when it was not */
+} hvk_loaded;
+/* load weights into params (strict=False: what matches by name; a shape mismatch is an error),
+   as upstream load_model: a pos_embed of another grid is first interpolated (bicubic, CLS row
+   kept: interpolate_pos_embed). Accepts safetensors and .pth; a .hvts is refused with a pointer
+   to the model.safetensors beside it. */
+int hvk_load_weights(const char *path, const hv_param_list *params, hvk_loaded *out);
+/* --finetune / --weights: a file, else a published model id looked up by hv_model_resolve
+   (models_dir, $HUMANVIT_MODELS, the Hugging Face cache); -1 with a message naming flag */
+int hvk_resolve_weights(const char *flag, const char *arg, const char *models_dir, char *path, size_t n);
+/* hvk_load_weights into a ViT, printing "[prog] loaded ..." (and the interpolation); an error
+   when nothing matched, or with whole_trunk when any trunk parameter is not in the file */
+int hvk_vit_load(hv_vit *vit, const char *path, const char *prog, int whole_trunk);
 
 /* ---- recipes -------------------------------------------------------------------------------- */
 typedef struct hvk_run {
@@ -132,18 +174,28 @@ typedef struct hvk_run {
     int workers;             /* loader threads */
     uint64_t seed;
     int quiet;               /* no progress lines at all */
+    /* finetuning with a validation set (upstream eval_finetune.py evaluates every epoch) */
+    int64_t eval_every;      /* evaluate every N steps, and at the last (0: at the last only) */
+    int64_t steps_per_epoch; /* for the epoch numbers of evaluation lines (0: steps only) */
+    int keep_best;           /* write model_best.safetensors whenever val top-1 improves */
 } hvk_run;
 typedef struct hvk_result {
     int64_t steps;
     double final_loss, seconds, images_per_s;
-    double top1, top5;       /* finetune / evaluate */
+    double top1, top5;       /* finetune / evaluate: the last evaluation */
+    double best_top1, best_top5; /* finetune: the evaluation with the best top-1 (resume keeps it) */
+    int64_t best_step;       /* its step (0: none) */
     int stopped_nan;
 } hvk_result;
+/* a run with these settings, print_freq 20, one loader worker and the rest 0: the trainers'
+   defaults, which their flags then change in place */
+hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double weight_decay, double beta1, double beta2, int save_every);
 
 /* MAE pretraining on `data` with `tf` (the MAE recipe: hvd_transform_mae_pretrain). */
 int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res);
 /* supervised training of a ViT with a head (all weights, or the head only with freeze_trunk)
-   on `train`, then top-1/top-5 on `val` (when not NULL) with `val_tf`. */
+   on `train`; top-1/top-5 on `val` (when not NULL) with `val_tf` every run->eval_every steps
+   and at the end, the best one kept (run->keep_best) and remembered across --resume. */
 int hvk_finetune(hv_ctx *ctx, hv_vit *vit, hvd_dataset *train, const hvd_transform *tf, hvd_dataset *val, const hvd_transform *val_tf,
                  int freeze_trunk, const hvk_run *run, hvk_result *res);
 /* top-1 / top-5 of a ViT with a head on ds (no grad, eval-mode BatchNorm) */
@@ -479,6 +531,17 @@ int hvk_parse_floats3(const char *s, float out[3]) {
     else if (n != 3) return -1;
     return 0;
 }
+int hvk_set_norm(hvd_transform *tf, const char *mean, const char *std) {
+    if ((mean && hvk_parse_floats3(mean, tf->mean)) || (std && hvk_parse_floats3(std, tf->std)))
+        return hvk__fail("--norm-mean/--norm-std take 1 or 3 comma-separated numbers");
+    return 0;
+}
+hvd_transform hvk_eval_transform(int img, int chans, int resize) {
+    hvd_transform tf = hvd_transform_eval(img);
+    tf.resize = resize ? resize : img + 32;
+    tf.channels = chans;
+    return tf;
+}
 
 /* ---- SVG plots ------------------------------------------------------------------------------ */
 
@@ -601,17 +664,9 @@ int hvk_svg_plot(const char *path, const hvk_plot *p, const hvk_series *s, int n
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
-int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step) {
-    char path[1100];
-    hv_train_info info;
+int hvk_save_weights(const char *path, hv_ctx *ctx, const hv_param_list *params) {
     hv_state_dict *sd;
-    int r;
-    memset(&info, 0, sizeof info);
-    info.step = step;
-    info.user[0] = step; /* batches consumed: one per step */
-    snprintf(path, sizeof path, "%s/checkpoint.hvts", dir);
-    if (hv_train_state_save(path, ctx, params, opt, &info)) return hvk__fail("%s", hv_last_error());
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int r = 0;
     if (hvk_data_ctx(ctx) != ctx) { /* device weights: downloaded explicitly, one tensor at a time */
         hv_ctx *host = hvk_data_ctx(ctx);
         int i;
@@ -634,12 +689,69 @@ int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, cons
     return r ? hvk__fail("%s", hv_last_error()) : 0;
 }
 
-int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded, int *missing, char *missing_names, size_t missing_size) {
+int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step, const char *meta) {
+    char path[1100];
+    hv_train_info info;
+    memset(&info, 0, sizeof info);
+    info.step = step;
+    info.user[0] = step; /* batches consumed: one per step */
+    if (meta) snprintf(info.meta, sizeof info.meta, "%s", meta);
+    snprintf(path, sizeof path, "%s/checkpoint.hvts", dir);
+    if (hv_train_state_save(path, ctx, params, opt, &info)) return hvk__fail("%s", hv_last_error());
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    return hvk_save_weights(path, ctx, params);
+}
+
+/* side of the square grid of a (1, 1 + g*g, D) position table; 0 when it is not one */
+static int hvk__pos_grid(hv_tensor *t) {
+    int64_t L = hv_tensor_shape(t).ndim == 3 ? hv_dim(t, 1) - 1 : -1, g = 0;
+    while ((g + 1) * (g + 1) <= L) g++;
+    return L > 0 && g * g == L ? (int)g : 0;
+}
+
+/* the parameters of host tensors from path. The streaming loader first (the weights are never
+   held twice); when it fails, the file once more as a state dict, and if its pos_embed is a
+   table of another grid and the model's width, interpolated to the model's grid before the
+   strict-shape load. Another mismatch is reported as the first attempt said it. */
+static int hvk__load_host(const hv_param_list *params, const char *path, hv_load_result *res, hvk_loaded *out) {
+    char first[1024];
+    hv_state_dict *sd, *fixed = NULL;
+    hv_tensor *src, *dst = NULL, *interp = NULL;
+    int i, p = -1, rc = -1;
+    if (hv_params_load_file(params, path, NULL, res) == 0) return 0;
+    snprintf(first, sizeof first, "%s", hv_last_error());
+    for (i = 0; i < params->count; i++)
+        if (!strcmp(params->names[i], "pos_embed")) p = i;
+    if (p >= 0) dst = params->tensors[p];
+    if (!dst || !(sd = hv_ckpt_load(hv_tensor_ctx(dst), path, NULL))) return hvk__fail("%s", first);
+    src = hv_state_dict_get(sd, "pos_embed"); /* NULL: none in the file */
+    if (src && hvk__pos_grid(src) && hvk__pos_grid(dst) && hvk__pos_grid(src) != hvk__pos_grid(dst) && hv_dim(src, 2) == hv_dim(dst, 2) &&
+        (interp = hv_pos_embed_interpolate(src, hvk__pos_grid(dst))) != NULL && (fixed = hv_state_dict_new(hv_tensor_ctx(dst))) != NULL) {
+        for (i = 0; i < hv_state_dict_count(sd); i++) {
+            const char *name = hv_state_dict_name(sd, i);
+            if (hv_state_dict_add(fixed, name, strcmp(name, "pos_embed") ? hv_state_dict_at(sd, i) : interp)) break;
+        }
+        if (i == hv_state_dict_count(sd) && hv_params_load(params, fixed, res) == 0) {
+            out->grid_from = hvk__pos_grid(src);
+            out->grid_to = hvk__pos_grid(dst);
+            rc = 0;
+        } else {
+            hvk__fail("%s", hv_last_error()); /* e.g. a patch size that differs too */
+        }
+    } else {
+        hvk__fail("%s", first);
+    }
+    hv_state_dict_free(fixed);
+    hv_tensor_free(interp);
+    hv_state_dict_free(sd);
+    return rc;
+}
+
+int hvk_load_weights(const char *path, const hv_param_list *params, hvk_loaded *out) {
     hv_load_result res;
     size_t len = strlen(path), used = 0;
     int i;
-    *loaded = *missing = 0;
-    if (missing_names && missing_size) missing_names[0] = 0;
+    memset(out, 0, sizeof *out);
     if (len > 5 && !strcmp(path + len - 5, ".hvts"))
         return hvk__fail("%s is a resumable train state; load the weights from the model.safetensors beside it", path);
     memset(&res, 0, sizeof res);
@@ -655,7 +767,7 @@ int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded,
         hl.count = params->count;
         hl.names = params->names;
         hl.tensors = h;
-        if (rc == 0 && hv_params_load_file(&hl, path, NULL, &res)) rc = hvk__fail("%s", hv_last_error());
+        if (rc == 0) rc = hvk__load_host(&hl, path, &res, out);
         for (i = 0; rc == 0 && i < params->count; i++) {
             const void *src = hv_tensor_dtype(h[i]) == HV_I32 ? (const void *)hv_data_i32(h[i]) : (const void *)hv_data(h[i]);
             if (hv_tensor_copy_from(params->tensors[i], src, 4 * (size_t)hv_numel(h[i]))) rc = hvk__fail("%s", hv_last_error());
@@ -663,14 +775,44 @@ int hvk_load_weights(const char *path, const hv_param_list *params, int *loaded,
         for (i = 0; i < params->count; i++) hv_tensor_free(h[i]);
         free(h);
         if (rc) return rc;
-    } else if (hv_params_load_file(params, path, NULL, &res))
-        return hvk__fail("%s", hv_last_error());
-    *loaded = res.loaded;
-    *missing = res.missing_count;
-    for (i = 0; missing_names && i < res.missing_count; i++)
-        if (used + strlen(res.missing[i]) + 3 < missing_size)
-            used += (size_t)snprintf(missing_names + used, missing_size - used, "%s%s", used ? ", " : "", res.missing[i]);
+    } else if (hvk__load_host(params, path, &res, out))
+        return -1;
+    out->loaded = res.loaded;
+    out->missing = res.missing_count;
+    for (i = 0; i < res.missing_count; i++)
+        if (used + strlen(res.missing[i]) + 3 < sizeof out->missing_names)
+            used += (size_t)snprintf(out->missing_names + used, sizeof out->missing_names - used, "%s%s", used ? ", " : "", res.missing[i]);
     hv_load_result_free(&res);
+    return 0;
+}
+
+int hvk_resolve_weights(const char *flag, const char *arg, const char *models_dir, char *path, size_t n) {
+    FILE *f = fopen(arg, "rb");
+    hv_model_id id;
+    if (f) {
+        fclose(f);
+        snprintf(path, n, "%s", arg);
+        return 0;
+    }
+    if (hv_model_id_parse(arg, &id) != 0) return hvk__fail("%s %s: no such file, and not a model id (%s)", flag, arg, hv_last_error());
+    if (hv_model_resolve(arg, 0, models_dir, path, n) != 0) return hvk__fail("%s: %s", flag, hv_last_error());
+    return 0;
+}
+
+int hvk_vit_load(hv_vit *vit, const char *path, const char *prog, int whole_trunk) {
+    hvk_loaded ld;
+    int img, patch, chans, dim, depth;
+    if (hvk_load_weights(path, hv_vit_params(vit), &ld)) return -1;
+    if (ld.loaded == 0) return hvk__fail("%s: no tensor of this model in the file (another architecture? check --model and the sizes)", path);
+    if (whole_trunk && ld.missing > 0)
+        return hvk__fail("%s does not hold this model's trunk (%d tensors matched, missing: %s); check --model and the sizes", path, ld.loaded,
+                         ld.missing_names);
+    hvk_geometry(hv_vit_params(vit), &img, &patch, &chans, &dim, &depth);
+    if (ld.grid_from)
+        printf("[%s] interpolated pos_embed from grid %dx%d to %dx%d (bicubic, CLS row kept): the checkpoint was trained on %d-pixel "
+               "images, this model takes %d\n",
+               prog, ld.grid_from, ld.grid_from, ld.grid_to, ld.grid_to, ld.grid_from * patch, img);
+    printf("[%s] loaded %d tensors from %s; %d not in the file (new): %s\n", prog, ld.loaded, path, ld.missing, ld.missing ? ld.missing_names : "-");
     return 0;
 }
 
@@ -696,17 +838,19 @@ typedef struct hvk__log {
     double *steps, *losses;
     int64_t n, cap;
 } hvk__log;
-static int hvk__log_open(hvk__log *lg, const char *dir, int append) {
+/* extra: more header columns (",val_top1,val_top5") or NULL */
+static int hvk__log_open(hvk__log *lg, const char *dir, int append, const char *extra) {
     char path[1100];
     memset(lg, 0, sizeof *lg);
     if (!dir) return 0;
     snprintf(path, sizeof path, "%s/log.csv", dir);
     lg->csv = fopen(path, append ? "ab" : "wb");
     if (!lg->csv) return hvk__fail("cannot write %s: %s", path, strerror(errno));
-    if (!append || ftell(lg->csv) == 0) fprintf(lg->csv, "step,epoch,loss,lr,images_per_s,elapsed_s\n");
+    if (!append || ftell(lg->csv) == 0) fprintf(lg->csv, "step,epoch,loss,lr,images_per_s,elapsed_s%s\n", extra ? extra : "");
     return 0;
 }
-static void hvk__log_row(hvk__log *lg, int64_t step, int64_t epoch, double loss, double lr, double ips, double el) {
+/* extra: the cells of the extra columns (",12.5,40.1" or ",,") or NULL */
+static void hvk__log_row(hvk__log *lg, int64_t step, int64_t epoch, double loss, double lr, double ips, double el, const char *extra) {
     if (lg->n == lg->cap) {
         int64_t cap = lg->cap ? lg->cap * 2 : 1024;
         double *a = (double *)realloc(lg->steps, sizeof(double) * (size_t)cap), *b;
@@ -720,7 +864,7 @@ static void hvk__log_row(hvk__log *lg, int64_t step, int64_t epoch, double loss,
     lg->steps[lg->n] = (double)step;
     lg->losses[lg->n++] = loss;
     if (lg->csv) {
-        fprintf(lg->csv, "%lld,%lld,%.6f,%.6g,%.1f,%.2f\n", (long long)step, (long long)epoch, loss, lr, ips, el);
+        fprintf(lg->csv, "%lld,%lld,%.6f,%.6g,%.1f,%.2f%s\n", (long long)step, (long long)epoch, loss, lr, ips, el, extra ? extra : "");
         fflush(lg->csv);
     }
 }
@@ -781,8 +925,60 @@ static hv_optim *hvk__adamw(hv_ctx *ctx, const hv_param_list *params, const hvk_
     return hv_optim_new(ctx, params, &od);
 }
 
+/* finetuning's validation inside the training loop: every run->eval_every steps and at the last,
+   the best top-1 kept (model_best.safetensors) and carried in the train state's meta text */
+typedef struct hvk__val {
+    hv_vit *vit;
+    hvd_dataset *ds;
+    const hvd_transform *tf;
+    int64_t last_step;          /* of the latest evaluation (-1: none in this process) */
+    double top1, top5;          /* the latest */
+    int64_t best_step;          /* 0: none yet */
+    double best1, best5;
+    char meta[160], cells[64];  /* "best_step ..." for the checkpoint; this step's log cells */
+} hvk__val;
+
+/* "epoch 3" at an epoch's end, "epoch 2.50" inside one, "" without epochs */
+static const char *hvk__epoch_str(const hvk_run *run, int64_t step, char *buf, size_t n) {
+    int64_t spe = run->steps_per_epoch;
+    if (spe <= 0) buf[0] = 0;
+    else if (step % spe == 0) snprintf(buf, n, " (epoch %lld)", (long long)(step / spe));
+    else snprintf(buf, n, " (epoch %.2f)", (double)step / (double)spe);
+    return buf;
+}
+
+/* the best-so-far, and its line in the train state's meta text (read back on --resume) */
+static void hvk__val_best(hvk__val *v, int64_t step, double top1, double top5) {
+    v->best_step = step;
+    v->best1 = top1;
+    v->best5 = top5;
+    snprintf(v->meta, sizeof v->meta, "best_step %lld best_top1 %.17g best_top5 %.17g", (long long)step, top1, top5);
+}
+
+static int hvk__validate(hv_ctx *ctx, hvk__val *v, const hvk_run *run, const hv_param_list *params, int64_t step) {
+    double t = hvk_now();
+    char ep[48], bep[48];
+    int better;
+    if (hvk_evaluate(ctx, v->vit, v->ds, v->tf, run->batch_size * 2, run->workers, &v->top1, &v->top5)) return -1;
+    v->last_step = step;
+    better = v->best_step == 0 || v->top1 > v->best1;
+    if (better) hvk__val_best(v, step, v->top1, v->top5);
+    if (better && run->keep_best && run->output_dir) {
+        char path[1100];
+        snprintf(path, sizeof path, "%s/model_best.safetensors", run->output_dir);
+        if (hvk_save_weights(path, ctx, params)) return -1;
+    }
+    snprintf(v->cells, sizeof v->cells, ",%.4f,%.4f", 100 * v->top1, 100 * v->top5);
+    if (!run->quiet)
+        printf("[%s] validation at step %lld%s: top-1 %.2f%%  top-5 %.2f%%  (%lld images, %.1f s); best top-1 %.2f%% at step %lld%s%s\n",
+               run->prog, (long long)step, hvk__epoch_str(run, step, ep, sizeof ep), 100 * v->top1, 100 * v->top5,
+               (long long)hvd_dataset_size(v->ds), hvk_now() - t, 100 * v->best1, (long long)v->best_step,
+               hvk__epoch_str(run, v->best_step, bep, sizeof bep), better && run->keep_best && run->output_dir ? ", saved model_best.safetensors" : "");
+    return 0;
+}
+
 static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn loss_fn, const hv_param_list *params, hvd_dataset *data,
-                      const hvd_transform *tf, const hvk_run *run, hvk_result *res) {
+                      const hvd_transform *tf, const hvk_run *run, hvk__val *val, hvk_result *res) {
     hvd_loader_desc ld;
     hvd_loader *loader = NULL;
     hv_optim *opt;
@@ -791,7 +987,8 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     char ckpt[1100];
     const char *dir = run->output_dir;
     int64_t step = 0, start;
-    double t0, t_last, seen_since = 0, ips = 0, loss_v = NAN;
+    long long best_step;
+    double b1, b5, t0, t_last, seen_since = 0, ips = 0, loss_v = NAN;
     int rc = 0, print_freq = run->quiet ? 0 : (run->print_freq ? run->print_freq : 20);
     memset(res, 0, sizeof *res);
     ckpt[0] = 0;
@@ -807,7 +1004,9 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
                 return hvk__fail("--resume: %s", hv_last_error());
             }
             step = info.step;
-            if (!run->quiet) printf("[%s] resumed from %s at step %lld\n", run->prog, ckpt, (long long)step);
+            if (val && sscanf(info.meta, "best_step %lld best_top1 %lf best_top5 %lf", &best_step, &b1, &b5) == 3 && best_step > 0)
+                hvk__val_best(val, (int64_t)best_step, b1, b5);
+            if (!run->quiet) printf("[%s] resumed from %s at step %lld%s\n", run->prog, ckpt, (long long)step, val && val->best_step ? ", best-so-far kept" : "");
         } else if (!run->quiet) {
             printf("[%s] --resume: no %s yet, starting from scratch\n", run->prog, ckpt);
         }
@@ -866,7 +1065,7 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
         hv_tensor_free(fy);
         step++;
         seen_since += n;
-        if (step == start + 1 && hvk__log_open(&lg, dir, start > 0)) {
+        if (step == start + 1 && hvk__log_open(&lg, dir, start > 0, val ? ",val_top1,val_top5" : NULL)) {
             rc = -1;
             break;
         }
@@ -877,18 +1076,26 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
                 seen_since = 0;
                 t_last = now;
             }
-            hvk__log_row(&lg, step, hvd_loader_epoch(loader), loss_v, run->lr, ips, now - t0);
             if (print_freq && (step % print_freq == 0 || step == run->iters || step == start + 1))
                 hvk__progress(run->prog, step, run->iters, hvd_loader_epoch(loader), loss_v, run->lr, ips, now - t0);
+            /* before the checkpoint, so that it holds the best-so-far */
+            if (val && (step == run->iters || (run->eval_every > 0 && step % run->eval_every == 0)) &&
+                hvk__validate(ctx, val, run, params, step)) {
+                rc = -1;
+                break;
+            }
+            hvk__log_row(&lg, step, hvd_loader_epoch(loader), loss_v, run->lr, ips, now - t0,
+                         !val ? NULL : val->last_step == step ? val->cells : ",,");
         }
-        if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters && hvk_save_run(dir, ctx, params, opt, step)) {
+        if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters &&
+            hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) {
             rc = -1;
             break;
         }
     }
     res->seconds = hvk_now() - t0;
     res->images_per_s = res->seconds > 0 ? (double)(step - start) * run->batch_size / res->seconds : 0;
-    if (rc == 0 && dir && hvk_save_run(dir, ctx, params, opt, step)) rc = -1;
+    if (rc == 0 && dir && hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) rc = -1;
 finish:
     hv_step_end(ctx);
     res->steps = step;
@@ -901,12 +1108,27 @@ finish:
     return rc;
 }
 
+hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double weight_decay, double beta1, double beta2, int save_every) {
+    hvk_run r;
+    memset(&r, 0, sizeof r);
+    r.prog = prog;
+    r.batch_size = batch_size;
+    r.lr = lr;
+    r.weight_decay = weight_decay;
+    r.beta1 = beta1;
+    r.beta2 = beta2;
+    r.save_every = save_every;
+    r.print_freq = 20;
+    r.workers = 1;
+    return r;
+}
+
 static hv_tensor *hvk__mae_loss(void *model, hv_tensor *images, hv_tensor *labels) {
     (void)labels;
     return hv_mae_forward((hv_mae *)model, images, NULL, NULL, NULL);
 }
 int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res) {
-    return hvk__train(ctx, "MAE pretraining loss", mae, hvk__mae_loss, hv_mae_params(mae), data, tf, run, res);
+    return hvk__train(ctx, "MAE pretraining loss", mae, hvk__mae_loss, hv_mae_params(mae), data, tf, run, NULL, res);
 }
 
 static hv_tensor *hvk__ce_loss(void *model, hv_tensor *images, hv_tensor *labels) {
@@ -915,6 +1137,7 @@ static hv_tensor *hvk__ce_loss(void *model, hv_tensor *images, hv_tensor *labels
 int hvk_finetune(hv_ctx *ctx, hv_vit *vit, hvd_dataset *train, const hvd_transform *tf, hvd_dataset *val, const hvd_transform *val_tf,
                  int freeze_trunk, const hvk_run *run, hvk_result *res) {
     const hv_param_list *pl = hv_vit_params(vit);
+    hvk__val v;
     int i, rc;
     int *was = (int *)calloc((size_t)pl->count + 1, sizeof(int));
     if (!was) return hvk__fail("out of memory");
@@ -922,15 +1145,22 @@ int hvk_finetune(hv_ctx *ctx, hv_vit *vit, hvd_dataset *train, const hvd_transfo
         was[i] = hv_requires_grad(pl->tensors[i]);
         if (freeze_trunk && strncmp(pl->names[i], "head.", 5) != 0) hv_set_trainable(pl->tensors[i], 0);
     }
-    rc = hvk__train(ctx, freeze_trunk ? "linear probe loss" : "finetuning loss", vit, hvk__ce_loss, pl, train, tf, run, res);
+    memset(&v, 0, sizeof v);
+    v.vit = vit;
+    v.ds = val;
+    v.tf = val_tf;
+    v.last_step = -1;
+    rc = hvk__train(ctx, freeze_trunk ? "linear probe loss" : "finetuning loss", vit, hvk__ce_loss, pl, train, tf, run, val ? &v : NULL, res);
     for (i = 0; i < pl->count; i++) hv_set_trainable(pl->tensors[i], was[i]);
     free(was);
+    /* a resumed run with no step left still reports its final accuracy */
+    if (rc == 0 && val && v.last_step != res->steps) rc = hvk__validate(ctx, &v, run, pl, res->steps);
     if (rc == 0 && val) {
-        double t = hvk_now();
-        rc = hvk_evaluate(ctx, vit, val, val_tf, run->batch_size * 2, run->workers, &res->top1, &res->top5);
-        if (rc == 0 && !run->quiet)
-            printf("[%s] validation: top-1 %.2f%%  top-5 %.2f%%  (%lld images, %.1f s)\n", run->prog, 100 * res->top1, 100 * res->top5,
-                   (long long)hvd_dataset_size(val), hvk_now() - t);
+        res->top1 = v.top1;
+        res->top5 = v.top5;
+        res->best_top1 = v.best1;
+        res->best_top5 = v.best5;
+        res->best_step = v.best_step;
     }
     return rc;
 }

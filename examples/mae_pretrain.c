@@ -29,42 +29,31 @@
 int main(int argc, char **argv) {
     hvk_model_opts mo = {"vits14", 0, 0, 0, 0, 0, 0};
     const char *data_path = NULL, *output_dir = NULL, *backend = "cpu", *norm_mean = NULL, *norm_std = NULL;
-    int batch = 512, threads = 0, workers = 1, print_freq = 20, save_every = 10000, resume = 0, norm_pix = 0, epochs = 0;
-    int dec_dim = 512, dec_depth = 8, dec_heads = 16, iters = 0;
-    double lr = 3e-4, wd = 0.0, mask_ratio = 0.8, beta1 = 0.9, beta2 = 0.95, fraction = 1.0, seed = 0, subset_seed = 1, scale_min = 0.2;
+    int threads = 0, norm_pix = 0, epochs = 0, dec_dim = 512, dec_depth = 8, dec_heads = 16, iters = 0;
+    double mask_ratio = 0.8, fraction = 1.0, seed = 0, subset_seed = 1, scale_min = 0.2;
+    hvk_run run = hvk_run_defaults(PROG, 512, 3e-4, 0.0, 0.9, 0.95, 10000);
     const hvk_flag flags[] = {
         {"--data-path", "--data_path", HVK_STR, &data_path, "image folder (one sub-folder per class/episode) or IDX images (.gz ok)"},
         {"--data-fraction", "--class-fraction", HVK_FLOAT, &fraction, "fraction of the images used (the 'visual experience')"},
         {"--subset-seed", NULL, HVK_FLOAT, &subset_seed, "seed of the subset choice (the z of the model ids)"},
-        {"--model", "--arch", HVK_STR, &mo.model, "vits14 vitb14 vitl14 vith14 vith14@448 vith14@476, or custom"},
-        {"--img-size", "--input_size", HVK_INT, &mo.img_size, "image size (0: the model's)"},
-        {"--patch-size", NULL, HVK_INT, &mo.patch_size, "patch size (0: the model's, 14)"},
-        {"--embed-dim", NULL, HVK_INT, &mo.embed_dim, "encoder width (0: the model's)"},
-        {"--depth", NULL, HVK_INT, &mo.depth, "encoder blocks (0: the model's)"},
-        {"--num-heads", NULL, HVK_INT, &mo.num_heads, "encoder heads (0: the model's)"},
-        {"--in-chans", NULL, HVK_INT, &mo.in_chans, "input channels, 3 or 1 (0: 3)"},
+        HVK_MODEL_FLAGS(mo),
         {"--decoder-embed-dim", NULL, HVK_INT, &dec_dim, "decoder width"},
         {"--decoder-depth", NULL, HVK_INT, &dec_depth, "decoder blocks"},
         {"--decoder-num-heads", NULL, HVK_INT, &dec_heads, "decoder heads"},
         {"--mask-ratio", "--mask_ratio", HVK_FLOAT, &mask_ratio, "fraction of patches hidden"},
         {"--norm-pix-loss", "--norm_pix_loss", HVK_BOOL, &norm_pix, "normalise each target patch (official MAE; off in humanlike-vits)"},
-        {"--batch-size", "--batch_size_per_gpu", HVK_INT, &batch, "images per step"},
-        {"--lr", NULL, HVK_FLOAT, &lr, "learning rate (constant)"},
-        {"--weight-decay", "--weight_decay", HVK_FLOAT, &wd, "AdamW weight decay"},
-        {"--beta1", NULL, HVK_FLOAT, &beta1, "AdamW beta1"},
-        {"--beta2", NULL, HVK_FLOAT, &beta2, "AdamW beta2"},
+        HVK_OPTIM_FLAGS(run),
         {"--scale-min", NULL, HVK_FLOAT, &scale_min, "RandomResizedCrop smallest area fraction"},
-        {"--norm-mean", NULL, HVK_STR, &norm_mean, "Normalize mean, 1 or 3 values (default ImageNet's)"},
-        {"--norm-std", NULL, HVK_STR, &norm_std, "Normalize std, 1 or 3 values (default ImageNet's)"},
+        HVK_NORM_FLAGS(norm_mean, norm_std),
         {"--iters", NULL, HVK_INT, &iters, "optimizer steps (the upstream runs are an infinite stream)"},
         {"--epochs", NULL, HVK_INT, &epochs, "passes over the data (when --iters is 0)"},
         {"--output-dir", "--output_dir", HVK_STR, &output_dir, "where checkpoint, log.csv and loss.svg go (required)"},
-        {"--resume", NULL, HVK_BOOL, &resume, "continue from <output-dir>/checkpoint.hvts"},
-        {"--save-every", "--save_freq", HVK_INT, &save_every, "checkpoint every N steps (and at the end)"},
-        {"--print-freq", "--print_freq", HVK_INT, &print_freq, "progress line every N steps"},
+        {"--resume", NULL, HVK_BOOL, &run.resume, "continue from <output-dir>/checkpoint.hvts"},
+        {"--save-every", "--save_freq", HVK_INT, &run.save_every, "checkpoint every N steps (and at the end)"},
+        {"--print-freq", "--print_freq", HVK_INT, &run.print_freq, "progress line every N steps"},
         {"--seed", NULL, HVK_FLOAT, &seed, "seed of initialisation, masks and augmentation"},
         {"--threads", NULL, HVK_INT, &threads, "compute threads (0: all cores)"},
-        {"--workers", "--num_workers", HVK_INT, &workers, "data loader threads (0: load in the training thread)"},
+        {"--workers", "--num_workers", HVK_INT, &run.workers, "data loader threads (0: load in the training thread)"},
         {"--backend", NULL, HVK_STR, &backend, "cpu or vulkan (the model and optimizer on the GPU; batches are uploaded, checkpoints downloaded)"},
     };
     int nflags = (int)(sizeof flags / sizeof flags[0]), r;
@@ -73,7 +62,6 @@ int main(int argc, char **argv) {
     hv_mae_desc md;
     hvd_dataset *all, *data;
     hvd_transform tf;
-    hvk_run run;
     hvk_result res;
 
     r = hvk_parse_flags(PROG, "Masked-autoencoder pretraining (humanlike-vits recipe by default).", argc, argv, flags, nflags);
@@ -83,8 +71,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: --data-path and --output-dir are required (see --help)\n", PROG);
         exit(2);
     }
-    if (batch < 2 || lr <= 0 || wd < 0 || mask_ratio <= 0 || mask_ratio >= 1 || !(fraction > 0 && fraction <= 1) || threads < 0 ||
-        workers < 0 || iters < 0 || epochs < 0 || save_every < 0 || print_freq < 0 || scale_min <= 0 || scale_min > 1) {
+    if (run.batch_size < 2 || run.lr <= 0 || run.weight_decay < 0 || mask_ratio <= 0 || mask_ratio >= 1 || !(fraction > 0 && fraction <= 1) ||
+        threads < 0 || run.workers < 0 || iters < 0 || epochs < 0 || run.save_every < 0 || run.print_freq < 0 || scale_min <= 0 ||
+        scale_min > 1) {
         fprintf(stderr, "%s: out of range: need --batch-size >= 2, --lr > 0, --weight-decay >= 0, 0 < --mask-ratio < 1, "
                         "0 < --data-fraction <= 1, 0 < --scale-min <= 1, non-negative counts\n", PROG);
         exit(2);
@@ -118,8 +107,8 @@ int main(int argc, char **argv) {
     data = hvd_dataset_fraction(all, fraction, (uint64_t)subset_seed);
     tf = hvd_transform_mae_pretrain(0);
     tf.scale_min = (float)scale_min;
-    if ((norm_mean && hvk_parse_floats3(norm_mean, tf.mean)) || (norm_std && hvk_parse_floats3(norm_std, tf.std))) {
-        fprintf(stderr, "%s: --norm-mean/--norm-std take 1 or 3 comma-separated numbers\n", PROG);
+    if (hvk_set_norm(&tf, norm_mean, norm_std)) {
+        fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
         exit(2);
     }
     {
@@ -131,34 +120,22 @@ int main(int argc, char **argv) {
         hvk_geometry(pl, &img, &patch, &chans, &dim, &depth);
         tf.size = img;
         tf.channels = chans;
-        if (!iters) iters = (int)(epochs > 0 ? (int64_t)epochs * (hvd_dataset_size(data) / batch) : 0);
-        if (iters <= 0) {
+        run.iters = iters ? iters : epochs > 0 ? (int64_t)epochs * (hvd_dataset_size(data) / run.batch_size) : 0;
+        if (run.iters <= 0) {
             fprintf(stderr, "%s: give --iters N (or --epochs E with at least one full batch of data)\n", PROG);
             exit(2);
         }
         printf("[%s] data %s: %lld of %lld images (fraction %g); model img %d patch %d dim %d depth %d heads %d (0: the preset's), decoder %d/%d/%d, "
-               "%lld parameters; mask %.2f; AdamW lr %g betas (%g, %g) wd %g; batch %d; %d steps; %d thread(s), %d loader worker(s)\n",
+               "%lld parameters; mask %.2f; AdamW lr %g betas (%g, %g) wd %g; batch %d; %lld steps; %d thread(s), %d loader worker(s)\n",
                PROG, data_path, (long long)hvd_dataset_size(data), (long long)hvd_dataset_size(all), fraction, img, patch, dim, depth,
-               md.encoder.num_heads, dec_dim, dec_depth, dec_heads, (long long)nparam, mask_ratio, lr, beta1, beta2, wd,
-               batch, iters, hv_get_threads(ctx), workers);
+               md.encoder.num_heads, dec_dim, dec_depth, dec_heads, (long long)nparam, mask_ratio, run.lr, run.beta1, run.beta2,
+               run.weight_decay, run.batch_size, (long long)run.iters, hv_get_threads(ctx), run.workers);
     }
     if (hvk_mkdirs(output_dir)) {
         fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
         exit(1);
     }
-    memset(&run, 0, sizeof run);
-    run.prog = PROG;
     run.output_dir = output_dir;
-    run.iters = iters;
-    run.batch_size = batch;
-    run.lr = lr;
-    run.beta1 = beta1;
-    run.beta2 = beta2;
-    run.weight_decay = wd;
-    run.print_freq = print_freq;
-    run.save_every = save_every;
-    run.resume = resume;
-    run.workers = workers;
     run.seed = (uint64_t)seed;
     r = hvk_mae_pretrain(ctx, mae, data, &tf, &run, &res);
     if (r) fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());

@@ -102,7 +102,35 @@ expect "mae_pretrain --resume" 0 "resumed from .*at step 6" "$B/mae_pretrain" "$
 expect "mae_pretrain resume of another model" 1 "resume" "$B/mae_pretrain" --model custom --img-size 28 --patch-size 7 --embed-dim 64 --depth 2 --num-heads 2 --in-chans 1 "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$P" --iters 12 --batch-size 32 --resume
 expect "finetune from the MAE" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 4 --eval-resize 28 --output-dir "$T/ft" --threads 1
 expect "finetune refuses a train state" 1 "model.safetensors beside it" "$B/finetune" "${TINY[@]}" --finetune "$P/checkpoint.hvts" --data-path "$TRAIN" --output-dir "$T/ft2"
-expect "finetune wrong architecture" 1 "pos_embed.*checkpoint .*model" "$B/finetune" --model custom --img-size 28 --patch-size 4 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 --finetune "$P/model.safetensors" --data-path "$TRAIN" --output-dir "$T/ft2"
+expect "finetune wrong architecture" 1 "patch_embed.*checkpoint .*model" "$B/finetune" --model custom --img-size 28 --patch-size 4 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 --finetune "$P/model.safetensors" --data-path "$TRAIN" --output-dir "$T/ft2"
+
+# upstream's evaluation: the validation set after every epoch (40 retained images, batch 10: 4 steps
+# an epoch), the best top-1 kept in model_best.safetensors and eval.txt, and across --resume
+E="$T/ep"
+FT_EP=("$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 10 --eval-resize 28 --threads 1)
+out=$("${FT_EP[@]}" --output-dir "$E" --epochs 3 2>&1)
+n=$(grep -cE "validation at step (4|8|12) \(epoch [123]\): top-1" <<<"$out")
+if [ "$n" -eq 3 ]; then ok "finetune evaluates after every epoch"; else bad "finetune evaluates after every epoch" "$n lines: $(tail -n 3 <<<"$out")"; fi
+# the best of log.csv's evaluated rows (val_top1 is column 7) is eval.txt's best, at its step
+best_of_log() { awk -F, 'NR > 1 && $7 != "" { n++; if (n == 1 || $7 > b) { b = $7; s = $1 } } END { printf "%d %.4f %d", n, b, s }' "$E/log.csv"; }
+best_of_eval() { awk '$1 == "best_top1" { b = $2 } $1 == "best_step" { s = $2 } $1 == "best_epoch" { e = $2 } $1 == "best_top5" { f = $2 }
+    END { if (e == "" || f == "") print "no best_epoch/best_top5"; else printf "%.4f %d", b, s }' "$E/eval.txt"; }
+got=$(best_of_log)
+if [ "${got%% *}" = 3 ] && [ "${got#* }" = "$(best_of_eval)" ]; then ok "eval.txt has the best epoch of log.csv's 3 evaluations"; else bad "eval.txt has the best epoch" "log: $got, eval.txt: $(best_of_eval)"; fi
+if [ -s "$E/model_best.safetensors" ]; then ok "finetune wrote model_best.safetensors"; else bad "finetune wrote model_best.safetensors" "missing"; fi
+expect "model_best.safetensors loads" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$E/model_best.safetensors" --data-path "$TEST" --resize 28 --output "$T/best.npy" --threads 1
+expect "finetune --resume keeps the best-so-far" 0 "resumed from .*at step 12, best-so-far kept" "${FT_EP[@]}" --output-dir "$E" --epochs 5 --resume
+got=$(best_of_log)
+if [ "${got%% *}" = 5 ] && [ "${got#* }" = "$(best_of_eval)" ]; then ok "after --resume, eval.txt's best is that of all 5 evaluations"; else bad "after --resume, the best of all evaluations" "log: $got, eval.txt: $(best_of_eval)"; fi
+out=$("${FT_EP[@]}" --output-dir "$T/ep2" --epochs 3 --eval-every 2 2>&1)
+n=$(grep -oE "validation at step [0-9]+" <<<"$out" | tr '\n' ' ')
+if [ "$n" = "validation at step 8 validation at step 12 " ]; then ok "finetune --eval-every 2 (and at the end)"; else bad "finetune --eval-every 2" "got: $n"; fi
+out=$("${FT_EP[@]}" --output-dir "$T/ep3" --iters 6 --eval-every-steps 4 2>&1)
+n=$(grep -oE "validation at step [0-9]+" <<<"$out" | tr '\n' ' ')
+if [ "$n" = "validation at step 4 validation at step 6 " ]; then ok "finetune --iters --eval-every-steps 4 (and at the end)"; else bad "finetune --iters --eval-every-steps 4" "got: $n"; fi
+# a checkpoint of another image size: pos_embed interpolated (4x4 grid at 28 pixels -> 6x6 at 42)
+expect "finetune at another --img-size interpolates pos_embed" 0 "interpolated pos_embed from grid 4x4 to 6x6" "$B/finetune" --model custom --img-size 42 --patch-size 7 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 2 --output-dir "$T/ft42" --threads 1
+expect "extract_features at another --img-size" 0 "interpolated pos_embed from grid 4x4 to 6x6" "$B/extract_features" --model custom --img-size 42 --patch-size 7 --embed-dim 32 --depth 2 --num-heads 2 --in-chans 1 "${FM[@]}" --weights "$P/model.safetensors" --data-path "$TEST" --output "$T/f42.npy" --threads 1
 expect "finetune --freeze-trunk" 0 "linear probe" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --freeze-trunk --data-path "$TRAIN" --val-path "$TEST" --batch-size 50 --iters 3 --eval-resize 28 --output-dir "$T/lp" --threads 1
 expect "extract_features writes .npy" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$P/model.safetensors" --data-path "$TEST" --resize 28 --output "$T/feats.npy" --threads 1
 if [ -s "$T/feats.npy" ] && [ -s "$T/feats.labels.npy" ] && [ "$(head -c 6 "$T/feats.npy" | tail -c 5)" = "NUMPY" ]; then ok "features and labels .npy"; else bad "features and labels .npy" "missing or not .npy"; fi
