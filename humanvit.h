@@ -74,8 +74,8 @@
        and is released, all at once, by hv_step_end(ctx). After the first few steps the arena has
        grown to the step's high-water mark and a training loop does no malloc at all
        (hv_alloc_count() lets a test prove it).
-       Inside a step the backward gives memory back early (CPU backend; device backends keep
-       their step pool until hv_step_end): once a tensor's backward has run its gradient is dead
+       Inside a step the backward gives memory back early (host arena and device step pool
+       alike): once a tensor's backward has run its gradient is dead
        and released, so hv_grad of an intermediate tensor is NULL after hv_backward (parameters
        and other persistent tensors keep theirs); and the values a model forward (hv_vit_forward,
        hv_mae_forward, ...) made internally are released too, while what it returned to you
@@ -1016,7 +1016,7 @@ struct hv_tensor {
     void *buf;                   /* device storage holding data (backend-specific); NULL: data is
                                     host memory, as on the CPU backend. Views share it. */
     struct hv__store *store;     /* the arena block holding data when it can be released before
-                                    hv_step_end (host arena tensors and their views), else NULL */
+                                    hv_step_end (step tensors and their views), else NULL */
     hv_tensor *grad;
     unsigned persistent : 1, trainable : 1, requires_grad : 1;
     unsigned internal : 1;       /* made inside a model's forward and not handed to the caller:
@@ -1430,36 +1430,47 @@ static hv_tensor *hv__header(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *
     }
     return t;
 }
-/* ---- releasable arena storage ---------------------------------------------------------------
+/* ---- releasable step storage ----------------------------------------------------------------
    A training step's backward gives memory back before hv_step_end: once a tensor's backward has
    run, its gradient is dead, and so are its values when it is internal to a model's forward
    (nobody outside holds it; its consumers' backwards ran earlier in the walk). Released blocks go
    on a free list that hv__alloc searches first, so the gradients of the backward reuse the
    activations' memory and a step peaks at about its activations, not activations plus gradients.
-   A block is counted: the tensor that allocated it and every view of it hold one reference. */
+   The blocks are host arena memory, or a device backend's step pool (its command stream orders a
+   reuse after the earlier reads: hv__vk_hazard). A block is counted: the tensor that allocated it
+   and every view an op returned hold one reference. */
 typedef struct hv__store {
-    void *base;
+    void *base, *buf; /* the data; buf: its device buffer, as in hv_tensor */
     size_t bytes;
     int refs;
     struct hv__store *next_free;
 } hv__store;
 
-/* `bytes` of arena memory, a released block when one fits without wasting more than a quarter */
-static void *hv__store_take(hv_ctx *ctx, size_t bytes, hv__store **out) {
+/* `bytes` of step storage: a released block when one fits without wasting more than a quarter
+   (*reused set: it holds old values), else fresh arena memory, or on a device backend a block of
+   its step pool (zeroed there; *buf its buffer). NULL with the error set. */
+static void *hv__store_take(hv_ctx *ctx, size_t bytes, hv__store **out, void **buf, int *reused) {
     hv__store **pp, **best = NULL, *s;
     for (pp = &ctx->free_stores; *pp; pp = &(*pp)->next_free)
         if ((*pp)->bytes >= bytes && (*pp)->bytes - bytes <= bytes / 4 && (!best || (*pp)->bytes < (*best)->bytes)) best = pp;
+    *reused = best != NULL;
     if (best) {
         s = *best;
         *best = s->next_free;
     } else {
-        s = (hv__store *)hv__arena_alloc(&ctx->arena, sizeof *s);
-        if (!s || !(s->base = hv__arena_alloc(&ctx->arena, bytes))) return NULL;
+        if (!(s = (hv__store *)hv__arena_alloc(&ctx->arena, sizeof *s))) return hv__fail("hv_tensor", "out of memory for a tensor header");
+        s->buf = NULL;
+        if (ctx->be->mem_alloc) {
+            if (!(s->base = ctx->be->mem_alloc(ctx, bytes, 0, &s->buf))) return NULL; /* the backend named the failure */
+        } else if (!(s->base = hv__arena_alloc(&ctx->arena, bytes))) {
+            return hv__fail("hv_tensor", "out of memory for %zu bytes", bytes);
+        }
         s->bytes = bytes;
     }
     s->refs = 1;
     s->next_free = NULL;
     *out = s;
+    *buf = s->buf;
     return s->base;
 }
 static void hv__store_release(hv_ctx *ctx, hv__store *s) {
@@ -1493,29 +1504,29 @@ static void hv__release_after_backward(hv_tensor *t) {
 static hv_tensor *hv__alloc_ex(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *shape, int persistent, int uninit) {
     hv_tensor *t = hv__header(ctx, dt, ndim, shape, persistent);
     size_t bytes;
+    int reused;
     if (!t) return NULL;
     bytes = (size_t)hv__numel_shape(ndim, shape) * hv__dtype_size(dt);
-    if (ctx->be->mem_alloc) { /* device storage (zeroed by the backend); the header stays on the host */
-        t->data = ctx->be->mem_alloc(ctx, bytes, persistent, &t->buf);
-        if (persistent) t->alloc = t->data;
-        if (!t->data) {
-            if (persistent) hv_tensor_free(t);
-            return NULL; /* the backend named the failure */
+    if (!persistent) {
+        if (!(t->data = hv__store_take(ctx, bytes, &t->store, &t->buf, &reused))) return NULL;
+        t->holds_store = 1;
+        if (!uninit && (reused || !t->buf)) {
+            if (t->buf) ctx->be->fill(ctx, t, 0.0f); /* device storage: the header stays on the host */
+            else memset(t->data, 0, bytes);
         }
         return t;
     }
-    if (persistent) {
-        t->alloc = hv__malloc(bytes);
-        t->data = t->alloc;
+    if (ctx->be->mem_alloc) { /* device storage (zeroed by the backend) */
+        t->data = t->alloc = ctx->be->mem_alloc(ctx, bytes, 1, &t->buf);
+    } else if ((t->data = t->alloc = hv__malloc(bytes)) != NULL) {
+        if (!uninit) memset(t->data, 0, bytes);
     } else {
-        t->data = hv__store_take(ctx, bytes, &t->store);
-        t->holds_store = 1;
+        hv__fail("hv_tensor", "out of memory for %zu bytes", bytes);
     }
     if (!t->data) {
-        if (persistent) hv_tensor_free(t);
-        return (hv_tensor *)hv__fail("hv_tensor", "out of memory for %zu bytes", bytes);
+        hv_tensor_free(t);
+        return NULL; /* the error names the failure */
     }
-    if (!uninit) memset(t->data, 0, bytes);
     return t;
 }
 static hv_tensor *hv__alloc(hv_ctx *ctx, hv_dtype dt, int ndim, const int64_t *shape, int persistent) {
