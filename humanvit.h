@@ -6082,7 +6082,7 @@ static void hv__dc_finish(hv__dc *d) {
     d->K = d->cin * d->KH * d->KW;
     d->nvec = (d->OW + HV__VN - 1) / HV__VN;
     d->Hs = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
-    d->Wq = d->nvec * HV__VN + (d->KW - 1) * d->dw / d->sw; /* the last vector of the last tap fits */
+    d->Wq = (d->nvec * HV__VN + (d->KW - 1) * d->dw / d->sw + HV__VN - 1) / HV__VN * HV__VN; /* the last vector of the last tap fits; rows aligned */
     d->nb = (d->cout + HV__DC_CB - 1) / HV__DC_CB;
 }
 /* One axis of a phase of backward data: the gx positions r, r + s, ... (n of them) take the taps
