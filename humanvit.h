@@ -6050,9 +6050,11 @@ static void hv__conv2d_gemm_bwd_weight(hv_ctx *ctx, hv_tensor *gw, hv_tensor *gb
    2. forward: a register tile of 4 output channels x HV__DC_NV vectors of outputs ("slots": any
       (row, column) positions of the plane) starts at the bias and adds the taps (ci, kh, kw) in
       order, one FMA per tap, channel and slot;
-   3. backward data with stride 1 is the same kernel run on gy (padded by (K - 1) d - p) with the
-      weights flipped and transposed (the output channels are the taps' input); strided backward
-      data stays on the GEMM (col2im);
+   3. backward data is the same kernel run on gy with the weights flipped and transposed (the
+      output channels are the taps' input). With stride 1 it is one conv (gy padded by
+      (K - 1) d - p) that adds into gx. With stride s, gx splits into s_h s_w phases (the positions
+      r + i s): each is a stride-1 conv of gy with the taps k = r + p (mod s) of the flipped kernel
+      (hv__dc_taps), written to a scratch plane and added into its positions of gx;
    4. backward weight: a tile of HV__DC_WC output channels x HV__DC_WB taps sums gy * x over a band of
       output rows in vector lanes; each band's lanes are summed (fixed order) into a double per
       weight, bands and images in order.
@@ -6109,37 +6111,55 @@ typedef struct hv__dc {
    - wide convs, more than 64 channels per group in and out: at 128 and 256 channels (3x3, 28 x 28
      and 14 x 14) the GEMM's backward was faster, while up to 64 the direct kernels won all three.
    The direct kernels take the rest: grouped 3x3 (ResNeXt), the 3-channel stem, depthwise, narrow
-   dense convs, where the GEMM would see M or K of a few dozen. Backward data goes direct only with
-   stride 1 (strided ones keep col2im). */
+   dense convs, where the GEMM would see M or K of a few dozen. */
 static int hv__dconv_pick(const hv__conv_geo *c, int bwd_data) {
     int patch = c->sh == c->KH && c->sw == c->KW && c->ph == 0 && c->pw == 0 && c->dh == 1 && c->dw == 1;
-    if (c->direct || patch || (c->cin_g > 64 && c->cout_g > 64)) return 0;
-    return !bwd_data || (c->sh == 1 && c->sw == 1);
+    (void)bwd_data;
+    return !(c->direct || patch || (c->cin_g > 64 && c->cout_g > 64));
 }
 
 static void hv__dc_finish(hv__dc *d) {
     d->K = d->cin * d->KH * d->KW;
     d->nvec = (d->OW + HV__VN - 1) / HV__VN;
     d->Hs = (d->OH - 1) * d->sh + (d->KH - 1) * d->dh + 1;
-    d->Wq = d->nvec * HV__VN + (d->KW - 1) * d->dw / d->sw; /* the last vector of the last tap fits */
+    d->Wq = (d->nvec * HV__VN + (d->KW - 1) * d->dw / d->sw + HV__VN - 1) / HV__VN * HV__VN; /* the last vector of the last tap fits; rows aligned */
     d->nb = (d->cout + HV__DC_CB - 1) / HV__DC_CB;
 }
-/* the conv of one group, forward (bwd 0) or as backward data with stride 1 (bwd 1): gy's planes
-   are the input, padded by (K - 1) d - p so that the flipped taps line up */
-static hv__dc hv__dc_geometry(const hv__conv_geo *c, int bwd) {
+/* One axis of a phase of backward data: the gx positions r, r + s, ... (n of them) take the taps
+   k = k0, k0 + step, ... (nk; 0: none) whose k dl = r + p (mod s), at gy position i + a(k) with
+   a(k) = (r + p - k dl) / s. Read from the last tap, that is a stride-1 conv over gy with dilation
+   dl = step dl / s and padding p = (nk - 1) dl - a(k0). Stride 1: k0 = 0, the whole flipped
+   kernel, padding (K - 1) dl - p. */
+typedef struct hv__dc_taps {
+    int64_t n, nk, k0, step, dl, p;
+} hv__dc_taps;
+static hv__dc_taps hv__dc_taps_of(int64_t r, int64_t in, int64_t K, int64_t s, int64_t p, int64_t dl) {
+    hv__dc_taps f;
+    int64_t a = s, b = dl, k;
+    while (b) { /* gcd(s, dl) */
+        int64_t t = a % b;
+        a = b, b = t;
+    }
+    for (k = 0; k < K && ((r + p - k * dl) % s + s) % s != 0; k++) {}
+    f.n = r < in ? (in - r + s - 1) / s : 0;
+    f.step = s / a;
+    f.k0 = k;
+    f.nk = k < K ? (K - 1 - k) / f.step + 1 : 0;
+    f.dl = dl / a;
+    f.p = (f.nk - 1) * f.dl - (r + p - k * dl) / s; /* exact: s divides r + p - k0 dl */
+    return f;
+}
+/* the conv of one group: forward (fh, fw NULL), or one phase of backward data whose taps along
+   the rows and the columns are fh and fw: gy's planes are the input, the phase's positions of gx
+   the output */
+static hv__dc hv__dc_geometry(const hv__conv_geo *c, const hv__dc_taps *fh, const hv__dc_taps *fw) {
     hv__dc d;
-    d.KH = c->KH;
-    d.KW = c->KW;
-    d.dh = c->dh;
-    d.dw = c->dw;
-    if (!bwd) {
-        d.cin = c->cin_g, d.H = c->H, d.W = c->W, d.cout = c->cout_g, d.OH = c->OH, d.OW = c->OW;
-        d.sh = c->sh, d.sw = c->sw, d.ph = c->ph, d.pw = c->pw;
+    if (!fh) {
+        d.cin = c->cin_g, d.H = c->H, d.W = c->W, d.cout = c->cout_g, d.OH = c->OH, d.OW = c->OW, d.KH = c->KH, d.KW = c->KW;
+        d.sh = c->sh, d.sw = c->sw, d.ph = c->ph, d.pw = c->pw, d.dh = c->dh, d.dw = c->dw;
     } else {
-        d.cin = c->cout_g, d.H = c->OH, d.W = c->OW, d.cout = c->cin_g, d.OH = c->H, d.OW = c->W;
-        d.sh = d.sw = 1;
-        d.ph = (c->KH - 1) * c->dh - c->ph;
-        d.pw = (c->KW - 1) * c->dw - c->pw;
+        d.cin = c->cout_g, d.H = c->OH, d.W = c->OW, d.cout = c->cin_g, d.OH = fh->n, d.OW = fw->n, d.KH = fh->nk, d.KW = fw->nk;
+        d.sh = d.sw = 1, d.ph = fh->p, d.pw = fw->p, d.dh = fh->dl, d.dw = fw->dl;
     }
     hv__dc_finish(&d);
     return d;
@@ -6209,15 +6229,14 @@ HV__DC_NOINLINE static void hv__dc_tile(const float *const *xs, float *const *ys
         }
     }
 }
-/* slots tile0 * NV .. tile1 * NV of one (image, group): x (cin, H, W) -> y (cout, OH, OW); w the
-   group's packed weights (nb, K, HV__DC_CB), bias (nb HV__DC_CB) or NULL */
-static void hv__dc_fwd_block(const hv__dc *d, const float *x, float *y, const float *w, const float *bias, const int64_t *off, float *scratch,
-                             int64_t tile0, int64_t tile1, int add) {
+/* slots tile0 * NV .. tile1 * NV of one (image, group): the padded input in scratch -> y (cout,
+   OH, OW); w the group's packed weights (nb, K, HV__DC_CB), bias (nb HV__DC_CB) or NULL */
+static void hv__dc_tiles(const hv__dc *d, const float *scratch, float *y, const float *w, const float *bias, const int64_t *off, int64_t tile0,
+                         int64_t tile1, int add) {
     const float *xs[HV__DC_NV];
     float *ys[HV__DC_NV];
     int64_t nl[HV__DC_NV], tile, b, P = d->OH * d->OW;
     int s;
-    hv__dc_pad(d, x, scratch);
     for (tile = tile0; tile < tile1; tile++) {
         for (s = 0; s < HV__DC_NV; s++) {
             int64_t k = tile * HV__DC_NV + s, oh = k / d->nvec, ow = k % d->nvec * HV__VN;
@@ -6238,11 +6257,12 @@ static void hv__dc_fwd_block(const hv__dc *d, const float *x, float *y, const fl
         }
     }
 }
+static int64_t hv__dc_ntiles(const hv__dc *d) { return (d->OH * d->nvec + HV__DC_NV - 1) / HV__DC_NV; }
 /* dst (N, G dc.cout, OH, OW) (+)= the direct conv of src (N, G dc.cin, H, W) with packed weights
    wp (G, nb, K, CB) and bias (G nb CB or NULL); 0 when the arena had no room */
 static int hv__dc_run(hv_ctx *ctx, const hv__dc *d, int64_t N, int64_t G, const float *src, float *dst, const float *wp, const float *bias,
                       int add) {
-    const int64_t ntiles = (d->OH * d->nvec + HV__DC_NV - 1) / HV__DC_NV, per = hv__dc_scratch_floats(d);
+    const int64_t ntiles = hv__dc_ntiles(d), per = hv__dc_scratch_floats(d);
     const int64_t work = N * G * d->cout * d->OH * d->OW * d->K;
     const int nt = hv__fast_threads(ctx, work);
     /* blocks of slots per (image, group): enough units for the threads (each rebuilds its scratch) */
@@ -6255,30 +6275,181 @@ static int hv__dc_run(hv_ctx *ctx, const hv__dc *d, int64_t N, int64_t G, const 
     HV__PARALLEL_FOR(ctx, work)
     for (u = 0; u < N * G * split; u++) {
         int64_t ng = u / split, part = u % split, gi = ng % G;
-        hv__dc_fwd_block(d, src + ng * d->cin * d->H * d->W, dst + ng * d->cout * d->OH * d->OW, wp + gi * d->nb * d->K * HV__DC_CB,
-                         bias ? bias + gi * d->nb * HV__DC_CB : NULL, off, scratch + per * hv__fast_tid(), ntiles * part / split,
-                         ntiles * (part + 1) / split, add);
+        float *sc = scratch + per * hv__fast_tid();
+        hv__dc_pad(d, src + ng * d->cin * d->H * d->W, sc);
+        hv__dc_tiles(d, sc, dst + ng * d->cout * d->OH * d->OW, wp + gi * d->nb * d->K * HV__DC_CB, bias ? bias + gi * d->nb * HV__DC_CB : NULL, off,
+                     ntiles * part / split, ntiles * (part + 1) / split, add);
     }
     return 1;
 }
 /* the weights w (cout, cin_g, KH, KW) as tiles (G, nb, K, CB), zero past the group's channels;
-   bwd: for backward data, the output channels are the forward's inputs and the taps (co, kh, kw)
-   read the flipped kernel */
-static void hv__dc_pack(const hv__conv_geo *c, const hv__dc *d, const float *w, int bwd, float *wp) {
-    int64_t gi, b, t, j, KK = c->KH * c->KW;
+   for backward data (fh, fw: the phase's taps) the output channels are the forward's inputs and
+   the taps (co, th, tw) read the flipped kernel at k0 + (nk - 1 - t) step */
+static void hv__dc_pack(const hv__conv_geo *c, const hv__dc *d, const float *w, const hv__dc_taps *fh, const hv__dc_taps *fw, float *wp) {
+    int64_t gi, b, t, j;
     for (gi = 0; gi < c->G; gi++)
         for (b = 0; b < d->nb; b++)
             for (t = 0; t < d->K; t++)
                 for (j = 0; j < HV__DC_CB; j++) {
-                    int64_t o = b * HV__DC_CB + j, src; /* o: the output channel in the group */
-                    if (!bwd) src = (gi * c->cout_g + o) * d->K + t;
-                    else src = ((gi * c->cout_g + t / KK) * c->cin_g + o) * KK + (KK - 1 - t % KK);
+                    int64_t o = b * HV__DC_CB + j, src, kh, kw; /* o: the output channel in the group */
+                    if (!fh) {
+                        src = (gi * c->cout_g + o) * d->K + t;
+                    } else {
+                        kh = fh->k0 + (d->KH - 1 - t / d->KW % d->KH) * fh->step;
+                        kw = fw->k0 + (d->KW - 1 - t % d->KW) * fw->step;
+                        src = (((gi * c->cout_g + t / (d->KH * d->KW)) * c->cin_g + o) * c->KH + kh) * c->KW + kw;
+                    }
                     *wp++ = o < d->cout ? w[src] : 0.0f;
                 }
 }
-/* forward (bwd 0) or stride-1 backward data (bwd 1): 0 when the arena had no room */
+
+/* Strided backward data, phase by phase. gy is padded once per (image, group) for all phases (by
+   the largest padding: each phase's offsets shift by the difference); the phases of one row phase
+   rh go to buf (a slot (cin_g, n_h, n_w) each), then add into their rows of gx, each gx row in one
+   pass: every gx element gets one add, from the one phase it belongs to. (Adding each phase on its
+   own, with scalar strided adds, took 2/3 of the time on the ResNeXt shape.) */
+typedef struct hv__dc_phase {
+    hv__dc d;          /* gy -> this phase's positions of gx, stride 1 */
+    int64_t rh, rw;    /* gx rows rh + i sh, columns rw + j sw */
+    float *wp;         /* its packed weights (G, nb, K, CB) */
+    int64_t *off;      /* its taps in the shared padded gy */
+} hv__dc_phase;
+/* g[2 j] += a[j], g[2 j + 1] += b[j], for the W floats of g: stride 2's two column phases (a holds
+   (W + 1) / 2 floats, b W / 2); the last vectors are partial (28 pairs on a 56-wide plane) */
+static void hv__dc_add2(float *g, const float *a, const float *b, int64_t W) {
+    int64_t j;
+    for (j = 0; 2 * j < W; j += HV__VN) {
+        const int64_t rem = W - 2 * j, na = (rem + 1) / 2 < HV__VN ? (rem + 1) / 2 : HV__VN, nb = rem / 2 < HV__VN ? rem / 2 : HV__VN;
+        const int64_t nlo = rem < HV__VN ? rem : HV__VN, nhi = rem - HV__VN < HV__VN ? rem - HV__VN : HV__VN;
+        const hv__vf va = hv__vldn(a + j, na), vb = hv__vldn(b + j, nb);
+#if defined(HV__FAST_AVX512)
+        const hv__vf lo = _mm512_permutex2var_ps(va, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), vb);
+        const hv__vf hi = _mm512_permutex2var_ps(va, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), vb);
+#elif defined(HV__FAST_AVX2)
+        const hv__vf l = _mm256_unpacklo_ps(va, vb), h = _mm256_unpackhi_ps(va, vb); /* a0 b0 a1 b1 a4 b4 a5 b5, a2 b2 .. */
+        const hv__vf lo = _mm256_permute2f128_ps(l, h, 0x20), hi = _mm256_permute2f128_ps(l, h, 0x31);
+#elif defined(HV__FAST_NEON)
+        const hv__vf lo = vzip1q_f32(va, vb), hi = vzip2q_f32(va, vb);
+#else
+        const hv__vf lo = va, hi = vb; /* one float per vector */
+#endif
+        float *g0 = g + 2 * j, *g1 = g0 + HV__VN;
+        if (nlo == HV__VN) hv__vst(g0, hv__vadd(hv__vld(g0), lo));
+        else hv__vstn(g0, hv__vadd(hv__vldn(g0, nlo), lo), nlo);
+        if (nhi == HV__VN) hv__vst(g1, hv__vadd(hv__vld(g1), hi));
+        else if (nhi > 0) hv__vstn(g1, hv__vadd(hv__vldn(g1, nhi), hi), nhi);
+    }
+}
+/* the phases q0..q1 of one (image, group): gy (cout_g, OH, OW) -> gx (cin_g, H, W) +=; buf: a slot
+   of nbuf floats per phase. All the phases first, then gx row by row in memory order, prefetching
+   HV__DC_PF floats ahead: the adds wait on gx, which comes from memory (on the ResNeXt shape,
+   adding each phase on its own with scalar strided adds took 2/3 of the time; row-phase by
+   row-phase with vectors, 1/2; in memory order with the prefetch, 4.9 -> 3.4 ms). */
+#ifndef HV__DC_PF
+#define HV__DC_PF 2048 /* measured 512 .. 2048 */
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define HV__DC_PREFETCH(p) __builtin_prefetch((p), 1, 3)
+#else
+#define HV__DC_PREFETCH(p) (void)(p)
+#endif
+static void hv__dc_bwdx_block(const hv__conv_geo *c, const hv__dc *dp, const hv__dc_phase *ph, int64_t q0, int64_t q1, int64_t gi,
+                              const float *gy, float *gx, float *scratch, float *buf, int64_t nbuf) {
+    const int64_t nx = c->cin_g * c->H * c->W;
+    int64_t q, k, ci, h, j;
+    hv__dc_pad(dp, gy, scratch);
+    for (q = q0; q < q1; q++) {
+        const hv__dc *d = &ph[q].d;
+        hv__dc_tiles(d, scratch, buf + (q - q0) * nbuf, ph[q].wp + gi * d->nb * d->K * HV__DC_CB, NULL, ph[q].off, 0, hv__dc_ntiles(d), 0);
+    }
+    for (ci = 0; ci < c->cin_g; ci++)
+        for (h = 0; h < c->H; h++) {
+            const int64_t rh = h % c->sh, i = h / c->sh;
+            float *gr = gx + (ci * c->H + h) * c->W;
+            for (j = (ci * c->H + h) * c->W + HV__DC_PF; j < (ci * c->H + h + 1) * c->W + HV__DC_PF && j < nx; j += 16) HV__DC_PREFETCH(gx + j);
+            for (q = q0; q < q1 && ph[q].rh != rh; q++) {}
+            for (k = q; k < q1 && ph[k].rh == rh; k++) {} /* the phases q..k hold this row */
+            if (q == k) continue;
+            if (c->sw == 2 && k - q == 2) { /* both column phases: one pass, vectors */
+                hv__dc_add2(gr, buf + (q - q0) * nbuf + (ci * ph[q].d.OH + i) * ph[q].d.OW, buf + (q + 1 - q0) * nbuf + (ci * ph[q].d.OH + i) * ph[q + 1].d.OW, c->W);
+                continue;
+            }
+            for (; q < k; q++) {
+                const float *br = buf + (q - q0) * nbuf + (ci * ph[q].d.OH + i) * ph[q].d.OW;
+                for (j = 0; j < ph[q].d.OW; j++) gr[ph[q].rw + j * c->sw] += br[j];
+            }
+        }
+}
+static int hv__dconv_bwd_strided(hv_ctx *ctx, const hv__conv_geo *c, const float *gy, float *gx, const float *w) {
+    const int64_t work = c->N * c->cin * c->H * c->W * c->cout_g * c->KH * c->KW / (c->sh * c->sw);
+    const int nt = hv__fast_threads(ctx, work);
+    hv__arena_mark mark = hv__arena_save(&ctx->arena);
+    hv__dc_phase *ph = (hv__dc_phase *)hv__arena_alloc(&ctx->arena, sizeof(hv__dc_phase) * (size_t)(c->sh * c->sw));
+    hv__dc dp;
+    int64_t nq = 0, q, rh, rw, per, nbuf = 0, split, u;
+    float *scratch, *buf;
+    if (!ph) return 0;
+    memset(&dp, 0, sizeof dp);
+    dp.cin = c->cout_g, dp.H = c->OH, dp.W = c->OW, dp.sh = dp.sw = 1, dp.ph = dp.pw = INT64_MIN;
+    for (rh = 0; rh < c->sh; rh++)
+        for (rw = 0; rw < c->sw; rw++) {
+            hv__dc_taps fh = hv__dc_taps_of(rh, c->H, c->KH, c->sh, c->ph, c->dh), fw = hv__dc_taps_of(rw, c->W, c->KW, c->sw, c->pw, c->dw);
+            hv__dc *d = &ph[nq].d;
+            if (!fh.n || !fw.n || !fh.nk || !fw.nk) continue; /* no positions, or no tap reaches them: gx keeps its value */
+            *d = hv__dc_geometry(c, &fh, &fw);
+            ph[nq].rh = rh, ph[nq].rw = rw;
+            if (!(ph[nq].wp = hv__scratch(ctx, c->G * d->nb * d->K * HV__DC_CB)) ||
+                !(ph[nq].off = (int64_t *)hv__arena_alloc(&ctx->arena, sizeof(int64_t) * (size_t)d->K))) {
+                hv__arena_rewind(&ctx->arena, mark);
+                return 0;
+            }
+            hv__dc_pack(c, d, w, &fh, &fw, ph[nq].wp);
+            if (d->ph > dp.ph) dp.ph = d->ph;
+            if (d->pw > dp.pw) dp.pw = d->pw;
+            if (d->cout * d->OH * d->OW > nbuf) nbuf = d->cout * d->OH * d->OW;
+            nq++;
+        }
+    for (q = 0; q < nq; q++) { /* the shared scratch holds every phase's reach */
+        const hv__dc *d = &ph[q].d;
+        int64_t hs = d->Hs + dp.ph - d->ph, wq = d->Wq + dp.pw - d->pw;
+        if (hs > dp.Hs) dp.Hs = hs;
+        if (wq > dp.Wq) dp.Wq = wq;
+    }
+    for (q = 0; q < nq; q++) {
+        hv__dc *d = &ph[q].d;
+        int64_t t, shift = (dp.ph - d->ph) * dp.Wq + dp.pw - d->pw;
+        d->Hs = dp.Hs, d->Wq = dp.Wq;
+        hv__dc_offsets(d, ph[q].off);
+        for (t = 0; t < d->K; t++) ph[q].off[t] += shift;
+    }
+    per = hv__dc_scratch_floats(&dp);
+    scratch = hv__dc_zero(ctx, per, nt);
+    buf = hv__scratch(ctx, nq * nbuf * nt);
+    if (!scratch || !buf) {
+        hv__arena_rewind(&ctx->arena, mark);
+        return 0;
+    }
+    /* units: (image, group), or ranges of its phases when there are fewer than 2 per thread */
+    split = c->N * c->G >= 2 * nt ? 1 : (2 * nt + c->N * c->G - 1) / (c->N * c->G);
+    if (split > nq) split = nq;
+    HV__PARALLEL_FOR(ctx, work)
+    for (u = 0; u < c->N * c->G * split; u++) {
+        int64_t ng = u / split, part = u % split, tid = hv__fast_tid();
+        hv__dc_bwdx_block(c, &dp, ph, nq * part / split, nq * (part + 1) / split, ng % c->G, gy + ng * c->cout_g * c->OH * c->OW,
+                          gx + ng * c->cin_g * c->H * c->W, scratch + per * tid, buf + nq * nbuf * tid, nbuf);
+    }
+    hv__arena_rewind(&ctx->arena, mark);
+    return 1;
+}
+
+/* forward (bwd 0) or backward data (bwd 1): 0 when the arena had no room */
 static int hv__dconv(hv_ctx *ctx, const hv__conv_geo *c, const float *src, float *dst, const float *w, const float *bias, int bwd) {
-    hv__dc d = hv__dc_geometry(c, bwd);
+    hv__dc_taps fh, fw;
+    hv__dc d;
+    if (bwd && (c->sh > 1 || c->sw > 1)) return hv__dconv_bwd_strided(ctx, c, src, dst, w);
+    fh = hv__dc_taps_of(0, c->H, c->KH, 1, c->ph, c->dh);
+    fw = hv__dc_taps_of(0, c->W, c->KW, 1, c->pw, c->dw);
+    d = hv__dc_geometry(c, bwd ? &fh : NULL, bwd ? &fw : NULL);
     hv__arena_mark mark = hv__arena_save(&ctx->arena);
     float *wp = hv__scratch(ctx, c->G * d.nb * d.K * HV__DC_CB), *bp = NULL;
     int64_t i, ok;
@@ -6287,7 +6458,7 @@ static int hv__dconv(hv_ctx *ctx, const hv__conv_geo *c, const float *src, float
             bp[i] = i % (d.nb * HV__DC_CB) < d.cout ? bias[i / (d.nb * HV__DC_CB) * d.cout + i % (d.nb * HV__DC_CB)] : 0.0f;
     ok = wp && (!bias || bp);
     if (ok) {
-        hv__dc_pack(c, &d, w, bwd, wp);
+        hv__dc_pack(c, &d, w, bwd ? &fh : NULL, bwd ? &fw : NULL, wp);
         ok = hv__dc_run(ctx, &d, c->N, c->G, src, dst, wp, bp, bwd);
     }
     hv__arena_rewind(&ctx->arena, mark);
@@ -6357,7 +6528,7 @@ static void hv__dc_bwdw_block(const hv__conv_geo *c, const hv__dc *d, const floa
 }
 /* gw += dL/dw, direct; 0 when the arena had no room */
 static int hv__dconv_bwd_weight(hv_ctx *ctx, const hv__conv_geo *c, const float *x, const float *gy, float *gw) {
-    hv__dc d = hv__dc_geometry(c, 0);
+    hv__dc d = hv__dc_geometry(c, NULL, NULL);
     const int64_t nb = (d.cout + HV__DC_WC - 1) / HV__DC_WC, work = c->N * c->cout * c->P * d.K, per = hv__dc_scratch_floats(&d);
     const int nt = hv__fast_threads(ctx, work);
     /* units: a group, or ranges of its channel blocks when there are fewer groups than threads */

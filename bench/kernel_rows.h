@@ -262,6 +262,7 @@ static int kr_rows(bench *bs, const char *filter, int small) {
     CONV3("3x3g32c8", "8x256x28 -> 256 k3 g32", 8, 256, 28, 28, 256, 3, 1, 1, 32);
     CONV3("3x3g32s2", "8x256x56 -> 256 k3 s2 g32", 8, 256, 56, 56, 256, 3, 2, 1, 32);
     CONV3("7x7s2", "8x3x224 -> 64 k7 s2", 8, 3, 224, 224, 64, 7, 2, 3, 1);
+    CONV3("3x3dws2", "8x256x56 -> 256 k3 s2 depthwise", 8, 256, 56, 56, 256, 3, 2, 1, 256);
 #undef CONV3
 #undef ADD
     return nb;
