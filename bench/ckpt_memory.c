@@ -6,13 +6,8 @@
 #include "humanvit.h"
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
+#include "peak_rss.h"
 
-static double peak_rss_mb(void) {
-    struct rusage r;
-    getrusage(RUSAGE_SELF, &r);
-    return r.ru_maxrss / 1024.0; /* Linux reports KiB */
-}
 
 int main(int argc, char **argv) {
     hv_ctx *ctx;
