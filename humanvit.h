@@ -95,7 +95,8 @@
    ERRORS
        Bad shapes, axes or arguments never abort: the op returns NULL (or a status < 0) and
        hv_last_error() names the op, the tensors and their shapes. An op given a NULL input returns
-       NULL and keeps the first error, so a chain of calls can be checked once at its end.
+       NULL and keeps the first error, so a chain of calls can be checked once at its end (also
+       through hv_backward and hv_item: given the NULL of a failed op, they keep its error).
 
    DETERMINISM
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
@@ -863,7 +864,7 @@ static HV__TLS char hv__err[2048];
 HVDEF const char *hv_last_error(void) { return hv__err; }
 HVDEF void hv_clear_error(void) { hv__err[0] = 0; }
 
-/* sets the error (keeping an earlier one when `keep_first`) and returns NULL for the caller */
+/* sets the error (replacing any earlier one) and returns NULL for the caller */
 static void *hv__fail(const char *op, const char *fmt, ...) {
     va_list ap;
     size_t n;
@@ -872,6 +873,12 @@ static void *hv__fail(const char *op, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(hv__err + n, sizeof hv__err - n, fmt, ap);
     va_end(ap);
+    return NULL;
+}
+/* a NULL input is most often the result of an op that failed: its error, which names the cause,
+   is kept; only when none is pending does `op` report the NULL itself */
+static void *hv__fail_null_input(const char *op, const char *what) {
+    if (!hv__err[0]) hv__fail(op, "%s is NULL", what);
     return NULL;
 }
 
@@ -1746,7 +1753,8 @@ HVDEF float *hv_data(hv_tensor *t) { return (float *)hv__host_data(t, HV_F32, "h
 HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (int32_t *)hv__host_data(t, HV_I32, "hv_data_i32"); }
 HVDEF float hv_item(const hv_tensor *t) {
     float v;
-    if (!t || hv_numel(t) != 1 || t->dtype != HV_F32) {
+    if (!t) return hv__fail_null_input("hv_item", "tensor"), NAN;
+    if (hv_numel(t) != 1 || t->dtype != HV_F32) {
         hv__fail("hv_item", "%s is not a one-element f32 tensor", hv__desc("tensor", t));
         return NAN;
     }
@@ -1858,7 +1866,7 @@ static int hv__needs_grad(const hv_tensor *t) { return t && t->requires_grad; }
 HVDEF int hv_backward(hv_tensor *loss) {
     hv_ctx *ctx;
     hv_tensor *t, *seed;
-    if (!loss) return hv__fail("hv_backward", "loss is NULL (an earlier op failed: see the previous error)"), -1;
+    if (!loss) return hv__fail_null_input("hv_backward", "loss"), -1;
     ctx = loss->ctx;
     if (hv_numel(loss) != 1)
         return hv__fail("hv_backward", "%s must have one element (reduce it with hv_sum or hv_mean)", hv__desc("loss", loss)), -1;
