@@ -703,48 +703,31 @@ int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, cons
 }
 
 /* side of the square grid of a (1, 1 + g*g, D) position table; 0 when it is not one */
-static int hvk__pos_grid(hv_tensor *t) {
+static int hvk__pos_grid(const hv_tensor *t) {
     int64_t L = hv_tensor_shape(t).ndim == 3 ? hv_dim(t, 1) - 1 : -1, g = 0;
     while ((g + 1) * (g + 1) <= L) g++;
     return L > 0 && g * g == L ? (int)g : 0;
 }
 
-/* the parameters of host tensors from path. The streaming loader first (the weights are never
-   held twice); when it fails, the file once more as a state dict, and if its pos_embed is a
-   table of another grid and the model's width, interpolated to the model's grid before the
-   strict-shape load. Another mismatch is reported as the first attempt said it. */
+/* hv_params_load_file's map: a pos_embed table of another grid and the model's width is
+   interpolated to the model's grid (upstream interpolate_pos_embed) on its way in; every other
+   tensor, and a mismatch of another kind, goes to the strict-shape load as it is */
+static hv_tensor *hvk__pos_embed_map(void *user, const char *name, hv_tensor *t, const hv_tensor *dst) {
+    hvk_loaded *out = (hvk_loaded *)user;
+    int from = hvk__pos_grid(t), to = hvk__pos_grid(dst);
+    hv_tensor *interp;
+    if (strcmp(name, "pos_embed") || !from || !to || from == to || hv_dim(t, 2) != hv_dim(dst, 2)) return t;
+    if (!(interp = hv_pos_embed_interpolate(t, to))) return NULL;
+    out->grid_from = from;
+    out->grid_to = to;
+    return interp;
+}
+
+/* the parameters of host tensors from path, in one pass over the file (one checkpoint tensor in
+   memory at a time) */
 static int hvk__load_host(const hv_param_list *params, const char *path, hv_load_result *res, hvk_loaded *out) {
-    char first[1024];
-    hv_state_dict *sd, *fixed = NULL;
-    hv_tensor *src, *dst = NULL, *interp = NULL;
-    int i, p = -1, rc = -1;
-    if (hv_params_load_file(params, path, NULL, res) == 0) return 0;
-    snprintf(first, sizeof first, "%s", hv_last_error());
-    for (i = 0; i < params->count; i++)
-        if (!strcmp(params->names[i], "pos_embed")) p = i;
-    if (p >= 0) dst = params->tensors[p];
-    if (!dst || !(sd = hv_ckpt_load(hv_tensor_ctx(dst), path, NULL))) return hvk__fail("%s", first);
-    src = hv_state_dict_get(sd, "pos_embed"); /* NULL: none in the file */
-    if (src && hvk__pos_grid(src) && hvk__pos_grid(dst) && hvk__pos_grid(src) != hvk__pos_grid(dst) && hv_dim(src, 2) == hv_dim(dst, 2) &&
-        (interp = hv_pos_embed_interpolate(src, hvk__pos_grid(dst))) != NULL && (fixed = hv_state_dict_new(hv_tensor_ctx(dst))) != NULL) {
-        for (i = 0; i < hv_state_dict_count(sd); i++) {
-            const char *name = hv_state_dict_name(sd, i);
-            if (hv_state_dict_add(fixed, name, strcmp(name, "pos_embed") ? hv_state_dict_at(sd, i) : interp)) break;
-        }
-        if (i == hv_state_dict_count(sd) && hv_params_load(params, fixed, res) == 0) {
-            out->grid_from = hvk__pos_grid(src);
-            out->grid_to = hvk__pos_grid(dst);
-            rc = 0;
-        } else {
-            hvk__fail("%s", hv_last_error()); /* e.g. a patch size that differs too */
-        }
-    } else {
-        hvk__fail("%s", first);
-    }
-    hv_state_dict_free(fixed);
-    hv_tensor_free(interp);
-    hv_state_dict_free(sd);
-    return rc;
+    if (hv_params_load_file_map(params, path, NULL, res, hvk__pos_embed_map, out)) return hvk__fail("%s", hv_last_error());
+    return 0;
 }
 
 int hvk_load_weights(const char *path, const hv_param_list *params, hvk_loaded *out) {
