@@ -180,8 +180,11 @@ typedef struct hvk_run {
     int keep_best;           /* write model_best.safetensors whenever val top-1 improves */
 } hvk_run;
 typedef struct hvk_result {
-    int64_t steps;
-    double final_loss, seconds, images_per_s;
+    int64_t steps;           /* the step reached */
+    int64_t start_step;      /* the step it resumed from (0: a new run); steps == start_step: none run */
+    double final_loss;       /* of the last step, this run's or, with no step run, the checkpoint's
+                                (NaN: a checkpoint that predates it) */
+    double seconds, images_per_s;
     double top1, top5;       /* finetune / evaluate: the last evaluation */
     double best_top1, best_top5; /* finetune: the evaluation with the best top-1 (resume keeps it) */
     int64_t best_step;       /* its step (0: none) */
@@ -190,6 +193,9 @@ typedef struct hvk_result {
 /* a run with these settings, print_freq 20, one loader worker and the rest 0: the trainers'
    defaults, which their flags then change in place */
 hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double weight_decay, double beta1, double beta2, int save_every);
+/* the "done:" phrase of a run: "40 steps, final loss 0.1234", or for a resumed run with no step
+   left "no step left to run (resumed at step 40), final loss 0.1234 as saved then" */
+const char *hvk_steps_text(const hvk_result *res, char *buf, size_t n);
 
 /* MAE pretraining on `data` with `tf` (the MAE recipe: hvd_transform_mae_pretrain). */
 int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res);
@@ -930,7 +936,16 @@ static const char *hvk__epoch_str(const hvk_run *run, int64_t step, char *buf, s
     return buf;
 }
 
-/* the best-so-far, and its line in the train state's meta text (read back on --resume) */
+/* the train state with its meta text, read back on --resume: the best-so-far and the loss of the
+   last step (the final loss of a resumed run with no step left) */
+static int hvk__save_state(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step, double loss,
+                           const hvk__val *val) {
+    char meta[240];
+    snprintf(meta, sizeof meta, "%s%slast_loss %.9g", val ? val->meta : "", val && val->meta[0] ? " " : "", loss);
+    return hvk_save_run(dir, ctx, params, opt, step, meta);
+}
+
+/* the best-so-far, and its part of the train state's meta text */
 static void hvk__val_best(hvk__val *v, int64_t step, double top1, double top5) {
     v->best_step = step;
     v->best1 = top1;
@@ -981,13 +996,16 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
         FILE *f = fopen(ckpt, "rb");
         if (f) {
             hv_train_info info;
+            const char *m;
             fclose(f);
             if (hv_train_state_load(ckpt, ctx, params, opt, &info)) {
                 hv_optim_free(opt);
                 return hvk__fail("--resume: %s", hv_last_error());
             }
             step = info.step;
-            if (val && sscanf(info.meta, "best_step %lld best_top1 %lf best_top5 %lf", &best_step, &b1, &b5) == 3 && best_step > 0)
+            if ((m = strstr(info.meta, "last_loss ")) != NULL) loss_v = strtod(m + 10, NULL);
+            if (val && (m = strstr(info.meta, "best_step ")) != NULL &&
+                sscanf(m, "best_step %lld best_top1 %lf best_top5 %lf", &best_step, &b1, &b5) == 3 && best_step > 0)
                 hvk__val_best(val, (int64_t)best_step, b1, b5);
             if (!run->quiet) printf("[%s] resumed from %s at step %lld%s\n", run->prog, ckpt, (long long)step, val && val->best_step ? ", best-so-far kept" : "");
         } else if (!run->quiet) {
@@ -1071,17 +1089,18 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
                          !val ? NULL : val->last_step == step ? val->cells : ",,");
         }
         if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters &&
-            hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) {
+            hvk__save_state(dir, ctx, params, opt, step, loss_v, val)) {
             rc = -1;
             break;
         }
     }
     res->seconds = hvk_now() - t0;
     res->images_per_s = res->seconds > 0 ? (double)(step - start) * run->batch_size / res->seconds : 0;
-    if (rc == 0 && dir && hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) rc = -1;
+    if (rc == 0 && dir && hvk__save_state(dir, ctx, params, opt, step, loss_v, val)) rc = -1;
 finish:
     hv_step_end(ctx);
     res->steps = step;
+    res->start_step = start;
     res->final_loss = loss_v;
     hvd_loader_free(loader);
     hv_tensor_free(xd);
@@ -1104,6 +1123,15 @@ hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double wei
     r.print_freq = 20;
     r.workers = 1;
     return r;
+}
+
+const char *hvk_steps_text(const hvk_result *res, char *buf, size_t n) {
+    char loss[32];
+    if (isnan(res->final_loss)) snprintf(loss, sizeof loss, "unknown"); /* a checkpoint that does not carry it */
+    else snprintf(loss, sizeof loss, "%.4f", res->final_loss);
+    if (res->steps > res->start_step) snprintf(buf, n, "%lld steps, final loss %s", (long long)res->steps, loss);
+    else snprintf(buf, n, "no step left to run (resumed at step %lld), final loss %s as saved then", (long long)res->steps, loss);
+    return buf;
 }
 
 static hv_tensor *hvk__mae_loss(void *model, hv_tensor *images, hv_tensor *labels) {
