@@ -176,7 +176,10 @@ rc=$?
 echo "$out" | tail -n 8
 echo "(quick demo: $((SECONDS - start)) s)"
 if [ "$rc" -eq 0 ]; then ok "quick demo exits 0"; else bad "quick demo exits 0" "exit $rc"; fi
-for f in results.md results.csv accuracy.svg pretrain_0.01/loss.svg pretrain_1/model.safetensors finetune_mae100pct_labels2pct/log.csv; do
+n=$(grep -c "best top-1 .* at step [0-9]*, kept in .*/model_best.safetensors" <<<"$out")
+if [ "$n" -eq 8 ]; then ok "quick demo says where each finetuning run kept its best"; else bad "quick demo says where it kept the best" "$n of 8 lines"; fi
+for f in results.md results.csv accuracy.svg pretrain_0.01/loss.svg pretrain_1/model.safetensors finetune_mae100pct_labels2pct/log.csv \
+    finetune_none_labels1pct/model_best.safetensors finetune_mae100pct_labels2pct/model_best.safetensors; do
     if [ -s "$D/$f" ]; then ok "quick demo wrote $f"; else bad "quick demo wrote $f" "missing"; fi
 done
 if [ -f "$D/results.csv" ]; then
