@@ -95,7 +95,8 @@
    ERRORS
        Bad shapes, axes or arguments never abort: the op returns NULL (or a status < 0) and
        hv_last_error() names the op, the tensors and their shapes. An op given a NULL input returns
-       NULL and keeps the first error, so a chain of calls can be checked once at its end.
+       NULL and keeps the first error, so a chain of calls can be checked once at its end (also
+       through hv_backward and hv_item: given the NULL of a failed op, they keep its error).
 
    DETERMINISM
        The RNG is a seeded counter-free xoshiro256** stream per context. Kernels parallelise over
@@ -799,6 +800,15 @@ HVDEF void hv_load_result_free(hv_load_result *res);
 HVDEF int hv_params_load(const hv_param_list *params, const hv_state_dict *sd, hv_load_result *res);
 /* the same from a .pth or .safetensors file (entry as hv_torch_load; NULL picks it) */
 HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res);
+/* the same, with map(user, name, t, dst) called for every checkpoint tensor t that has a
+   parameter dst of its name, before the shape check: it returns the tensor to load in t's place,
+   t itself or a new one of dst's shape (freed by the loader after the copy), e.g. a position
+   table interpolated to the model's grid; NULL fails the load (with the error of the hv_ call that
+   failed in map, if one did). Still one pass over the file, one checkpoint tensor in memory at a
+   time. */
+typedef hv_tensor *(*hv_load_map_fn)(void *user, const char *name, hv_tensor *t, const hv_tensor *dst);
+HVDEF int hv_params_load_file_map(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res,
+                                  hv_load_map_fn map, void *user);
 /* a state dict that borrows the parameters (for hv_safetensors_save); free it with hv_state_dict_free */
 HVDEF hv_state_dict *hv_params_state_dict(hv_ctx *ctx, const hv_param_list *params);
 
@@ -859,19 +869,27 @@ HVDEF void hv_clear_error(void);
 /* ==== 3. ERRORS, ALLOCATOR AND ARENA =========================================================== */
 
 static HV__TLS char hv__err[2048];
+static HV__TLS unsigned hv__err_count; /* errors set so far: tells whether a callback set one */
 
 HVDEF const char *hv_last_error(void) { return hv__err; }
 HVDEF void hv_clear_error(void) { hv__err[0] = 0; }
 
-/* sets the error (keeping an earlier one when `keep_first`) and returns NULL for the caller */
+/* sets the error (replacing any earlier one) and returns NULL for the caller */
 static void *hv__fail(const char *op, const char *fmt, ...) {
     va_list ap;
     size_t n;
+    hv__err_count++;
     snprintf(hv__err, sizeof hv__err, "%s: ", op);
     n = strlen(hv__err);
     va_start(ap, fmt);
     vsnprintf(hv__err + n, sizeof hv__err - n, fmt, ap);
     va_end(ap);
+    return NULL;
+}
+/* a NULL input is most often the result of an op that failed: its error, which names the cause,
+   is kept; only when none is pending does `op` report the NULL itself */
+static void *hv__fail_null_input(const char *op, const char *what) {
+    if (!hv__err[0]) hv__fail(op, "%s is NULL", what);
     return NULL;
 }
 
@@ -1746,7 +1764,8 @@ HVDEF float *hv_data(hv_tensor *t) { return (float *)hv__host_data(t, HV_F32, "h
 HVDEF int32_t *hv_data_i32(hv_tensor *t) { return (int32_t *)hv__host_data(t, HV_I32, "hv_data_i32"); }
 HVDEF float hv_item(const hv_tensor *t) {
     float v;
-    if (!t || hv_numel(t) != 1 || t->dtype != HV_F32) {
+    if (!t) return hv__fail_null_input("hv_item", "tensor"), NAN;
+    if (hv_numel(t) != 1 || t->dtype != HV_F32) {
         hv__fail("hv_item", "%s is not a one-element f32 tensor", hv__desc("tensor", t));
         return NAN;
     }
@@ -1858,7 +1877,7 @@ static int hv__needs_grad(const hv_tensor *t) { return t && t->requires_grad; }
 HVDEF int hv_backward(hv_tensor *loss) {
     hv_ctx *ctx;
     hv_tensor *t, *seed;
-    if (!loss) return hv__fail("hv_backward", "loss is NULL (an earlier op failed: see the previous error)"), -1;
+    if (!loss) return hv__fail_null_input("hv_backward", "loss"), -1;
     ctx = loss->ctx;
     if (hv_numel(loss) != 1)
         return hv__fail("hv_backward", "%s must have one element (reduce it with hv_sum or hv_mean)", hv__desc("loss", loss)), -1;
@@ -13831,24 +13850,39 @@ typedef struct hv__load_sink {
     const hv_param_list *params;
     hv_load_result *res;
     unsigned char *seen; /* per parameter */
+    hv_load_map_fn map;
+    void *map_user;
 } hv__load_sink;
 static int hv__load_sink_fn(void *user, const char *name, hv_tensor *t) {
     hv__load_sink *ls = (hv__load_sink *)user;
-    int p = hv__param_index(ls->params, name);
-    hv_tensor *dst;
+    int p = hv__param_index(ls->params, name), rc = -1;
+    hv_tensor *dst, *src = t;
     if (p < 0) return hv__names_push(&ls->res->unexpected, &ls->res->unexpected_count, name) ? -1 : 0;
     dst = ls->params->tensors[p];
-    if (!hv__same_shape(t, dst) || t->dtype != dst->dtype) {
-        hv__fail("hv_params_load_file", "'%s': checkpoint %s%s, model %s%s", name, hv__shape_str(t), t->dtype == HV_I32 ? " i32" : "",
-                 hv__shape_str(dst), dst->dtype == HV_I32 ? " i32" : "");
-        return -1;
+    if (ls->map) {
+        unsigned errors = hv__err_count;
+        if (!(src = ls->map(ls->map_user, name, t, dst))) {
+            if (hv__err_count == errors) hv__fail("hv_params_load_file", "'%s': the map returned no tensor", name);
+            return -1;
+        }
     }
-    dst->ctx->be->copy(dst->ctx, dst, t, 0);
-    if (!ls->seen[p]) ls->res->loaded++;
-    ls->seen[p] = 1;
-    return 0;
+    if (!hv__same_shape(src, dst) || src->dtype != dst->dtype) {
+        hv__fail("hv_params_load_file", "'%s': checkpoint %s%s, model %s%s", name, hv__shape_str(src), src->dtype == HV_I32 ? " i32" : "",
+                 hv__shape_str(dst), dst->dtype == HV_I32 ? " i32" : "");
+    } else {
+        dst->ctx->be->copy(dst->ctx, dst, src, 0);
+        if (!ls->seen[p]) ls->res->loaded++;
+        ls->seen[p] = 1;
+        rc = 0;
+    }
+    if (src != t) hv_tensor_free(src); /* the loader frees t */
+    return rc;
 }
 HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res) {
+    return hv_params_load_file_map(params, path, entry, res, NULL, NULL);
+}
+HVDEF int hv_params_load_file_map(const hv_param_list *params, const char *path, const char *entry, hv_load_result *res,
+                                  hv_load_map_fn map, void *user) {
     hv_load_result local;
     hv__load_sink ls;
     hv_state_dict *rest;
@@ -13858,6 +13892,8 @@ HVDEF int hv_params_load_file(const hv_param_list *params, const char *path, con
     if (!params || !params->count) return hv__fail("hv_params_load_file", "no parameters to load into"), -1;
     ls.params = params;
     ls.res = res;
+    ls.map = map;
+    ls.map_user = user;
     ls.seen = (unsigned char *)hv__malloc((size_t)params->count);
     if (!ls.seen) return hv__fail("hv_params_load_file", "out of memory"), -1;
     memset(ls.seen, 0, (size_t)params->count);

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
     hvd_dataset *all = NULL, *train = NULL, *val = NULL;
     hvd_transform tf, vtf;
     hvk_result res;
-    char weights[1100], every[80];
+    char weights[1100], every[80], done[160];
 
     r = hvk_parse_flags(PROG, "Few-shot finetuning (all weights) or linear probe (--freeze-trunk) of a ViT; top-1/top-5 on --val-path.",
                         argc, argv, flags, nflags);
@@ -171,8 +171,8 @@ int main(int argc, char **argv) {
         FILE *f;
         snprintf(path, sizeof path, "%s/eval.txt", output_dir);
         if ((f = hvk_open_tmp(path, tmp, sizeof tmp)) != NULL) {
-            fprintf(f, "train_images %lld\nfrac_retained %g\nsteps %lld\nfinal_loss %.6f\n", (long long)hvd_dataset_size(train), frac,
-                    (long long)res.steps, res.final_loss);
+            fprintf(f, "train_images %lld\nfrac_retained %g\nsteps %lld\n", (long long)hvd_dataset_size(train), frac, (long long)res.steps);
+            if (!isnan(res.final_loss)) fprintf(f, "final_loss %.6f\n", res.final_loss); /* unknown: a checkpoint that lacks it */
             if (val) {
                 fprintf(f, "val_images %lld\ntop1 %.4f\ntop5 %.4f\n", (long long)hvd_dataset_size(val), 100 * res.top1, 100 * res.top5);
                 fprintf(f, "best_step %lld\nbest_epoch %g\nbest_top1 %.4f\nbest_top5 %.4f\n", (long long)res.best_step,
@@ -180,7 +180,7 @@ int main(int argc, char **argv) {
             }
             if (hvk_commit(f, tmp, path)) fprintf(stderr, "%s: warning: %s\n", PROG, hvk_last_error());
         }
-        printf("[%s] done: %lld steps, final loss %.4f%s", PROG, (long long)res.steps, res.final_loss, val ? "" : "\n");
+        printf("[%s] done: %s%s", PROG, hvk_steps_text(&res, done, sizeof done), val ? "" : "\n");
         if (val) {
             snprintf(ep, sizeof ep, "%g", (double)res.best_step / (double)spe);
             printf(", top-1 %.2f%%, top-5 %.2f%%; best top-1 %.2f%%, top-5 %.2f%% at step %lld (epoch %s), in model_best.safetensors\n",

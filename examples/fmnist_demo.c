@@ -14,7 +14,10 @@
 
    Writes <output-dir>/results.md (settings, the table, timings), results.csv, accuracy.svg
    (top-1 against the number of pretraining images, log scale, baseline dashed) and, per run,
-   pretrain_<frac>/ and finetune_<model>_<labels>/ with log.csv, loss.svg and a checkpoint.
+   pretrain_<frac>/ and finetune_<model>_<labels>/ with log.csv, loss.svg and a checkpoint; the
+   finetuning runs also keep, as finetune does, the weights of their best evaluation in
+   model_best.safetensors (the test subset is evaluated FT_EVALS times a run, the last at the end;
+   the table reports the end's accuracy).
 
    usage: fmnist_demo [--quick] [--data-dir DIR] [--output-dir DIR] [--threads N] [...]; --help */
 #define _POSIX_C_SOURCE 200809L
@@ -33,6 +36,8 @@
 #define NMODEL (NFRAC + 1) /* the baseline first, then the pretrained ones */
 #define FM_MEAN 0.2860f
 #define FM_STD 0.3530f
+#define FT_EVALS 5 /* evaluations per finetuning run, for model_best (finetune's evaluates every epoch:
+                      too many for the demo's short runs, where an epoch is a few steps) */
 
 typedef struct settings {
     int quick, threads, workers;
@@ -143,8 +148,9 @@ static void write_outputs(const settings *s, const model_result *m, int64_t trai
         fprintf(f, "- linear probe: BatchNorm1d(affine=False) + Linear on frozen CLS features of %d labelled images, %d epochs, AdamW lr %g\n",
                 s->probe_images, s->probe_epochs, s->probe_lr);
         fprintf(f, "- few-shot finetuning (all weights, same head): %d steps of %d, AdamW lr %g wd %g, RandomResizedCrop(%.2f-1) + flip; "
-                   "labels: %.4g%% and %g%% of the training images\n\n", s->ft_steps, s->ft_batch, s->ft_lr, s->ft_wd, s->ft_scale_min,
-                100 * label_fracs[0], 100 * label_fracs[1]);
+                   "labels: %.4g%% and %g%% of the training images; evaluated %d times (the table: the last, at the end), the best "
+                   "evaluation's weights kept in finetune_*/model_best.safetensors\n\n", s->ft_steps, s->ft_batch, s->ft_lr, s->ft_wd,
+                s->ft_scale_min, 100 * label_fracs[0], 100 * label_fracs[1], FT_EVALS);
         fprintf(f, "Top-1 accuracy on the test images (%%; chance is 10%%; top-5 in brackets):\n\n");
         fprintf(f, "| pretraining | images seen | MAE loss | %s | %s | %s |\n|---|---:|---:|---:|---:|---:|\n", cols[0], cols[1], cols[2]);
         for (i = 0; i < NMODEL; i++) {
@@ -452,12 +458,16 @@ int main(int argc, char **argv) {
                 run.beta2 = 0.999;
                 run.weight_decay = s.ft_wd;
                 run.quiet = 1;
+                run.eval_every = (s.ft_steps + FT_EVALS - 1) / FT_EVALS;
+                run.steps_per_epoch = hvd_dataset_size(labelled[k]) / run.batch_size;
+                run.keep_best = 1;
                 if (hvk_finetune(ctx, vit, labelled[k], &ft, test_eval, &ev, 0, &run, &fr)) die("finetuning", hvk_last_error());
                 m[i].ft1[k] = fr.top1;
                 m[i].ft5[k] = fr.top5;
                 m[i].ft_seconds[k] = fr.seconds;
-                printf("[finetune] %s, %lld labels: top-1 %.2f%%  top-5 %.2f%%  (final loss %.3f, %.1f s)\n", m[i].name,
-                       (long long)hvd_dataset_size(labelled[k]), 100 * fr.top1, 100 * fr.top5, fr.final_loss, fr.seconds);
+                printf("[finetune] %s, %lld labels: top-1 %.2f%%  top-5 %.2f%%  (final loss %.3f, %.1f s); best top-1 %.2f%% at step %lld, "
+                       "kept in %s/model_best.safetensors\n", m[i].name, (long long)hvd_dataset_size(labelled[k]), 100 * fr.top1,
+                       100 * fr.top5, fr.final_loss, fr.seconds, 100 * fr.best_top1, (long long)fr.best_step, dir);
                 fflush(stdout);
                 hv_vit_free(vit);
             }

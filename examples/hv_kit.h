@@ -180,8 +180,11 @@ typedef struct hvk_run {
     int keep_best;           /* write model_best.safetensors whenever val top-1 improves */
 } hvk_run;
 typedef struct hvk_result {
-    int64_t steps;
-    double final_loss, seconds, images_per_s;
+    int64_t steps;           /* the step reached */
+    int64_t start_step;      /* the step it resumed from (0: a new run); steps == start_step: none run */
+    double final_loss;       /* of the last step, this run's or, with no step run, the checkpoint's
+                                (NaN: a checkpoint that predates it) */
+    double seconds, images_per_s;
     double top1, top5;       /* finetune / evaluate: the last evaluation */
     double best_top1, best_top5; /* finetune: the evaluation with the best top-1 (resume keeps it) */
     int64_t best_step;       /* its step (0: none) */
@@ -190,6 +193,9 @@ typedef struct hvk_result {
 /* a run with these settings, print_freq 20, one loader worker and the rest 0: the trainers'
    defaults, which their flags then change in place */
 hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double weight_decay, double beta1, double beta2, int save_every);
+/* the "done:" phrase of a run: "40 steps, final loss 0.1234", or for a resumed run with no step
+   left "no step left to run (resumed at step 40), final loss 0.1234 as saved then" */
+const char *hvk_steps_text(const hvk_result *res, char *buf, size_t n);
 
 /* MAE pretraining on `data` with `tf` (the MAE recipe: hvd_transform_mae_pretrain). */
 int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res);
@@ -703,48 +709,31 @@ int hvk_save_run(const char *dir, hv_ctx *ctx, const hv_param_list *params, cons
 }
 
 /* side of the square grid of a (1, 1 + g*g, D) position table; 0 when it is not one */
-static int hvk__pos_grid(hv_tensor *t) {
+static int hvk__pos_grid(const hv_tensor *t) {
     int64_t L = hv_tensor_shape(t).ndim == 3 ? hv_dim(t, 1) - 1 : -1, g = 0;
     while ((g + 1) * (g + 1) <= L) g++;
     return L > 0 && g * g == L ? (int)g : 0;
 }
 
-/* the parameters of host tensors from path. The streaming loader first (the weights are never
-   held twice); when it fails, the file once more as a state dict, and if its pos_embed is a
-   table of another grid and the model's width, interpolated to the model's grid before the
-   strict-shape load. Another mismatch is reported as the first attempt said it. */
+/* hv_params_load_file's map: a pos_embed table of another grid and the model's width is
+   interpolated to the model's grid (upstream interpolate_pos_embed) on its way in; every other
+   tensor, and a mismatch of another kind, goes to the strict-shape load as it is */
+static hv_tensor *hvk__pos_embed_map(void *user, const char *name, hv_tensor *t, const hv_tensor *dst) {
+    hvk_loaded *out = (hvk_loaded *)user;
+    int from = hvk__pos_grid(t), to = hvk__pos_grid(dst);
+    hv_tensor *interp;
+    if (strcmp(name, "pos_embed") || !from || !to || from == to || hv_dim(t, 2) != hv_dim(dst, 2)) return t;
+    if (!(interp = hv_pos_embed_interpolate(t, to))) return NULL;
+    out->grid_from = from;
+    out->grid_to = to;
+    return interp;
+}
+
+/* the parameters of host tensors from path, in one pass over the file (one checkpoint tensor in
+   memory at a time) */
 static int hvk__load_host(const hv_param_list *params, const char *path, hv_load_result *res, hvk_loaded *out) {
-    char first[1024];
-    hv_state_dict *sd, *fixed = NULL;
-    hv_tensor *src, *dst = NULL, *interp = NULL;
-    int i, p = -1, rc = -1;
-    if (hv_params_load_file(params, path, NULL, res) == 0) return 0;
-    snprintf(first, sizeof first, "%s", hv_last_error());
-    for (i = 0; i < params->count; i++)
-        if (!strcmp(params->names[i], "pos_embed")) p = i;
-    if (p >= 0) dst = params->tensors[p];
-    if (!dst || !(sd = hv_ckpt_load(hv_tensor_ctx(dst), path, NULL))) return hvk__fail("%s", first);
-    src = hv_state_dict_get(sd, "pos_embed"); /* NULL: none in the file */
-    if (src && hvk__pos_grid(src) && hvk__pos_grid(dst) && hvk__pos_grid(src) != hvk__pos_grid(dst) && hv_dim(src, 2) == hv_dim(dst, 2) &&
-        (interp = hv_pos_embed_interpolate(src, hvk__pos_grid(dst))) != NULL && (fixed = hv_state_dict_new(hv_tensor_ctx(dst))) != NULL) {
-        for (i = 0; i < hv_state_dict_count(sd); i++) {
-            const char *name = hv_state_dict_name(sd, i);
-            if (hv_state_dict_add(fixed, name, strcmp(name, "pos_embed") ? hv_state_dict_at(sd, i) : interp)) break;
-        }
-        if (i == hv_state_dict_count(sd) && hv_params_load(params, fixed, res) == 0) {
-            out->grid_from = hvk__pos_grid(src);
-            out->grid_to = hvk__pos_grid(dst);
-            rc = 0;
-        } else {
-            hvk__fail("%s", hv_last_error()); /* e.g. a patch size that differs too */
-        }
-    } else {
-        hvk__fail("%s", first);
-    }
-    hv_state_dict_free(fixed);
-    hv_tensor_free(interp);
-    hv_state_dict_free(sd);
-    return rc;
+    if (hv_params_load_file_map(params, path, NULL, res, hvk__pos_embed_map, out)) return hvk__fail("%s", hv_last_error());
+    return 0;
 }
 
 int hvk_load_weights(const char *path, const hv_param_list *params, hvk_loaded *out) {
@@ -947,7 +936,16 @@ static const char *hvk__epoch_str(const hvk_run *run, int64_t step, char *buf, s
     return buf;
 }
 
-/* the best-so-far, and its line in the train state's meta text (read back on --resume) */
+/* the train state with its meta text, read back on --resume: the best-so-far and the loss of the
+   last step (the final loss of a resumed run with no step left) */
+static int hvk__save_state(const char *dir, hv_ctx *ctx, const hv_param_list *params, const hv_optim *opt, int64_t step, double loss,
+                           const hvk__val *val) {
+    char meta[240];
+    snprintf(meta, sizeof meta, "%s%slast_loss %.9g", val ? val->meta : "", val && val->meta[0] ? " " : "", loss);
+    return hvk_save_run(dir, ctx, params, opt, step, meta);
+}
+
+/* the best-so-far, and its part of the train state's meta text */
 static void hvk__val_best(hvk__val *v, int64_t step, double top1, double top5) {
     v->best_step = step;
     v->best1 = top1;
@@ -998,13 +996,16 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
         FILE *f = fopen(ckpt, "rb");
         if (f) {
             hv_train_info info;
+            const char *m;
             fclose(f);
             if (hv_train_state_load(ckpt, ctx, params, opt, &info)) {
                 hv_optim_free(opt);
                 return hvk__fail("--resume: %s", hv_last_error());
             }
             step = info.step;
-            if (val && sscanf(info.meta, "best_step %lld best_top1 %lf best_top5 %lf", &best_step, &b1, &b5) == 3 && best_step > 0)
+            if ((m = strstr(info.meta, "last_loss ")) != NULL) loss_v = strtod(m + 10, NULL);
+            if (val && (m = strstr(info.meta, "best_step ")) != NULL &&
+                sscanf(m, "best_step %lld best_top1 %lf best_top5 %lf", &best_step, &b1, &b5) == 3 && best_step > 0)
                 hvk__val_best(val, (int64_t)best_step, b1, b5);
             if (!run->quiet) printf("[%s] resumed from %s at step %lld%s\n", run->prog, ckpt, (long long)step, val && val->best_step ? ", best-so-far kept" : "");
         } else if (!run->quiet) {
@@ -1088,17 +1089,18 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
                          !val ? NULL : val->last_step == step ? val->cells : ",,");
         }
         if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters &&
-            hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) {
+            hvk__save_state(dir, ctx, params, opt, step, loss_v, val)) {
             rc = -1;
             break;
         }
     }
     res->seconds = hvk_now() - t0;
     res->images_per_s = res->seconds > 0 ? (double)(step - start) * run->batch_size / res->seconds : 0;
-    if (rc == 0 && dir && hvk_save_run(dir, ctx, params, opt, step, val ? val->meta : NULL)) rc = -1;
+    if (rc == 0 && dir && hvk__save_state(dir, ctx, params, opt, step, loss_v, val)) rc = -1;
 finish:
     hv_step_end(ctx);
     res->steps = step;
+    res->start_step = start;
     res->final_loss = loss_v;
     hvd_loader_free(loader);
     hv_tensor_free(xd);
@@ -1121,6 +1123,15 @@ hvk_run hvk_run_defaults(const char *prog, int batch_size, double lr, double wei
     r.print_freq = 20;
     r.workers = 1;
     return r;
+}
+
+const char *hvk_steps_text(const hvk_result *res, char *buf, size_t n) {
+    char loss[32];
+    if (isnan(res->final_loss)) snprintf(loss, sizeof loss, "unknown"); /* a checkpoint that does not carry it */
+    else snprintf(loss, sizeof loss, "%.4f", res->final_loss);
+    if (res->steps > res->start_step) snprintf(buf, n, "%lld steps, final loss %s", (long long)res->steps, loss);
+    else snprintf(buf, n, "no step left to run (resumed at step %lld), final loss %s as saved then", (long long)res->steps, loss);
+    return buf;
 }
 
 static hv_tensor *hvk__mae_loss(void *model, hv_tensor *images, hv_tensor *labels) {

@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
     hvd_dataset *all, *data;
     hvd_transform tf;
     hvk_result res;
+    char done[160];
 
     r = hvk_parse_flags(PROG, "Masked-autoencoder pretraining (humanlike-vits recipe by default).", argc, argv, flags, nflags);
     if (r) return r == 1 ? 0 : 2;
@@ -139,9 +140,11 @@ int main(int argc, char **argv) {
     run.seed = (uint64_t)seed;
     r = hvk_mae_pretrain(ctx, mae, data, &tf, &run, &res);
     if (r) fprintf(stderr, "%s: %s\n", PROG, hvk_last_error());
+    else if (res.steps == res.start_step)
+        printf("[%s] done: %s; %s left as it was\n", PROG, hvk_steps_text(&res, done, sizeof done), output_dir);
     else
-        printf("[%s] done: %lld steps, final loss %.4f, %.0f img/s; wrote %s/checkpoint.hvts, model.safetensors, log.csv, loss.svg\n", PROG,
-               (long long)res.steps, res.final_loss, res.images_per_s, output_dir);
+        printf("[%s] done: %s, %.0f img/s; wrote %s/checkpoint.hvts, model.safetensors, log.csv, loss.svg\n", PROG,
+               hvk_steps_text(&res, done, sizeof done), res.images_per_s, output_dir);
     hvd_dataset_free(data);
     hvd_dataset_free(all);
     hv_mae_free(mae);

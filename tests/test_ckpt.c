@@ -281,6 +281,55 @@ static void test_save_views(hv_ctx *ctx) {
     hv_tensor_free(ids);
 }
 
+/* hv_params_load_file_map: a (2) "b" of the file is widened to the model's (4) by the map,
+   which sees only the tensors that have a parameter; a NULL from it fails the load */
+static int g_map_calls;
+static hv_tensor *widen_b(void *user, const char *name, hv_tensor *t, const hv_tensor *dst) {
+    float v[4] = {0, 0, 0, 0};
+    g_map_calls++;
+    if (user == (void *)1) return NULL;                                        /* fails by itself */
+    if (user == (void *)2) return hv_tensor_new(hv_tensor_ctx(t), HV_F32, HV_SHAPE(-1)); /* an op of it fails */
+    if (strcmp(name, "b") || hv_numel(t) != 2) return t;
+    memcpy(v, hv_data(t), sizeof(float) * 2);
+    return hv_tensor_from(hv_tensor_ctx(t), hv_tensor_shape(dst), v);
+}
+static void test_params_load_map(hv_ctx *ctx) {
+    char path[600];
+    const float av[6] = {1, 2, 3, 4, 5, 6}, bv[2] = {7, 8}, ev[1] = {9};
+    hv_tensor *fa = hv_tensor_from(ctx, HV_SHAPE(2, 3), av), *fb = hv_tensor_from(ctx, HV_SHAPE(2), bv), *fe = hv_tensor_from(ctx, HV_SHAPE(1), ev);
+    hv_tensor *pt[2];
+    const char *names[2] = {"a", "b"};
+    hv_param_list pl;
+    hv_load_result res;
+    hv_state_dict *sd = hv_state_dict_new(ctx);
+    pt[0] = hv_zeros(ctx, HV_SHAPE(2, 3));
+    pt[1] = hv_zeros(ctx, HV_SHAPE(4));
+    pl.count = 2;
+    pl.names = names;
+    pl.tensors = pt;
+    tmp_path(path, sizeof path, "ckpt_map.safetensors");
+    CHECK(hv_state_dict_add(sd, "a", fa) == 0 && hv_state_dict_add(sd, "b", fb) == 0 && hv_state_dict_add(sd, "extra", fe) == 0, "add");
+    CHECK(hv_safetensors_save(sd, path) == 0, "save: %s", hv_last_error());
+    CHECK(hv_params_load_file(&pl, path, NULL, NULL) == -1 && strstr(hv_last_error(), "'b': checkpoint (2), model (4)"), "no map: %s",
+          hv_last_error());
+    g_map_calls = 0;
+    CHECK(hv_params_load_file_map(&pl, path, NULL, &res, widen_b, NULL) == 0, "map: %s", hv_last_error());
+    CHECK(g_map_calls == 2 && res.loaded == 2 && res.unexpected_count == 1, "calls %d, loaded %d, unexpected %d", g_map_calls, res.loaded,
+          res.unexpected_count);
+    CHECK(hv_data(pt[0])[5] == 6 && hv_data(pt[1])[0] == 7 && hv_data(pt[1])[1] == 8 && hv_data(pt[1])[3] == 0, "loaded values");
+    hv_load_result_free(&res);
+    CHECK(hv_params_load_file_map(&pl, path, NULL, NULL, widen_b, (void *)1) == -1 && strstr(hv_last_error(), "'a': the map returned no tensor"),
+          "a failing map: %s", hv_last_error());
+    CHECK(hv_params_load_file_map(&pl, path, NULL, NULL, widen_b, (void *)2) == -1 && strstr(hv_last_error(), "hv_tensor_new: "),
+          "the error of the op that failed in the map: %s", hv_last_error());
+    hv_state_dict_free(sd);
+    hv_tensor_free(fa);
+    hv_tensor_free(fb);
+    hv_tensor_free(fe);
+    hv_tensor_free(pt[0]);
+    hv_tensor_free(pt[1]);
+}
+
 static void test_state_dict_api(hv_ctx *ctx) {
     hv_state_dict *sd = hv_state_dict_new(ctx), *loaded;
     hv_tensor *a = hv_zeros(ctx, HV_SHAPE(2, 2)), *b = hv_ones(ctx, HV_SHAPE(3)), *dst, *taken;
@@ -765,6 +814,7 @@ int main(int argc, char **argv) {
     TL_RUN(ctx, test_safetensors_fixture);
     TL_RUN(ctx, test_roundtrip);
     TL_RUN(ctx, test_save_views);
+    TL_RUN(ctx, test_params_load_map);
     TL_RUN(ctx, test_state_dict_api);
     TL_RUN(ctx, test_bad_safetensors);
     TL_RUN(ctx, test_bad_files);

@@ -99,6 +99,9 @@ done
 if [ "$(wc -l <"$P/log.csv")" -eq 7 ]; then ok "log.csv has a row per step"; else bad "log.csv has a row per step" "$(wc -l <"$P/log.csv") lines"; fi
 if grep -q '<polyline' "$P/loss.svg" && grep -q '</svg>' "$P/loss.svg"; then ok "loss.svg is a plot"; else bad "loss.svg is a plot" "no polyline"; fi
 expect "mae_pretrain --resume" 0 "resumed from .*at step 6" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$P" --iters 9 --batch-size 32 --threads 1 --resume
+# resumed with no step left: the final loss is the one the checkpoint saved (log.csv's last row), not NaN
+last_loss=$(awk -F, 'END { printf "%.4f", $3 }' "$P/log.csv")
+expect "mae_pretrain --resume with no step left reports the checkpoint's loss" 0 "no step left to run \(resumed at step 9\), final loss $last_loss as saved then" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$P" --iters 9 --batch-size 32 --threads 1 --resume
 expect "mae_pretrain resume of another model" 1 "resume" "$B/mae_pretrain" --model custom --img-size 28 --patch-size 7 --embed-dim 64 --depth 2 --num-heads 2 --in-chans 1 "${TINY_DEC[@]}" --data-path "$TRAIN" --output-dir "$P" --iters 12 --batch-size 32 --resume
 expect "finetune from the MAE" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$P/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 4 --eval-resize 28 --output-dir "$T/ft" --threads 1
 expect "finetune refuses a train state" 1 "model.safetensors beside it" "$B/finetune" "${TINY[@]}" --finetune "$P/checkpoint.hvts" --data-path "$TRAIN" --output-dir "$T/ft2"
@@ -122,6 +125,9 @@ expect "model_best.safetensors loads" 0 "500 x 32 float32" "$B/extract_features"
 expect "finetune --resume keeps the best-so-far" 0 "resumed from .*at step 12, best-so-far kept" "${FT_EP[@]}" --output-dir "$E" --epochs 5 --resume
 got=$(best_of_log)
 if [ "${got%% *}" = 5 ] && [ "${got#* }" = "$(best_of_eval)" ]; then ok "after --resume, eval.txt's best is that of all 5 evaluations"; else bad "after --resume, the best of all evaluations" "log: $got, eval.txt: $(best_of_eval)"; fi
+last_loss=$(awk -F, 'END { printf "%.6f", $3 }' "$E/log.csv")
+expect "finetune --resume with no step left reports the checkpoint's loss" 0 "no step left to run \(resumed at step 20\), final loss $(awk -F, 'END { printf "%.4f", $3 }' "$E/log.csv") as saved then" "${FT_EP[@]}" --output-dir "$E" --epochs 5 --resume
+if grep -qx "final_loss $last_loss" "$E/eval.txt"; then ok "eval.txt's final_loss after a resume with no step left"; else bad "eval.txt's final_loss after a resume with no step left" "$(grep final_loss "$E/eval.txt"), log.csv: $last_loss"; fi
 out=$("${FT_EP[@]}" --output-dir "$T/ep2" --epochs 3 --eval-every 2 2>&1)
 n=$(grep -oE "validation at step [0-9]+" <<<"$out" | tr '\n' ' ')
 if [ "$n" = "validation at step 8 validation at step 12 " ]; then ok "finetune --eval-every 2 (and at the end)"; else bad "finetune --eval-every 2" "got: $n"; fi
@@ -170,7 +176,10 @@ rc=$?
 echo "$out" | tail -n 8
 echo "(quick demo: $((SECONDS - start)) s)"
 if [ "$rc" -eq 0 ]; then ok "quick demo exits 0"; else bad "quick demo exits 0" "exit $rc"; fi
-for f in results.md results.csv accuracy.svg pretrain_0.01/loss.svg pretrain_1/model.safetensors finetune_mae100pct_labels2pct/log.csv; do
+n=$(grep -c "best top-1 .* at step [0-9]*, kept in .*/model_best.safetensors" <<<"$out")
+if [ "$n" -eq 8 ]; then ok "quick demo says where each finetuning run kept its best"; else bad "quick demo says where it kept the best" "$n of 8 lines"; fi
+for f in results.md results.csv accuracy.svg pretrain_0.01/loss.svg pretrain_1/model.safetensors finetune_mae100pct_labels2pct/log.csv \
+    finetune_none_labels1pct/model_best.safetensors finetune_mae100pct_labels2pct/model_best.safetensors; do
     if [ -s "$D/$f" ]; then ok "quick demo wrote $f"; else bad "quick demo wrote $f" "missing"; fi
 done
 if [ -f "$D/results.csv" ]; then

@@ -410,6 +410,16 @@ static void test_errors(hv_ctx *ctx) {
     /* NULL propagates and the first error survives */
     hv_clear_error();
     CHECK(hv_exp(hv_matmul(a, b, 0, 0)) == NULL && strstr(hv_last_error(), "hv_matmul"), "first error kept: %s", hv_last_error());
+    hv_clear_error();
+    CHECK(hv_backward(hv_sum(hv_matmul(a, b, 0, 0), 0, NULL, 0)) == -1 && strstr(hv_last_error(), "hv_matmul: "),
+          "hv_backward keeps the failed op's error: %s", hv_last_error());
+    hv_clear_error();
+    CHECK(isnan(hv_item(hv_matmul(a, b, 0, 0))) && strstr(hv_last_error(), "hv_matmul: "), "hv_item keeps the failed op's error: %s",
+          hv_last_error());
+    hv_clear_error(); /* with no earlier error, the NULL itself is reported */
+    CHECK(hv_backward(NULL) == -1 && strstr(hv_last_error(), "hv_backward: loss is NULL"), "hv_backward(NULL): %s", hv_last_error());
+    hv_clear_error();
+    CHECK(isnan(hv_item(NULL)) && strstr(hv_last_error(), "hv_item: tensor is NULL"), "hv_item(NULL): %s", hv_last_error());
     hv_tensor_set_name(b, "weights");
     CHECK_ERROR(hv_matmul(a, b, 0, 0), "'weights'");
     hv_tensor_free(a);

@@ -134,6 +134,20 @@ static void test_idx_errors(hv_ctx *ctx) {
     }
 }
 
+/* one pass in order over ds (the evaluation transform at `size` pixels, no resize), as the
+   trainers' evaluation reads a data set */
+static hvd_loader *one_pass_loader(hv_ctx *ctx, hvd_dataset *ds, int size, int batch_size, int workers) {
+    hvd_loader_desc d;
+    memset(&d, 0, sizeof d);
+    d.dataset = ds;
+    d.transform = hvd_transform_eval(size);
+    d.transform.resize = 0;
+    d.batch_size = batch_size;
+    d.workers = workers;
+    d.epochs = 1;
+    return hvd_loader_new(ctx, &d);
+}
+
 static void write_pgm(const char *path, int w, int h, int seed) {
     char hdr[64];
     uint8_t px[64 * 64];
@@ -184,18 +198,9 @@ static void test_image_folder(hv_ctx *ctx) {
     write_bytes(p, "P5\n99 99\n255\nshort", 18);
     ds = hvd_dataset_folder(root);
     if (ds) {
-        hvd_loader_desc d;
-        hvd_loader *ld;
+        hvd_loader *ld = one_pass_loader(ctx, ds, 8, 2, 1);
         hv_tensor *x, *y;
         int r = 1, k;
-        memset(&d, 0, sizeof d);
-        d.dataset = ds;
-        d.transform = hvd_transform_eval(8);
-        d.transform.resize = 0;
-        d.batch_size = 2;
-        d.workers = 1;
-        d.epochs = 1;
-        ld = hvd_loader_new(ctx, &d);
         CHECK_NOTNULL(ld);
         for (k = 0; ld && k < 3 && r > 0; k++) r = hvd_loader_next(ld, &x, &y);
         CHECK(r == -1 && strstr(hvd_last_error(), "y.pgm"), "unreadable image error: r %d, %s", r, hvd_last_error());
@@ -351,18 +356,9 @@ static void test_loader_threads(hv_ctx *ctx) {
     free(c);
     /* evaluation order: no shuffle, short last batch, then 0 */
     {
-        hvd_loader_desc d;
-        hvd_loader *ld;
+        hvd_loader *ld = one_pass_loader(ctx, ds, 28, 300, 2);
         hv_tensor *x, *y;
         int n, last = 0, batches = 0;
-        memset(&d, 0, sizeof d);
-        d.dataset = ds;
-        d.transform = hvd_transform_eval(28);
-        d.transform.resize = 0;
-        d.batch_size = 300;
-        d.epochs = 1;
-        d.workers = 2;
-        ld = hvd_loader_new(ctx, &d);
         while (ld && (n = hvd_loader_next(ld, &x, &y)) > 0) {
             last = n;
             batches++;

@@ -2,6 +2,7 @@
    checkpoint loading into models, model ids, and the real-size ViT-S/14 parity (when torch is
    installed; skipped with a note otherwise). */
 #include "testlib.h"
+#include "tiny_vit.h"
 
 #define MODELS "tests/fixtures/models/"
 
@@ -26,28 +27,10 @@ static double err_vs(hv_tensor *got, hv_state_dict *ref, const char *name, doubl
     return e;
 }
 
-/* the tiny ViT of the fixtures: 28 px, patch 7, width 32, 4 heads */
-static hv_vit_desc tiny_vit_desc(int depth, int num_classes, int global_pool) {
-    hv_vit_desc d;
-    memset(&d, 0, sizeof d);
-    d.img_size = 28;
-    d.patch_size = 7;
-    d.embed_dim = 32;
-    d.depth = depth;
-    d.num_heads = 4;
-    d.num_classes = num_classes;
-    d.global_pool = global_pool;
-    return d;
-}
-
 static hv_mae_desc tiny_mae_desc(void) {
     hv_mae_desc d;
     memset(&d, 0, sizeof d);
-    d.encoder.img_size = 28;
-    d.encoder.patch_size = 7;
-    d.encoder.embed_dim = 32;
-    d.encoder.depth = 2;
-    d.encoder.num_heads = 4;
+    d.encoder = tiny_vit_desc(2, 0, 0);
     d.decoder_embed_dim = 16;
     d.decoder_depth = 1;
     d.decoder_num_heads = 2;
