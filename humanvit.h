@@ -11,7 +11,8 @@
 
    TABLE OF CONTENTS (search for the "==== N." banners)
        1. Usage, options, step by step (this comment)
-       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids),
+       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids,
+          Perceptual MAE discriminator and losses),
           training (optimizers, schedules, clipping, train state), images and .npy,
           checkpoints (state dicts, safetensors, .pth, loading into models), errors
        3. Implementation: errors, allocator and arena
@@ -21,7 +22,7 @@
        7. Implementation: CPU backend (scalar reference kernels, then SIMD: the GEMM and the fast
           kernels of the other ops, "CPU BACKEND: fast kernels")
        7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
-       8. Implementation: layers and models (transformer block, ViT, MAE, model ids)
+       8. Implementation: layers and models (transformer block, ViT, MAE, model ids, Perceptual MAE)
        9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
       10. Implementation: optimizers, schedules, training state
       11. Implementation: images (PNG, JPEG, PPM decoding, PIL-compatible resize, .npy)
