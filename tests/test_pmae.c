@@ -387,6 +387,61 @@ done:
     hv_state_dict_free(io);
 }
 
+/* a generator + discriminator step pair, as pmae_train runs it, allocates nothing once warm */
+static int pmae_step_pair(hv_ctx *ctx, hv_mae *mae, hv_disc *d, hv_disc *copy, hv_optim *og, hv_optim *od, hv_tensor *x) {
+    hv_tensor *pred = NULL, *loss;
+    int prev, rc = 0;
+    hv_disc_set_trainable(d, 0);
+    hv_mae_forward(mae, x, NULL, &pred, NULL);
+    loss = hv_pmae_generator_loss(d, copy, hv_unpatchify(pred, 32, 3), x, NULL, NULL);
+    hv_optim_zero_grad(og);
+    rc |= hv_backward(loss) | hv_optim_step(og);
+    hv_step_end(ctx);
+    hv_disc_set_trainable(d, 1);
+    prev = hv_set_grad_enabled(ctx, 0);
+    hv_mae_forward(mae, x, NULL, &pred, NULL);
+    hv_set_grad_enabled(ctx, prev);
+    loss = hv_pmae_disc_loss(d, hv_unpatchify(pred, 32, 3), x);
+    hv_optim_zero_grad(od);
+    rc |= hv_backward(loss) | hv_optim_step(od);
+    hv_step_end(ctx);
+    return rc;
+}
+static void test_step_pair_allocates_nothing(hv_ctx *ctx) {
+    hv_mae_desc md;
+    hv_mae *mae;
+    hv_disc *d = hv_disc_new(ctx, &(hv_disc_desc){.ndf = NDF}), *copy = hv_disc_new(ctx, &(hv_disc_desc){.ndf = NDF});
+    hv_optim *og, *od;
+    hv_tensor *x = pmae_images(ctx, 2, 1, 1.0f, 0.0f);
+    uint64_t before;
+    int i;
+    memset(&md, 0, sizeof md);
+    md.encoder.img_size = 224;
+    md.encoder.patch_size = 32;
+    md.encoder.embed_dim = 32;
+    md.encoder.depth = 1;
+    md.encoder.num_heads = 2;
+    md.decoder_embed_dim = 16;
+    md.decoder_depth = 1;
+    md.decoder_num_heads = 2;
+    mae = hv_mae_new(ctx, &md);
+    CHECK_NOTNULL(mae);
+    if (!mae || !d || !copy) return;
+    hv_disc_set_trainable(copy, 0);
+    og = hv_optim_new(ctx, hv_mae_params(mae), &(hv_optim_desc){.type = HV_OPTIM_ADAM, .lr = 1.5e-4f, .beta2 = 0.95f});
+    od = hv_optim_new(ctx, hv_disc_params(d), &(hv_optim_desc){.type = HV_OPTIM_ADAM, .lr = 1.5e-4f, .beta2 = 0.95f});
+    for (i = 0; i < 3; i++) CHECK(pmae_step_pair(ctx, mae, d, copy, og, od, x) == 0, "warm-up step: %s", hv_last_error());
+    before = hv_alloc_count();
+    CHECK(hv_disc_copy(copy, d) == 0 && pmae_step_pair(ctx, mae, d, copy, og, od, x) == 0, "step: %s", hv_last_error());
+    CHECK(hv_alloc_count() == before, "a warm step pair allocated %llu times", (unsigned long long)(hv_alloc_count() - before));
+    hv_optim_free(og);
+    hv_optim_free(od);
+    hv_mae_free(mae);
+    hv_disc_free(d);
+    hv_disc_free(copy);
+    hv_tensor_free(x);
+}
+
 int main(void) {
     hv_ctx *ctx = hv_init(NULL);
     TL_RUN(ctx, test_disc_layout_and_errors);
@@ -395,6 +450,7 @@ int main(void) {
     TL_RUN(ctx, test_generator_loss_matches_pytorch);
     TL_RUN(ctx, test_disc_step_matches_pytorch);
     TL_RUN(ctx, test_loss_terms);
+    TL_RUN(ctx, test_step_pair_allocates_nothing);
     hv_shutdown(ctx);
     TL_DONE();
 }
