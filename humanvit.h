@@ -11,7 +11,8 @@
 
    TABLE OF CONTENTS (search for the "==== N." banners)
        1. Usage, options, step by step (this comment)
-       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids),
+       2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids,
+          Perceptual MAE discriminator and losses),
           training (optimizers, schedules, clipping, train state), images and .npy,
           checkpoints (state dicts, safetensors, .pth, loading into models), errors
        3. Implementation: errors, allocator and arena
@@ -21,7 +22,7 @@
        7. Implementation: CPU backend (scalar reference kernels, then SIMD: the GEMM and the fast
           kernels of the other ops, "CPU BACKEND: fast kernels")
        7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
-       8. Implementation: layers and models (transformer block, ViT, MAE, model ids)
+       8. Implementation: layers and models (transformer block, ViT, MAE, model ids, Perceptual MAE)
        9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
       10. Implementation: optimizers, schedules, training state
       11. Implementation: images (PNG, JPEG, PPM decoding, PIL-compatible resize, .npy)
@@ -475,6 +476,84 @@ HVDEF hv_tensor *hv_mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noise
 /* images (B, C, H, W) -> (B, L, p*p*C) with patch vectors in (row, column, channel) order, and back */
 HVDEF hv_tensor *hv_patchify(hv_tensor *images, int patch);
 HVDEF hv_tensor *hv_unpatchify(hv_tensor *patches, int patch, int channels);
+
+/* HV-SECTION api-pmae BEGIN */
+/* ---- Perceptual MAE (PMAE, LS-GAN variant): discriminator and losses ----------------------------
+   The generator is the MAE above (hv_mae, ViT-B/16 in upstream's config); these are the pieces the
+   GAN adds (tractableai/perceptual-mae: Discriminator, LSGAN, GANPerceptualLoss). A training
+   step pair, as upstream's Lightning loop runs it (each step its own forward and random mask):
+
+       hv_disc_set_trainable(disc, 0);                 // G step: D frozen (Lightning toggles it)
+       hv_mae_forward(mae, images, NULL, &pred, NULL);
+       hv_tensor *fake = hv_unpatchify(pred, 16, 3);   // (B, 3, 224, 224)
+       hv_tensor *g = hv_pmae_generator_loss(disc, copy, fake, images, NULL, NULL);
+       hv_optim_zero_grad(opt_g); hv_backward(g); hv_optim_step(opt_g); hv_step_end(ctx);
+       hv_disc_set_trainable(disc, 1);                 // D step; the generator records nothing:
+       hv_set_grad_enabled(ctx, 0); hv_mae_forward(mae, images, NULL, &pred, NULL); hv_set_grad_enabled(ctx, 1);
+       hv_tensor *d = hv_pmae_disc_loss(disc, hv_unpatchify(pred, 16, 3), images);
+       hv_optim_zero_grad(opt_d); hv_backward(d); hv_optim_step(opt_d); hv_step_end(ctx);
+   copy is a second hv_disc, frozen (hv_disc_set_trainable(copy, 0)) and refreshed with
+   hv_disc_copy(copy, disc) before every step of the epochs divisible by 5, as upstream. */
+
+/* the single-scale discriminator: convs without bias, LeakyReLU 0.2, BatchNorm2d (eps 1e-5,
+   momentum 0.1) after conv2..conv5: 7x7 s2 p1 -> ndf (110), 5x5 s2 p1 -> 2 ndf (54),
+   5x5 s2 p0 -> 4 ndf (25), 3x3 s2 p0 -> 8 ndf (12), 3x3 s2 p1 -> 8 ndf (6), 3x3 s1 p0 -> 1 (4x4),
+   flattened to 16 -> Linear(16, 1) -> sigmoid. Inputs must be 224x224 (the Linear takes 4x4).
+   Parameters are named as upstream's state dict: conv1.0.weight, conv2.0.weight,
+   conv2.1.{weight,bias,running_mean,running_var,num_batches_tracked}, ..., conv6.weight,
+   final_layer.{weight,bias}; PyTorch's default initialisation. */
+typedef struct hv_disc_desc {
+    int ndf;            /* [64] channels of conv1; conv2..conv5 have 2, 4, 8, 8 times that */
+    int in_chans;       /* [3] */
+    const char *prefix; /* [""] put before every name: "discriminator." matches the keys of an
+                           upstream Lightning .ckpt (hv_params_load_file(.., "state_dict", ..)) */
+} hv_disc_desc;
+typedef struct hv_disc hv_disc;
+HVDEF hv_disc *hv_disc_new(hv_ctx *ctx, const hv_disc_desc *desc);
+HVDEF void hv_disc_free(hv_disc *disc);
+HVDEF hv_disc_desc hv_disc_config(const hv_disc *disc); /* resolved; prefix points into disc */
+HVDEF const hv_param_list *hv_disc_params(hv_disc *disc);
+/* images (B, C, 224, 224) -> probabilities (B). training: BatchNorm uses batch statistics and
+   updates the running ones (else it uses the running ones) */
+HVDEF hv_tensor *hv_disc_forward(hv_disc *disc, hv_tensor *images, int training);
+/* the outputs of conv1..conv4 (after their activations), the perceptual loss's features:
+   (B, ndf, 110, 110), (B, 2 ndf, 54, 54), (B, 4 ndf, 25, 25), (B, 8 ndf, 12, 12). 0 or -1 */
+HVDEF int hv_disc_features(hv_disc *disc, hv_tensor *images, int training, hv_tensor *feats[4]);
+/* every tensor of src (weights and BatchNorm statistics) into dst of the same sizes. 0 or -1 */
+HVDEF int hv_disc_copy(hv_disc *dst, const hv_disc *src);
+/* turns gradients of the learnable tensors on or off (the statistics are never trainable); an
+   optimizer made while they were trainable skips them while they are not */
+HVDEF void hv_disc_set_trainable(hv_disc *disc, int trainable);
+
+/* least-squares GAN on probabilities (B), means before squaring (upstream's LSGAN):
+   d_loss = 0.5 ((mean p_real - 1)^2 + (mean p_fake)^2), g_loss = 0.5 (mean p_fake - 1)^2 */
+HVDEF hv_tensor *hv_lsgan_d_loss(hv_tensor *p_real, hv_tensor *p_fake);
+HVDEF hv_tensor *hv_lsgan_g_loss(hv_tensor *p_fake);
+/* style features: (B, C, H, W) -> (B, C, C) = F F^T / (C H W) with F the (B, C, H*W) view */
+HVDEF hv_tensor *hv_gram_matrix(hv_tensor *feat);
+
+/* weights of gan_perceptual; zero fields take the defaults in brackets, a negative one turns
+   its term off */
+typedef struct hv_pmae_loss_desc {
+    float l1;    /* [1.0]  the perceptual-loss L1, added to the GAN loss's own L1 (upstream counts it twice) */
+    float perc;  /* [0.05] sum over conv1..conv4 of L1(features) */
+    float style; /* [40]   sum over conv1..conv4 of L1(Gram matrices) */
+    float gan;   /* [0.7]  the LSGAN generator term */
+} hv_pmae_loss_desc;
+/* the unweighted terms of a generator loss (arena tensors, one element each) */
+typedef struct hv_pmae_loss_parts {
+    hv_tensor *l1, *gan, *perc, *style;
+} hv_pmae_loss_parts;
+/* generator loss of a reconstruction fake (B, C, 224, 224) of images:
+   L1 + gan G_adv(disc(fake)) + l1 L1 + perc perc + style style, with disc and the feature
+   extractor copy both in training mode (batch statistics, as upstream). Freeze disc first
+   (hv_disc_set_trainable(disc, 0)) or its gradients collect too. desc and parts may be NULL. */
+HVDEF hv_tensor *hv_pmae_generator_loss(hv_disc *disc, hv_disc *copy, hv_tensor *fake, hv_tensor *images,
+                                        const hv_pmae_loss_desc *desc, hv_pmae_loss_parts *parts);
+/* discriminator loss: hv_lsgan_d_loss(disc(images), disc(fake)) in training mode, real first;
+   fake is detached (no gradient reaches the generator) */
+HVDEF hv_tensor *hv_pmae_disc_loss(hv_disc *disc, hv_tensor *fake, hv_tensor *images);
+/* HV-SECTION api-pmae END */
 
 /* HV-SECTION api-train BEGIN */
 /* ---- training: optimizers, parameter groups, LR schedules, clipping, train state ------------ */
@@ -11644,6 +11723,280 @@ static hv_tensor *hv__mae_forward(hv_mae *mae, hv_tensor *images, hv_tensor *noi
     if (mask_out) *mask_out = mask;
     return loss;
 }
+
+/* HV-SECTION pmae BEGIN */
+/* ---- Perceptual MAE: the single-scale discriminator ----------------------------------------- */
+
+#define HV__DISC_CONVS 6
+/* conv i: kernel, stride, padding, output channels as a multiple of ndf (0: one channel) */
+static const struct {
+    int k, s, p, mult;
+} hv__disc_layers[HV__DISC_CONVS] = {{7, 2, 1, 1}, {5, 2, 1, 2}, {5, 2, 0, 4}, {3, 2, 0, 8}, {3, 2, 1, 8}, {3, 1, 0, 0}};
+#define HV__DISC_IMG 224 /* the only input size whose conv6 map is the 4x4 that final_layer takes */
+
+struct hv_disc {
+    hv_ctx *ctx;
+    hv_disc_desc d;
+    char prefix[64];
+    hv__plist params;
+    hv_tensor *conv_w[HV__DISC_CONVS];
+    /* BatchNorm of conv2..conv5 (index 1..4; index 0 and 5 unused) */
+    hv_tensor *bn_w[HV__DISC_CONVS], *bn_b[HV__DISC_CONVS], *bn_mean[HV__DISC_CONVS], *bn_var[HV__DISC_CONVS],
+        *bn_count[HV__DISC_CONVS];
+    hv__linear final; /* final_layer: Linear(16, 1) */
+};
+static int hv__disc_has_bn(int i) { return i >= 1 && i <= 4; }
+
+/* U(-bound, bound) from the context's stream: PyTorch's default Conv2d/Linear initialisation
+   (kaiming_uniform with a = sqrt(5)) is bound = 1/sqrt(fan_in), for weights and biases alike */
+static int hv__uniform_fill(hv_tensor *t, float bound) {
+    float *p = (float *)hv__host_begin(t, 0);
+    int64_t i, n = hv_numel(t);
+    if (!p) return -1;
+    for (i = 0; i < n; i++) p[i] = bound * (2.0f * hv_rng_uniform(t->ctx) - 1.0f);
+    return hv__host_end(t, p, 1);
+}
+
+static void hv__disc_release(hv_disc *m) {
+    int i;
+    for (i = 0; i < m->params.count; i++) hv_tensor_free(m->params.tensors[i]);
+    hv__plist_free(&m->params);
+}
+HVDEF hv_disc *hv_disc_new(hv_ctx *ctx, const hv_disc_desc *desc) {
+    hv_disc *m;
+    int i;
+    int64_t cin, s[4];
+    char name[64];
+    if (!ctx) return (hv_disc *)hv__fail("hv_disc_new", "ctx is NULL");
+    m = (hv_disc *)hv__malloc(sizeof *m);
+    if (!m) return (hv_disc *)hv__fail("hv_disc_new", "out of memory");
+    memset(m, 0, sizeof *m);
+    if (desc) m->d = *desc;
+    if (!m->d.ndf) m->d.ndf = 64;
+    if (!m->d.in_chans) m->d.in_chans = 3;
+    if (m->d.ndf < 0 || m->d.in_chans < 0 || (m->d.prefix && strlen(m->d.prefix) >= sizeof m->prefix)) {
+        hv__fail("hv_disc_new", "bad settings: ndf %d, in_chans %d, prefix of %d characters (at most %d)", m->d.ndf, m->d.in_chans,
+                 m->d.prefix ? (int)strlen(m->d.prefix) : 0, (int)sizeof m->prefix - 1);
+        hv__free(m);
+        return NULL;
+    }
+    if (m->d.prefix) strcpy(m->prefix, m->d.prefix);
+    m->d.prefix = m->prefix;
+    m->ctx = ctx;
+    cin = m->d.in_chans;
+    for (i = 0; i < HV__DISC_CONVS; i++) {
+        int64_t cout = hv__disc_layers[i].mult ? (int64_t)hv__disc_layers[i].mult * m->d.ndf : 1;
+        s[0] = cout;
+        s[1] = cin;
+        s[2] = s[3] = hv__disc_layers[i].k;
+        /* conv1..conv5 are Sequential(conv, [bn], act): the conv is ".0", the BatchNorm ".1" */
+        snprintf(name, sizeof name, i + 1 < HV__DISC_CONVS ? "conv%d.0.weight" : "conv%d.weight", i + 1);
+        if (!(m->conv_w[i] = hv__param(&m->params, ctx, m->prefix, name, 4, s, 1))) goto fail;
+        if (hv__uniform_fill(m->conv_w[i], 1.0f / sqrtf((float)(cin * s[2] * s[3])))) goto fail;
+        if (hv__disc_has_bn(i)) {
+            snprintf(name, sizeof name, "conv%d.1.weight", i + 1);
+            if (!(m->bn_w[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 1))) goto fail;
+            snprintf(name, sizeof name, "conv%d.1.bias", i + 1);
+            if (!(m->bn_b[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 1))) goto fail;
+            snprintf(name, sizeof name, "conv%d.1.running_mean", i + 1);
+            if (!(m->bn_mean[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 0))) goto fail;
+            snprintf(name, sizeof name, "conv%d.1.running_var", i + 1);
+            if (!(m->bn_var[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 0))) goto fail;
+            snprintf(name, sizeof name, "conv%d.1.num_batches_tracked", i + 1);
+            /* a 0-dim int64 in PyTorch; an i32 scalar here (same 4 zeroed bytes) */
+            if (!(m->bn_count[i] = hv__param(&m->params, ctx, m->prefix, name, 0, NULL, 0))) goto fail;
+            m->bn_count[i]->dtype = HV_I32;
+            if (hv_tensor_fill(m->bn_w[i], 1.0f) || hv_tensor_fill(m->bn_var[i], 1.0f)) goto fail;
+        }
+        cin = cout;
+    }
+    if (!(m->final.w = hv__param2(&m->params, ctx, m->prefix, "final_layer.weight", 1, 16))) goto fail;
+    if (!(m->final.b = hv__param1(&m->params, ctx, m->prefix, "final_layer.bias", 1, 1))) goto fail;
+    if (hv__uniform_fill(m->final.w, 0.25f) || hv__uniform_fill(m->final.b, 0.25f)) goto fail; /* 1/sqrt(16) */
+    return m;
+fail:
+    hv__disc_release(m);
+    hv__free(m);
+    return NULL;
+}
+HVDEF void hv_disc_free(hv_disc *disc) {
+    if (!disc) return;
+    hv__disc_release(disc);
+    hv__free(disc);
+}
+HVDEF hv_disc_desc hv_disc_config(const hv_disc *disc) { return disc->d; }
+HVDEF const hv_param_list *hv_disc_params(hv_disc *disc) { return disc ? &disc->params.pub : NULL; }
+HVDEF void hv_disc_set_trainable(hv_disc *disc, int trainable) {
+    int i;
+    if (!disc) return;
+    for (i = 0; i < disc->params.count; i++)
+        if (disc->params.tensors[i]->dtype == HV_F32 && strstr(disc->params.names[i], "running_") == NULL)
+            hv_set_trainable(disc->params.tensors[i], trainable);
+}
+HVDEF int hv_disc_copy(hv_disc *dst, const hv_disc *src) {
+    int i;
+    if (!dst || !src) return hv__fail("hv_disc_copy", "dst or src is NULL"), -1;
+    if (dst->d.ndf != src->d.ndf || dst->d.in_chans != src->d.in_chans)
+        return hv__fail("hv_disc_copy", "src has ndf %d, in_chans %d; dst ndf %d, in_chans %d", src->d.ndf, src->d.in_chans, dst->d.ndf,
+                        dst->d.in_chans),
+               -1;
+    for (i = 0; i < src->params.count; i++)
+        if (hv_tensor_assign(dst->params.tensors[i], src->params.tensors[i])) return -1;
+    return 0;
+}
+
+static int hv__disc_check_images(const hv_disc *m, const hv_tensor *images, const char *op) {
+    if (images->ndim != 4 || images->shape[1] != m->d.in_chans || images->shape[2] != HV__DISC_IMG || images->shape[3] != HV__DISC_IMG) {
+        hv__fail(op, "%s must be (B, %d, %d, %d): the discriminator's final_layer takes the 4x4 map of 224x224 inputs",
+                 hv__desc("images", images), m->d.in_chans, HV__DISC_IMG, HV__DISC_IMG);
+        return -1;
+    }
+    return 0;
+}
+/* conv i, then its BatchNorm (conv2..conv5) and LeakyReLU 0.2 (all but conv6) */
+static hv_tensor *hv__disc_layer(hv_disc *m, int i, hv_tensor *x, int training) {
+    hv_conv2d_desc cd;
+    memset(&cd, 0, sizeof cd);
+    cd.stride_h = cd.stride_w = hv__disc_layers[i].s;
+    cd.pad_h = cd.pad_w = hv__disc_layers[i].p;
+    x = hv_conv2d(x, m->conv_w[i], NULL, &cd);
+    if (hv__disc_has_bn(i)) {
+        x = hv_batch_norm(x, m->bn_w[i], m->bn_b[i], m->bn_mean[i], m->bn_var[i], training, 0.1f, 1e-5f);
+        if (x && training) { /* num_batches_tracked += 1 where it lives (no wait on a device) */
+            hv_ctx *ctx = m->bn_count[i]->ctx;
+            ctx->be->add_i32(ctx, m->bn_count[i], 1);
+            if (ctx->kernel_failed) return ctx->kernel_failed = 0, (hv_tensor *)NULL;
+        }
+    }
+    return i + 1 < HV__DISC_CONVS ? hv_leaky_relu(x, 0.2f) : x;
+}
+static hv_tensor *hv__disc_forward(hv_disc *m, hv_tensor *images, int training, const char *op) {
+    hv_tensor *x = images;
+    int64_t s[2];
+    int i;
+    HV__CHECK_IN(images);
+    if (hv__disc_check_images(m, images, op)) return NULL;
+    for (i = 0; i < HV__DISC_CONVS; i++) x = hv__disc_layer(m, i, x, training);
+    s[0] = images->shape[0];
+    s[1] = 16;
+    x = hv_sigmoid(hv__linear_fwd(&m->final, hv_reshape(x, hv_shape_of(2, s)))); /* (B, 1) */
+    return hv_reshape(x, hv_shape_of(1, s));
+}
+/* conv1..conv4 outputs into feats (internal tensors unless the caller marks them) */
+static int hv__disc_features(hv_disc *m, hv_tensor *images, int training, hv_tensor *feats[4], const char *op) {
+    hv_tensor *x = images;
+    int i;
+    if (!images) return -1;
+    if (hv__disc_check_images(m, images, op)) return -1;
+    for (i = 0; i < 4; i++) {
+        x = feats[i] = hv__disc_layer(m, i, x, training);
+        if (!x) return -1;
+    }
+    return 0;
+}
+HVDEF hv_tensor *hv_disc_forward(hv_disc *disc, hv_tensor *images, int training) {
+    if (!disc) return (hv_tensor *)hv__fail("hv_disc_forward", "disc is NULL");
+    hv__model_enter(disc->ctx);
+    return hv__model_leave(disc->ctx, hv__disc_forward(disc, images, training, "hv_disc_forward"));
+}
+HVDEF int hv_disc_features(hv_disc *disc, hv_tensor *images, int training, hv_tensor *feats[4]) {
+    int i, rc;
+    if (!disc || !feats) return hv__fail("hv_disc_features", "disc or feats is NULL"), -1;
+    for (i = 0; i < 4; i++) feats[i] = NULL;
+    hv__model_enter(disc->ctx);
+    rc = hv__disc_features(disc, images, training, feats, "hv_disc_features");
+    for (i = 0; i < 4; i++)
+        if (feats[i]) feats[i]->internal = 0; /* handed to the caller: kept until hv_step_end */
+    hv__model_leave(disc->ctx, NULL);
+    return rc;
+}
+
+/* ---- Perceptual MAE: losses ------------------------------------------------------------------ */
+
+/* (mean p - target)^2 as a one-element tensor */
+static hv_tensor *hv__mean_sq_dev(hv_tensor *p, float target) {
+    hv_tensor *d = hv_add_scalar(hv_mean(p, 0, NULL, 0), -target);
+    return hv_mul(d, d);
+}
+HVDEF hv_tensor *hv_lsgan_d_loss(hv_tensor *p_real, hv_tensor *p_fake) {
+    return hv_scale(hv_add(hv__mean_sq_dev(p_real, 1.0f), hv__mean_sq_dev(p_fake, 0.0f)), 0.5f);
+}
+HVDEF hv_tensor *hv_lsgan_g_loss(hv_tensor *p_fake) { return hv_scale(hv__mean_sq_dev(p_fake, 1.0f), 0.5f); }
+HVDEF hv_tensor *hv_gram_matrix(hv_tensor *feat) {
+    int64_t s[3];
+    HV__CHECK_IN(feat);
+    if (feat->ndim != 4) return (hv_tensor *)hv__fail("hv_gram_matrix", "%s must be (B, C, H, W)", hv__desc("feat", feat));
+    s[0] = feat->shape[0];
+    s[1] = feat->shape[1];
+    s[2] = feat->shape[2] * feat->shape[3];
+    feat = hv_reshape(hv_contiguous(feat), hv_shape_of(3, s)); /* (B, C, HW) */
+    return hv_scale(hv_matmul(feat, feat, 0, 1), (float)(1.0 / ((double)s[1] * (double)s[2])));
+}
+static float hv__loss_weight(float w, float dflt) { return w == 0 ? dflt : w < 0 ? 0.0f : w; }
+/* w * x, or nothing (NULL stays the sum's identity) when the weight is 0 */
+static hv_tensor *hv__add_weighted(hv_tensor *sum, hv_tensor *x, float w) {
+    if (w == 0) return sum;
+    x = w == 1 ? x : hv_scale(x, w);
+    return sum ? hv_add(sum, x) : x;
+}
+static hv_tensor *hv__pmae_generator_loss(hv_disc *disc, hv_disc *copy, hv_tensor *fake, hv_tensor *images, const hv_pmae_loss_desc *desc,
+                                          hv_pmae_loss_parts *parts) {
+    const char *op = "hv_pmae_generator_loss";
+    hv_tensor *ff[4], *fi[4], *l1, *adv, *perc = NULL, *style = NULL, *total;
+    float w_l1 = hv__loss_weight(desc ? desc->l1 : 0, 1.0f), w_perc = hv__loss_weight(desc ? desc->perc : 0, 0.05f);
+    float w_style = hv__loss_weight(desc ? desc->style : 0, 40.0f), w_gan = hv__loss_weight(desc ? desc->gan : 0, 0.7f);
+    int i;
+    HV__CHECK_IN(fake);
+    HV__CHECK_IN(images);
+    for (i = 0; i < 4; i++)
+        if (fake->ndim != 4 || images->ndim != 4 || fake->shape[i] != images->shape[i])
+            return (hv_tensor *)hv__fail(op, "%s and %s must have one (B, C, 224, 224) shape", hv__desc("fake", fake),
+                                         hv__desc("images", images));
+    if (copy->d.ndf != disc->d.ndf || copy->d.in_chans != disc->d.in_chans)
+        return (hv_tensor *)hv__fail(op, "copy (ndf %d) and disc (ndf %d) differ", copy->d.ndf, disc->d.ndf);
+    l1 = hv_l1_loss(fake, images);
+    adv = hv_lsgan_g_loss(hv__disc_forward(disc, fake, 1, op));
+    if (hv__disc_features(copy, fake, 1, ff, op) || hv__disc_features(copy, images, 1, fi, op)) return NULL;
+    for (i = 0; i < 4; i++) {
+        hv_tensor *p = hv_l1_loss(ff[i], fi[i]), *s = hv_l1_loss(hv_gram_matrix(ff[i]), hv_gram_matrix(fi[i]));
+        perc = perc ? hv_add(perc, p) : p;
+        style = style ? hv_add(style, s) : s;
+    }
+    total = hv__add_weighted(hv__add_weighted(hv__add_weighted(hv__add_weighted(l1, adv, w_gan), l1, w_l1), perc, w_perc), style, w_style);
+    if (!total) return NULL;
+    if (parts) {
+        parts->l1 = l1;
+        parts->gan = adv;
+        parts->perc = perc;
+        parts->style = style;
+    }
+    return total;
+}
+HVDEF hv_tensor *hv_pmae_generator_loss(hv_disc *disc, hv_disc *copy, hv_tensor *fake, hv_tensor *images, const hv_pmae_loss_desc *desc,
+                                        hv_pmae_loss_parts *parts) {
+    hv_pmae_loss_parts local;
+    hv_tensor *loss;
+    if (!disc || !copy) return (hv_tensor *)hv__fail("hv_pmae_generator_loss", "disc or copy is NULL");
+    if (!parts) parts = &local;
+    memset(parts, 0, sizeof *parts);
+    hv__model_enter(disc->ctx);
+    loss = hv__pmae_generator_loss(disc, copy, fake, images, desc, parts);
+    if (loss) { /* the terms are the caller's too (logging) */
+        parts->l1->internal = parts->gan->internal = parts->perc->internal = parts->style->internal = 0;
+    } else {
+        memset(parts, 0, sizeof *parts);
+    }
+    return hv__model_leave(disc->ctx, loss);
+}
+HVDEF hv_tensor *hv_pmae_disc_loss(hv_disc *disc, hv_tensor *fake, hv_tensor *images) {
+    hv_tensor *real_p, *loss;
+    if (!disc) return (hv_tensor *)hv__fail("hv_pmae_disc_loss", "disc is NULL");
+    hv__model_enter(disc->ctx);
+    real_p = hv__disc_forward(disc, images, 1, "hv_pmae_disc_loss");
+    loss = real_p ? hv_lsgan_d_loss(real_p, hv__disc_forward(disc, hv_detach(fake), 1, "hv_pmae_disc_loss")) : NULL;
+    return hv__model_leave(disc->ctx, loss);
+}
+/* HV-SECTION pmae END */
 
 /* ==== 9. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */

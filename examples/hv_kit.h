@@ -1,7 +1,8 @@
 /* hv_kit.h - the training toolkit shared by the trainers in examples/ and the demo: command-line
    flags, progress lines, CSV logs, SVG plots, checkpoints, and the recipes themselves (MAE
-   pretraining, finetuning / linear probe, evaluation, feature extraction) as functions, so that
-   mae_pretrain, finetune, extract_features and the demo run the very same loops.
+   pretraining, finetuning / linear probe, evaluation, feature extraction, Perceptual MAE) as
+   functions, so that mae_pretrain, finetune, extract_features, pmae_train and the demo run the
+   very same loops.
 
    DO THIS in *one* C file, after humanvit.h and hv_data.h (with its implementation):
 
@@ -214,6 +215,24 @@ float *hvk_features(hv_ctx *ctx, hv_vit *vit, hvd_dataset *ds, const hvd_transfo
    trunk at every step (no augmentation) */
 int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, int64_t n, const float *test_feat,
                        const int32_t *test_labels, int64_t nt, int dim, int classes, int epochs, const hvk_run *run, hvk_result *res);
+
+/* Perceptual MAE (LS-GAN variant) on `data` with `tf` (224x224 images: the discriminator takes
+   no other size): per batch a generator step (disc frozen, hv_pmae_generator_loss) then a
+   discriminator step (hv_pmae_disc_loss), each with its own MAE forward and random mask; Adam
+   for each (run->lr, betas, no weight decay); the generator's lr times gamma every lr_step epochs
+   (StepLR per epoch); copy refreshed from disc before every step of the epochs divisible by
+   copy_every. Files: checkpoint.hvts + model.safetensors (the generator, as MAE pretraining
+   writes them), discriminator.hvts (disc and its Adam), discriminator_copy.safetensors; log.csv
+   has the generator loss, then d_loss and the unweighted terms l1, gan, perc, style. */
+typedef struct hvk_pmae_opts {
+    int copy_every;            /* [5] epochs */
+    int lr_step;               /* [30] epochs */
+    double lr_gamma;           /* [0.9] */
+    int64_t steps_per_epoch;   /* batches per epoch (required) */
+    hv_pmae_loss_desc weights; /* zeros: gan_perceptual's 1, 0.05, 40, 0.7 */
+} hvk_pmae_opts;
+int hvk_pmae_train(hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hvd_dataset *data, const hvd_transform *tf,
+                   const hvk_pmae_opts *po, const hvk_run *run, hvk_result *res);
 
 #ifdef __cplusplus
 }
@@ -1385,6 +1404,202 @@ done:
     hv_tensor_free(rv);
     hv_tensor_free(xb);
     hv_tensor_free(yb);
+    return rc;
+}
+
+/* ---- Perceptual MAE (LS-GAN): alternating generator and discriminator steps ----------------- */
+
+static hv_optim *hvk__adam(hv_ctx *ctx, const hv_param_list *params, const hvk_run *run) {
+    hv_optim_desc od;
+    memset(&od, 0, sizeof od);
+    od.type = HV_OPTIM_ADAM; /* upstream's configure_optimizers: torch.optim.Adam, no decay */
+    od.lr = (float)run->lr;
+    od.beta1 = (float)(run->beta1 ? run->beta1 : 0.9);
+    od.beta2 = (float)(run->beta2 ? run->beta2 : 0.999);
+    od.eps = (float)(run->eps ? run->eps : 1e-8);
+    return hv_optim_new(ctx, params, &od);
+}
+/* discriminator files first, the generator's checkpoint.hvts last: a resume checks the steps agree */
+static int hvk__pmae_save(const char *dir, hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hv_optim *opt_g, hv_optim *opt_d,
+                          int64_t step) {
+    char path[1100];
+    hv_train_info info;
+    memset(&info, 0, sizeof info);
+    info.step = step;
+    info.user[0] = step;
+    snprintf(path, sizeof path, "%s/discriminator.hvts", dir);
+    if (hv_train_state_save(path, ctx, hv_disc_params(disc), opt_d, &info)) return hvk__fail("%s", hv_last_error());
+    snprintf(path, sizeof path, "%s/discriminator_copy.safetensors", dir);
+    if (hvk_save_weights(path, ctx, hv_disc_params(copy))) return -1;
+    return hvk_save_run(dir, ctx, hv_mae_params(mae), opt_g, step, NULL);
+}
+static int hvk__pmae_resume(const char *dir, hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hv_optim *opt_g, hv_optim *opt_d,
+                            int64_t *step) {
+    char path[1100];
+    hv_train_info gi, di;
+    FILE *f;
+    snprintf(path, sizeof path, "%s/checkpoint.hvts", dir);
+    if (!(f = fopen(path, "rb"))) return 0; /* nothing to resume */
+    fclose(f);
+    if (hv_train_state_load(path, ctx, hv_mae_params(mae), opt_g, &gi)) return hvk__fail("--resume: %s", hv_last_error());
+    snprintf(path, sizeof path, "%s/discriminator.hvts", dir);
+    if (hv_train_state_load(path, ctx, hv_disc_params(disc), opt_d, &di)) return hvk__fail("--resume: %s", hv_last_error());
+    if (di.step != gi.step)
+        return hvk__fail("--resume: %s is from step %lld but checkpoint.hvts from step %lld (a save was cut short)", path, (long long)di.step,
+                         (long long)gi.step);
+    snprintf(path, sizeof path, "%s/discriminator_copy.safetensors", dir);
+    if (hv_params_load_file(hv_disc_params(copy), path, NULL, NULL)) return hvk__fail("--resume: %s", hv_last_error());
+    *step = gi.step;
+    return 1;
+}
+int hvk_pmae_train(hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hvd_dataset *data, const hvd_transform *tf,
+                   const hvk_pmae_opts *po, const hvk_run *run, hvk_result *res) {
+    const hv_param_list *gp = hv_mae_params(mae), *dp = hv_disc_params(disc);
+    hvd_loader_desc ld;
+    hvd_loader *loader = NULL;
+    hv_optim *opt_g = NULL, *opt_d = NULL;
+    hvk__log lg;
+    const char *dir = run->output_dir;
+    int64_t step = 0, start;
+    int img, patch, chans, dim, depth, rc = 0, print_freq = run->quiet ? 0 : (run->print_freq ? run->print_freq : 20);
+    int copy_every = po->copy_every > 0 ? po->copy_every : 5, lr_step = po->lr_step > 0 ? po->lr_step : 30;
+    double gamma = po->lr_gamma > 0 ? po->lr_gamma : 0.9, t0, t_last, seen_since = 0, ips = 0, g_v = NAN, lr_g = run->lr;
+    memset(res, 0, sizeof *res);
+    memset(&lg, 0, sizeof lg);
+    if (hvk_data_ctx(ctx) != ctx) return hvk__fail("Perceptual MAE training runs on the CPU backend only");
+    if (po->steps_per_epoch <= 0) return hvk__fail("steps_per_epoch must be positive");
+    hvk_geometry(gp, &img, &patch, &chans, &dim, &depth);
+    if (img != 224 || tf->size != 224)
+        return hvk__fail("the discriminator takes 224x224 images; the model's are %dx%d and the transform's %d", img, img, tf->size);
+    if (!(opt_g = hvk__adam(ctx, gp, run)) || !(opt_d = hvk__adam(ctx, dp, run))) {
+        rc = hvk__fail("optimizer: %s", hv_last_error());
+        goto finish;
+    }
+    hv_disc_set_trainable(copy, 0);
+    if (run->resume && dir) {
+        int r = hvk__pmae_resume(dir, ctx, mae, disc, copy, opt_g, opt_d, &step);
+        if (r < 0) {
+            rc = -1;
+            goto finish;
+        }
+        if (!run->quiet)
+            printf(r ? "[%s] resumed from %s/checkpoint.hvts at step %lld\n" : "[%s] --resume: no %s/checkpoint.hvts yet, starting from scratch\n",
+                   run->prog, dir, (long long)step);
+    }
+    start = step;
+    if (step >= run->iters) goto finish;
+    memset(&ld, 0, sizeof ld);
+    ld.dataset = data;
+    ld.transform = *tf;
+    ld.batch_size = run->batch_size;
+    ld.shuffle = 1;
+    ld.drop_last = 1;
+    ld.workers = run->workers;
+    ld.seed = run->seed;
+    ld.start_batch = step;
+    if (!(loader = hvd_loader_new(ctx, &ld))) {
+        rc = hvk__fail("%s", hvd_last_error());
+        goto finish;
+    }
+    t0 = t_last = hvk_now();
+    while (step < run->iters) {
+        hv_tensor *x, *y, *pred, *g_loss, *d_loss;
+        hv_pmae_loss_parts parts;
+        int64_t epoch = step / po->steps_per_epoch;
+        double d_v, terms[4];
+        char cells[160];
+        int n = hvd_loader_next(loader, &x, &y), prev;
+        if (n <= 0) {
+            rc = hvk__fail("data: %s", n < 0 ? hvd_last_error() : "the loader ended early");
+            break;
+        }
+        lr_g = run->lr * pow(gamma, (double)(epoch / lr_step));
+        hv_optim_set_lr(opt_g, (float)lr_g);
+        if (epoch % copy_every == 0 && hv_disc_copy(copy, disc)) {
+            rc = hvk__fail("%s", hv_last_error());
+            break;
+        }
+        /* generator step: the discriminator frozen, as Lightning's toggle_optimizer */
+        hv_disc_set_trainable(disc, 0);
+        pred = NULL;
+        hv_mae_forward(mae, x, NULL, &pred, NULL);
+        g_loss = hv_pmae_generator_loss(disc, copy, hv_unpatchify(pred, patch, chans), x, &po->weights, &parts);
+        hv_optim_zero_grad(opt_g);
+        if (!g_loss || hv_backward(g_loss)) {
+            hv_disc_set_trainable(disc, 1);
+            rc = hvk__fail("step %lld (generator): %s", (long long)step + 1, hv_last_error());
+            break;
+        }
+        g_v = hv_item(g_loss);
+        terms[0] = hv_item(parts.l1); /* read before hv_step_end frees them */
+        terms[1] = hv_item(parts.gan);
+        terms[2] = hv_item(parts.perc);
+        terms[3] = hv_item(parts.style);
+        snprintf(cells, sizeof cells, ",%.6f,%.6f,%.6f,%.6f", terms[0], terms[1], terms[2], terms[3]);
+        hv_disc_set_trainable(disc, 1);
+        if (hv_check_finite(g_loss, gp, NULL)) goto nan;
+        hv_optim_step(opt_g);
+        hv_step_end(ctx);
+        /* discriminator step: a new forward and mask; the generator records nothing */
+        prev = hv_set_grad_enabled(ctx, 0);
+        pred = NULL;
+        hv_mae_forward(mae, x, NULL, &pred, NULL);
+        hv_set_grad_enabled(ctx, prev);
+        d_loss = hv_pmae_disc_loss(disc, hv_unpatchify(pred, patch, chans), x);
+        hv_optim_zero_grad(opt_d);
+        if (!d_loss || hv_backward(d_loss)) {
+            rc = hvk__fail("step %lld (discriminator): %s", (long long)step + 1, hv_last_error());
+            break;
+        }
+        d_v = hv_item(d_loss);
+        if (hv_check_finite(d_loss, dp, NULL)) goto nan;
+        hv_optim_step(opt_d);
+        hv_step_end(ctx);
+        step++;
+        seen_since += n;
+        if (step == start + 1 && hvk__log_open(&lg, dir, start > 0, ",d_loss,l1,gan,perc,style")) {
+            rc = -1;
+            break;
+        }
+        {
+            double now = hvk_now();
+            char extra[200];
+            if (now - t_last > 0.5 || step == run->iters) {
+                ips = seen_since / (now - t_last);
+                seen_since = 0;
+                t_last = now;
+            }
+            if (print_freq && (step % print_freq == 0 || step == run->iters || step == start + 1)) {
+                hvk__progress(run->prog, step, run->iters, step / po->steps_per_epoch, g_v, lr_g, ips, now - t0);
+                printf("[%s]   d_loss %.4f  l1 %.4f  gan %.4f  perc %.4f  style %.5f\n", run->prog, d_v, terms[0], terms[1], terms[2],
+                       terms[3]);
+            }
+            snprintf(extra, sizeof extra, ",%.6f%s", d_v, cells);
+            hvk__log_row(&lg, step, step / po->steps_per_epoch, g_v, lr_g, ips, now - t0, extra);
+        }
+        if (dir && run->save_every > 0 && step % run->save_every == 0 && step < run->iters &&
+            hvk__pmae_save(dir, ctx, mae, disc, copy, opt_g, opt_d, step)) {
+            rc = -1;
+            break;
+        }
+        continue;
+    nan:
+        res->stopped_nan = 1;
+        rc = hvk__fail("step %lld: %s; stopped before the update%s%s", (long long)step + 1, hv_last_error(),
+                       dir && step > start ? ", the last good checkpoint is in " : " (nothing saved)", dir && step > start ? dir : "");
+        break;
+    }
+    res->seconds = hvk_now() - t0;
+    res->images_per_s = res->seconds > 0 ? (double)(step - start) * run->batch_size / res->seconds : 0;
+    if (rc == 0 && dir && hvk__pmae_save(dir, ctx, mae, disc, copy, opt_g, opt_d, step)) rc = -1;
+finish:
+    hv_step_end(ctx);
+    res->steps = step;
+    res->final_loss = g_v;
+    hvd_loader_free(loader);
+    hvk__log_close(&lg, dir, "Perceptual MAE generator loss");
+    hv_optim_free(opt_g);
+    hv_optim_free(opt_d);
     return rc;
 }
 

@@ -54,6 +54,9 @@ for prog in mae_pretrain finetune extract_features fmnist_demo; do
     expect "$prog --backend cuda" 2 "not compiled in" "$B/$prog" --backend=cuda
     expect "$prog --backend unknown" 2 "unknown \(cpu, vulkan\)" "$B/$prog" --backend=tpu
 done
+expect "pmae_train --help" 0 "usage: pmae_train" "$B/pmae_train" --help
+expect "pmae_train unknown flag" 2 "unknown flag '--no-such-flag'" "$B/pmae_train" --no-such-flag 3
+expect "pmae_train not 224" 2 "takes 224x224 images.*128x128" "$B/pmae_train" --model custom --img-size 128 --patch-size 32 --embed-dim 32 --depth 1 --num-heads 2 --data-path "$TRAIN" --output-dir "$T/x" --iters 1
 expect "mae_pretrain value missing" 2 "needs a value" "$B/mae_pretrain" --lr
 expect "mae_pretrain bad range" 2 "mask-ratio" "$B/mae_pretrain" --data-path "$TRAIN" --output-dir "$T/x" --mask_ratio 1.5
 expect "finetune no data" 2 "required" "$B/finetune" --output-dir "$T/x"
@@ -162,6 +165,20 @@ else
     expect "finetune --backend vulkan" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$V/pre/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 3 --eval-resize 28 --output-dir "$V/ft" --threads 1 --backend vulkan
     expect "extract_features --backend vulkan" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$V/pre/model.safetensors" --data-path "$TEST" --resize 28 --output "$V/feats.npy" --threads 1 --backend vulkan
 fi
+
+# Perceptual MAE: a tiny generator at 224 px (the discriminator's size) and a tiny discriminator;
+# 20 images in batches of 4 = 5 batches an epoch, the generator's lr x 0.9 after each (--lr-step 1)
+G="$T/pmae"
+PM=(--model custom --img-size 224 --patch-size 32 --embed-dim 32 --depth 1 --num-heads 2 --in-chans 1 --decoder-embed-dim 16 --decoder-depth 1 --decoder-num-heads 2 --ndf 4 "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.01 --batch-size 4 --threads 1 --lr-step 1)
+expect "pmae_train runs" 0 "done: 4 steps" "$B/pmae_train" "${PM[@]}" --output-dir "$G" --iters 4
+for f in checkpoint.hvts model.safetensors discriminator.hvts discriminator_copy.safetensors log.csv loss.svg; do
+    if [ -s "$G/$f" ]; then ok "pmae_train wrote $f"; else bad "pmae_train wrote $f" "missing"; fi
+done
+expect "pmae_train --resume" 0 "resumed from .*at step 4" "$B/pmae_train" "${PM[@]}" --output-dir "$G" --iters 7 --resume
+expect "pmae_train straight through" 0 "done: 7 steps" "$B/pmae_train" "${PM[@]}" --output-dir "$G/straight" --iters 7
+if diff <(cut -d, -f1-4,7- "$G/log.csv") <(cut -d, -f1-4,7- "$G/straight/log.csv") >/dev/null; then ok "pmae_train resumed = straight run (losses, lr)"; else bad "pmae_train resumed = straight run" "$(diff <(cut -d, -f1-4,7- "$G/log.csv") <(cut -d, -f1-4,7- "$G/straight/log.csv") | head -4)"; fi
+if awk -F, 'NR == 6 && $4 == 0.00015 { a = 1 } NR == 7 && $4 == 0.000135 { b = 1 } END { exit !(a && b) }' "$G/log.csv"; then ok "pmae_train StepLR per epoch"; else bad "pmae_train StepLR per epoch" "$(cut -d, -f1-4 "$G/log.csv" | sed -n 6,7p | tr '\n' ' ')"; fi
+expect "finetune reads the PMAE generator" 0 "top-1" "$B/finetune" --model custom --img-size 224 --patch-size 32 --embed-dim 32 --depth 1 --num-heads 2 --in-chans 1 "${FM[@]}" --finetune "$G/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.01 --batch-size 10 --iters 1 --eval-resize 224 --output-dir "$G/ft" --threads 1
 
 # a loss that turns NaN: the run stops before the update, the last good checkpoint (step 1) stays
 N="$T/nan"
