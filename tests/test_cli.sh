@@ -2,7 +2,8 @@
 # test_cli.sh - the programs in examples/ as a user meets them: --help, bad flags, a missing data
 # set, an unreadable image, a model that does not fit the weights: each must exit non-zero with a
 # clear message and leave the output folder as it was. Then small real runs: mae_pretrain ->
-# finetune (and --resume) -> extract_features, and the quick demo end to end with sanity bounds.
+# finetune (and --resume) -> extract_features, tc_train (--resume, a train_tc.py .tar as weights),
+# and the quick demo end to end with sanity bounds.
 # Run by ./build.sh test (and asan, where the long runs are skipped); the last line is the usual
 # "N passed, M failed".
 set -u
@@ -43,7 +44,7 @@ FM=(--norm-mean 0.286 --norm-std 0.353)
 TRAIN=$MINI/train-images-idx3-ubyte.gz
 TEST=$MINI/t10k-images-idx3-ubyte.gz
 
-for prog in mae_pretrain finetune extract_features fmnist_demo; do
+for prog in mae_pretrain finetune extract_features fmnist_demo tc_train; do
     if [ ! -x "$B/$prog" ]; then
         bad "$prog" "$B/$prog was not built"
         continue
@@ -83,6 +84,24 @@ expect "finetune unreadable image" 1 "broken.png" "$B/finetune" "${TINY[@]}" --d
 expect "extract_features unreadable image" 1 "broken.png" "$B/extract_features" "${TINY[@]}" --random-init --data-path "$T/folder" --output "$T/out/f.npy"
 after=$(snapshot "$T/out")
 if [ "$before" = "$after" ]; then ok "failed runs leave the output folder untouched"; else bad "failed runs leave the output folder untouched" "$(diff <(echo "$before") <(echo "$after") | head -5)"; fi
+
+# temporal classification: a folder of episodes (3 folders of 4 random 40 x 36 PPM frames) and a
+# tiny ResNeXt; the fixture's train_tc.py .tar (module.-prefixed, model_state_dict) as --weights
+EP="$T/episodes"
+for e in ep000 ep001 ep002; do
+    mkdir -p "$EP/$e"
+    for i in 0 1 2 3; do { printf 'P6\n40 36\n255\n'; head -c 4320 /dev/urandom; } >"$EP/$e/f$i.ppm"; done
+done
+TC_TINY=(--model custom --depths 1,2,1,1 --groups 4 --width-per-group 16 --base-planes 4 --img-size 32 --batch-size 4 --threads 1)
+TC_TAR=tests/fixtures/models/resnext_tiny_tc.tar
+expect "tc_train unknown model" 2 "unknown model" "$B/tc_train" --model resnext7 --data-path "$EP" --output-dir "$T/out"
+expect "tc_train custom needs depths" 2 "needs --depths" "$B/tc_train" --model custom --data-path "$EP" --output-dir "$T/out"
+expect "tc_train bad depths" 2 "four block counts" "$B/tc_train" --model custom --depths 1,2,0,1 --data-path "$EP" --output-dir "$T/out"
+expect "tc_train missing data" 1 "/no/such/data" "$B/tc_train" "${TC_TINY[@]}" --data-path /no/such/data --output-dir "$T/out" --iters 2
+expect "tc_train too few classes" 2 "fewer than the 3 episode folders" "$B/tc_train" "${TC_TINY[@]}" --num-classes 2 --data-path "$EP" --output-dir "$T/out" --iters 2
+expect "tc_train weights of another shape" 1 "layer1.0.conv2.weight" "$B/tc_train" "${TC_TINY[@]}" --groups 2 --width-per-group 32 --num-classes 5 --weights "$TC_TAR" --data-path "$EP" --output-dir "$T/out" --iters 2
+after=$(snapshot "$T/out")
+if [ "$before" = "$after" ]; then ok "failed tc_train runs leave the output folder untouched"; else bad "failed tc_train runs leave the output folder untouched" "$(diff <(echo "$before") <(echo "$after") | head -5)"; fi
 
 if [ "$MODE" != normal ]; then
     echo "(the training runs and the quick demo are skipped in the $MODE build)"
@@ -156,6 +175,18 @@ else
     expect "finetune --backend vulkan" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$V/pre/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 3 --eval-resize 28 --output-dir "$V/ft" --threads 1 --backend vulkan
     expect "extract_features --backend vulkan" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$V/pre/model.safetensors" --data-path "$TEST" --resize 28 --output "$V/feats.npy" --threads 1 --backend vulkan
 fi
+
+# tc_train: 6 steps straight, and 3 + 3 with --resume, give the same losses; a train_tc.py .tar as --weights
+C="$T/tc"
+expect "tc_train runs" 0 "done: 6 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/full" --iters 6
+for f in checkpoint.hvts model.safetensors log.csv loss.svg; do
+    if [ -s "$C/full/$f" ]; then ok "tc_train wrote $f"; else bad "tc_train wrote $f" "missing"; fi
+done
+expect "tc_train first half" 0 "done: 3 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/half" --iters 3
+expect "tc_train --resume" 0 "resumed from .*at step 3" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/half" --iters 6 --resume
+if [ -s "$C/half/log.csv" ] && [ "$(cut -d, -f1-3 "$C/full/log.csv")" = "$(cut -d, -f1-3 "$C/half/log.csv")" ]; then ok "tc_train resumed run = straight run"; else bad "tc_train resumed run = straight run" "$(diff <(cut -d, -f1-3 "$C/full/log.csv") <(cut -d, -f1-3 "$C/half/log.csv") | head -4)"; fi
+expect "tc_train from a train_tc.py .tar" 0 "loaded 122 tensors from .*resnext_tiny_tc.tar; 0 not in the file" "$B/tc_train" "${TC_TINY[@]}" --num-classes 5 --weights "$TC_TAR" --data-path "$EP" --output-dir "$C/tar" --iters 2
+expect "tc_train from its own model.safetensors" 0 "loaded [0-9]+ tensors from .*model.safetensors; 0 not in the file" "$B/tc_train" "${TC_TINY[@]}" --weights "$C/full/model.safetensors" --data-path "$EP" --output-dir "$C/again" --iters 1
 
 # a loss that turns NaN: the run stops before the update, the last good checkpoint (step 1) stays
 N="$T/nan"
