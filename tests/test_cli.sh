@@ -35,6 +35,13 @@ expect() {
     fi
 }
 
+# losses_close A B ROWS: "ok" when two log.csv files have ROWS steps whose losses agree within 1e-4
+# (relative), else what differs
+losses_close() {
+    paste -d, "$1" "$2" 2>/dev/null | awk -F, -v rows="$3" 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > 1e-4 * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
+        END { if (n != rows) print "rows " n; else if (bad != "") print bad; else print "ok" }'
+}
+
 # a folder's listing with sizes and times, to prove a failed run touched nothing
 snapshot() { (cd "$1" && find . -type f -exec stat -c '%n %s %Y' {} + | sort); }
 
@@ -168,9 +175,12 @@ else
         if [ -s "$V/pre/$f" ]; then ok "vulkan mae_pretrain wrote $f"; else bad "vulkan mae_pretrain wrote $f" "missing"; fi
     done
     "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$V/cpu" --iters 4 --batch-size 32 --threads 1 >/dev/null 2>&1
-    verdict=$(paste -d, "$V/pre/log.csv" "$V/cpu/log.csv" 2>/dev/null | awk -F, 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > 1e-4 * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
-        END { if (n != 4) print "rows " n; else if (bad != "") print bad; else print "ok" }')
+    verdict=$(losses_close "$V/pre/log.csv" "$V/cpu/log.csv" 4)
     if [ "$verdict" = ok ]; then ok "vulkan losses follow the CPU's (1e-4)"; else bad "vulkan losses follow the CPU's" "$verdict"; fi
+    expect "tc_train --backend vulkan" 0 "done: 6 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc" --iters 6 --backend vulkan
+    "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc_cpu" --iters 6 >/dev/null 2>&1
+    verdict=$(losses_close "$V/tc/log.csv" "$V/tc_cpu/log.csv" 6)
+    if [ "$verdict" = ok ]; then ok "vulkan tc_train losses follow the CPU's (1e-4)"; else bad "vulkan tc_train losses follow the CPU's" "$verdict"; fi
     expect "mae_pretrain --backend vulkan --resume" 0 "resumed from .*at step 4" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$V/pre" --iters 5 --batch-size 32 --threads 1 --backend vulkan --resume
     expect "finetune --backend vulkan" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$V/pre/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 3 --eval-resize 28 --output-dir "$V/ft" --threads 1 --backend vulkan
     expect "extract_features --backend vulkan" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$V/pre/model.safetensors" --data-path "$TEST" --resize 28 --output "$V/feats.npy" --threads 1 --backend vulkan
