@@ -12,7 +12,7 @@
    TABLE OF CONTENTS (search for the "==== N." banners)
        1. Usage, options, step by step (this comment)
        2. Public API: context and RNG, tensors, autodiff, ops, models (ViT, MAE, model ids,
-          Perceptual MAE discriminator and losses),
+          Perceptual MAE discriminator and losses, ResNeXt),
           training (optimizers, schedules, clipping, train state), images and .npy,
           checkpoints (state dicts, safetensors, .pth, loading into models), errors
        3. Implementation: errors, allocator and arena
@@ -22,7 +22,8 @@
        7. Implementation: CPU backend (scalar reference kernels, then SIMD: the GEMM and the fast
           kernels of the other ops, "CPU BACKEND: fast kernels")
        7b. Implementation: Vulkan backend glue ("VULKAN GLUE", under HUMANVIT_VULKAN)
-       8. Implementation: layers and models (transformer block, ViT, MAE, model ids, Perceptual MAE)
+       8. Implementation: layers and models (transformer block, ViT, MAE, model ids, Perceptual MAE,
+          ResNeXt)
        9. Implementation: checkpoint formats (safetensors, PyTorch .pth) and loading into models
       10. Implementation: optimizers, schedules, training state
       11. Implementation: images (PNG, JPEG, PPM decoding, PIL-compatible resize, .npy)
@@ -554,6 +555,55 @@ HVDEF hv_tensor *hv_pmae_generator_loss(hv_disc *disc, hv_disc *copy, hv_tensor 
    fake is detached (no gradient reaches the generator) */
 HVDEF hv_tensor *hv_pmae_disc_loss(hv_disc *disc, hv_tensor *fake, hv_tensor *images);
 /* HV-SECTION api-pmae END */
+
+/* ---- models: ResNeXt (torchvision layout and parameter names) ----------------------------------
+   The temporal-classification network of "Are we there yet?" (Orhan 2021): torchvision's
+   resnext50_32x4d / resnext101_32x8d, random init, fc = Linear(2048, n_out). Bottleneck blocks
+   (1x1, grouped 3x3 carrying the stride, 1x1 to 4x the stage's planes; a 1x1 conv + BN downsample
+   on the first block of each stage), BatchNorm eps 1e-5, momentum 0.1. Parameter names are
+   torchvision's (conv1.weight, bn1.*, layer{1-4}.{j}.conv{1,2,3}.weight, .bn{1,2,3}.*,
+   layer{k}.0.downsample.{0.weight,1.*}, fc.*), BatchNorm running statistics and
+   num_batches_tracked included (not trainable), so hv_params_load_file reads a torchvision
+   state dict or a train_tc.py checkpoint (.tar: 'model_state_dict', 'module.' prefixes) as is.
+   Initialisation as torchvision: convs kaiming_normal (fan_out, relu), BN weight 1 bias 0,
+   fc PyTorch's Linear default U(+-1/sqrt(in)) for weight and bias.
+   Images: (B, in_chans, H, W) of any size >= 1 px (the net's stride is 32, the final map is
+   ceil(H/32) x ceil(W/32)); in training every BatchNorm needs more than one value per channel,
+   so B * ceil(H/32) * ceil(W/32) must be >= 2 (PyTorch refuses the same). */
+typedef enum hv_resnext_preset {
+    HV_RESNEXT_CUSTOM = 0,  /* depths given; groups [1], width_per_group [64]: a plain ResNet */
+    HV_RESNEXT50_32X4D,     /* stages 3, 4, 6, 3; 32 groups of width 4: 25,028,904 params with 1000 classes */
+    HV_RESNEXT101_32X8D     /* stages 3, 4, 23, 3; 32 groups of width 8: 88,791,336 params with 1000 classes */
+} hv_resnext_preset;
+
+/* zero fields take the preset's value (or the default in brackets) */
+typedef struct hv_resnext_desc {
+    hv_resnext_preset preset;
+    int num_classes;     /* fc = Linear(features, num_classes); 0: no fc, the output is the pooled features */
+    int depths[4];       /* bottleneck blocks per stage (all four given, or all zero for the preset's) */
+    int groups;          /* of the 3x3 convs (torchvision's groups) */
+    int width_per_group; /* torchvision's width_per_group (base_width): a stage with p planes is
+                            int(p * width_per_group / 64) * groups wide inside its blocks */
+    int base_planes;     /* [64] the stem's channels and stage 1's planes; stage k has
+                            base_planes * 2^(k-1) planes and 4x that many output channels, so the
+                            features are 32 * base_planes wide (2048) */
+    int in_chans;        /* [3] */
+    float bn_eps;        /* [1e-5] */
+    float bn_momentum;   /* [0.1] */
+} hv_resnext_desc;
+
+typedef struct hv_resnext hv_resnext;
+HVDEF hv_resnext *hv_resnext_new(hv_ctx *ctx, const hv_resnext_desc *desc);
+HVDEF void hv_resnext_free(hv_resnext *r);
+HVDEF hv_resnext_desc hv_resnext_config(const hv_resnext *r); /* the resolved sizes */
+HVDEF int hv_resnext_num_features(const hv_resnext *r);       /* 32 * base_planes: 2048 for the presets */
+HVDEF const hv_param_list *hv_resnext_params(hv_resnext *r);   /* torchvision state-dict order */
+/* images (B, C, H, W) -> logits (B, num_classes), or the pooled features (B, 32 * base_planes)
+   without fc. training: BatchNorm uses batch statistics and updates its running statistics and
+   num_batches_tracked (model.train()); else the running statistics (model.eval()). */
+HVDEF hv_tensor *hv_resnext_forward(hv_resnext *r, hv_tensor *images, int training);
+/* "resnext50_32x4d", "resnext101_32x8d" (torchvision's names); HV_RESNEXT_CUSTOM if unknown */
+HVDEF hv_resnext_preset hv_resnext_preset_from_name(const char *name);
 
 /* HV-SECTION api-train BEGIN */
 /* ---- training: optimizers, parameter groups, LR schedules, clipping, train state ------------ */
@@ -10837,7 +10887,7 @@ static const hv__backend *hv__vk_backend(void) {
 #endif /* HUMANVIT_VULKAN */
 /* HV-SECTION vulkan END */
 
-/* ==== 8. LAYERS AND MODELS: transformer block, ViT, MAE ======================================== */
+/* ==== 8. LAYERS AND MODELS: transformer block, ViT, MAE, ResNeXt =============================== */
 
 /* ---- named parameter lists ------------------------------------------------------------------ */
 
@@ -10926,6 +10976,22 @@ static int hv__normal_fill(hv_tensor *t, float std) {
     for (i = 0; i < n; i++) p[i] = std * hv_rng_normal(t->ctx);
     return hv__host_end(t, p, 1);
 }
+/* U(-bound, bound): PyTorch's default for Linear and Conv weights and biases, bound 1/sqrt(fan_in) */
+static int hv__uniform_fill(hv_tensor *t, float bound) {
+    float *p = (float *)hv__host_begin(t, 0);
+    int64_t i, n = hv_numel(t);
+    if (!p) return -1;
+    for (i = 0; i < n; i++) p[i] = bound * (2.0f * hv_rng_uniform(t->ctx) - 1.0f);
+    return hv__host_end(t, p, 1);
+}
+/* num_batches_tracked += 1 after a training-mode BatchNorm, where the counter lives (no wait on a
+   device); 0 or -1 */
+static int hv__bn_count_step(hv_tensor *count) {
+    hv_ctx *ctx = count->ctx;
+    ctx->be->add_i32(ctx, count, 1);
+    if (ctx->kernel_failed) return ctx->kernel_failed = 0, -1;
+    return 0;
+}
 
 /* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
 
@@ -11012,11 +11078,13 @@ static hv_tensor *hv__block_fwd(const hv__block *b, hv_tensor *x) {
     return hv_add(x, hv__mlp(hv__norm_fwd(&b->norm2, x), b->fc1.w, b->fc1.b, b->fc2.w, b->fc2.b));
 }
 
-/* A block in no-grad mode (inference) on the CPU: the block's temporaries are released as soon as
-   it is done, so a forward pass holds one block's activations, not all of them. The output is
+/* A layer (a transformer block, a ResNeXt bottleneck: fwd(layer, x)) in no-grad mode (inference)
+   on the CPU: the layer's temporaries are released as soon as it is done, so a forward pass holds
+   one layer's activations, not all of them. The output is
    moved down to where the block's first allocation was (memmove: the regions may overlap) and
    the arena rewound to just after it. With a tape, everything must live until the backward. */
-static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
+typedef hv_tensor *(*hv__layer_fn)(const void *layer, hv_tensor *x);
+static hv_tensor *hv__fwd_compact(hv__layer_fn fwd, const void *layer, hv_tensor *x, const char *op) {
     hv_ctx *ctx;
     hv__arena_mark mark;
     hv_tensor *y, *z;
@@ -11026,10 +11094,10 @@ static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
     int ndim;
     if (!x) return NULL;
     ctx = x->ctx;
-    if (ctx->grad_enabled || ctx->be != hv__cpu_backend()) return hv__block_fwd(b, x);
+    if (ctx->grad_enabled || ctx->be != hv__cpu_backend()) return fwd(layer, x);
     mark = hv__arena_save(&ctx->arena);
     ctx->arena_rewinding++;
-    y = hv__block_fwd(b, x);
+    y = fwd(layer, x);
     ctx->arena_rewinding--;
     if (!y || !hv_is_contiguous(y)) return y;
     ydata = y->data;
@@ -11039,16 +11107,20 @@ static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
     if (ctx->arena.head != mark.head) {
         /* the arena grew inside the block (first steps only) and the rewind frees the new chunk
            that y is in: y waits in a heap copy */
-        if (!(held = hv__malloc(bytes))) return (hv_tensor *)hv__fail("hv_vit_forward", "out of memory for %zu bytes", bytes);
+        if (!(held = hv__malloc(bytes))) return (hv_tensor *)hv__fail(op, "out of memory for %zu bytes", bytes);
         memcpy(held, ydata, bytes);
         ydata = held;
     }
     hv__arena_rewind(&ctx->arena, mark);
     z = hv__header(ctx, HV_F32, ndim, shape, 0);
-    if (z && !(z->data = hv__arena_alloc(&ctx->arena, bytes))) z = (hv_tensor *)hv__fail("hv_vit_forward", "out of memory for %zu bytes", bytes);
+    if (z && !(z->data = hv__arena_alloc(&ctx->arena, bytes))) z = (hv_tensor *)hv__fail(op, "out of memory for %zu bytes", bytes);
     if (z) memmove(z->data, ydata, bytes);
     hv__free(held);
     return z;
+}
+static hv_tensor *hv__block_fwd_layer(const void *b, hv_tensor *x) { return hv__block_fwd((const hv__block *)b, x); }
+static hv_tensor *hv__block_fwd_compact(const hv__block *b, hv_tensor *x) {
+    return hv__fwd_compact(hv__block_fwd_layer, b, x, "hv_vit_forward");
 }
 
 /* ---- patches -------------------------------------------------------------------------------- */
@@ -11387,12 +11459,8 @@ static int hv__vit_build(hv_vit *v, hv_ctx *ctx) {
     if (hv__normal_fill(v->cls_token, 0.02f) || hv_sincos_pos_embed(v->pos_embed, (int)g, (int)D) ||
         hv__xavier_uniform(v->patch_w, D, (int64_t)d->in_chans * d->patch_size * d->patch_size))
         return -1;
-    {   /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
-        float bound = 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size), *pb = (float *)hv__host_begin(v->patch_b, 0);
-        if (!pb) return -1;
-        for (i = 0; i < D; i++) pb[i] = bound * (2.0f * hv_rng_uniform(ctx) - 1.0f);
-        if (hv__host_end(v->patch_b, pb, 1)) return -1;
-    }
+    /* the conv bias keeps PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)): MAE re-inits only Linear and LayerNorm */
+    if (hv__uniform_fill(v->patch_b, 1.0f / sqrtf((float)d->in_chans * d->patch_size * d->patch_size))) return -1;
     v->blocks = (hv__block *)hv__malloc(sizeof(hv__block) * (size_t)(d->depth ? d->depth : 1));
     if (!v->blocks) return hv__fail("hv_vit_new", "out of memory"), -1;
     for (i = 0; i < d->depth; i++) {
@@ -11508,11 +11576,7 @@ static hv_tensor *hv__vit_forward(hv_vit *vit, hv_tensor *images, int training) 
     if (!vit->d.num_classes) return feat;
     {
         hv_tensor *bn = hv_batch_norm(feat, NULL, NULL, vit->head_mean, vit->head_var, training, 0.1f, 1e-6f);
-        if (bn && training) { /* num_batches_tracked += 1 where it lives (no wait on a device) */
-            hv_ctx *ctx = vit->head_count->ctx;
-            ctx->be->add_i32(ctx, vit->head_count, 1);
-            if (ctx->kernel_failed) return ctx->kernel_failed = 0, (hv_tensor *)NULL;
-        }
+        if (bn && training && hv__bn_count_step(vit->head_count)) return NULL;
         return hv__linear_fwd(&vit->head, bn);
     }
 }
@@ -11997,6 +12061,282 @@ HVDEF hv_tensor *hv_pmae_disc_loss(hv_disc *disc, hv_tensor *fake, hv_tensor *im
     return hv__model_leave(disc->ctx, loss);
 }
 /* HV-SECTION pmae END */
+
+/* ---- ResNeXt (torchvision resnet.py layout) ------------------------------------------------- */
+
+typedef struct hv__bn2d {
+    hv_tensor *w, *b, *mean, *var, *count; /* (C) x 4, num_batches_tracked (i32 scalar) */
+} hv__bn2d;
+typedef struct hv__bottleneck {
+    hv_tensor *conv1, *conv2, *conv3; /* (width, in, 1, 1) (width, width/groups, 3, 3) (out, width, 1, 1) */
+    hv__bn2d bn1, bn2, bn3;
+    hv_tensor *down_conv; /* (out, in, 1, 1) on each stage's first block, else NULL */
+    hv__bn2d down_bn;
+    int stride;
+} hv__bottleneck;
+struct hv_resnext {
+    hv_ctx *ctx;
+    hv_resnext_desc d;
+    hv__plist params;
+    hv_tensor *conv1; /* (base, in_chans, 7, 7) */
+    hv__bn2d bn1;
+    hv__bottleneck *blocks;
+    int nblocks;
+    hv__linear fc; /* NULL without classes */
+};
+
+static const struct {
+    const char *name;
+    hv_resnext_preset preset;
+    int depths[4], groups, width_per_group;
+} hv__resnext_presets[] = {
+    {"resnext50_32x4d", HV_RESNEXT50_32X4D, {3, 4, 6, 3}, 32, 4},
+    {"resnext101_32x8d", HV_RESNEXT101_32X8D, {3, 4, 23, 3}, 32, 8},
+};
+HVDEF hv_resnext_preset hv_resnext_preset_from_name(const char *name) {
+    size_t i;
+    for (i = 0; name && i < sizeof hv__resnext_presets / sizeof hv__resnext_presets[0]; i++)
+        if (!strcmp(name, hv__resnext_presets[i].name)) return hv__resnext_presets[i].preset;
+    return HV_RESNEXT_CUSTOM;
+}
+/* the inner width of a stage's blocks (torchvision Bottleneck) */
+static int64_t hv__resnext_width(const hv_resnext_desc *d, int64_t planes) {
+    return (int64_t)((double)planes * (d->width_per_group / 64.0)) * d->groups;
+}
+static int hv__resnext_resolve(hv_resnext_desc *d) {
+    static const char *op = "hv_resnext_new";
+    size_t i;
+    int k, any_depth = 0, found = d->preset == HV_RESNEXT_CUSTOM;
+    for (k = 0; k < 4; k++) any_depth |= d->depths[k] != 0;
+    for (i = 0; i < sizeof hv__resnext_presets / sizeof hv__resnext_presets[0]; i++)
+        if (d->preset == hv__resnext_presets[i].preset) {
+            if (!any_depth) memcpy(d->depths, hv__resnext_presets[i].depths, sizeof d->depths);
+            if (!d->groups) d->groups = hv__resnext_presets[i].groups;
+            if (!d->width_per_group) d->width_per_group = hv__resnext_presets[i].width_per_group;
+            found = 1;
+        }
+    if (!found) return hv__fail(op, "unknown preset %d", (int)d->preset), -1;
+    if (!d->groups) d->groups = 1;
+    if (!d->width_per_group) d->width_per_group = 64;
+    if (!d->base_planes) d->base_planes = 64;
+    if (!d->in_chans) d->in_chans = 3;
+    if (d->bn_eps <= 0) d->bn_eps = 1e-5f;
+    if (d->bn_momentum <= 0) d->bn_momentum = 0.1f;
+    for (k = 0; k < 4; k++)
+        if (d->depths[k] < 1 || d->depths[k] > 1000)
+            return hv__fail(op, "stage depths (%d, %d, %d, %d): every stage needs 1..1000 blocks (a custom model gives all four)",
+                            d->depths[0], d->depths[1], d->depths[2], d->depths[3]), -1;
+    if (d->groups < 1 || d->width_per_group < 1 || d->base_planes < 1 || d->base_planes > (1 << 16) || d->in_chans < 1 ||
+        d->num_classes < 0 || d->bn_momentum > 1)
+        return hv__fail(op, "bad sizes: groups %d, width_per_group %d, base_planes %d, in_chans %d, classes %d, bn momentum %g", d->groups,
+                        d->width_per_group, d->base_planes, d->in_chans, d->num_classes, (double)d->bn_momentum), -1;
+    if (hv__resnext_width(d, d->base_planes) < d->groups)
+        return hv__fail(op, "stage 1 blocks would be int(%d * %d / 64) * %d = 0 channels wide: raise width_per_group or base_planes",
+                        d->base_planes, d->width_per_group, d->groups), -1;
+    return 0;
+}
+
+/* BatchNorm2d's five entries, in torchvision's order, as prefix.weight ... prefix.num_batches_tracked */
+static int hv__bn2d_init(hv__bn2d *n, hv__plist *pl, hv_ctx *ctx, const char *prefix, int64_t c) {
+    static const char *suffixes[4] = {"weight", "bias", "running_mean", "running_var"};
+    hv_tensor **slots[4];
+    char name[128];
+    int i;
+    slots[0] = &n->w;
+    slots[1] = &n->b;
+    slots[2] = &n->mean;
+    slots[3] = &n->var;
+    for (i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s.%s", prefix, suffixes[i]);
+        if (!(*slots[i] = hv__param1(pl, ctx, "", name, c, i < 2))) return -1; /* the running statistics are not trained */
+    }
+    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
+    /* a 0-dim int64 in PyTorch; an i32 scalar here (same 4 zeroed bytes) */
+    if (!(n->count = hv__param(pl, ctx, "", name, 0, NULL, 0))) return -1;
+    n->count->dtype = HV_I32;
+    if (hv_tensor_fill(n->w, 1.0f) || hv_tensor_fill(n->var, 1.0f)) return -1;
+    return 0;
+}
+/* a bias-free conv weight (cout, cin, k, k) with kaiming_normal_(mode='fan_out', relu): std sqrt(2 / (cout k k)) */
+static hv_tensor *hv__conv_param(hv__plist *pl, hv_ctx *ctx, const char *name, int64_t cout, int64_t cin, int64_t k) {
+    int64_t s[4];
+    hv_tensor *w;
+    s[0] = cout;
+    s[1] = cin;
+    s[2] = k;
+    s[3] = k;
+    w = hv__param(pl, ctx, "", name, 4, s, 1);
+    if (w && hv__normal_fill(w, sqrtf(2.0f / (float)(cout * k * k)))) return NULL;
+    return w;
+}
+
+static int hv__bottleneck_init(hv__bottleneck *b, hv__plist *pl, hv_ctx *ctx, const hv_resnext_desc *d, const char *prefix,
+                               int64_t in, int64_t planes, int stride) {
+    char p[96];
+    int64_t width = hv__resnext_width(d, planes), out = planes * 4;
+#define HV__SUB(name) (snprintf(p, sizeof p, "%s.%s", prefix, name), p)
+    b->stride = stride;
+    if (!(b->conv1 = hv__conv_param(pl, ctx, HV__SUB("conv1.weight"), width, in, 1))) return -1;
+    if (hv__bn2d_init(&b->bn1, pl, ctx, HV__SUB("bn1"), width)) return -1;
+    if (!(b->conv2 = hv__conv_param(pl, ctx, HV__SUB("conv2.weight"), width, width / d->groups, 3))) return -1;
+    if (hv__bn2d_init(&b->bn2, pl, ctx, HV__SUB("bn2"), width)) return -1;
+    if (!(b->conv3 = hv__conv_param(pl, ctx, HV__SUB("conv3.weight"), out, width, 1))) return -1;
+    if (hv__bn2d_init(&b->bn3, pl, ctx, HV__SUB("bn3"), out)) return -1;
+    if (stride != 1 || in != out) {
+        if (!(b->down_conv = hv__conv_param(pl, ctx, HV__SUB("downsample.0.weight"), out, in, 1))) return -1;
+        if (hv__bn2d_init(&b->down_bn, pl, ctx, HV__SUB("downsample.1"), out)) return -1;
+    }
+#undef HV__SUB
+    return 0;
+}
+
+static void hv__resnext_release(hv_resnext *r) {
+    int i;
+    for (i = 0; i < r->params.count; i++) hv_tensor_free(r->params.tensors[i]);
+    hv__plist_free(&r->params);
+    hv__free(r->blocks);
+}
+HVDEF hv_resnext *hv_resnext_new(hv_ctx *ctx, const hv_resnext_desc *desc) {
+    hv_resnext *r;
+    hv_resnext_desc *d;
+    int64_t in, planes;
+    int k, j, n = 0;
+    char prefix[32];
+    if (!ctx) return (hv_resnext *)hv__fail("hv_resnext_new", "ctx is NULL");
+    r = (hv_resnext *)hv__malloc(sizeof *r);
+    if (!r) return (hv_resnext *)hv__fail("hv_resnext_new", "out of memory");
+    memset(r, 0, sizeof *r);
+    if (desc) r->d = *desc;
+    d = &r->d;
+    r->ctx = ctx;
+    if (hv__resnext_resolve(d)) goto fail;
+    for (k = 0; k < 4; k++) r->nblocks += d->depths[k];
+    if (!(r->blocks = (hv__bottleneck *)hv__malloc(sizeof(hv__bottleneck) * (size_t)r->nblocks))) {
+        hv__fail("hv_resnext_new", "out of memory");
+        goto fail;
+    }
+    memset(r->blocks, 0, sizeof(hv__bottleneck) * (size_t)r->nblocks);
+    in = d->base_planes;
+    if (!(r->conv1 = hv__conv_param(&r->params, ctx, "conv1.weight", in, d->in_chans, 7))) goto fail;
+    if (hv__bn2d_init(&r->bn1, &r->params, ctx, "bn1", in)) goto fail;
+    for (k = 0; k < 4; k++) {
+        planes = (int64_t)d->base_planes << k;
+        for (j = 0; j < d->depths[k]; j++, n++) {
+            snprintf(prefix, sizeof prefix, "layer%d.%d", k + 1, j);
+            /* torchvision (v1.5): the stride sits in the grouped 3x3 of each later stage's first block */
+            if (hv__bottleneck_init(&r->blocks[n], &r->params, ctx, d, prefix, in, planes, k > 0 && j == 0 ? 2 : 1)) goto fail;
+            in = planes * 4;
+        }
+    }
+    if (d->num_classes) {
+        float bound = 1.0f / sqrtf((float)in);
+        if (!(r->fc.w = hv__param2(&r->params, ctx, "", "fc.weight", d->num_classes, in))) goto fail;
+        if (!(r->fc.b = hv__param1(&r->params, ctx, "", "fc.bias", d->num_classes, 1))) goto fail;
+        if (hv__uniform_fill(r->fc.w, bound) || hv__uniform_fill(r->fc.b, bound)) goto fail;
+    }
+    return r;
+fail:
+    hv__resnext_release(r);
+    hv__free(r);
+    return NULL;
+}
+HVDEF void hv_resnext_free(hv_resnext *r) {
+    if (!r) return;
+    hv__resnext_release(r);
+    hv__free(r);
+}
+HVDEF hv_resnext_desc hv_resnext_config(const hv_resnext *r) {
+    hv_resnext_desc none;
+    if (r) return r->d;
+    memset(&none, 0, sizeof none);
+    return none;
+}
+HVDEF int hv_resnext_num_features(const hv_resnext *r) { return r ? 32 * r->d.base_planes : 0; }
+HVDEF const hv_param_list *hv_resnext_params(hv_resnext *r) { return r ? &r->params.pub : NULL; }
+
+/* what a layer of the forward needs besides its input (hv__fwd_compact passes one pointer) */
+typedef struct hv__resnext_step {
+    const hv_resnext *r;
+    const hv__bottleneck *block; /* NULL: the stem */
+    int training;
+} hv__resnext_step;
+
+static hv_tensor *hv__bn2d_fwd(const hv_resnext *r, const hv__bn2d *n, hv_tensor *x, int training) {
+    hv_tensor *y = hv_batch_norm(x, n->w, n->b, n->mean, n->var, training, r->d.bn_momentum, r->d.bn_eps);
+    if (y && training && hv__bn_count_step(n->count)) return NULL;
+    return y;
+}
+/* conv1 7x7/2 -> bn1 -> relu -> maxpool 3/2 */
+static hv_tensor *hv__resnext_stem(const hv__resnext_step *s, hv_tensor *x) {
+    hv_conv2d_desc c;
+    hv_pool2d_desc p;
+    memset(&c, 0, sizeof c);
+    memset(&p, 0, sizeof p);
+    c.stride_h = c.stride_w = 2;
+    c.pad_h = c.pad_w = 3;
+    p.kernel_h = p.kernel_w = 3;
+    p.stride_h = p.stride_w = 2;
+    p.pad_h = p.pad_w = 1;
+    x = hv_relu(hv__bn2d_fwd(s->r, &s->r->bn1, hv_conv2d(x, s->r->conv1, NULL, &c), s->training));
+    return hv_max_pool2d(x, &p);
+}
+/* relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1 x)))))) + identity), identity = x or downsample(x) */
+static hv_tensor *hv__bottleneck_fwd(const hv__resnext_step *s, hv_tensor *x) {
+    const hv__bottleneck *b = s->block;
+    hv_conv2d_desc c3, cd;
+    hv_tensor *y, *identity = x;
+    memset(&c3, 0, sizeof c3);
+    memset(&cd, 0, sizeof cd);
+    c3.stride_h = c3.stride_w = b->stride;
+    c3.pad_h = c3.pad_w = 1;
+    c3.groups = s->r->d.groups;
+    cd.stride_h = cd.stride_w = b->stride;
+    y = hv_relu(hv__bn2d_fwd(s->r, &b->bn1, hv_conv2d(x, b->conv1, NULL, NULL), s->training));
+    y = hv_relu(hv__bn2d_fwd(s->r, &b->bn2, hv_conv2d(y, b->conv2, NULL, &c3), s->training));
+    y = hv__bn2d_fwd(s->r, &b->bn3, hv_conv2d(y, b->conv3, NULL, NULL), s->training);
+    if (b->down_conv) identity = hv__bn2d_fwd(s->r, &b->down_bn, hv_conv2d(x, b->down_conv, NULL, &cd), s->training);
+    return hv_relu(hv_add(y, identity));
+}
+static hv_tensor *hv__resnext_layer(const void *step, hv_tensor *x) {
+    const hv__resnext_step *s = (const hv__resnext_step *)step;
+    return s->block ? hv__bottleneck_fwd(s, x) : hv__resnext_stem(s, x);
+}
+
+static hv_tensor *hv__resnext_forward(hv_resnext *r, hv_tensor *images, int training) {
+    static const char *op = "hv_resnext_forward";
+    const hv_resnext_desc *d = &r->d;
+    hv__resnext_step s;
+    hv_tensor *x;
+    int i;
+    HV__CHECK_IN(images);
+    if (images->dtype != HV_F32 || images->ndim != 4 || images->shape[1] != d->in_chans)
+        return (hv_tensor *)hv__fail(op, "%s must be f32 (B, %d, H, W): the model takes %d-channel images", hv__desc("images", images),
+                                     d->in_chans, d->in_chans);
+    if (images->shape[0] < 1 || images->shape[2] < 1 || images->shape[3] < 1)
+        return (hv_tensor *)hv__fail(op, "%s is empty", hv__desc("images", images));
+    if (training && images->shape[0] * ((images->shape[2] + 31) / 32) * ((images->shape[3] + 31) / 32) < 2)
+        return (hv_tensor *)hv__fail(op,
+                                     "%s is too small for a training step: the last stage's map is ceil(H/32) x ceil(W/32) = %lld x %lld, "
+                                     "so its BatchNorm would see one value per channel over the batch of %lld (PyTorch refuses it too); "
+                                     "use larger images or a larger batch",
+                                     hv__desc("images", images), (long long)((images->shape[2] + 31) / 32),
+                                     (long long)((images->shape[3] + 31) / 32), (long long)images->shape[0]);
+    s.r = r;
+    s.block = NULL;
+    s.training = training;
+    x = hv__fwd_compact(hv__resnext_layer, &s, images, op); /* in no-grad mode each layer frees its temporaries */
+    for (i = 0; i < r->nblocks; i++) {
+        s.block = &r->blocks[i];
+        x = hv__fwd_compact(hv__resnext_layer, &s, x, op);
+    }
+    x = hv_global_avg_pool(x); /* (B, 32 base_planes) */
+    return d->num_classes ? hv__linear_fwd(&r->fc, x) : x;
+}
+HVDEF hv_tensor *hv_resnext_forward(hv_resnext *r, hv_tensor *images, int training) {
+    if (!r) return (hv_tensor *)hv__fail("hv_resnext_forward", "r is NULL");
+    hv__model_enter(r->ctx);
+    return hv__model_leave(r->ctx, hv__resnext_forward(r, images, training));
+}
 
 /* ==== 9. CHECKPOINT FORMATS: safetensors, PyTorch zip + pickle ================================ */
 /* HV-SECTION checkpoints BEGIN */

@@ -12,8 +12,9 @@
    Names are hvk_ (public) and hvk__ (private). Same stb style and error convention as hv_data.h:
    NULL or -1, and hvk_last_error() says why.
 
-   OPTIMIZER: the library's hv_optim (AdamW, PyTorch's formulas), NaN/Inf checks with
-   hv_check_finite, weights loaded with hv_params_load_file (safetensors or PyTorch .pth).
+   OPTIMIZER: the library's hv_optim (AdamW, or Adam with hvk_run.optim; PyTorch's formulas),
+   NaN/Inf checks with hv_check_finite, weights loaded with hv_params_load_file (safetensors or
+   PyTorch .pth).
 
    FILES a training run writes in its output folder:
      checkpoint.hvts     the library's train state (hv_train_state_save: every parameter, the
@@ -169,6 +170,7 @@ typedef struct hvk_run {
     int64_t iters;           /* optimizer steps */
     int batch_size;
     double lr, beta1, beta2, eps, weight_decay;
+    hv_optim_type optim;     /* [AdamW]; HV_OPTIM_ADAM: weight decay as L2 (the TC recipe's torch.optim.Adam) */
     int print_freq;          /* progress line every N steps [20]; 0 = quiet */
     int save_every;          /* checkpoint every N steps (0: only at the end) */
     int resume;              /* continue from output_dir/checkpoint.hvts when it exists */
@@ -205,6 +207,9 @@ int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_tran
    and at the end, the best one kept (run->keep_best) and remembered across --resume. */
 int hvk_finetune(hv_ctx *ctx, hv_vit *vit, hvd_dataset *train, const hvd_transform *tf, hvd_dataset *val, const hvd_transform *val_tf,
                  int freeze_trunk, const hvk_run *run, hvk_result *res);
+/* temporal classification (HSSL train_tc.py): a ResNeXt with fc, cross-entropy on the episode
+   labels of `data`, BatchNorm in training mode; every weight trained */
+int hvk_tc_train(hv_ctx *ctx, hv_resnext *net, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res);
 /* top-1 / top-5 of a ViT with a head on ds (no grad, eval-mode BatchNorm) */
 int hvk_evaluate(hv_ctx *ctx, hv_vit *vit, hvd_dataset *ds, const hvd_transform *tf, int batch_size, int workers, double *top1,
                  double *top5);
@@ -920,10 +925,10 @@ static void hvk__log_close(hvk__log *lg, const char *dir, const char *title) {
 
 typedef hv_tensor *(*hvk__loss_fn)(void *model, hv_tensor *images, hv_tensor *labels);
 
-static hv_optim *hvk__adamw(hv_ctx *ctx, const hv_param_list *params, const hvk_run *run) {
+static hv_optim *hvk__optimizer(hv_ctx *ctx, const hv_param_list *params, const hvk_run *run) {
     hv_optim_desc od;
     memset(&od, 0, sizeof od);
-    od.type = HV_OPTIM_ADAMW;
+    od.type = run->optim;
     od.lr = (float)run->lr;
     od.beta1 = (float)(run->beta1 ? run->beta1 : 0.9);
     od.beta2 = (float)(run->beta2 ? run->beta2 : 0.999);
@@ -1010,7 +1015,7 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     memset(res, 0, sizeof *res);
     ckpt[0] = 0;
     if (dir) snprintf(ckpt, sizeof ckpt, "%s/checkpoint.hvts", dir);
-    if (!(opt = hvk__adamw(ctx, params, run))) return hvk__fail("optimizer: %s", hv_last_error());
+    if (!(opt = hvk__optimizer(ctx, params, run))) return hvk__fail("optimizer: %s", hv_last_error());
     if (run->resume && ckpt[0]) {
         FILE *f = fopen(ckpt, "rb");
         if (f) {
@@ -1159,6 +1164,13 @@ static hv_tensor *hvk__mae_loss(void *model, hv_tensor *images, hv_tensor *label
 }
 int hvk_mae_pretrain(hv_ctx *ctx, hv_mae *mae, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res) {
     return hvk__train(ctx, "MAE pretraining loss", mae, hvk__mae_loss, hv_mae_params(mae), data, tf, run, NULL, res);
+}
+
+static hv_tensor *hvk__tc_loss(void *model, hv_tensor *images, hv_tensor *labels) {
+    return hv_cross_entropy(hv_resnext_forward((hv_resnext *)model, images, 1), labels);
+}
+int hvk_tc_train(hv_ctx *ctx, hv_resnext *net, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, hvk_result *res) {
+    return hvk__train(ctx, "temporal classification loss", net, hvk__tc_loss, hv_resnext_params(net), data, tf, run, NULL, res);
 }
 
 static hv_tensor *hvk__ce_loss(void *model, hv_tensor *images, hv_tensor *labels) {
@@ -1338,7 +1350,7 @@ int hvk_probe_features(hv_ctx *ctx, const float *feat, const int32_t *labels, in
     }
     hv_set_trainable(w, 1);
     hv_set_trainable(b, 1);
-    if (!(opt = hvk__adamw(ctx, &pl, run))) {
+    if (!(opt = hvk__optimizer(ctx, &pl, run))) {
         rc = hvk__fail("optimizer: %s", hv_last_error());
         goto done;
     }

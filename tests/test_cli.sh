@@ -2,7 +2,8 @@
 # test_cli.sh - the programs in examples/ as a user meets them: --help, bad flags, a missing data
 # set, an unreadable image, a model that does not fit the weights: each must exit non-zero with a
 # clear message and leave the output folder as it was. Then small real runs: mae_pretrain ->
-# finetune (and --resume) -> extract_features, and the quick demo end to end with sanity bounds.
+# finetune (and --resume) -> extract_features, tc_train (--resume, a train_tc.py .tar as weights),
+# and the quick demo end to end with sanity bounds.
 # Run by ./build.sh test (and asan, where the long runs are skipped); the last line is the usual
 # "N passed, M failed".
 set -u
@@ -34,6 +35,13 @@ expect() {
     fi
 }
 
+# losses_close A B ROWS [TOL]: "ok" when two log.csv files have ROWS steps whose losses agree
+# within TOL (relative, default 1e-4), else what differs
+losses_close() {
+    paste -d, "$1" "$2" 2>/dev/null | awk -F, -v rows="$3" -v tol="${4:-1e-4}" 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > tol * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
+        END { if (n != rows) print "rows " n; else if (bad != "") print bad; else print "ok" }'
+}
+
 # a folder's listing with sizes and times, to prove a failed run touched nothing
 snapshot() { (cd "$1" && find . -type f -exec stat -c '%n %s %Y' {} + | sort); }
 
@@ -43,7 +51,7 @@ FM=(--norm-mean 0.286 --norm-std 0.353)
 TRAIN=$MINI/train-images-idx3-ubyte.gz
 TEST=$MINI/t10k-images-idx3-ubyte.gz
 
-for prog in mae_pretrain finetune extract_features fmnist_demo; do
+for prog in mae_pretrain finetune extract_features fmnist_demo tc_train; do
     if [ ! -x "$B/$prog" ]; then
         bad "$prog" "$B/$prog was not built"
         continue
@@ -86,6 +94,26 @@ expect "finetune unreadable image" 1 "broken.png" "$B/finetune" "${TINY[@]}" --d
 expect "extract_features unreadable image" 1 "broken.png" "$B/extract_features" "${TINY[@]}" --random-init --data-path "$T/folder" --output "$T/out/f.npy"
 after=$(snapshot "$T/out")
 if [ "$before" = "$after" ]; then ok "failed runs leave the output folder untouched"; else bad "failed runs leave the output folder untouched" "$(diff <(echo "$before") <(echo "$after") | head -5)"; fi
+
+# temporal classification: a folder of episodes (3 folders of 4 random 40 x 36 PPM frames) and a
+# tiny ResNeXt; the fixture's train_tc.py .tar (module.-prefixed, model_state_dict) as --weights
+EP="$T/episodes"
+for e in 0 1 2; do
+    mkdir -p "$EP/ep00$e"
+    for i in 0 1 2 3; do # seeded noise: the same frames on every run
+        { printf 'P6\n40 36\n255\n'; LC_ALL=C awk -v seed=$((10 * e + i + 1)) 'BEGIN { srand(seed); for (k = 0; k < 4320; k++) printf "%c", int(rand() * 256) }'; } >"$EP/ep00$e/f$i.ppm"
+    done
+done
+TC_TINY=(--model custom --depths 1,2,1,1 --groups 4 --width-per-group 16 --base-planes 4 --img-size 32 --batch-size 4 --threads 1)
+TC_TAR=tests/fixtures/models/resnext_tiny_tc.tar
+expect "tc_train unknown model" 2 "unknown model" "$B/tc_train" --model resnext7 --data-path "$EP" --output-dir "$T/out"
+expect "tc_train custom needs depths" 2 "needs --depths" "$B/tc_train" --model custom --data-path "$EP" --output-dir "$T/out"
+expect "tc_train bad depths" 2 "four block counts" "$B/tc_train" --model custom --depths 1,2,0,1 --data-path "$EP" --output-dir "$T/out"
+expect "tc_train missing data" 1 "/no/such/data" "$B/tc_train" "${TC_TINY[@]}" --data-path /no/such/data --output-dir "$T/out" --iters 2
+expect "tc_train too few classes" 2 "fewer than the 3 episode folders" "$B/tc_train" "${TC_TINY[@]}" --num-classes 2 --data-path "$EP" --output-dir "$T/out" --iters 2
+expect "tc_train weights of another shape" 1 "layer1.0.conv2.weight" "$B/tc_train" "${TC_TINY[@]}" --groups 2 --width-per-group 32 --num-classes 5 --weights "$TC_TAR" --data-path "$EP" --output-dir "$T/out" --iters 2
+after=$(snapshot "$T/out")
+if [ "$before" = "$after" ]; then ok "failed tc_train runs leave the output folder untouched"; else bad "failed tc_train runs leave the output folder untouched" "$(diff <(echo "$before") <(echo "$after") | head -5)"; fi
 
 if [ "$MODE" != normal ]; then
     echo "(the training runs and the quick demo are skipped in the $MODE build)"
@@ -158,9 +186,16 @@ else
         if [ -s "$V/pre/$f" ]; then ok "vulkan mae_pretrain wrote $f"; else bad "vulkan mae_pretrain wrote $f" "missing"; fi
     done
     "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$V/cpu" --iters 4 --batch-size 32 --threads 1 >/dev/null 2>&1
-    verdict=$(paste -d, "$V/pre/log.csv" "$V/cpu/log.csv" 2>/dev/null | awk -F, 'NR > 1 { n++; d = $3 - $9; if (d < 0) d = -d; if (d > 1e-4 * $9) bad = bad " step " $1 ": " $3 " vs " $9 }
-        END { if (n != 4) print "rows " n; else if (bad != "") print bad; else print "ok" }')
+    verdict=$(losses_close "$V/pre/log.csv" "$V/cpu/log.csv" 4)
     if [ "$verdict" = ok ]; then ok "vulkan losses follow the CPU's (1e-4)"; else bad "vulkan losses follow the CPU's" "$verdict"; fi
+    expect "tc_train --backend vulkan" 0 "done: 6 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc" --iters 6 --backend vulkan
+    "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$V/tc_cpu" --iters 6 >/dev/null 2>&1
+    # the first step's loss to 1e-4; later ones drift (Adam's normalised update turns the device's
+    # float differences in near-zero gradients into whole lr-sized steps; 5e-4 seen at step 6)
+    verdict=$(losses_close "$V/tc/log.csv" "$V/tc_cpu/log.csv" 6 5e-3)
+    if [ "$verdict" = ok ] && [ "$(losses_close <(head -2 "$V/tc/log.csv") <(head -2 "$V/tc_cpu/log.csv") 1)" = ok ]; then
+        ok "vulkan tc_train losses follow the CPU's (1e-4 at step 1, 5e-3 after)"
+    else bad "vulkan tc_train losses follow the CPU's" "$verdict"; fi
     expect "mae_pretrain --backend vulkan --resume" 0 "resumed from .*at step 4" "$B/mae_pretrain" "${TINY[@]}" "${TINY_DEC[@]}" "${FM[@]}" --data-path "$TRAIN" --data-fraction 0.1 --output-dir "$V/pre" --iters 5 --batch-size 32 --threads 1 --backend vulkan --resume
     expect "finetune --backend vulkan" 0 "top-1" "$B/finetune" "${TINY[@]}" "${FM[@]}" --finetune "$V/pre/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.02 --batch-size 20 --iters 3 --eval-resize 28 --output-dir "$V/ft" --threads 1 --backend vulkan
     expect "extract_features --backend vulkan" 0 "500 x 32 float32" "$B/extract_features" "${TINY[@]}" "${FM[@]}" --weights "$V/pre/model.safetensors" --data-path "$TEST" --resize 28 --output "$V/feats.npy" --threads 1 --backend vulkan
@@ -179,6 +214,18 @@ expect "pmae_train straight through" 0 "done: 7 steps" "$B/pmae_train" "${PM[@]}
 if diff <(cut -d, -f1-4,7- "$G/log.csv") <(cut -d, -f1-4,7- "$G/straight/log.csv") >/dev/null; then ok "pmae_train resumed = straight run (losses, lr)"; else bad "pmae_train resumed = straight run" "$(diff <(cut -d, -f1-4,7- "$G/log.csv") <(cut -d, -f1-4,7- "$G/straight/log.csv") | head -4)"; fi
 if awk -F, 'NR == 6 && $4 == 0.00015 { a = 1 } NR == 7 && $4 == 0.000135 { b = 1 } END { exit !(a && b) }' "$G/log.csv"; then ok "pmae_train StepLR per epoch"; else bad "pmae_train StepLR per epoch" "$(cut -d, -f1-4 "$G/log.csv" | sed -n 6,7p | tr '\n' ' ')"; fi
 expect "finetune reads the PMAE generator" 0 "top-1" "$B/finetune" --model custom --img-size 224 --patch-size 32 --embed-dim 32 --depth 1 --num-heads 2 --in-chans 1 "${FM[@]}" --finetune "$G/model.safetensors" --data-path "$TRAIN" --val-path "$TEST" --frac-retained 0.01 --batch-size 10 --iters 1 --eval-resize 224 --output-dir "$G/ft" --threads 1
+
+# tc_train: 6 steps straight, and 3 + 3 with --resume, give the same losses; a train_tc.py .tar as --weights
+C="$T/tc"
+expect "tc_train runs" 0 "done: 6 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/full" --iters 6
+for f in checkpoint.hvts model.safetensors log.csv loss.svg; do
+    if [ -s "$C/full/$f" ]; then ok "tc_train wrote $f"; else bad "tc_train wrote $f" "missing"; fi
+done
+expect "tc_train first half" 0 "done: 3 steps" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/half" --iters 3
+expect "tc_train --resume" 0 "resumed from .*at step 3" "$B/tc_train" "${TC_TINY[@]}" --data-path "$EP" --output-dir "$C/half" --iters 6 --resume
+if [ -s "$C/half/log.csv" ] && [ "$(cut -d, -f1-3 "$C/full/log.csv")" = "$(cut -d, -f1-3 "$C/half/log.csv")" ]; then ok "tc_train resumed run = straight run"; else bad "tc_train resumed run = straight run" "$(diff <(cut -d, -f1-3 "$C/full/log.csv") <(cut -d, -f1-3 "$C/half/log.csv") | head -4)"; fi
+expect "tc_train from a train_tc.py .tar" 0 "loaded 122 tensors from .*resnext_tiny_tc.tar; 0 not in the file" "$B/tc_train" "${TC_TINY[@]}" --num-classes 5 --weights "$TC_TAR" --data-path "$EP" --output-dir "$C/tar" --iters 2
+expect "tc_train from its own model.safetensors" 0 "loaded [0-9]+ tensors from .*model.safetensors; 0 not in the file" "$B/tc_train" "${TC_TINY[@]}" --weights "$C/full/model.safetensors" --data-path "$EP" --output-dir "$C/again" --iters 1
 
 # a loss that turns NaN: the run stops before the update, the last good checkpoint (step 1) stays
 N="$T/nan"

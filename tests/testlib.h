@@ -128,6 +128,27 @@ static inline double tl_rel_err(const float *a, const double *b, int64_t n, doub
     return maxdiff / maxref;
 }
 
+/* tl_rel_err of a tensor against the f32 entry `name` of a reference state dict (a model fixture's
+   _io.safetensors); 1e30, with a note, when either is missing or the sizes differ */
+static inline double tl_err_vs(hv_tensor *got, hv_state_dict *ref, const char *name, double floor_) {
+    hv_tensor *r = hv_state_dict_get(ref, name);
+    double *d, e;
+    float *g;
+    int64_t n;
+    if (!got || !r || hv_numel(got) != hv_numel(r)) {
+        printf("  %s: missing or wrong size (%s)\n", name, hv_last_error());
+        return 1e30;
+    }
+    n = hv_numel(r);
+    d = tl_to_double(r);
+    g = (float *)malloc(sizeof(float) * (size_t)(n ? n : 1));
+    hv_tensor_copy_to(got, g, sizeof(float) * (size_t)n);
+    e = tl_rel_err(g, d, n, floor_);
+    free(d);
+    free(g);
+    return e;
+}
+
 /* ---- the op checker ------------------------------------------------------------------------- */
 
 #define TL_MAX_IN 6
