@@ -11811,16 +11811,6 @@ struct hv_disc {
 };
 static int hv__disc_has_bn(int i) { return i >= 1 && i <= 4; }
 
-/* U(-bound, bound) from the context's stream: PyTorch's default Conv2d/Linear initialisation
-   (kaiming_uniform with a = sqrt(5)) is bound = 1/sqrt(fan_in), for weights and biases alike */
-static int hv__uniform_fill(hv_tensor *t, float bound) {
-    float *p = (float *)hv__host_begin(t, 0);
-    int64_t i, n = hv_numel(t);
-    if (!p) return -1;
-    for (i = 0; i < n; i++) p[i] = bound * (2.0f * hv_rng_uniform(t->ctx) - 1.0f);
-    return hv__host_end(t, p, 1);
-}
-
 static void hv__disc_release(hv_disc *m) {
     int i;
     for (i = 0; i < m->params.count; i++) hv_tensor_free(m->params.tensors[i]);

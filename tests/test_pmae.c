@@ -24,25 +24,6 @@ static hv_tensor *pmae_images(hv_ctx *ctx, int64_t batch, uint32_t seed, float s
     return t;
 }
 
-/* max |got - ref| / max(max |ref|, floor) against an entry of the fixture file */
-static double err_vs(hv_tensor *got, hv_state_dict *ref, const char *name, double floor_) {
-    hv_tensor *r = hv_state_dict_get(ref, name);
-    double *d, e;
-    float *g;
-    int64_t n;
-    if (!got || !r || hv_numel(got) != hv_numel(r)) {
-        printf("  %s: missing or wrong size (%s)\n", name, hv_last_error());
-        return 1e30;
-    }
-    n = hv_numel(r);
-    d = tl_to_double(r);
-    g = (float *)malloc(sizeof(float) * (size_t)n);
-    hv_tensor_copy_to(got, g, sizeof(float) * (size_t)n);
-    e = tl_rel_err(g, d, n, floor_);
-    free(d);
-    free(g);
-    return e;
-}
 static int same_i32(hv_tensor *got, hv_state_dict *ref, const char *name) {
     hv_tensor *r = hv_state_dict_get(ref, name);
     return got && r && hv_tensor_dtype(r) == HV_I32 && hv_data_i32(got)[0] == hv_data_i32(r)[0];
@@ -119,28 +100,28 @@ static void test_disc_matches_pytorch(hv_ctx *ctx) {
     hv_set_trainable(x, 1);
     out = hv_disc_forward(d, x, 1);
     CHECK(out && hv_ndim(out) == 1 && hv_dim(out, 0) == 2, "output shape");
-    CHECK(err_vs(out, io, "disc.out_train", 1e-6) < 1e-5, "train output error %.3g", err_vs(out, io, "disc.out_train", 1e-6));
+    CHECK(tl_err_vs(out, io, "disc.out_train", 1e-6) < 1e-5, "train output error %.3g", tl_err_vs(out, io, "disc.out_train", 1e-6));
     r = hv_state_dict_get(io, "disc.r");
     CHECK(hv_backward(hv_sum(hv_mul(out, r), 0, NULL, 0)) == 0, "backward: %s", hv_last_error());
     for (i = 0; i < pl->count; i++) {
         const char *name = pl->names[i] + strlen("discriminator.");
         if (strstr(name, "running_")) {
             snprintf(key, sizeof key, "disc.after.%s", name);
-            CHECK(err_vs(pl->tensors[i], io, key, 1e-6) < 1e-5, "%s: error %.3g", key, err_vs(pl->tensors[i], io, key, 1e-6));
+            CHECK(tl_err_vs(pl->tensors[i], io, key, 1e-6) < 1e-5, "%s: error %.3g", key, tl_err_vs(pl->tensors[i], io, key, 1e-6));
         } else if (strstr(name, "num_batches")) {
             snprintf(key, sizeof key, "disc.after.%s", name);
             CHECK(same_i32(pl->tensors[i], io, key), "%s", key);
         } else {
             snprintf(key, sizeof key, "disc.grad.%s", name);
-            CHECK(err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) < 1e-4, "%s: error %.3g", key,
-                  err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
+            CHECK(tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) < 1e-4, "%s: error %.3g", key,
+                  tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
         }
     }
-    CHECK(err_vs(rows(hv_grad(x)), io, "disc.grad_images_rows", 1e-6) < 1e-4, "input gradient error %.3g",
-          err_vs(rows(hv_grad(x)), io, "disc.grad_images_rows", 1e-6));
+    CHECK(tl_err_vs(rows(hv_grad(x)), io, "disc.grad_images_rows", 1e-6) < 1e-4, "input gradient error %.3g",
+          tl_err_vs(rows(hv_grad(x)), io, "disc.grad_images_rows", 1e-6));
     /* eval mode on the statistics the training forward left */
     out = hv_disc_forward(d, x, 0);
-    CHECK(err_vs(out, io, "disc.out_eval", 1e-6) < 1e-5, "eval output error %.3g", err_vs(out, io, "disc.out_eval", 1e-6));
+    CHECK(tl_err_vs(out, io, "disc.out_eval", 1e-6) < 1e-5, "eval output error %.3g", tl_err_vs(out, io, "disc.out_eval", 1e-6));
 done:
     hv_tensor_free(x);
     hv_disc_free(d);
@@ -161,8 +142,8 @@ static void test_disc_features_and_copy(hv_ctx *ctx) {
         CHECK(feats[i] && hv_dim(feats[i], 1) == NDF << (i < 3 ? i : 3) && hv_dim(feats[i], 2) == hw[i] && hv_dim(feats[i], 3) == hw[i],
               "feature %d shape", i + 1);
         snprintf(key, sizeof key, "disc.feat_mean.%d", i + 1);
-        CHECK(err_vs(hv_mean(feats[i], 2, axes, 0), io, key, 1e-6) < 1e-5, "%s: error %.3g", key,
-              err_vs(hv_mean(feats[i], 2, axes, 0), io, key, 1e-6));
+        CHECK(tl_err_vs(hv_mean(feats[i], 2, axes, 0), io, key, 1e-6) < 1e-5, "%s: error %.3g", key,
+              tl_err_vs(hv_mean(feats[i], 2, axes, 0), io, key, 1e-6));
     }
     /* the copy holds other weights; hv_disc_copy makes every tensor (statistics too) equal */
     for (i = 0; i < hv_disc_params(d)->count; i++)
@@ -208,14 +189,14 @@ static void test_generator_loss_matches_pytorch(hv_ctx *ctx) {
     hv_set_trainable(fake, 1);
     loss = hv_pmae_generator_loss(d, copy, fake, x, NULL, &parts);
     CHECK_NOTNULL(loss);
-    CHECK(err_vs(loss, io, "gen.total", 1e-6) < 1e-5, "total error %.3g", err_vs(loss, io, "gen.total", 1e-6));
-    CHECK(err_vs(parts.l1, io, "gen.l1", 1e-6) < 1e-5, "l1 error %.3g", err_vs(parts.l1, io, "gen.l1", 1e-6));
-    CHECK(err_vs(parts.gan, io, "gen.gan", 1e-6) < 1e-5, "gan error %.3g", err_vs(parts.gan, io, "gen.gan", 1e-6));
-    CHECK(err_vs(parts.perc, io, "gen.perc", 1e-6) < 1e-5, "perc error %.3g", err_vs(parts.perc, io, "gen.perc", 1e-6));
-    CHECK(err_vs(parts.style, io, "gen.style", 1e-6) < 1e-5, "style error %.3g", err_vs(parts.style, io, "gen.style", 1e-6));
+    CHECK(tl_err_vs(loss, io, "gen.total", 1e-6) < 1e-5, "total error %.3g", tl_err_vs(loss, io, "gen.total", 1e-6));
+    CHECK(tl_err_vs(parts.l1, io, "gen.l1", 1e-6) < 1e-5, "l1 error %.3g", tl_err_vs(parts.l1, io, "gen.l1", 1e-6));
+    CHECK(tl_err_vs(parts.gan, io, "gen.gan", 1e-6) < 1e-5, "gan error %.3g", tl_err_vs(parts.gan, io, "gen.gan", 1e-6));
+    CHECK(tl_err_vs(parts.perc, io, "gen.perc", 1e-6) < 1e-5, "perc error %.3g", tl_err_vs(parts.perc, io, "gen.perc", 1e-6));
+    CHECK(tl_err_vs(parts.style, io, "gen.style", 1e-6) < 1e-5, "style error %.3g", tl_err_vs(parts.style, io, "gen.style", 1e-6));
     CHECK(hv_backward(loss) == 0, "backward: %s", hv_last_error());
-    CHECK(err_vs(rows(hv_grad(fake)), io, "gen.grad_fake_rows", 1e-6) < 1e-4, "fake gradient error %.3g",
-          err_vs(rows(hv_grad(fake)), io, "gen.grad_fake_rows", 1e-6));
+    CHECK(tl_err_vs(rows(hv_grad(fake)), io, "gen.grad_fake_rows", 1e-6) < 1e-4, "fake gradient error %.3g",
+          tl_err_vs(rows(hv_grad(fake)), io, "gen.grad_fake_rows", 1e-6));
     for (i = 0; i < hv_disc_params(d)->count; i++)
         CHECK(!hv_grad(hv_disc_params(d)->tensors[i]) && !hv_grad(hv_disc_params(copy)->tensors[i]), "a frozen tensor got a gradient");
     /* weights: a negative one turns its term off */
@@ -249,13 +230,13 @@ static void test_disc_step_matches_pytorch(hv_ctx *ctx) {
     pl = hv_disc_params(d);
     hv_set_trainable(fake, 1); /* detached inside: it must get no gradient */
     loss = hv_pmae_disc_loss(d, fake, x);
-    CHECK(err_vs(loss, io, "dstep.loss", 1e-6) < 1e-5, "loss error %.3g", err_vs(loss, io, "dstep.loss", 1e-6));
+    CHECK(tl_err_vs(loss, io, "dstep.loss", 1e-6) < 1e-5, "loss error %.3g", tl_err_vs(loss, io, "dstep.loss", 1e-6));
     CHECK(hv_backward(loss) == 0, "backward: %s", hv_last_error());
     CHECK(!hv_grad(fake), "the fake images got a gradient through the discriminator loss");
     for (i = 0; i < pl->count; i++) {
         if (!hv_requires_grad(pl->tensors[i])) continue;
         snprintf(key, sizeof key, "dstep.grad.%s", pl->names[i] + strlen("discriminator."));
-        CHECK(err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) < 1e-4, "%s: error %.3g", key, err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
+        CHECK(tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) < 1e-4, "%s: error %.3g", key, tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
     }
 done:
     hv_tensor_free(x);
@@ -358,26 +339,26 @@ static void test_loss_terms(hv_ctx *ctx) {
     /* the same against PyTorch */
     hv_set_trainable(a, 1);
     out = hv_gram_matrix(a);
-    CHECK(err_vs(out, io, "gram.out", 1e-6) < 1e-6, "gram error %.3g", err_vs(out, io, "gram.out", 1e-6));
+    CHECK(tl_err_vs(out, io, "gram.out", 1e-6) < 1e-6, "gram error %.3g", tl_err_vs(out, io, "gram.out", 1e-6));
     hv_backward(hv_sum(hv_mul(out, hv_state_dict_get(io, "gram.r")), 0, NULL, 0));
-    CHECK(err_vs(hv_grad(a), io, "gram.grad_x", 1e-6) < 1e-5, "gram grad error %.3g", err_vs(hv_grad(a), io, "gram.grad_x", 1e-6));
+    CHECK(tl_err_vs(hv_grad(a), io, "gram.grad_x", 1e-6) < 1e-5, "gram grad error %.3g", tl_err_vs(hv_grad(a), io, "gram.grad_x", 1e-6));
     hv_zero_grad(a);
     out = op_style((hv_tensor *[]){a, b}, NULL);
-    CHECK(err_vs(out, io, "style.loss", 1e-6) < 1e-5, "style error %.3g", err_vs(out, io, "style.loss", 1e-6));
+    CHECK(tl_err_vs(out, io, "style.loss", 1e-6) < 1e-5, "style error %.3g", tl_err_vs(out, io, "style.loss", 1e-6));
     hv_backward(out);
-    CHECK(err_vs(hv_grad(a), io, "style.grad_x", 1e-6) < 1e-5, "style grad error %.3g", err_vs(hv_grad(a), io, "style.grad_x", 1e-6));
+    CHECK(tl_err_vs(hv_grad(a), io, "style.grad_x", 1e-6) < 1e-5, "style grad error %.3g", tl_err_vs(hv_grad(a), io, "style.grad_x", 1e-6));
     hv_set_trainable(pr, 1);
     hv_set_trainable(pf, 1);
     out = hv_lsgan_d_loss(pr, pf);
-    CHECK(err_vs(out, io, "lsgan.d", 1e-6) < 1e-6, "lsgan d error");
+    CHECK(tl_err_vs(out, io, "lsgan.d", 1e-6) < 1e-6, "lsgan d error");
     hv_backward(out);
-    CHECK(err_vs(hv_grad(pr), io, "lsgan.d_grad_real", 1e-6) < 1e-5 && err_vs(hv_grad(pf), io, "lsgan.d_grad_fake", 1e-6) < 1e-5,
+    CHECK(tl_err_vs(hv_grad(pr), io, "lsgan.d_grad_real", 1e-6) < 1e-5 && tl_err_vs(hv_grad(pf), io, "lsgan.d_grad_fake", 1e-6) < 1e-5,
           "lsgan d grads");
     hv_zero_grad(pf);
     out = hv_lsgan_g_loss(pf);
-    CHECK(err_vs(out, io, "lsgan.g", 1e-6) < 1e-6, "lsgan g error");
+    CHECK(tl_err_vs(out, io, "lsgan.g", 1e-6) < 1e-6, "lsgan g error");
     hv_backward(out);
-    CHECK(err_vs(hv_grad(pf), io, "lsgan.g_grad_fake", 1e-6) < 1e-5, "lsgan g grad");
+    CHECK(tl_err_vs(hv_grad(pf), io, "lsgan.g_grad_fake", 1e-6) < 1e-5, "lsgan g grad");
     CHECK_ERROR(hv_gram_matrix(pr), "hv_gram_matrix", "(B, C, H, W)");
 done:
     hv_tensor_free(a);

@@ -6,27 +6,6 @@
 
 #define MODELS "tests/fixtures/models/"
 
-/* max |got - ref| / max |ref| over one tensor, against an f32 entry of a state dict */
-static double err_vs(hv_tensor *got, hv_state_dict *ref, const char *name, double floor_) {
-    hv_tensor *r = hv_state_dict_get(ref, name);
-    double *d;
-    float *g;
-    double e;
-    int64_t n;
-    if (!got || !r || hv_numel(got) != hv_numel(r)) {
-        printf("  %s: missing or wrong size (%s)\n", name, hv_last_error());
-        return 1e30;
-    }
-    n = hv_numel(r);
-    d = tl_to_double(r);
-    g = (float *)malloc(sizeof(float) * (size_t)n);
-    hv_tensor_copy_to(got, g, sizeof(float) * (size_t)n);
-    e = tl_rel_err(g, d, n, floor_);
-    free(d);
-    free(g);
-    return e;
-}
-
 static hv_mae_desc tiny_mae_desc(void) {
     hv_mae_desc d;
     memset(&d, 0, sizeof d);
@@ -44,12 +23,12 @@ static void test_sincos_and_interpolation(hv_ctx *ctx) {
     CHECK_NOTNULL(t);
     if (!t) return;
     CHECK(hv_sincos_pos_embed(a, 7, 64) == 0 && hv_sincos_pos_embed(b, 16, 384) == 0, "%s", hv_last_error());
-    CHECK(err_vs(a, t, "sincos_g7_d64", 1e-6) < 1e-6, "sin-cos 7x7x64 differs from upstream");
-    CHECK(err_vs(b, t, "sincos_g16_d384", 1e-6) < 1e-6, "sin-cos 16x16x384 differs from upstream");
+    CHECK(tl_err_vs(a, t, "sincos_g7_d64", 1e-6) < 1e-6, "sin-cos 7x7x64 differs from upstream");
+    CHECK(tl_err_vs(b, t, "sincos_g16_d384", 1e-6) < 1e-6, "sin-cos 16x16x384 differs from upstream");
     {
         hv_tensor *in = hv_state_dict_get(t, "interp_in"), *up = hv_pos_embed_interpolate(in, 8), *down = hv_pos_embed_interpolate(in, 3);
-        CHECK(err_vs(up, t, "interp_g8", 1e-6) < 1e-5, "bicubic pos-embed 5->8: %g", err_vs(up, t, "interp_g8", 1e-6));
-        CHECK(err_vs(down, t, "interp_g3", 1e-6) < 1e-5, "bicubic pos-embed 5->3: %g", err_vs(down, t, "interp_g3", 1e-6));
+        CHECK(tl_err_vs(up, t, "interp_g8", 1e-6) < 1e-5, "bicubic pos-embed 5->8: %g", tl_err_vs(up, t, "interp_g8", 1e-6));
+        CHECK(tl_err_vs(down, t, "interp_g3", 1e-6) < 1e-5, "bicubic pos-embed 5->3: %g", tl_err_vs(down, t, "interp_g3", 1e-6));
         hv_tensor_free(up);
         hv_tensor_free(down);
     }
@@ -77,22 +56,22 @@ static void test_mae_matches_pytorch(hv_ctx *ctx) {
     loss = hv_mae_forward(mae, hv_state_dict_get(io, "images"), hv_state_dict_get(io, "noise"), &pred, &mask);
     CHECK_NOTNULL(loss);
     if (!loss) return;
-    CHECK(err_vs(loss, io, "loss", 1e-6) < 1e-5, "loss %.7g vs PyTorch: %g", hv_item(loss), err_vs(loss, io, "loss", 1e-6));
-    CHECK(err_vs(pred, io, "pred", 1e-6) < 1e-4, "pred: %g", err_vs(pred, io, "pred", 1e-6));
-    CHECK(err_vs(mask, io, "mask", 1e-6) == 0, "mask differs");
+    CHECK(tl_err_vs(loss, io, "loss", 1e-6) < 1e-5, "loss %.7g vs PyTorch: %g", hv_item(loss), tl_err_vs(loss, io, "loss", 1e-6));
+    CHECK(tl_err_vs(pred, io, "pred", 1e-6) < 1e-4, "pred: %g", tl_err_vs(pred, io, "pred", 1e-6));
+    CHECK(tl_err_vs(mask, io, "mask", 1e-6) == 0, "mask differs");
     CHECK(hv_backward(loss) == 0, "%s", hv_last_error());
     for (i = 0; i < pl->count; i++) {
         char key[160];
         double e;
         if (!hv_requires_grad(pl->tensors[i])) continue;
         snprintf(key, sizeof key, "grad.%s", pl->names[i]);
-        e = err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6);
+        e = tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6);
         if (e > worst) worst = e;
         CHECK(e <= 1e-3, "%s: %g", key, e);
     }
     /* the backward releases the model's internal activations; what it handed out stays */
-    CHECK(err_vs(pred, io, "pred", 1e-6) < 1e-4, "pred after the backward: %g", err_vs(pred, io, "pred", 1e-6));
-    CHECK(err_vs(mask, io, "mask", 1e-6) == 0, "mask differs after the backward");
+    CHECK(tl_err_vs(pred, io, "pred", 1e-6) < 1e-4, "pred after the backward: %g", tl_err_vs(pred, io, "pred", 1e-6));
+    CHECK(tl_err_vs(mask, io, "mask", 1e-6) == 0, "mask differs after the backward");
     printf("  MAE tiny: loss %.7g, worst parameter-gradient error %.2g\n", hv_item(loss), worst);
     hv_step_end(ctx);
     /* norm_pix_loss on the same weights and mask */
@@ -102,7 +81,7 @@ static void test_mae_matches_pytorch(hv_ctx *ctx) {
         np = hv_mae_new(ctx, &d);
         CHECK(hv_params_load_file(hv_mae_params(np), MODELS "mae_tiny.pth", NULL, NULL) == 0, "load: %s", hv_last_error());
         loss = hv_mae_forward(np, hv_state_dict_get(io, "images"), hv_state_dict_get(io, "noise"), NULL, NULL);
-        CHECK(err_vs(loss, io, "loss_norm_pix", 1e-6) < 1e-5, "norm_pix loss: %g", err_vs(loss, io, "loss_norm_pix", 1e-6));
+        CHECK(tl_err_vs(loss, io, "loss_norm_pix", 1e-6) < 1e-5, "norm_pix loss: %g", tl_err_vs(loss, io, "loss_norm_pix", 1e-6));
         hv_mae_free(np);
     }
     hv_load_result_free(&res);
@@ -127,7 +106,7 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
     CHECK(hv_params_load_file(pl, MODELS "vit_tiny_ft.pth", NULL, NULL) == 0, "load: %s", hv_last_error());
     hv_set_grad_enabled(ctx, 0);
     logits = hv_vit_forward(vit, hv_state_dict_get(io, "images"), 0);
-    CHECK(err_vs(logits, io, "logits_eval", 1e-6) < 1e-4, "eval logits: %g", err_vs(logits, io, "logits_eval", 1e-6));
+    CHECK(tl_err_vs(logits, io, "logits_eval", 1e-6) < 1e-4, "eval logits: %g", tl_err_vs(logits, io, "logits_eval", 1e-6));
     {
         hv_vit_desc fd = d;
         hv_vit *trunk;
@@ -139,7 +118,7 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
         CHECK(res.unexpected_count == 5 && res.missing_count == 0, "%d unexpected (want the 5 head.* keys), %d missing", res.unexpected_count,
               res.missing_count);
         feat = hv_vit_forward(trunk, hv_state_dict_get(io, "images"), 0);
-        CHECK(err_vs(feat, io, "features", 1e-6) < 1e-4, "features: %g", err_vs(feat, io, "features", 1e-6));
+        CHECK(tl_err_vs(feat, io, "features", 1e-6) < 1e-4, "features: %g", tl_err_vs(feat, io, "features", 1e-6));
         hv_load_result_free(&res);
         hv_vit_free(trunk);
     }
@@ -147,7 +126,7 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
     hv_step_end(ctx);
     /* training mode: batch statistics in the head, running statistics updated, gradients */
     logits = hv_vit_forward(vit, hv_state_dict_get(io, "images"), 1);
-    CHECK(err_vs(logits, io, "logits_train", 1e-6) < 1e-4, "train logits: %g", err_vs(logits, io, "logits_train", 1e-6));
+    CHECK(tl_err_vs(logits, io, "logits_train", 1e-6) < 1e-4, "train logits: %g", tl_err_vs(logits, io, "logits_train", 1e-6));
     CHECK(hv_backward(hv_sum(hv_mul(logits, hv_state_dict_get(io, "r")), 0, NULL, 0)) == 0, "%s", hv_last_error());
     /* the gradients of the final norm are ~0 (the head's batch norm cancels shifts): compare each
        gradient relative to the largest gradient of the model, not to its own near-zero size */
@@ -170,12 +149,12 @@ static void test_vit_finetuned_matches_pytorch(hv_ctx *ctx) {
         double e;
         if (!hv_requires_grad(pl->tensors[i])) continue;
         snprintf(key, sizeof key, "grad.%s", pl->names[i]);
-        e = err_vs(hv_grad(pl->tensors[i]), io, key, gscale);
+        e = tl_err_vs(hv_grad(pl->tensors[i]), io, key, gscale);
         if (e > worst) worst = e;
         CHECK(e <= 1e-4, "%s: %g", key, e);
     }
-    CHECK(err_vs(pl->tensors[pl->count - 5], io, "running_mean_after", 1e-6) < 1e-5, "running mean after a training step");
-    CHECK(err_vs(pl->tensors[pl->count - 4], io, "running_var_after", 1e-6) < 1e-5, "running var after a training step");
+    CHECK(tl_err_vs(pl->tensors[pl->count - 5], io, "running_mean_after", 1e-6) < 1e-5, "running mean after a training step");
+    CHECK(tl_err_vs(pl->tensors[pl->count - 4], io, "running_var_after", 1e-6) < 1e-5, "running var after a training step");
     printf("  ViT tiny finetuned: worst gradient error %.2g (relative to the largest gradient)\n", worst);
     hv_state_dict_free(io);
     hv_vit_free(vit);
@@ -199,13 +178,13 @@ static void test_vit_global_pool_matches_pytorch(hv_ctx *ctx) {
     CHECK(res.missing_count == 0 && res.unexpected_count == 0, "%d missing, %d unexpected (fc_norm naming?)", res.missing_count,
           res.unexpected_count);
     feat = hv_vit_forward(vit, hv_state_dict_get(io, "images"), 1);
-    CHECK(err_vs(feat, io, "features", 1e-6) < 1e-4, "global-pool features: %g", err_vs(feat, io, "features", 1e-6));
+    CHECK(tl_err_vs(feat, io, "features", 1e-6) < 1e-4, "global-pool features: %g", tl_err_vs(feat, io, "features", 1e-6));
     CHECK(hv_backward(hv_sum(hv_mul(feat, hv_state_dict_get(io, "r")), 0, NULL, 0)) == 0, "%s", hv_last_error());
     for (i = 0; i < pl->count; i++) {
         char key[160];
         if (!hv_requires_grad(pl->tensors[i])) continue;
         snprintf(key, sizeof key, "grad.%s", pl->names[i]);
-        CHECK(err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) <= 1e-4, "%s: %g", key, err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
+        CHECK(tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6) <= 1e-4, "%s: %g", key, tl_err_vs(hv_grad(pl->tensors[i]), io, key, 1e-6));
     }
     hv_load_result_free(&res);
     hv_state_dict_free(io);
@@ -290,8 +269,8 @@ static void test_vits14_real_size(hv_ctx *ctx) {
     CHECK(hv_params_load_file(hv_vit_params(vit), "build/vits14/vits14.pth", NULL, NULL) == 0, "%s", hv_last_error());
     hv_set_grad_enabled(ctx, 0);
     feat = hv_vit_forward(vit, hv_state_dict_get(io, "images"), 0);
-    CHECK(err_vs(feat, io, "features", 1e-6) < 1e-4, "ViT-S/14 features: %g", err_vs(feat, io, "features", 1e-6));
-    printf("  ViT-S/14 at 224: CLS feature error %.2g vs PyTorch\n", err_vs(feat, io, "features", 1e-6));
+    CHECK(tl_err_vs(feat, io, "features", 1e-6) < 1e-4, "ViT-S/14 features: %g", tl_err_vs(feat, io, "features", 1e-6));
+    printf("  ViT-S/14 at 224: CLS feature error %.2g vs PyTorch\n", tl_err_vs(feat, io, "features", 1e-6));
     hv_set_grad_enabled(ctx, 1);
     hv_state_dict_free(io);
     hv_vit_free(vit);
