@@ -999,9 +999,23 @@ static int hvk__validate(hv_ctx *ctx, hvk__val *v, const hvk_run *run, const hv_
     return 0;
 }
 
+/* the shuffled, drop-last batch stream of a training run from batch `step` on (a resumed run
+   continues the same stream), loaded on the CPU context of ctx; NULL with hvd_last_error set */
+static hvd_loader *hvk__train_loader(hv_ctx *ctx, hvd_dataset *data, const hvd_transform *tf, const hvk_run *run, int64_t step) {
+    hvd_loader_desc ld;
+    memset(&ld, 0, sizeof ld);
+    ld.dataset = data;
+    ld.transform = *tf;
+    ld.batch_size = run->batch_size;
+    ld.shuffle = 1;
+    ld.drop_last = 1;
+    ld.workers = run->workers;
+    ld.seed = run->seed;
+    ld.start_batch = step;
+    return hvd_loader_new(hvk_data_ctx(ctx), &ld);
+}
 static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn loss_fn, const hv_param_list *params, hvd_dataset *data,
                       const hvd_transform *tf, const hvk_run *run, hvk__val *val, hvk_result *res) {
-    hvd_loader_desc ld;
     hvd_loader *loader = NULL;
     hv_optim *opt;
     hv_tensor *xd = NULL, *yd = NULL; /* the batch on the model's context (Vulkan) */
@@ -1040,16 +1054,7 @@ static int hvk__train(hv_ctx *ctx, const char *title, void *model, hvk__loss_fn 
     memset(&lg, 0, sizeof lg); /* log.csv is opened after the first good step: a run that fails at
                                   once (bad data, bad model) leaves the output folder as it was */
     if (step >= run->iters) goto finish;
-    memset(&ld, 0, sizeof ld);
-    ld.dataset = data;
-    ld.transform = *tf;
-    ld.batch_size = run->batch_size;
-    ld.shuffle = 1;
-    ld.drop_last = 1;
-    ld.workers = run->workers;
-    ld.seed = run->seed;
-    ld.start_batch = step; /* a resumed run continues the same stream of batches */
-    if (!(loader = hvd_loader_new(hvk_data_ctx(ctx), &ld))) {
+    if (!(loader = hvk__train_loader(ctx, data, tf, run, step))) {
         rc = hvk__fail("%s", hvd_last_error());
         goto finish;
     }
@@ -1467,7 +1472,6 @@ static int hvk__pmae_resume(const char *dir, hv_ctx *ctx, hv_mae *mae, hv_disc *
 int hvk_pmae_train(hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hvd_dataset *data, const hvd_transform *tf,
                    const hvk_pmae_opts *po, const hvk_run *run, hvk_result *res) {
     const hv_param_list *gp = hv_mae_params(mae), *dp = hv_disc_params(disc);
-    hvd_loader_desc ld;
     hvd_loader *loader = NULL;
     hv_optim *opt_g = NULL, *opt_d = NULL;
     hvk__log lg;
@@ -1500,16 +1504,7 @@ int hvk_pmae_train(hv_ctx *ctx, hv_mae *mae, hv_disc *disc, hv_disc *copy, hvd_d
     }
     start = step;
     if (step >= run->iters) goto finish;
-    memset(&ld, 0, sizeof ld);
-    ld.dataset = data;
-    ld.transform = *tf;
-    ld.batch_size = run->batch_size;
-    ld.shuffle = 1;
-    ld.drop_last = 1;
-    ld.workers = run->workers;
-    ld.seed = run->seed;
-    ld.start_batch = step;
-    if (!(loader = hvd_loader_new(ctx, &ld))) {
+    if (!(loader = hvk__train_loader(ctx, data, tf, run, step))) {
         rc = hvk__fail("%s", hvd_last_error());
         goto finish;
     }
