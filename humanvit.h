@@ -10993,6 +10993,39 @@ static int hv__bn_count_step(hv_tensor *count) {
     return 0;
 }
 
+/* a BatchNorm2d's parameters and statistics (ResNeXt, the PMAE discriminator) */
+typedef struct hv__bn2d {
+    hv_tensor *w, *b, *mean, *var, *count; /* (C) x 4, num_batches_tracked (i32 scalar) */
+} hv__bn2d;
+/* BatchNorm2d's five entries, in PyTorch's order, as [model_prefix]prefix.weight ...
+   prefix.num_batches_tracked; weight 1, bias 0, running statistics 0 and 1 */
+static int hv__bn2d_init(hv__bn2d *n, hv__plist *pl, hv_ctx *ctx, const char *model_prefix, const char *prefix, int64_t c) {
+    static const char *suffixes[4] = {"weight", "bias", "running_mean", "running_var"};
+    hv_tensor **slots[4];
+    char name[128];
+    int i;
+    slots[0] = &n->w;
+    slots[1] = &n->b;
+    slots[2] = &n->mean;
+    slots[3] = &n->var;
+    for (i = 0; i < 4; i++) {
+        snprintf(name, sizeof name, "%s.%s", prefix, suffixes[i]);
+        if (!(*slots[i] = hv__param1(pl, ctx, model_prefix, name, c, i < 2))) return -1; /* the running statistics are not trained */
+    }
+    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
+    /* a 0-dim int64 in PyTorch; an i32 scalar here (same 4 zeroed bytes) */
+    if (!(n->count = hv__param(pl, ctx, model_prefix, name, 0, NULL, 0))) return -1;
+    n->count->dtype = HV_I32;
+    if (hv_tensor_fill(n->w, 1.0f) || hv_tensor_fill(n->var, 1.0f)) return -1;
+    return 0;
+}
+/* a BatchNorm2d forward; in training also num_batches_tracked += 1 */
+static hv_tensor *hv__bn2d_fwd(const hv__bn2d *n, hv_tensor *x, int training, float momentum, float eps) {
+    hv_tensor *y = hv_batch_norm(x, n->w, n->b, n->mean, n->var, training, momentum, eps);
+    if (y && training && hv__bn_count_step(n->count)) return NULL;
+    return y;
+}
+
 /* ---- linear layer and LayerNorm as parameter pairs ------------------------------------------ */
 
 typedef struct hv__linear {
@@ -11805,8 +11838,7 @@ struct hv_disc {
     hv__plist params;
     hv_tensor *conv_w[HV__DISC_CONVS];
     /* BatchNorm of conv2..conv5 (index 1..4; index 0 and 5 unused) */
-    hv_tensor *bn_w[HV__DISC_CONVS], *bn_b[HV__DISC_CONVS], *bn_mean[HV__DISC_CONVS], *bn_var[HV__DISC_CONVS],
-        *bn_count[HV__DISC_CONVS];
+    hv__bn2d bn[HV__DISC_CONVS]; /* conv2..conv5 */
     hv__linear final; /* final_layer: Linear(16, 1) */
 };
 static int hv__disc_has_bn(int i) { return i >= 1 && i <= 4; }
@@ -11848,19 +11880,8 @@ HVDEF hv_disc *hv_disc_new(hv_ctx *ctx, const hv_disc_desc *desc) {
         if (!(m->conv_w[i] = hv__param(&m->params, ctx, m->prefix, name, 4, s, 1))) goto fail;
         if (hv__uniform_fill(m->conv_w[i], 1.0f / sqrtf((float)(cin * s[2] * s[3])))) goto fail;
         if (hv__disc_has_bn(i)) {
-            snprintf(name, sizeof name, "conv%d.1.weight", i + 1);
-            if (!(m->bn_w[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 1))) goto fail;
-            snprintf(name, sizeof name, "conv%d.1.bias", i + 1);
-            if (!(m->bn_b[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 1))) goto fail;
-            snprintf(name, sizeof name, "conv%d.1.running_mean", i + 1);
-            if (!(m->bn_mean[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 0))) goto fail;
-            snprintf(name, sizeof name, "conv%d.1.running_var", i + 1);
-            if (!(m->bn_var[i] = hv__param1(&m->params, ctx, m->prefix, name, cout, 0))) goto fail;
-            snprintf(name, sizeof name, "conv%d.1.num_batches_tracked", i + 1);
-            /* a 0-dim int64 in PyTorch; an i32 scalar here (same 4 zeroed bytes) */
-            if (!(m->bn_count[i] = hv__param(&m->params, ctx, m->prefix, name, 0, NULL, 0))) goto fail;
-            m->bn_count[i]->dtype = HV_I32;
-            if (hv_tensor_fill(m->bn_w[i], 1.0f) || hv_tensor_fill(m->bn_var[i], 1.0f)) goto fail;
+            snprintf(name, sizeof name, "conv%d.1", i + 1);
+            if (hv__bn2d_init(&m->bn[i], &m->params, ctx, m->prefix, name, cout)) goto fail;
         }
         cin = cout;
     }
@@ -11915,12 +11936,7 @@ static hv_tensor *hv__disc_layer(hv_disc *m, int i, hv_tensor *x, int training) 
     cd.pad_h = cd.pad_w = hv__disc_layers[i].p;
     x = hv_conv2d(x, m->conv_w[i], NULL, &cd);
     if (hv__disc_has_bn(i)) {
-        x = hv_batch_norm(x, m->bn_w[i], m->bn_b[i], m->bn_mean[i], m->bn_var[i], training, 0.1f, 1e-5f);
-        if (x && training) { /* num_batches_tracked += 1 where it lives (no wait on a device) */
-            hv_ctx *ctx = m->bn_count[i]->ctx;
-            ctx->be->add_i32(ctx, m->bn_count[i], 1);
-            if (ctx->kernel_failed) return ctx->kernel_failed = 0, (hv_tensor *)NULL;
-        }
+        x = hv__bn2d_fwd(&m->bn[i], x, training, 0.1f, 1e-5f);
     }
     return i + 1 < HV__DISC_CONVS ? hv_leaky_relu(x, 0.2f) : x;
 }
@@ -12054,9 +12070,6 @@ HVDEF hv_tensor *hv_pmae_disc_loss(hv_disc *disc, hv_tensor *fake, hv_tensor *im
 
 /* ---- ResNeXt (torchvision resnet.py layout) ------------------------------------------------- */
 
-typedef struct hv__bn2d {
-    hv_tensor *w, *b, *mean, *var, *count; /* (C) x 4, num_batches_tracked (i32 scalar) */
-} hv__bn2d;
 typedef struct hv__bottleneck {
     hv_tensor *conv1, *conv2, *conv3; /* (width, in, 1, 1) (width, width/groups, 3, 3) (out, width, 1, 1) */
     hv__bn2d bn1, bn2, bn3;
@@ -12126,27 +12139,6 @@ static int hv__resnext_resolve(hv_resnext_desc *d) {
     return 0;
 }
 
-/* BatchNorm2d's five entries, in torchvision's order, as prefix.weight ... prefix.num_batches_tracked */
-static int hv__bn2d_init(hv__bn2d *n, hv__plist *pl, hv_ctx *ctx, const char *prefix, int64_t c) {
-    static const char *suffixes[4] = {"weight", "bias", "running_mean", "running_var"};
-    hv_tensor **slots[4];
-    char name[128];
-    int i;
-    slots[0] = &n->w;
-    slots[1] = &n->b;
-    slots[2] = &n->mean;
-    slots[3] = &n->var;
-    for (i = 0; i < 4; i++) {
-        snprintf(name, sizeof name, "%s.%s", prefix, suffixes[i]);
-        if (!(*slots[i] = hv__param1(pl, ctx, "", name, c, i < 2))) return -1; /* the running statistics are not trained */
-    }
-    snprintf(name, sizeof name, "%s.num_batches_tracked", prefix);
-    /* a 0-dim int64 in PyTorch; an i32 scalar here (same 4 zeroed bytes) */
-    if (!(n->count = hv__param(pl, ctx, "", name, 0, NULL, 0))) return -1;
-    n->count->dtype = HV_I32;
-    if (hv_tensor_fill(n->w, 1.0f) || hv_tensor_fill(n->var, 1.0f)) return -1;
-    return 0;
-}
 /* a bias-free conv weight (cout, cin, k, k) with kaiming_normal_(mode='fan_out', relu): std sqrt(2 / (cout k k)) */
 static hv_tensor *hv__conv_param(hv__plist *pl, hv_ctx *ctx, const char *name, int64_t cout, int64_t cin, int64_t k) {
     int64_t s[4];
@@ -12167,14 +12159,14 @@ static int hv__bottleneck_init(hv__bottleneck *b, hv__plist *pl, hv_ctx *ctx, co
 #define HV__SUB(name) (snprintf(p, sizeof p, "%s.%s", prefix, name), p)
     b->stride = stride;
     if (!(b->conv1 = hv__conv_param(pl, ctx, HV__SUB("conv1.weight"), width, in, 1))) return -1;
-    if (hv__bn2d_init(&b->bn1, pl, ctx, HV__SUB("bn1"), width)) return -1;
+    if (hv__bn2d_init(&b->bn1, pl, ctx, "", HV__SUB("bn1"), width)) return -1;
     if (!(b->conv2 = hv__conv_param(pl, ctx, HV__SUB("conv2.weight"), width, width / d->groups, 3))) return -1;
-    if (hv__bn2d_init(&b->bn2, pl, ctx, HV__SUB("bn2"), width)) return -1;
+    if (hv__bn2d_init(&b->bn2, pl, ctx, "", HV__SUB("bn2"), width)) return -1;
     if (!(b->conv3 = hv__conv_param(pl, ctx, HV__SUB("conv3.weight"), out, width, 1))) return -1;
-    if (hv__bn2d_init(&b->bn3, pl, ctx, HV__SUB("bn3"), out)) return -1;
+    if (hv__bn2d_init(&b->bn3, pl, ctx, "", HV__SUB("bn3"), out)) return -1;
     if (stride != 1 || in != out) {
         if (!(b->down_conv = hv__conv_param(pl, ctx, HV__SUB("downsample.0.weight"), out, in, 1))) return -1;
-        if (hv__bn2d_init(&b->down_bn, pl, ctx, HV__SUB("downsample.1"), out)) return -1;
+        if (hv__bn2d_init(&b->down_bn, pl, ctx, "", HV__SUB("downsample.1"), out)) return -1;
     }
 #undef HV__SUB
     return 0;
@@ -12208,7 +12200,7 @@ HVDEF hv_resnext *hv_resnext_new(hv_ctx *ctx, const hv_resnext_desc *desc) {
     memset(r->blocks, 0, sizeof(hv__bottleneck) * (size_t)r->nblocks);
     in = d->base_planes;
     if (!(r->conv1 = hv__conv_param(&r->params, ctx, "conv1.weight", in, d->in_chans, 7))) goto fail;
-    if (hv__bn2d_init(&r->bn1, &r->params, ctx, "bn1", in)) goto fail;
+    if (hv__bn2d_init(&r->bn1, &r->params, ctx, "", "bn1", in)) goto fail;
     for (k = 0; k < 4; k++) {
         planes = (int64_t)d->base_planes << k;
         for (j = 0; j < d->depths[k]; j++, n++) {
@@ -12251,10 +12243,8 @@ typedef struct hv__resnext_step {
     int training;
 } hv__resnext_step;
 
-static hv_tensor *hv__bn2d_fwd(const hv_resnext *r, const hv__bn2d *n, hv_tensor *x, int training) {
-    hv_tensor *y = hv_batch_norm(x, n->w, n->b, n->mean, n->var, training, r->d.bn_momentum, r->d.bn_eps);
-    if (y && training && hv__bn_count_step(n->count)) return NULL;
-    return y;
+static hv_tensor *hv__resnext_bn(const hv_resnext *r, const hv__bn2d *n, hv_tensor *x, int training) {
+    return hv__bn2d_fwd(n, x, training, r->d.bn_momentum, r->d.bn_eps);
 }
 /* conv1 7x7/2 -> bn1 -> relu -> maxpool 3/2 */
 static hv_tensor *hv__resnext_stem(const hv__resnext_step *s, hv_tensor *x) {
@@ -12267,7 +12257,7 @@ static hv_tensor *hv__resnext_stem(const hv__resnext_step *s, hv_tensor *x) {
     p.kernel_h = p.kernel_w = 3;
     p.stride_h = p.stride_w = 2;
     p.pad_h = p.pad_w = 1;
-    x = hv_relu(hv__bn2d_fwd(s->r, &s->r->bn1, hv_conv2d(x, s->r->conv1, NULL, &c), s->training));
+    x = hv_relu(hv__resnext_bn(s->r, &s->r->bn1, hv_conv2d(x, s->r->conv1, NULL, &c), s->training));
     return hv_max_pool2d(x, &p);
 }
 /* relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1 x)))))) + identity), identity = x or downsample(x) */
@@ -12281,10 +12271,10 @@ static hv_tensor *hv__bottleneck_fwd(const hv__resnext_step *s, hv_tensor *x) {
     c3.pad_h = c3.pad_w = 1;
     c3.groups = s->r->d.groups;
     cd.stride_h = cd.stride_w = b->stride;
-    y = hv_relu(hv__bn2d_fwd(s->r, &b->bn1, hv_conv2d(x, b->conv1, NULL, NULL), s->training));
-    y = hv_relu(hv__bn2d_fwd(s->r, &b->bn2, hv_conv2d(y, b->conv2, NULL, &c3), s->training));
-    y = hv__bn2d_fwd(s->r, &b->bn3, hv_conv2d(y, b->conv3, NULL, NULL), s->training);
-    if (b->down_conv) identity = hv__bn2d_fwd(s->r, &b->down_bn, hv_conv2d(x, b->down_conv, NULL, &cd), s->training);
+    y = hv_relu(hv__resnext_bn(s->r, &b->bn1, hv_conv2d(x, b->conv1, NULL, NULL), s->training));
+    y = hv_relu(hv__resnext_bn(s->r, &b->bn2, hv_conv2d(y, b->conv2, NULL, &c3), s->training));
+    y = hv__resnext_bn(s->r, &b->bn3, hv_conv2d(y, b->conv3, NULL, NULL), s->training);
+    if (b->down_conv) identity = hv__resnext_bn(s->r, &b->down_bn, hv_conv2d(x, b->down_conv, NULL, &cd), s->training);
     return hv_relu(hv_add(y, identity));
 }
 static hv_tensor *hv__resnext_layer(const void *step, hv_tensor *x) {
